@@ -1,0 +1,133 @@
+//! The node's settings: `config.toml` in its home, written with defaults on first start and
+//! never silently reset: a file that does not parse is an error that names it.
+
+use std::{fs, io, path::PathBuf};
+
+use loopsy_mesh::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+use crate::{Home, fsutil};
+
+/// The port a node listens on by default (TCP and QUIC); a taken port falls back to any.
+pub const DEFAULT_PORT: u16 = 7717;
+
+/// What `config.toml` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The device name shown to other devices.
+    pub name: String,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Find and announce devices on the LAN by mDNS.
+    #[serde(default = "yes")]
+    pub mdns: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is not a valid config file: {reason}; fix it, or move it away to start over with defaults"
+    )]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl Config {
+    /// Defaults for a new node: the machine's host name, every interface, port 7717.
+    pub fn defaults() -> Self {
+        let listen = [
+            format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"),
+            format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"),
+            format!("/ip6/::/tcp/{DEFAULT_PORT}"),
+            format!("/ip6/::/udp/{DEFAULT_PORT}/quic-v1"),
+        ]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+        Self {
+            name: host_name(),
+            listen,
+            mdns: true,
+        }
+    }
+
+    /// Loads the home's config, writing the defaults first if there is none.
+    pub fn load_or_create(home: &Home) -> Result<Self, ConfigError> {
+        let path = home.config();
+        let io_err = |source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        };
+        match fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: path.clone(),
+                reason: e.message().to_owned(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let config = Self::defaults();
+                let text = toml::to_string(&config).map_err(|e| io_err(io::Error::other(e)))?;
+                let text = format!("{HEADER}{text}");
+                fsutil::write_atomic(&path, text.as_bytes(), 0o600).map_err(io_err)?;
+                Ok(config)
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+}
+
+const HEADER: &str = "\
+# Loopsy node settings. `loopsy node` flags override these for one run.
+# name:   this device's name, as other devices see it
+# listen: libp2p addresses to listen on (a taken port falls back to a free one)
+# mdns:   find and announce devices on the local network
+";
+
+/// This machine's host name, or "loopsy" when it has none.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|s| loopsy_mesh::sanitize_name(&s))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "loopsy".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_home(tag: &str) -> Home {
+        let dir = std::env::temp_dir().join(format!("loopsy-cfg-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let home = Home::at(dir);
+        home.create().expect("home");
+        home
+    }
+
+    #[test]
+    fn defaults_are_written_then_read_back() {
+        let home = temp_home("defaults");
+        let first = Config::load_or_create(&home).expect("create");
+        assert_eq!(first, Config::defaults());
+        let second = Config::load_or_create(&home).expect("load");
+        assert_eq!(first, second);
+        fs::remove_dir_all(home.dir()).ok();
+    }
+
+    #[test]
+    fn a_broken_file_is_an_error_and_is_left_alone() {
+        let home = temp_home("broken");
+        fs::write(home.config(), "name = [").expect("write");
+        let err = Config::load_or_create(&home).expect_err("invalid");
+        assert!(err.to_string().contains("config.toml"), "{err}");
+        assert_eq!(fs::read_to_string(home.config()).expect("kept"), "name = [");
+        fs::remove_dir_all(home.dir()).ok();
+    }
+}

@@ -1,0 +1,13 @@
+//! A Loopsy node's daemon: the state directory ([`Home`]), the identity and [`config`], the
+//! lock that keeps one node per home, and the local [`control`] API that the CLI and other
+//! local programs use. [`node::run`] ties them to the mesh.
+
+pub mod config;
+pub mod control;
+mod fsutil;
+pub mod home;
+mod lock;
+pub mod node;
+
+pub use home::Home;
+pub use loopsy_mesh::Multiaddr;

@@ -1,0 +1,260 @@
+//! What this node knows of other peers: names, addresses, live connections and round trips.
+//! Owned by the event loop; bounded, since any device on the LAN can make itself known.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
+
+/// Most peers remembered; past it, the longest-unseen unconnected peer is forgotten.
+pub const MAX_PEERS: usize = 512;
+/// Most addresses remembered per peer.
+pub const MAX_ADDRS: usize = 16;
+
+/// How a peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Direct,
+    Relayed,
+    None,
+}
+
+/// A snapshot of one peer, as the event loop hands it out.
+#[derive(Debug, Clone)]
+pub struct PeerState {
+    pub peer_id: PeerId,
+    /// The name the peer announces through identify.
+    pub name: Option<String>,
+    /// Known addresses; the one of the connection in use first.
+    pub addrs: Vec<Multiaddr>,
+    pub link: Link,
+    pub rtt: Option<Duration>,
+    /// Currently announced by mDNS.
+    pub on_lan: bool,
+}
+
+impl PeerState {
+    /// Connected now.
+    pub fn is_connected(&self) -> bool {
+        self.link != Link::None
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: Option<String>,
+    addrs: Vec<Multiaddr>,
+    mdns_addrs: HashSet<Multiaddr>,
+    connections: HashMap<ConnectionId, Multiaddr>,
+    rtt: Option<Duration>,
+    last_seen: Instant,
+}
+
+impl Entry {
+    fn new() -> Self {
+        Self {
+            name: None,
+            addrs: Vec::new(),
+            mdns_addrs: HashSet::new(),
+            connections: HashMap::new(),
+            rtt: None,
+            last_seen: Instant::now(),
+        }
+    }
+
+    fn add_addr(&mut self, mut addr: Multiaddr) {
+        // The same address arrives with and without the peer's ID on the end.
+        if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+            addr.pop();
+        }
+        if !self.addrs.contains(&addr) {
+            if self.addrs.len() == MAX_ADDRS {
+                self.addrs.remove(0);
+            }
+            self.addrs.push(addr);
+        }
+    }
+
+    fn snapshot(&self, peer_id: PeerId) -> PeerState {
+        // Prefer a direct connection's address over a relayed one.
+        let mut in_use: Vec<&Multiaddr> = self.connections.values().collect();
+        in_use.sort_by_key(|a| is_relayed(a));
+        let link = match in_use.first() {
+            None => Link::None,
+            Some(a) if is_relayed(a) => Link::Relayed,
+            Some(_) => Link::Direct,
+        };
+        let current = in_use.first().map(|a| (*a).clone());
+        let addrs = current
+            .iter()
+            .chain(self.addrs.iter().filter(|a| Some(*a) != current.as_ref()))
+            .cloned()
+            .collect();
+        PeerState {
+            peer_id,
+            name: self.name.clone(),
+            addrs,
+            link,
+            rtt: self.rtt.filter(|_| link != Link::None),
+            on_lan: !self.mdns_addrs.is_empty(),
+        }
+    }
+}
+
+/// Whether an address goes through a relay circuit.
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// The peer table.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    entries: HashMap<PeerId, Entry>,
+}
+
+impl Peers {
+    fn entry(&mut self, peer: PeerId) -> &mut Entry {
+        if !self.entries.contains_key(&peer) && self.entries.len() >= MAX_PEERS {
+            self.evict_one();
+        }
+        let entry = self.entries.entry(peer).or_insert_with(Entry::new);
+        entry.last_seen = Instant::now();
+        entry
+    }
+
+    fn evict_one(&mut self) {
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.connections.is_empty())
+            .min_by_key(|(_, e)| e.last_seen)
+            .map(|(p, _)| *p);
+        if let Some(peer) = victim {
+            self.entries.remove(&peer);
+        }
+    }
+
+    pub fn discovered(&mut self, peer: PeerId, addr: Multiaddr) {
+        let entry = self.entry(peer);
+        entry.mdns_addrs.insert(addr.clone());
+        entry.add_addr(addr);
+    }
+
+    pub fn expired(&mut self, peer: PeerId, addr: &Multiaddr) {
+        if let Some(entry) = self.entries.get_mut(&peer) {
+            entry.mdns_addrs.remove(addr);
+        }
+    }
+
+    pub fn connected(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr) {
+        let entry = self.entry(peer);
+        entry.connections.insert(id, addr);
+    }
+
+    pub fn disconnected(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(entry) = self.entries.get_mut(&peer) {
+            entry.connections.remove(&id);
+            entry.last_seen = Instant::now();
+        }
+    }
+
+    pub fn identified(&mut self, peer: PeerId, name: Option<String>, addrs: Vec<Multiaddr>) {
+        let entry = self.entry(peer);
+        entry.name = name;
+        for addr in addrs.into_iter().filter(is_dialable).take(MAX_ADDRS) {
+            entry.add_addr(addr);
+        }
+    }
+
+    pub fn pinged(&mut self, peer: PeerId, rtt: Duration) {
+        if let Some(entry) = self.entries.get_mut(&peer) {
+            entry.rtt = Some(rtt);
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<PeerState> {
+        let mut all: Vec<_> = self.entries.iter().map(|(p, e)| e.snapshot(*p)).collect();
+        all.sort_by_key(|p| p.peer_id.to_base58());
+        all
+    }
+}
+
+/// Addresses worth remembering from what a peer tells us about itself: not loopback or
+/// unspecified ones, which would only point back at us.
+fn is_dialable(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Multiaddr {
+        s.parse().expect("multiaddr")
+    }
+
+    #[test]
+    fn direct_connection_wins_over_relayed() {
+        let mut peers = Peers::default();
+        let peer = PeerId::random();
+        let relayed = addr(
+            "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
+        );
+        peers.connected(peer, ConnectionId::new_unchecked(1), relayed);
+        assert_eq!(peers.snapshot()[0].link, Link::Relayed);
+        peers.connected(
+            peer,
+            ConnectionId::new_unchecked(2),
+            addr("/ip4/10.0.0.2/tcp/7"),
+        );
+        let state = &peers.snapshot()[0];
+        assert_eq!(state.link, Link::Direct);
+        assert_eq!(state.addrs[0], addr("/ip4/10.0.0.2/tcp/7"));
+        peers.disconnected(peer, ConnectionId::new_unchecked(2));
+        peers.disconnected(peer, ConnectionId::new_unchecked(1));
+        assert_eq!(peers.snapshot()[0].link, Link::None);
+    }
+
+    #[test]
+    fn table_is_bounded_and_keeps_connected_peers() {
+        let mut peers = Peers::default();
+        let kept = PeerId::random();
+        peers.connected(
+            kept,
+            ConnectionId::new_unchecked(1),
+            addr("/ip4/10.0.0.1/tcp/1"),
+        );
+        for _ in 0..MAX_PEERS * 2 {
+            peers.discovered(PeerId::random(), addr("/ip4/10.0.0.3/tcp/1"));
+        }
+        let all = peers.snapshot();
+        assert_eq!(all.len(), MAX_PEERS);
+        assert!(all.iter().any(|p| p.peer_id == kept));
+    }
+
+    #[test]
+    fn peer_id_suffix_does_not_duplicate_an_address() {
+        let mut peers = Peers::default();
+        let peer = PeerId::random();
+        peers.discovered(peer, addr(&format!("/ip4/10.0.0.1/tcp/7/p2p/{peer}")));
+        peers.identified(peer, None, vec![addr("/ip4/10.0.0.1/tcp/7")]);
+        assert_eq!(peers.snapshot()[0].addrs, [addr("/ip4/10.0.0.1/tcp/7")]);
+    }
+
+    #[test]
+    fn addresses_per_peer_are_bounded() {
+        let mut peers = Peers::default();
+        let peer = PeerId::random();
+        let many = (0..100)
+            .map(|i| addr(&format!("/ip4/10.0.0.1/tcp/{i}")))
+            .collect();
+        peers.identified(peer, None, many);
+        assert_eq!(peers.snapshot()[0].addrs.len(), MAX_ADDRS);
+    }
+}

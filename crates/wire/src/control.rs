@@ -1,0 +1,258 @@
+//! The local control API: how the CLI (or any local program) talks to its daemon.
+//!
+//! One request per connection on the daemon's Unix socket: the client sends one
+//! [`Envelope`] frame, the daemon answers with one [`Response`] frame (streams, such as a
+//! followed log, answer with several) and closes. Field names are stable: programs in other
+//! languages rely on them (see `docs/control-api.md`).
+
+use serde::{Deserialize, Serialize};
+
+/// The largest control frame either side accepts.
+pub const MAX_FRAME: usize = crate::frame::DEFAULT_MAX_FRAME;
+
+/// A request with the API version it was written against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The client's [`crate::protocol::CONTROL_VERSION`].
+    pub v: u16,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+impl Envelope {
+    /// Wraps `request` with this build's API version.
+    pub fn new(request: Request) -> Self {
+        Self {
+            v: crate::protocol::CONTROL_VERSION,
+            request,
+        }
+    }
+}
+
+/// Decodes a request frame body, checking the version before the request itself so that a
+/// client of another version gets a clear answer even for a request this build does not know.
+pub fn decode_request(body: &[u8]) -> Result<Request, Error> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: u16,
+    }
+    let bad = |e: crate::DecodeError| {
+        Error::new(ErrorCode::BadRequest, format!("not a control request: {e}"))
+    };
+    let VersionOnly { v } = crate::frame::decode(body).map_err(bad)?;
+    if v != crate::protocol::CONTROL_VERSION {
+        return Err(Error::new(
+            ErrorCode::VersionMismatch,
+            format!(
+                "this node speaks control API version {}, the client version {v}; use the \
+                 loopsy binary that matches the running node",
+                crate::protocol::CONTROL_VERSION
+            ),
+        ));
+    }
+    let envelope: Envelope = crate::frame::decode(body).map_err(bad)?;
+    Ok(envelope.request)
+}
+
+/// What a client asks of its daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// This device's peer ID and name.
+    Id,
+    /// Addresses, NAT status and relay reservations.
+    Status,
+    /// Known peers: paired and discovered.
+    Peers,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Id(Identity),
+    Status(Status),
+    Peers { peers: Vec<Peer> },
+    Error(Error),
+}
+
+/// A device's name on the wire and for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub peer_id: String,
+    pub name: String,
+}
+
+/// A node's view of itself on the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub peer_id: String,
+    pub name: String,
+    /// Addresses the node listens on.
+    pub listen_addrs: Vec<String>,
+    /// Addresses others have confirmed reach this node.
+    pub external_addrs: Vec<String>,
+    /// Addresses through relays.
+    pub relayed_addrs: Vec<String>,
+    pub nat: NatStatus,
+    pub relay_reservations: Vec<String>,
+}
+
+/// Whether this node is reachable from outside, as far as it can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatStatus {
+    Unknown,
+    Public,
+    Private,
+}
+
+/// One peer as `loopsy peers` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The device's own name, once known.
+    pub name: Option<String>,
+    pub peer_id: String,
+    pub paired: bool,
+    /// Connected now, or seen on the LAN recently.
+    pub online: bool,
+    pub connection: Connection,
+    /// Addresses known for the peer; the one in use comes first.
+    pub addrs: Vec<String>,
+    /// Latest ping round trip.
+    pub rtt_ms: Option<f64>,
+}
+
+/// How this node is connected to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connection {
+    Direct,
+    Relayed,
+    None,
+}
+
+/// A refused or failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Why a request failed, for programs that handle cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request could not be decoded, or is not one this daemon knows.
+    BadRequest,
+    /// The client speaks another version of the API.
+    VersionMismatch,
+    /// The daemon is shutting down or busy.
+    Unavailable,
+    /// Something failed inside the daemon.
+    Internal,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode, encode, split};
+
+    fn round_trip<T>(value: &T) -> T
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        let frame = encode(value, MAX_FRAME).expect("encode");
+        let (body, _) = split(&frame, MAX_FRAME).expect("split").expect("whole");
+        decode(body).expect("decode")
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for request in [Request::Id, Request::Status, Request::Peers] {
+            let env = Envelope::new(request);
+            assert_eq!(round_trip(&env), env);
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let peer = Peer {
+            name: Some("laptop".into()),
+            peer_id: "12D3KooW".into(),
+            paired: false,
+            online: true,
+            connection: Connection::Direct,
+            addrs: vec!["/ip4/10.0.0.2/tcp/7717".into()],
+            rtt_ms: Some(0.4),
+        };
+        for response in [
+            Response::Peers { peers: vec![peer] },
+            Response::Error(Error::new(ErrorCode::BadRequest, "no")),
+            Response::Id(Identity {
+                peer_id: "p".into(),
+                name: "n".into(),
+            }),
+        ] {
+            assert_eq!(round_trip(&response), response);
+        }
+    }
+
+    /// The documented shape other languages rely on: `{"v": 1, "op": "peers"}`.
+    #[test]
+    fn envelope_is_a_flat_map() {
+        let mut body = Vec::new();
+        ciborium::into_writer(&Envelope::new(Request::Peers), &mut body).expect("encode");
+        let value: ciborium::Value = ciborium::from_reader(&body[..]).expect("decode");
+        let map = value.into_map().expect("a map");
+        let keys: Vec<_> = map
+            .iter()
+            .map(|(k, _)| k.as_text().expect("text key").to_owned())
+            .collect();
+        assert_eq!(keys, ["v", "op"]);
+    }
+
+    fn body(value: ciborium::Value) -> Vec<u8> {
+        let mut body = Vec::new();
+        ciborium::into_writer(&value, &mut body).expect("encode");
+        body
+    }
+
+    #[test]
+    fn version_is_checked_before_the_request() {
+        let future = body(ciborium::Value::Map(vec![
+            ("v".into(), 99.into()),
+            ("op".into(), "teleport".into()),
+        ]));
+        let err = decode_request(&future).expect_err("refused");
+        assert_eq!(err.code, ErrorCode::VersionMismatch);
+        let garbage = decode_request(&[0xff, 0x00]).expect_err("refused");
+        assert_eq!(garbage.code, ErrorCode::BadRequest);
+        let ok = body(ciborium::Value::Map(vec![
+            ("v".into(), 1.into()),
+            ("op".into(), "id".into()),
+        ]));
+        assert_eq!(decode_request(&ok), Ok(Request::Id));
+    }
+
+    #[test]
+    fn unknown_op_is_a_decode_error() {
+        let mut body = Vec::new();
+        let value = ciborium::Value::Map(vec![
+            ("v".into(), 1.into()),
+            ("op".into(), "launch_missiles".into()),
+        ]);
+        ciborium::into_writer(&value, &mut body).expect("encode");
+        assert!(decode::<Envelope>(&body).is_err());
+    }
+}

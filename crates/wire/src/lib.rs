@@ -1,0 +1,15 @@
+//! Loopsy's wire formats, as pure code with no I/O.
+//!
+//! Everything a peer or a local client sends travels as a [`frame`]: a 4-byte big-endian
+//! length, then one CBOR-encoded message of at most a stated size. Decoders here take bytes
+//! and return typed errors, so property tests and fuzz targets call them directly.
+//!
+//! - [`frame`]: the length-prefixed CBOR framing and its limits.
+//! - [`protocol`]: the versioned libp2p protocol names.
+//! - [`control`]: the local control API between the CLI and its daemon.
+
+pub mod control;
+pub mod frame;
+pub mod protocol;
+
+pub use frame::{DecodeError, EncodeError, FrameError};

@@ -1,0 +1,42 @@
+//! `loopsy status`: how this node sits on the network.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use loopsy_daemon::{Home, control};
+use loopsy_wire::control::{NatStatus, Request, Response};
+
+use crate::output;
+
+/// Show this node's peer ID, addresses, NAT status and relay reservations.
+#[derive(Debug, Args)]
+pub struct Cmd {
+    /// One JSON document with stable field names.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Cmd {
+    pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        let Response::Status(status) = control::request(&home, Request::Status).await? else {
+            anyhow::bail!("the node answered with something other than its status");
+        };
+        if self.json {
+            output::json(&status)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let nat = match status.nat {
+            NatStatus::Unknown => "unknown",
+            NatStatus::Public => "public",
+            NatStatus::Private => "private (behind NAT)",
+        };
+        output::field("peer id", &[status.peer_id]);
+        output::field("name", &[status.name]);
+        output::field("nat", &[nat.to_owned()]);
+        output::field("listening", &status.listen_addrs);
+        output::field("external", &status.external_addrs);
+        output::field("relayed", &status.relayed_addrs);
+        output::field("relays", &status.relay_reservations);
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,72 @@
+//! `loopsy`: parses the command line and hands each subcommand to its module in `cmd/`.
+
+mod cmd;
+mod output;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use loopsy_daemon::Home;
+
+/// Your devices and their agents in one private, end-to-end encrypted mesh.
+#[derive(Debug, Parser)]
+#[command(name = "loopsy", version)]
+struct Cli {
+    /// The node's state directory (identity, config, control socket).
+    #[arg(long, global = true, env = "LOOPSY_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Node(cmd::node::Cmd),
+    Id(cmd::id::Cmd),
+    Status(cmd::status::Cmd),
+    Peers(cmd::peers::Cmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_daemon = matches!(cli.command, Command::Node(_));
+    init_logging(if is_daemon { "info" } else { "warn" });
+    let result = Home::resolve(cli.home)
+        .map_err(anyhow::Error::from)
+        .and_then(|home| runtime(is_daemon)?.block_on(run(home, cli.command)));
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("loopsy: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Node(cmd) => cmd.run(home).await,
+        Command::Id(cmd) => cmd.run(home).await,
+        Command::Status(cmd) => cmd.run(home).await,
+        Command::Peers(cmd) => cmd.run(home).await,
+    }
+}
+
+/// The daemon gets worker threads; a client command, one thread, for a fast start.
+fn runtime(is_daemon: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if is_daemon {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build()
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,58 @@
+//! `loopsy-relay`: parses flags and runs the relay library until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use libp2p::Multiaddr;
+
+/// The optional public relay node for Loopsy devices on different networks.
+#[derive(Debug, Parser)]
+#[command(name = "loopsy-relay", version)]
+struct Cli {
+    /// State directory (the relay's identity key).
+    #[arg(long, env = "LOOPSY_RELAY_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Address to listen on (repeatable).
+    #[arg(long, value_name = "ADDR", default_values = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"])]
+    listen: Vec<Multiaddr>,
+    /// A public address to announce (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    external_addr: Vec<Multiaddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let home = match cli.home {
+        Some(home) => home,
+        None => directories::ProjectDirs::from("", "", "loopsy-relay")
+            .map(|d| d.data_dir().to_owned())
+            .ok_or_else(|| anyhow::anyhow!("no home directory; pass --home DIR"))?,
+    };
+    let config = loopsy_relay::Config {
+        home,
+        listen: cli.listen,
+        external: cli.external_addr,
+    };
+    loopsy_relay::run(config, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The workspace's binaries, built once per test process so tests always run current code.
+//!
+//! `cargo test` / `cargo nextest` build this package's tests, but not the `loopsy` binary
+//! of another package, so the first test to need it asks cargo to build it (a no-op when
+//! it is fresh) in the same profile and target directory as the test itself.
+
+use std::{path::PathBuf, process::Command, sync::OnceLock};
+
+/// The path of the `loopsy` binary.
+pub fn loopsy() -> PathBuf {
+    built().join("loopsy")
+}
+
+/// The path of the `loopsy-relay` binary.
+pub fn loopsy_relay() -> PathBuf {
+    built().join("loopsy-relay")
+}
+
+fn built() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test runs from <target>/<profile>/deps/<test>.
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test binary inside <target>/<profile>/deps")
+            .to_owned();
+        let target_dir = profile_dir.parent().expect("target dir").to_owned();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "loopsy",
+                "-p",
+                "loopsy-relay",
+                "--bins",
+            ])
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the loopsy binaries failed"
+        );
+        profile_dir
+    })
+    .clone()
+}

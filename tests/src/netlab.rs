@@ -1,0 +1,154 @@
+//! Test networks from Linux network namespaces: hosts, LANs joined by a bridge (kept in a
+//! namespace of its own, so the root namespace is never touched), and later NAT routers.
+//!
+//! Everything a [`Lab`] makes is named `lpy-<pid>-<tag>-...` and removed on drop, also when
+//! the test fails; namespaces left by a test process that was killed are removed by the
+//! next lab. Tests that need a lab fail with a clear message where namespaces cannot be
+//! made, unless `LOOPSY_SKIP_NETNS=1` asks to skip them (CI does not set it).
+
+use std::process::{Command, Output};
+
+use anyhow::Context;
+
+/// The environment variable that skips network-namespace tests where they cannot run.
+pub const SKIP_VAR: &str = "LOOPSY_SKIP_NETNS";
+
+#[derive(Debug)]
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    /// A new, empty lab; `None` when the tests are told to skip labs. Panics with what is
+    /// missing when namespaces cannot be made.
+    pub fn new(tag: &str) -> Option<Self> {
+        if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
+            eprintln!("skipped: {SKIP_VAR}=1");
+            return None;
+        }
+        if let Err(why) = check_support() {
+            panic!(
+                "this test builds a network in Linux network namespaces and cannot here: {why}. \
+                 Run it as root on Linux with iproute2 installed (apt-get install -y iproute2 \
+                 nftables), or set {SKIP_VAR}=1 to skip such tests."
+            );
+        }
+        remove_stale();
+        Some(Self {
+            prefix: format!("lpy-{}-{tag}", std::process::id()),
+            namespaces: Vec::new(),
+        })
+    }
+
+    /// Adds a host: a namespace with its loopback up. Returns the namespace's name.
+    pub fn host(&mut self, name: &str) -> anyhow::Result<String> {
+        let ns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Joins hosts in one LAN through a bridge: each member is `(namespace, interface,
+    /// address/prefix)`; the interface is made in the member's namespace.
+    pub fn lan(&mut self, name: &str, members: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+        let bridge_ns = self.host(&format!("{name}-sw"))?;
+        ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &bridge_ns, "link", "set", "br0", "up"])?;
+        for (i, (ns, iface, cidr)) in members.iter().enumerate() {
+            let port = format!("p{i}");
+            ip(&[
+                "-n", ns, "link", "add", iface, "type", "veth", "peer", "name", &port, "netns",
+                &bridge_ns,
+            ])?;
+            ip(&[
+                "-n", &bridge_ns, "link", "set", &port, "master", "br0", "up",
+            ])?;
+            ip(&["-n", ns, "addr", "add", cidr, "dev", iface])?;
+            ip(&["-n", ns, "link", "set", iface, "up"])?;
+            // mDNS sends to 224.0.0.251: route multicast out of the LAN interface.
+            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", iface])?;
+        }
+        Ok(())
+    }
+
+    /// Runs a command inside a namespace.
+    pub fn run(&self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .output()
+            .with_context(|| format!("run {program} in {ns}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            delete(ns);
+        }
+    }
+}
+
+/// Runs `ip ARGS..`, turning a failure into an error with ip's own message.
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+fn check_support() -> Result<(), String> {
+    if !cfg!(target_os = "linux") {
+        return Err("this is not Linux".into());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    if euid != "0" {
+        return Err(format!("it needs root, and runs as uid {euid}"));
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(out) if out.status.success() => {}
+        _ => return Err("the `ip` command (iproute2) is missing".into()),
+    }
+    let probe = format!("lpy-{}-probe", std::process::id());
+    ip(&["netns", "add", &probe]).map_err(|e| e.to_string())?;
+    delete(&probe);
+    Ok(())
+}
+
+/// Kills what runs in a namespace, then deletes it.
+fn delete(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        let pids = String::from_utf8_lossy(&out.stdout).to_string();
+        for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+            crate::node::signal(pid, "KILL");
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", ns]).output();
+}
+
+/// Deletes namespaces of earlier test processes that are gone (killed by a timeout, say).
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name.strip_prefix("lpy-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            delete(name);
+        }
+    }
+}

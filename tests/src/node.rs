@@ -1,0 +1,215 @@
+//! `loopsy node` as a real process, optionally inside a network namespace, stopped on drop.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::{bin, temp::TempDir, wait_for};
+
+/// How to start a node.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub name: String,
+    /// Run inside this network namespace.
+    pub netns: Option<String>,
+    /// More `loopsy node` flags.
+    pub args: Vec<String>,
+    /// Use this home instead of a fresh one (to restart a node, say).
+    pub home: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Loopback only, random ports, no mDNS: a node that meets nobody by itself.
+    pub fn isolated(name: &str) -> Self {
+        Self::named(name).args(&[
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
+    }
+
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.into());
+        self
+    }
+
+    pub fn home(mut self, home: &Path) -> Self {
+        self.home = Some(home.to_owned());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+}
+
+/// A running `loopsy node`.
+#[derive(Debug)]
+pub struct Node {
+    dir: TempDir,
+    home: PathBuf,
+    child: Child,
+    pub peer_id: String,
+    pub name: String,
+}
+
+impl Node {
+    /// Starts a node in a fresh home and waits until its control socket answers.
+    pub fn start(options: Options) -> anyhow::Result<Self> {
+        let dir = TempDir::new(&options.name);
+        let home = options
+            .home
+            .clone()
+            .unwrap_or_else(|| dir.path().join("home"));
+        let log = File::create(dir.path().join("node.log"))?;
+        let mut command = match &options.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin::loopsy());
+                c
+            }
+            None => Command::new(bin::loopsy()),
+        };
+        command
+            .arg("--home")
+            .arg(&home)
+            .args(["node", "--name", &options.name])
+            .args(&options.args)
+            .env("RUST_LOG", "info,loopsy_mesh=debug,loopsy_daemon=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = command.spawn().context("start loopsy node")?;
+        let mut node = Self {
+            dir,
+            home,
+            child,
+            peer_id: String::new(),
+            name: options.name,
+        };
+        let id = wait_for("the node's control socket", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                return Some(Err(anyhow::anyhow!(
+                    "loopsy node exited with {status}:\n{}",
+                    node.log()
+                )));
+            }
+            node.json(&["id", "--json"]).ok().map(Ok)
+        })??;
+        node.peer_id = id["peer_id"].as_str().context("peer_id")?.to_owned();
+        Ok(node)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.home.clone()
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Runs `loopsy --home HOME ARGS..` against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.home(), args)
+    }
+
+    /// Runs a CLI command that must succeed and print one JSON document.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let out = self.cli(args);
+        anyhow::ensure!(
+            out.status.success(),
+            "loopsy {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("parse JSON output")
+    }
+
+    /// `loopsy peers --json`.
+    pub fn peers(&self) -> anyhow::Result<Vec<Value>> {
+        let peers = self.json(&["peers", "--json"])?;
+        peers.as_array().cloned().context("peers is an array")
+    }
+
+    /// This node's entry for `peer_id` in `loopsy peers`, if any.
+    pub fn peer(&self, peer_id: &str) -> Option<Value> {
+        self.peers()
+            .ok()?
+            .into_iter()
+            .find(|p| p["peer_id"] == peer_id)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the node with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM");
+        let status = wait_for("the node to exit", Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
+        });
+        match status {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.terminate();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- log of node {} ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Runs `loopsy --home HOME ARGS..`.
+pub fn cli(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin::loopsy())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run loopsy")
+}
+
+/// Sends a signal by name (TERM, INT, KILL) with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    // kill(1) reads 0 as "my process group": never send that.
+    if pid == 0 {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}

@@ -1,0 +1,57 @@
+//! Two real `loopsy node` processes on a real LAN (two network namespaces joined by a
+//! bridge) find each other by mDNS, with no flags but their names.
+
+use std::time::Duration;
+
+use loopsy_tests::{
+    netlab::Lab,
+    node::{Node, Options},
+    wait_for,
+};
+
+#[test]
+fn nodes_on_one_lan_find_each_other_by_mdns() -> anyhow::Result<()> {
+    let Some(mut lab) = Lab::new("mdns") else {
+        return Ok(());
+    };
+    let a_ns = lab.host("a")?;
+    let b_ns = lab.host("b")?;
+    lab.lan(
+        "lan",
+        &[
+            (&a_ns, "eth0", "10.77.0.1/24"),
+            (&b_ns, "eth0", "10.77.0.2/24"),
+        ],
+    )?;
+    // Declared after the lab, so they stop before its namespaces go.
+    let a = Node::start(Options::named("alpha").netns(&a_ns))?;
+    let b = Node::start(Options::named("bravo").netns(&b_ns))?;
+
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let seen = wait_for(
+            &format!("{} to list {} as online", me.name, other.name),
+            Duration::from_secs(20),
+            || me.peer(&other.peer_id).filter(|p| p["online"] == true),
+        )?;
+        assert_eq!(seen["name"], other.name.as_str(), "{seen}");
+        assert_eq!(seen["paired"], false, "discovery alone pairs nothing");
+        assert_eq!(seen["connection"], "direct");
+        let addrs = seen["addrs"].as_array().expect("addrs");
+        assert!(
+            addrs
+                .iter()
+                .any(|a| a.as_str().is_some_and(|a| a.contains("/ip4/10.77.0."))),
+            "the peer's LAN address is known: {seen}"
+        );
+    }
+
+    // A node that stops is no longer online for the other.
+    let b_id = b.peer_id.clone();
+    assert!(b.stop()?.success(), "SIGTERM stops a node cleanly");
+    wait_for(
+        "alpha to see bravo disconnect",
+        Duration::from_secs(20),
+        || a.peer(&b_id).filter(|p| p["connection"] == "none"),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Two mesh nodes in one process on loopback: they connect over TCP and over QUIC, learn
+//! each other's names, and carry framed application streams both ways.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use loopsy_mesh::{Config, Keypair, Link, Mesh, MeshTask, Multiaddr, PeerState, framed};
+
+const ECHO: &str = "/loopsy/test-echo/1";
+
+fn start(name: &str) -> (Mesh, MeshTask) {
+    Mesh::start(Config {
+        keypair: Keypair::generate_ed25519(),
+        name: name.into(),
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/0".parse().expect("addr"),
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr"),
+        ],
+        mdns: false,
+    })
+    .expect("start mesh")
+}
+
+async fn listen_addr(mesh: &Mesh, transport: &str) -> Multiaddr {
+    for _ in 0..100 {
+        let status = mesh.status().await.expect("status");
+        if let Some(addr) = status
+            .listen_addrs
+            .into_iter()
+            .find(|a| a.to_string().contains(transport))
+        {
+            return addr;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {transport} listen address");
+}
+
+async fn wait_for_peer(mesh: &Mesh, peer: loopsy_mesh::PeerId) -> PeerState {
+    for _ in 0..200 {
+        let found = mesh.peers().await.expect("peers").into_iter().find(|p| {
+            p.peer_id == peer && p.link == Link::Direct && p.name.is_some() && p.rtt.is_some()
+        });
+        if let Some(state) = found {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("peer {peer} never showed as connected, named and pinged");
+}
+
+async fn connect_and_echo(transport: &str) {
+    let (a, a_task) = start("alpha");
+    let (b, b_task) = start("bravo");
+
+    // Alpha echoes every framed message on the echo protocol.
+    let mut incoming = a.accept(ECHO).expect("accept");
+    let server = tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            while let Ok(Some(msg)) = framed::read::<String, _>(&mut stream, 1024).await {
+                framed::write(&mut stream, &msg, 1024).await.expect("echo");
+            }
+        }
+    });
+
+    let addr = listen_addr(&a, transport).await;
+    b.dial(addr.clone()).await.expect("mesh up").expect("dial");
+    let seen_by_b = wait_for_peer(&b, a.peer_id()).await;
+    let seen_by_a = wait_for_peer(&a, b.peer_id()).await;
+    assert_eq!(seen_by_b.name.as_deref(), Some("alpha"));
+    assert_eq!(seen_by_a.name.as_deref(), Some("bravo"));
+    assert!(
+        seen_by_b.addrs[0].to_string().contains(transport),
+        "the address in use comes first: {:?}",
+        seen_by_b.addrs
+    );
+
+    let mut stream = b.open_stream(a.peer_id(), ECHO).await.expect("open stream");
+    for text in ["hello", "", &"x".repeat(900)] {
+        framed::write(&mut stream, &text.to_owned(), 1024)
+            .await
+            .expect("send");
+        let back: Option<String> = framed::read(&mut stream, 1024).await.expect("receive");
+        assert_eq!(back.as_deref(), Some(text));
+    }
+
+    server.abort();
+    b_task.shutdown().await;
+    a_task.shutdown().await;
+    assert!(a.peers().await.is_err(), "a stopped mesh says so");
+}
+
+#[tokio::test]
+async fn two_nodes_connect_and_talk_over_tcp() {
+    connect_and_echo("/tcp/").await;
+}
+
+#[tokio::test]
+async fn two_nodes_connect_and_talk_over_quic() {
+    connect_and_echo("/quic-v1").await;
+}
+
+#[tokio::test]
+async fn a_protocol_nobody_accepts_is_refused() {
+    let (a, _a_task) = start("alpha");
+    let (b, _b_task) = start("bravo");
+    let addr = listen_addr(&a, "/tcp/").await;
+    b.dial(addr).await.expect("mesh up").expect("dial");
+    wait_for_peer(&b, a.peer_id()).await;
+    let result = b.open_stream(a.peer_id(), "/loopsy/nobody-home/1").await;
+    assert!(
+        matches!(
+            result,
+            Err(loopsy_mesh::OpenStreamError::UnsupportedProtocol(_))
+        ),
+        "{result:?}"
+    );
+}

@@ -1,0 +1,79 @@
+//! `loopsy-relay` runs, prints an address with its peer ID that a node can dial, and keeps
+//! its identity across restarts.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use loopsy_mesh::{Config, Keypair, Link, Mesh, Multiaddr};
+use loopsy_tests::{bin, temp::TempDir};
+
+struct Relay(Child);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the relay and returns it with the first TCP address it prints.
+fn start_relay(home: &std::path::Path) -> (Relay, Multiaddr) {
+    let mut child = Command::new(bin::loopsy_relay())
+        .arg("--home")
+        .arg(home)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start loopsy-relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let relay = Relay(child);
+    let addr = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("listening ").map(str::to_owned))
+        .expect("the relay prints its address");
+    (relay, addr.parse().expect("a multiaddr"))
+}
+
+#[tokio::test]
+async fn a_node_connects_to_the_printed_address() {
+    let dir = TempDir::new("relay");
+    let (relay, addr) = start_relay(dir.path());
+    let relay_id = match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(id)) => id,
+        _ => panic!("address ends in /p2p/<id>: {addr}"),
+    };
+
+    let (mesh, _task) = Mesh::start(Config {
+        keypair: Keypair::generate_ed25519(),
+        name: "node".into(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        mdns: false,
+    })
+    .expect("mesh");
+    mesh.dial(addr.clone()).await.expect("mesh").expect("dial");
+    let mut connected = false;
+    for _ in 0..100 {
+        let peers = mesh.peers().await.expect("peers");
+        if peers
+            .iter()
+            .any(|p| p.peer_id == relay_id && p.link == Link::Direct)
+        {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(connected, "connected to the relay at {addr}");
+    drop(relay);
+
+    let (_again, addr_again) = start_relay(dir.path());
+    assert!(
+        addr_again.to_string().ends_with(&relay_id.to_string()),
+        "same identity after a restart: {addr_again}"
+    );
+}
