@@ -32,7 +32,25 @@ fn built() -> PathBuf {
             Some(other) => other.to_owned(),
         };
         let cargo = option_env!("CARGO").unwrap_or("cargo");
-        let status = Command::new(cargo)
+        let mut command = Command::new(cargo);
+        // The test runner's own variables would make cargo think the build changed and
+        // rebuild it on every run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("NEXTEST")
+                || key.starts_with("CARGO_PKG_")
+                || [
+                    "LD_LIBRARY_PATH",
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_CRATE_NAME",
+                    "RUST_RECURSION_COUNT",
+                ]
+                .contains(&key.as_ref())
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
+        let status = command
             .args([
                 "build",
                 "--quiet",

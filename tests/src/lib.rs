@@ -8,7 +8,8 @@ pub mod temp;
 
 use std::time::{Duration, Instant};
 
-/// Polls `check` until it returns `Some`, or fails with `what` after `timeout`.
+/// Polls `check` until it returns `Some`. After `timeout` it panics (rather than returning
+/// an error) so that the nodes of the test print their logs as they are dropped.
 pub fn wait_for<T>(
     what: &str,
     timeout: Duration,
@@ -20,7 +21,7 @@ pub fn wait_for<T>(
             return Ok(value);
         }
         if Instant::now() > deadline {
-            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+            panic!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
