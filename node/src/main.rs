@@ -25,6 +25,9 @@ enum Command {
     Id(cmd::id::Cmd),
     Status(cmd::status::Cmd),
     Peers(cmd::peers::Cmd),
+    Pair(cmd::pair::Cmd),
+    Trust(cmd::trust::Cmd),
+    Audit(cmd::audit::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -37,10 +40,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("loopsy: {error:#}");
+            eprintln!("loopsy: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, leaving out a cause whose text the message already holds
+/// (typed errors often quote their source).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
@@ -49,6 +65,9 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Id(cmd) => cmd.run(home).await,
         Command::Status(cmd) => cmd.run(home).await,
         Command::Peers(cmd) => cmd.run(home).await,
+        Command::Pair(cmd) => cmd.run(home).await,
+        Command::Trust(cmd) => cmd.run(home).await,
+        Command::Audit(cmd) => cmd.run(home).await,
     }
 }
 

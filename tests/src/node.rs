@@ -91,7 +91,10 @@ impl Node {
             .arg(&home)
             .args(["node", "--name", &options.name])
             .args(&options.args)
-            .env("RUST_LOG", "info,loopsy_mesh=debug,loopsy_daemon=debug")
+            .env(
+                "RUST_LOG",
+                "info,loopsy_mesh=debug,loopsy_daemon=debug,libp2p_swarm=debug,libp2p_stream=debug",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -128,6 +131,65 @@ impl Node {
     /// Runs `loopsy --home HOME ARGS..` against this node.
     pub fn cli(&self, args: &[&str]) -> Output {
         cli(&self.home(), args)
+    }
+
+    /// Starts `loopsy --home HOME ARGS..` with stdout piped, for commands that wait.
+    pub fn spawn_cli(&self, args: &[&str]) -> Child {
+        Command::new(bin::loopsy())
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run loopsy")
+    }
+
+    /// Creates a pairing code with `loopsy pair --json ARGS..`: the waiting process, with
+    /// its stdout lines, and the code.
+    pub fn invite(&self, args: &[&str]) -> anyhow::Result<Invite> {
+        let mut all = vec!["pair", "--json"];
+        all.extend(args);
+        let mut child = self.spawn_cli(&all);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Owned by the invite from here, so the process is reaped on every path.
+        let mut invite = Invite {
+            child,
+            lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)),
+            code: String::new(),
+        };
+        let first = invite
+            .lines
+            .next()
+            .context("no output from loopsy pair")??;
+        let first: Value = serde_json::from_str(&first)?;
+        invite.code = first["code"].as_str().context("code")?.to_owned();
+        Ok(invite)
+    }
+
+    /// `loopsy pair join CODE --json`: the one line of JSON it prints, and whether it
+    /// succeeded.
+    pub fn join(&self, code: &str) -> (bool, Value) {
+        let out = self.cli(&["pair", "join", code, "--json"]);
+        let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), value)
+    }
+
+    /// `loopsy trust ls --json`.
+    pub fn trusted(&self) -> Vec<Value> {
+        self.json(&["trust", "ls", "--json"])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// `loopsy audit --json`.
+    pub fn audit(&self) -> Vec<Value> {
+        self.json(&["audit", "--json"])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
     }
 
     /// Runs a CLI command that must succeed and print one JSON document.
@@ -188,6 +250,31 @@ impl Drop for Node {
         if std::thread::panicking() {
             eprintln!("--- log of node {} ---\n{}", self.name, self.log());
         }
+    }
+}
+
+/// A `loopsy pair` waiting for devices.
+pub struct Invite {
+    pub child: Child,
+    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pub code: String,
+}
+
+impl Invite {
+    /// The next result line `loopsy pair` prints.
+    pub fn result(&mut self) -> anyhow::Result<Value> {
+        let line = self
+            .lines
+            .next()
+            .context("loopsy pair printed no result")??;
+        Ok(serde_json::from_str(&line)?)
+    }
+}
+
+impl Drop for Invite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

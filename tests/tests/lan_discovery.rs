@@ -28,10 +28,18 @@ fn nodes_on_one_lan_find_each_other_by_mdns() -> anyhow::Result<()> {
     let b = Node::start(Options::named("bravo").netns(&b_ns))?;
 
     for (me, other) in [(&a, &b), (&b, &a)] {
+        // mDNS makes it online at once; connected and named follow within moments.
         let seen = wait_for(
-            &format!("{} to list {} as online", me.name, other.name),
+            &format!(
+                "{} to list {} as online, connected and named",
+                me.name, other.name
+            ),
             Duration::from_secs(20),
-            || me.peer(&other.peer_id).filter(|p| p["online"] == true),
+            || {
+                me.peer(&other.peer_id).filter(|p| {
+                    p["online"] == true && p["connection"] == "direct" && p["name"].is_string()
+                })
+            },
         )?;
         assert_eq!(seen["name"], other.name.as_str(), "{seen}");
         assert_eq!(seen["paired"], false, "discovery alone pairs nothing");

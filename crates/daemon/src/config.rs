@@ -22,6 +22,29 @@ pub struct Config {
     /// Find and announce devices on the LAN by mDNS.
     #[serde(default = "yes")]
     pub mdns: bool,
+    /// Trust devices that another member paired with (as Syncthing's introducer does).
+    #[serde(default = "yes")]
+    pub accept_introductions: bool,
+    /// What members may do here unless the trust store says otherwise for one of them.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// Default grants for members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Capabilities: exec, shell, files, sessions, ctx, msg (or all, none).
+    pub allow: Vec<String>,
+}
+
+impl Default for Grants {
+    /// Everything: a mesh joins one person's own devices, and each was paired on purpose.
+    fn default() -> Self {
+        Self {
+            allow: vec!["all".into()],
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -55,6 +78,8 @@ impl Config {
             name: host_name(),
             listen,
             mdns: true,
+            accept_introductions: true,
+            grants: Grants::default(),
         }
     }
 
@@ -66,10 +91,17 @@ impl Config {
             source,
         };
         match fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                path: path.clone(),
-                reason: e.message().to_owned(),
-            }),
+            Ok(text) => {
+                let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    path: path.clone(),
+                    reason: e.message().to_owned(),
+                })?;
+                crate::caps::parse(&config.grants.allow).map_err(|e| ConfigError::Invalid {
+                    path: path.clone(),
+                    reason: format!("grants.allow: {e}"),
+                })?;
+                Ok(config)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let config = Self::defaults();
                 let text = toml::to_string(&config).map_err(|e| io_err(io::Error::other(e)))?;
@@ -87,6 +119,9 @@ const HEADER: &str = "\
 # name:   this device's name, as other devices see it
 # listen: libp2p addresses to listen on (a taken port falls back to a free one)
 # mdns:   find and announce devices on the local network
+# accept_introductions: trust devices that another of your devices paired with
+# [grants] allow: what your devices may do here (exec, shell, files, sessions, ctx, msg,
+#         all or none); `loopsy trust add --allow` sets it for one device
 ";
 
 /// This machine's host name, or "loopsy" when it has none.

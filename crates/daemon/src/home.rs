@@ -92,6 +92,16 @@ impl Home {
         self.dir.join("control.sock")
     }
 
+    /// Paired devices and the member records.
+    pub fn trust(&self) -> PathBuf {
+        self.dir.join("trust.toml")
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> PathBuf {
+        self.dir.join("audit.jsonl")
+    }
+
     /// Held by the running node, so a second one on the same home refuses to start.
     pub fn lock(&self) -> PathBuf {
         self.dir.join("node.lock")

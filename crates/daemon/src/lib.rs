@@ -2,12 +2,19 @@
 //! lock that keeps one node per home, and the local [`control`] API that the CLI and other
 //! local programs use. [`node::run`] ties them to the mesh.
 
+pub mod audit;
+pub mod caps;
+pub mod clock;
 pub mod config;
 pub mod control;
 mod fsutil;
+mod gate;
 pub mod home;
 mod lock;
 pub mod node;
+mod pair;
+mod sync;
+pub mod trust;
 
 pub use home::Home;
 pub use loopsy_mesh::Multiaddr;

@@ -9,10 +9,12 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use tokio::sync::{mpsc, oneshot};
+use std::{collections::HashMap, time::Duration};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    NetworkStatus, agent,
+    MeshEvent, NetworkStatus, agent,
     behaviour::{Behaviour, BehaviourEvent},
     peers::{PeerState, Peers, is_relayed},
 };
@@ -30,13 +32,34 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    Connect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<usize>,
+    },
 }
+
+/// How often devices seen on the LAN but not connected are dialled again.
+const LAN_REDIAL: Duration = Duration::from_secs(10);
+
+/// Most callers waiting on connections to one peer; more are told to retry.
+const MAX_WAITERS: usize = 32;
 
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     shutdown: oneshot::Receiver<()>,
     peers: Peers,
+    events: broadcast::Sender<MeshEvent>,
+    /// Callers of `connect` waiting for a connection to a peer.
+    waiting: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+    /// Callers of `disconnect` waiting for a peer's connections to close, with how many
+    /// there were.
+    closing: HashMap<PeerId, (usize, Vec<oneshot::Sender<usize>>)>,
 }
 
 impl EventLoop {
@@ -44,19 +67,31 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         shutdown: oneshot::Receiver<()>,
+        events: broadcast::Sender<MeshEvent>,
     ) -> Self {
         Self {
             swarm,
             commands,
             shutdown,
             peers: Peers::default(),
+            events,
+            waiting: HashMap::new(),
+            closing: HashMap::new(),
         }
     }
 
     pub async fn run(mut self) {
+        let mut lan_redial = tokio::time::interval(LAN_REDIAL);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = lan_redial.tick() => {
+                    // mDNS reports an address once: a first dial that failed (the other
+                    // node was still starting, say) is not retried by anything else.
+                    for (peer, addrs) in self.peers.on_lan_unconnected() {
+                        self.dial_discovered(peer, addrs);
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -78,7 +113,60 @@ impl EventLoop {
             Command::Dial { addr, reply } => {
                 let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
             }
+            Command::Connect { peer, addrs, reply } => self.connect(peer, addrs, reply),
+            Command::Disconnect { peer, reply } => {
+                if self.swarm.disconnect_peer_id(peer).is_err() {
+                    let _ = reply.send(0);
+                    return;
+                }
+                let open = self.peers.connection_count(&peer);
+                let entry = self.closing.entry(peer).or_insert((open, Vec::new()));
+                entry.1.push(reply);
+            }
         }
+    }
+
+    /// Dials `peer` unless connected, answering once a connection is up or the dial failed.
+    fn connect(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let waiters = self.waiting.entry(peer).or_default();
+        if waiters.len() >= MAX_WAITERS {
+            let _ = reply.send(Err("too many connection attempts at once".into()));
+            return;
+        }
+        waiters.push(reply);
+        // The given addresses may be stale or empty: behaviours (mDNS) may know better ones.
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(error) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, %error, "connect: not dialling");
+            // Already dialling is fine: that dial's outcome answers.
+            if !matches!(error, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+                self.answer_waiters(peer, Err(error.to_string()));
+            }
+        }
+    }
+
+    fn answer_waiters(&mut self, peer: PeerId, result: Result<(), String>) {
+        for waiter in self.waiting.remove(&peer).unwrap_or_default() {
+            let _ = waiter.send(result.clone());
+        }
+    }
+
+    fn emit(&self, event: MeshEvent) {
+        // No receiver is fine: nobody is interested yet.
+        let _ = self.events.send(event);
     }
 
     fn status(&self) -> NetworkStatus {
@@ -106,6 +194,8 @@ impl EventLoop {
                 let addr = endpoint.get_remote_address().clone();
                 tracing::debug!(%peer_id, %addr, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
+                self.answer_waiters(peer_id, Ok(()));
+                self.emit(MeshEvent::Connected { peer: peer_id });
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -115,9 +205,22 @@ impl EventLoop {
             } => {
                 tracing::debug!(%peer_id, ?cause, "connection closed");
                 self.peers.disconnected(peer_id, connection_id);
+                if !self.swarm.is_connected(&peer_id) {
+                    if let Some((count, waiters)) = self.closing.remove(&peer_id) {
+                        for waiter in waiters {
+                            let _ = waiter.send(count);
+                        }
+                    }
+                    self.emit(MeshEvent::Disconnected { peer: peer_id });
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    self.answer_waiters(peer, Err(error.to_string()));
+                }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -130,7 +233,8 @@ impl EventLoop {
                 for (peer, addr) in found {
                     tracing::debug!(%peer, %addr, "found on the LAN");
                     self.peers.discovered(peer, addr.clone());
-                    self.dial_discovered(peer, addr);
+                    self.dial_discovered(peer, vec![addr]);
+                    self.emit(MeshEvent::Discovered { peer });
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(gone)) => {
@@ -152,9 +256,9 @@ impl EventLoop {
     }
 
     /// Connects to a device mDNS announced, unless already connected or dialling.
-    fn dial_discovered(&mut self, peer: PeerId, addr: Multiaddr) {
+    fn dial_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         let opts = DialOpts::peer_id(peer)
-            .addresses(vec![addr])
+            .addresses(addrs)
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
         if let Err(error) = self.swarm.dial(opts) {

@@ -16,13 +16,13 @@ pub mod peers;
 use std::time::Duration;
 
 pub use agent::{MAX_NAME_LEN, sanitize_name};
-pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair};
+pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
 pub use peers::{Link, PeerState};
 
 use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux};
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot},
     task::JoinHandle,
 };
 
@@ -67,6 +67,20 @@ pub enum StartError {
 #[error("the mesh has stopped")]
 pub struct Stopped;
 
+/// Something that happened on the network, for whoever listens ([`Mesh::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshEvent {
+    /// A connection to the peer is up (the first, or another).
+    Connected { peer: PeerId },
+    /// The last connection to the peer closed.
+    Disconnected { peer: PeerId },
+    /// mDNS announced the peer on the LAN (it is being dialled).
+    Discovered { peer: PeerId },
+}
+
+/// Events buffered per listener; one that falls further behind misses the oldest.
+const EVENT_BUFFER: usize = 256;
+
 /// This node as the network sees it.
 #[derive(Debug, Clone)]
 pub struct NetworkStatus {
@@ -82,6 +96,7 @@ pub struct Mesh {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
+    events: broadcast::Sender<MeshEvent>,
 }
 
 /// The running event loop; dropping it stops the node.
@@ -166,11 +181,14 @@ impl Mesh {
         let streams = swarm.behaviour().streams.new_control();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let handle = tokio::spawn(EventLoop::new(swarm, commands_rx, shutdown_rx).run());
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let event_loop = EventLoop::new(swarm, commands_rx, shutdown_rx, events.clone());
+        let handle = tokio::spawn(event_loop.run());
         let mesh = Mesh {
             peer_id,
             commands: commands_tx,
             streams,
+            events,
         };
         let task = MeshTask {
             handle,
@@ -196,6 +214,27 @@ impl Mesh {
     /// Starts a connection to `addr`; it shows in [`Mesh::peers`] once established.
     pub async fn dial(&self, addr: Multiaddr) -> Result<Result<(), String>, Stopped> {
         self.ask(|reply| Command::Dial { addr, reply }).await
+    }
+
+    /// Connects to `peer` (through `addrs` and any address already known) unless connected.
+    pub async fn connect(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<Result<(), String>, Stopped> {
+        self.ask(|reply| Command::Connect { peer, addrs, reply })
+            .await
+    }
+
+    /// Closes every connection to `peer`; answers, once they are closed, how many there
+    /// were.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<usize, Stopped> {
+        self.ask(|reply| Command::Disconnect { peer, reply }).await
+    }
+
+    /// Network events from now on.
+    pub fn events(&self) -> broadcast::Receiver<MeshEvent> {
+        self.events.subscribe()
     }
 
     /// Opens a stream for `protocol` to `peer`, connecting first if needed.

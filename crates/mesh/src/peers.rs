@@ -30,6 +30,8 @@ pub struct PeerState {
     /// Known addresses; the one of the connection in use first.
     pub addrs: Vec<Multiaddr>,
     pub link: Link,
+    /// Open connections.
+    pub connections: usize,
     pub rtt: Option<Duration>,
     /// Currently announced by mDNS.
     pub on_lan: bool,
@@ -97,6 +99,7 @@ impl Entry {
             name: self.name.clone(),
             addrs,
             link,
+            connections: self.connections.len(),
             rtt: self.rtt.filter(|_| link != Link::None),
             on_lan: !self.mdns_addrs.is_empty(),
         }
@@ -158,6 +161,19 @@ impl Peers {
             entry.connections.remove(&id);
             entry.last_seen = Instant::now();
         }
+    }
+
+    /// Devices announced on the LAN with no connection, and their announced addresses.
+    pub fn on_lan_unconnected(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.connections.is_empty() && !e.mdns_addrs.is_empty())
+            .map(|(p, e)| (*p, e.mdns_addrs.iter().cloned().collect()))
+            .collect()
+    }
+
+    pub fn connection_count(&self, peer: &PeerId) -> usize {
+        self.entries.get(peer).map_or(0, |e| e.connections.len())
     }
 
     pub fn identified(&mut self, peer: PeerId, name: Option<String>, addrs: Vec<Multiaddr>) {

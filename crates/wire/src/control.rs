@@ -64,6 +64,33 @@ pub enum Request {
     Status,
     /// Known peers: paired and discovered.
     Peers,
+    /// Make a pairing code and wait for devices to use it: answers `invitation`, then a
+    /// `paired` for each device that joins (one unless `multi`), then closes at expiry.
+    /// Closing the connection withdraws the invitation.
+    PairInvite {
+        ttl_secs: u64,
+        /// Capabilities to grant the joiner; `None` for the configured defaults.
+        allow: Option<Vec<String>>,
+        multi: bool,
+    },
+    /// Pair with the device that shows `code`: answers `paired`.
+    PairJoin {
+        code: String,
+        allow: Option<Vec<String>>,
+    },
+    /// The trust store: answers `trust`.
+    TrustList,
+    /// Trust a device by peer ID, without a code: answers `done`.
+    TrustAdd {
+        peer_id: String,
+        name: String,
+        addrs: Vec<String>,
+        allow: Option<Vec<String>>,
+    },
+    /// Revoke a device (name, peer ID or unique prefix) mesh-wide: answers `done`.
+    TrustRemove { peer: String },
+    /// The audit log: answers `audit` frames, and with `follow` keeps sending new entries.
+    Audit { follow: bool },
 }
 
 /// What the daemon answers.
@@ -73,7 +100,57 @@ pub enum Response {
     Id(Identity),
     Status(Status),
     Peers { peers: Vec<Peer> },
+    Invitation(Invitation),
+    Paired(Paired),
+    Trust { peers: Vec<TrustedPeer> },
+    Done { message: String },
+    Audit { entries: Vec<AuditEntry> },
     Error(Error),
+}
+
+/// A pairing code waiting for a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub code: String,
+    /// RFC 3339, UTC.
+    pub expires: String,
+}
+
+/// A completed pairing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paired {
+    pub peer_id: String,
+    pub name: String,
+    /// The short code both devices show; they must match.
+    pub check_code: String,
+}
+
+/// A device in the trust store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedPeer {
+    pub peer_id: String,
+    pub name: String,
+    pub addrs: Vec<String>,
+    /// What this node grants it.
+    pub allow: Vec<String>,
+    /// What it said it grants this node, when paired directly.
+    pub they_allow: Option<Vec<String>>,
+    /// How it joined: `paired`, `added`, or `introduced by NAME`.
+    pub via: String,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// RFC 3339, UTC, with milliseconds.
+    pub time: String,
+    pub peer: Option<String>,
+    pub name: Option<String>,
+    pub action: String,
+    pub args: String,
+    /// `ok`, `denied` or `failed`.
+    pub result: String,
+    pub reason: Option<String>,
 }
 
 /// A device's name on the wire and for people.
@@ -152,6 +229,18 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the daemon.
     Internal,
+    /// An argument is not valid (a malformed peer ID, an unknown capability, ...).
+    InvalidArgument,
+    /// No peer or session of that name.
+    NotFound,
+    /// The name matches more than one peer or session.
+    Ambiguous,
+    /// The other device cannot be reached.
+    Unreachable,
+    /// The other device, or this one, refused.
+    Refused,
+    /// A pairing code expired before anyone used it.
+    Expired,
 }
 
 impl Error {

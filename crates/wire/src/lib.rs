@@ -7,9 +7,17 @@
 //! - [`frame`]: the length-prefixed CBOR framing and its limits.
 //! - [`protocol`]: the versioned libp2p protocol names.
 //! - [`control`]: the local control API between the CLI and its daemon.
+//! - [`admission`]: the gate's verdict, first on every application stream.
+//! - [`pair`]: pairing codes and the pairing handshake's messages.
+//! - [`member`]: signed member records, the first replicated collection.
+//! - [`sync`]: the replication protocol's messages.
 
+pub mod admission;
 pub mod control;
 pub mod frame;
+pub mod member;
+pub mod pair;
 pub mod protocol;
+pub mod sync;
 
 pub use frame::{DecodeError, EncodeError, FrameError};

@@ -1,6 +1,9 @@
 //! One module per subcommand, each with its `Cmd` (flags) and `run`.
 
+pub mod audit;
 pub mod id;
 pub mod node;
+pub mod pair;
 pub mod peers;
 pub mod status;
+pub mod trust;

@@ -9,4 +9,4 @@ mod client;
 mod server;
 
 pub use client::{ClientError, Connection, request};
-pub use server::{Handler, serve};
+pub use server::{Gone, Handler, Reply, serve};

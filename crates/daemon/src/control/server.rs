@@ -3,14 +3,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use loopsy_mesh::framed::{self, ReadError};
-use loopsy_wire::control::{self, Error, ErrorCode, MAX_FRAME, Response};
+use loopsy_mesh::framed::{self, ReadError, WriteError};
+use loopsy_wire::control::{self, Error, ErrorCode, MAX_FRAME, Request, Response};
 use tokio::{
-    net::{UnixListener, UnixStream},
+    io::AsyncReadExt,
+    net::{
+        UnixListener, UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
     sync::Semaphore,
     task::JoinSet,
 };
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// Clients served at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 64;
@@ -20,10 +24,42 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What answers requests: the daemon.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(
-        &self,
-        request: loopsy_wire::control::Request,
-    ) -> impl Future<Output = Response> + Send;
+    /// Answers `request` with one or more frames on `reply`.
+    fn handle(&self, request: Request, reply: &mut Reply) -> impl Future<Output = ()> + Send;
+}
+
+/// The way back to a client: frames out, and notice of the client hanging up.
+pub struct Reply {
+    writer: Compat<OwnedWriteHalf>,
+    reader: OwnedReadHalf,
+}
+
+/// The client has gone.
+#[derive(Debug)]
+pub struct Gone;
+
+impl Reply {
+    /// Sends one response frame.
+    pub async fn send(&mut self, response: &Response) -> Result<(), Gone> {
+        framed::write(&mut self.writer, response, MAX_FRAME)
+            .await
+            .map_err(|error: WriteError| {
+                tracing::debug!(%error, "control client went away");
+                Gone
+            })
+    }
+
+    /// Sends an error response.
+    pub async fn error(&mut self, code: ErrorCode, message: impl Into<String>) {
+        let _ = self.send(&Response::Error(Error::new(code, message))).await;
+    }
+
+    /// Completes when the client closes its side (or sends anything more, which the
+    /// protocol does not allow).
+    pub async fn closed(&mut self) {
+        let mut byte = [0u8; 1];
+        let _ = self.reader.read(&mut byte).await;
+    }
 }
 
 /// Accepts clients on `listener` until `shutdown` completes, then drops every open client.
@@ -64,23 +100,31 @@ pub async fn serve<H: Handler>(
 }
 
 async fn serve_client<H: Handler>(stream: UnixStream, handler: &H) {
-    let mut stream = stream.compat();
+    let (reader, writer) = stream.into_split();
+    let mut reader = reader.compat();
     let read =
-        tokio::time::timeout(REQUEST_DEADLINE, framed::read_body(&mut stream, MAX_FRAME)).await;
-    let response = match read {
-        Err(_) => return, // too slow: just close
-        Ok(Ok(None)) => return,
-        Ok(Ok(Some(body))) => match control::decode_request(&body) {
-            Ok(request) => handler.handle(request).await,
-            Err(error) => Response::Error(error),
-        },
-        Ok(Err(ReadError::Io(_) | ReadError::Truncated)) => return,
-        Ok(Err(error)) => Response::Error(Error::new(
-            ErrorCode::BadRequest,
-            format!("not a control request: {error}"),
-        )),
+        tokio::time::timeout(REQUEST_DEADLINE, framed::read_body(&mut reader, MAX_FRAME)).await;
+    let mut reply = Reply {
+        writer: writer.compat_write(),
+        reader: reader.into_inner(),
     };
-    if let Err(error) = framed::write(&mut stream, &response, MAX_FRAME).await {
-        tracing::debug!(%error, "control client went away");
+    match read {
+        Err(_) => {} // too slow: just close
+        Ok(Ok(None)) => {}
+        Ok(Ok(Some(body))) => match control::decode_request(&body) {
+            Ok(request) => handler.handle(request, &mut reply).await,
+            Err(error) => {
+                let _ = reply.send(&Response::Error(error)).await;
+            }
+        },
+        Ok(Err(ReadError::Io(_) | ReadError::Truncated)) => {}
+        Ok(Err(error)) => {
+            reply
+                .error(
+                    ErrorCode::BadRequest,
+                    format!("not a control request: {error}"),
+                )
+                .await
+        }
     }
 }

@@ -1,0 +1,98 @@
+//! Wall-clock helpers: Unix time, and RFC 3339 text in UTC without a date-time crate.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// `2026-11-25T07:30:53.123Z` for a time in milliseconds since the epoch.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let (date, secs_of_day) = civil(ms / 1000);
+    format!(
+        "{date}T{:02}:{:02}:{:02}.{:03}Z",
+        secs_of_day / 3600,
+        secs_of_day / 60 % 60,
+        secs_of_day % 60,
+        ms % 1000
+    )
+}
+
+/// `2026-11-25T07:30:53Z` for a time in seconds since the epoch.
+pub fn rfc3339(secs: u64) -> String {
+    let (date, secs_of_day) = civil(secs);
+    format!(
+        "{date}T{:02}:{:02}:{:02}Z",
+        secs_of_day / 3600,
+        secs_of_day / 60 % 60,
+        secs_of_day % 60
+    )
+}
+
+/// The calendar date (as text) and the second of the day, from Howard Hinnant's
+/// days-from-civil algorithm run backwards.
+fn civil(secs: u64) -> (String, u64) {
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (format!("{year:04}-{month:02}-{day:02}"), secs % 86_400)
+}
+
+/// Parses durations as users write them: `90`, `90s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("`{text}` is not a duration like 90s, 10m or 2h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        // 2000-02-29 (a leap day) 12:34:56 UTC, computed with `date -u -d @951827696`.
+        assert_eq!(rfc3339(951_827_696), "2000-02-29T12:34:56Z");
+        // `date -u -d 2026-11-25T07:30:53Z +%s` is 1795591853.
+        assert_eq!(rfc3339_ms(1_795_591_853_123), "2026-11-25T07:30:53.123Z");
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

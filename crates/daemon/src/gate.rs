@@ -1,0 +1,154 @@
+//! The authorization gate: every application protocol stream passes here first. Only
+//! members get in, and only with the capability the protocol needs; everyone else is
+//! refused with a reason, and every refusal is audited. Untrusted peers still get
+//! identify, ping and pairing, which do not come through here.
+
+use std::sync::Arc;
+
+use futures::{AsyncWriteExt, StreamExt, future::BoxFuture};
+use loopsy_mesh::{PeerId, Stream, framed};
+use loopsy_wire::{
+    admission::{self, Admission},
+    protocol,
+};
+use tokio::sync::Semaphore;
+
+use crate::{
+    audit::Outcome,
+    caps::{Capability, Caps},
+    node::Node,
+};
+
+/// Streams served at once per protocol; a stream past it is dropped unanswered.
+const MAX_STREAMS: usize = 128;
+
+/// What a protocol asks of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Membership alone (replication).
+    Member,
+    Capability(Capability),
+}
+
+/// What `protocol` needs; `None` for a protocol that is not an application protocol.
+pub fn need(protocol: &str) -> Option<Need> {
+    match protocol {
+        protocol::EXEC => Some(Need::Capability(Capability::Exec)),
+        protocol::TRANSFER => Some(Need::Capability(Capability::Files)),
+        protocol::SESSION => Some(Need::Capability(Capability::Sessions)),
+        protocol::SYNC => Some(Need::Member),
+        _ => None,
+    }
+}
+
+/// Checks `peer` against the trust store for `protocol`: its grants, or why not.
+pub fn check(node: &Node, peer: &PeerId, protocol: &str) -> Result<Caps, String> {
+    let Some(grants) = node.trust.grants(peer) else {
+        return Err("not paired with this device".into());
+    };
+    match need(protocol) {
+        Some(Need::Member) => Ok(grants),
+        Some(Need::Capability(cap)) if grants.contains(&cap) => Ok(grants),
+        Some(Need::Capability(cap)) => Err(format!("the `{cap}` capability is not granted")),
+        None => Err(format!("{protocol} is not an application protocol")),
+    }
+}
+
+/// Serves one admitted stream.
+pub type Service =
+    Arc<dyn Fn(Arc<Node>, PeerId, Stream, Caps) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Accepts `protocol` streams until the mesh stops: each is admitted or refused through the
+/// gate, and admitted ones go to `service` (or are told the protocol is not served yet).
+pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Service>) {
+    let Some(mut incoming) = node.mesh.accept(protocol) else {
+        tracing::error!(protocol, "already accepting this protocol");
+        return;
+    };
+    let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, protocol, "too many streams; dropping one");
+            continue;
+        };
+        let node = node.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let verdict = check(&node, &peer, protocol);
+            let reply = match (&verdict, &service) {
+                (Err(reason), _) => {
+                    node.audit.record(
+                        Some(peer),
+                        node.peer_name(&peer),
+                        action(protocol),
+                        protocol,
+                        Outcome::Denied,
+                        Some(reason.clone()),
+                    );
+                    Admission::Refused {
+                        reason: reason.clone(),
+                    }
+                }
+                (Ok(_), None) => Admission::Refused {
+                    reason: format!("this device does not serve {protocol} yet"),
+                },
+                (Ok(_), Some(_)) => Admission::Accepted,
+            };
+            let sent = framed::write(&mut stream, &reply, admission::MAX_FRAME).await;
+            match (verdict, service, sent) {
+                (Ok(grants), Some(service), Ok(())) => service(node, peer, stream, grants).await,
+                // Closed, not dropped: a reset could discard the refusal unread.
+                _ => drop(stream.close().await),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The audit action for a protocol: its name without the prefix and version.
+fn action(protocol: &str) -> &str {
+    protocol
+        .strip_prefix("/loopsy/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or(protocol)
+}
+
+/// Why a stream this device opened was not let in.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAdmitted {
+    /// The other device's gate said no.
+    #[error("refused by the other device: {0}")]
+    Refused(String),
+    /// The stream failed before a verdict.
+    #[error("{0}")]
+    Broken(String),
+}
+
+/// Sends the first message on a stream this device opened, then reads the serving side's
+/// admission. When the send fails, the admission is still read: a refusing side closes the
+/// stream unread, which can stop the send (QUIC's STOP_SENDING) after the verdict was sent.
+pub async fn request<T: serde::Serialize>(
+    stream: &mut Stream,
+    message: &T,
+    max: usize,
+) -> Result<(), NotAdmitted> {
+    let sent = framed::write(stream, message, max).await;
+    match (admitted(stream).await, sent) {
+        (Err(NotAdmitted::Broken(_)), Err(send_error)) => {
+            Err(NotAdmitted::Broken(send_error.to_string()))
+        }
+        (verdict, _) => verdict,
+    }
+}
+
+/// Reads the serving side's admission on a stream this device opened.
+pub async fn admitted(stream: &mut Stream) -> Result<(), NotAdmitted> {
+    match framed::read::<Admission, _>(stream, admission::MAX_FRAME).await {
+        Ok(Some(Admission::Accepted)) => Ok(()),
+        Ok(Some(Admission::Refused { reason })) => Err(NotAdmitted::Refused(reason)),
+        Ok(None) => Err(NotAdmitted::Broken(
+            "the other device closed the stream".into(),
+        )),
+        Err(e) => Err(NotAdmitted::Broken(e.to_string())),
+    }
+}

@@ -1,0 +1,414 @@
+//! The control API's requests, answered from the node's state.
+
+use std::{sync::Arc, time::Duration};
+
+use loopsy_mesh::{Link, Multiaddr, PeerId};
+use loopsy_wire::{
+    control::{self, Connection, ErrorCode, Invitation, NatStatus, Request, Response, TrustedPeer},
+    pair::Code,
+};
+
+use super::Node;
+use crate::{
+    audit::Outcome,
+    caps::{self, Caps},
+    clock,
+    control::{Handler, Reply},
+    pair,
+    trust::{PeerSettings, ResolveError, Via},
+};
+
+/// Longest a pairing code may live.
+const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Audit entries per response frame.
+const AUDIT_BATCH: usize = 256;
+
+/// The daemon's answerer on the control socket.
+pub struct Api(pub Arc<Node>);
+
+impl Handler for Api {
+    async fn handle(&self, request: Request, reply: &mut Reply) {
+        let node = &self.0;
+        let response = match request {
+            Request::Id => Response::Id(node.identity()),
+            Request::Status => status(node).await,
+            Request::Peers => peers(node).await,
+            Request::PairInvite {
+                ttl_secs,
+                allow,
+                multi,
+            } => return invite(node, ttl_secs, allow, multi, reply).await,
+            Request::PairJoin { code, allow } => join(node, &code, allow).await,
+            Request::TrustList => trust_list(node),
+            Request::TrustAdd {
+                peer_id,
+                name,
+                addrs,
+                allow,
+            } => trust_add(node, &peer_id, &name, &addrs, allow).await,
+            Request::TrustRemove { peer } => trust_remove(node, &peer).await,
+            Request::Audit { follow } => return audit(node, follow, reply).await,
+        };
+        let _ = reply.send(&response).await;
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(control::Error::new(code, message))
+}
+
+fn stopping() -> Response {
+    error(ErrorCode::Unavailable, "the node is shutting down")
+}
+
+fn parse_allow(allow: Option<Vec<String>>) -> Result<Option<Caps>, control::Error> {
+    allow
+        .map(|a| caps::parse(&a))
+        .transpose()
+        .map_err(|e| control::Error::new(ErrorCode::InvalidArgument, e.to_string()))
+}
+
+async fn status(node: &Node) -> Response {
+    let Ok(net) = node.mesh.status().await else {
+        return stopping();
+    };
+    let strings = |addrs: Vec<Multiaddr>| addrs.iter().map(ToString::to_string).collect();
+    Response::Status(control::Status {
+        peer_id: net.peer_id.to_base58(),
+        name: node.name.clone(),
+        listen_addrs: strings(net.listen_addrs),
+        external_addrs: strings(net.external_addrs),
+        relayed_addrs: strings(net.relayed_addrs),
+        nat: NatStatus::Unknown,
+        relay_reservations: Vec::new(),
+    })
+}
+
+/// Paired devices (online or not) and devices seen on the network.
+async fn peers(node: &Node) -> Response {
+    let Ok(mut seen) = node.mesh.peers().await else {
+        return stopping();
+    };
+    let mut peers = Vec::new();
+    for listed in node.trust.list() {
+        let member = listed.member;
+        let live = seen
+            .iter()
+            .position(|p| p.peer_id == member.peer_id)
+            .map(|i| seen.swap_remove(i));
+        let mut addrs: Vec<String> = live
+            .as_ref()
+            .map(|p| p.addrs.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        for addr in &member.addrs {
+            let addr = addr.to_string();
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        peers.push(control::Peer {
+            name: Some(member.name.clone())
+                .filter(|n| !n.is_empty())
+                .or_else(|| live.as_ref().and_then(|p| p.name.clone())),
+            peer_id: member.peer_id.to_base58(),
+            paired: true,
+            online: live.as_ref().is_some_and(|p| p.is_connected() || p.on_lan),
+            connection: live
+                .as_ref()
+                .map_or(Connection::None, |p| connection(p.link)),
+            addrs,
+            rtt_ms: live
+                .as_ref()
+                .and_then(|p| p.rtt)
+                .map(|d| d.as_secs_f64() * 1000.0),
+        });
+    }
+    for peer in seen {
+        peers.push(control::Peer {
+            online: peer.is_connected() || peer.on_lan,
+            name: peer.name,
+            peer_id: peer.peer_id.to_base58(),
+            paired: false,
+            connection: connection(peer.link),
+            addrs: peer.addrs.iter().map(ToString::to_string).collect(),
+            rtt_ms: peer.rtt.map(|d| d.as_secs_f64() * 1000.0),
+        });
+    }
+    Response::Peers { peers }
+}
+
+fn connection(link: Link) -> Connection {
+    match link {
+        Link::Direct => Connection::Direct,
+        Link::Relayed => Connection::Relayed,
+        Link::None => Connection::None,
+    }
+}
+
+/// Shows a code, then reports each device that pairs with it until it expires or the
+/// client hangs up (which withdraws it).
+async fn invite(
+    node: &Arc<Node>,
+    ttl_secs: u64,
+    allow: Option<Vec<String>>,
+    multi: bool,
+    reply: &mut Reply,
+) {
+    let allow = match parse_allow(allow) {
+        Ok(allow) => allow,
+        Err(e) => return drop(reply.send(&Response::Error(e)).await),
+    };
+    let ttl = Duration::from_secs(ttl_secs).clamp(Duration::from_secs(1), MAX_TTL);
+    let expires = clock::now_secs() + ttl.as_secs();
+    let (claim, mut events, _withdraw) = match node.invitations.open(expires, allow, multi) {
+        Ok(opened) => opened,
+        Err(e) => return reply.error(ErrorCode::Unavailable, e).await,
+    };
+    let code = Code {
+        inviter: node.mesh.peer_id().to_bytes(),
+        addrs: node
+            .advertised_addrs()
+            .await
+            .iter()
+            .map(|a| a.to_vec())
+            .collect(),
+        invite: claim.id,
+        secret: claim.secret,
+        expires,
+    };
+    let invitation = Invitation {
+        code: code.to_text(),
+        expires: clock::rfc3339(expires),
+    };
+    if reply.send(&Response::Invitation(invitation)).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::sleep(ttl);
+    tokio::pin!(deadline);
+    let mut paired = 0;
+    loop {
+        tokio::select! {
+            _ = reply.closed() => return,
+            _ = &mut deadline => break,
+            event = events.recv() => match event {
+                Some(p) => {
+                    paired += 1;
+                    if reply.send(&Response::Paired(p)).await.is_err() || !multi {
+                        return;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    if paired == 0 {
+        reply
+            .error(
+                ErrorCode::Expired,
+                "the pairing code expired before a device used it",
+            )
+            .await;
+    }
+}
+
+async fn join(node: &Arc<Node>, code: &str, allow: Option<Vec<String>>) -> Response {
+    let allow = match parse_allow(allow) {
+        Ok(allow) => allow,
+        Err(e) => return Response::Error(e),
+    };
+    match pair::join(node, code, allow).await {
+        Ok(paired) => Response::Paired(paired),
+        Err(e) => {
+            let code = match e {
+                pair::JoinError::Code(_) | pair::JoinError::OwnCode => ErrorCode::InvalidArgument,
+                pair::JoinError::Expired(_) => ErrorCode::Expired,
+                pair::JoinError::Unreachable(_) => ErrorCode::Unreachable,
+                pair::JoinError::Refused(_) => ErrorCode::Refused,
+                pair::JoinError::Failed(_) => ErrorCode::Internal,
+            };
+            error(code, e.to_string())
+        }
+    }
+}
+
+fn trust_list(node: &Node) -> Response {
+    let list = node.trust.list();
+    let name_of = |peer: &PeerId| {
+        list.iter()
+            .find(|l| l.member.peer_id == *peer)
+            .map(|l| l.member.name.clone())
+            .unwrap_or_else(|| peer.to_base58())
+    };
+    let peers = list
+        .iter()
+        .map(|l| TrustedPeer {
+            peer_id: l.member.peer_id.to_base58(),
+            name: l.member.name.clone(),
+            addrs: l.member.addrs.iter().map(ToString::to_string).collect(),
+            allow: caps::names(&l.grants),
+            they_allow: l.settings.they_allow.clone(),
+            via: match &l.member.via {
+                Via::Direct => l.settings.how.clone().unwrap_or_else(|| "paired".into()),
+                Via::IntroducedBy(peer) => format!("introduced by {}", name_of(peer)),
+            },
+        })
+        .collect();
+    Response::Trust { peers }
+}
+
+async fn trust_add(
+    node: &Arc<Node>,
+    peer_id: &str,
+    name: &str,
+    addrs: &[String],
+    allow: Option<Vec<String>>,
+) -> Response {
+    let Ok(peer) = peer_id.parse::<PeerId>() else {
+        return error(
+            ErrorCode::InvalidArgument,
+            format!("`{peer_id}` is not a peer ID (see `loopsy id` on that device)"),
+        );
+    };
+    if peer == node.mesh.peer_id() {
+        return error(
+            ErrorCode::InvalidArgument,
+            "that is this device's own peer ID",
+        );
+    }
+    let name = loopsy_mesh::sanitize_name(name);
+    if name.is_empty() {
+        return error(
+            ErrorCode::InvalidArgument,
+            "give the device a name with --name",
+        );
+    }
+    let mut parsed = Vec::new();
+    for addr in addrs {
+        match addr.parse::<Multiaddr>() {
+            Ok(a) => parsed.push(a),
+            Err(_) => {
+                return error(
+                    ErrorCode::InvalidArgument,
+                    format!("`{addr}` is not an address like /ip4/192.0.2.7/tcp/7717"),
+                );
+            }
+        }
+    }
+    let allow = match parse_allow(allow) {
+        Ok(allow) => allow,
+        Err(e) => return Response::Error(e),
+    };
+    let settings = PeerSettings {
+        peer_id: peer.to_base58(),
+        allow: allow.as_ref().map(caps::names),
+        they_allow: None,
+        how: Some("added".into()),
+    };
+    let record = match node.trust.admit(peer, &name, &parsed, settings) {
+        Ok(record) => record,
+        Err(e) => return error(ErrorCode::Internal, e.to_string()),
+    };
+    node.spread_members(vec![record], None);
+    node.audit.record(
+        Some(peer),
+        Some(name.clone()),
+        "trust add",
+        parsed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        Outcome::Ok,
+        None,
+    );
+    let mesh = node.mesh.clone();
+    tokio::spawn(async move {
+        let _ = mesh.connect(peer, parsed).await;
+    });
+    Response::Done {
+        message: format!(
+            "trusted {name} ({peer}). On {name}, trust this device too: loopsy trust add {} --name {}",
+            node.mesh.peer_id(),
+            node.name
+        ),
+    }
+}
+
+async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {
+    let peer = match node.trust.resolve(query) {
+        Ok(peer) => peer,
+        Err(e @ ResolveError::NotFound(_)) => return error(ErrorCode::NotFound, e.to_string()),
+        Err(e @ ResolveError::Ambiguous(..)) => return error(ErrorCode::Ambiguous, e.to_string()),
+    };
+    let name = node.peer_name(&peer);
+    // Counted first: the keeper also reacts to the revocation, and may close them first.
+    let closed = node
+        .mesh
+        .peers()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .find(|p| p.peer_id == peer)
+        .map_or(0, |p| p.connections);
+    let record = match node.trust.revoke(peer) {
+        Ok(record) => record,
+        Err(e) => return error(ErrorCode::Internal, e.to_string()),
+    };
+    node.spread_members(vec![record], Some(peer));
+    // Returns once every connection to it is closed (or none was left to close).
+    let _ = tokio::time::timeout(Duration::from_secs(5), node.mesh.disconnect(peer)).await;
+    node.audit.record(
+        Some(peer),
+        name.clone(),
+        "trust rm",
+        format!("{closed} connections closed"),
+        Outcome::Ok,
+        None,
+    );
+    Response::Done {
+        message: format!(
+            "revoked {} ({peer}) on every device of the mesh; closed {closed} connection{}",
+            name.unwrap_or_default(),
+            if closed == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// Sends the log on disk, then with `follow` every new entry until the client hangs up.
+async fn audit(node: &Node, follow: bool, reply: &mut Reply) {
+    let mut live = node.audit.subscribe();
+    let entries = node.audit.read_all();
+    for batch in entries.chunks(AUDIT_BATCH) {
+        let frame = Response::Audit {
+            entries: batch.to_vec(),
+        };
+        if reply.send(&frame).await.is_err() {
+            return;
+        }
+    }
+    if entries.is_empty() && !follow {
+        let _ = reply
+            .send(&Response::Audit {
+                entries: Vec::new(),
+            })
+            .await;
+    }
+    if !follow {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = reply.closed() => return,
+            entry = live.recv() => match entry {
+                Ok(entry) => {
+                    let frame = Response::Audit { entries: vec![entry] };
+                    if reply.send(&frame).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Keeps the mesh together: dials members that are not connected (with backoff), runs
+//! anti-entropy when a member connects and now and then, keeps this device's own member
+//! record current, and cuts connections to devices that stop being members.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use loopsy_mesh::{MeshEvent, PeerId};
+use tokio::{sync::broadcast::error::RecvError, time::Instant};
+
+use super::Node;
+use crate::{audit::Outcome, sync};
+
+/// How often the keeper looks around.
+const TICK: Duration = Duration::from_secs(5);
+/// Ticks between full anti-entropy rounds.
+const ROUND: u32 = 12;
+/// How long a pairing takes to settle on both sides.
+const SETTLE: Duration = Duration::from_secs(1);
+/// How long a member that refused this device is left alone.
+const SHUN: Duration = Duration::from_secs(600);
+/// Longest wait between attempts to reach an unreachable member.
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+pub async fn run(node: Arc<Node>) {
+    let mut events = node.mesh.events();
+    let mut changes = node.trust.subscribe();
+    let mut members = member_ids(&node);
+    // Names of members, kept to name them in the log once they are gone.
+    let mut names = member_names(&node);
+    // Members whose gate refused this device (it was revoked, or has not been paired back):
+    // left alone for a while instead of redialled and refused again and again.
+    let (refused_tx, mut refused) = tokio::sync::mpsc::channel::<PeerId>(64);
+    let mut shunned: HashMap<PeerId, Instant> = HashMap::new();
+    let mut retry: HashMap<PeerId, (Instant, Duration)> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks: u32 = 0;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(MeshEvent::Connected { peer }) if node.trust.is_member(&peer) => {
+                    retry.remove(&peer);
+                    if shunned.get(&peer).is_none_or(|until| *until <= Instant::now()) {
+                        reconcile(&node, peer, &refused_tx, Duration::ZERO);
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            Some(peer) = refused.recv() => {
+                tracing::info!(%peer, "refused by a member; leaving it alone for a while");
+                shunned.insert(peer, Instant::now() + SHUN);
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = member_ids(&node);
+                for gone in members.difference(&now) {
+                    tracing::info!(peer = %gone, "no longer a member: closing its connections");
+                    let mesh = node.mesh.clone();
+                    let gone = *gone;
+                    tokio::spawn(async move { mesh.disconnect(gone).await });
+                    node.audit.record(
+                        Some(gone),
+                        names.get(&gone).cloned(),
+                        "member removed",
+                        "",
+                        Outcome::Ok,
+                        Some("revoked".into()),
+                    );
+                }
+                let connected = node.connected_members().await;
+                for new in now.difference(&members) {
+                    if connected.contains(new) {
+                        // Just paired: give the other side a moment to record the pairing
+                        // too, or its gate would refuse this exchange.
+                        reconcile(&node, *new, &refused_tx, SETTLE);
+                    } else {
+                        retry.insert(*new, (Instant::now(), TICK));
+                    }
+                }
+                members = now;
+                names = member_names(&node);
+            }
+            _ = tick.tick() => {
+                describe_self(&node).await;
+                if ticks.is_multiple_of(ROUND) {
+                    let now = Instant::now();
+                    shunned.retain(|_, until| *until > now);
+                    for peer in node.connected_members().await {
+                        if !shunned.contains_key(&peer) {
+                            reconcile(&node, peer, &refused_tx, Duration::ZERO);
+                        }
+                    }
+                }
+                ticks = ticks.wrapping_add(1);
+                let wanted: BTreeSet<PeerId> =
+                    members.iter().filter(|p| !shunned.contains_key(p)).copied().collect();
+                redial(&node, &wanted, &mut retry).await;
+            }
+        }
+    }
+}
+
+fn member_ids(node: &Node) -> BTreeSet<PeerId> {
+    node.trust
+        .list()
+        .into_iter()
+        .map(|l| l.member.peer_id)
+        .collect()
+}
+
+fn member_names(node: &Node) -> HashMap<PeerId, String> {
+    node.trust
+        .list()
+        .into_iter()
+        .map(|l| (l.member.peer_id, l.member.name))
+        .collect()
+}
+
+/// Runs anti-entropy with `peer` after `delay`, reporting a refusal by its gate.
+fn reconcile(
+    node: &Arc<Node>,
+    peer: PeerId,
+    refused: &tokio::sync::mpsc::Sender<PeerId>,
+    delay: Duration,
+) {
+    let node = node.clone();
+    let refused = refused.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        match sync::reconcile(&node, peer).await {
+            Ok(()) => {}
+            Err(sync::SyncError::Refused(reason)) => {
+                tracing::debug!(%peer, %reason, "anti-entropy refused");
+                let _ = refused.try_send(peer);
+            }
+            Err(error) => tracing::debug!(%peer, %error, "anti-entropy failed"),
+        }
+    });
+}
+
+/// Dials members that are not connected and whose backoff has passed.
+async fn redial(
+    node: &Arc<Node>,
+    members: &BTreeSet<PeerId>,
+    retry: &mut HashMap<PeerId, (Instant, Duration)>,
+) {
+    let seen = node.mesh.peers().await.unwrap_or_default();
+    let connected: BTreeSet<PeerId> = seen
+        .iter()
+        .filter(|p| p.is_connected() && members.contains(&p.peer_id))
+        .map(|p| p.peer_id)
+        .collect();
+    let now = Instant::now();
+    retry.retain(|peer, _| members.contains(peer) && !connected.contains(peer));
+    for peer in members.difference(&connected) {
+        let (due, delay) = retry.entry(*peer).or_insert((now, TICK));
+        if *due > now {
+            continue;
+        }
+        *due = now + *delay;
+        *delay = (*delay * 2).min(MAX_BACKOFF);
+        // What the member records say, then what this node saw itself (identify, mDNS).
+        let mut addrs = node.trust.member(peer).map(|m| m.addrs).unwrap_or_default();
+        if let Some(seen) = seen.iter().find(|p| p.peer_id == *peer) {
+            let more: Vec<_> = seen
+                .addrs
+                .iter()
+                .filter(|a| !addrs.contains(a))
+                .cloned()
+                .collect();
+            addrs.extend(more);
+        }
+        let mesh = node.mesh.clone();
+        let peer = *peer;
+        tracing::debug!(%peer, "dialling a member");
+        tokio::spawn(async move {
+            let outcome = mesh.connect(peer, addrs).await;
+            tracing::debug!(%peer, ?outcome, "dial of a member ended");
+        });
+    }
+}
+
+/// Publishes this device's name and addresses when they changed (never an empty list,
+/// as while the node is still starting to listen).
+async fn describe_self(node: &Arc<Node>) {
+    let addrs = node.advertised_addrs().await;
+    if addrs.is_empty() {
+        return;
+    }
+    match node.trust.describe_self(&node.name, &addrs) {
+        Ok(Some(record)) => node.spread_members(vec![record], None),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot update this device's member record"),
+    }
+}

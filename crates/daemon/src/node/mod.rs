@@ -1,0 +1,254 @@
+//! Running a node: take the home's lock, load identity, config and trust, start the mesh,
+//! the protocol services and the control socket, and serve until told to stop.
+
+mod api;
+mod keeper;
+
+use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc, time::Duration};
+
+use loopsy_mesh::{Mesh, Multiaddr, PeerId, identity, multiaddr::Protocol};
+use loopsy_wire::{control, member::Record, pair::Hello, protocol};
+use tokio::{net::UnixListener, task::JoinSet};
+
+use crate::{
+    Home,
+    audit::Audit,
+    caps::{self, Caps},
+    config::{Config, ConfigError},
+    control::serve,
+    gate,
+    lock::{LockError, NodeLock},
+    pair::{self, Invitations, RateLimit},
+    sync::{self, Collection},
+    trust::{Trust, TrustError},
+};
+
+/// Most addresses this device hands out (in codes, hellos and its member record).
+const MAX_ADVERTISED: usize = 8;
+
+/// `loopsy node` flags that override the config for one run.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub name: Option<String>,
+    pub listen: Vec<Multiaddr>,
+    pub no_mdns: bool,
+}
+
+/// The node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Home(#[from] crate::home::HomeError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Mesh(#[from] loopsy_mesh::StartError),
+    #[error("cannot open the control socket {path}: {source}")]
+    Socket { path: PathBuf, source: io::Error },
+}
+
+/// What a started node tells whoever started it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub identity: control::Identity,
+    pub socket: PathBuf,
+}
+
+/// Runs a node on `home` until `shutdown` completes. `on_start` is called once the node
+/// serves its control socket.
+pub async fn run(
+    home: Home,
+    overrides: Overrides,
+    on_start: impl FnOnce(&Started),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    home.create()?;
+    let _lock = NodeLock::acquire(&home)?;
+    let keypair = identity::load_or_create(&home.identity_key())?;
+    let mut config = Config::load_or_create(&home)?;
+    if let Some(name) = overrides.name {
+        config.name = name;
+    }
+    if !overrides.listen.is_empty() {
+        config.listen = overrides.listen;
+    }
+    config.mdns &= !overrides.no_mdns;
+    let name = loopsy_mesh::sanitize_name(&config.name);
+    // Validated when the config was loaded.
+    let defaults = caps::parse(&config.grants.allow).unwrap_or_default();
+    let trust = Trust::load(
+        home.trust(),
+        keypair.clone(),
+        config.accept_introductions,
+        defaults.clone(),
+    )?;
+
+    let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
+        keypair,
+        name: name.clone(),
+        listen: config.listen.clone(),
+        mdns: config.mdns,
+    })?;
+    let node = Arc::new(Node {
+        mesh,
+        name,
+        trust,
+        defaults,
+        audit: Audit::new(home.audit()),
+        invitations: Invitations::default(),
+        pair_attempts: RateLimit::new(5, 30, Duration::from_secs(60)),
+    });
+
+    let mut services = JoinSet::new();
+    services.spawn(pair::serve(node.clone()));
+    let sync_service: gate::Service =
+        Arc::new(|node, peer, stream, _| Box::pin(sync::serve(node, peer, stream)));
+    services.spawn(gate::serve(
+        node.clone(),
+        protocol::SYNC,
+        Some(sync_service),
+    ));
+    for protocol in [protocol::EXEC, protocol::TRANSFER, protocol::SESSION] {
+        services.spawn(gate::serve(node.clone(), protocol, None));
+    }
+    services.spawn(keeper::run(node.clone()));
+
+    let socket = home.socket();
+    let listener = bind_socket(&socket)?;
+    on_start(&Started {
+        identity: node.identity(),
+        socket: socket.clone(),
+    });
+    serve(listener, Arc::new(api::Api(node.clone())), shutdown).await;
+
+    tracing::info!("shutting down");
+    services.shutdown().await;
+    let _ = fs::remove_file(&socket);
+    mesh_task.shutdown().await;
+    Ok(())
+}
+
+/// Binds the control socket, owner-only. A socket file left by a node that died is
+/// replaced: holding the lock proves no live node uses it.
+fn bind_socket(path: &PathBuf) -> Result<UnixListener, NodeError> {
+    let err = |source| NodeError::Socket {
+        path: path.clone(),
+        source,
+    };
+    match fs::remove_file(path) {
+        Ok(()) => tracing::debug!("removed a stale control socket"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// A running node's shared state.
+pub struct Node {
+    pub(crate) mesh: Mesh,
+    pub(crate) name: String,
+    pub(crate) trust: Trust,
+    /// What members may do here unless the trust store says otherwise.
+    pub(crate) defaults: Caps,
+    pub(crate) audit: Audit,
+    pub(crate) invitations: Invitations,
+    pub(crate) pair_attempts: RateLimit,
+}
+
+impl Node {
+    fn identity(&self) -> control::Identity {
+        control::Identity {
+            peer_id: self.mesh.peer_id().to_base58(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// A member's name, for logs.
+    pub(crate) fn peer_name(&self, peer: &PeerId) -> Option<String> {
+        self.trust.member(peer).map(|m| m.name)
+    }
+
+    pub(crate) fn default_grants(&self) -> Caps {
+        self.defaults.clone()
+    }
+
+    /// The addresses to give other devices: every address it listens on that another
+    /// device could dial, most useful first (LAN and public before loopback).
+    pub(crate) async fn advertised_addrs(&self) -> Vec<Multiaddr> {
+        let Ok(status) = self.mesh.status().await else {
+            return Vec::new();
+        };
+        let mut addrs: Vec<Multiaddr> = status
+            .external_addrs
+            .into_iter()
+            .chain(status.relayed_addrs)
+            .chain(status.listen_addrs)
+            .filter(|a| !is_link_local(a))
+            .collect();
+        addrs.dedup();
+        addrs.sort_by_key(is_loopback);
+        addrs.truncate(MAX_ADVERTISED);
+        addrs
+    }
+
+    /// This device's hello for a pairing: its name, what it grants, where to reach it.
+    pub(crate) async fn hello(&self, grants: &Caps) -> Hello {
+        pair::hello(&self.name, grants, &self.advertised_addrs().await)
+    }
+
+    /// Spreads new member records to the connected members, but `except`.
+    pub(crate) fn spread_members(self: &Arc<Self>, records: Vec<Record>, except: Option<PeerId>) {
+        let encoded = records.iter().map(sync::encode_record).collect();
+        sync::push(self, sync::MEMBERS, encoded, except);
+    }
+
+    /// A replicated collection by name.
+    pub(crate) fn collection(&self, name: &str) -> Option<&dyn Collection> {
+        match name {
+            sync::MEMBERS => Some(&self.trust),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn collection_names(&self) -> [&'static str; 1] {
+        [sync::MEMBERS]
+    }
+
+    /// Members with a connection now.
+    pub(crate) async fn connected_members(&self) -> Vec<PeerId> {
+        self.mesh
+            .peers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.is_connected() && self.trust.is_member(&p.peer_id))
+            .map(|p| p.peer_id)
+            .collect()
+    }
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// IPv6 link-local addresses need an interface scope that a multiaddr cannot carry;
+/// unspecified addresses name no host at all.
+fn is_link_local(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip6(ip) => (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_unspecified(),
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}

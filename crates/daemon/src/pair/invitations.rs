@@ -1,0 +1,273 @@
+//! Open invitations, and the rate limit on pairing attempts.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use loopsy_mesh::PeerId;
+use loopsy_wire::{
+    control::Paired,
+    pair::{INVITE_ID_LEN, SECRET_LEN},
+};
+use tokio::sync::mpsc;
+
+use crate::{caps::Caps, clock};
+
+/// Pairings reported per invitation before the waiting client reads them.
+const EVENT_BUFFER: usize = 16;
+/// Most invitations open at once.
+const MAX_OPEN: usize = 32;
+
+/// An invitation, as a joiner's claim gets it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: [u8; INVITE_ID_LEN],
+    pub secret: [u8; SECRET_LEN],
+    /// What to grant the joiner; `None` for the defaults.
+    pub allow: Option<Caps>,
+    multi: bool,
+    events: mpsc::Sender<Paired>,
+}
+
+#[derive(Debug)]
+struct Open {
+    claim: Claim,
+    expires: u64,
+    busy: bool,
+}
+
+/// Why a claim was refused (said to the joiner).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("unknown, used or withdrawn pairing code")]
+    Unknown,
+    #[error("the pairing code has expired")]
+    Expired,
+    #[error("the pairing code is being used by another device right now")]
+    Busy,
+}
+
+/// The open invitations of a node.
+#[derive(Debug, Default, Clone)]
+pub struct Invitations {
+    open: Arc<Mutex<HashMap<[u8; INVITE_ID_LEN], Open>>>,
+}
+
+/// Withdraws its invitation when dropped (the `loopsy pair` client went away).
+#[derive(Debug)]
+pub struct Withdraw {
+    open: Arc<Mutex<HashMap<[u8; INVITE_ID_LEN], Open>>>,
+    id: [u8; INVITE_ID_LEN],
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        lock(&self.open).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Invitations {
+    /// Opens an invitation with fresh random ID and secret.
+    pub fn open(
+        &self,
+        expires: u64,
+        allow: Option<Caps>,
+        multi: bool,
+    ) -> Result<(Claim, mpsc::Receiver<Paired>, Withdraw), String> {
+        let mut id = [0u8; INVITE_ID_LEN];
+        let mut secret = [0u8; SECRET_LEN];
+        getrandom::fill(&mut id).map_err(|e| e.to_string())?;
+        getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+        let claim = Claim {
+            id,
+            secret,
+            allow,
+            multi,
+            events,
+        };
+        let mut open = lock(&self.open);
+        let now = clock::now_secs();
+        open.retain(|_, o| o.expires > now);
+        if open.len() >= MAX_OPEN {
+            return Err(format!("{MAX_OPEN} invitations are open already"));
+        }
+        open.insert(
+            id,
+            Open {
+                claim: claim.clone(),
+                expires,
+                busy: false,
+            },
+        );
+        let withdraw = Withdraw {
+            open: self.open.clone(),
+            id,
+        };
+        Ok((claim, receiver, withdraw))
+    }
+
+    /// Takes the invitation for one pairing attempt; [`Invitations::release`] or
+    /// [`Invitations::complete`] ends the attempt.
+    pub fn claim(&self, id: &[u8]) -> Result<Claim, ClaimError> {
+        let mut open = lock(&self.open);
+        let Some(entry) = <[u8; INVITE_ID_LEN]>::try_from(id)
+            .ok()
+            .and_then(|id| open.get_mut(&id))
+        else {
+            return Err(ClaimError::Unknown);
+        };
+        if entry.expires <= clock::now_secs() {
+            return Err(ClaimError::Expired);
+        }
+        if entry.busy {
+            return Err(ClaimError::Busy);
+        }
+        entry.busy = true;
+        Ok(entry.claim.clone())
+    }
+
+    /// Ends a failed attempt: the invitation can be used again.
+    pub fn release(&self, claim: &Claim) {
+        if let Some(entry) = lock(&self.open).get_mut(&claim.id) {
+            entry.busy = false;
+        }
+    }
+
+    /// Ends a successful attempt: tells the waiting client, and closes a single-use
+    /// invitation.
+    pub fn complete(&self, claim: &Claim, paired: Paired) {
+        let _ = claim.events.try_send(paired);
+        let mut open = lock(&self.open);
+        if claim.multi {
+            if let Some(entry) = open.get_mut(&claim.id) {
+                entry.busy = false;
+            }
+        } else {
+            open.remove(&claim.id);
+        }
+    }
+}
+
+/// A sliding-window limit on pairing attempts, per peer and overall, so that nobody can
+/// try codes quickly (the 128-bit secret makes guessing hopeless anyway).
+#[derive(Debug)]
+pub struct RateLimit {
+    per_peer: usize,
+    overall: usize,
+    window: Duration,
+    seen: Mutex<Attempts>,
+}
+
+/// When recent attempts were made, per peer and overall.
+#[derive(Debug, Default)]
+struct Attempts {
+    per_peer: HashMap<PeerId, VecDeque<Instant>>,
+    overall: VecDeque<Instant>,
+}
+
+impl RateLimit {
+    pub fn new(per_peer: usize, overall: usize, window: Duration) -> Self {
+        Self {
+            per_peer,
+            overall,
+            window,
+            seen: Mutex::new(Attempts::default()),
+        }
+    }
+
+    /// Counts an attempt by `peer`; `false` when it is over either limit.
+    pub fn allow(&self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        let mut seen = lock(&self.seen);
+        let Attempts {
+            per_peer: peers,
+            overall: all,
+        } = &mut *seen;
+        let fresh = |q: &mut VecDeque<Instant>| {
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > self.window)
+            {
+                q.pop_front();
+            }
+        };
+        fresh(all);
+        peers.retain(|_, q| {
+            fresh(q);
+            !q.is_empty()
+        });
+        let mine = peers.entry(peer).or_default();
+        if mine.len() >= self.per_peer || all.len() >= self.overall {
+            return false;
+        }
+        mine.push_back(now);
+        all.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_use_invitation_is_gone_after_one_pairing() {
+        let invitations = Invitations::default();
+        let (claim, mut events, _withdraw) = invitations
+            .open(clock::now_secs() + 60, None, false)
+            .unwrap();
+        let taken = invitations.claim(&claim.id).unwrap();
+        assert_eq!(invitations.claim(&claim.id).unwrap_err(), ClaimError::Busy);
+        invitations.release(&taken);
+        let taken = invitations.claim(&claim.id).unwrap();
+        let paired = Paired {
+            peer_id: "p".into(),
+            name: "n".into(),
+            check_code: "000 000".into(),
+        };
+        invitations.complete(&taken, paired.clone());
+        assert_eq!(events.try_recv().unwrap(), paired);
+        assert_eq!(
+            invitations.claim(&claim.id).unwrap_err(),
+            ClaimError::Unknown
+        );
+    }
+
+    #[test]
+    fn expired_and_withdrawn_invitations_refuse() {
+        let invitations = Invitations::default();
+        let (old, _e, _w) = invitations
+            .open(clock::now_secs() - 1, None, false)
+            .unwrap();
+        assert_eq!(invitations.claim(&old.id).unwrap_err(), ClaimError::Expired);
+        let (live, _e, withdraw) = invitations
+            .open(clock::now_secs() + 60, None, true)
+            .unwrap();
+        drop(withdraw);
+        assert_eq!(
+            invitations.claim(&live.id).unwrap_err(),
+            ClaimError::Unknown
+        );
+        assert_eq!(
+            invitations.claim(b"short").unwrap_err(),
+            ClaimError::Unknown
+        );
+    }
+
+    #[test]
+    fn attempts_are_limited_per_peer_and_overall() {
+        let limit = RateLimit::new(2, 3, Duration::from_secs(60));
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(limit.allow(a) && limit.allow(a));
+        assert!(!limit.allow(a), "third attempt by one peer");
+        assert!(limit.allow(b));
+        assert!(!limit.allow(b), "over the overall limit");
+    }
+}

@@ -1,0 +1,326 @@
+//! Trust: which devices are members of this device's mesh, what each may do here, and the
+//! records that replicate membership between members.
+//!
+//! [`Trust`] is shared by the daemon's tasks. Every change is saved to `trust.toml` before
+//! it takes effect, and announced on a watch channel so that connections to revoked devices
+//! are cut and new members are dialled.
+
+pub mod members;
+mod store;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Mutex, MutexGuard},
+};
+
+use loopsy_mesh::{Keypair, Multiaddr, PeerId};
+use loopsy_wire::member::Record;
+use tokio::sync::watch;
+
+pub use members::{InvalidRecord, Member, Via};
+pub use store::PeerSettings;
+
+use crate::caps::{self, Caps};
+
+/// The trust store could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(
+        "{path} is not a valid trust store: {reason}; fix or restore it (moving it away \
+         forgets every paired device)"
+    )]
+    Invalid { path: PathBuf, reason: String },
+    #[error("cannot save the trust store {path}: {source}")]
+    Save {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the member list is full")]
+    Full,
+}
+
+/// A device the trust store lists, with this device's settings for it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub member: Member,
+    /// What this device grants it.
+    pub grants: Caps,
+    pub settings: PeerSettings,
+}
+
+/// A peer name that does not pick one member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no paired device is called `{0}`; see `loopsy trust ls`")]
+    NotFound(String),
+    #[error("`{0}` matches several paired devices: {1}; use more of the peer ID")]
+    Ambiguous(String, String),
+}
+
+struct State {
+    members: members::Members,
+    settings: BTreeMap<PeerId, PeerSettings>,
+}
+
+/// The trust store of a running node.
+pub struct Trust {
+    keypair: Keypair,
+    path: PathBuf,
+    defaults: Caps,
+    state: Mutex<State>,
+    changes: watch::Sender<u64>,
+}
+
+impl Trust {
+    /// Loads `trust.toml` (an empty store when there is none).
+    pub fn load(
+        path: PathBuf,
+        keypair: Keypair,
+        accept_introductions: bool,
+        defaults: Caps,
+    ) -> Result<Self, TrustError> {
+        let invalid = |reason: String| TrustError::Invalid {
+            path: path.clone(),
+            reason,
+        };
+        let stored = store::load(&path).map_err(invalid)?;
+        let me = keypair.public().to_peer_id();
+        let mut members = members::Members::new(me, accept_introductions);
+        members
+            .load(stored.records)
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut settings = BTreeMap::new();
+        for peer in stored.peers {
+            let id = peer
+                .peer_id
+                .parse::<PeerId>()
+                .map_err(|_| invalid(format!("`{}` is not a peer ID", peer.peer_id)))?;
+            caps::parse(peer.allow.as_deref().unwrap_or_default())
+                .map_err(|e| invalid(e.to_string()))?;
+            settings.insert(id, peer);
+        }
+        Ok(Self {
+            keypair,
+            path,
+            defaults,
+            state: Mutex::new(State { members, settings }),
+            changes: watch::channel(0).0,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn me(&self) -> PeerId {
+        self.keypair.public().to_peer_id()
+    }
+
+    /// Bumped on every change of the trusted set or of a grant.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.lock().members.is_trusted(peer)
+    }
+
+    pub fn member(&self, peer: &PeerId) -> Option<Member> {
+        self.lock().members.trusted().get(peer).cloned()
+    }
+
+    /// What `peer` may do here; `None` when it is not a member.
+    pub fn grants(&self, peer: &PeerId) -> Option<Caps> {
+        let state = self.lock();
+        state
+            .members
+            .is_trusted(peer)
+            .then(|| self.grants_in(&state, peer))
+    }
+
+    fn grants_in(&self, state: &State, peer: &PeerId) -> Caps {
+        state
+            .settings
+            .get(peer)
+            .and_then(|s| s.allow.as_deref())
+            .and_then(|allow| caps::parse(allow).ok())
+            .unwrap_or_else(|| self.defaults.clone())
+    }
+
+    /// Every member, with its grants and settings.
+    pub fn list(&self) -> Vec<Listed> {
+        let state = self.lock();
+        state
+            .members
+            .trusted()
+            .values()
+            .map(|member| Listed {
+                member: member.clone(),
+                grants: self.grants_in(&state, &member.peer_id),
+                settings: state
+                    .settings
+                    .get(&member.peer_id)
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Trusts `peer` directly (by pairing or `trust add`) and returns the record to spread.
+    pub fn admit(
+        &self,
+        peer: PeerId,
+        name: &str,
+        addrs: &[Multiaddr],
+        settings: PeerSettings,
+    ) -> Result<Record, TrustError> {
+        let mut state = self.lock();
+        let record = state.members.write(&self.keypair, peer, name, addrs, false);
+        state.settings.insert(peer, settings);
+        self.save(&state)?;
+        drop(state);
+        self.changed();
+        Ok(record)
+    }
+
+    /// Revokes `peer` mesh-wide and returns the record to spread.
+    pub fn revoke(&self, peer: PeerId) -> Result<Record, TrustError> {
+        let mut state = self.lock();
+        let name = state
+            .members
+            .trusted()
+            .get(&peer)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let record = state.members.write(&self.keypair, peer, &name, &[], true);
+        state.settings.remove(&peer);
+        self.save(&state)?;
+        drop(state);
+        self.changed();
+        Ok(record)
+    }
+
+    /// Updates this device's record about itself when its name or addresses changed.
+    pub fn describe_self(
+        &self,
+        name: &str,
+        addrs: &[Multiaddr],
+    ) -> Result<Option<Record>, TrustError> {
+        let me = self.me();
+        let mut state = self.lock();
+        let key = self_key(&me);
+        let current = state.members.get(&key);
+        let wanted: Vec<Vec<u8>> = addrs.iter().map(|a| a.to_vec()).collect();
+        let same = current.is_some_and(|r| {
+            r.name == name && r.addrs.iter().map(|a| a.to_vec()).collect::<Vec<_>>() == wanted
+        });
+        if same {
+            return Ok(None);
+        }
+        let record = state.members.write(&self.keypair, me, name, addrs, false);
+        self.save(&state)?;
+        Ok(Some(record))
+    }
+
+    /// Merges records from a member; returns those that were new, to pass on.
+    pub fn merge(&self, records: Vec<Record>) -> (Vec<Record>, Vec<InvalidRecord>) {
+        let mut state = self.lock();
+        let before = trusted_ids(&state);
+        let mut fresh = Vec::new();
+        let mut invalid = Vec::new();
+        for record in records {
+            match state.members.merge(record.clone()) {
+                Ok(true) => fresh.push(record),
+                Ok(false) => {}
+                Err(e) => invalid.push(e),
+            }
+        }
+        if !fresh.is_empty() {
+            if let Err(error) = self.save(&state) {
+                tracing::error!(%error, "cannot save merged member records");
+            }
+            let after = trusted_ids(&state);
+            drop(state);
+            if before != after {
+                self.changed();
+            }
+        }
+        (fresh, invalid)
+    }
+
+    /// The records to send for a digest's keys, and this store's digest.
+    pub fn digest(&self) -> Vec<loopsy_wire::sync::Entry> {
+        self.lock().members.digest()
+    }
+
+    pub fn records(&self, keys: &[Vec<u8>]) -> Vec<Record> {
+        let state = self.lock();
+        keys.iter()
+            .filter_map(|k| state.members.get(k).cloned())
+            .collect()
+    }
+
+    /// Finds the member a user means: a name, a peer ID, or a unique prefix of either.
+    pub fn resolve(&self, query: &str) -> Result<PeerId, ResolveError> {
+        let state = self.lock();
+        let members: Vec<&Member> = state.members.trusted().values().collect();
+        resolve_among(query, &members)
+    }
+
+    fn save(&self, state: &State) -> Result<(), TrustError> {
+        let stored = store::Stored {
+            peers: state.settings.values().cloned().collect(),
+            records: state.members.records().cloned().collect(),
+        };
+        store::save(&self.path, &stored).map_err(|source| TrustError::Save {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+fn trusted_ids(state: &State) -> Vec<PeerId> {
+    state.members.trusted().keys().copied().collect()
+}
+
+fn self_key(me: &PeerId) -> Vec<u8> {
+    let mut key = vec![me.to_bytes().len() as u8];
+    key.extend(me.to_bytes());
+    key.extend(me.to_bytes());
+    key
+}
+
+/// Picks one member by exact peer ID, exact name, or unique prefix of either.
+pub fn resolve_among(query: &str, members: &[&Member]) -> Result<PeerId, ResolveError> {
+    if let Some(m) = members.iter().find(|m| m.peer_id.to_base58() == query) {
+        return Ok(m.peer_id);
+    }
+    let exact: Vec<_> = members.iter().filter(|m| m.name == query).collect();
+    if exact.len() == 1 {
+        return Ok(exact[0].peer_id);
+    }
+    let candidates: Vec<_> = if exact.len() > 1 {
+        exact
+    } else {
+        members
+            .iter()
+            .filter(|m| m.peer_id.to_base58().starts_with(query) || m.name.starts_with(query))
+            .collect()
+    };
+    match candidates.as_slice() {
+        [] => Err(ResolveError::NotFound(query.to_owned())),
+        [one] => Ok(one.peer_id),
+        many => Err(ResolveError::Ambiguous(
+            query.to_owned(),
+            many.iter()
+                .map(|m| format!("{} ({})", m.name, m.peer_id))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+    }
+}

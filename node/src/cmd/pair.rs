@@ -1,0 +1,168 @@
+//! `loopsy pair`: show a code (and its QR) for another device to join; `loopsy pair join
+//! CODE`: use one.
+
+use std::{io::Write, process::ExitCode, time::Duration};
+
+use clap::{Args, Subcommand};
+use loopsy_daemon::{
+    Home, clock,
+    control::{self, ClientError, Connection},
+};
+use loopsy_wire::control::{ErrorCode, Paired, Request, Response};
+use serde_json::json;
+
+/// Pair a device with this one: show a pairing code and wait for it.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cmd {
+    #[command(subcommand)]
+    join: Option<Join>,
+    /// How long the code stays valid (90s, 10m, 2h).
+    #[arg(long, default_value = "10m", value_parser = clock::parse_duration)]
+    ttl: Duration,
+    /// Capabilities to grant the device that joins (exec, shell, files, sessions, ctx,
+    /// msg, all, none); the config's defaults when omitted.
+    #[arg(long, value_name = "CAPS")]
+    allow: Vec<String>,
+    /// Let several devices use the code until it expires.
+    #[arg(long)]
+    multi: bool,
+    /// First line: {"code", "expires"}; then one line per result.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Join {
+    /// Pair with the device that shows CODE.
+    Join {
+        code: String,
+        /// Capabilities to grant that device; the config's defaults when omitted.
+        #[arg(long, value_name = "CAPS")]
+        allow: Vec<String>,
+        /// One line: {"paired", "peer_id", "name", "check_code"} or {"paired": false, "error"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn allow(list: Vec<String>) -> Option<Vec<String>> {
+    (!list.is_empty()).then_some(list)
+}
+
+impl Cmd {
+    pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        match self.join {
+            Some(Join::Join {
+                code,
+                allow: a,
+                json,
+            }) => join(home, code, allow(a), json).await,
+            None => self.invite(home).await,
+        }
+    }
+
+    async fn invite(self, home: Home) -> anyhow::Result<ExitCode> {
+        let request = Request::PairInvite {
+            ttl_secs: self.ttl.as_secs(),
+            allow: allow(self.allow),
+            multi: self.multi,
+        };
+        let mut connection = Connection::open(&home, request).await?;
+        let invitation = match connection.next().await? {
+            Some(Response::Invitation(invitation)) => invitation,
+            _ => anyhow::bail!("the node did not answer with a pairing code"),
+        };
+        if self.json {
+            line(&json!({"code": invitation.code, "expires": invitation.expires}));
+        } else {
+            show_invitation(&invitation.code, &invitation.expires, self.multi);
+        }
+        let mut paired = 0;
+        loop {
+            match connection.next().await {
+                Ok(Some(Response::Paired(p))) => {
+                    paired += 1;
+                    report(&p, self.json);
+                }
+                Ok(_) => break,
+                Err(ClientError::Refused(e)) if e.code == ErrorCode::Expired => {
+                    if self.json {
+                        line(&json!({"paired": false, "error": e.message}));
+                    } else {
+                        eprintln!("loopsy: {}", e.message);
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(if paired > 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
+
+async fn join(
+    home: Home,
+    code: String,
+    allow: Option<Vec<String>>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match control::request(&home, Request::PairJoin { code, allow }).await {
+        Ok(Response::Paired(p)) => {
+            report(&p, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(_) => anyhow::bail!("the node answered with something other than a pairing"),
+        Err(e) if json => {
+            line(&json!({"paired": false, "error": e.to_string()}));
+            eprintln!("loopsy: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn report(p: &Paired, json: bool) {
+    if json {
+        line(&json!({
+            "paired": true,
+            "peer_id": p.peer_id,
+            "name": p.name,
+            "check_code": p.check_code,
+        }));
+    } else {
+        println!("Paired with {} ({}).", p.name, p.peer_id);
+        println!(
+            "Check code: {}  (the other device must show the same)",
+            p.check_code
+        );
+    }
+}
+
+/// One compact JSON document on its own line, flushed at once for scripts that wait on it.
+fn line(value: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+fn show_invitation(code: &str, expires: &str, multi: bool) {
+    println!("On the other device, run:\n\n    loopsy pair join {code}\n");
+    if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
+        use qrcode::render::unicode::Dense1x2;
+        let picture = qr
+            .render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build();
+        println!("or scan this code:\n{picture}");
+    }
+    let uses = if multi { "any number of times" } else { "once" };
+    println!("The code works {uses} until {expires}. Waiting (Ctrl-C withdraws it)...");
+    let _ = std::io::stdout().flush();
+}
