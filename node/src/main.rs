@@ -2,6 +2,8 @@
 
 mod cmd;
 mod output;
+mod remote;
+mod term;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -28,6 +30,8 @@ enum Command {
     Pair(cmd::pair::Cmd),
     Trust(cmd::trust::Cmd),
     Audit(cmd::audit::Cmd),
+    Exec(cmd::exec::Cmd),
+    Shell(cmd::shell::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -36,7 +40,13 @@ fn main() -> ExitCode {
     init_logging(if is_daemon { "info" } else { "warn" });
     let result = Home::resolve(cli.home)
         .map_err(anyhow::Error::from)
-        .and_then(|home| runtime(is_daemon)?.block_on(run(home, cli.command)));
+        .and_then(|home| {
+            let runtime = runtime(is_daemon)?;
+            let result = runtime.block_on(run(home, cli.command));
+            // A read of a terminal's stdin may still be blocked in its thread: do not wait.
+            runtime.shutdown_background();
+            result
+        });
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -68,6 +78,8 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Pair(cmd) => cmd.run(home).await,
         Command::Trust(cmd) => cmd.run(home).await,
         Command::Audit(cmd) => cmd.run(home).await,
+        Command::Exec(cmd) => cmd.run(home).await,
+        Command::Shell(cmd) => cmd.run(home).await,
     }
 }
 

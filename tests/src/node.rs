@@ -176,6 +176,15 @@ impl Node {
         (out.status.success(), value)
     }
 
+    /// Pairs `joiner` with this node through a code.
+    pub fn pair_with(&self, joiner: &Node) -> anyhow::Result<()> {
+        let mut invite = self.invite(&["--ttl", "60s"])?;
+        let (ok, out) = joiner.join(&invite.code);
+        anyhow::ensure!(ok, "join failed: {out}");
+        anyhow::ensure!(invite.result()?["paired"] == true, "inviter did not pair");
+        Ok(())
+    }
+
     /// `loopsy trust ls --json`.
     pub fn trusted(&self) -> Vec<Value> {
         self.json(&["trust", "ls", "--json"])
@@ -250,6 +259,16 @@ impl Drop for Node {
         if std::thread::panicking() {
             eprintln!("--- log of node {} ---\n{}", self.name, self.log());
         }
+    }
+}
+
+/// A child process that is killed and reaped when dropped, whatever path a test takes.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

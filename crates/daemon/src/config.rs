@@ -16,8 +16,10 @@ pub const DEFAULT_PORT: u16 = 7717;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The device name shown to other devices.
+    #[serde(default = "host_name")]
     pub name: String,
     /// Addresses to listen on.
+    #[serde(default = "default_listen")]
     pub listen: Vec<Multiaddr>,
     /// Find and announce devices on the LAN by mDNS.
     #[serde(default = "yes")]
@@ -28,6 +30,9 @@ pub struct Config {
     /// What members may do here unless the trust store says otherwise for one of them.
     #[serde(default)]
     pub grants: Grants,
+    /// Which programs members may run here, where, and for how long.
+    #[serde(default)]
+    pub exec: crate::exec::policy::Policy,
 }
 
 /// Default grants for members.
@@ -65,21 +70,13 @@ pub enum ConfigError {
 impl Config {
     /// Defaults for a new node: the machine's host name, every interface, port 7717.
     pub fn defaults() -> Self {
-        let listen = [
-            format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"),
-            format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"),
-            format!("/ip6/::/tcp/{DEFAULT_PORT}"),
-            format!("/ip6/::/udp/{DEFAULT_PORT}/quic-v1"),
-        ]
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .collect();
         Self {
             name: host_name(),
-            listen,
+            listen: default_listen(),
             mdns: true,
             accept_introductions: true,
             grants: Grants::default(),
+            exec: crate::exec::policy::Policy::default(),
         }
     }
 
@@ -122,7 +119,23 @@ const HEADER: &str = "\
 # accept_introductions: trust devices that another of your devices paired with
 # [grants] allow: what your devices may do here (exec, shell, files, sessions, ctx, msg,
 #         all or none); `loopsy trust add --allow` sets it for one device
+# [exec]  allow: programs they may run (names or absolute paths, \"*\" for any);
+#         root: working directories must be inside it; max_secs: longest run (0: none);
+#         max_running: most programs one device may run at once
 ";
+
+/// Every interface, IPv4 and IPv6, TCP and QUIC, on the default port.
+fn default_listen() -> Vec<Multiaddr> {
+    [
+        format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"),
+        format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"),
+        format!("/ip6/::/tcp/{DEFAULT_PORT}"),
+        format!("/ip6/::/udp/{DEFAULT_PORT}/quic-v1"),
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
+}
 
 /// This machine's host name, or "loopsy" when it has none.
 fn host_name() -> String {

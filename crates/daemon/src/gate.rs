@@ -28,12 +28,15 @@ pub enum Need {
     /// Membership alone (replication).
     Member,
     Capability(Capability),
+    /// Any one of these; the protocol checks which once it knows the operation.
+    AnyOf(&'static [Capability]),
 }
 
 /// What `protocol` needs; `None` for a protocol that is not an application protocol.
 pub fn need(protocol: &str) -> Option<Need> {
     match protocol {
-        protocol::EXEC => Some(Need::Capability(Capability::Exec)),
+        // A command needs `exec`, a login shell `shell`: the exec service tells them apart.
+        protocol::EXEC => Some(Need::AnyOf(&[Capability::Exec, Capability::Shell])),
         protocol::TRANSFER => Some(Need::Capability(Capability::Files)),
         protocol::SESSION => Some(Need::Capability(Capability::Sessions)),
         protocol::SYNC => Some(Need::Member),
@@ -50,6 +53,14 @@ pub fn check(node: &Node, peer: &PeerId, protocol: &str) -> Result<Caps, String>
         Some(Need::Member) => Ok(grants),
         Some(Need::Capability(cap)) if grants.contains(&cap) => Ok(grants),
         Some(Need::Capability(cap)) => Err(format!("the `{cap}` capability is not granted")),
+        Some(Need::AnyOf(caps)) if caps.iter().any(|c| grants.contains(c)) => Ok(grants),
+        Some(Need::AnyOf(caps)) => Err(format!(
+            "none of the {} capabilities is granted",
+            caps.iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
         None => Err(format!("{protocol} is not an application protocol")),
     }
 }

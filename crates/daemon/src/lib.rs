@@ -7,6 +7,7 @@ pub mod caps;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod exec;
 mod fsutil;
 mod gate;
 pub mod home;

@@ -91,6 +91,12 @@ pub enum Request {
     TrustRemove { peer: String },
     /// The audit log: answers `audit` frames, and with `follow` keeps sending new entries.
     Audit { follow: bool },
+    /// Run a program on a peer: answers `stream`, after which the connection carries the
+    /// frames of `/loopsy/exec/1` both ways (see `crate::exec`).
+    Exec {
+        peer: String,
+        start: crate::exec::Start,
+    },
 }
 
 /// What the daemon answers.
@@ -99,12 +105,24 @@ pub enum Request {
 pub enum Response {
     Id(Identity),
     Status(Status),
-    Peers { peers: Vec<Peer> },
+    Peers {
+        peers: Vec<Peer>,
+    },
     Invitation(Invitation),
     Paired(Paired),
-    Trust { peers: Vec<TrustedPeer> },
-    Done { message: String },
-    Audit { entries: Vec<AuditEntry> },
+    Trust {
+        peers: Vec<TrustedPeer>,
+    },
+    Done {
+        message: String,
+    },
+    Audit {
+        entries: Vec<AuditEntry>,
+    },
+    /// From here on the connection carries `protocol`'s frames, relayed to the peer.
+    Stream {
+        protocol: String,
+    },
     Error(Error),
 }
 

@@ -9,11 +9,13 @@
 //! - [`control`]: the local control API between the CLI and its daemon.
 //! - [`admission`]: the gate's verdict, first on every application stream.
 //! - [`pair`]: pairing codes and the pairing handshake's messages.
+//! - [`exec`]: remote commands and shells.
 //! - [`member`]: signed member records, the first replicated collection.
 //! - [`sync`]: the replication protocol's messages.
 
 pub mod admission;
 pub mod control;
+pub mod exec;
 pub mod frame;
 pub mod member;
 pub mod pair;

@@ -1,9 +1,11 @@
 //! One module per subcommand, each with its `Cmd` (flags) and `run`.
 
 pub mod audit;
+pub mod exec;
 pub mod id;
 pub mod node;
 pub mod pair;
 pub mod peers;
+pub mod shell;
 pub mod status;
 pub mod trust;

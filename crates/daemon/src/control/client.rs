@@ -60,6 +60,11 @@ impl Connection {
         Ok(Self { stream })
     }
 
+    /// The raw connection, for requests whose answer turns it into a relayed stream.
+    pub fn into_stream(self) -> UnixStream {
+        self.stream.into_inner()
+    }
+
     /// The next response; `Ok(None)` once the daemon has closed the stream.
     pub async fn next(&mut self) -> Result<Option<Response>, ClientError> {
         match framed::read(&mut self.stream, MAX_FRAME).await? {

@@ -19,6 +19,9 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatE
 /// Clients served at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 64;
 
+/// How long one side of a splice may linger after the other side ended.
+const SPLICE_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a client may take to send its request.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -52,6 +55,36 @@ impl Reply {
     /// Sends an error response.
     pub async fn error(&mut self, code: ErrorCode, message: impl Into<String>) {
         let _ = self.send(&Response::Error(Error::new(code, message))).await;
+    }
+
+    /// Relays bytes both ways between the client and a peer's stream until either side is
+    /// done: the frames are the same on both legs, so nothing is decoded here.
+    pub async fn splice(&mut self, stream: loopsy_mesh::Stream) {
+        use futures::{AsyncReadExt, AsyncWriteExt, io::BufReader};
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        const BUFFER: usize = 256 * 1024;
+        let (from_peer, mut to_peer) = stream.split();
+        let upstream = async {
+            let from_client = BufReader::with_capacity(BUFFER, (&mut self.reader).compat());
+            let _ = futures::io::copy_buf(from_client, &mut to_peer).await;
+            // The client is gone: closing tells the peer, which then ends the program.
+            let _ = to_peer.close().await;
+        };
+        let downstream = async {
+            let from_peer = BufReader::with_capacity(BUFFER, from_peer);
+            let _ = futures::io::copy_buf(from_peer, &mut self.writer).await;
+            let _ = self.writer.close().await;
+        };
+        tokio::pin!(upstream, downstream);
+        tokio::select! {
+            _ = &mut downstream => {
+                // The peer is done; the client closes once it has read everything.
+                let _ = tokio::time::timeout(SPLICE_GRACE, upstream).await;
+            }
+            _ = &mut upstream => {
+                let _ = tokio::time::timeout(SPLICE_GRACE, downstream).await;
+            }
+        }
     }
 
     /// Completes when the client closes its side (or sends anything more, which the

@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 use loopsy_mesh::{Link, Multiaddr, PeerId};
 use loopsy_wire::{
     control::{self, Connection, ErrorCode, Invitation, NatStatus, Request, Response, TrustedPeer},
+    exec,
     pair::Code,
+    protocol,
 };
 
 use super::Node;
@@ -14,12 +16,14 @@ use crate::{
     caps::{self, Caps},
     clock,
     control::{Handler, Reply},
-    pair,
+    gate, pair,
     trust::{PeerSettings, ResolveError, Via},
 };
 
 /// Longest a pairing code may live.
 const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// How long a command waits for a connection to its peer.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// Audit entries per response frame.
 const AUDIT_BATCH: usize = 256;
 
@@ -48,6 +52,7 @@ impl Handler for Api {
             } => trust_add(node, &peer_id, &name, &addrs, allow).await,
             Request::TrustRemove { peer } => trust_remove(node, &peer).await,
             Request::Audit { follow } => return audit(node, follow, reply).await,
+            Request::Exec { peer, start } => return exec(node, &peer, start, reply).await,
         };
         let _ = reply.send(&response).await;
     }
@@ -303,6 +308,7 @@ async fn trust_add(
         allow: allow.as_ref().map(caps::names),
         they_allow: None,
         how: Some("added".into()),
+        exec: None,
     };
     let record = match node.trust.admit(peer, &name, &parsed, settings) {
         Ok(record) => record,
@@ -409,6 +415,76 @@ async fn audit(node: &Node, follow: bool, reply: &mut Reply) {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
+        }
+    }
+}
+
+/// Opens an exec stream to a peer, sends the start, and once the peer's gate lets it in,
+/// relays the client's connection to it.
+async fn exec(node: &Arc<Node>, query: &str, start: exec::Start, reply: &mut Reply) {
+    let peer = match target(node, query) {
+        Ok(peer) => peer,
+        Err(e) => return drop(reply.send(&Response::Error(e)).await),
+    };
+    let addrs = node
+        .trust
+        .member(&peer)
+        .map(|m| m.addrs)
+        .unwrap_or_default();
+    match tokio::time::timeout(CONNECT_DEADLINE, node.mesh.connect(peer, addrs)).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            return reply
+                .error(ErrorCode::Unreachable, format!("cannot reach {query}: {e}"))
+                .await;
+        }
+        Ok(Err(_)) => return drop(reply.send(&stopping()).await),
+        Err(_) => {
+            return reply
+                .error(
+                    ErrorCode::Unreachable,
+                    format!("cannot reach {query}: timed out"),
+                )
+                .await;
+        }
+    }
+    let mut stream = match node.mesh.open_stream(peer, protocol::EXEC).await {
+        Ok(stream) => stream,
+        Err(e) => return reply.error(ErrorCode::Unreachable, e.to_string()).await,
+    };
+    match gate::request(&mut stream, &exec::Request::Start(start), exec::MAX_FRAME).await {
+        Ok(()) => {}
+        Err(gate::NotAdmitted::Refused(reason)) => {
+            return reply
+                .error(ErrorCode::Refused, format!("{query} refused: {reason}"))
+                .await;
+        }
+        Err(broken) => {
+            return reply
+                .error(ErrorCode::Unreachable, broken.to_string())
+                .await;
+        }
+    }
+    let started = Response::Stream {
+        protocol: protocol::EXEC.to_owned(),
+    };
+    if reply.send(&started).await.is_ok() {
+        reply.splice(stream).await;
+    }
+}
+
+/// The peer a user means: a member by name, ID or prefix, or any full peer ID.
+fn target(node: &Node, query: &str) -> Result<PeerId, control::Error> {
+    match node.trust.resolve(query) {
+        Ok(peer) => Ok(peer),
+        Err(ResolveError::NotFound(_)) => query.parse::<PeerId>().map_err(|_| {
+            control::Error::new(
+                ErrorCode::NotFound,
+                format!("no paired device is called `{query}`; see `loopsy peers`"),
+            )
+        }),
+        Err(e @ ResolveError::Ambiguous(..)) => {
+            Err(control::Error::new(ErrorCode::Ambiguous, e.to_string()))
         }
     }
 }

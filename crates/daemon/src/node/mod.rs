@@ -103,6 +103,8 @@ pub async fn run(
         audit: Audit::new(home.audit()),
         invitations: Invitations::default(),
         pair_attempts: RateLimit::new(5, 30, Duration::from_secs(60)),
+        exec_policy: config.exec.clone(),
+        running: crate::exec::Running::default(),
     });
 
     let mut services = JoinSet::new();
@@ -114,7 +116,15 @@ pub async fn run(
         protocol::SYNC,
         Some(sync_service),
     ));
-    for protocol in [protocol::EXEC, protocol::TRANSFER, protocol::SESSION] {
+    let exec_service: gate::Service = Arc::new(|node, peer, stream, grants| {
+        Box::pin(crate::exec::serve(node, peer, stream, grants))
+    });
+    services.spawn(gate::serve(
+        node.clone(),
+        protocol::EXEC,
+        Some(exec_service),
+    ));
+    for protocol in [protocol::TRANSFER, protocol::SESSION] {
         services.spawn(gate::serve(node.clone(), protocol, None));
     }
     services.spawn(keeper::run(node.clone()));
@@ -161,6 +171,9 @@ pub struct Node {
     pub(crate) audit: Audit,
     pub(crate) invitations: Invitations,
     pub(crate) pair_attempts: RateLimit,
+    /// The exec policy from the config, before per-peer overrides.
+    pub(crate) exec_policy: crate::exec::policy::Policy,
+    pub(crate) running: crate::exec::Running,
 }
 
 impl Node {

@@ -295,6 +295,7 @@ fn record_pairing(
         allow: allow.map(caps::names),
         they_allow: Some(they_allow),
         how: Some("paired".into()),
+        exec: None,
     };
     let record = node
         .trust

@@ -148,6 +148,11 @@ impl Trust {
             .unwrap_or_else(|| self.defaults.clone())
     }
 
+    /// A member's changes to the exec policy.
+    pub fn exec_overrides(&self, peer: &PeerId) -> Option<crate::exec::policy::Overrides> {
+        self.lock().settings.get(peer).and_then(|s| s.exec.clone())
+    }
+
     /// Every member, with its grants and settings.
     pub fn list(&self) -> Vec<Listed> {
         let state = self.lock();

@@ -1,0 +1,285 @@
+//! Who may run what here: the exec policy, from `[exec]` in the config with overrides per
+//! peer in the trust store, checked before anything is started.
+
+use std::path::{Path, PathBuf};
+
+use loopsy_wire::exec::Start;
+use serde::{Deserialize, Serialize};
+
+use crate::caps::{Capability, Caps};
+
+/// The exec policy: `[exec]` in `config.toml`, or one peer's overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Programs that may be run, by name or absolute path; `*` for any.
+    pub allow: Vec<String>,
+    /// Working directories must be inside this directory.
+    pub root: PathBuf,
+    /// Longest run, in seconds; 0 for no limit.
+    pub max_secs: u64,
+    /// Most programs one peer may run at once.
+    pub max_running: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allow: vec!["*".into()],
+            root: PathBuf::from("/"),
+            max_secs: 0,
+            max_running: 32,
+        }
+    }
+}
+
+/// Per-peer changes to the policy, in the trust store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<usize>,
+}
+
+impl Policy {
+    /// This policy with a peer's overrides applied.
+    pub fn with(&self, overrides: Option<&Overrides>) -> Policy {
+        let Some(o) = overrides else {
+            return self.clone();
+        };
+        Policy {
+            allow: o.allow.clone().unwrap_or_else(|| self.allow.clone()),
+            root: o.root.clone().unwrap_or_else(|| self.root.clone()),
+            max_secs: o.max_secs.unwrap_or(self.max_secs),
+            max_running: o.max_running.unwrap_or(self.max_running),
+        }
+    }
+
+    fn allows_any_program(&self) -> bool {
+        self.allow.iter().any(|a| a == "*")
+    }
+}
+
+/// A start request that passed the policy, resolved.
+#[derive(Debug, Clone)]
+pub struct Approved {
+    /// The program, its arguments, and the name it runs under (`-bash` for a login shell).
+    pub program: String,
+    pub args: Vec<String>,
+    pub arg0: Option<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// The deadline the policy and the request agree on.
+    pub timeout_secs: Option<u64>,
+    pub login_shell: bool,
+}
+
+/// Checks `start` against `policy` and the peer's grants; the error names the rule.
+pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, String> {
+    if !start.within_limits() {
+        return Err("the request exceeds the size limits".into());
+    }
+    let login_shell = start.argv.is_empty();
+    let need = if login_shell {
+        Capability::Shell
+    } else {
+        Capability::Exec
+    };
+    if !grants.contains(&need) {
+        return Err(format!("the `{need}` capability is not granted"));
+    }
+    let (program, args, arg0) = if login_shell {
+        let shell = login_shell_path();
+        let name = Path::new(&shell)
+            .file_name()
+            .map(|n| format!("-{}", n.to_string_lossy()))
+            .unwrap_or_else(|| "-sh".into());
+        (shell, Vec::new(), Some(name))
+    } else {
+        let program = start.argv[0].clone();
+        if !policy.allows_any_program() && !program_allowed(&program, &policy.allow) {
+            return Err(format!(
+                "exec policy: `{program}` is not in the allowed programs ({})",
+                policy.allow.join(", ")
+            ));
+        }
+        (program, start.argv[1..].to_vec(), None)
+    };
+    if !policy.allows_any_program() {
+        // With a list of programs, the environment must not pick what actually runs.
+        if let Some((key, _)) = start
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH" || k.starts_with("LD_") || k.starts_with("DYLD_"))
+        {
+            return Err(format!(
+                "exec policy: setting {key} is not allowed with a program list"
+            ));
+        }
+    }
+    let root = policy
+        .root
+        .canonicalize()
+        .unwrap_or_else(|_| policy.root.clone());
+    // Commands start in the home directory, as over ssh, or in the root when home is not
+    // inside it; a relative directory is taken from there.
+    let home = home_dir().canonicalize().unwrap_or_else(|_| home_dir());
+    let base = if home.starts_with(&root) {
+        home
+    } else {
+        root.clone()
+    };
+    let cwd = match &start.cwd {
+        Some(dir) => base.join(dir),
+        None => base,
+    };
+    let cwd = cwd
+        .canonicalize()
+        .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
+    if !cwd.starts_with(&root) {
+        return Err(format!(
+            "exec policy: working directory {} is outside the exec root {}",
+            cwd.display(),
+            root.display()
+        ));
+    }
+    let timeout_secs = match (start.timeout_secs, policy.max_secs) {
+        (t, 0) => t,
+        (Some(t), max) => Some(t.min(max)),
+        (None, max) => Some(max),
+    };
+    Ok(Approved {
+        program,
+        args,
+        arg0,
+        cwd,
+        env: start.env.clone(),
+        timeout_secs,
+        login_shell,
+    })
+}
+
+/// An entry names a program by its file name, or by its absolute path.
+fn program_allowed(program: &str, allow: &[String]) -> bool {
+    let name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    allow.iter().any(|entry| {
+        if entry.starts_with('/') {
+            entry == program
+        } else {
+            // A bare entry allows the program found on PATH, not one given by path.
+            !program.contains('/') && *entry == name
+        }
+    })
+}
+
+/// The daemon user's home directory.
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .or_else(|| passwd_field(5).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// The daemon user's login shell.
+fn login_shell_path() -> String {
+    passwd_field(6)
+        .filter(|s| Path::new(s).exists())
+        .or_else(|| std::env::var("SHELL").ok())
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+/// A field of this user's line in /etc/passwd.
+fn passwd_field(index: usize) -> Option<String> {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 6 && f[2] == uid)
+        .map(|f| f[index].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps;
+
+    fn start(argv: &[&str]) -> Start {
+        Start {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: Some("/tmp".into()),
+            env: vec![],
+            timeout_secs: None,
+            pty: None,
+        }
+    }
+
+    fn all() -> Caps {
+        caps::parse(&["all".into()]).unwrap()
+    }
+
+    #[test]
+    fn a_program_list_is_enforced_by_name_and_path() {
+        let policy = Policy {
+            allow: vec!["echo".into(), "/usr/bin/env".into()],
+            ..Policy::default()
+        };
+        assert!(check(&start(&["echo", "hi"]), &policy, &all()).is_ok());
+        assert!(check(&start(&["/usr/bin/env"]), &policy, &all()).is_ok());
+        let err = check(&start(&["rm", "-rf", "/"]), &policy, &all()).unwrap_err();
+        assert!(err.contains("`rm` is not in the allowed programs"), "{err}");
+        assert!(
+            check(&start(&["/tmp/echo"]), &policy, &all()).is_err(),
+            "not by a path"
+        );
+        let mut sneaky = start(&["echo"]);
+        sneaky.env = vec![("LD_PRELOAD".into(), "/tmp/x.so".into())];
+        assert!(check(&sneaky, &policy, &all()).is_err());
+    }
+
+    #[test]
+    fn the_working_directory_stays_inside_the_root() {
+        let policy = Policy {
+            root: "/tmp".into(),
+            ..Policy::default()
+        };
+        assert!(check(&start(&["true"]), &policy, &all()).is_ok());
+        let mut outside = start(&["true"]);
+        outside.cwd = Some("/tmp/../etc".into());
+        let err = check(&outside, &policy, &all()).unwrap_err();
+        assert!(err.contains("outside the exec root"), "{err}");
+    }
+
+    #[test]
+    fn shells_and_commands_need_their_own_capabilities() {
+        let exec_only = caps::parse(&["exec".into()]).unwrap();
+        assert!(check(&start(&[]), &Policy::default(), &exec_only).is_err());
+        let shell_only = caps::parse(&["shell".into()]).unwrap();
+        assert!(check(&start(&["ls"]), &Policy::default(), &shell_only).is_err());
+        let shell = check(&start(&[]), &Policy::default(), &shell_only).unwrap();
+        assert!(shell.login_shell && shell.arg0.is_some_and(|a| a.starts_with('-')));
+    }
+
+    #[test]
+    fn the_policy_caps_the_timeout() {
+        let policy = Policy {
+            max_secs: 10,
+            ..Policy::default()
+        };
+        let mut s = start(&["true"]);
+        assert_eq!(check(&s, &policy, &all()).unwrap().timeout_secs, Some(10));
+        s.timeout_secs = Some(3);
+        assert_eq!(check(&s, &policy, &all()).unwrap().timeout_secs, Some(3));
+        s.timeout_secs = Some(30);
+        assert_eq!(check(&s, &policy, &all()).unwrap().timeout_secs, Some(10));
+    }
+}
