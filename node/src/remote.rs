@@ -14,7 +14,7 @@ use loopsy_wire::{
     exec::{CHUNK, MAX_FRAME, Reply, Request as Input, Start},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncReadExt,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
@@ -69,11 +69,57 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Which local stream a chunk of output goes to.
+enum Out {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// Writes output on a blocking thread of its own, fed through a bounded channel: a slow
+/// reader of our stdout slows the stream down (backpressure) without stalling the signal
+/// and input forwarding, and each chunk costs a channel send rather than a thread hop.
+fn output_writer() -> (mpsc::Sender<Out>, tokio::task::JoinHandle<bool>) {
+    let (tx, mut rx) = mpsc::channel::<Out>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+        while let Some(out) = rx.blocking_recv() {
+            let written = match out {
+                Out::Stdout(data) => {
+                    let mut lock = stdout.lock();
+                    lock.write_all(&data).and_then(|_| lock.flush())
+                }
+                Out::Stderr(data) => {
+                    let mut lock = stderr.lock();
+                    lock.write_all(&data).and_then(|_| lock.flush())
+                }
+            };
+            if written.is_err() {
+                // Nobody reads our output any more (a closed pipe).
+                return false;
+            }
+        }
+        true
+    });
+    (tx, writer)
+}
+
 /// Reads the program's output and end.
 async fn receive(from_node: tokio::net::unix::OwnedReadHalf) -> ExitCode {
+    let (out, writer) = output_writer();
+    let code = relay_output(from_node, out).await;
+    // Everything written before the exit code is returned.
+    match writer.await {
+        Ok(false) => ExitCode::from(code::LOOPSY),
+        _ => code,
+    }
+}
+
+async fn relay_output(
+    from_node: tokio::net::unix::OwnedReadHalf,
+    out: mpsc::Sender<Out>,
+) -> ExitCode {
     let mut from_node = from_node.compat();
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
     loop {
         let reply = match framed::read::<Reply, _>(&mut from_node, MAX_FRAME).await {
             Ok(Some(reply)) => reply,
@@ -88,14 +134,14 @@ async fn receive(from_node: tokio::net::unix::OwnedReadHalf) -> ExitCode {
         match reply {
             Reply::Started { .. } => {}
             Reply::Stdout { data } => {
-                if stdout.write_all(&data).await.is_err() || stdout.flush().await.is_err() {
-                    // Nobody reads our output any more (a closed pipe): stop, as a program would.
+                if out.send(Out::Stdout(data)).await.is_err() {
                     return ExitCode::from(code::LOOPSY);
                 }
             }
             Reply::Stderr { data } => {
-                let _ = stderr.write_all(&data).await;
-                let _ = stderr.flush().await;
+                if out.send(Out::Stderr(data)).await.is_err() {
+                    return ExitCode::from(code::LOOPSY);
+                }
             }
             Reply::Refused { reason } => {
                 let code = if reason.contains("No such file") {

@@ -271,3 +271,40 @@ async fn a_shell_through_a_real_terminal() -> anyhow::Result<()> {
     assert_eq!(status.code(), Some(3), "the shell's exit code comes back");
     Ok(())
 }
+
+#[test]
+fn revoking_a_device_ends_what_it_runs_here() -> anyhow::Result<()> {
+    let (a, b) = pair()?;
+    let mut child = Reaped(b.spawn_cli(&["exec", "alpha", "--", "sh", "-c", "echo $$; sleep 300"]));
+    let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
+    let pid: u32 = lines
+        .next()
+        .transpose()?
+        .unwrap_or_default()
+        .trim()
+        .parse()?;
+    assert!(process_exists(pid));
+
+    let out = a.cli(&["trust", "rm", "bravo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the revoked device's program to end",
+        Duration::from_secs(10),
+        || (!process_exists(pid)).then_some(()),
+    )?;
+    let status = child.0.wait()?;
+    assert_eq!(
+        status.code(),
+        Some(255),
+        "the client says the connection was lost"
+    );
+
+    // And it cannot start another.
+    let out = exec(&b, &["true"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    Ok(())
+}

@@ -105,14 +105,82 @@ pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Serv
                 },
                 (Ok(_), Some(_)) => Admission::Accepted,
             };
+            // Watched from before the service starts, so no departure is missed.
+            let departure = Departure::watch(&node, peer);
             let sent = framed::write(&mut stream, &reply, admission::MAX_FRAME).await;
             match (verdict, service, sent) {
-                (Ok(grants), Some(service), Ok(())) => service(node, peer, stream, grants).await,
+                (Ok(grants), Some(service), Ok(())) => {
+                    // A stream whose connection closed never wakes its reader: the service
+                    // is dropped (and with it what it runs) when the peer leaves instead.
+                    let served = service(node.clone(), peer, stream, grants);
+                    tokio::select! {
+                        _ = served => {}
+                        _ = departure.wait(&node) => {
+                            tracing::debug!(%peer, protocol, "peer left: service ended");
+                        }
+                    }
+                }
                 // Closed, not dropped: a reset could discard the refusal unread.
                 _ => drop(stream.close().await),
             }
             drop(permit);
         });
+    }
+}
+
+/// The end of a peer's stay: its last connection closed, or (when asked) it stopped being
+/// a member.
+pub(crate) struct Departure {
+    peer: PeerId,
+    membership: bool,
+    events: tokio::sync::broadcast::Receiver<loopsy_mesh::MeshEvent>,
+    trust: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Departure {
+    /// Watches for the peer's last connection closing, and for it leaving the mesh.
+    pub(crate) fn watch(node: &Node, peer: PeerId) -> Self {
+        Self::connection(node, peer).and_membership()
+    }
+
+    /// Watches for the peer's last connection closing.
+    pub(crate) fn connection(node: &Node, peer: PeerId) -> Self {
+        Self {
+            peer,
+            membership: false,
+            events: node.mesh.events(),
+            trust: node.trust.subscribe(),
+        }
+    }
+
+    fn and_membership(mut self) -> Self {
+        self.membership = true;
+        self
+    }
+
+    pub(crate) async fn wait(mut self, node: &Node) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Ok(loopsy_mesh::MeshEvent::Disconnected { peer }) if peer == self.peer => return,
+                    Ok(_) => {}
+                    // Events were missed: ask whether the peer is still connected.
+                    Err(RecvError::Lagged(_)) => {
+                        let peers = node.mesh.peers().await.unwrap_or_default();
+                        if !peers.iter().any(|p| p.peer_id == self.peer && p.is_connected()) {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                changed = self.trust.changed() => {
+                    if changed.is_err() || (self.membership && !node.trust.is_member(&self.peer)) {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 

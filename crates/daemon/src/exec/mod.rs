@@ -236,13 +236,25 @@ async fn run(
 
     // Client frames come through a task, so that waiting for one never loses half of it.
     let (requests_tx, mut requests) = mpsc::channel::<Request>(8);
-    tokio::spawn(async move {
-        while let Ok(Some(request)) = framed::read::<Request, _>(&mut reader, MAX_FRAME).await {
-            if requests_tx.send(request).await.is_err() {
-                break;
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            match framed::read::<Request, _>(&mut reader, MAX_FRAME).await {
+                Ok(Some(request)) => {
+                    if requests_tx.send(request).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!("exec client closed its stream");
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "exec client stream failed");
+                    break;
+                }
             }
         }
-    });
+    }));
     let (input, input_rx) = mpsc::channel::<ToInput>(8);
     tokio::spawn(feed(io.input, input_rx));
 
@@ -327,6 +339,15 @@ async fn run(
         (_, _, Some(signal)) => format!("killed by signal {signal}"),
         _ => "ended".into(),
     })
+}
+
+/// Aborts a task when dropped: a read of a stream whose connection is gone never returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Kills a process group when dropped.

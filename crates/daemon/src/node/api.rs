@@ -468,8 +468,13 @@ async fn exec(node: &Arc<Node>, query: &str, start: exec::Start, reply: &mut Rep
     let started = Response::Stream {
         protocol: protocol::EXEC.to_owned(),
     };
+    let departure = gate::Departure::connection(node, peer);
     if reply.send(&started).await.is_ok() {
-        reply.splice(stream).await;
+        // A stream whose connection closed may never wake its reader.
+        tokio::select! {
+            _ = reply.splice(stream) => {}
+            _ = departure.wait(node) => {}
+        }
     }
 }
 
