@@ -15,6 +15,7 @@ mod lock;
 pub mod node;
 mod pair;
 mod sync;
+pub mod transfer;
 pub mod trust;
 
 pub use home::Home;

@@ -1,0 +1,231 @@
+//! Keeping paths from a peer inside their roots. A peer names files by relative paths;
+//! before anything is read or written, a path must be relative, free of `..`, and reach its
+//! target without passing through a symlink, so that neither a crafted path nor a symlink
+//! planted earlier (by this very transfer, say) can lead outside the root.
+
+use std::{
+    ffi::OsStr,
+    io,
+    os::unix::ffi::OsStrExt,
+    path::{Component, Path, PathBuf},
+};
+
+/// Longest path accepted from a peer, and longest component.
+pub const MAX_PATH: usize = 4096;
+pub const MAX_COMPONENT: usize = 255;
+
+/// A path that would leave its root, or cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Escape {
+    #[error("`{0}` is absolute; paths from a peer are relative to a root")]
+    Absolute(String),
+    #[error("`{0}` climbs out with `..`")]
+    Parent(String),
+    #[error("`{0}` is empty, too long, or holds a NUL byte")]
+    Malformed(String),
+    #[error("`{path}` passes through the symlink `{link}`, which could lead outside the root")]
+    Symlink { path: String, link: String },
+    #[error("`{path}` is outside the allowed roots ({roots})")]
+    Outside { path: String, roots: String },
+    #[error("cannot check `{path}`: {reason}")]
+    Io { path: String, reason: String },
+}
+
+/// Checks a relative path from a peer, and returns it normalized (no `.` components).
+pub fn relative(path: &str) -> Result<PathBuf, Escape> {
+    let shown = || path.escape_debug().to_string();
+    if path.is_empty() || path.len() > MAX_PATH || path.contains('\0') {
+        return Err(Escape::Malformed(shown()));
+    }
+    let mut clean = PathBuf::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) if part.len() <= MAX_COMPONENT => clean.push(part),
+            Component::Normal(_) => return Err(Escape::Malformed(shown())),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(Escape::Parent(shown())),
+            Component::RootDir | Component::Prefix(_) => return Err(Escape::Absolute(shown())),
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err(Escape::Malformed(shown()));
+    }
+    Ok(clean)
+}
+
+/// `root/rel`, where every existing component below `root` but the last is a real
+/// directory, never a symlink. The last component may be anything (a file to replace, a
+/// symlink to replace as a link); the caller must not follow it.
+pub fn resolve(root: &Path, rel: &Path) -> Result<PathBuf, Escape> {
+    let shown = || rel.display().to_string();
+    let mut at = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        let Component::Normal(name) = part else {
+            return Err(Escape::Malformed(shown()));
+        };
+        at.push(name);
+        if parts.peek().is_none() {
+            break;
+        }
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Escape::Symlink {
+                    path: shown(),
+                    link: at.display().to_string(),
+                });
+            }
+            Ok(_) => {}
+            // Not there yet: it will be created as a directory.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Escape::Io {
+                    path: shown(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(at)
+}
+
+/// For reading what a peer asks for: the real path of `requested`, which must lie inside
+/// one of `roots` once every symlink is resolved.
+pub fn within(roots: &[PathBuf], requested: &Path) -> Result<PathBuf, Escape> {
+    let real = requested.canonicalize().map_err(|e| Escape::Io {
+        path: requested.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let inside = roots.iter().any(|root| {
+        root.canonicalize()
+            .is_ok_and(|root| real.starts_with(&root))
+    });
+    if inside {
+        Ok(real)
+    } else {
+        Err(Escape::Outside {
+            path: requested.display().to_string(),
+            roots: roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+/// A symlink's target as a peer sent it, for a link inside the tree: stored as it is, never
+/// followed here; only a NUL byte or an over-long target is refused.
+pub fn link_target(target: &str) -> Result<&OsStr, Escape> {
+    if target.is_empty() || target.len() > MAX_PATH || target.contains('\0') {
+        return Err(Escape::Malformed(target.escape_debug().to_string()));
+    }
+    Ok(OsStr::from_bytes(target.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("loopsy-confine-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn relative_paths_are_checked_and_normalized() {
+        assert_eq!(relative("a/./b/c.txt").unwrap(), PathBuf::from("a/b/c.txt"));
+        assert_eq!(
+            relative("name with spaces/ünïcode\nnewline")
+                .unwrap()
+                .components()
+                .count(),
+            2
+        );
+        assert!(matches!(relative("/etc/passwd"), Err(Escape::Absolute(_))));
+        assert!(matches!(relative("a/../../etc"), Err(Escape::Parent(_))));
+        assert!(matches!(relative(".."), Err(Escape::Parent(_))));
+        assert!(matches!(relative(""), Err(Escape::Malformed(_))));
+        assert!(matches!(relative("."), Err(Escape::Malformed(_))));
+        assert!(matches!(relative("a\0b"), Err(Escape::Malformed(_))));
+        assert!(matches!(
+            relative(&"x".repeat(300)),
+            Err(Escape::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_path_through_a_symlink_is_refused() {
+        let root = temp("resolve");
+        let outside = temp("outside");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        symlink(&outside, root.join("link")).unwrap();
+        assert_eq!(
+            resolve(&root, Path::new("real/new/file")).unwrap(),
+            root.join("real/new/file")
+        );
+        let err = resolve(&root, Path::new("link/file")).unwrap_err();
+        assert!(matches!(err, Escape::Symlink { .. }), "{err}");
+        // The link itself, as the last component, is the caller's to replace, not follow.
+        assert_eq!(
+            resolve(&root, Path::new("link")).unwrap(),
+            root.join("link")
+        );
+        std::fs::remove_dir_all(root).ok();
+        std::fs::remove_dir_all(outside).ok();
+    }
+
+    #[test]
+    fn reads_stay_inside_the_roots_after_symlinks_are_resolved() {
+        let root = temp("within");
+        let outside = temp("within-out");
+        std::fs::write(root.join("ok.txt"), "x").unwrap();
+        std::fs::write(outside.join("secret"), "x").unwrap();
+        symlink(outside.join("secret"), root.join("sneaky")).unwrap();
+        symlink(root.join("ok.txt"), root.join("alias")).unwrap();
+        let roots = [root.clone()];
+        assert!(within(&roots, &root.join("ok.txt")).is_ok());
+        assert!(
+            within(&roots, &root.join("alias")).is_ok(),
+            "a link that stays inside"
+        );
+        assert!(matches!(
+            within(&roots, &root.join("sneaky")),
+            Err(Escape::Outside { .. })
+        ));
+        assert!(matches!(
+            within(
+                &roots,
+                &root
+                    .join("../")
+                    .join(outside.file_name().unwrap())
+                    .join("secret")
+            ),
+            Err(Escape::Outside { .. })
+        ));
+        std::fs::remove_dir_all(root).ok();
+        std::fs::remove_dir_all(outside).ok();
+    }
+
+    proptest::proptest! {
+        /// Whatever `relative` accepts stays under the root once joined to it.
+        #[test]
+        fn accepted_paths_stay_under_the_root(path in "[a-z./]{0,40}|(\\.\\./)+[a-z]{1,3}|/[a-z/]{0,10}") {
+            if let Ok(rel) = relative(&path) {
+                let joined = Path::new("/root/dir").join(&rel);
+                proptest::prop_assert!(joined.starts_with("/root/dir"));
+                proptest::prop_assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
+            }
+        }
+    }
+
+    #[test]
+    fn link_targets_are_kept_verbatim_but_bounded() {
+        assert_eq!(link_target("../x").unwrap(), OsStr::new("../x"));
+        assert!(link_target("a\0b").is_err());
+        assert!(link_target("").is_err());
+    }
+}
