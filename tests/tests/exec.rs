@@ -44,6 +44,11 @@ fn exec(from: &Node, args: &[&str], stdin: &[u8]) -> std::process::Output {
     out
 }
 
+/// `loopsy exec alpha -- sh -c SCRIPT` from `from`, left running with its stdout piped.
+fn spawn_exec(from: &Node, script: &str) -> Reaped {
+    Reaped(from.spawn_cli(&["exec", "alpha", "--", "sh", "-c", script]))
+}
+
 fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -120,14 +125,10 @@ fn ctrl_c_timeout_and_a_killed_client_end_the_remote_program() -> anyhow::Result
     let (_a, b) = pair()?;
 
     // Ctrl-C: SIGINT to the local client reaches the remote process group.
-    let mut child = Reaped(b.spawn_cli(&[
-        "exec",
-        "alpha",
-        "--",
-        "sh",
-        "-c",
+    let mut child = spawn_exec(
+        &b,
         "trap 'echo interrupted; exit 7' INT; echo ready; while :; do sleep 0.1; done",
-    ]));
+    );
     let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
     assert_eq!(lines.next().transpose()?.as_deref(), Some("ready"));
     node::signal(child.0.id(), "INT");
@@ -142,14 +143,7 @@ fn ctrl_c_timeout_and_a_killed_client_end_the_remote_program() -> anyhow::Result
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // The client is killed: the remote program and its children go too.
-    let mut child = Reaped(b.spawn_cli(&[
-        "exec",
-        "alpha",
-        "--",
-        "sh",
-        "-c",
-        "sleep 300 & echo $$ $!; wait",
-    ]));
+    let mut child = spawn_exec(&b, "sleep 300 & echo $$ $!; wait");
     let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
     let pids: Vec<u32> = lines
         .next()
@@ -245,7 +239,6 @@ async fn a_shell_through_a_real_terminal() -> anyhow::Result<()> {
         .arg(b.home())
         .args(["shell", "alpha"])
         .env("TERM", "xterm")
-        .env("SHELL", "/bin/sh")
         .spawn(pts)?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut screen = String::new();
@@ -275,7 +268,7 @@ async fn a_shell_through_a_real_terminal() -> anyhow::Result<()> {
 #[test]
 fn revoking_a_device_ends_what_it_runs_here() -> anyhow::Result<()> {
     let (a, b) = pair()?;
-    let mut child = Reaped(b.spawn_cli(&["exec", "alpha", "--", "sh", "-c", "echo $$; sleep 300"]));
+    let mut child = spawn_exec(&b, "echo $$; sleep 300");
     let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
     let pid: u32 = lines
         .next()

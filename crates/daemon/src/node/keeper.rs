@@ -28,9 +28,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(120);
 pub async fn run(node: Arc<Node>) {
     let mut events = node.mesh.events();
     let mut changes = node.trust.subscribe();
-    let mut members = member_ids(&node);
-    // Names of members, kept to name them in the log once they are gone.
+    // Members and their names (kept to name them in the log once they are gone).
     let mut names = member_names(&node);
+    let mut members: BTreeSet<PeerId> = names.keys().copied().collect();
     // Members whose gate refused this device (it was revoked, or has not been paired back):
     // left alone for a while instead of redialled and refused again and again.
     let (refused_tx, mut refused) = tokio::sync::mpsc::channel::<PeerId>(64);
@@ -58,7 +58,8 @@ pub async fn run(node: Arc<Node>) {
                 if changed.is_err() {
                     return;
                 }
-                let now = member_ids(&node);
+                let now_names = member_names(&node);
+                let now: BTreeSet<PeerId> = now_names.keys().copied().collect();
                 for gone in members.difference(&now) {
                     tracing::info!(peer = %gone, "no longer a member: closing its connections");
                     let mesh = node.mesh.clone();
@@ -84,7 +85,7 @@ pub async fn run(node: Arc<Node>) {
                     }
                 }
                 members = now;
-                names = member_names(&node);
+                names = now_names;
             }
             _ = tick.tick() => {
                 describe_self(&node).await;
@@ -104,14 +105,6 @@ pub async fn run(node: Arc<Node>) {
             }
         }
     }
-}
-
-fn member_ids(node: &Node) -> BTreeSet<PeerId> {
-    node.trust
-        .list()
-        .into_iter()
-        .map(|l| l.member.peer_id)
-        .collect()
 }
 
 fn member_names(node: &Node) -> HashMap<PeerId, String> {

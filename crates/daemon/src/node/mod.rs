@@ -199,15 +199,19 @@ impl Node {
         let Ok(status) = self.mesh.status().await else {
             return Vec::new();
         };
-        let mut addrs: Vec<Multiaddr> = status
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        let candidates = status
             .external_addrs
             .into_iter()
             .chain(status.relayed_addrs)
-            .chain(status.listen_addrs)
-            .filter(|a| !is_link_local(a))
-            .collect();
-        addrs.dedup();
-        addrs.sort_by_key(is_loopback);
+            .chain(status.listen_addrs);
+        for addr in candidates.filter(|a| !is_undialable(a)) {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        // A stable order: the self-record is republished only when the set really changes.
+        addrs.sort_by_cached_key(|a| (is_loopback(a), a.to_string()));
         addrs.truncate(MAX_ADVERTISED);
         addrs
     }
@@ -258,7 +262,7 @@ fn is_loopback(addr: &Multiaddr) -> bool {
 
 /// IPv6 link-local addresses need an interface scope that a multiaddr cannot carry;
 /// unspecified addresses name no host at all.
-fn is_link_local(addr: &Multiaddr) -> bool {
+fn is_undialable(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {
         Protocol::Ip6(ip) => (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_unspecified(),
         Protocol::Ip4(ip) => ip.is_unspecified(),

@@ -29,6 +29,10 @@ use crate::{
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long the joiner waits for a connection to the inviter.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a joiner may take to send its first message.
+const START_DEADLINE: Duration = Duration::from_secs(5);
+/// Pairing streams served at once; more are dropped unanswered.
+const MAX_ATTEMPTS_AT_ONCE: usize = 16;
 /// Most addresses taken from a peer's hello.
 const MAX_HELLO_ADDRS: usize = 16;
 
@@ -57,7 +61,13 @@ pub async fn serve(node: Arc<Node>) {
     let Some(mut incoming) = node.mesh.accept(protocol::PAIR) else {
         return;
     };
+    // Anyone may open a pair stream, and each may take up to DEADLINE: cap them.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ATTEMPTS_AT_ONCE));
     while let Some((peer, stream)) = incoming.next().await {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many pairing attempts at once; dropping one");
+            continue;
+        };
         let node = node.clone();
         tokio::spawn(async move {
             if tokio::time::timeout(DEADLINE, answer(&node, peer, stream))
@@ -66,6 +76,7 @@ pub async fn serve(node: Arc<Node>) {
             {
                 tracing::debug!(%peer, "pairing attempt timed out");
             }
+            drop(permit);
         });
     }
 }
@@ -83,7 +94,12 @@ async fn answer(node: &Arc<Node>, peer: PeerId, mut stream: Stream) {
     };
     // The first frame is read even from a peer about to be refused: a stream closed unread
     // can stop the peer's write (QUIC's STOP_SENDING) before it reads the refusal.
-    let start = framed::read(&mut stream, MAX_FRAME).await;
+    // A joiner sends its start at once; an idle stream must not hold a slot for long.
+    let start =
+        match tokio::time::timeout(START_DEADLINE, framed::read(&mut stream, MAX_FRAME)).await {
+            Ok(start) => start,
+            Err(_) => return,
+        };
     if !node.pair_attempts.allow(peer) {
         let reason = "too many pairing attempts; wait a minute";
         deny(reason);

@@ -311,7 +311,8 @@ fn newer(a: &Record, b: &Record) -> bool {
     order(a, b).is_gt()
 }
 
-fn key_of(subject: &PeerId, author: &PeerId) -> Vec<u8> {
+/// The key of `author`'s record about `subject`.
+pub(crate) fn key_of(subject: &PeerId, author: &PeerId) -> Vec<u8> {
     Record {
         subject: ByteBuf::from(subject.to_bytes()),
         author: ByteBuf::from(author.to_bytes()),

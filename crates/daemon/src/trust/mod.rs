@@ -214,7 +214,7 @@ impl Trust {
     ) -> Result<Option<Record>, TrustError> {
         let me = self.me();
         let mut state = self.lock();
-        let key = self_key(&me);
+        let key = members::key_of(&me, &me);
         let current = state.members.get(&key);
         let wanted: Vec<Vec<u8>> = addrs.iter().map(|a| a.to_vec()).collect();
         let same = current.is_some_and(|r| {
@@ -254,11 +254,12 @@ impl Trust {
         (fresh, invalid)
     }
 
-    /// The records to send for a digest's keys, and this store's digest.
+    /// Key, version and hash of every member record, for anti-entropy.
     pub fn digest(&self) -> Vec<loopsy_wire::sync::Entry> {
         self.lock().members.digest()
     }
 
+    /// The records with these keys (unknown keys are skipped).
     pub fn records(&self, keys: &[Vec<u8>]) -> Vec<Record> {
         let state = self.lock();
         keys.iter()
@@ -291,13 +292,6 @@ impl Trust {
 
 fn trusted_ids(state: &State) -> Vec<PeerId> {
     state.members.trusted().keys().copied().collect()
-}
-
-fn self_key(me: &PeerId) -> Vec<u8> {
-    let mut key = vec![me.to_bytes().len() as u8];
-    key.extend(me.to_bytes());
-    key.extend(me.to_bytes());
-    key
 }
 
 /// Picks one member by exact peer ID, exact name, or unique prefix of either.
