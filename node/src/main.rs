@@ -32,6 +32,7 @@ enum Command {
     Audit(cmd::audit::Cmd),
     Exec(cmd::exec::Cmd),
     Shell(cmd::shell::Cmd),
+    Cp(cmd::cp::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +81,7 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => cmd.run(home).await,
         Command::Exec(cmd) => cmd.run(home).await,
         Command::Shell(cmd) => cmd.run(home).await,
+        Command::Cp(cmd) => cmd.run(home).await,
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Options {
     pub args: Vec<String>,
     /// Use this home instead of a fresh one (to restart a node, say).
     pub home: Option<PathBuf>,
+    /// More environment for the node (`HOME`, whose directory is its default file root).
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -50,6 +52,12 @@ impl Options {
 
     pub fn home(mut self, home: &Path) -> Self {
         self.home = Some(home.to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<Path>) -> Self {
+        let value = value.as_ref().to_string_lossy().into_owned();
+        self.env.push((key.into(), value));
         self
     }
 
@@ -95,6 +103,7 @@ impl Node {
                 "RUST_LOG",
                 "info,loopsy_mesh=debug,loopsy_daemon=debug,libp2p_swarm=debug,libp2p_stream=debug",
             )
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -233,6 +242,12 @@ impl Node {
     /// Stops the node with SIGTERM and returns its exit status.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.terminate()
+    }
+
+    /// Kills the node at once, as a crash or `kill -9` would (its log is kept).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {

@@ -33,6 +33,9 @@ pub struct Config {
     /// Which programs members may run here, where, and for how long.
     #[serde(default)]
     pub exec: crate::exec::policy::Policy,
+    /// Where members may copy files from and to.
+    #[serde(default)]
+    pub files: crate::transfer::policy::Policy,
 }
 
 /// Default grants for members.
@@ -77,6 +80,7 @@ impl Config {
             accept_introductions: true,
             grants: Grants::default(),
             exec: crate::exec::policy::Policy::default(),
+            files: crate::transfer::policy::Policy::default(),
         }
     }
 
@@ -122,6 +126,8 @@ const HEADER: &str = "\
 # [exec]  allow: programs they may run (names or absolute paths, \"*\" for any);
 #         root: working directories must be inside it; max_secs: longest run (0: none);
 #         max_running: most programs one device may run at once
+# [files] read / write: directories your devices may copy from / into (`~` is home);
+#         a relative PEER:PATH starts at the first one
 ";
 
 /// Every interface, IPv4 and IPv6, TCP and QUIC, on the default port.

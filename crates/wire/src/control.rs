@@ -97,6 +97,36 @@ pub enum Request {
         peer: String,
         start: crate::exec::Start,
     },
+    /// Copy files to or from a peer: answers `copy_progress` frames while it runs, then
+    /// `copied_files` frames and one `copied`.
+    Copy(Copy),
+}
+
+/// A copy: every source on one side, the destination on the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Copy {
+    pub sources: Vec<Location>,
+    pub dest: Location,
+    /// Copy directories with everything in them.
+    #[serde(default)]
+    pub recursive: bool,
+    /// Keep files that exist at the destination.
+    #[serde(default)]
+    pub no_clobber: bool,
+    /// Also report each file's SHA-256.
+    #[serde(default)]
+    pub sha256: bool,
+    /// Flush each file to disk before it is renamed into place.
+    #[serde(default)]
+    pub fsync: bool,
+}
+
+/// A path here (absolute) or on a peer (relative to its first file root, or absolute).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    #[serde(default)]
+    pub peer: Option<String>,
+    pub path: String,
 }
 
 /// What the daemon answers.
@@ -123,7 +153,52 @@ pub enum Response {
     Stream {
         protocol: String,
     },
+    CopyProgress(CopyProgress),
+    /// Files of a finished copy, a few per frame, before `copied`.
+    CopiedFiles {
+        files: Vec<CopiedFile>,
+    },
+    Copied(Copied),
     Error(Error),
+}
+
+/// How far a copy has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyProgress {
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes verified so far, resumed ones included.
+    pub done: u64,
+    /// Bytes that crossed the network.
+    pub transferred: u64,
+}
+
+/// A finished copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Copied {
+    pub file_count: u64,
+    pub failed: u64,
+    pub bytes: u64,
+    pub transferred: u64,
+    pub seconds: f64,
+}
+
+/// What became of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedFile {
+    pub path: String,
+    pub size: u64,
+    /// `stored`, `skipped` or `failed`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Hex digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Bytes kept from an interrupted earlier copy.
+    pub resumed: u64,
 }
 
 /// A pairing code waiting for a device.
@@ -259,6 +334,8 @@ pub enum ErrorCode {
     Refused,
     /// A pairing code expired before anyone used it.
     Expired,
+    /// The operation started but could not finish (a disk full, a broken copy, ...).
+    Failed,
 }
 
 impl Error {

@@ -10,6 +10,7 @@
 //! - [`admission`]: the gate's verdict, first on every application stream.
 //! - [`pair`]: pairing codes and the pairing handshake's messages.
 //! - [`exec`]: remote commands and shells.
+//! - [`transfer`]: copying files and trees.
 //! - [`member`]: signed member records, the first replicated collection.
 //! - [`sync`]: the replication protocol's messages.
 
@@ -21,5 +22,6 @@ pub mod member;
 pub mod pair;
 pub mod protocol;
 pub mod sync;
+pub mod transfer;
 
 pub use frame::{DecodeError, EncodeError, FrameError};

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its `Cmd` (flags) and `run`.
 
 pub mod audit;
+pub mod cp;
 pub mod exec;
 pub mod id;
 pub mod node;

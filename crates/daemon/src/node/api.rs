@@ -53,6 +53,7 @@ impl Handler for Api {
             Request::TrustRemove { peer } => trust_remove(node, &peer).await,
             Request::Audit { follow } => return audit(node, follow, reply).await,
             Request::Exec { peer, start } => return exec(node, &peer, start, reply).await,
+            Request::Copy(copy) => return super::copy::copy(node, copy, reply).await,
         };
         let _ = reply.send(&response).await;
     }
@@ -309,6 +310,7 @@ async fn trust_add(
         they_allow: None,
         how: Some("added".into()),
         exec: None,
+        files: None,
     };
     let record = match node.trust.admit(peer, &name, &parsed, settings) {
         Ok(record) => record,
@@ -422,49 +424,11 @@ async fn audit(node: &Node, follow: bool, reply: &mut Reply) {
 /// Opens an exec stream to a peer, sends the start, and once the peer's gate lets it in,
 /// relays the client's connection to it.
 async fn exec(node: &Arc<Node>, query: &str, start: exec::Start, reply: &mut Reply) {
-    let peer = match target(node, query) {
-        Ok(peer) => peer,
+    let first = exec::Request::Start(start);
+    let (peer, stream) = match open(node, query, protocol::EXEC, &first, exec::MAX_FRAME).await {
+        Ok(opened) => opened,
         Err(e) => return drop(reply.send(&Response::Error(e)).await),
     };
-    let addrs = node
-        .trust
-        .member(&peer)
-        .map(|m| m.addrs)
-        .unwrap_or_default();
-    match tokio::time::timeout(CONNECT_DEADLINE, node.mesh.connect(peer, addrs)).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => {
-            return reply
-                .error(ErrorCode::Unreachable, format!("cannot reach {query}: {e}"))
-                .await;
-        }
-        Ok(Err(_)) => return drop(reply.send(&stopping()).await),
-        Err(_) => {
-            return reply
-                .error(
-                    ErrorCode::Unreachable,
-                    format!("cannot reach {query}: timed out"),
-                )
-                .await;
-        }
-    }
-    let mut stream = match node.mesh.open_stream(peer, protocol::EXEC).await {
-        Ok(stream) => stream,
-        Err(e) => return reply.error(ErrorCode::Unreachable, e.to_string()).await,
-    };
-    match gate::request(&mut stream, &exec::Request::Start(start), exec::MAX_FRAME).await {
-        Ok(()) => {}
-        Err(gate::NotAdmitted::Refused(reason)) => {
-            return reply
-                .error(ErrorCode::Refused, format!("{query} refused: {reason}"))
-                .await;
-        }
-        Err(broken) => {
-            return reply
-                .error(ErrorCode::Unreachable, broken.to_string())
-                .await;
-        }
-    }
     let started = Response::Stream {
         protocol: protocol::EXEC.to_owned(),
     };
@@ -475,6 +439,58 @@ async fn exec(node: &Arc<Node>, query: &str, start: exec::Start, reply: &mut Rep
             _ = reply.splice(stream) => {}
             _ = departure.wait(node) => {}
         }
+    }
+}
+
+/// Connects to the peer a user means, opens a `protocol` stream, and sends `first`: the
+/// stream once the peer's gate let it in.
+pub(super) async fn open<T: serde::Serialize>(
+    node: &Arc<Node>,
+    query: &str,
+    protocol: &'static str,
+    first: &T,
+    max: usize,
+) -> Result<(PeerId, loopsy_mesh::Stream), control::Error> {
+    let failed = |code, message: String| control::Error::new(code, message);
+    let peer = target(node, query)?;
+    let addrs = node
+        .trust
+        .member(&peer)
+        .map(|m| m.addrs)
+        .unwrap_or_default();
+    match tokio::time::timeout(CONNECT_DEADLINE, node.mesh.connect(peer, addrs)).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            return Err(failed(
+                ErrorCode::Unreachable,
+                format!("cannot reach {query}: {e}"),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(failed(
+                ErrorCode::Unavailable,
+                "the node is shutting down".into(),
+            ));
+        }
+        Err(_) => {
+            return Err(failed(
+                ErrorCode::Unreachable,
+                format!("cannot reach {query}: timed out"),
+            ));
+        }
+    }
+    let mut stream = node
+        .mesh
+        .open_stream(peer, protocol)
+        .await
+        .map_err(|e| failed(ErrorCode::Unreachable, e.to_string()))?;
+    match gate::request(&mut stream, first, max).await {
+        Ok(()) => Ok((peer, stream)),
+        Err(gate::NotAdmitted::Refused(reason)) => Err(failed(
+            ErrorCode::Refused,
+            format!("{query} refused: {reason}"),
+        )),
+        Err(broken) => Err(failed(ErrorCode::Unreachable, broken.to_string())),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the protocol services and the control socket, and serve until told to stop.
 
 mod api;
+mod copy;
 mod keeper;
 
 use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc, time::Duration};
@@ -105,6 +106,7 @@ pub async fn run(
         pair_attempts: RateLimit::new(5, 30, Duration::from_secs(60)),
         exec_policy: config.exec.clone(),
         running: crate::exec::Running::default(),
+        files_policy: config.files.clone(),
     });
 
     let mut services = JoinSet::new();
@@ -124,9 +126,15 @@ pub async fn run(
         protocol::EXEC,
         Some(exec_service),
     ));
-    for protocol in [protocol::TRANSFER, protocol::SESSION] {
-        services.spawn(gate::serve(node.clone(), protocol, None));
-    }
+    let transfer_service: gate::Service = Arc::new(|node, peer, stream, grants| {
+        Box::pin(crate::transfer::serve(node, peer, stream, grants))
+    });
+    services.spawn(gate::serve(
+        node.clone(),
+        protocol::TRANSFER,
+        Some(transfer_service),
+    ));
+    services.spawn(gate::serve(node.clone(), protocol::SESSION, None));
     services.spawn(keeper::run(node.clone()));
 
     let socket = home.socket();
@@ -174,6 +182,8 @@ pub struct Node {
     /// The exec policy from the config, before per-peer overrides.
     pub(crate) exec_policy: crate::exec::policy::Policy,
     pub(crate) running: crate::exec::Running,
+    /// The file roots from the config, before per-peer overrides.
+    pub(crate) files_policy: crate::transfer::policy::Policy,
 }
 
 impl Node {

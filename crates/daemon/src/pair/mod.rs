@@ -312,6 +312,7 @@ fn record_pairing(
         they_allow: Some(they_allow),
         how: Some("paired".into()),
         exec: None,
+        files: None,
     };
     let record = node
         .trust

@@ -31,14 +31,15 @@ pub enum Escape {
     Io { path: String, reason: String },
 }
 
-/// Checks a relative path from a peer, and returns it normalized (no `.` components).
-pub fn relative(path: &str) -> Result<PathBuf, Escape> {
-    let shown = || path.escape_debug().to_string();
-    if path.is_empty() || path.len() > MAX_PATH || path.contains('\0') {
+/// Checks a relative path from a peer (raw bytes: any name a file system allows), and
+/// returns it normalized (no `.` components).
+pub fn relative(path: &[u8]) -> Result<PathBuf, Escape> {
+    let shown = || shown(path);
+    if path.is_empty() || path.len() > MAX_PATH || path.contains(&0) {
         return Err(Escape::Malformed(shown()));
     }
     let mut clean = PathBuf::new();
-    for component in Path::new(path).components() {
+    for component in Path::new(OsStr::from_bytes(path)).components() {
         match component {
             Component::Normal(part) if part.len() <= MAX_COMPONENT => clean.push(part),
             Component::Normal(_) => return Err(Escape::Malformed(shown())),
@@ -51,6 +52,49 @@ pub fn relative(path: &str) -> Result<PathBuf, Escape> {
         return Err(Escape::Malformed(shown()));
     }
     Ok(clean)
+}
+
+/// A path from a peer, readable in errors and logs whatever bytes it holds.
+pub fn shown(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).escape_debug().to_string()
+}
+
+/// The path a peer names at the top of a copy (`PEER:PATH`): relative to the first root,
+/// or absolute; never with `..`. Whether it lies inside the roots is checked by [`within`]
+/// (to read) or [`writable`] (to write).
+pub fn requested(roots: &[PathBuf], path: &[u8]) -> Result<PathBuf, Escape> {
+    let Some(first) = roots.first() else {
+        return Err(Escape::Outside {
+            path: shown(path),
+            roots: "none are configured".into(),
+        });
+    };
+    if path.len() > MAX_PATH || path.contains(&0) {
+        return Err(Escape::Malformed(shown(path)));
+    }
+    let given = Path::new(OsStr::from_bytes(path));
+    if given.components().any(|c| c == Component::ParentDir) {
+        return Err(Escape::Parent(shown(path)));
+    }
+    Ok(first.join(given))
+}
+
+/// For writing where a peer asks: `requested` itself when it exists, else its parent, must
+/// lie inside one of `roots` once every symlink is resolved. Returns the real path to write
+/// at (the real parent joined with the new name when it does not exist yet).
+pub fn writable(roots: &[PathBuf], requested: &Path) -> Result<PathBuf, Escape> {
+    if std::fs::symlink_metadata(requested).is_ok() {
+        return within(roots, requested);
+    }
+    let (Some(parent), Some(name)) = (requested.parent(), requested.file_name()) else {
+        return Err(Escape::Malformed(requested.display().to_string()));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    Ok(within(roots, parent)?.join(name))
 }
 
 /// `root/rel`, where every existing component below `root` but the last is a real
@@ -116,11 +160,11 @@ pub fn within(roots: &[PathBuf], requested: &Path) -> Result<PathBuf, Escape> {
 
 /// A symlink's target as a peer sent it, for a link inside the tree: stored as it is, never
 /// followed here; only a NUL byte or an over-long target is refused.
-pub fn link_target(target: &str) -> Result<&OsStr, Escape> {
-    if target.is_empty() || target.len() > MAX_PATH || target.contains('\0') {
-        return Err(Escape::Malformed(target.escape_debug().to_string()));
+pub fn link_target(target: &[u8]) -> Result<&OsStr, Escape> {
+    if target.is_empty() || target.len() > MAX_PATH || target.contains(&0) {
+        return Err(Escape::Malformed(shown(target)));
     }
-    Ok(OsStr::from_bytes(target.as_bytes()))
+    Ok(OsStr::from_bytes(target))
 }
 
 #[cfg(test)]
@@ -137,22 +181,25 @@ mod tests {
 
     #[test]
     fn relative_paths_are_checked_and_normalized() {
-        assert_eq!(relative("a/./b/c.txt").unwrap(), PathBuf::from("a/b/c.txt"));
         assert_eq!(
-            relative("name with spaces/ünïcode\nnewline")
+            relative(b"a/./b/c.txt").unwrap(),
+            PathBuf::from("a/b/c.txt")
+        );
+        assert_eq!(
+            relative("name with spaces/ünïcode\nnewline".as_bytes())
                 .unwrap()
                 .components()
                 .count(),
             2
         );
-        assert!(matches!(relative("/etc/passwd"), Err(Escape::Absolute(_))));
-        assert!(matches!(relative("a/../../etc"), Err(Escape::Parent(_))));
-        assert!(matches!(relative(".."), Err(Escape::Parent(_))));
-        assert!(matches!(relative(""), Err(Escape::Malformed(_))));
-        assert!(matches!(relative("."), Err(Escape::Malformed(_))));
-        assert!(matches!(relative("a\0b"), Err(Escape::Malformed(_))));
+        assert!(matches!(relative(b"/etc/passwd"), Err(Escape::Absolute(_))));
+        assert!(matches!(relative(b"a/../../etc"), Err(Escape::Parent(_))));
+        assert!(matches!(relative(b".."), Err(Escape::Parent(_))));
+        assert!(matches!(relative(b""), Err(Escape::Malformed(_))));
+        assert!(matches!(relative(b"."), Err(Escape::Malformed(_))));
+        assert!(matches!(relative(b"a\0b"), Err(Escape::Malformed(_))));
         assert!(matches!(
-            relative(&"x".repeat(300)),
+            relative("x".repeat(300).as_bytes()),
             Err(Escape::Malformed(_))
         ));
     }
@@ -214,7 +261,7 @@ mod tests {
         /// Whatever `relative` accepts stays under the root once joined to it.
         #[test]
         fn accepted_paths_stay_under_the_root(path in "[a-z./]{0,40}|(\\.\\./)+[a-z]{1,3}|/[a-z/]{0,10}") {
-            if let Ok(rel) = relative(&path) {
+            if let Ok(rel) = relative(path.as_bytes()) {
                 let joined = Path::new("/root/dir").join(&rel);
                 proptest::prop_assert!(joined.starts_with("/root/dir"));
                 proptest::prop_assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
@@ -223,9 +270,43 @@ mod tests {
     }
 
     #[test]
+    fn top_level_paths_start_at_the_first_root_and_writes_stay_inside() {
+        let root = temp("writable");
+        let outside = temp("writable-out");
+        symlink(&outside, root.join("out")).unwrap();
+        let roots = [root.clone()];
+        assert_eq!(requested(&roots, b"").unwrap(), root);
+        assert_eq!(requested(&roots, b"a/b").unwrap(), root.join("a/b"));
+        assert!(matches!(
+            requested(&roots, b"a/../../x"),
+            Err(Escape::Parent(_))
+        ));
+        assert!(matches!(requested(&[], b"x"), Err(Escape::Outside { .. })));
+        let real = root.canonicalize().unwrap();
+        assert_eq!(
+            writable(&roots, &root.join("new")).unwrap(),
+            real.join("new")
+        );
+        assert!(matches!(
+            writable(&roots, &root.join("out")),
+            Err(Escape::Outside { .. })
+        ));
+        assert!(matches!(
+            writable(&roots, &root.join("out/new")),
+            Err(Escape::Outside { .. })
+        ));
+        assert!(matches!(
+            writable(&roots, Path::new("/etc/new")),
+            Err(Escape::Outside { .. })
+        ));
+        std::fs::remove_dir_all(root).ok();
+        std::fs::remove_dir_all(outside).ok();
+    }
+
+    #[test]
     fn link_targets_are_kept_verbatim_but_bounded() {
-        assert_eq!(link_target("../x").unwrap(), OsStr::new("../x"));
-        assert!(link_target("a\0b").is_err());
-        assert!(link_target("").is_err());
+        assert_eq!(link_target(b"../x").unwrap(), OsStr::new("../x"));
+        assert!(link_target(b"a\0b").is_err());
+        assert!(link_target(b"").is_err());
     }
 }

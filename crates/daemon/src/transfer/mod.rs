@@ -1,4 +1,257 @@
-//! File transfer (`/loopsy/transfer/1`). For now, the part everything else rests on: keeping
-//! the paths a peer names inside their roots ([`confine`]).
+//! File transfer (`/loopsy/transfer/1`, the flow is in `loopsy_wire::transfer`). One engine
+//! serves both directions: [`send::send`] offers files and streams them, and
+//! [`receive::receive`] places them, each chunk checked against its BLAKE3 hash, each file
+//! written beside its destination and renamed into place only once whole and verified.
+//! The same two functions run on the device that opened the copy (on the user's own files)
+//! and on the one that serves it ([`serve`], confined to the peer's file roots by
+//! [`confine`]).
 
 pub mod confine;
+pub mod policy;
+pub mod receive;
+pub mod send;
+#[cfg(test)]
+mod tests;
+pub mod tree;
+pub mod walk;
+
+use std::{
+    io,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use loopsy_mesh::{PeerId, Stream, framed};
+use loopsy_wire::{
+    frame,
+    transfer::{self, Digest, MAX_FRAME, Outcome, Request},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{audit::Outcome as Audited, caps::Caps, node::Node};
+use confine::Escape;
+use walk::WalkError;
+
+/// Longest wait for the other side's next message (a resumed prefix is hashed meanwhile).
+const IDLE: Duration = Duration::from_secs(120);
+/// How long a client may take to say what to copy.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why a copy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// A path that would leave the roots.
+    #[error("refused: {0}")]
+    Escape(#[from] Escape),
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    /// What the other side said when it gave up.
+    #[error("{0}")]
+    Peer(String),
+    #[error("the other device broke the transfer protocol: {0}")]
+    Protocol(String),
+    #[error("connection lost: {0}")]
+    Connection(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{0}")]
+    Destination(String),
+    #[error("the other device sent nothing for {} s", IDLE.as_secs())]
+    Timeout,
+}
+
+impl TransferError {
+    fn io(path: &std::path::Path, source: io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Whether the other side should hear of it (it knows its own words, and a lost
+    /// connection carries nothing).
+    fn tell_peer(&self) -> bool {
+        !matches!(self, Self::Peer(_) | Self::Connection(_) | Self::Timeout)
+    }
+}
+
+/// How far a copy has come, for progress bars; updated as it goes.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Bytes of files verified so far, resumed prefixes included.
+    pub done: AtomicU64,
+    /// Bytes of file data that crossed the network.
+    pub transferred: AtomicU64,
+}
+
+/// Adds to a progress counter.
+fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What became of one file (or of another entry that failed).
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    /// The path as offered: the source's name, then the path inside it.
+    pub path: String,
+    pub size: u64,
+    pub blake3: Option<Digest>,
+    pub sha256: Option<Vec<u8>>,
+    /// Bytes that were already there and verified.
+    pub resumed: u64,
+    pub outcome: Outcome,
+}
+
+/// What a finished copy did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files: Vec<FileReport>,
+    pub transferred: u64,
+}
+
+impl Summary {
+    pub fn failed(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| matches!(f.outcome, Outcome::Failed { .. }))
+            .count()
+    }
+}
+
+/// Writes one message without flushing (chunks follow close behind).
+async fn put<W, T>(writer: &mut W, message: &T) -> Result<(), TransferError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let bytes =
+        frame::encode(message, MAX_FRAME).map_err(|e| TransferError::Protocol(e.to_string()))?;
+    writer.write_all(&bytes).await.map_err(lost)
+}
+
+/// Reads the next message.
+async fn get<R, T>(reader: &mut R) -> Result<T, TransferError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    match tokio::time::timeout(IDLE, framed::read(reader, MAX_FRAME)).await {
+        Ok(Ok(Some(message))) => Ok(message),
+        Ok(Ok(None)) => Err(TransferError::Connection(
+            "the other device closed the stream".into(),
+        )),
+        Ok(Err(framed::ReadError::Io(e))) => Err(lost(e)),
+        Ok(Err(e)) => Err(TransferError::Protocol(e.to_string())),
+        Err(_) => Err(TransferError::Timeout),
+    }
+}
+
+async fn flush<W: AsyncWrite + Unpin>(writer: &mut W) -> Result<(), TransferError> {
+    writer.flush().await.map_err(lost)
+}
+
+fn lost(e: io::Error) -> TransferError {
+    TransferError::Connection(e.to_string())
+}
+
+/// Serves one transfer stream from an admitted peer: a push stores into its write roots,
+/// a pull sends from its read roots. Every copy and every refusal is audited.
+pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: Caps) {
+    let request = match tokio::time::timeout(
+        REQUEST_DEADLINE,
+        framed::read::<Request, _>(&mut stream, MAX_FRAME),
+    )
+    .await
+    {
+        Ok(Ok(Some(request))) => request,
+        _ => return,
+    };
+    let policy = node
+        .files_policy
+        .with(node.trust.files_overrides(&peer).as_ref());
+    let progress = Progress::default();
+    let (action, detail, result) = match request {
+        Request::Push { dest, options } => {
+            let shown = confine::shown(&dest);
+            let result = match confine::requested(&policy.write, &dest)
+                .and_then(|path| confine::writable(&policy.write, &path))
+            {
+                Ok(path) => receive::receive(stream, path, options, &progress).await,
+                Err(escape) => refuse(stream, escape.into(), receive::refuse).await,
+            };
+            ("cp push", shown, result)
+        }
+        Request::Pull { sources, options } => {
+            let shown = sources
+                .iter()
+                .map(|s| confine::shown(s))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let items = sources
+                .iter()
+                .take(transfer::MAX_SOURCES + 1)
+                .map(|source| {
+                    let path = confine::requested(&policy.read, source)?;
+                    Ok(confine::within(&policy.read, &path)?)
+                })
+                .collect::<Result<Vec<PathBuf>, TransferError>>()
+                .and_then(|paths| {
+                    if paths.len() > transfer::MAX_SOURCES {
+                        return Err(TransferError::Destination(format!(
+                            "more than {} sources",
+                            transfer::MAX_SOURCES
+                        )));
+                    }
+                    let count = paths.len() as u32;
+                    Ok((walk::walk(&paths, options.recursive)?, count))
+                });
+            let result = match items {
+                Ok((items, count)) => send::send(stream, items, count, options, &progress).await,
+                Err(e) => refuse(stream, e, send::refuse).await,
+            };
+            ("cp pull", shown, result)
+        }
+    };
+    let (outcome, reason) = match &result {
+        Ok(summary) if summary.failed() == 0 => (Audited::Ok, None),
+        Ok(summary) => (
+            Audited::Failed,
+            Some(format!("{} files failed", summary.failed())),
+        ),
+        Err(TransferError::Escape(e)) => (Audited::Denied, Some(e.to_string())),
+        Err(e) => (Audited::Failed, Some(e.to_string())),
+    };
+    let moved = result.as_ref().map_or(0, |s| s.transferred);
+    node.audit.record(
+        Some(peer),
+        node.peer_name(&peer),
+        action,
+        format!(
+            "{detail} ({} files, {moved} bytes)",
+            progress.files.load(Ordering::Relaxed)
+        ),
+        outcome,
+        reason,
+    );
+}
+
+/// Tells the other side why the copy cannot start, and passes the error on.
+async fn refuse<F, Fut>(
+    stream: Stream,
+    error: TransferError,
+    tell: F,
+) -> Result<Summary, TransferError>
+where
+    F: FnOnce(Stream, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    tell(stream, error.to_string()).await;
+    Err(error)
+}

@@ -153,6 +153,10 @@ impl Trust {
         self.lock().settings.get(peer).and_then(|s| s.exec.clone())
     }
 
+    pub fn files_overrides(&self, peer: &PeerId) -> Option<crate::transfer::policy::Overrides> {
+        self.lock().settings.get(peer).and_then(|s| s.files.clone())
+    }
+
     /// Every member, with its grants and settings.
     pub fn list(&self) -> Vec<Listed> {
         let state = self.lock();

@@ -29,6 +29,9 @@ pub struct PeerSettings {
     /// Changes to the exec policy for this peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<crate::exec::policy::Overrides>,
+    /// Changes to the file roots for this peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<crate::transfer::policy::Overrides>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,717 @@
+//! The receiving side: place each offered entry under the destination (scp's rules), plan
+//! each file (fresh, resume from a verified partial file, or skip), then store the data a
+//! blocking thread behind the network: every chunk checked against its hash before it is
+//! written, the file's hash checked at the end, and only then the file renamed into place.
+//! A partial file lives beside its destination as `.NAME.loopsy-part`: kept when the
+//! connection is lost (the next run resumes from it), removed when the copy failed for any
+//! other reason.
+
+use std::{
+    fs::{self, DirBuilder, File, OpenOptions},
+    io::{self, Read, Seek, SeekFrom, Write},
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink},
+    },
+    path::{Path, PathBuf},
+    sync::atomic::Ordering,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use loopsy_wire::transfer::{
+    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, Outcome, Plan, Receive, Reply,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    FileReport, IDLE, Progress, Summary, TransferError, confine, count, flush, get, put, tree,
+    walk::MAX_ENTRIES,
+};
+
+/// Chunks received ahead of the disk.
+const WRITE_BEHIND: usize = 8;
+/// After giving up, how long to keep reading so the sender sees why before the stream goes.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Receives a copy into `dest`.
+pub async fn receive<S>(
+    stream: S,
+    dest: PathBuf,
+    options: Receive,
+    progress: &Progress,
+) -> Result<Summary, TransferError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = stream.split();
+    let result = receive_all(&mut reader, &mut writer, dest, options, progress).await;
+    match &result {
+        Err(e) if e.tell_peer() => {
+            give_up(&mut reader, &mut writer, e.to_string()).await;
+        }
+        _ => drop(writer.close().await),
+    }
+    result
+}
+
+/// Tells a sender that the copy cannot start.
+pub async fn refuse<S>(stream: S, message: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = stream.split();
+    give_up(&mut reader, &mut writer, message).await;
+}
+
+async fn give_up<R, W>(reader: &mut R, writer: &mut W, message: String)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let message = transfer::bounded(message);
+    let _ = put(writer, &Reply::Error { message }).await;
+    let _ = writer.close().await;
+    let _ = tokio::time::timeout(DRAIN, futures::io::copy(reader, &mut futures::io::sink())).await;
+}
+
+async fn receive_all<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    dest: PathBuf,
+    options: Receive,
+    progress: &Progress,
+) -> Result<Summary, TransferError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let sources = match get(reader).await? {
+        Data::Begin {
+            sources,
+            files,
+            bytes,
+        } => {
+            progress.files.store(files, Ordering::Relaxed);
+            progress.bytes.store(bytes, Ordering::Relaxed);
+            sources
+        }
+        Data::Error { message } => return Err(TransferError::Peer(message)),
+        _ => {
+            return Err(TransferError::Protocol(
+                "expected the start of a copy".into(),
+            ));
+        }
+    };
+    let place = Placement::new(dest, sources)?;
+    let mut summary = Summary::default();
+    let mut dirs = Vec::new();
+    let mut seen = 0;
+    loop {
+        match get(reader).await? {
+            Data::Offer { entries } => {
+                if entries.is_empty() || entries.len() > MAX_BATCH {
+                    return Err(TransferError::Protocol(format!(
+                        "an offer of {} entries",
+                        entries.len()
+                    )));
+                }
+                seen += entries.len();
+                if seen > MAX_ENTRIES {
+                    return Err(TransferError::Destination(format!(
+                        "more than {MAX_ENTRIES} entries in one copy"
+                    )));
+                }
+                let place = place.clone();
+                let batch = blocking(move || prepare(&place, entries, options)).await?;
+                put(
+                    writer,
+                    &Reply::Plan {
+                        plans: batch.plans(),
+                    },
+                )
+                .await?;
+                flush(writer).await?;
+                let stored = receive_batch(reader, batch, options, progress).await?;
+                let outcomes = stored.outcomes;
+                put(writer, &Reply::Report { outcomes }).await?;
+                flush(writer).await?;
+                summary.files.extend(stored.reports);
+                dirs.extend(stored.dirs);
+            }
+            Data::Done => break,
+            Data::Error { message } => return Err(TransferError::Peer(message)),
+            _ => return Err(TransferError::Protocol("expected an offer".into())),
+        }
+    }
+    // Last, and deepest first: storing files inside a directory changes its time, and a
+    // read-only directory must stay writable until everything is in it.
+    blocking(move || {
+        for (path, entry) in dirs.iter().rev() {
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o777));
+            if let (Ok(dir), Some(time)) = (File::open(path), mtime(entry)) {
+                let _ = dir.set_modified(time);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    summary.transferred = progress.transferred.load(Ordering::Relaxed);
+    Ok(summary)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TransferError::Destination(format!("the writer failed: {e}")))?
+}
+
+/// Where entries go: into the destination when it is a directory, as the destination
+/// (the source's own name replaced) otherwise.
+#[derive(Debug, Clone)]
+struct Placement {
+    base: PathBuf,
+    into_dir: bool,
+}
+
+impl Placement {
+    fn new(base: PathBuf, sources: u32) -> Result<Self, TransferError> {
+        let not_a_dir =
+            || TransferError::Destination(format!("{} is not a directory", base.display()));
+        match fs::metadata(&base) {
+            Ok(meta) if meta.is_dir() => Ok(Self {
+                base,
+                into_dir: true,
+            }),
+            Ok(_) if sources > 1 => Err(not_a_dir()),
+            Ok(_) => Ok(Self {
+                base,
+                into_dir: false,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if sources > 1 {
+                    return Err(not_a_dir());
+                }
+                let parent = base.parent().unwrap_or(Path::new("/"));
+                if !parent.as_os_str().is_empty() && !parent.is_dir() {
+                    return Err(TransferError::Destination(format!(
+                        "{}: no such directory",
+                        parent.display()
+                    )));
+                }
+                Ok(Self {
+                    base,
+                    into_dir: false,
+                })
+            }
+            Err(e) => Err(TransferError::io(&base, e)),
+        }
+    }
+
+    fn target(&self, path: &[u8]) -> Result<PathBuf, confine::Escape> {
+        let rel = confine::relative(path)?;
+        if self.into_dir {
+            return confine::resolve(&self.base, &rel);
+        }
+        let rest: PathBuf = rel.components().skip(1).collect();
+        if rest.as_os_str().is_empty() {
+            Ok(self.base.clone())
+        } else {
+            confine::resolve(&self.base, &rest)
+        }
+    }
+}
+
+/// One entry of an offer, after planning.
+enum Slot {
+    Settled(Outcome),
+    /// A file to receive.
+    Pending {
+        target: PathBuf,
+        resume: Option<Box<Resume>>,
+    },
+}
+
+/// The verified prefix of an earlier partial copy.
+struct Resume {
+    len: u64,
+    hashes: tree::Tree,
+}
+
+/// What storing a batch came to.
+struct Stored {
+    /// One per entry, for the sender.
+    outcomes: Vec<Outcome>,
+    /// The files (and failed entries) to show.
+    reports: Vec<FileReport>,
+    /// Directories to finish at the very end.
+    dirs: Vec<(PathBuf, Entry)>,
+}
+
+struct Batch {
+    entries: Vec<Entry>,
+    slots: Vec<Slot>,
+    /// Directories created or reused, to finish at the very end.
+    dirs: Vec<(PathBuf, Entry)>,
+}
+
+impl Batch {
+    fn plans(&self) -> Vec<Plan> {
+        self.entries
+            .iter()
+            .zip(&self.slots)
+            .filter(|(e, _)| matches!(e.kind, Kind::File { .. }))
+            .map(|(_, slot)| match slot {
+                Slot::Settled(_) => Plan::Skip,
+                Slot::Pending {
+                    resume: Some(resume),
+                    ..
+                } => Plan::Resume {
+                    len: resume.len,
+                    digest: resume.hashes.digest(),
+                },
+                Slot::Pending { .. } => Plan::Fresh,
+            })
+            .collect()
+    }
+}
+
+/// Places directories and links now, and decides for each file.
+fn prepare(
+    place: &Placement,
+    entries: Vec<Entry>,
+    options: Receive,
+) -> Result<Batch, TransferError> {
+    let mut slots = Vec::with_capacity(entries.len());
+    let mut dirs = Vec::new();
+    for entry in &entries {
+        // In order: a link placed by an earlier entry is seen by the later ones' checks.
+        let target = place.target(&entry.path)?;
+        let existing = fs::symlink_metadata(&target).ok();
+        let failed = |reason: &str| {
+            Slot::Settled(Outcome::Failed {
+                reason: reason.to_owned(),
+            })
+        };
+        let slot = match &entry.kind {
+            Kind::Dir => match existing {
+                Some(meta) if meta.is_dir() => {
+                    dirs.push((target, entry.clone()));
+                    Slot::Settled(Outcome::Stored)
+                }
+                Some(_) => failed("it exists and is not a directory"),
+                None => match DirBuilder::new().mode(0o700).create(&target) {
+                    Ok(()) => {
+                        dirs.push((target, entry.clone()));
+                        Slot::Settled(Outcome::Stored)
+                    }
+                    Err(e) => failed(&e.to_string()),
+                },
+            },
+            Kind::Symlink { target: link } => {
+                let link = confine::link_target(link)?;
+                if existing.is_some() && options.no_clobber {
+                    Slot::Settled(Outcome::Skipped)
+                } else {
+                    let temp = beside(&target, "link");
+                    let _ = fs::remove_file(&temp);
+                    match symlink(link, &temp).and_then(|()| fs::rename(&temp, &target)) {
+                        Ok(()) => Slot::Settled(Outcome::Stored),
+                        Err(e) => {
+                            let _ = fs::remove_file(&temp);
+                            failed(&e.to_string())
+                        }
+                    }
+                }
+            }
+            Kind::File { size } => match existing {
+                Some(meta) if meta.is_dir() => failed("it exists and is a directory"),
+                Some(_) if options.no_clobber => Slot::Settled(Outcome::Skipped),
+                _ if !target.parent().is_some_and(Path::is_dir) => {
+                    failed("its directory is missing")
+                }
+                _ => Slot::Pending {
+                    resume: partial(&target, *size),
+                    target,
+                },
+            },
+        };
+        slots.push(slot);
+    }
+    Ok(Batch {
+        entries,
+        slots,
+        dirs,
+    })
+}
+
+/// `.NAME.loopsy-KIND` beside `target` (or a hashed name when that would be too long).
+fn beside(target: &Path, kind: &str) -> PathBuf {
+    let name = target.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+    let mut temp = Vec::with_capacity(name.len() + 16);
+    if name.len() + kind.len() + 9 <= confine::MAX_COMPONENT {
+        temp.extend_from_slice(b".");
+        temp.extend_from_slice(name);
+    } else {
+        let hash = blake3::hash(name);
+        temp.extend_from_slice(b".");
+        temp.extend_from_slice(hash.to_hex()[..32].as_bytes());
+    }
+    temp.extend_from_slice(b".loopsy-");
+    temp.extend_from_slice(kind.as_bytes());
+    target.with_file_name(std::ffi::OsStr::from_bytes(&temp))
+}
+
+/// Opens a partial file, never through a symlink (one could have been offered under its
+/// name).
+fn open_part(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(write)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// The whole chunks of an earlier partial copy of `target`, hashed: what a resume can keep.
+fn partial(target: &Path, size: u64) -> Option<Box<Resume>> {
+    if size <= CHUNK as u64 {
+        return None;
+    }
+    let mut file = open_part(&beside(target, "part"), false).ok()?;
+    let have = file.metadata().ok()?.len().min(size);
+    let len = have - have % CHUNK as u64;
+    if len == 0 {
+        return None;
+    }
+    let mut hashes = tree::Tree::new();
+    let mut bytes = vec![0; CHUNK];
+    for offset in (0..len).step_by(CHUNK) {
+        file.read_exact(&mut bytes).ok()?;
+        hashes.push(tree::chunk_hash(&bytes, offset, size));
+    }
+    Some(Box::new(Resume { len, hashes }))
+}
+
+/// What the network hands the writing thread.
+enum Piece {
+    Start {
+        index: usize,
+        from: u64,
+    },
+    Chunk {
+        hash: Digest,
+        bytes: Vec<u8>,
+    },
+    End {
+        blake3: Digest,
+        sha256: Option<Vec<u8>>,
+    },
+    Abandon(String),
+    /// The sender broke the protocol: drop the file being written.
+    Discard,
+}
+
+/// Reads one batch's data off the network, checking its shape, while a blocking thread
+/// checks and stores it.
+async fn receive_batch<R>(
+    reader: &mut R,
+    batch: Batch,
+    options: Receive,
+    progress: &Progress,
+) -> Result<Stored, TransferError>
+where
+    R: AsyncRead + Unpin,
+{
+    // What the network side needs to check the sender's pieces: size and resume point of
+    // each file still to come.
+    let expected: Vec<Option<(u64, u64)>> = batch
+        .entries
+        .iter()
+        .zip(&batch.slots)
+        .map(|(entry, slot)| match slot {
+            Slot::Pending { resume, .. } => {
+                Some((entry.size(), resume.as_ref().map_or(0, |r| r.len)))
+            }
+            Slot::Settled(_) => None,
+        })
+        .collect();
+    let (pieces, incoming) = mpsc::channel(WRITE_BEHIND);
+    let writing = tokio::task::spawn_blocking(move || store(batch, options, incoming));
+    let network = async {
+        // The file being received: its index and the bytes still due.
+        let mut current: Option<(usize, u64)> = None;
+        let mut next_index = 0;
+        loop {
+            let piece = match get(reader).await? {
+                Data::File { index, from } => {
+                    let index = index as usize;
+                    let due = match expected.get(index) {
+                        Some(Some((size, resume)))
+                            if current.is_none()
+                                && index >= next_index
+                                && (from == 0 || from == *resume) =>
+                        {
+                            size - from
+                        }
+                        _ => return Err(protocol("a file that was not planned, or out of order")),
+                    };
+                    next_index = index + 1;
+                    current = Some((index, due));
+                    count(&progress.done, from);
+                    Piece::Start { index, from }
+                }
+                Data::Chunk { len, hash } => {
+                    let Some((_, due)) = current.as_mut() else {
+                        return Err(protocol("data outside a file"));
+                    };
+                    let len = u64::from(len);
+                    if len == 0 || len != (*due).min(CHUNK as u64) {
+                        return Err(protocol(
+                            "more bytes than offered, or a chunk of the wrong size",
+                        ));
+                    }
+                    let mut bytes = vec![0; len as usize];
+                    tokio::time::timeout(IDLE, reader.read_exact(&mut bytes))
+                        .await
+                        .map_err(|_| TransferError::Timeout)?
+                        .map_err(super::lost)?;
+                    *due -= len;
+                    count(&progress.transferred, len);
+                    count(&progress.done, len);
+                    Piece::Chunk { hash, bytes }
+                }
+                Data::End { blake3, sha256 } => match current.take() {
+                    Some((_, 0)) => Piece::End {
+                        blake3,
+                        sha256: sha256.map(|s| s.into_vec()),
+                    },
+                    _ => return Err(protocol("a file ended before its offered size")),
+                },
+                Data::Abandon { reason } => match current.take() {
+                    Some(_) => Piece::Abandon(transfer::bounded(reason)),
+                    None => return Err(protocol("an abandoned file that was not started")),
+                },
+                Data::Finish if current.is_none() => return Ok(()),
+                Data::Error { message } => return Err(TransferError::Peer(message)),
+                _ => return Err(protocol("an unexpected message in a batch")),
+            };
+            if pieces.send(piece).await.is_err() {
+                // The writer stopped: its error says why.
+                return Ok(());
+            }
+        }
+    };
+    let received = network.await;
+    if received.as_ref().is_err_and(TransferError::tell_peer) {
+        let _ = pieces.send(Piece::Discard).await;
+    }
+    drop(pieces);
+    let stored = writing
+        .await
+        .map_err(|e| TransferError::Destination(format!("the writer failed: {e}")))?;
+    // A failure to store is the real cause when both sides failed.
+    let stored = stored?;
+    received?;
+    Ok(stored)
+}
+
+fn protocol(what: &str) -> TransferError {
+    TransferError::Protocol(what.into())
+}
+
+/// A file being written.
+struct Open {
+    index: usize,
+    file: File,
+    part: PathBuf,
+    /// Where this run started: the verified prefix it resumed from.
+    from: u64,
+    offset: u64,
+    size: u64,
+    hashes: tree::Tree,
+}
+
+/// Checks and stores the pieces of one batch. Returns the outcome of every entry, the
+/// reports to show, and the directories to finish.
+fn store(
+    mut batch: Batch,
+    options: Receive,
+    mut pieces: mpsc::Receiver<Piece>,
+) -> Result<Stored, TransferError> {
+    let mut open: Option<Open> = None;
+    let mut reports: Vec<Option<FileReport>> = batch.entries.iter().map(|_| None).collect();
+    while let Some(piece) = pieces.blocking_recv() {
+        match piece {
+            Piece::Start { index, from } => {
+                let Slot::Pending { target, resume } = &mut batch.slots[index] else {
+                    continue;
+                };
+                let part = beside(target, "part");
+                let hashes = match resume.take() {
+                    Some(resume) if resume.len == from => resume.hashes,
+                    _ => tree::Tree::new(),
+                };
+                let file = open_part(&part, true)
+                    .and_then(|file| {
+                        rustix::fs::flock(
+                            &file,
+                            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+                        )
+                        .map_err(|_| io::Error::other("another copy is writing it"))?;
+                        file.set_len(from)?;
+                        let mut file = file;
+                        file.seek(SeekFrom::Start(from))?;
+                        Ok(file)
+                    })
+                    .map_err(|e| TransferError::io(&part, e))?;
+                open = Some(Open {
+                    index,
+                    file,
+                    part,
+                    from,
+                    offset: from,
+                    size: batch.entries[index].size(),
+                    hashes,
+                });
+            }
+            Piece::Chunk { hash, bytes } => {
+                let Some(at) = open.as_mut() else { continue };
+                if tree::chunk_hash(&bytes, at.offset, at.size) != hash {
+                    let offset = at.offset;
+                    return Err(discard(open, |part| {
+                        TransferError::Protocol(format!(
+                            "the chunk at byte {offset} of {part} does not match its hash"
+                        ))
+                    }));
+                }
+                if let Err(e) = at.file.write_all(&bytes) {
+                    return Err(discard(open, |part| TransferError::Io {
+                        path: part.to_owned(),
+                        source: e,
+                    }));
+                }
+                at.hashes.push(hash);
+                at.offset += bytes.len() as u64;
+            }
+            Piece::End { blake3, sha256 } => {
+                let Some(done) = open.take() else { continue };
+                let index = done.index;
+                let entry = &batch.entries[index];
+                let Slot::Pending { target, .. } = &batch.slots[index] else {
+                    continue;
+                };
+                let root = done.hashes.clone().root();
+                if root != blake3 {
+                    return Err(discard(Some(done), |part| {
+                        TransferError::Protocol(format!(
+                            "{part} does not match the file's BLAKE3 hash"
+                        ))
+                    }));
+                }
+                if let Err(e) =
+                    finish(&done.file, entry, options).and_then(|()| fs::rename(&done.part, target))
+                {
+                    return Err(discard(Some(done), |part| TransferError::Io {
+                        path: part.to_owned(),
+                        source: e,
+                    }));
+                }
+                reports[index] = Some(FileReport {
+                    path: confine::shown(&entry.path),
+                    size: entry.size(),
+                    blake3: Some(root),
+                    sha256,
+                    resumed: done.from,
+                    outcome: Outcome::Stored,
+                });
+                batch.slots[index] = Slot::Settled(Outcome::Stored);
+            }
+            Piece::Abandon(reason) => {
+                let Some(done) = open.take() else { continue };
+                let _ = fs::remove_file(&done.part);
+                batch.slots[done.index] = Slot::Settled(Outcome::Failed { reason });
+            }
+            Piece::Discard => {
+                if let Some(open) = open.take() {
+                    let _ = fs::remove_file(&open.part);
+                }
+            }
+        }
+    }
+    // The network stopped in the middle of a file: what is written is verified and kept
+    // for a resume.
+    drop(open);
+    let outcomes: Vec<Outcome> = batch
+        .slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Settled(outcome) => outcome,
+            Slot::Pending { .. } => Outcome::Failed {
+                reason: "its data never came".into(),
+            },
+        })
+        .collect();
+    let reports = batch
+        .entries
+        .iter()
+        .zip(&outcomes)
+        .zip(reports)
+        .filter_map(|((entry, outcome), report)| {
+            let is_file = matches!(entry.kind, Kind::File { .. });
+            match report {
+                Some(report) => Some(report),
+                None if is_file || matches!(outcome, Outcome::Failed { .. }) => Some(FileReport {
+                    path: confine::shown(&entry.path),
+                    size: entry.size(),
+                    blake3: None,
+                    sha256: None,
+                    resumed: 0,
+                    outcome: outcome.clone(),
+                }),
+                None => None,
+            }
+        })
+        .collect();
+    Ok(Stored {
+        outcomes,
+        reports,
+        dirs: batch.dirs,
+    })
+}
+
+/// Removes a partial file that must not be resumed from, and says why.
+fn discard(open: Option<Open>, error: impl FnOnce(&str) -> TransferError) -> TransferError {
+    let Some(open) = open else {
+        return error("a file");
+    };
+    let _ = fs::remove_file(&open.part);
+    let shown = open.part.display().to_string();
+    error(&format!("{shown} (removed)"))
+}
+
+/// The file's mode and time, and a flush to disk when asked for.
+fn finish(file: &File, entry: &Entry, options: Receive) -> io::Result<()> {
+    if options.fsync {
+        file.sync_all()?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
+    if let Some(time) = mtime(entry) {
+        file.set_modified(time)?;
+    }
+    Ok(())
+}
+
+fn mtime(entry: &Entry) -> Option<SystemTime> {
+    let nanos = Duration::from_nanos(u64::from(entry.mtime_nsec.min(999_999_999)));
+    if entry.mtime >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(entry.mtime as u64) + nanos)
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(entry.mtime.unsigned_abs()))?
+            .checked_add(nanos)
+    }
+}

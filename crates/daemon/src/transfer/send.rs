@@ -1,0 +1,433 @@
+//! The sending side: offer the entries batch by batch, and stream the files the receiver
+//! wants. Files are read and hashed on a blocking thread a few chunks ahead of the network,
+//! so disk, hashing and the stream overlap; a file that changes while it is read is
+//! abandoned, never delivered half old, half new.
+
+use std::{
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    os::unix::fs::MetadataExt,
+    sync::atomic::Ordering,
+};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use loopsy_wire::transfer::{
+    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, MAX_BATCH_NAMES, Outcome, Plan, Reply,
+};
+use serde_bytes::ByteBuf;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use super::{
+    FileReport, Progress, Summary, TransferError, count, flush, get, put, tree, walk::Item,
+};
+
+/// Chunks read ahead of the network.
+const READ_AHEAD: usize = 8;
+
+/// What the reading thread hands the network: a message, or a chunk and its bytes.
+enum Piece {
+    Message(Data),
+    Chunk { hash: Digest, bytes: Vec<u8> },
+}
+
+/// How one file went out.
+#[derive(Default)]
+struct Sent {
+    from: u64,
+    blake3: Option<Digest>,
+    sha256: Option<Vec<u8>>,
+}
+
+/// Sends `items` (from `sources` top-level sources) to the receiver at the other end.
+pub async fn send<S>(
+    stream: S,
+    items: Vec<Item>,
+    sources: u32,
+    options: transfer::Send,
+    progress: &Progress,
+) -> Result<Summary, TransferError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (reader, mut writer) = stream.split();
+    let mut replies = Replies::spawn(reader);
+    let result = send_all(&mut writer, &mut replies, items, sources, options, progress).await;
+    if let Err(e) = &result
+        && e.tell_peer()
+    {
+        let _ = put(
+            &mut writer,
+            &Data::Error {
+                message: transfer::bounded(e.to_string()),
+            },
+        )
+        .await;
+    }
+    let _ = writer.close().await;
+    result
+}
+
+/// Tells a receiver that the copy cannot start.
+pub async fn refuse<S>(mut stream: S, message: String)
+where
+    S: AsyncWrite + Unpin,
+{
+    let message = transfer::bounded(message);
+    let _ = put(&mut stream, &Data::Error { message }).await;
+    let _ = stream.close().await;
+}
+
+async fn send_all<W>(
+    writer: &mut W,
+    replies: &mut Replies,
+    items: Vec<Item>,
+    sources: u32,
+    options: transfer::Send,
+    progress: &Progress,
+) -> Result<Summary, TransferError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let files = items.iter().filter(|i| is_file(&i.entry)).count() as u64;
+    let bytes = items.iter().map(|i| i.entry.size()).sum();
+    progress.files.store(files, Ordering::Relaxed);
+    progress.bytes.store(bytes, Ordering::Relaxed);
+    put(
+        writer,
+        &Data::Begin {
+            sources,
+            files,
+            bytes,
+        },
+    )
+    .await?;
+    let mut summary = Summary::default();
+    let mut rest = &items[..];
+    while !rest.is_empty() {
+        let batch = next_batch(rest);
+        rest = &rest[batch.len()..];
+        send_batch(writer, replies, batch, options, progress, &mut summary).await?;
+    }
+    put(writer, &Data::Done).await?;
+    flush(writer).await?;
+    summary.transferred = progress.transferred.load(Ordering::Relaxed);
+    Ok(summary)
+}
+
+/// As many entries as one offer holds.
+fn next_batch(items: &[Item]) -> &[Item] {
+    let mut names = 0;
+    let end = items
+        .iter()
+        .take(MAX_BATCH)
+        .position(|i| {
+            names += i.entry.name_len();
+            names > MAX_BATCH_NAMES
+        })
+        .unwrap_or(items.len().min(MAX_BATCH));
+    &items[..end.max(1)]
+}
+
+async fn send_batch<W>(
+    writer: &mut W,
+    replies: &mut Replies,
+    batch: &[Item],
+    options: transfer::Send,
+    progress: &Progress,
+    summary: &mut Summary,
+) -> Result<(), TransferError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let entries = batch.iter().map(|i| i.entry.clone()).collect();
+    put(writer, &Data::Offer { entries }).await?;
+    flush(writer).await?;
+    let files: Vec<usize> = (0..batch.len())
+        .filter(|&i| is_file(&batch[i].entry))
+        .collect();
+    let plans = match replies.next().await? {
+        Reply::Plan { plans } if plans.len() == files.len() => plans,
+        Reply::Error { message } => return Err(TransferError::Peer(message)),
+        other => return Err(unexpected(&other)),
+    };
+    let work: Vec<(usize, Item, Plan)> = files
+        .iter()
+        .zip(plans)
+        .filter(|(_, plan)| *plan != Plan::Skip)
+        .map(|(&index, plan)| (index, batch[index].clone(), plan))
+        .collect();
+    let (pieces, mut incoming) = mpsc::channel(READ_AHEAD);
+    let reading = tokio::task::spawn_blocking(move || read_files(work, options, &pieces));
+    while let Some(piece) = incoming.recv().await {
+        if let Some(reply) = replies.early() {
+            return Err(match reply {
+                Reply::Error { message } => TransferError::Peer(message),
+                other => unexpected(&other),
+            });
+        }
+        match piece {
+            Piece::Message(message) => {
+                if let Data::File { from, .. } = message {
+                    count(&progress.done, from);
+                }
+                put(writer, &message).await?;
+            }
+            Piece::Chunk { hash, bytes } => {
+                let len = bytes.len() as u32;
+                put(writer, &Data::Chunk { len, hash }).await?;
+                writer.write_all(&bytes).await.map_err(super::lost)?;
+                count(&progress.transferred, len.into());
+                count(&progress.done, len.into());
+            }
+        }
+    }
+    let sent = reading
+        .await
+        .map_err(|e| TransferError::Protocol(format!("the reader failed: {e}")))?;
+    put(writer, &Data::Finish).await?;
+    flush(writer).await?;
+    let outcomes = match replies.next().await? {
+        Reply::Report { outcomes } if outcomes.len() == batch.len() => outcomes,
+        Reply::Error { message } => return Err(TransferError::Peer(message)),
+        other => return Err(unexpected(&other)),
+    };
+    let mut sent = sent.into_iter().peekable();
+    for (index, (item, outcome)) in batch.iter().zip(outcomes).enumerate() {
+        let mine = sent.next_if(|(i, _)| *i == index).map(|(_, s)| s);
+        if !is_file(&item.entry) && outcome == Outcome::Stored {
+            continue;
+        }
+        let mine = mine.unwrap_or_default();
+        summary.files.push(FileReport {
+            path: super::confine::shown(&item.entry.path),
+            size: item.entry.size(),
+            blake3: mine.blake3,
+            sha256: mine.sha256,
+            resumed: mine.from,
+            outcome,
+        });
+    }
+    Ok(())
+}
+
+fn is_file(entry: &Entry) -> bool {
+    matches!(entry.kind, Kind::File { .. })
+}
+
+fn unexpected(reply: &Reply) -> TransferError {
+    let what = match reply {
+        Reply::Plan { .. } => "a plan",
+        Reply::Report { .. } => "a report",
+        Reply::Error { .. } => "an error",
+    };
+    TransferError::Protocol(format!("{what} that does not fit the offer"))
+}
+
+/// Reads the planned files in order and hands their pieces on; stops when the network side
+/// stops listening. Returns how each file went out, by its index in the batch.
+fn read_files(
+    work: Vec<(usize, Item, Plan)>,
+    options: transfer::Send,
+    pieces: &mpsc::Sender<Piece>,
+) -> Vec<(usize, Sent)> {
+    let mut sent = Vec::with_capacity(work.len());
+    for (index, item, plan) in work {
+        let hand = |piece| pieces.blocking_send(piece).is_ok();
+        match read_file(index, &item, &plan, options, &hand) {
+            Ok(Some(file)) => sent.push((index, file)),
+            Ok(None) => {}
+            Err(Stopped) => break,
+        }
+    }
+    sent
+}
+
+/// The network side went away.
+struct Stopped;
+
+/// Sends one file: `Ok(None)` when it was abandoned.
+fn read_file(
+    index: usize,
+    item: &Item,
+    plan: &Plan,
+    options: transfer::Send,
+    hand: &dyn Fn(Piece) -> bool,
+) -> Result<Option<Sent>, Stopped> {
+    let send = |message| {
+        if hand(Piece::Message(message)) {
+            Ok(())
+        } else {
+            Err(Stopped)
+        }
+    };
+    let size = item.entry.size();
+    let opened = File::open(&item.local).and_then(|file| {
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    });
+    let (mut file, before) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            send(Data::File {
+                index: index as u32,
+                from: 0,
+            })?;
+            send(abandon(format!("cannot read it: {e}")))?;
+            return Ok(None);
+        }
+    };
+    let mut sha = options.sha256.then(Sha256::new);
+    let mut hashes = tree::Tree::new();
+    let from = match plan {
+        Plan::Resume { len, digest } => {
+            match verified_prefix(&mut file, *len, *digest, size, sha.as_mut()) {
+                Ok(Some(prefix)) => {
+                    hashes = prefix;
+                    *len
+                }
+                _ => {
+                    sha = options.sha256.then(Sha256::new);
+                    if file.seek(SeekFrom::Start(0)).is_err() {
+                        return Ok(None);
+                    }
+                    0
+                }
+            }
+        }
+        _ => 0,
+    };
+    send(Data::File {
+        index: index as u32,
+        from,
+    })?;
+    if !unchanged(&item.entry, &before) {
+        send(abandon("it changed after it was listed".into()))?;
+        return Ok(None);
+    }
+    let mut offset = from;
+    while offset < size {
+        let len = (size - offset).min(CHUNK as u64) as usize;
+        let mut bytes = vec![0; len];
+        if let Err(e) = file.read_exact(&mut bytes) {
+            let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
+                "it shrank while it was being copied".to_owned()
+            } else {
+                format!("cannot read it: {e}")
+            };
+            send(abandon(reason))?;
+            return Ok(None);
+        }
+        let hash = tree::chunk_hash(&bytes, offset, size);
+        hashes.push(hash);
+        if let Some(sha) = sha.as_mut() {
+            sha.update(&bytes);
+        }
+        offset += len as u64;
+        if !hand(Piece::Chunk { hash, bytes }) {
+            return Err(Stopped);
+        }
+    }
+    // Written to while it was read (a log, say): what went out may be half old, half new.
+    if !file
+        .metadata()
+        .is_ok_and(|after| unchanged(&item.entry, &after))
+    {
+        send(abandon("it changed while it was being copied".into()))?;
+        return Ok(None);
+    }
+    let blake3 = hashes.root();
+    let sha256 = sha.map(|s| s.finalize().to_vec());
+    send(Data::End {
+        blake3,
+        sha256: sha256.clone().map(ByteBuf::from),
+    })?;
+    Ok(Some(Sent {
+        from,
+        blake3: Some(blake3),
+        sha256,
+    }))
+}
+
+fn abandon(reason: String) -> Data {
+    Data::Abandon { reason }
+}
+
+/// Whether the file still has the size and time it was offered with.
+fn unchanged(entry: &Entry, meta: &std::fs::Metadata) -> bool {
+    meta.len() == entry.size()
+        && meta.mtime() == entry.mtime
+        && meta.mtime_nsec() == i64::from(entry.mtime_nsec)
+}
+
+/// Hashes the first `len` bytes as the receiver did; the tree so far when they match.
+fn verified_prefix(
+    file: &mut File,
+    len: u64,
+    digest: Digest,
+    size: u64,
+    mut sha: Option<&mut Sha256>,
+) -> io::Result<Option<tree::Tree>> {
+    if len == 0 || len > size || !len.is_multiple_of(CHUNK as u64) {
+        return Ok(None);
+    }
+    let mut hashes = tree::Tree::new();
+    let mut bytes = vec![0; CHUNK];
+    let mut offset = 0;
+    while offset < len {
+        file.read_exact(&mut bytes)?;
+        hashes.push(tree::chunk_hash(&bytes, offset, size));
+        if let Some(sha) = sha.as_mut() {
+            sha.update(&bytes);
+        }
+        offset += CHUNK as u64;
+    }
+    Ok((hashes.digest() == digest).then_some(hashes))
+}
+
+/// The receiver's replies, read by a task of their own so that an error it sends in the
+/// middle of a batch is seen at once.
+struct Replies {
+    incoming: mpsc::Receiver<Result<Reply, TransferError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Replies {
+    fn spawn<R>(mut reader: R) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let (tx, incoming) = mpsc::channel(4);
+        let task = tokio::spawn(async move {
+            loop {
+                let reply = get::<_, Reply>(&mut reader).await;
+                let end = reply.is_err();
+                if tx.send(reply).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Self { incoming, task }
+    }
+
+    async fn next(&mut self) -> Result<Reply, TransferError> {
+        match self.incoming.recv().await {
+            Some(reply) => reply,
+            None => Err(TransferError::Connection("the stream ended".into())),
+        }
+    }
+
+    /// A reply that came while none was expected: the receiver gave up.
+    fn early(&mut self) -> Option<Reply> {
+        match self.incoming.try_recv() {
+            Ok(Ok(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

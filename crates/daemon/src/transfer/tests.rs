@@ -1,0 +1,431 @@
+//! The engine end to end over an in-memory stream: real files on both sides, and a hand-driven
+//! sender for the hostile cases.
+
+use std::{
+    fs,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{MetadataExt, PermissionsExt, symlink},
+    },
+    path::{Path, PathBuf},
+};
+
+use loopsy_wire::transfer::{CHUNK, Data, Entry, Kind, Outcome, Plan, Receive, Reply, Send};
+use serde_bytes::ByteBuf;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+use super::{Progress, Summary, TransferError, get, put, receive, send, walk};
+
+type Pipe = Compat<tokio::io::DuplexStream>;
+
+fn pipe() -> (Pipe, Pipe) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    (a.compat(), b.compat())
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loopsy-xfer-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+/// Copies `sources` into `dest` through the engine, both sides in this process.
+async fn copy(
+    sources: &[PathBuf],
+    dest: &Path,
+    options: Receive,
+) -> (
+    Result<Summary, TransferError>,
+    Result<Summary, TransferError>,
+) {
+    let items = walk::walk(sources, true).unwrap();
+    let (a, b) = pipe();
+    let (p1, p2) = (Progress::default(), Progress::default());
+    let (sent, received) = tokio::join!(
+        send::send(
+            a,
+            items,
+            sources.len() as u32,
+            Send {
+                recursive: true,
+                sha256: true
+            },
+            &p1
+        ),
+        receive::receive(b, dest.to_path_buf(), options, &p2),
+    );
+    (sent, received)
+}
+
+/// Every file, directory and link under `a` is under `b` alike: bytes, modes, times, targets.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let meta_a = fs::symlink_metadata(a).unwrap();
+    let meta_b = fs::symlink_metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+    assert_eq!(meta_a.file_type(), meta_b.file_type(), "{}", b.display());
+    if meta_a.file_type().is_symlink() {
+        assert_eq!(fs::read_link(a).unwrap(), fs::read_link(b).unwrap());
+        return;
+    }
+    assert_eq!(
+        meta_a.mode() & 0o777,
+        meta_b.mode() & 0o777,
+        "{}",
+        b.display()
+    );
+    assert_eq!(meta_a.mtime(), meta_b.mtime(), "{}", b.display());
+    assert_eq!(meta_a.mtime_nsec(), meta_b.mtime_nsec(), "{}", b.display());
+    if meta_a.is_dir() {
+        let names = |dir: &Path| {
+            let mut names: Vec<_> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let (in_a, in_b) = (names(a), names(b));
+        assert_eq!(in_a, in_b, "{}", b.display());
+        for name in in_a {
+            assert_same_tree(&a.join(&name), &b.join(&name));
+        }
+    } else {
+        assert!(
+            fs::read(a).unwrap() == fs::read(b).unwrap(),
+            "{}",
+            b.display()
+        );
+    }
+}
+
+fn make_tree(root: &Path) {
+    let odd = root.join("odd names");
+    fs::create_dir_all(odd.join("ünïcødé dir")).unwrap();
+    for (i, len) in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 12_345]
+        .into_iter()
+        .enumerate()
+    {
+        fs::write(root.join(format!("size-{len}")), data(len, i as u8)).unwrap();
+    }
+    fs::write(odd.join("with space"), "a").unwrap();
+    fs::write(odd.join("new\nline"), "b").unwrap();
+    fs::write(odd.join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff")), "c").unwrap();
+    fs::write(odd.join("ünïcødé dir/file"), "d").unwrap();
+    let script = root.join("run.sh");
+    fs::write(&script, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o751)).unwrap();
+    fs::set_permissions(root.join("size-1"), fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("size-1", root.join("link")).unwrap();
+    symlink("../../outside", odd.join("escaping-link")).unwrap();
+    let readonly = root.join("readonly");
+    fs::create_dir(&readonly).unwrap();
+    fs::write(readonly.join("inside"), "e").unwrap();
+    fs::set_permissions(&readonly, fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+#[tokio::test]
+async fn a_tree_arrives_whole_and_verified() {
+    let dir = temp("tree");
+    let (src, dest) = (dir.join("src"), dir.join("dest"));
+    make_tree(&src);
+    fs::create_dir(&dest).unwrap();
+    let (sent, received) = copy(std::slice::from_ref(&src), &dest, Receive::default()).await;
+    let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert_same_tree(&src, &dest.join("src"));
+    assert_eq!(sent.failed(), 0);
+    assert_eq!(received.failed(), 0);
+    // Both sides agree on each file's hash, which is BLAKE3's, and SHA-256 came along.
+    let big = received
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(&format!("size-{}", 3 * CHUNK + 12_345)))
+        .unwrap();
+    let bytes = fs::read(src.join(format!("size-{}", 3 * CHUNK + 12_345))).unwrap();
+    assert_eq!(big.blake3, Some(*blake3::hash(&bytes).as_bytes()));
+    use sha2::Digest as _;
+    assert_eq!(
+        big.sha256.as_deref(),
+        Some(&sha2::Sha256::digest(&bytes)[..])
+    );
+    assert_eq!(sent.transferred, received.transferred);
+    // Copied again: everything replaced in place (the default), nothing left over.
+    let (_, again) = copy(std::slice::from_ref(&src), &dest, Receive::default()).await;
+    assert_eq!(again.unwrap().failed(), 0);
+    assert_same_tree(&src, &dest.join("src"));
+    let leftovers = walk::walk(std::slice::from_ref(&dest), true)
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.entry.path.windows(7).any(|w| w == b".loopsy"))
+        .count();
+    assert_eq!(leftovers, 0);
+    fs::set_permissions(dest.join("src/readonly"), fs::Permissions::from_mode(0o755)).ok();
+    fs::set_permissions(src.join("readonly"), fs::Permissions::from_mode(0o755)).ok();
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn scp_rules_for_the_destination_and_no_clobber() {
+    let dir = temp("rules");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    fs::write(&a, "new a").unwrap();
+    fs::write(&b, "new b").unwrap();
+    // One file to a new name: stored as that name.
+    let (_, r) = copy(
+        std::slice::from_ref(&a),
+        &dir.join("renamed"),
+        Receive::default(),
+    )
+    .await;
+    r.unwrap();
+    assert_eq!(fs::read(dir.join("renamed")).unwrap(), b"new a");
+    // Two sources need a directory.
+    let (_, r) = copy(
+        &[a.clone(), b.clone()],
+        &dir.join("nodir"),
+        Receive::default(),
+    )
+    .await;
+    assert!(
+        matches!(r, Err(TransferError::Destination(ref m)) if m.contains("not a directory")),
+        "{r:?}"
+    );
+    // No clobber keeps what is there.
+    let into = dir.join("into");
+    fs::create_dir(&into).unwrap();
+    fs::write(into.join("a"), "old a").unwrap();
+    let options = Receive {
+        no_clobber: true,
+        fsync: true,
+    };
+    let (_, r) = copy(&[a.clone(), b.clone()], &into, options).await;
+    let r = r.unwrap();
+    assert_eq!(fs::read(into.join("a")).unwrap(), b"old a");
+    assert_eq!(fs::read(into.join("b")).unwrap(), b"new b");
+    assert!(r.files.iter().any(|f| f.outcome == Outcome::Skipped));
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_partial_file_is_resumed_from_its_verified_chunks() {
+    let dir = temp("resume");
+    let (src, dest) = (dir.join("big"), dir.join("dest"));
+    let bytes = data(10 * CHUNK + 5, 9);
+    fs::write(&src, &bytes).unwrap();
+    fs::create_dir(&dest).unwrap();
+    // Four good chunks and a torn fifth are there from an earlier run.
+    fs::write(dest.join(".big.loopsy-part"), &bytes[..4 * CHUNK + 100]).unwrap();
+    let (sent, received) = copy(std::slice::from_ref(&src), &dest, Receive::default()).await;
+    let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert_eq!(fs::read(dest.join("big")).unwrap(), bytes);
+    assert_eq!(sent.transferred, (6 * CHUNK + 5) as u64);
+    assert_eq!(received.files[0].resumed, (4 * CHUNK) as u64);
+    assert!(!dest.join(".big.loopsy-part").exists());
+    // A partial file that differs from the source is not trusted: sent again whole.
+    let mut wrong = bytes[..3 * CHUNK].to_vec();
+    wrong[10] ^= 0xff;
+    fs::write(dest.join(".big.loopsy-part"), &wrong).unwrap();
+    let (sent, _) = copy(std::slice::from_ref(&src), &dest, Receive::default()).await;
+    assert_eq!(sent.unwrap().transferred, bytes.len() as u64);
+    assert_eq!(fs::read(dest.join("big")).unwrap(), bytes);
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_source_that_changed_is_not_delivered() {
+    let dir = temp("changed");
+    let (src, dest) = (dir.join("f"), dir.join("dest"));
+    fs::write(&src, data(3 * CHUNK, 1)).unwrap();
+    fs::create_dir(&dest).unwrap();
+    let mut items = walk::walk(std::slice::from_ref(&src), false).unwrap();
+    // Listed, then written to before it is read.
+    items[0].entry.mtime -= 10;
+    let (a, b) = pipe();
+    let (p1, p2) = (Progress::default(), Progress::default());
+    let (sent, received) = tokio::join!(
+        send::send(a, items, 1, Send::default(), &p1),
+        receive::receive(b, dest.clone(), Receive::default(), &p2),
+    );
+    let received = received.unwrap();
+    assert_eq!(sent.unwrap().failed(), 1);
+    assert!(
+        matches!(&received.files[0].outcome, Outcome::Failed { reason } if reason.contains("changed")),
+        "{:?}",
+        received.files
+    );
+    assert_eq!(
+        fs::read_dir(&dest).unwrap().count(),
+        0,
+        "nothing stored, no partial file"
+    );
+    fs::remove_dir_all(dir).ok();
+}
+
+/// A hand-driven sender: `script` writes what a hostile peer would, and gets the replies.
+async fn hostile<F, Fut>(dest: &Path, script: F) -> Result<Summary, TransferError>
+where
+    F: FnOnce(Pipe) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (a, b) = pipe();
+    let progress = Progress::default();
+    let (_, received) = tokio::join!(
+        script(a),
+        receive::receive(b, dest.to_path_buf(), Receive::default(), &progress)
+    );
+    received
+}
+
+fn file(path: &[u8], size: u64) -> Entry {
+    Entry {
+        path: ByteBuf::from(path.to_vec()),
+        kind: Kind::File { size },
+        mode: 0o644,
+        mtime: 0,
+        mtime_nsec: 0,
+    }
+}
+
+fn link(path: &[u8], target: &[u8]) -> Entry {
+    Entry {
+        kind: Kind::Symlink {
+            target: ByteBuf::from(target.to_vec()),
+        },
+        ..file(path, 0)
+    }
+}
+
+async fn offer(peer: &mut Pipe, entries: Vec<Entry>) -> Option<Reply> {
+    let begin = Data::Begin {
+        sources: 1,
+        files: 1,
+        bytes: 0,
+    };
+    put(peer, &begin).await.ok()?;
+    put(peer, &Data::Offer { entries }).await.ok()?;
+    get::<_, Reply>(peer).await.ok()
+}
+
+#[tokio::test]
+async fn escaping_paths_are_refused_and_nothing_lands_outside() {
+    let dir = temp("escape");
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    let cases: Vec<Vec<Entry>> = vec![
+        vec![file(b"x/../../outside", 1)],
+        vec![file(b"/etc/outside", 1)],
+        vec![
+            link(b"l", dir.as_os_str().as_bytes()),
+            file(b"l/outside", 1),
+        ],
+        vec![file(b"a\0b", 1)],
+    ];
+    for entries in cases {
+        let result = hostile(&dest, |mut peer| async move {
+            let reply = offer(&mut peer, entries).await;
+            assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
+        })
+        .await;
+        assert!(
+            matches!(result, Err(TransferError::Escape(_))),
+            "{result:?}"
+        );
+    }
+    assert!(!dir.join("outside").exists());
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn lies_about_sizes_and_hashes_are_refused_without_a_trace() {
+    let dir = temp("lies");
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    let bytes = data(100, 3);
+    let hash = *blake3::hash(&bytes).as_bytes();
+    // More bytes than offered; fewer; a wrong hash.
+    let cases = [
+        (50u64, 100usize, hash),
+        (200, 100, hash),
+        (100, 100, [0u8; 32]),
+    ];
+    for (offered, sent, hash) in cases {
+        let bytes = bytes.clone();
+        let result = hostile(&dest, |mut peer| async move {
+            let plan = offer(&mut peer, vec![file(b"f", offered)]).await;
+            assert_eq!(
+                plan,
+                Some(Reply::Plan {
+                    plans: vec![Plan::Fresh]
+                })
+            );
+            put(&mut peer, &Data::File { index: 0, from: 0 })
+                .await
+                .unwrap();
+            let len = sent as u32;
+            put(&mut peer, &Data::Chunk { len, hash }).await.unwrap();
+            use futures::AsyncWriteExt;
+            let _ = peer.write_all(&bytes[..sent]).await;
+            let _ = put(
+                &mut peer,
+                &Data::End {
+                    blake3: hash,
+                    sha256: None,
+                },
+            )
+            .await;
+            let _ = put(&mut peer, &Data::Finish).await;
+            let reply = get::<_, Reply>(&mut peer).await;
+            assert!(matches!(reply, Ok(Reply::Error { .. })), "{reply:?}");
+        })
+        .await;
+        assert!(
+            matches!(result, Err(TransferError::Protocol(_))),
+            "{result:?}"
+        );
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "{offered}/{sent}");
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_link_planted_under_the_partial_name_is_not_followed() {
+    let dir = temp("plant");
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dir.join("victim"), "keep").unwrap();
+    let victim = dir.join("victim");
+    let result = hostile(&dest, |mut peer| async move {
+        let entries = vec![
+            link(b".f.loopsy-part", victim.as_os_str().as_bytes()),
+            file(b"f", 4),
+        ];
+        let Some(Reply::Plan { plans }) = offer(&mut peer, entries).await else {
+            return;
+        };
+        assert_eq!(plans, vec![Plan::Fresh]);
+        let hash = *blake3::hash(b"evil").as_bytes();
+        let _ = put(&mut peer, &Data::File { index: 1, from: 0 }).await;
+        let _ = put(&mut peer, &Data::Chunk { len: 4, hash }).await;
+        use futures::AsyncWriteExt;
+        let _ = peer.write_all(b"evil").await;
+        let _ = put(
+            &mut peer,
+            &Data::End {
+                blake3: hash,
+                sha256: None,
+            },
+        )
+        .await;
+        let _ = put(&mut peer, &Data::Finish).await;
+        let _ = get::<_, Reply>(&mut peer).await;
+    })
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(fs::read(dir.join("victim")).unwrap(), b"keep");
+    fs::remove_dir_all(dir).ok();
+}

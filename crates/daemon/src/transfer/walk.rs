@@ -1,0 +1,167 @@
+//! What a sender offers: its sources, and with `-r` everything under them, as entries
+//! (parents before children, names sorted so that the same command offers the same list).
+//! The sources themselves are followed when they are symlinks, as `cp -H` does; links
+//! inside a tree are offered as links and never followed.
+
+use std::{
+    fs::{self, Metadata},
+    io,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use loopsy_wire::transfer::{Entry, Kind};
+use serde_bytes::ByteBuf;
+
+/// Most entries one copy may hold.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// An entry and where its data is read from.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub local: PathBuf,
+    pub entry: Entry,
+}
+
+/// A source that cannot be offered.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{0} is a directory (copy it with -r)")]
+    Directory(String),
+    #[error("{0} is neither a file nor a directory")]
+    Special(String),
+    #[error("{0} has no name to copy it under")]
+    Nameless(String),
+    #[error("more than {MAX_ENTRIES} entries in one copy")]
+    TooMany,
+}
+
+/// The entries for `sources`.
+pub fn walk(sources: &[PathBuf], recursive: bool) -> Result<Vec<Item>, WalkError> {
+    let mut items = Vec::new();
+    for source in sources {
+        let meta = fs::metadata(source).map_err(|e| io_error(source, e))?;
+        let real;
+        let name = match source.file_name() {
+            Some(name) => name,
+            // `.`, `dir/..`: named after what they are.
+            None => {
+                real = source.canonicalize().map_err(|e| io_error(source, e))?;
+                real.file_name()
+                    .ok_or_else(|| WalkError::Nameless(source.display().to_string()))?
+            }
+        };
+        let name = PathBuf::from(name);
+        if meta.is_dir() {
+            if !recursive {
+                return Err(WalkError::Directory(source.display().to_string()));
+            }
+            items.push(item(source, &name, &meta, Kind::Dir));
+            tree(source, &name, &mut items)?;
+        } else if meta.is_file() {
+            let size = meta.len();
+            items.push(item(source, &name, &meta, Kind::File { size }));
+        } else {
+            return Err(WalkError::Special(source.display().to_string()));
+        }
+        if items.len() > MAX_ENTRIES {
+            return Err(WalkError::TooMany);
+        }
+    }
+    Ok(items)
+}
+
+/// Everything under the directory `local`, offered as `path/...`. Sockets, pipes and devices
+/// are left out.
+fn tree(local: &Path, path: &Path, items: &mut Vec<Item>) -> Result<(), WalkError> {
+    let mut children = fs::read_dir(local)
+        .and_then(|dir| {
+            dir.map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| io_error(local, e))?;
+    children.sort();
+    for name in children {
+        let (local, path) = (local.join(&name), path.join(&name));
+        let meta = fs::symlink_metadata(&local).map_err(|e| io_error(&local, e))?;
+        let kind = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&local).map_err(|e| io_error(&local, e))?;
+            Kind::Symlink {
+                target: ByteBuf::from(target.as_os_str().as_bytes().to_vec()),
+            }
+        } else if meta.is_dir() {
+            Kind::Dir
+        } else if meta.is_file() {
+            Kind::File { size: meta.len() }
+        } else {
+            continue;
+        };
+        let is_dir = kind == Kind::Dir;
+        items.push(item(&local, &path, &meta, kind));
+        if items.len() > MAX_ENTRIES {
+            return Err(WalkError::TooMany);
+        }
+        if is_dir {
+            tree(&local, &path, items)?;
+        }
+    }
+    Ok(())
+}
+
+fn item(local: &Path, path: &Path, meta: &Metadata, kind: Kind) -> Item {
+    Item {
+        local: local.to_path_buf(),
+        entry: Entry {
+            path: ByteBuf::from(path.as_os_str().as_bytes().to_vec()),
+            kind,
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        },
+    }
+}
+
+fn io_error(path: &Path, source: io::Error) -> WalkError {
+    WalkError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_tree_is_offered_parents_first_with_links_as_links() {
+        let dir = std::env::temp_dir().join(format!("loopsy-walk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("src/b/c")).unwrap();
+        fs::write(dir.join("src/b/c/f"), "hi").unwrap();
+        fs::write(dir.join("src/a"), "").unwrap();
+        symlink("/etc", dir.join("src/link")).unwrap();
+        let items = walk(&[dir.join("src")], true).unwrap();
+        let paths: Vec<_> = items
+            .iter()
+            .map(|i| String::from_utf8_lossy(&i.entry.path).into_owned())
+            .collect();
+        assert_eq!(
+            paths,
+            ["src", "src/a", "src/b", "src/b/c", "src/b/c/f", "src/link"]
+        );
+        assert_eq!(items[4].entry.kind, Kind::File { size: 2 });
+        assert!(matches!(items[5].entry.kind, Kind::Symlink { .. }));
+        assert!(matches!(
+            walk(&[dir.join("src")], false),
+            Err(WalkError::Directory(_))
+        ));
+        assert!(matches!(
+            walk(&[dir.join("missing")], false),
+            Err(WalkError::Io { .. })
+        ));
+        fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,160 @@
+//! `loopsy cp [-r] SRC.. DEST`: copy files to or from a peer, with scp's conventions.
+
+use std::{io::IsTerminal, path::Path, process::ExitCode, time::Duration};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use loopsy_daemon::{Home, control::Connection};
+use loopsy_wire::control::{Copied, CopiedFile, Copy, Location, Request, Response};
+use serde::Serialize;
+
+/// Copy files and directories between this device and a peer. A path on a peer is written
+/// PEER:PATH (relative to its first file root, usually its home). Like scp: several sources
+/// go into a directory; a single source to a name that is not a directory takes that name;
+/// modes and times are kept; links inside a tree are copied as links. Existing files are
+/// replaced unless --no-clobber. An interrupted copy resumes when run again.
+#[derive(Debug, Args)]
+pub struct Cmd {
+    /// Copy directories and everything in them.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Keep files that already exist at the destination.
+    #[arg(short = 'n', long)]
+    no_clobber: bool,
+    /// Print each file's SHA-256, as sha256sum does (with --json: in the summary).
+    #[arg(long)]
+    sha256: bool,
+    /// Flush each file to disk before renaming it into place (slower; off like scp).
+    #[arg(long)]
+    fsync: bool,
+    /// One JSON document: every file with its outcome and BLAKE3 hash, and the totals.
+    #[arg(long)]
+    json: bool,
+    /// Sources, then the destination; at least one side on a peer.
+    #[arg(required = true, num_args = 2.., value_name = "SRC.. DEST")]
+    paths: Vec<String>,
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Summary {
+    files: Vec<CopiedFile>,
+    #[serde(flatten)]
+    totals: Copied,
+}
+
+impl Cmd {
+    pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        let mut locations = self
+            .paths
+            .iter()
+            .map(|p| location(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let dest = locations.pop().unwrap_or_else(|| Location {
+            peer: None,
+            path: String::new(),
+        });
+        let request = Request::Copy(Copy {
+            sources: locations,
+            dest,
+            recursive: self.recursive,
+            no_clobber: self.no_clobber,
+            sha256: self.sha256,
+            fsync: self.fsync,
+        });
+        let mut connection = Connection::open(&home, request).await?;
+        let bar = (!self.json && std::io::stderr().is_terminal()).then(progress_bar);
+        let mut files = Vec::new();
+        let totals = loop {
+            let response = match connection.next().await {
+                Ok(Some(response)) => response,
+                Ok(None) => anyhow::bail!("the node ended the copy without a summary"),
+                Err(e) => {
+                    if let Some(bar) = &bar {
+                        bar.abandon();
+                    }
+                    return Err(e.into());
+                }
+            };
+            match response {
+                Response::CopyProgress(now) => {
+                    if let Some(bar) = &bar {
+                        bar.set_length(now.bytes);
+                        bar.set_position(now.done);
+                    }
+                }
+                Response::CopiedFiles { files: more } => files.extend(more),
+                Response::Copied(totals) => break totals,
+                _ => anyhow::bail!("the node answered with something other than a copy"),
+            }
+        };
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let failed = totals.failed;
+        if self.json {
+            crate::output::json(&Summary { files, totals })?;
+        } else {
+            for file in &files {
+                match (&file.reason, &file.sha256) {
+                    (Some(reason), _) => eprintln!("loopsy: {}: {reason}", file.path),
+                    (None, Some(sha)) => println!("{sha}  {}", file.path),
+                    (None, None) => {}
+                }
+            }
+        }
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
+
+/// `PEER:PATH` when a colon comes before any slash (scp's rule: write `./a:b` for a local
+/// file with a colon); a local path is made absolute here, where the user is.
+fn location(text: &str) -> anyhow::Result<Location> {
+    if let Some((peer, path)) = text.split_once(':')
+        && !peer.is_empty()
+        && !peer.contains('/')
+    {
+        return Ok(Location {
+            peer: Some(peer.to_owned()),
+            path: path.to_owned(),
+        });
+    }
+    let path = std::path::absolute(Path::new(text))?;
+    let path = path
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{}: only UTF-8 paths can be named here", path.display()))?;
+    Ok(Location {
+        peer: None,
+        path: path.to_owned(),
+    })
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_paths_follow_scp() {
+        let at = |t: &str| location(t).unwrap();
+        assert_eq!(at("laptop:notes/a.txt").peer.as_deref(), Some("laptop"));
+        assert_eq!(at("laptop:").path, "");
+        assert_eq!(at("./a:b").peer, None);
+        assert_eq!(at("/abs/a:b").peer, None);
+        assert!(at("rel").path.starts_with('/'));
+    }
+}
