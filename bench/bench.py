@@ -19,6 +19,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOPSY = os.path.join(ROOT, "target", "release", "loopsy")
+RAW_STREAM = os.path.join(ROOT, "target", "release", "examples", "raw_stream")
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 EXEC_RUNS = 300
@@ -31,6 +32,13 @@ class Lab:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="loopsy-bench-")
         self.procs = []
+        self.sshd = None
+
+    def ssh(self):
+        """The ssh commands (new connection, multiplexed), with sshd started once."""
+        if self.sshd is None:
+            self.sshd = start_sshd(self)
+        return self.sshd
 
     def close(self):
         for p in self.procs:
@@ -56,16 +64,21 @@ def loopsy(home, *args, **kw):
     return subprocess.run([LOOPSY, "--home", home, *args], capture_output=True, **kw)
 
 
-def start_nodes(lab):
-    homes = []
+def start_nodes(lab, tag="", files_root=None):
+    """Two paired nodes, alpha and bravo; alpha's file root (its HOME) is `files_root`.
+    Returns their homes and their processes."""
+    homes, procs = [], []
     for name in ("alpha", "bravo"):
-        home = lab.path(name)
-        log = open(lab.path(name + ".log"), "w")
-        lab.spawn(
+        home = lab.path(name + tag)
+        log = open(lab.path(name + tag + ".log"), "w")
+        env = dict(os.environ)
+        if name == "alpha" and files_root:
+            env["HOME"] = files_root
+        procs.append(lab.spawn(
             [LOOPSY, "--home", home, "node", "--name", name, "--no-mdns",
              "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"],
-            stdout=log, stderr=log,
-        )
+            stdout=log, stderr=log, env=env,
+        ))
         homes.append(home)
     for home in homes:
         for _ in range(100):
@@ -80,7 +93,7 @@ def start_nodes(lab):
     if joined.returncode != 0:
         sys.exit("pairing failed: " + joined.stderr.decode())
     invite.stdout.readline()
-    return alpha, bravo
+    return alpha, bravo, procs
 
 
 def free_port():
@@ -123,6 +136,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
 """)
     os.chmod(lab.path("authorized_keys"), 0o644)
     os.makedirs("/run/sshd", exist_ok=True)
@@ -140,6 +154,13 @@ PermitRootLogin prohibit-password
     # Open the master connection once; later runs reuse it.
     subprocess.run(mux + [f"{user}@127.0.0.1", "true"], check=True)
     return base + [f"{user}@127.0.0.1"], mux + [f"{user}@127.0.0.1"]
+
+
+def scp_command(ssh_mux):
+    """scp over the multiplexed connection of `ssh_mux`: same options, `-P` for the port."""
+    options, target = ssh_mux[1:-1], ssh_mux[-1]
+    options = ["-P" if o == "-p" else o for o in options if o != "-q"]
+    return ["scp", "-q", *options], target
 
 
 def latencies(args, runs):
@@ -182,8 +203,8 @@ def machine():
 
 
 def bench_exec(lab):
-    alpha, bravo = start_nodes(lab)
-    ssh, ssh_mux = start_sshd(lab)
+    alpha, bravo, _ = start_nodes(lab)
+    ssh, ssh_mux = lab.ssh()
     data = lab.path("stream.bin")
     with open(data, "wb") as f:
         f.truncate(STREAM_BYTES)
@@ -204,13 +225,126 @@ def bench_exec(lab):
     return rows
 
 
+COPY_SIZES = ((1 << 30, "1 GiB"), (100 << 20, "100 MiB"))
+COPY_RUNS = 3
+SMALL_FILES = 10_000
+
+
+def write_noise(path, size):
+    """Bytes that do not compress, written once."""
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+            block = block[1:] + block[:1]
+        f.write(block[: size % len(block)])
+    os.chmod(path, 0o644)
+
+
+def timed(args):
+    started = time.perf_counter()
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{args} failed: {done.stderr.decode()}")
+    return elapsed
+
+
+def clear(path):
+    """Removes what a copy made, and writes dirty pages out, so runs start alike."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+    subprocess.run(["sync"])
+
+
+def peak_memory_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_cp(lab):
+    """`loopsy cp` and scp (and rsync for a tree), pushing the same sources into the same
+    directory on the same machine, alternating, best of a few runs each."""
+    shared = lab.path("files")
+    dest = os.path.join(shared, "dest")
+    os.makedirs(dest)
+    os.chmod(shared, 0o777)
+    os.chmod(dest, 0o777)
+    alpha, bravo, procs = start_nodes(lab, "-cp", files_root=shared)
+    _, ssh_mux = lab.ssh()
+    scp, target = scp_command(ssh_mux)
+    cp = [LOOPSY, "--home", bravo, "cp"]
+    rows = []
+    for size, label in COPY_SIZES:
+        src = lab.path(f"src-{size}")
+        write_noise(src, size)
+        out = os.path.join(dest, os.path.basename(src))
+        best = {"loopsy": 0.0, "fsync": 0.0, "scp": 0.0}
+        for _ in range(COPY_RUNS):
+            for tool, args in (("loopsy", cp + [src, f"alpha:{dest}/"]),
+                               ("fsync", cp + ["--fsync", src, f"alpha:{dest}/"]),
+                               ("scp", scp + [src, f"{target}:{dest}/"])):
+                clear(out)
+                rate = size / timed(args) / 1e6
+                best[tool] = max(best[tool], rate)
+        clear(out)
+        os.remove(src)
+        if size == 1 << 30:
+            scp_1g = best["scp"]
+        rows.append((f"`cp` a {label} file", f"{best['loopsy']:.0f} MB/s",
+                     f"{best['scp']:.0f} MB/s (scp)", f"{best['loopsy'] / best['scp']:.2f}×"))
+        rows.append((f"`cp --fsync` a {label} file", f"{best['fsync']:.0f} MB/s",
+                     f"{best['scp']:.0f} MB/s (scp, no fsync)", f"{best['fsync'] / best['scp']:.2f}×"))
+    raw = 0.0
+    for _ in range(COPY_RUNS):
+        out = subprocess.run([RAW_STREAM, "tcp"], capture_output=True, text=True, check=True)
+        raw = max(raw, float(out.stdout.split()[1]))
+    rows.append(("raw libp2p stream, 1 GiB, in one process (the ceiling)", f"{raw:.0f} MB/s",
+                 f"{scp_1g:.0f} MB/s (scp)", f"{raw / scp_1g:.2f}×"))
+    peak = max(peak_memory_mb(p.pid) for p in procs)
+    rows.append(("peak memory of either node after the copies", f"{peak:.0f} MiB", "", ""))
+
+    tree = lab.path("tree")
+    for i in range(SMALL_FILES):
+        d = os.path.join(tree, f"d{i // 100:03}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:05}"), "wb") as f:
+            f.write(os.urandom(512 + (i * 37) % 4096))
+    subprocess.run(["chmod", "-R", "a+rX", tree], check=True)
+    out = os.path.join(dest, "tree")
+    rsync = ["rsync", "-a", "-e", " ".join(ssh_mux[:-1]), tree, f"{target}:{dest}/"]
+    best = {}
+    for _ in range(2):
+        for tool, args in (("loopsy", cp + ["-r", tree, f"alpha:{dest}/"]),
+                           ("scp", scp + ["-r", tree, f"{target}:{dest}/"]),
+                           ("rsync", rsync)):
+            clear(out)
+            took = timed(args)
+            best[tool] = min(best.get(tool, took), took)
+    clear(out)
+    s = lambda t: f"{t:.2f} s"
+    name = f"`cp -r` {SMALL_FILES:,} small files"
+    rows.append((name, s(best["loopsy"]), f"{s(best['scp'])} (scp -r)",
+                 f"{best['scp'] / best['loopsy']:.2f}× faster"))
+    rows.append((name, s(best["loopsy"]), f"{s(best['rsync'])} (rsync -a over ssh)",
+                 f"{best['rsync'] / best['loopsy']:.2f}× faster"))
+    return rows
+
+
 def main():
-    which = sys.argv[1:] or ["exec"]
+    which = sys.argv[1:] or ["exec", "cp"]
     lab = Lab()
     try:
         rows = []
         if "exec" in which:
             rows += bench_exec(lab)
+        if "cp" in which:
+            rows += bench_cp(lab)
     finally:
         lab.close()
     print(f"Machine: {machine()}. One run of `bench/run`, {time.strftime('%Y-%m-%d')}.\n")
@@ -220,7 +354,9 @@ def main():
         print("| " + " | ".join(row) + " |")
     print("\nLatency ratios below 1 and throughput ratios above 1 favour Loopsy. ssh runs its"
           " commands as a user whose shell is /bin/sh with no rc files, so its times count"
-          " no shell start-up; Loopsy runs argv directly.")
+          " no shell start-up; Loopsy runs argv directly. Copies push the same source into the"
+          " same directory on this machine, best of a few alternating runs; scp uses its"
+          " default cipher and, like `loopsy cp` by default, does not fsync.")
 
 
 if __name__ == "__main__":

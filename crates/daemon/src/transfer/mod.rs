@@ -91,6 +91,33 @@ pub struct Progress {
     pub transferred: AtomicU64,
 }
 
+/// Chunk buffers passed between the network and the disk and back, so that a copy
+/// allocates (and zeroes) a few of them instead of one per chunk.
+#[derive(Debug, Clone, Default)]
+struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Buffers {
+    /// Most buffers kept for reuse.
+    const KEEP: usize = 16;
+
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buffer = self.lock().pop().unwrap_or_default();
+        buffer.resize(len, 0);
+        buffer
+    }
+
+    fn give(&self, buffer: Vec<u8>) {
+        let mut pool = self.lock();
+        if pool.len() < Self::KEEP {
+            pool.push(buffer);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Adds to a progress counter.
 fn count(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);

@@ -25,8 +25,8 @@ use loopsy_wire::transfer::{
 use tokio::sync::mpsc;
 
 use super::{
-    FileReport, IDLE, Progress, Summary, TransferError, confine, count, flush, get, put, tree,
-    walk::MAX_ENTRIES,
+    Buffers, FileReport, IDLE, Progress, Summary, TransferError, confine, count, flush, get, put,
+    tree, walk::MAX_ENTRIES,
 };
 
 /// Chunks received ahead of the disk.
@@ -440,7 +440,10 @@ where
         })
         .collect();
     let (pieces, incoming) = mpsc::channel(WRITE_BEHIND);
-    let writing = tokio::task::spawn_blocking(move || store(batch, options, incoming));
+    let buffers = Buffers::default();
+    let writer_buffers = buffers.clone();
+    let writing =
+        tokio::task::spawn_blocking(move || store(batch, options, incoming, &writer_buffers));
     let network = async {
         // The file being received: its index and the bytes still due.
         let mut current: Option<(usize, u64)> = None;
@@ -474,7 +477,7 @@ where
                             "more bytes than offered, or a chunk of the wrong size",
                         ));
                     }
-                    let mut bytes = vec![0; len as usize];
+                    let mut bytes = buffers.take(len as usize);
                     tokio::time::timeout(IDLE, reader.read_exact(&mut bytes))
                         .await
                         .map_err(|_| TransferError::Timeout)?
@@ -541,6 +544,7 @@ fn store(
     mut batch: Batch,
     options: Receive,
     mut pieces: mpsc::Receiver<Piece>,
+    buffers: &Buffers,
 ) -> Result<Stored, TransferError> {
     let mut open: Option<Open> = None;
     let mut reports: Vec<Option<FileReport>> = batch.entries.iter().map(|_| None).collect();
@@ -596,6 +600,7 @@ fn store(
                 }
                 at.hashes.push(hash);
                 at.offset += bytes.len() as u64;
+                buffers.give(bytes);
             }
             Piece::End { blake3, sha256 } => {
                 let Some(done) = open.take() else { continue };

@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    FileReport, Progress, Summary, TransferError, count, flush, get, put, tree, walk::Item,
+    Buffers, FileReport, Progress, Summary, TransferError, count, flush, get, put, tree, walk::Item,
 };
 
 /// Chunks read ahead of the network.
@@ -158,7 +158,10 @@ where
         .map(|(&index, plan)| (index, batch[index].clone(), plan))
         .collect();
     let (pieces, mut incoming) = mpsc::channel(READ_AHEAD);
-    let reading = tokio::task::spawn_blocking(move || read_files(work, options, &pieces));
+    let buffers = Buffers::default();
+    let reader_buffers = buffers.clone();
+    let reading =
+        tokio::task::spawn_blocking(move || read_files(work, options, &pieces, &reader_buffers));
     while let Some(piece) = incoming.recv().await {
         if let Some(reply) = replies.early() {
             return Err(match reply {
@@ -177,6 +180,7 @@ where
                 let len = bytes.len() as u32;
                 put(writer, &Data::Chunk { len, hash }).await?;
                 writer.write_all(&bytes).await.map_err(super::lost)?;
+                buffers.give(bytes);
                 count(&progress.transferred, len.into());
                 count(&progress.done, len.into());
             }
@@ -230,11 +234,12 @@ fn read_files(
     work: Vec<(usize, Item, Plan)>,
     options: transfer::Send,
     pieces: &mpsc::Sender<Piece>,
+    buffers: &Buffers,
 ) -> Vec<(usize, Sent)> {
     let mut sent = Vec::with_capacity(work.len());
     for (index, item, plan) in work {
         let hand = |piece| pieces.blocking_send(piece).is_ok();
-        match read_file(index, &item, &plan, options, &hand) {
+        match read_file(index, &item, &plan, options, buffers, &hand) {
             Ok(Some(file)) => sent.push((index, file)),
             Ok(None) => {}
             Err(Stopped) => break,
@@ -252,6 +257,7 @@ fn read_file(
     item: &Item,
     plan: &Plan,
     options: transfer::Send,
+    buffers: &Buffers,
     hand: &dyn Fn(Piece) -> bool,
 ) -> Result<Option<Sent>, Stopped> {
     let send = |message| {
@@ -308,7 +314,7 @@ fn read_file(
     let mut offset = from;
     while offset < size {
         let len = (size - offset).min(CHUNK as u64) as usize;
-        let mut bytes = vec![0; len];
+        let mut bytes = buffers.take(len);
         if let Err(e) = file.read_exact(&mut bytes) {
             let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
                 "it shrank while it was being copied".to_owned()
