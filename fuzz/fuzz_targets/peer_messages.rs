@@ -2,12 +2,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loopsy_wire::{admission::Admission, frame::decode, member::Record, pair, sync};
+use loopsy_wire::{admission::Admission, exec, frame::decode, member::Record, pair, sync, transfer};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode::<Admission>(data);
     let _ = decode::<pair::Message>(data);
     let _ = decode::<pair::Hello>(data);
+    if let Ok(exec::Request::Start(start)) = decode::<exec::Request>(data) {
+        let _ = start.within_limits();
+    }
+    let _ = decode::<exec::Reply>(data);
+    let _ = decode::<transfer::Request>(data);
+    if let Ok(transfer::Data::Offer { entries }) = decode::<transfer::Data>(data) {
+        let _ = entries.iter().map(transfer::Entry::name_len).sum::<usize>();
+    }
+    let _ = decode::<transfer::Reply>(data);
     if let Ok(message) = decode::<sync::Message>(data) {
         let _ = message.within_limits();
     }

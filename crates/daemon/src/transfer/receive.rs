@@ -538,154 +538,198 @@ struct Open {
     hashes: tree::Tree,
 }
 
-/// Checks and stores the pieces of one batch. Returns the outcome of every entry, the
-/// reports to show, and the directories to finish.
+/// Checks and stores the pieces of one batch, on a blocking thread.
 fn store(
-    mut batch: Batch,
+    batch: Batch,
     options: Receive,
     mut pieces: mpsc::Receiver<Piece>,
     buffers: &Buffers,
 ) -> Result<Stored, TransferError> {
-    let mut open: Option<Open> = None;
-    let mut reports: Vec<Option<FileReport>> = batch.entries.iter().map(|_| None).collect();
+    let mut writer = Writer::new(batch, options);
     while let Some(piece) = pieces.blocking_recv() {
+        if let Some(bytes) = writer.apply(piece)? {
+            buffers.give(bytes);
+        }
+    }
+    Ok(writer.finish())
+}
+
+/// One batch's files as they are written.
+struct Writer {
+    batch: Batch,
+    options: Receive,
+    open: Option<Open>,
+    reports: Vec<Option<FileReport>>,
+}
+
+impl Writer {
+    fn new(batch: Batch, options: Receive) -> Self {
+        let reports = batch.entries.iter().map(|_| None).collect();
+        Self {
+            batch,
+            options,
+            open: None,
+            reports,
+        }
+    }
+
+    /// Applies one piece; gives back a chunk's buffer for reuse.
+    fn apply(&mut self, piece: Piece) -> Result<Option<Vec<u8>>, TransferError> {
         match piece {
-            Piece::Start { index, from } => {
-                let Slot::Pending { target, resume } = &mut batch.slots[index] else {
-                    continue;
-                };
-                let part = beside(target, "part");
-                let hashes = match resume.take() {
-                    Some(resume) if resume.len == from => resume.hashes,
-                    _ => tree::Tree::new(),
-                };
-                let file = open_part(&part, true)
-                    .and_then(|file| {
-                        rustix::fs::flock(
-                            &file,
-                            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-                        )
-                        .map_err(|_| io::Error::other("another copy is writing it"))?;
-                        file.set_len(from)?;
-                        let mut file = file;
-                        file.seek(SeekFrom::Start(from))?;
-                        Ok(file)
-                    })
-                    .map_err(|e| TransferError::io(&part, e))?;
-                open = Some(Open {
-                    index,
-                    file,
-                    part,
-                    from,
-                    offset: from,
-                    size: batch.entries[index].size(),
-                    hashes,
-                });
-            }
+            Piece::Start { index, from } => self.start(index, from)?,
             Piece::Chunk { hash, bytes } => {
-                let Some(at) = open.as_mut() else { continue };
-                if tree::chunk_hash(&bytes, at.offset, at.size) != hash {
-                    let offset = at.offset;
-                    return Err(discard(open, |part| {
-                        TransferError::Protocol(format!(
-                            "the chunk at byte {offset} of {part} does not match its hash"
-                        ))
-                    }));
-                }
-                if let Err(e) = at.file.write_all(&bytes) {
-                    return Err(discard(open, |part| TransferError::Io {
-                        path: part.to_owned(),
-                        source: e,
-                    }));
-                }
-                at.hashes.push(hash);
-                at.offset += bytes.len() as u64;
-                buffers.give(bytes);
+                self.chunk(hash, &bytes)?;
+                return Ok(Some(bytes));
             }
-            Piece::End { blake3, sha256 } => {
-                let Some(done) = open.take() else { continue };
-                let index = done.index;
-                let entry = &batch.entries[index];
-                let Slot::Pending { target, .. } = &batch.slots[index] else {
-                    continue;
-                };
-                let root = done.hashes.clone().root();
-                if root != blake3 {
-                    return Err(discard(Some(done), |part| {
-                        TransferError::Protocol(format!(
-                            "{part} does not match the file's BLAKE3 hash"
-                        ))
-                    }));
-                }
-                if let Err(e) =
-                    finish(&done.file, entry, options).and_then(|()| fs::rename(&done.part, target))
-                {
-                    return Err(discard(Some(done), |part| TransferError::Io {
-                        path: part.to_owned(),
-                        source: e,
-                    }));
-                }
-                reports[index] = Some(FileReport {
-                    path: confine::shown(&entry.path),
-                    size: entry.size(),
-                    blake3: Some(root),
-                    sha256,
-                    resumed: done.from,
-                    outcome: Outcome::Stored,
-                });
-                batch.slots[index] = Slot::Settled(Outcome::Stored);
-            }
+            Piece::End { blake3, sha256 } => self.end(blake3, sha256)?,
             Piece::Abandon(reason) => {
-                let Some(done) = open.take() else { continue };
-                let _ = fs::remove_file(&done.part);
-                batch.slots[done.index] = Slot::Settled(Outcome::Failed { reason });
+                if let Some(done) = self.open.take() {
+                    let _ = fs::remove_file(&done.part);
+                    self.batch.slots[done.index] = Slot::Settled(Outcome::Failed { reason });
+                }
             }
             Piece::Discard => {
-                if let Some(open) = open.take() {
+                if let Some(open) = self.open.take() {
                     let _ = fs::remove_file(&open.part);
                 }
             }
         }
+        Ok(None)
     }
-    // The network stopped in the middle of a file: what is written is verified and kept
-    // for a resume.
-    drop(open);
-    let outcomes: Vec<Outcome> = batch
-        .slots
-        .into_iter()
-        .map(|slot| match slot {
-            Slot::Settled(outcome) => outcome,
-            Slot::Pending { .. } => Outcome::Failed {
-                reason: "its data never came".into(),
-            },
-        })
-        .collect();
-    let reports = batch
-        .entries
-        .iter()
-        .zip(&outcomes)
-        .zip(reports)
-        .filter_map(|((entry, outcome), report)| {
-            let is_file = matches!(entry.kind, Kind::File { .. });
-            match report {
-                Some(report) => Some(report),
-                None if is_file || matches!(outcome, Outcome::Failed { .. }) => Some(FileReport {
-                    path: confine::shown(&entry.path),
-                    size: entry.size(),
-                    blake3: None,
-                    sha256: None,
-                    resumed: 0,
-                    outcome: outcome.clone(),
-                }),
-                None => None,
-            }
-        })
-        .collect();
-    Ok(Stored {
-        outcomes,
-        reports,
-        dirs: batch.dirs,
-    })
+
+    fn start(&mut self, index: usize, from: u64) -> Result<(), TransferError> {
+        let Slot::Pending { target, resume } = &mut self.batch.slots[index] else {
+            return Ok(());
+        };
+        let part = beside(target, "part");
+        let hashes = match resume.take() {
+            Some(resume) if resume.len == from => resume.hashes,
+            _ => tree::Tree::new(),
+        };
+        let file = open_part(&part, true)
+            .and_then(|mut file| {
+                rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                    .map_err(|_| io::Error::other("another copy is writing it"))?;
+                file.set_len(from)?;
+                file.seek(SeekFrom::Start(from))?;
+                Ok(file)
+            })
+            .map_err(|e| TransferError::io(&part, e))?;
+        self.open = Some(Open {
+            index,
+            file,
+            part,
+            from,
+            offset: from,
+            size: self.batch.entries[index].size(),
+            hashes,
+        });
+        Ok(())
+    }
+
+    fn chunk(&mut self, hash: Digest, bytes: &[u8]) -> Result<(), TransferError> {
+        let Some(at) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if tree::chunk_hash(bytes, at.offset, at.size) != hash {
+            let offset = at.offset;
+            return Err(discard(self.open.take(), |part| {
+                TransferError::Protocol(format!(
+                    "the chunk at byte {offset} of {part} does not match its hash"
+                ))
+            }));
+        }
+        if let Err(e) = at.file.write_all(bytes) {
+            return Err(discard(self.open.take(), |part| TransferError::Io {
+                path: part.to_owned(),
+                source: e,
+            }));
+        }
+        at.hashes.push(hash);
+        at.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Checks the whole file, and renames it into place with its mode and time.
+    fn end(&mut self, blake3: Digest, sha256: Option<Vec<u8>>) -> Result<(), TransferError> {
+        let Some(done) = self.open.take() else {
+            return Ok(());
+        };
+        let index = done.index;
+        let entry = &self.batch.entries[index];
+        let Slot::Pending { target, .. } = &self.batch.slots[index] else {
+            return Ok(());
+        };
+        let root = done.hashes.clone().root();
+        if root != blake3 {
+            return Err(discard(Some(done), |part| {
+                TransferError::Protocol(format!("{part} does not match the file's BLAKE3 hash"))
+            }));
+        }
+        if let Err(e) =
+            finish(&done.file, entry, self.options).and_then(|()| fs::rename(&done.part, target))
+        {
+            return Err(discard(Some(done), |part| TransferError::Io {
+                path: part.to_owned(),
+                source: e,
+            }));
+        }
+        self.reports[index] = Some(FileReport {
+            path: confine::shown(&entry.path),
+            size: entry.size(),
+            blake3: Some(root),
+            sha256,
+            resumed: done.from,
+            outcome: Outcome::Stored,
+        });
+        self.batch.slots[index] = Slot::Settled(Outcome::Stored);
+        Ok(())
+    }
+
+    /// Every entry's outcome. A file still open was cut off by the network: what is written
+    /// is verified and stays for a resume.
+    fn finish(self) -> Stored {
+        let outcomes: Vec<Outcome> = self
+            .batch
+            .slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Settled(outcome) => outcome,
+                Slot::Pending { .. } => Outcome::Failed {
+                    reason: "its data never came".into(),
+                },
+            })
+            .collect();
+        let reports = self
+            .batch
+            .entries
+            .iter()
+            .zip(&outcomes)
+            .zip(self.reports)
+            .filter_map(|((entry, outcome), report)| {
+                let is_file = matches!(entry.kind, Kind::File { .. });
+                match report {
+                    Some(report) => Some(report),
+                    None if is_file || matches!(outcome, Outcome::Failed { .. }) => {
+                        Some(FileReport {
+                            path: confine::shown(&entry.path),
+                            size: entry.size(),
+                            blake3: None,
+                            sha256: None,
+                            resumed: 0,
+                            outcome: outcome.clone(),
+                        })
+                    }
+                    None => None,
+                }
+            })
+            .collect();
+        Stored {
+            outcomes,
+            reports,
+            dirs: self.batch.dirs,
+        }
+    }
 }
 
 /// Removes a partial file that must not be resumed from, and says why.
