@@ -1,5 +1,6 @@
 //! `loopsy`: parses the command line and hands each subcommand to its module in `cmd/`.
 
+mod attach;
 mod cmd;
 mod output;
 mod remote;
@@ -33,6 +34,8 @@ enum Command {
     Exec(cmd::exec::Cmd),
     Shell(cmd::shell::Cmd),
     Cp(cmd::cp::Cmd),
+    Session(cmd::session::Cmd),
+    Attach(cmd::attach::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +85,8 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Exec(cmd) => cmd.run(home).await,
         Command::Shell(cmd) => cmd.run(home).await,
         Command::Cp(cmd) => cmd.run(home).await,
+        Command::Session(cmd) => cmd.run(home).await,
+        Command::Attach(cmd) => cmd.run(home).await,
     }
 }
 

@@ -102,6 +102,11 @@ impl Home {
         self.dir.join("audit.jsonl")
     }
 
+    /// The sessions this device hosts (and hosted), for `session ls` after a restart.
+    pub fn sessions(&self) -> PathBuf {
+        self.dir.join("sessions.json")
+    }
+
     /// Held by the running node, so a second one on the same home refuses to start.
     pub fn lock(&self) -> PathBuf {
         self.dir.join("node.lock")

@@ -100,6 +100,24 @@ pub enum Request {
     /// Copy files to or from a peer: answers `copy_progress` frames while it runs, then
     /// `copied_files` frames and one `copied`.
     Copy(Copy),
+    /// A session request to `peer` (this device when absent; for `attach` and `kill`, the
+    /// device that hosts the session): answers `stream`, after which the connection carries
+    /// the frames of `/loopsy/session/1` (see `crate::session`).
+    Session {
+        peer: Option<String>,
+        request: crate::session::Request,
+    },
+    /// Every session this device and its connected members host: answers `sessions`.
+    SessionList,
+}
+
+/// A session and the device that hosts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedSession {
+    /// The host's name and peer ID.
+    pub host: String,
+    pub host_peer_id: String,
+    pub session: crate::session::Info,
 }
 
 /// A copy: every source on one side, the destination on the other.
@@ -159,6 +177,11 @@ pub enum Response {
         files: Vec<CopiedFile>,
     },
     Copied(Copied),
+    Sessions {
+        sessions: Vec<HostedSession>,
+        /// Members that did not answer in time.
+        unreachable: Vec<String>,
+    },
     Error(Error),
 }
 

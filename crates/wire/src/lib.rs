@@ -11,6 +11,7 @@
 //! - [`pair`]: pairing codes and the pairing handshake's messages.
 //! - [`exec`]: remote commands and shells.
 //! - [`transfer`]: copying files and trees.
+//! - [`session`]: persistent terminal sessions.
 //! - [`member`]: signed member records, the first replicated collection.
 //! - [`sync`]: the replication protocol's messages.
 
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod member;
 pub mod pair;
 pub mod protocol;
+pub mod session;
 pub mod sync;
 pub mod transfer;
 

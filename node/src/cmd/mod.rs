@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its `Cmd` (flags) and `run`.
 
+pub mod attach;
 pub mod audit;
 pub mod cp;
 pub mod exec;
@@ -7,6 +8,7 @@ pub mod id;
 pub mod node;
 pub mod pair;
 pub mod peers;
+pub mod session;
 pub mod shell;
 pub mod status;
 pub mod trust;

@@ -87,6 +87,12 @@ impl Reply {
         }
     }
 
+    /// The connection itself, as a reader and a writer, for a protocol served on it
+    /// (a session on this device).
+    pub fn io(&mut self) -> (Compat<&mut OwnedReadHalf>, &mut Compat<OwnedWriteHalf>) {
+        ((&mut self.reader).compat(), &mut self.writer)
+    }
+
     /// Completes when the client closes its side (or sends anything more, which the
     /// protocol does not allow).
     pub async fn closed(&mut self) {

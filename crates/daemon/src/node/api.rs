@@ -54,6 +54,10 @@ impl Handler for Api {
             Request::Audit { follow } => return audit(node, follow, reply).await,
             Request::Exec { peer, start } => return exec(node, &peer, start, reply).await,
             Request::Copy(copy) => return super::copy::copy(node, copy, reply).await,
+            Request::Session { peer, request } => {
+                return super::sessions::session(node, peer, request, reply).await;
+            }
+            Request::SessionList => super::sessions::list(node).await,
         };
         let _ = reply.send(&response).await;
     }
@@ -495,7 +499,7 @@ pub(super) async fn open<T: serde::Serialize>(
 }
 
 /// The peer a user means: a member by name, ID or prefix, or any full peer ID.
-fn target(node: &Node, query: &str) -> Result<PeerId, control::Error> {
+pub(super) fn target(node: &Node, query: &str) -> Result<PeerId, control::Error> {
     match node.trust.resolve(query) {
         Ok(peer) => Ok(peer),
         Err(ResolveError::NotFound(_)) => query.parse::<PeerId>().map_err(|_| {

@@ -4,6 +4,7 @@
 mod api;
 mod copy;
 mod keeper;
+mod sessions;
 
 use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc, time::Duration};
 
@@ -107,6 +108,7 @@ pub async fn run(
         exec_policy: config.exec.clone(),
         running: crate::exec::Running::default(),
         files_policy: config.files.clone(),
+        sessions: Arc::new(crate::session::Sessions::load(home.sessions())),
     });
 
     let mut services = JoinSet::new();
@@ -134,7 +136,14 @@ pub async fn run(
         protocol::TRANSFER,
         Some(transfer_service),
     ));
-    services.spawn(gate::serve(node.clone(), protocol::SESSION, None));
+    let session_service: gate::Service = Arc::new(|node, peer, stream, grants| {
+        Box::pin(crate::session::serve(node, peer, stream, grants))
+    });
+    services.spawn(gate::serve(
+        node.clone(),
+        protocol::SESSION,
+        Some(session_service),
+    ));
     services.spawn(keeper::run(node.clone()));
 
     let socket = home.socket();
@@ -146,6 +155,7 @@ pub async fn run(
     serve(listener, Arc::new(api::Api(node.clone())), shutdown).await;
 
     tracing::info!("shutting down");
+    node.sessions.hang_up_all();
     services.shutdown().await;
     let _ = fs::remove_file(&socket);
     mesh_task.shutdown().await;
@@ -184,6 +194,8 @@ pub struct Node {
     pub(crate) running: crate::exec::Running,
     /// The file roots from the config, before per-peer overrides.
     pub(crate) files_policy: crate::transfer::policy::Policy,
+    /// The sessions this device hosts.
+    pub(crate) sessions: Arc<crate::session::Sessions>,
 }
 
 impl Node {

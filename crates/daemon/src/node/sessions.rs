@@ -1,0 +1,193 @@
+//! `loopsy session` and `loopsy attach` on the device that runs them: a session on this
+//! device is served right on the control connection; one on a peer goes over a
+//! `/loopsy/session/1` stream that the daemon relays. Listing asks every connected member
+//! (until the registry is replicated).
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use loopsy_mesh::PeerId;
+use loopsy_wire::{
+    control::{self, ErrorCode, HostedSession, Response},
+    protocol,
+    session::{self, Info, MAX_FRAME, Reply as SessionReply, Request},
+};
+
+use super::{Node, api::open};
+use crate::{control::Reply, gate};
+
+/// How long a member may take to list its sessions.
+const LIST_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Serves a session request for the CLI, on this device or through the host's stream.
+pub(super) async fn session(
+    node: &Arc<Node>,
+    peer: Option<String>,
+    mut request: Request,
+    reply: &mut Reply,
+) {
+    let host = match (&peer, &mut request) {
+        (Some(query), _) => match super::api::target(node, query) {
+            Ok(peer) if peer == node.mesh.peer_id() => None,
+            Ok(peer) => Some(peer),
+            Err(e) => return drop(reply.send(&Response::Error(e)).await),
+        },
+        (None, Request::Attach { session, .. } | Request::Kill { session }) => {
+            match locate(node, session).await {
+                Ok(Some((peer, id))) => {
+                    *session = id;
+                    Some(peer)
+                }
+                Ok(None) => None,
+                Err(e) => return drop(reply.send(&Response::Error(e)).await),
+            }
+        }
+        (None, _) => None,
+    };
+    let stream_follows = Response::Stream {
+        protocol: protocol::SESSION.to_owned(),
+    };
+    match host {
+        None => {
+            if reply.send(&stream_follows).await.is_ok() {
+                let (reader, writer) = reply.io();
+                crate::session::handle(node, None, request, reader, writer).await;
+            }
+        }
+        Some(peer) => {
+            let query = peer.to_base58();
+            let (peer, stream) =
+                match open(node, &query, protocol::SESSION, &request, MAX_FRAME).await {
+                    Ok(opened) => opened,
+                    Err(e) => return drop(reply.send(&Response::Error(e)).await),
+                };
+            let departure = gate::Departure::connection(node, peer);
+            if reply.send(&stream_follows).await.is_ok() {
+                tokio::select! {
+                    _ = reply.splice(stream) => {}
+                    _ = departure.wait(node) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Every session of this device and of each connected member.
+pub(super) async fn list(node: &Arc<Node>) -> Response {
+    let mine = node.mesh.peer_id();
+    let mut sessions: Vec<HostedSession> = node
+        .sessions
+        .list()
+        .into_iter()
+        .map(|session| hosted(node, mine, session))
+        .collect();
+    let members = node.connected_members().await;
+    let answers = join_all(members.iter().map(|&peer| remote_list(node, peer))).await;
+    let mut unreachable = Vec::new();
+    for (peer, answer) in members.into_iter().zip(answers) {
+        match answer {
+            Some(list) => sessions.extend(list.into_iter().map(|s| hosted(node, peer, s))),
+            None => unreachable.push(node.peer_name(&peer).unwrap_or_else(|| peer.to_base58())),
+        }
+    }
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.session.created));
+    Response::Sessions {
+        sessions,
+        unreachable,
+    }
+}
+
+fn hosted(node: &Node, peer: PeerId, session: Info) -> HostedSession {
+    let host = if peer == node.mesh.peer_id() {
+        node.name.clone()
+    } else {
+        node.peer_name(&peer).unwrap_or_else(|| peer.to_base58())
+    };
+    HostedSession {
+        host,
+        host_peer_id: peer.to_base58(),
+        session,
+    }
+}
+
+/// A member's sessions, or `None` when it does not answer in time (or refuses).
+async fn remote_list(node: &Arc<Node>, peer: PeerId) -> Option<Vec<Info>> {
+    let asked = async {
+        let mut stream = node.mesh.open_stream(peer, protocol::SESSION).await.ok()?;
+        gate::request(&mut stream, &Request::List, MAX_FRAME)
+            .await
+            .ok()?;
+        match loopsy_mesh::framed::read::<SessionReply, _>(&mut stream, MAX_FRAME).await {
+            Ok(Some(SessionReply::Sessions { sessions })) => Some(sessions),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(LIST_DEADLINE, asked)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The host of the session called `query`: `None` for this device.
+async fn locate(node: &Arc<Node>, query: &str) -> Result<Option<(PeerId, String)>, control::Error> {
+    if node.sessions.resolve(query).is_ok() {
+        return Ok(None);
+    }
+    let Response::Sessions { sessions, .. } = list(node).await else {
+        return Err(control::Error::new(ErrorCode::Internal, "no session list"));
+    };
+    let matches = |exact: bool| -> Vec<&HostedSession> {
+        sessions
+            .iter()
+            .filter(|s| {
+                let names = [Some(s.session.id.as_str()), s.session.name.as_deref()];
+                names.into_iter().flatten().any(|n| {
+                    if exact {
+                        n == query
+                    } else {
+                        n.starts_with(query)
+                    }
+                })
+            })
+            .collect()
+    };
+    let mut found = matches(true);
+    if found.is_empty() {
+        found = matches(false);
+    }
+    if found.len() > 1 {
+        let running: Vec<_> = found
+            .iter()
+            .copied()
+            .filter(|s| s.session.status == session::Status::Running)
+            .collect();
+        if running.len() == 1 {
+            found = running;
+        }
+    }
+    match found.as_slice() {
+        [] => Err(control::Error::new(
+            ErrorCode::NotFound,
+            format!(
+                "no session is called `{query}` on this device or a connected one; see `loopsy session ls`"
+            ),
+        )),
+        [one] => {
+            let peer = one
+                .host_peer_id
+                .parse()
+                .map_err(|_| control::Error::new(ErrorCode::Internal, "a bad peer ID"))?;
+            Ok(Some((peer, one.session.id.clone())))
+        }
+        many => Err(control::Error::new(
+            ErrorCode::Ambiguous,
+            format!(
+                "`{query}` matches several sessions: {}",
+                many.iter()
+                    .map(|s| format!("{} on {}", s.session.id, s.host))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}

@@ -1,0 +1,164 @@
+//! `/loopsy/session/1`: persistent terminal sessions, hosted by one device and attached to
+//! from any.
+//!
+//! The opener sends one [`Request`]. `new`, `list` and `kill` get one [`Reply`]. `attach`
+//! gets [`Reply::Attached`] (with the screen as it is now, unless the client resumes from an
+//! output offset the host still holds), then [`Reply::Output`] frames, each with the offset
+//! of its first byte in the session's output since it started, and [`Reply::Exited`] when
+//! the program ends. Meanwhile the client sends [`Input`] frames. A client that lost its
+//! connection attaches again with the offset after the last byte it got: nothing is lost
+//! and nothing repeats while the host still holds those bytes.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// Largest session frame; output travels in pieces of at most [`CHUNK`].
+pub const MAX_FRAME: usize = 256 * 1024;
+pub const CHUNK: usize = 64 * 1024;
+/// Longest session name.
+pub const MAX_NAME: usize = 64;
+
+/// The opener's first message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Start a session: `argv` (empty for the host's login shell) on a terminal of this size.
+    New {
+        name: Option<String>,
+        argv: Vec<String>,
+        rows: u16,
+        cols: u16,
+    },
+    List,
+    Kill {
+        session: String,
+    },
+    /// `session` is an ID, a name, or a unique prefix of either. With `offset`, resume the
+    /// output from there; without, start from the current screen.
+    Attach {
+        session: String,
+        offset: Option<u64>,
+        rows: u16,
+        cols: u16,
+    },
+}
+
+/// What a client sends while attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Input {
+    Keys { data: ByteBuf },
+    Resize { rows: u16, cols: u16 },
+}
+
+/// A session's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    /// `code` is the exit code, or 128+N for signal N; none when the host lost the program
+    /// (the node stopped while it ran).
+    Exited {
+        code: Option<i32>,
+    },
+}
+
+/// A session as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    pub id: String,
+    pub name: Option<String>,
+    pub command: Vec<String>,
+    pub status: Status,
+    /// Seconds since the epoch.
+    pub created: u64,
+    pub last_activity: u64,
+    pub clients: u32,
+}
+
+/// Host to client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Created(Info),
+    Sessions {
+        sessions: Vec<Info>,
+    },
+    Killed,
+    /// `screen` redraws the terminal as it is at `offset` (absent when resuming); output
+    /// follows from `offset`.
+    Attached {
+        info: Info,
+        offset: u64,
+        screen: Option<ByteBuf>,
+    },
+    Output {
+        offset: u64,
+        data: ByteBuf,
+    },
+    Exited {
+        code: Option<i32>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+impl Request {
+    /// Whether the sizes are within the limits.
+    pub fn within_limits(&self) -> bool {
+        match self {
+            Request::New { name, argv, .. } => {
+                name.as_ref().is_none_or(|n| n.len() <= MAX_NAME)
+                    && argv.len() <= crate::exec::MAX_ARGS
+                    && argv.iter().all(|a| a.len() <= crate::exec::MAX_ARG_LEN)
+            }
+            Request::List => true,
+            Request::Kill { session } | Request::Attach { session, .. } => session.len() <= 256,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame;
+
+    #[test]
+    fn messages_round_trip() {
+        let info = Info {
+            id: "k3j2".into(),
+            name: Some("agent".into()),
+            command: vec!["claude".into()],
+            status: Status::Exited { code: Some(3) },
+            created: 1,
+            last_activity: 2,
+            clients: 1,
+        };
+        for reply in [
+            Reply::Attached {
+                info: info.clone(),
+                offset: 7,
+                screen: Some(ByteBuf::from(b"\x1b[H".to_vec())),
+            },
+            Reply::Sessions {
+                sessions: vec![info],
+            },
+            Reply::Output {
+                offset: 9,
+                data: ByteBuf::from(b"hi".to_vec()),
+            },
+        ] {
+            let bytes = frame::encode(&reply, MAX_FRAME).unwrap();
+            let back: Reply = frame::decode(&bytes[frame::HEADER_LEN..]).unwrap();
+            assert_eq!(back, reply);
+        }
+        let long = Request::New {
+            name: Some("x".repeat(MAX_NAME + 1)),
+            argv: vec![],
+            rows: 24,
+            cols: 80,
+        };
+        assert!(!long.within_limits());
+    }
+}

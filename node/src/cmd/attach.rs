@@ -1,0 +1,23 @@
+//! `loopsy attach SESSION`: this terminal on a session hosted anywhere in the mesh.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use loopsy_daemon::Home;
+
+/// Attach to a session: its screen at once, then live. Ctrl-\ detaches and leaves it
+/// running; a dropped connection is picked up again by itself, losing no output.
+#[derive(Debug, Args)]
+pub struct Cmd {
+    /// The session: its ID, its name, or a unique prefix of either.
+    session: String,
+    /// The device that hosts it (default: found by asking the connected devices).
+    #[arg(long, value_name = "PEER")]
+    on: Option<String>,
+}
+
+impl Cmd {
+    pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        Ok(crate::attach::run(&home, self.on, self.session).await)
+    }
+}

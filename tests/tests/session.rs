@@ -1,0 +1,263 @@
+//! Persistent sessions between real nodes: started on one device from another, attached
+//! from two at once, picked up again after the attaching device's node is killed with no
+//! byte lost or repeated, left running with no client, ended by `session kill`, and refused
+//! to devices without the `sessions` capability.
+
+use std::{
+    io::{Read, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use loopsy_tests::{
+    bin,
+    node::{Node, Options, Reaped},
+    temp::TempDir,
+    wait_for,
+};
+use serde_json::Value;
+
+/// A `loopsy attach` whose output is collected as it comes.
+struct Attached {
+    _child: Reaped,
+    stdin: Option<ChildStdin>,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Attached {
+    fn start(node: &Node, session: &str) -> Self {
+        let mut child: Child = Command::new(bin::loopsy())
+            .arg("--home")
+            .arg(node.home())
+            .args(["attach", session])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run loopsy attach");
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 65536];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("output").extend_from_slice(&buffer[..n]);
+            }
+        });
+        Self {
+            _child: Reaped(child),
+            stdin,
+            output,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&strip_escapes(&self.output.lock().expect("output"))).into_owned()
+    }
+
+    fn wait_for_text(&self, what: &str) {
+        wait_for(what, Duration::from_secs(20), || {
+            self.text().contains(what).then_some(())
+        })
+        .expect("output");
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(keys.as_bytes()).expect("type");
+        stdin.flush().expect("flush");
+    }
+}
+
+/// Terminal output without its escape sequences.
+fn strip_escapes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != 0x1b {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        i += 1;
+        match bytes.get(i) {
+            // CSI: parameters, then one final byte.
+            Some(b'[') => {
+                i += 1;
+                while i < bytes.len() && !(0x40..=0x7e).contains(&bytes[i]) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            // OSC: up to BEL or ST.
+            Some(b']') => {
+                while i < bytes.len() && bytes[i] != 0x07 && bytes[i] != 0x1b {
+                    i += 1;
+                }
+                i += 1;
+            }
+            Some(_) => i += 1,
+            None => {}
+        }
+    }
+    out
+}
+
+/// The numbers printed as `nK`, in order.
+fn counted(text: &str) -> Vec<u64> {
+    let mut numbers = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('n') {
+        rest = &rest[at + 1..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse() {
+            numbers.push(n);
+        }
+    }
+    numbers
+}
+
+fn new_session(node: &Node, args: &[&str]) -> String {
+    let mut all = vec!["session", "new"];
+    all.extend_from_slice(args);
+    let out = node.cli(&all);
+    assert!(
+        out.status.success(),
+        "session new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn sessions(node: &Node) -> Vec<Value> {
+    node.json(&["session", "ls", "--json"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn session<'a>(list: &'a [Value], id: &str) -> Option<&'a Value> {
+    list.iter().find(|s| s["id"] == id)
+}
+
+const COUNTER: &str = "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); echo n$i; sleep 0.01; done";
+
+#[test]
+fn sessions_are_shared_and_survive_a_cut_without_a_lost_or_repeated_byte() -> anyhow::Result<()> {
+    let a = Node::start(Options::isolated("alpha"))?;
+    let home_b = TempDir::new("bravo-home");
+    let b_options = Options::isolated("bravo").home(&home_b.path().join("home"));
+    let mut b = Node::start(b_options.clone())?;
+    let c = Node::start(Options::isolated("charlie"))?;
+    a.pair_with(&b)?;
+    a.pair_with(&c)?;
+
+    // A shell on alpha, started from bravo; bravo and charlie attach at once.
+    let shell = new_session(&b, &["--on", "alpha", "--name", "shell", "--", "sh"]);
+    let listed = sessions(&c);
+    let found = session(&listed, &shell).expect("charlie lists the session");
+    assert_eq!(found["host"], "alpha");
+    assert_eq!(found["status"], "running");
+    let mut on_b = Attached::start(&b, "shell");
+    let on_c = Attached::start(&c, &shell);
+    std::thread::sleep(Duration::from_millis(500));
+    on_b.type_keys("echo hel''lo-from-b\n");
+    on_b.wait_for_text("hello-from-b");
+    on_c.wait_for_text("hello-from-b");
+    let attached = wait_for("two clients", Duration::from_secs(10), || {
+        let listed = sessions(&a);
+        let clients = session(&listed, &shell)?["clients"].as_u64()?;
+        (clients == 2).then_some(clients)
+    })?;
+    assert_eq!(attached, 2);
+
+    // A counter; bravo's own node is killed while bravo is attached, then restarted.
+    let counter = new_session(&b, &["--on", "alpha", "--", "sh", "-c", COUNTER]);
+    let watching = Attached::start(&b, &counter);
+    wait_for("output before the cut", Duration::from_secs(20), || {
+        (counted(&watching.text()).len() > 50).then_some(())
+    })?;
+    b.kill();
+    let before = counted(&watching.text()).len();
+    std::thread::sleep(Duration::from_secs(1));
+    b = Node::start(b_options)?;
+    wait_for("output after the cut", Duration::from_secs(60), || {
+        (counted(&watching.text()).len() > before + 200).then_some(())
+    })?;
+    let text = watching.text();
+    drop(watching);
+    let numbers = counted(&text);
+    assert!(numbers.len() > before + 200, "{} numbers", numbers.len());
+    let broken = numbers.windows(2).position(|w| w[1] != w[0] + 1);
+    assert!(
+        broken.is_none(),
+        "the output is the host's stream with no gap and no repeat, but around {:?}: {:?}",
+        broken,
+        broken.map(|i| &numbers[i.saturating_sub(3)..(i + 4).min(numbers.len())])
+    );
+
+    // With no client, both sessions keep running.
+    drop(on_b);
+    drop(on_c);
+    let idle = wait_for("no clients", Duration::from_secs(10), || {
+        let listed = sessions(&c);
+        let s = session(&listed, &counter)?.clone();
+        (s["clients"] == 0).then_some(s)
+    })?;
+    assert_eq!(idle["status"], "running");
+    let later = counted(&Attached::start(&c, &counter).tap_text("n"));
+    assert!(later.last() > numbers.last(), "it went on counting");
+
+    // `session kill` ends it, from any device.
+    let out = c.cli(&["session", "kill", &counter]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = sessions(&b);
+    assert_eq!(
+        session(&listed, &counter).expect("listed")["status"],
+        "exited"
+    );
+    Ok(())
+}
+
+trait Tap {
+    /// The text once it holds `what`.
+    fn tap_text(self, what: &str) -> String;
+}
+
+impl Tap for Attached {
+    fn tap_text(self, what: &str) -> String {
+        self.wait_for_text(what);
+        std::thread::sleep(Duration::from_millis(200));
+        self.text()
+    }
+}
+
+#[test]
+fn a_device_without_the_sessions_capability_is_refused() -> anyhow::Result<()> {
+    let a = Node::start(Options::isolated("alpha"))?;
+    let e = Node::start(Options::isolated("echo"))?;
+    let mut invite = a.invite(&["--ttl", "60s", "--allow", "exec"])?;
+    let (ok, out) = e.join(&invite.code);
+    assert!(ok, "{out}");
+    assert_eq!(invite.result()?["paired"], true);
+    let out = e.cli(&["session", "new", "--on", "alpha", "--", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sessions"), "{err}");
+    assert!(sessions(&a).is_empty(), "nothing started");
+    let denied = a
+        .audit()
+        .into_iter()
+        .any(|e| e["action"] == "session" && e["result"] == "denied");
+    assert!(denied, "the refusal is audited: {:?}", a.audit());
+    Ok(())
+}
