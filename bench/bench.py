@@ -336,8 +336,100 @@ def bench_cp(lab):
     return rows
 
 
+ATTACH_RUNS = 30
+ECHO_RUNS = 300
+
+
+class Terminal:
+    """A program on a pseudo-terminal of its own, read as it writes."""
+
+    def __init__(self, args):
+        import tty
+        self.master, slave = os.openpty()
+        # No local echo: every echo measured comes back from the far side.
+        tty.setraw(slave)
+        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
+                                     start_new_session=True)
+        os.close(slave)
+        self.seen = b""
+
+    def wait_for(self, marker, timeout=10.0):
+        import select
+        deadline = time.perf_counter() + timeout
+        while marker not in self.seen:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                sys.exit(f"timed out waiting for {marker!r}; got {self.seen[-200:]!r}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:
+                    sys.exit(f"the terminal closed while waiting for {marker!r}")
+
+    def send(self, data):
+        os.write(self.master, data)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+def echo_round_trips(args, runs):
+    """Keystroke to echo through a terminal program, p50 and p95."""
+    term = Terminal(args)
+    term.wait_for(b"ready")
+    times = []
+    for i in range(runs):
+        key = bytes([ord("a") + i % 26])
+        term.seen = b""
+        started = time.perf_counter()
+        term.send(key)
+        term.wait_for(key)
+        times.append(time.perf_counter() - started)
+    term.close()
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.95) - 1]
+
+
+def bench_session(lab):
+    alpha, bravo, _ = start_nodes(lab, "-session")
+    _, ssh_mux = lab.ssh()
+    made = loopsy(bravo, "session", "new", "--on", "alpha", "--", "sh", "-c",
+                  "echo ready; exec cat")
+    if made.returncode != 0:
+        sys.exit("session new failed: " + made.stderr.decode())
+    session = made.stdout.decode().strip()
+    attach = [LOOPSY, "--home", bravo, "attach", session]
+    times = []
+    for _ in range(ATTACH_RUNS):
+        started = time.perf_counter()
+        term = Terminal(attach)
+        term.wait_for(b"ready")
+        times.append(time.perf_counter() - started)
+        term.send(b"\x1c")
+        term.proc.wait(timeout=10)
+        term.close()
+    times.sort()
+    a50, a95 = times[len(times) // 2], times[int(len(times) * 0.95) - 1]
+    e50, e95 = echo_round_trips(attach, ECHO_RUNS)
+    s50, s95 = echo_round_trips(ssh_mux[:1] + ["-tt"] + ssh_mux[1:] + ["echo ready; exec cat"],
+                                ECHO_RUNS)
+    ms = lambda t: f"{t * 1000:.2f} ms"
+    return [
+        ("`attach` to the restored screen, p50", ms(a50), "", ""),
+        ("`attach` to the restored screen, p95", ms(a95), "", ""),
+        ("keystroke to echo in a session, p50", ms(e50), f"{ms(s50)} (ssh -tt, ControlMaster)",
+         f"{e50 / s50:.2f}×"),
+        ("keystroke to echo in a session, p95", ms(e95), f"{ms(s95)} (ssh -tt, ControlMaster)",
+         f"{e95 / s95:.2f}×"),
+    ]
+
+
 def main():
-    which = sys.argv[1:] or ["exec", "cp"]
+    which = sys.argv[1:] or ["exec", "cp", "session"]
     lab = Lab()
     try:
         rows = []
@@ -345,6 +437,8 @@ def main():
             rows += bench_exec(lab)
         if "cp" in which:
             rows += bench_cp(lab)
+        if "session" in which:
+            rows += bench_session(lab)
     finally:
         lab.close()
     print(f"Machine: {machine()}. One run of `bench/run`, {time.strftime('%Y-%m-%d')}.\n")

@@ -2,7 +2,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loopsy_wire::{admission::Admission, exec, frame::decode, member::Record, pair, sync, transfer};
+use loopsy_wire::{
+    admission::Admission, exec, frame::decode, member::Record, pair, session, sync, transfer,
+};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode::<Admission>(data);
@@ -17,6 +19,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = entries.iter().map(transfer::Entry::name_len).sum::<usize>();
     }
     let _ = decode::<transfer::Reply>(data);
+    if let Ok(request) = decode::<session::Request>(data) {
+        let _ = request.within_limits();
+    }
+    let _ = decode::<session::Input>(data);
+    let _ = decode::<session::Reply>(data);
     if let Ok(message) = decode::<sync::Message>(data) {
         let _ = message.within_limits();
     }

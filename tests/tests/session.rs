@@ -261,3 +261,43 @@ fn a_device_without_the_sessions_capability_is_refused() -> anyhow::Result<()> {
     assert!(denied, "the refusal is audited: {:?}", a.audit());
     Ok(())
 }
+
+/// Whether a process runs with exactly this command line.
+fn running(argv: &[&str]) -> bool {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_stopped_node_hangs_up_its_sessions_and_lists_them_as_exited() -> anyhow::Result<()> {
+    let home = TempDir::new("alpha-home");
+    let options = Options::isolated("alpha").home(&home.path().join("home"));
+    let a = Node::start(options.clone())?;
+    let argv = ["sleep", "987654"];
+    let id = new_session(&a, &["--name", "nap", "--", argv[0], argv[1]]);
+    wait_for("the program to run", Duration::from_secs(10), || {
+        running(&argv).then_some(())
+    })?;
+    assert_eq!(
+        session(&sessions(&a), &id).expect("listed")["status"],
+        "running"
+    );
+    a.stop()?;
+    wait_for("the program to be gone", Duration::from_secs(10), || {
+        (!running(&argv)).then_some(())
+    })?;
+    let a = Node::start(options)?;
+    let listed = sessions(&a);
+    let after = session(&listed, &id).expect("still listed after the restart");
+    assert_eq!(after["status"], "exited", "never shown as running: {after}");
+    assert_eq!(after["code"], Value::Null);
+    Ok(())
+}

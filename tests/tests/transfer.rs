@@ -175,6 +175,15 @@ fn trees_go_both_ways_byte_for_byte() -> anyhow::Result<()> {
     assert_ne!(code, 0);
     assert!(err.contains("-r"), "{err}");
 
+    // A source with no name of its own cannot go into a directory (the sender would pick
+    // the name there), only become a new name.
+    let (code, _, err) = cp(&b, &["-r", "alpha:", path(&local)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("name the directory"), "{err}");
+    let (code, _, err) = cp(&b, &["-r", "alpha:", path(&local.join("whole"))]);
+    assert_eq!(code, 0, "{err}");
+    assert_same_tree(&root_a.join("inbox"), &local.join("whole/inbox"));
+
     // No clobber keeps what is there.
     fs::write(root_a.join("keep"), "mine")?;
     let (code, summary, err) = cp(&b, &["-n", path(&files[0]), "alpha:keep"]);

@@ -4,7 +4,8 @@
 //! summary. If the CLI goes away, so does the copy; what arrived stays for a resume.
 
 use std::{
-    path::PathBuf,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -21,7 +22,7 @@ use super::{Node, api::open};
 use crate::{
     control::Reply,
     gate,
-    transfer::{FileReport, Progress, Summary, TransferError, receive, send, walk},
+    transfer::{Expect, FileReport, Progress, Summary, TransferError, receive, send, walk},
 };
 
 /// How often the CLI hears how far the copy has come.
@@ -63,7 +64,7 @@ pub(super) async fn copy(node: &Arc<Node>, request: control::Copy, reply: &mut R
     };
     let done = Copied {
         file_count: summary.files.len() as u64,
-        failed: summary.failed() as u64,
+        failed: summary.failed as u64,
         bytes: progress.bytes.load(Ordering::Relaxed),
         transferred: summary.transferred,
         seconds: began.elapsed().as_secs_f64(),
@@ -170,11 +171,12 @@ async fn run(
             until_gone(
                 node,
                 peer,
-                send::send(stream, items, count, sending, progress),
+                send::send(stream, items, count, sending, true, progress),
             )
             .await
         }
         Direction::Pull { sources, dest } => {
+            let expect = expect(&sources, &dest, request.recursive)?;
             let first = transfer::Request::Pull {
                 sources: sources.iter().map(|s| bytes(s)).collect(),
                 options: sending,
@@ -184,11 +186,35 @@ async fn run(
             until_gone(
                 node,
                 peer,
-                receive::receive(stream, dest, receiving, progress),
+                receive::receive(stream, dest, receiving, expect, progress),
             )
             .await
         }
     }
+}
+
+/// What a pull may receive: the names it asked for. A source with no name of its own
+/// (`PEER:` or `PEER:.`) can only become a new name here, never go into a directory, where
+/// the sender would pick the name.
+fn expect(sources: &[String], dest: &Path, recursive: bool) -> Result<Expect, control::Error> {
+    let names: Option<Vec<Vec<u8>>> = sources
+        .iter()
+        .map(|s| Path::new(s).file_name().map(|n| n.as_bytes().to_vec()))
+        .collect();
+    if names.is_none() && dest.is_dir() {
+        return Err(control::Error::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "name the directory to copy (PEER:dir, not PEER: or PEER:.) to copy it into {}; or give a new name",
+                dest.display()
+            ),
+        ));
+    }
+    Ok(Expect {
+        names,
+        recursive,
+        reports: true,
+    })
 }
 
 /// Runs a copy until it ends, or the peer's connection does (whose stream may never wake).

@@ -37,8 +37,11 @@ use crate::{audit::Outcome as Audited, caps::Caps, node::Node};
 use confine::Escape;
 use walk::WalkError;
 
-/// Longest wait for the other side's next message (a resumed prefix is hashed meanwhile).
-const IDLE: Duration = Duration::from_secs(120);
+/// Longest wait for the other side's next message: generous, since a side may be hashing a
+/// long prefix to resume from meanwhile; a peer that leaves ends the copy at once anyway.
+const IDLE: Duration = Duration::from_secs(600);
+/// Most bytes of names one copy may offer, which bounds what a receiver keeps per copy.
+const MAX_NAME_BYTES: usize = 32 * 1024 * 1024;
 /// How long a client may take to say what to copy.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -139,17 +142,41 @@ pub struct FileReport {
 /// What a finished copy did.
 #[derive(Debug, Default)]
 pub struct Summary {
+    /// Every file's report, when the side keeps them (the device that runs `loopsy cp`;
+    /// a serving device only counts).
     pub files: Vec<FileReport>,
+    pub failed: usize,
     pub transferred: u64,
+    keep: bool,
 }
 
 impl Summary {
-    pub fn failed(&self) -> usize {
-        self.files
-            .iter()
-            .filter(|f| matches!(f.outcome, Outcome::Failed { .. }))
-            .count()
+    pub fn new(keep: bool) -> Self {
+        Self {
+            keep,
+            ..Self::default()
+        }
     }
+
+    fn add(&mut self, report: FileReport) {
+        self.failed += usize::from(matches!(report.outcome, Outcome::Failed { .. }));
+        if self.keep {
+            self.files.push(report);
+        }
+    }
+}
+
+/// What a receiver accepts from its sender, beyond staying inside the destination.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// The names the top-level sources must have: a pull asked for them, and a sender
+    /// must not pick other names in the destination. `None` for a push, whose sender names
+    /// what it sends.
+    pub names: Option<Vec<Vec<u8>>>,
+    /// Whether directories may come.
+    pub recursive: bool,
+    /// Whether to keep a report per file.
+    pub reports: bool,
 }
 
 /// Writes one message without flushing (chunks follow close behind).
@@ -207,50 +234,60 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
     let (action, detail, result) = match request {
         Request::Push { dest, options } => {
             let shown = confine::shown(&dest);
+            let expect = Expect {
+                names: None,
+                recursive: true,
+                reports: false,
+            };
             let result = match confine::requested(&policy.write, &dest)
                 .and_then(|path| confine::writable(&policy.write, &path))
             {
-                Ok(path) => receive::receive(stream, path, options, &progress).await,
+                Ok(path) => receive::receive(stream, path, options, expect, &progress).await,
                 Err(escape) => refuse(stream, escape.into(), receive::refuse).await,
             };
             ("cp push", shown, result)
         }
         Request::Pull { sources, options } => {
+            let sources: Vec<Vec<u8>> = sources.into_iter().map(|s| s.into_vec()).collect();
             let shown = sources
                 .iter()
                 .map(|s| confine::shown(s))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let items = sources
-                .iter()
-                .take(transfer::MAX_SOURCES + 1)
-                .map(|source| {
-                    let path = confine::requested(&policy.read, source)?;
-                    Ok(confine::within(&policy.read, &path)?)
-                })
-                .collect::<Result<Vec<PathBuf>, TransferError>>()
-                .and_then(|paths| {
-                    if paths.len() > transfer::MAX_SOURCES {
-                        return Err(TransferError::Destination(format!(
-                            "more than {} sources",
-                            transfer::MAX_SOURCES
-                        )));
-                    }
-                    let count = paths.len() as u32;
-                    Ok((walk::walk(&paths, options.recursive)?, count))
-                });
+            // Off the async threads: a walk may visit a million entries.
+            let read = policy.read.clone();
+            let items = tokio::task::spawn_blocking(move || {
+                if sources.len() > transfer::MAX_SOURCES {
+                    return Err(TransferError::Destination(format!(
+                        "more than {} sources",
+                        transfer::MAX_SOURCES
+                    )));
+                }
+                let paths = sources
+                    .iter()
+                    .map(|source| {
+                        let path = confine::requested(&read, source)?;
+                        Ok(confine::within(&read, &path)?)
+                    })
+                    .collect::<Result<Vec<PathBuf>, TransferError>>()?;
+                Ok((walk::walk(&paths, options.recursive)?, paths.len() as u32))
+            })
+            .await
+            .unwrap_or_else(|e| Err(TransferError::Destination(e.to_string())));
             let result = match items {
-                Ok((items, count)) => send::send(stream, items, count, options, &progress).await,
+                Ok((items, count)) => {
+                    send::send(stream, items, count, options, false, &progress).await
+                }
                 Err(e) => refuse(stream, e, send::refuse).await,
             };
             ("cp pull", shown, result)
         }
     };
     let (outcome, reason) = match &result {
-        Ok(summary) if summary.failed() == 0 => (Audited::Ok, None),
+        Ok(summary) if summary.failed == 0 => (Audited::Ok, None),
         Ok(summary) => (
             Audited::Failed,
-            Some(format!("{} files failed", summary.failed())),
+            Some(format!("{} files failed", summary.failed)),
         ),
         Err(TransferError::Escape(e)) => (Audited::Denied, Some(e.to_string())),
         Err(e) => (Audited::Failed, Some(e.to_string())),

@@ -14,7 +14,7 @@ use std::{
         fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink},
     },
     path::{Path, PathBuf},
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -25,8 +25,8 @@ use loopsy_wire::transfer::{
 use tokio::sync::mpsc;
 
 use super::{
-    Buffers, FileReport, IDLE, Progress, Summary, TransferError, confine, count, flush, get, put,
-    tree, walk::MAX_ENTRIES,
+    Buffers, Expect, FileReport, IDLE, MAX_NAME_BYTES, Progress, Summary, TransferError, confine,
+    count, flush, get, put, tree, walk::MAX_ENTRIES,
 };
 
 /// Chunks received ahead of the disk.
@@ -39,13 +39,14 @@ pub async fn receive<S>(
     stream: S,
     dest: PathBuf,
     options: Receive,
+    expect: Expect,
     progress: &Progress,
 ) -> Result<Summary, TransferError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = stream.split();
-    let result = receive_all(&mut reader, &mut writer, dest, options, progress).await;
+    let result = receive_all(&mut reader, &mut writer, dest, options, expect, progress).await;
     match &result {
         Err(e) if e.tell_peer() => {
             give_up(&mut reader, &mut writer, e.to_string()).await;
@@ -80,6 +81,7 @@ async fn receive_all<R, W>(
     writer: &mut W,
     dest: PathBuf,
     options: Receive,
+    expect: Expect,
     progress: &Progress,
 ) -> Result<Summary, TransferError>
 where
@@ -103,10 +105,17 @@ where
             ));
         }
     };
-    let place = Placement::new(dest, sources)?;
-    let mut summary = Summary::default();
+    if expect
+        .names
+        .as_ref()
+        .is_some_and(|n| n.len() != sources as usize)
+    {
+        return Err(protocol("a different number of sources than asked for"));
+    }
+    let place = Arc::new(Placement::new(dest, sources, expect.clone())?);
+    let mut summary = Summary::new(expect.reports);
     let mut dirs = Vec::new();
-    let mut seen = 0;
+    let (mut seen, mut names) = (0, 0);
     loop {
         match get(reader).await? {
             Data::Offer { entries } => {
@@ -117,9 +126,11 @@ where
                     )));
                 }
                 seen += entries.len();
-                if seen > MAX_ENTRIES {
+                names += entries.iter().map(Entry::name_len).sum::<usize>();
+                if seen > MAX_ENTRIES || names > MAX_NAME_BYTES {
                     return Err(TransferError::Destination(format!(
-                        "more than {MAX_ENTRIES} entries in one copy"
+                        "more than {MAX_ENTRIES} entries or {} MiB of names in one copy",
+                        MAX_NAME_BYTES >> 20
                     )));
                 }
                 let place = place.clone();
@@ -136,7 +147,9 @@ where
                 let outcomes = stored.outcomes;
                 put(writer, &Reply::Report { outcomes }).await?;
                 flush(writer).await?;
-                summary.files.extend(stored.reports);
+                for report in stored.reports {
+                    summary.add(report);
+                }
                 dirs.extend(stored.dirs);
             }
             Data::Done => break,
@@ -147,9 +160,11 @@ where
     // Last, and deepest first: storing files inside a directory changes its time, and a
     // read-only directory must stay writable until everything is in it.
     blocking(move || {
-        for (path, entry) in dirs.iter().rev() {
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o777));
-            if let (Ok(dir), Some(time)) = (File::open(path), mtime(entry)) {
+        for made in dirs.iter().rev() {
+            if let Some(mode) = made.mode {
+                let _ = fs::set_permissions(&made.path, fs::Permissions::from_mode(mode));
+            }
+            if let (Ok(dir), Some(time)) = (File::open(&made.path), made.mtime) {
                 let _ = dir.set_modified(time);
             }
         }
@@ -170,25 +185,28 @@ async fn blocking<T: Send + 'static>(
 
 /// Where entries go: into the destination when it is a directory, as the destination
 /// (the source's own name replaced) otherwise.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Placement {
     base: PathBuf,
     into_dir: bool,
+    expect: Expect,
 }
 
 impl Placement {
-    fn new(base: PathBuf, sources: u32) -> Result<Self, TransferError> {
+    fn new(base: PathBuf, sources: u32, expect: Expect) -> Result<Self, TransferError> {
         let not_a_dir =
             || TransferError::Destination(format!("{} is not a directory", base.display()));
         match fs::metadata(&base) {
             Ok(meta) if meta.is_dir() => Ok(Self {
                 base,
                 into_dir: true,
+                expect,
             }),
             Ok(_) if sources > 1 => Err(not_a_dir()),
             Ok(_) => Ok(Self {
                 base,
                 into_dir: false,
+                expect,
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if sources > 1 {
@@ -204,16 +222,41 @@ impl Placement {
                 Ok(Self {
                     base,
                     into_dir: false,
+                    expect,
                 })
             }
             Err(e) => Err(TransferError::io(&base, e)),
         }
     }
 
-    fn target(&self, path: &[u8]) -> Result<PathBuf, confine::Escape> {
-        let rel = confine::relative(path)?;
+    /// Where `entry` goes; an error when it may not come at all.
+    fn target(&self, entry: &Entry) -> Result<PathBuf, TransferError> {
+        let rel = confine::relative(&entry.path)?;
+        let mut parts = rel.components();
+        let top = parts
+            .next()
+            .map(|c| c.as_os_str().as_bytes())
+            .unwrap_or_default();
+        // A pull names what it wants: the sender may not choose other names here (an
+        // `.ssh` next to the file asked for), nor send a tree unasked.
+        if let Some(names) = &self.expect.names
+            && self.into_dir
+            && !names.iter().any(|n| n == top)
+        {
+            return Err(protocol(&format!(
+                "`{}` was not asked for",
+                confine::shown(top)
+            )));
+        }
+        if !self.expect.recursive && (parts.next().is_some() || entry.kind == Kind::Dir) {
+            return Err(protocol("a directory that was not asked for (no -r)"));
+        }
+        Ok(self.place(&rel)?)
+    }
+
+    fn place(&self, rel: &Path) -> Result<PathBuf, confine::Escape> {
         if self.into_dir {
-            return confine::resolve(&self.base, &rel);
+            return confine::resolve(&self.base, rel);
         }
         let rest: PathBuf = rel.components().skip(1).collect();
         if rest.as_os_str().is_empty() {
@@ -234,10 +277,12 @@ enum Slot {
     },
 }
 
-/// The verified prefix of an earlier partial copy.
+/// The verified prefix of an earlier partial copy, and that part file, open and locked
+/// from the moment it was hashed (so what was hashed is what gets appended to).
 struct Resume {
     len: u64,
     hashes: tree::Tree,
+    file: File,
 }
 
 /// What storing a batch came to.
@@ -247,14 +292,22 @@ struct Stored {
     /// The files (and failed entries) to show.
     reports: Vec<FileReport>,
     /// Directories to finish at the very end.
-    dirs: Vec<(PathBuf, Entry)>,
+    dirs: Vec<Made>,
 }
 
 struct Batch {
     entries: Vec<Entry>,
     slots: Vec<Slot>,
-    /// Directories created or reused, to finish at the very end.
-    dirs: Vec<(PathBuf, Entry)>,
+    /// Directories this copy made, to finish at the very end.
+    dirs: Vec<Made>,
+}
+
+/// A directory of the copy: its time is set once everything is in it, and its mode too
+/// when this copy made it (one that was there keeps its mode).
+struct Made {
+    path: PathBuf,
+    mode: Option<u32>,
+    mtime: Option<SystemTime>,
 }
 
 impl Batch {
@@ -286,9 +339,16 @@ fn prepare(
 ) -> Result<Batch, TransferError> {
     let mut slots = Vec::with_capacity(entries.len());
     let mut dirs = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
     for entry in &entries {
         // In order: a link placed by an earlier entry is seen by the later ones' checks.
-        let target = place.target(&entry.path)?;
+        let target = place.target(entry)?;
+        if !seen.insert(target.clone()) {
+            return Err(protocol(&format!(
+                "`{}` is offered twice",
+                confine::shown(&entry.path)
+            )));
+        }
         let existing = fs::symlink_metadata(&target).ok();
         let failed = |reason: &str| {
             Slot::Settled(Outcome::Failed {
@@ -298,13 +358,21 @@ fn prepare(
         let slot = match &entry.kind {
             Kind::Dir => match existing {
                 Some(meta) if meta.is_dir() => {
-                    dirs.push((target, entry.clone()));
+                    dirs.push(Made {
+                        path: target,
+                        mode: None,
+                        mtime: mtime(entry),
+                    });
                     Slot::Settled(Outcome::Stored)
                 }
                 Some(_) => failed("it exists and is not a directory"),
                 None => match DirBuilder::new().mode(0o700).create(&target) {
                     Ok(()) => {
-                        dirs.push((target, entry.clone()));
+                        dirs.push(Made {
+                            path: target,
+                            mode: Some(entry.mode & 0o777),
+                            mtime: mtime(entry),
+                        });
                         Slot::Settled(Outcome::Stored)
                     }
                     Err(e) => failed(&e.to_string()),
@@ -366,11 +434,11 @@ fn beside(target: &Path, kind: &str) -> PathBuf {
 
 /// Opens a partial file, never through a symlink (one could have been offered under its
 /// name).
-fn open_part(path: &Path, write: bool) -> io::Result<File> {
+fn open_part(path: &Path, create: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .write(write)
-        .create(write)
+        .write(true)
+        .create(create)
         .mode(0o600)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
@@ -382,6 +450,7 @@ fn partial(target: &Path, size: u64) -> Option<Box<Resume>> {
         return None;
     }
     let mut file = open_part(&beside(target, "part"), false).ok()?;
+    lock(&file).ok()?;
     let have = file.metadata().ok()?.len().min(size);
     let len = have - have % CHUNK as u64;
     if len == 0 {
@@ -393,7 +462,13 @@ fn partial(target: &Path, size: u64) -> Option<Box<Resume>> {
         file.read_exact(&mut bytes).ok()?;
         hashes.push(tree::chunk_hash(&bytes, offset, size));
     }
-    Some(Box::new(Resume { len, hashes }))
+    Some(Box::new(Resume { len, hashes, file }))
+}
+
+/// Locks a part file for this copy alone.
+fn lock(file: &File) -> io::Result<()> {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| io::Error::other("another copy is writing it"))
 }
 
 /// What the network hands the writing thread.
@@ -536,6 +611,10 @@ struct Open {
     offset: u64,
     size: u64,
     hashes: tree::Tree,
+    /// An earlier part file that did not match is written anew from the first chunk on.
+    rewrite: bool,
+    /// Whether this run wrote to it yet.
+    written: bool,
 }
 
 /// Checks and stores the pieces of one batch, on a blocking thread.
@@ -584,7 +663,11 @@ impl Writer {
             Piece::End { blake3, sha256 } => self.end(blake3, sha256)?,
             Piece::Abandon(reason) => {
                 if let Some(done) = self.open.take() {
-                    let _ = fs::remove_file(&done.part);
+                    // What an earlier run left stays for the next one, unless this run
+                    // already wrote over it.
+                    if done.written || done.from == 0 && !done.rewrite {
+                        let _ = fs::remove_file(&done.part);
+                    }
                     self.batch.slots[done.index] = Slot::Settled(Outcome::Failed { reason });
                 }
             }
@@ -602,28 +685,50 @@ impl Writer {
             return Ok(());
         };
         let part = beside(target, "part");
-        let hashes = match resume.take() {
-            Some(resume) if resume.len == from => resume.hashes,
-            _ => tree::Tree::new(),
+        let opened = match resume.take() {
+            // The part file hashed when planning, still locked: go on after its verified
+            // prefix (dropping a torn tail), or, when the sender's file differs, write it
+            // anew, but only once data comes, so a file that never comes keeps it.
+            Some(resume) => {
+                let Resume { len, hashes, file } = *resume;
+                let resumed = from == len;
+                let mut file = file;
+                let ready = if resumed { file.set_len(from) } else { Ok(()) }
+                    .and_then(|()| file.seek(SeekFrom::Start(from)));
+                ready.map(|_| {
+                    (
+                        file,
+                        if resumed { hashes } else { tree::Tree::new() },
+                        !resumed,
+                    )
+                })
+            }
+            None => open_part(&part, true).and_then(|file| {
+                lock(&file)?;
+                file.set_len(0)?;
+                Ok((file, tree::Tree::new(), false))
+            }),
         };
-        let file = open_part(&part, true)
-            .and_then(|mut file| {
-                rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                    .map_err(|_| io::Error::other("another copy is writing it"))?;
-                file.set_len(from)?;
-                file.seek(SeekFrom::Start(from))?;
-                Ok(file)
-            })
-            .map_err(|e| TransferError::io(&part, e))?;
-        self.open = Some(Open {
-            index,
-            file,
-            part,
-            from,
-            offset: from,
-            size: self.batch.entries[index].size(),
-            hashes,
-        });
+        match opened {
+            Ok((file, hashes, rewrite)) => {
+                self.open = Some(Open {
+                    index,
+                    file,
+                    part,
+                    from,
+                    offset: from,
+                    size: self.batch.entries[index].size(),
+                    hashes,
+                    rewrite,
+                    written: false,
+                });
+            }
+            // This file cannot be written (its directory is read-only, say); the others can.
+            Err(e) => {
+                let reason = format!("cannot write {}: {e}", part.display());
+                self.batch.slots[index] = Slot::Settled(Outcome::Failed { reason });
+            }
+        }
         Ok(())
     }
 
@@ -639,6 +744,16 @@ impl Writer {
                 ))
             }));
         }
+        if at.rewrite
+            && !at.written
+            && let Err(e) = at.file.set_len(0)
+        {
+            return Err(discard(self.open.take(), |part| TransferError::Io {
+                path: part.to_owned(),
+                source: e,
+            }));
+        }
+        at.written = true;
         if let Err(e) = at.file.write_all(bytes) {
             return Err(discard(self.open.take(), |part| TransferError::Io {
                 path: part.to_owned(),
@@ -666,13 +781,17 @@ impl Writer {
                 TransferError::Protocol(format!("{part} does not match the file's BLAKE3 hash"))
             }));
         }
-        if let Err(e) =
-            finish(&done.file, entry, self.options).and_then(|()| fs::rename(&done.part, target))
-        {
-            return Err(discard(Some(done), |part| TransferError::Io {
-                path: part.to_owned(),
-                source: e,
-            }));
+        let placed = done
+            .file
+            .set_len(done.offset)
+            .and_then(|()| finish(&done.file, entry, self.options))
+            .and_then(|()| fs::rename(&done.part, target));
+        if let Err(e) = placed {
+            // This file could not be put in place; the others may still be.
+            let _ = fs::remove_file(&done.part);
+            let reason = format!("cannot put {} in place: {e}", target.display());
+            self.batch.slots[index] = Slot::Settled(Outcome::Failed { reason });
+            return Ok(());
         }
         self.reports[index] = Some(FileReport {
             path: confine::shown(&entry.path),

@@ -11,15 +11,18 @@ use std::{
 };
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use loopsy_mesh::framed;
 use loopsy_wire::transfer::{
-    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, MAX_BATCH_NAMES, Outcome, Plan, Reply,
+    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, MAX_BATCH_NAMES, MAX_FRAME, Outcome, Plan,
+    Reply,
 };
 use serde_bytes::ByteBuf;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    Buffers, FileReport, Progress, Summary, TransferError, count, flush, get, put, tree, walk::Item,
+    Buffers, FileReport, IDLE, Progress, Summary, TransferError, count, flush, put, tree,
+    walk::Item,
 };
 
 /// Chunks read ahead of the network.
@@ -45,6 +48,7 @@ pub async fn send<S>(
     items: Vec<Item>,
     sources: u32,
     options: transfer::Send,
+    reports: bool,
     progress: &Progress,
 ) -> Result<Summary, TransferError>
 where
@@ -52,7 +56,17 @@ where
 {
     let (reader, mut writer) = stream.split();
     let mut replies = Replies::spawn(reader);
-    let result = send_all(&mut writer, &mut replies, items, sources, options, progress).await;
+    let summary = Summary::new(reports);
+    let result = send_all(
+        &mut writer,
+        &mut replies,
+        items,
+        sources,
+        options,
+        progress,
+        summary,
+    )
+    .await;
     if let Err(e) = &result
         && e.tell_peer()
     {
@@ -85,6 +99,7 @@ async fn send_all<W>(
     sources: u32,
     options: transfer::Send,
     progress: &Progress,
+    mut summary: Summary,
 ) -> Result<Summary, TransferError>
 where
     W: AsyncWrite + Unpin,
@@ -102,7 +117,6 @@ where
         },
     )
     .await?;
-    let mut summary = Summary::default();
     let mut rest = &items[..];
     while !rest.is_empty() {
         let batch = next_batch(rest);
@@ -165,8 +179,9 @@ where
     while let Some(piece) = incoming.recv().await {
         if let Some(reply) = replies.early() {
             return Err(match reply {
-                Reply::Error { message } => TransferError::Peer(message),
-                other => unexpected(&other),
+                Ok(Reply::Error { message }) => TransferError::Peer(message),
+                Ok(other) => unexpected(&other),
+                Err(e) => e,
             });
         }
         match piece {
@@ -203,7 +218,7 @@ where
             continue;
         }
         let mine = mine.unwrap_or_default();
-        summary.files.push(FileReport {
+        summary.add(FileReport {
             path: super::confine::shown(&item.entry.path),
             size: item.entry.size(),
             blake3: mine.blake3,
@@ -307,7 +322,7 @@ fn read_file(
         index: index as u32,
         from,
     })?;
-    if !unchanged(&item.entry, &before) {
+    if !unchanged(&item.entry, &before) || (before.dev(), before.ino()) != item.file {
         send(abandon("it changed after it was listed".into()))?;
         return Ok(None);
     }
@@ -404,9 +419,16 @@ impl Replies {
         R: AsyncRead + Unpin + Send + 'static,
     {
         let (tx, incoming) = mpsc::channel(4);
+        // No deadline here: between a plan and its report the receiver says nothing for as
+        // long as the batch's data takes.
         let task = tokio::spawn(async move {
             loop {
-                let reply = get::<_, Reply>(&mut reader).await;
+                let reply = match framed::read::<Reply, _>(&mut reader, MAX_FRAME).await {
+                    Ok(Some(reply)) => Ok(reply),
+                    Ok(None) => Err(TransferError::Connection("the stream ended".into())),
+                    Err(framed::ReadError::Io(e)) => Err(super::lost(e)),
+                    Err(e) => Err(TransferError::Protocol(e.to_string())),
+                };
                 let end = reply.is_err();
                 if tx.send(reply).await.is_err() || end {
                     return;
@@ -416,19 +438,18 @@ impl Replies {
         Self { incoming, task }
     }
 
+    /// The reply the receiver owes now (a plan, or a report).
     async fn next(&mut self) -> Result<Reply, TransferError> {
-        match self.incoming.recv().await {
-            Some(reply) => reply,
-            None => Err(TransferError::Connection("the stream ended".into())),
+        match tokio::time::timeout(IDLE, self.incoming.recv()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => Err(TransferError::Connection("the stream ended".into())),
+            Err(_) => Err(TransferError::Timeout),
         }
     }
 
-    /// A reply that came while none was expected: the receiver gave up.
-    fn early(&mut self) -> Option<Reply> {
-        match self.incoming.try_recv() {
-            Ok(Ok(reply)) => Some(reply),
-            _ => None,
-        }
+    /// A reply (or a broken stream) that came while none was expected: the receiver gave up.
+    fn early(&mut self) -> Option<Result<Reply, TransferError>> {
+        self.incoming.try_recv().ok()
     }
 }
 

@@ -14,7 +14,16 @@ use loopsy_wire::transfer::{CHUNK, Data, Entry, Kind, Outcome, Plan, Receive, Re
 use serde_bytes::ByteBuf;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-use super::{Progress, Summary, TransferError, get, put, receive, send, walk};
+use super::{Expect, Progress, Summary, TransferError, get, put, receive, send, walk};
+
+/// What a push lets the sender send.
+fn anything() -> Expect {
+    Expect {
+        names: None,
+        recursive: true,
+        reports: true,
+    }
+}
 
 type Pipe = Compat<tokio::io::DuplexStream>;
 
@@ -57,9 +66,10 @@ async fn copy(
                 recursive: true,
                 sha256: true
             },
+            true,
             &p1
         ),
-        receive::receive(b, dest.to_path_buf(), options, &p2),
+        receive::receive(b, dest.to_path_buf(), options, anything(), &p2),
     );
     (sent, received)
 }
@@ -138,8 +148,8 @@ async fn a_tree_arrives_whole_and_verified() {
     let (sent, received) = copy(std::slice::from_ref(&src), &dest, Receive::default()).await;
     let (sent, received) = (sent.unwrap(), received.unwrap());
     assert_same_tree(&src, &dest.join("src"));
-    assert_eq!(sent.failed(), 0);
-    assert_eq!(received.failed(), 0);
+    assert_eq!(sent.failed, 0);
+    assert_eq!(received.failed, 0);
     // Both sides agree on each file's hash, which is BLAKE3's, and SHA-256 came along.
     let big = received
         .files
@@ -155,8 +165,22 @@ async fn a_tree_arrives_whole_and_verified() {
     );
     assert_eq!(sent.transferred, received.transferred);
     // Copied again: everything replaced in place (the default), nothing left over.
+    // A directory that was there keeps its mode (only its time follows the source).
+    fs::set_permissions(
+        dest.join("src/odd names"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
     let (_, again) = copy(std::slice::from_ref(&src), &dest, Receive::default()).await;
-    assert_eq!(again.unwrap().failed(), 0);
+    assert_eq!(again.unwrap().failed, 0);
+    let kept = fs::metadata(dest.join("src/odd names")).unwrap().mode() & 0o777;
+    assert_eq!(kept, 0o700);
+    fs::set_permissions(
+        dest.join("src/odd names"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::set_permissions(src.join("odd names"), fs::Permissions::from_mode(0o755)).unwrap();
     assert_same_tree(&src, &dest.join("src"));
     let leftovers = walk::walk(std::slice::from_ref(&dest), true)
         .unwrap()
@@ -248,11 +272,11 @@ async fn a_source_that_changed_is_not_delivered() {
     let (a, b) = pipe();
     let (p1, p2) = (Progress::default(), Progress::default());
     let (sent, received) = tokio::join!(
-        send::send(a, items, 1, Send::default(), &p1),
-        receive::receive(b, dest.clone(), Receive::default(), &p2),
+        send::send(a, items, 1, Send::default(), true, &p1),
+        receive::receive(b, dest.clone(), Receive::default(), anything(), &p2),
     );
     let received = received.unwrap();
-    assert_eq!(sent.unwrap().failed(), 1);
+    assert_eq!(sent.unwrap().failed, 1);
     assert!(
         matches!(&received.files[0].outcome, Outcome::Failed { reason } if reason.contains("changed")),
         "{:?}",
@@ -272,11 +296,23 @@ where
     F: FnOnce(Pipe) -> Fut,
     Fut: Future<Output = ()>,
 {
+    hostile_to(dest, anything(), script).await
+}
+
+async fn hostile_to<F, Fut>(
+    dest: &Path,
+    expect: Expect,
+    script: F,
+) -> Result<Summary, TransferError>
+where
+    F: FnOnce(Pipe) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let (a, b) = pipe();
     let progress = Progress::default();
     let (_, received) = tokio::join!(
         script(a),
-        receive::receive(b, dest.to_path_buf(), Receive::default(), &progress)
+        receive::receive(b, dest.to_path_buf(), Receive::default(), expect, &progress)
     );
     received
 }
@@ -404,10 +440,13 @@ async fn a_link_planted_under_the_partial_name_is_not_followed() {
             link(b".f.loopsy-part", victim.as_os_str().as_bytes()),
             file(b"f", 4),
         ];
-        let Some(Reply::Plan { plans }) = offer(&mut peer, entries).await else {
-            return;
-        };
-        assert_eq!(plans, vec![Plan::Fresh]);
+        let reply = offer(&mut peer, entries).await;
+        assert_eq!(
+            reply,
+            Some(Reply::Plan {
+                plans: vec![Plan::Fresh]
+            })
+        );
         let hash = *blake3::hash(b"evil").as_bytes();
         let _ = put(&mut peer, &Data::File { index: 1, from: 0 }).await;
         let _ = put(&mut peer, &Data::Chunk { len: 4, hash }).await;
@@ -427,5 +466,111 @@ async fn a_link_planted_under_the_partial_name_is_not_followed() {
     .await;
     assert!(result.is_err(), "{result:?}");
     assert_eq!(fs::read(dir.join("victim")).unwrap(), b"keep");
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_pull_takes_only_the_names_it_asked_for() {
+    let dir = temp("names");
+    let dest = dir.join("home");
+    fs::create_dir(&dest).unwrap();
+    let asked = || Expect {
+        names: Some(vec![b"notes.txt".to_vec()]),
+        recursive: false,
+        reports: true,
+    };
+    let dir_entry = Entry {
+        kind: Kind::Dir,
+        ..file(b"notes.txt", 0)
+    };
+    let cases = [
+        vec![file(b".bashrc", 1)],
+        vec![dir_entry],
+        vec![file(b"notes.txt/inner", 1)],
+    ];
+    for entries in cases {
+        let result = hostile_to(&dest, asked(), |mut peer| async move {
+            let reply = offer(&mut peer, entries).await;
+            assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
+        })
+        .await;
+        assert!(
+            matches!(result, Err(TransferError::Protocol(_))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "nothing written");
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn an_entry_offered_twice_is_refused() {
+    let dir = temp("twice");
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    let result = hostile(&dest, |mut peer| async move {
+        let reply = offer(&mut peer, vec![file(b"f", 1), file(b"./f", 1)]).await;
+        assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
+    })
+    .await;
+    assert!(
+        matches!(result, Err(TransferError::Protocol(_))),
+        "{result:?}"
+    );
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_read_leaves_an_earlier_part_alone() {
+    let dir = temp("unread");
+    let (src, dest) = (dir.join("big"), dir.join("dest"));
+    let bytes = data(4 * CHUNK, 5);
+    fs::write(&src, &bytes).unwrap();
+    fs::create_dir(&dest).unwrap();
+    let part = dest.join(".big.loopsy-part");
+    fs::write(&part, &bytes[..2 * CHUNK]).unwrap();
+    let items = walk::walk(std::slice::from_ref(&src), false).unwrap();
+    fs::remove_file(&src).unwrap();
+    let (a, b) = pipe();
+    let (p1, p2) = (Progress::default(), Progress::default());
+    let (_, received) = tokio::join!(
+        send::send(a, items, 1, Send::default(), true, &p1),
+        receive::receive(b, dest.clone(), Receive::default(), anything(), &p2),
+    );
+    assert_eq!(received.unwrap().failed, 1);
+    assert_eq!(
+        fs::read(&part).unwrap(),
+        &bytes[..2 * CHUNK],
+        "kept for a later run"
+    );
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_file_swapped_for_a_link_after_the_listing_is_not_read() {
+    let dir = temp("swap");
+    let (src, dest, decoy) = (dir.join("f"), dir.join("dest"), dir.join("secret"));
+    fs::write(&src, "public").unwrap();
+    fs::write(&decoy, "secret").unwrap();
+    fs::create_dir(&dest).unwrap();
+    let items = walk::walk(std::slice::from_ref(&src), false).unwrap();
+    // Same size and time as what was listed, but another file.
+    let time = fs::metadata(&src).unwrap().modified().unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&decoy)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+    fs::remove_file(&src).unwrap();
+    symlink(&decoy, &src).unwrap();
+    let (a, b) = pipe();
+    let (p1, p2) = (Progress::default(), Progress::default());
+    let (sent, _) = tokio::join!(
+        send::send(a, items, 1, Send::default(), true, &p1),
+        receive::receive(b, dest.clone(), Receive::default(), anything(), &p2),
+    );
+    assert_eq!(sent.unwrap().failed, 1);
+    assert!(!dest.join("f").exists(), "the secret never left");
     fs::remove_dir_all(dir).ok();
 }

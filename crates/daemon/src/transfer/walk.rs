@@ -21,6 +21,9 @@ pub const MAX_ENTRIES: usize = 1_000_000;
 pub struct Item {
     pub local: PathBuf,
     pub entry: Entry,
+    /// The file the walk saw (device, inode): what is read later must be that same file,
+    /// not something swapped in under its name since.
+    pub file: (u64, u64),
 }
 
 /// A source that cannot be offered.
@@ -113,6 +116,7 @@ fn tree(local: &Path, path: &Path, items: &mut Vec<Item>) -> Result<(), WalkErro
 fn item(local: &Path, path: &Path, meta: &Metadata, kind: Kind) -> Item {
     Item {
         local: local.to_path_buf(),
+        file: (meta.dev(), meta.ino()),
         entry: Entry {
             path: ByteBuf::from(path.as_os_str().as_bytes().to_vec()),
             kind,
