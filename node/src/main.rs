@@ -36,6 +36,7 @@ enum Command {
     Cp(cmd::cp::Cmd),
     Session(cmd::session::Cmd),
     Attach(cmd::attach::Cmd),
+    Ctx(cmd::ctx::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +88,7 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Cp(cmd) => cmd.run(home).await,
         Command::Session(cmd) => cmd.run(home).await,
         Command::Attach(cmd) => cmd.run(home).await,
+        Command::Ctx(cmd) => cmd.run(home).await,
     }
 }
 

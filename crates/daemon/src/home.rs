@@ -102,6 +102,11 @@ impl Home {
         self.dir.join("audit.jsonl")
     }
 
+    /// This device's copy of the shared context.
+    pub fn ctx(&self) -> PathBuf {
+        self.dir.join("ctx.cbor")
+    }
+
     /// The sessions this device hosts (and hosted), for `session ls` after a restart.
     pub fn sessions(&self) -> PathBuf {
         self.dir.join("sessions.json")

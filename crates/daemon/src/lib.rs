@@ -14,6 +14,7 @@ pub mod home;
 mod lock;
 pub mod node;
 mod pair;
+pub mod replica;
 pub mod session;
 mod sync;
 pub mod transfer;

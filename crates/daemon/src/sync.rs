@@ -18,7 +18,7 @@ use loopsy_wire::{
 };
 use serde_bytes::ByteBuf;
 
-use crate::{gate, node::Node, trust::Trust};
+use crate::{caps::Capability, gate, node::Node, trust::Trust};
 
 /// How long one exchange may take.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -32,6 +32,15 @@ pub trait Collection: Send + Sync {
     fn records(&self, keys: &[Vec<u8>]) -> Vec<ByteBuf>;
     /// Merges encoded records and returns those that were new here.
     fn merge(&self, records: Vec<ByteBuf>) -> Vec<ByteBuf>;
+    /// The capability a record's author needs here (whoever passed it on); `None` when
+    /// membership is enough.
+    fn needs(&self) -> Option<Capability> {
+        None
+    }
+    /// The author of an encoded record.
+    fn author_of(&self, _record: &[u8]) -> Option<PeerId> {
+        None
+    }
 }
 
 /// Compares two digests: the keys whose records `mine` should send, and the keys it wants.
@@ -101,8 +110,24 @@ async fn answer(node: &Arc<Node>, peer: PeerId, stream: &mut Stream) -> Result<(
     }
 }
 
-/// Merges records from `from`, and passes on what was new to the other members.
+/// Merges records from `from`, and passes on what was new to the other members. Records
+/// whose authors lack the collection's capability here are dropped.
 fn learn(node: &Arc<Node>, collection: &dyn Collection, records: Vec<ByteBuf>, from: PeerId) {
+    let records = match collection.needs() {
+        None => records,
+        Some(capability) => records
+            .into_iter()
+            .filter(|r| {
+                collection.author_of(r).is_some_and(|author| {
+                    author == node.mesh.peer_id()
+                        || node
+                            .trust
+                            .grants(&author)
+                            .is_some_and(|g| g.contains(&capability))
+                })
+            })
+            .collect(),
+    };
     let fresh = collection.merge(records);
     if !fresh.is_empty() {
         push(node, collection.name(), fresh, Some(from));
@@ -260,6 +285,8 @@ impl Collection for Trust {
 
 /// The member list's collection name.
 pub const MEMBERS: &str = "members";
+/// The shared context's.
+pub const CTX: &str = "ctx";
 
 pub fn encode_record(record: &Record) -> ByteBuf {
     let mut out = Vec::new();

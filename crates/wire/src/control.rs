@@ -109,6 +109,31 @@ pub enum Request {
     },
     /// Every session this device and its connected members host: answers `sessions`.
     SessionList,
+    /// Sets a key of the shared context (for `ttl_secs`, if given): answers `ctx` with it.
+    CtxSet {
+        key: String,
+        value: String,
+        ttl_secs: Option<u64>,
+    },
+    /// Answers `ctx` with the key, or an error `not_found`.
+    CtxGet { key: String },
+    /// Answers `ctx` with every key that starts with `prefix`.
+    CtxList { prefix: String },
+    /// Deletes a key everywhere: answers `done`.
+    CtxRemove { key: String },
+}
+
+/// A key of the shared context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtxEntry {
+    pub key: String,
+    pub value: String,
+    /// The device that set it: its name and peer ID.
+    pub author: String,
+    pub author_peer_id: String,
+    /// RFC 3339, UTC.
+    pub updated: String,
+    pub expires: Option<String>,
 }
 
 /// A session and the device that hosts it.
@@ -177,6 +202,9 @@ pub enum Response {
         files: Vec<CopiedFile>,
     },
     Copied(Copied),
+    Ctx {
+        entries: Vec<CtxEntry>,
+    },
     Sessions {
         sessions: Vec<HostedSession>,
         /// Members that did not answer in time.

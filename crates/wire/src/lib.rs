@@ -13,6 +13,7 @@
 //! - [`transfer`]: copying files and trees.
 //! - [`session`]: persistent terminal sessions.
 //! - [`member`]: signed member records, the first replicated collection.
+//! - [`replica`]: records of the last-writer-wins collections (sessions, context, messages).
 //! - [`sync`]: the replication protocol's messages.
 
 pub mod admission;
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod member;
 pub mod pair;
 pub mod protocol;
+pub mod replica;
 pub mod session;
 pub mod sync;
 pub mod transfer;

@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod audit;
 pub mod cp;
+pub mod ctx;
 pub mod exec;
 pub mod id;
 pub mod node;

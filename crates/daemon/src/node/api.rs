@@ -58,6 +58,14 @@ impl Handler for Api {
                 return super::sessions::session(node, peer, request, reply).await;
             }
             Request::SessionList => super::sessions::list(node).await,
+            Request::CtxSet {
+                key,
+                value,
+                ttl_secs,
+            } => super::ctx::set(node, &key, &value, ttl_secs),
+            Request::CtxGet { key } => super::ctx::get(node, &key),
+            Request::CtxList { prefix } => super::ctx::list(node, &prefix),
+            Request::CtxRemove { key } => super::ctx::remove(node, &key),
         };
         let _ = reply.send(&response).await;
     }

@@ -3,6 +3,7 @@
 
 mod api;
 mod copy;
+mod ctx;
 mod keeper;
 mod sessions;
 
@@ -27,6 +28,11 @@ use crate::{
 
 /// Most addresses this device hands out (in codes, hellos and its member record).
 const MAX_ADVERTISED: usize = 8;
+/// The shared context's bounds: keys, and bytes per value.
+const CTX_LIMITS: crate::replica::Limits = crate::replica::Limits {
+    records: 10_000,
+    value: 64 * 1024,
+};
 
 /// `loopsy node` flags that override the config for one run.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +57,8 @@ pub enum NodeError {
     Trust(#[from] TrustError),
     #[error(transparent)]
     Mesh(#[from] loopsy_mesh::StartError),
+    #[error(transparent)]
+    Replica(#[from] io::Error),
     #[error("cannot open the control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
 }
@@ -91,6 +99,14 @@ pub async fn run(
         defaults.clone(),
     )?;
 
+    let ctx = crate::replica::Store::load(
+        sync::CTX,
+        Some(crate::caps::Capability::Ctx),
+        home.ctx(),
+        keypair.clone(),
+        CTX_LIMITS,
+        |_, _| true,
+    )?;
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
         name: name.clone(),
@@ -109,6 +125,7 @@ pub async fn run(
         running: crate::exec::Running::default(),
         files_policy: config.files.clone(),
         sessions: Arc::new(crate::session::Sessions::load(home.sessions())),
+        ctx,
     });
 
     let mut services = JoinSet::new();
@@ -196,6 +213,8 @@ pub struct Node {
     pub(crate) files_policy: crate::transfer::policy::Policy,
     /// The sessions this device hosts.
     pub(crate) sessions: Arc<crate::session::Sessions>,
+    /// The shared context, replicated.
+    pub(crate) ctx: crate::replica::Store,
 }
 
 impl Node {
@@ -253,12 +272,13 @@ impl Node {
     pub(crate) fn collection(&self, name: &str) -> Option<&dyn Collection> {
         match name {
             sync::MEMBERS => Some(&self.trust),
+            sync::CTX => Some(&self.ctx),
             _ => None,
         }
     }
 
-    pub(crate) fn collection_names(&self) -> [&'static str; 1] {
-        [sync::MEMBERS]
+    pub(crate) fn collection_names(&self) -> [&'static str; 2] {
+        [sync::MEMBERS, sync::CTX]
     }
 
     /// Members with a connection now.

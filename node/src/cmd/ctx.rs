@@ -1,0 +1,119 @@
+//! `loopsy ctx set/get/ls/rm`: the shared context, a key-value store replicated to every
+//! device of the mesh, for agents and scripts.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Args, Subcommand};
+use loopsy_daemon::{Home, clock, control};
+use loopsy_wire::control::{CtxEntry, Request, Response};
+
+/// The shared context: keys every device of the mesh sees (the last write wins).
+#[derive(Debug, Args)]
+pub struct Cmd {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Set KEY to VALUE everywhere.
+    Set {
+        key: String,
+        value: String,
+        /// Forget it after this long (90s, 10m, 2h, 7d).
+        #[arg(long, value_parser = clock::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Print KEY's value (exit code 1 when it is not set).
+    Get {
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every key, or those starting with a prefix.
+    Ls {
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete KEY everywhere.
+    Rm { key: String },
+}
+
+impl Cmd {
+    pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        match self.action {
+            Action::Set { key, value, ttl } => {
+                let request = Request::CtxSet {
+                    key,
+                    value,
+                    ttl_secs: ttl.map(|t| t.as_secs().max(1)),
+                };
+                control::request(&home, request).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Get { key, json } => {
+                let response = control::request(&home, Request::CtxGet { key }).await;
+                let entries = match response {
+                    Ok(Response::Ctx { entries }) => entries,
+                    Err(control::ClientError::Refused(e))
+                        if e.code == loopsy_wire::control::ErrorCode::NotFound =>
+                    {
+                        eprintln!("loopsy: {}", e.message);
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(_) => anyhow::bail!("the node gave an unexpected answer"),
+                };
+                match entries.first() {
+                    Some(entry) if json => crate::output::json(entry)?,
+                    Some(entry) => println!("{}", entry.value),
+                    None => return Ok(ExitCode::FAILURE),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Ls { prefix, json } => {
+                let Response::Ctx { entries } =
+                    control::request(&home, Request::CtxList { prefix }).await?
+                else {
+                    anyhow::bail!("the node gave an unexpected answer");
+                };
+                if json {
+                    crate::output::json(&entries)?;
+                } else {
+                    table(&entries);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Rm { key } => {
+                control::request(&home, Request::CtxRemove { key }).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+fn table(entries: &[CtxEntry]) {
+    let mut rows = vec![
+        ["KEY", "VALUE", "BY", "UPDATED", "EXPIRES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for e in entries {
+        let value: String = e
+            .value
+            .chars()
+            .take(60)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        rows.push(vec![
+            e.key.clone(),
+            value,
+            e.author.clone(),
+            e.updated.clone(),
+            e.expires.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    crate::output::table(&rows);
+}
