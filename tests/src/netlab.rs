@@ -67,8 +67,9 @@ impl Lab {
             ])?;
             ip(&["-n", ns, "addr", "add", cidr, "dev", iface])?;
             ip(&["-n", ns, "link", "set", iface, "up"])?;
-            // mDNS sends to 224.0.0.251: route multicast out of the LAN interface.
-            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", iface])?;
+            // mDNS sends to 224.0.0.251: route multicast out of the LAN interface (appended:
+            // a host on two LANs gets one such route per interface).
+            ip(&["-n", ns, "route", "append", "224.0.0.0/4", "dev", iface])?;
         }
         Ok(())
     }

@@ -102,6 +102,11 @@ impl Home {
         self.dir.join("audit.jsonl")
     }
 
+    /// This device's copy of the session registry (every device's sessions).
+    pub fn registry(&self) -> PathBuf {
+        self.dir.join("registry.cbor")
+    }
+
     /// This device's copy of the shared context.
     pub fn ctx(&self) -> PathBuf {
         self.dir.join("ctx.cbor")

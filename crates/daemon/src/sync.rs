@@ -287,6 +287,8 @@ impl Collection for Trust {
 pub const MEMBERS: &str = "members";
 /// The shared context's.
 pub const CTX: &str = "ctx";
+/// The session registry's.
+pub const SESSIONS: &str = "sessions";
 
 pub fn encode_record(record: &Record) -> ByteBuf {
     let mut out = Vec::new();

@@ -107,7 +107,7 @@ pub enum Request {
         peer: Option<String>,
         request: crate::session::Request,
     },
-    /// Every session this device and its connected members host: answers `sessions`.
+    /// Every session of the mesh, from the replicated registry: answers `sessions`.
     SessionList,
     /// Sets a key of the shared context (for `ttl_secs`, if given): answers `ctx` with it.
     CtxSet {
@@ -142,6 +142,10 @@ pub struct HostedSession {
     /// The host's name and peer ID.
     pub host: String,
     pub host_peer_id: String,
+    /// Whether the host is this device or connected to it now.
+    pub host_online: bool,
+    /// For a host that is offline: when this device last heard from it (RFC 3339).
+    pub last_seen: Option<String>,
     pub session: crate::session::Info,
 }
 
@@ -207,8 +211,6 @@ pub enum Response {
     },
     Sessions {
         sessions: Vec<HostedSession>,
-        /// Members that did not answer in time.
-        unreachable: Vec<String>,
     },
     Error(Error),
 }

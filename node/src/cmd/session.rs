@@ -67,6 +67,10 @@ struct Listed {
     name: Option<String>,
     host: String,
     host_peer_id: String,
+    /// Whether the host is this device or connected to it now.
+    host_online: bool,
+    /// For an offline host: when this device last heard from it.
+    host_last_seen: Option<String>,
     command: Vec<String>,
     status: &'static str,
     code: Option<i32>,
@@ -142,11 +146,7 @@ async fn ask(
 
 async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
     let response = loopsy_daemon::control::request(home, Request::SessionList).await?;
-    let Response::Sessions {
-        sessions,
-        unreachable,
-    } = response
-    else {
+    let Response::Sessions { sessions } = response else {
         anyhow::bail!("the node answered with something other than sessions");
     };
     let listed: Vec<Listed> = sessions
@@ -162,6 +162,8 @@ async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
                 name: s.name,
                 host: hosted.host,
                 host_peer_id: hosted.host_peer_id,
+                host_online: hosted.host_online,
+                host_last_seen: hosted.last_seen,
                 command: s.command,
                 status,
                 code,
@@ -182,10 +184,14 @@ async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
             .to_vec(),
         ];
         for s in &listed {
-            let status = match s.code {
+            let mut status = match s.code {
                 Some(code) => format!("{} ({code})", s.status),
                 None => s.status.to_owned(),
             };
+            if !s.host_online {
+                let seen = s.host_last_seen.as_deref().unwrap_or("never");
+                status.push_str(&format!(", host offline (last seen {seen})"));
+            }
             rows.push(vec![
                 s.id.clone(),
                 s.name.clone().unwrap_or_else(|| "-".into()),
@@ -197,9 +203,6 @@ async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
             ]);
         }
         crate::output::table(&rows);
-    }
-    for peer in unreachable {
-        eprintln!("loopsy: {peer} did not answer; its sessions are not listed");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,6 +28,11 @@ use crate::{
 
 /// Most addresses this device hands out (in codes, hellos and its member record).
 const MAX_ADVERTISED: usize = 8;
+/// The session registry's bounds: sessions of all devices, and bytes per session.
+const REGISTRY_LIMITS: crate::replica::Limits = crate::replica::Limits {
+    records: 4096,
+    value: 16 * 1024,
+};
 /// The shared context's bounds: keys, and bytes per value.
 const CTX_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 10_000,
@@ -107,6 +112,14 @@ pub async fn run(
         CTX_LIMITS,
         |_, _| true,
     )?;
+    let registry = crate::replica::Store::load(
+        sync::SESSIONS,
+        None,
+        home.registry(),
+        keypair.clone(),
+        REGISTRY_LIMITS,
+        crate::session::registry::written_by_host,
+    )?;
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
         name: name.clone(),
@@ -126,6 +139,7 @@ pub async fn run(
         files_policy: config.files.clone(),
         sessions: Arc::new(crate::session::Sessions::load(home.sessions())),
         ctx,
+        registry,
     });
 
     let mut services = JoinSet::new();
@@ -215,6 +229,8 @@ pub struct Node {
     pub(crate) sessions: Arc<crate::session::Sessions>,
     /// The shared context, replicated.
     pub(crate) ctx: crate::replica::Store,
+    /// Every device's sessions, replicated; each host writes its own.
+    pub(crate) registry: crate::replica::Store,
 }
 
 impl Node {
@@ -273,12 +289,13 @@ impl Node {
         match name {
             sync::MEMBERS => Some(&self.trust),
             sync::CTX => Some(&self.ctx),
+            sync::SESSIONS => Some(&self.registry),
             _ => None,
         }
     }
 
-    pub(crate) fn collection_names(&self) -> [&'static str; 2] {
-        [sync::MEMBERS, sync::CTX]
+    pub(crate) fn collection_names(&self) -> [&'static str; 3] {
+        [sync::MEMBERS, sync::SESSIONS, sync::CTX]
     }
 
     /// Members with a connection now.

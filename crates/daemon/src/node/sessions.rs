@@ -1,23 +1,19 @@
 //! `loopsy session` and `loopsy attach` on the device that runs them: a session on this
 //! device is served right on the control connection; one on a peer goes over a
-//! `/loopsy/session/1` stream that the daemon relays. Listing asks every connected member
-//! (until the registry is replicated).
+//! `/loopsy/session/1` stream that the daemon relays. Listing, and finding a session's
+//! host, read the replicated session registry.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use futures::future::join_all;
 use loopsy_mesh::PeerId;
 use loopsy_wire::{
     control::{self, ErrorCode, HostedSession, Response},
     protocol,
-    session::{self, Info, MAX_FRAME, Reply as SessionReply, Request},
+    session::{self, MAX_FRAME, Request},
 };
 
 use super::{Node, api::open};
 use crate::{control::Reply, gate};
-
-/// How long a member may take to list its sessions.
-const LIST_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Serves a session request for the CLI, on this device or through the host's stream.
 pub(super) async fn session(
@@ -72,60 +68,13 @@ pub(super) async fn session(
     }
 }
 
-/// Every session of this device and of each connected member.
+/// Every session of the mesh, from the replicated registry (this device's own first
+/// brought up to date).
 pub(super) async fn list(node: &Arc<Node>) -> Response {
-    let mine = node.mesh.peer_id();
-    let mut sessions: Vec<HostedSession> = node
-        .sessions
-        .list()
-        .into_iter()
-        .map(|session| hosted(node, mine, session))
-        .collect();
-    let members = node.connected_members().await;
-    let answers = join_all(members.iter().map(|&peer| remote_list(node, peer))).await;
-    let mut unreachable = Vec::new();
-    for (peer, answer) in members.into_iter().zip(answers) {
-        match answer {
-            Some(list) => sessions.extend(list.into_iter().map(|s| hosted(node, peer, s))),
-            None => unreachable.push(node.peer_name(&peer).unwrap_or_else(|| peer.to_base58())),
-        }
-    }
-    sessions.sort_by_key(|s| std::cmp::Reverse(s.session.created));
+    crate::session::registry::publish(node);
     Response::Sessions {
-        sessions,
-        unreachable,
+        sessions: crate::session::registry::hosted(node).await,
     }
-}
-
-fn hosted(node: &Node, peer: PeerId, session: Info) -> HostedSession {
-    let host = if peer == node.mesh.peer_id() {
-        node.name.clone()
-    } else {
-        node.peer_name(&peer).unwrap_or_else(|| peer.to_base58())
-    };
-    HostedSession {
-        host,
-        host_peer_id: peer.to_base58(),
-        session,
-    }
-}
-
-/// A member's sessions, or `None` when it does not answer in time (or refuses).
-async fn remote_list(node: &Arc<Node>, peer: PeerId) -> Option<Vec<Info>> {
-    let asked = async {
-        let mut stream = node.mesh.open_stream(peer, protocol::SESSION).await.ok()?;
-        gate::request(&mut stream, &Request::List, MAX_FRAME)
-            .await
-            .ok()?;
-        match loopsy_mesh::framed::read::<SessionReply, _>(&mut stream, MAX_FRAME).await {
-            Ok(Some(SessionReply::Sessions { sessions })) => Some(sessions),
-            _ => None,
-        }
-    };
-    tokio::time::timeout(LIST_DEADLINE, asked)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// The host of the session called `query`: `None` for this device.

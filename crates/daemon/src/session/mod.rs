@@ -8,6 +8,7 @@
 //! node starts again shows as exited, with no code.
 
 pub mod host;
+pub mod registry;
 
 use std::{
     fs,
@@ -206,7 +207,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, stream: Stream, _grants: Caps)
 
 /// Answers `request`, from `peer` (or from this device's own user).
 pub async fn handle<R, W>(
-    node: &Node,
+    node: &Arc<Node>,
     peer: Option<PeerId>,
     request: Request,
     reader: R,
@@ -267,6 +268,7 @@ pub async fn handle<R, W>(
             });
             match started {
                 Ok(info) => {
+                    registry::publish(node);
                     audit(
                         "session new",
                         format!("{} {shown}", info.id),
@@ -289,6 +291,7 @@ pub async fn handle<R, W>(
             Ok(found) => {
                 audit("session kill", found.id(), Outcome::Ok, None);
                 found.kill().await;
+                registry::publish(node);
                 let _ = put(&mut writer, &Reply::Killed).await;
             }
             Err(reason) => error(&mut writer, &reason).await,
@@ -301,7 +304,8 @@ pub async fn handle<R, W>(
         } => match node.sessions.resolve(&session) {
             Ok(found) => {
                 audit("session attach", found.id(), Outcome::Ok, None);
-                attach(found, offset, rows, cols, reader, &mut writer).await;
+                attach(node, found, offset, rows, cols, reader, &mut writer).await;
+                registry::publish(node);
             }
             Err(reason) => error(&mut writer, &reason).await,
         },
@@ -332,6 +336,7 @@ impl Drop for Attached {
 /// Serves one attached client: the screen (or the output since `offset`), then the output
 /// as it comes, and the client's keys and sizes to the program.
 async fn attach<R, W>(
+    node: &Arc<Node>,
     session: Arc<Session>,
     offset: Option<u64>,
     rows: u16,
@@ -344,6 +349,7 @@ async fn attach<R, W>(
 {
     session.client_joined();
     let _attached = Attached(session.clone());
+    registry::publish(node);
     session.resize(rows, cols);
     let mut marks = session.marks();
     let resumed = offset.filter(|&o| session.output(o, 0).is_some());

@@ -1,0 +1,108 @@
+//! The session registry: every device's sessions, replicated to every member, so that
+//! `session ls` on any device lists them all, including those of hosts that are offline.
+//! Each host is the only writer of its own records (their keys start with its peer ID,
+//! and the signature proves the author); it publishes a record when a session starts,
+//! changes or ends, and deletes it when the session is forgotten.
+
+use std::{collections::HashMap, sync::Arc};
+
+use loopsy_mesh::PeerId;
+use loopsy_wire::{control::HostedSession, replica::Record, session::Info};
+
+use crate::{clock, node::Node, sync};
+
+/// A session's key: the host's peer ID (length first), then the session's ID.
+fn key(host: &PeerId, id: &str) -> Vec<u8> {
+    let mut key = prefix(host);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn prefix(host: &PeerId) -> Vec<u8> {
+    let host = host.to_bytes();
+    let mut key = Vec::with_capacity(host.len() + 16);
+    key.push(host.len() as u8);
+    key.extend_from_slice(&host);
+    key
+}
+
+/// The host of a key, if it is one.
+fn host_of(key: &[u8]) -> Option<PeerId> {
+    let (&len, rest) = key.split_first()?;
+    PeerId::from_bytes(rest.get(..usize::from(len))?).ok()
+}
+
+/// The registry's rule: a host writes only its own sessions.
+pub fn written_by_host(record: &Record, author: &PeerId) -> bool {
+    record.key.starts_with(&prefix(author))
+}
+
+/// Brings this device's records in line with its sessions, and pushes what changed.
+pub fn publish(node: &Arc<Node>) {
+    let me = node.mesh.peer_id();
+    let mut held: HashMap<Vec<u8>, Record> = node
+        .registry
+        .live(&prefix(&me))
+        .into_iter()
+        .map(|r| (r.key.to_vec(), r))
+        .collect();
+    let mut changed = Vec::new();
+    for info in node.sessions.list() {
+        let key = key(&me, &info.id);
+        let mut value = Vec::new();
+        let _ = ciborium::into_writer(&info, &mut value);
+        let same = held
+            .remove(&key)
+            .is_some_and(|r| r.value.as_ref().is_some_and(|v| v[..] == value[..]));
+        if !same && let Ok(record) = node.registry.put(&key, Some(value), None) {
+            changed.push(record);
+        }
+    }
+    // Sessions this device no longer lists.
+    for key in held.into_keys() {
+        if let Ok(record) = node.registry.put(&key, None, None) {
+            changed.push(record);
+        }
+    }
+    if !changed.is_empty() {
+        sync::push(node, sync::SESSIONS, changed, None);
+    }
+}
+
+/// Every session in the mesh, newest first, with whether its host is reachable now and
+/// when this device last heard from it.
+pub async fn hosted(node: &Arc<Node>) -> Vec<HostedSession> {
+    let me = node.mesh.peer_id();
+    let online: Vec<PeerId> = node.connected_members().await;
+    let records = node.registry.live(&[]);
+    let mut heard: HashMap<PeerId, u64> = HashMap::new();
+    for record in &records {
+        if let Some(host) = host_of(&record.key) {
+            let at = heard.entry(host).or_default();
+            *at = (*at).max(record.clock.ms);
+        }
+    }
+    let mut sessions: Vec<HostedSession> = records
+        .iter()
+        .filter_map(|record| {
+            let host = host_of(&record.key)?;
+            let info: Info = ciborium::from_reader(&record.value.as_ref()?[..]).ok()?;
+            let host_online = host == me || online.contains(&host);
+            Some(HostedSession {
+                host: if host == me {
+                    node.name.clone()
+                } else {
+                    node.peer_name(&host).unwrap_or_else(|| host.to_base58())
+                },
+                host_peer_id: host.to_base58(),
+                host_online,
+                last_seen: (!host_online)
+                    .then(|| heard.get(&host).map(|ms| clock::rfc3339_ms(*ms)))
+                    .flatten(),
+                session: info,
+            })
+        })
+        .collect();
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.session.created));
+    sessions
+}
