@@ -52,11 +52,18 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
         host,
         at: None,
         attached_once: false,
+        live: false,
     };
     let mut lost_since: Option<Instant> = None;
     let mut pause = Duration::from_millis(100);
     loop {
+        state.live = false;
         let end = state.attach_once(home, &mut keys).await;
+        if state.live {
+            // It got back in: a later drop starts a fresh count.
+            lost_since = None;
+            pause = Duration::from_millis(100);
+        }
         let mut err = tokio::io::stderr();
         match end {
             End::Detached => {
@@ -76,7 +83,8 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
                     None => format!("\r\n[session {} is over]\r\n", state.session),
                 };
                 let _ = err.write_all(text.as_bytes()).await;
-                return ExitCode::from(code.unwrap_or(0).clamp(0, 255) as u8);
+                // No code: the host lost the program; that is not a success.
+                return ExitCode::from(code.unwrap_or(1).clamp(0, 255) as u8);
             }
             End::Failed(message, code) => {
                 let _ = err
@@ -99,7 +107,22 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
                         )
                         .await;
                 }
-                tokio::time::sleep(pause).await;
+                // Ctrl-\ still detaches while waiting.
+                let sleep = tokio::time::sleep(pause);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        typed = keys.recv() => match typed {
+                            Some(typed) if typed.contains(&DETACH) => {
+                                let _ = err.write_all(b"\r\n[detached]\r\n").await;
+                                return ExitCode::SUCCESS;
+                            }
+                            Some(_) => {}
+                            None => sleep.as_mut().await,
+                        },
+                    }
+                }
                 pause = (pause * 2).min(Duration::from_secs(2));
                 continue;
             }
@@ -120,6 +143,8 @@ struct Attachment {
     /// The offset after the last byte shown.
     at: Option<u64>,
     attached_once: bool,
+    /// Whether the current try got in.
+    live: bool,
 }
 
 impl Attachment {
@@ -148,6 +173,8 @@ impl Attachment {
                 };
                 return match e.code {
                     ErrorCode::Unreachable | ErrorCode::Unavailable => End::Lost(e.message),
+                    // A node that just restarted may not know where the session is yet.
+                    ErrorCode::NotFound if self.attached_once => End::Lost(e.message),
                     _ => End::Failed(e.message, code),
                 };
             }
@@ -166,6 +193,7 @@ impl Attachment {
                         Ok(Some(Reply::Attached { info, offset, screen })) => {
                             self.session = info.id;
                             self.attached_once = true;
+                            self.live = true;
                             self.at = Some(offset);
                             screen.map(ByteBuf::into_vec)
                         }

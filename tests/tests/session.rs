@@ -259,6 +259,44 @@ fn a_device_without_the_sessions_capability_is_refused() -> anyhow::Result<()> {
         .into_iter()
         .any(|e| e["action"] == "session" && e["result"] == "denied");
     assert!(denied, "the refusal is audited: {:?}", a.audit());
+
+    // `sessions` alone does not run programs: those still need `exec` (or `shell`).
+    let f = Node::start(Options::isolated("foxtrot"))?;
+    let mut invite = a.invite(&["--ttl", "60s", "--allow", "sessions"])?;
+    let (ok, out) = f.join(&invite.code);
+    assert!(ok, "{out}");
+    assert_eq!(invite.result()?["paired"], true);
+    for argv in [&["--"][..], &["--", "true"][..]] {
+        let mut args = vec!["session", "new", "--on", "alpha"];
+        args.extend_from_slice(argv);
+        let out = f.cli(&args);
+        assert!(!out.status.success(), "{argv:?} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("capability is not granted"), "{err}");
+    }
+    assert!(sessions(&a).is_empty(), "nothing started");
+    Ok(())
+}
+
+#[test]
+fn a_program_that_leaves_a_job_behind_still_ends_its_session() -> anyhow::Result<()> {
+    let a = Node::start(Options::isolated("alpha"))?;
+    let argv = ["sleep", "31337"];
+    let id = new_session(
+        &a,
+        &["--", "sh", "-c", "sleep 31337 & echo started; exit 3"],
+    );
+    let ended = wait_for("the session to end", Duration::from_secs(20), || {
+        let listed = sessions(&a);
+        let s = session(&listed, &id)?.clone();
+        (s["status"] == "exited").then_some(s)
+    })?;
+    assert_eq!(ended["code"], 3);
+    wait_for(
+        "the job it left to hang up",
+        Duration::from_secs(10),
+        || (!running(&argv)).then_some(()),
+    )?;
     Ok(())
 }
 

@@ -186,7 +186,7 @@ pub async fn run(
     serve(listener, Arc::new(api::Api(node.clone())), shutdown).await;
 
     tracing::info!("shutting down");
-    node.sessions.hang_up_all();
+    node.sessions.end_all().await;
     services.shutdown().await;
     let _ = fs::remove_file(&socket);
     mesh_task.shutdown().await;

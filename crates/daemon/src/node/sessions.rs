@@ -3,7 +3,7 @@
 //! `/loopsy/session/1` stream that the daemon relays. Listing, and finding a session's
 //! host, read the replicated session registry.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use loopsy_mesh::PeerId;
 use loopsy_wire::{
@@ -77,14 +77,63 @@ pub(super) async fn list(node: &Arc<Node>) -> Response {
     }
 }
 
+/// The sessions of every connected member, asked directly (a member that does not answer
+/// in a few seconds is left out).
+async fn ask_connected(node: &Arc<Node>) -> Vec<HostedSession> {
+    let members = node.connected_members().await;
+    let asked = members.iter().map(|&peer| async move {
+        let listed = async {
+            let mut stream = node.mesh.open_stream(peer, protocol::SESSION).await.ok()?;
+            gate::request(&mut stream, &Request::List, MAX_FRAME)
+                .await
+                .ok()?;
+            match loopsy_mesh::framed::read::<session::Reply, _>(&mut stream, MAX_FRAME).await {
+                Ok(Some(session::Reply::Sessions { sessions })) => Some(sessions),
+                _ => None,
+            }
+        };
+        let sessions = tokio::time::timeout(Duration::from_secs(3), listed)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        sessions.into_iter().map(move |session| HostedSession {
+            host: node.peer_name(&peer).unwrap_or_else(|| peer.to_base58()),
+            host_peer_id: peer.to_base58(),
+            host_online: true,
+            last_seen: None,
+            session,
+        })
+    });
+    futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// The host of the session called `query`: `None` for this device.
 async fn locate(node: &Arc<Node>, query: &str) -> Result<Option<(PeerId, String)>, control::Error> {
     if node.sessions.resolve(query).is_ok() {
         return Ok(None);
     }
-    let Response::Sessions { sessions, .. } = list(node).await else {
+    let Response::Sessions { mut sessions } = list(node).await else {
         return Err(control::Error::new(ErrorCode::Internal, "no session list"));
     };
+    // A session started a moment ago may not have reached this device's registry yet:
+    // then the connected devices are asked directly.
+    let known = |sessions: &[HostedSession]| {
+        sessions.iter().any(|s| {
+            s.session.id.starts_with(query)
+                || s.session
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(query))
+        })
+    };
+    if !known(&sessions) {
+        sessions.extend(ask_connected(node).await);
+    }
     let matches = |exact: bool| -> Vec<&HostedSession> {
         sessions
             .iter()
@@ -100,7 +149,12 @@ async fn locate(node: &Arc<Node>, query: &str) -> Result<Option<(PeerId, String)
             })
             .collect()
     };
-    let mut found = matches(true);
+    let by_id: Vec<&HostedSession> = sessions.iter().filter(|s| s.session.id == query).collect();
+    let mut found = if by_id.len() == 1 {
+        by_id
+    } else {
+        matches(true)
+    };
     if found.is_empty() {
         found = matches(false);
     }

@@ -22,7 +22,13 @@ use crate::clock;
 /// Output bytes a session keeps for clients that resume.
 pub const RING: usize = 4 * 1024 * 1024;
 /// Lines of scrollback the emulator keeps.
-const SCROLLBACK: usize = 1000;
+const SCROLLBACK: usize = 200;
+/// The largest terminal a client may ask for (the emulator holds every cell).
+const MAX_ROWS: u16 = 500;
+const MAX_COLS: u16 = 1000;
+/// After the program exits, its output is read until it stops for this long (a background
+/// job may keep the terminal open for ever).
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
 /// After asking a session's programs to hang up, how long before they are killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -33,10 +39,9 @@ pub struct Mark {
     pub exited: Option<Option<i32>>,
 }
 
-/// What the program is told by clients.
-enum ToPty {
-    Keys(Vec<u8>),
-    Resize(u16, u16),
+/// A terminal size from a client, kept within bounds.
+fn bounded(rows: u16, cols: u16) -> (u16, u16) {
+    (rows.clamp(1, MAX_ROWS), cols.clamp(1, MAX_COLS))
 }
 
 /// Output kept for clients: the bytes from `start` to `start + bytes.len()`.
@@ -80,8 +85,13 @@ struct State {
 pub struct Session {
     state: Mutex<State>,
     marks: watch::Sender<Mark>,
-    to_pty: mpsc::Sender<ToPty>,
-    pgid: Option<Pid>,
+    /// Keys for the program: a client that types faster than it reads waits.
+    keys: mpsc::Sender<Vec<u8>>,
+    /// The terminal's size: only the latest matters.
+    size: watch::Sender<(u16, u16)>,
+    /// The program's terminal session (its ID is the program's PID): every process in it,
+    /// background jobs included, ends with the session.
+    sid: Option<Pid>,
 }
 
 impl Session {
@@ -95,7 +105,7 @@ impl Session {
         rows: u16,
         cols: u16,
     ) -> std::io::Result<Arc<Self>> {
-        let (rows, cols) = (rows.max(1), cols.max(1));
+        let (rows, cols) = bounded(rows, cols);
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
         pty.resize(pty_process::Size::new(rows, cols))
             .map_err(std::io::Error::other)?;
@@ -108,9 +118,10 @@ impl Session {
             command = command.arg0(arg0);
         }
         let mut child = command.spawn(pts).map_err(std::io::Error::other)?;
-        let pgid = child.id().and_then(|pid| Pid::from_raw(pid as i32));
+        let sid = child.id().and_then(|pid| Pid::from_raw(pid as i32));
         let (mut output, mut input) = pty.into_split();
-        let (to_pty, mut from_clients) = mpsc::channel(64);
+        let (keys, mut typed) = mpsc::channel::<Vec<u8>>(64);
+        let (size, mut sizes) = watch::channel((rows, cols));
         let session = Arc::new(Self {
             state: Mutex::new(State {
                 ring: Ring {
@@ -125,16 +136,27 @@ impl Session {
                 exited: None,
             })
             .0,
-            to_pty,
-            pgid,
+            keys,
+            size,
+            sid,
         });
+        // Ends when the session is dropped, or the terminal is gone.
         tokio::spawn(async move {
-            while let Some(message) = from_clients.recv().await {
-                let done = match message {
-                    ToPty::Keys(keys) => input.write_all(&keys).await,
-                    ToPty::Resize(rows, cols) => input
-                        .resize(pty_process::Size::new(rows, cols))
-                        .map_err(std::io::Error::other),
+            loop {
+                let done = tokio::select! {
+                    keys = typed.recv() => match keys {
+                        Some(keys) => input.write_all(&keys).await,
+                        None => return,
+                    },
+                    changed = sizes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let (rows, cols) = *sizes.borrow_and_update();
+                        input
+                            .resize(pty_process::Size::new(rows, cols))
+                            .map_err(std::io::Error::other)
+                    }
                 };
                 if done.is_err() {
                     return;
@@ -144,25 +166,41 @@ impl Session {
         let pump = session.clone();
         tokio::spawn(async move {
             let mut buffer = vec![0u8; 64 * 1024];
-            // A PTY whose last writer closed reads as an error (EIO), not as the end.
-            while let Ok(n) = output.read(&mut buffer).await {
+            // The program's end, not the terminal's: a background job may hold the terminal
+            // open after the program is gone.
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    read = output.read(&mut buffer) => match read {
+                        // A PTY whose last writer closed reads as an error (EIO).
+                        Ok(0) | Err(_) => break child.wait().await,
+                        Ok(n) => pump.record(&buffer[..n]),
+                    },
+                }
+            };
+            // As when a terminal closes: what it left behind on it hangs up too.
+            if let Some(sid) = sid {
+                signal_session(sid, Signal::HUP);
+            }
+            // What it wrote last is still on its way.
+            while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_IDLE, output.read(&mut buffer)).await {
                 if n == 0 {
                     break;
                 }
                 pump.record(&buffer[..n]);
             }
-            let code = match child.wait().await {
+            let code = match status {
                 Ok(status) => status.code().or_else(|| status.signal().map(|s| 128 + s)),
                 Err(_) => None,
             };
-            pump.ended(Some(code).flatten());
+            pump.ended(code);
         });
         Ok(session)
     }
 
     /// A session known only from the record a previous run of the node left: over.
     pub fn ended_before(info: Info) -> Arc<Self> {
-        let (to_pty, _) = mpsc::channel(1);
+        let (keys, _) = mpsc::channel(1);
         let exited = match info.status {
             Status::Exited { code } => code,
             Status::Running => None,
@@ -185,8 +223,9 @@ impl Session {
                 exited: Some(exited),
             })
             .0,
-            to_pty,
-            pgid: None,
+            keys,
+            size: watch::channel((24, 80)).0,
+            sid: None,
         })
     }
 
@@ -243,16 +282,17 @@ impl Session {
         self.lock().ring.read(offset, max)
     }
 
-    pub fn keys(&self, keys: Vec<u8>) {
-        let _ = self.to_pty.try_send(ToPty::Keys(keys));
+    /// Types `keys`; waits while the program has not read what came before.
+    pub async fn keys(&self, keys: Vec<u8>) {
         self.lock().info.last_activity = clock::now_secs();
+        let _ = self.keys.send(keys).await;
     }
 
     /// The terminal takes the size of the client that attached or resized last.
     pub fn resize(&self, rows: u16, cols: u16) {
-        let (rows, cols) = (rows.clamp(1, 1000), cols.clamp(1, 1000));
+        let (rows, cols) = bounded(rows, cols);
         self.lock().screen.screen_mut().set_size(rows, cols);
-        let _ = self.to_pty.try_send(ToPty::Resize(rows, cols));
+        self.size.send_replace((rows, cols));
     }
 
     pub fn client_joined(&self) {
@@ -264,33 +304,87 @@ impl Session {
         state.info.clients = state.info.clients.saturating_sub(1);
     }
 
-    /// Ends the program: a hang-up to its process group, then a kill if it lingers.
+    /// Ends the program and everything it started on its terminal: a hang-up, then a kill
+    /// for whatever lingers.
     pub async fn kill(&self) {
-        let Some(pgid) = self.pgid else { return };
-        if !self.is_running() {
+        let Some(sid) = self.sid.filter(|_| self.is_running()) else {
             return;
-        }
-        let _ = kill_process_group(pgid, Signal::HUP);
+        };
+        signal_session(sid, Signal::HUP);
         let mut marks = self.marks();
-        let ended = tokio::time::timeout(KILL_GRACE, marks.wait_for(|m| m.exited.is_some()));
-        if ended.await.is_err() {
-            let _ = kill_process_group(pgid, Signal::KILL);
-        }
+        let _ = tokio::time::timeout(KILL_GRACE, marks.wait_for(|m| m.exited.is_some())).await;
+        signal_session(sid, Signal::KILL);
     }
 
-    /// A hang-up to the process group, not waiting (the node is stopping).
-    pub fn hang_up(&self) {
-        if let Some(pgid) = self.pgid
-            && self.is_running()
-        {
-            let _ = kill_process_group(pgid, Signal::HUP);
+    /// Signals every process of a running session's terminal, not waiting.
+    pub fn signal(&self, signal: Signal) {
+        if let Some(sid) = self.sid.filter(|_| self.is_running()) {
+            signal_session(sid, signal);
         }
     }
+}
+
+/// Sends `signal` to every process whose terminal session is `sid` (a job that made a
+/// process group of its own included).
+fn signal_session(sid: Pid, signal: Signal) {
+    let _ = kill_process_group(sid, signal);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(Pid::from_raw)
+        else {
+            continue;
+        };
+        if session_of(&entry.path()) == Some(sid.as_raw_nonzero().get()) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
+/// A process's session ID, from `/proc/PID/stat` (after the command name, which may hold
+/// spaces and parentheses: state, parent, group, session).
+fn session_of(proc_dir: &std::path::Path) -> Option<i32> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(3)?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_terminal_larger_than_the_bounds_is_cut_down_to_them() {
+        let info = Info {
+            id: "t".into(),
+            name: None,
+            command: vec!["true".into()],
+            status: Status::Running,
+            created: 0,
+            last_activity: 0,
+            clients: 0,
+        };
+        let session = Session::start(
+            info,
+            "true",
+            &[],
+            None,
+            std::path::Path::new("/"),
+            u16::MAX,
+            u16::MAX,
+        )
+        .unwrap();
+        assert_eq!(session.lock().screen.screen().size(), (MAX_ROWS, MAX_COLS));
+        session.resize(0, 0);
+        assert_eq!(session.lock().screen.screen().size(), (1, 1));
+        let mut marks = session.marks();
+        let _ = marks.wait_for(|m| m.exited.is_some()).await;
+    }
 
     #[test]
     fn the_ring_keeps_the_newest_bytes_with_their_offsets() {

@@ -84,6 +84,11 @@ impl Sessions {
     /// The session called `query`: its ID, its name, or a unique prefix of either.
     pub fn resolve(&self, query: &str) -> Result<Arc<Session>, String> {
         let all = self.lock();
+        // An exact ID first: a name that happens to be another session's ID cannot capture
+        // a client that reattaches by ID.
+        if let Some(found) = all.iter().find(|s| s.id() == query) {
+            return Ok(found.clone());
+        }
         let by = |exact: bool| -> Vec<Arc<Session>> {
             all.iter()
                 .filter(|s| {
@@ -177,10 +182,16 @@ impl Sessions {
         Ok(session.info())
     }
 
-    /// Hangs up every running session (the node is stopping).
-    pub fn hang_up_all(&self) {
-        for session in self.lock().iter() {
-            session.hang_up();
+    /// Ends every session's programs (the node is stopping): a hang-up, a moment to take
+    /// it, then a kill for what is left.
+    pub async fn end_all(&self) {
+        let all: Vec<Arc<Session>> = self.lock().clone();
+        for session in &all {
+            session.signal(rustix::process::Signal::HUP);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for session in &all {
+            session.signal(rustix::process::Signal::KILL);
         }
     }
 }
@@ -193,7 +204,7 @@ fn new_id() -> String {
 }
 
 /// Serves one session stream from an admitted peer.
-pub async fn serve(node: Arc<Node>, peer: PeerId, stream: Stream, _grants: Caps) {
+pub async fn serve(node: Arc<Node>, peer: PeerId, stream: Stream, grants: Caps) {
     let (mut reader, writer) = stream.split();
     let request = tokio::time::timeout(
         REQUEST_DEADLINE,
@@ -201,14 +212,14 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, stream: Stream, _grants: Caps)
     )
     .await;
     if let Ok(Ok(Some(request))) = request {
-        handle(&node, Some(peer), request, reader, writer).await;
+        handle(&node, Some((peer, grants)), request, reader, writer).await;
     }
 }
 
-/// Answers `request`, from `peer` (or from this device's own user).
+/// Answers `request`, from a peer with its grants here (or from this device's own user).
 pub async fn handle<R, W>(
     node: &Arc<Node>,
-    peer: Option<PeerId>,
+    from: Option<(PeerId, Caps)>,
     request: Request,
     reader: R,
     mut writer: W,
@@ -216,6 +227,7 @@ pub async fn handle<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let peer = from.as_ref().map(|(peer, _)| *peer);
     let audit = |action: &str, args: String, outcome: Outcome, reason: Option<String>| {
         if let Some(peer) = peer {
             node.audit.record(
@@ -238,12 +250,18 @@ pub async fn handle<R, W>(
             rows,
             cols,
         } => {
-            // Peers run what the exec policy allows; this device's own user anything.
-            let policy = match peer {
-                Some(peer) => node
-                    .exec_policy
-                    .with(node.trust.exec_overrides(&peer).as_ref()),
-                None => Policy::default(),
+            // Peers run what the exec policy and their grants allow (a login shell needs
+            // `shell`, a program `exec`); this device's own user anything.
+            let (policy, grants) = match &from {
+                Some((peer, grants)) => (
+                    node.exec_policy
+                        .with(node.trust.exec_overrides(peer).as_ref()),
+                    grants.clone(),
+                ),
+                None => (
+                    Policy::default(),
+                    Caps::from([Capability::Exec, Capability::Shell]),
+                ),
             };
             let start = exec::Start {
                 argv: argv.clone(),
@@ -257,8 +275,7 @@ pub async fn handle<R, W>(
             } else {
                 argv.join(" ")
             };
-            let both = Caps::from([Capability::Exec, Capability::Shell]);
-            let started = policy::check(&start, &policy, &both).and_then(|approved| {
+            let started = policy::check(&start, &policy, &grants).and_then(|approved| {
                 let command = if argv.is_empty() {
                     vec![approved.program.clone()]
                 } else {
@@ -371,7 +388,7 @@ async fn attach<R, W>(
     let inputs = async {
         loop {
             match framed::read::<Input, _>(&mut reader, MAX_FRAME).await {
-                Ok(Some(Input::Keys { data })) => session.keys(data.into_vec()),
+                Ok(Some(Input::Keys { data })) => session.keys(data.into_vec()).await,
                 Ok(Some(Input::Resize { rows, cols })) => session.resize(rows, cols),
                 _ => return,
             }
