@@ -3,7 +3,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use loopsy_wire::{
-    admission::Admission, exec, frame::decode, member::Record, pair, session, sync, transfer,
+    admission::Admission, exec, frame::decode, member::Record, pair, replica, session, sync,
+    transfer,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -24,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = decode::<session::Input>(data);
     let _ = decode::<session::Reply>(data);
+    if let Ok(record) = decode::<replica::Record>(data) {
+        let _ = record.within_limits();
+        let _ = record.signed_bytes("ctx");
+        let _ = record.clock.version();
+    }
     if let Ok(message) = decode::<sync::Message>(data) {
         let _ = message.within_limits();
     }
