@@ -37,6 +37,7 @@ enum Command {
     Session(cmd::session::Cmd),
     Attach(cmd::attach::Cmd),
     Ctx(cmd::ctx::Cmd),
+    Msg(cmd::msg::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +90,7 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Session(cmd) => cmd.run(home).await,
         Command::Attach(cmd) => cmd.run(home).await,
         Command::Ctx(cmd) => cmd.run(home).await,
+        Command::Msg(cmd) => cmd.run(home).await,
     }
 }
 

@@ -73,9 +73,27 @@ fn the_context_reaches_every_member_and_survives_a_restart() -> anyhow::Result<(
 
     set(&c, &["kept", "across restarts"]);
     wait_for("kept on alpha", Duration::from_secs(20), || get(&a, "kept"))?;
+    let sent = c.json(&["msg", "send", "alpha", "hello from charlie", "--json"])?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let inbox = |node: &Node| {
+        node.json(&["msg", "inbox", "--json"])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(inbox(&a).len(), 1);
     a.stop()?;
     let a = Node::start(a_options)?;
     assert_eq!(get(&a, "kept").as_deref(), Some("across restarts"));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = inbox(&a);
+    assert_eq!(
+        after.len(),
+        1,
+        "delivered once, kept across a restart: {after:?}"
+    );
+    assert_eq!(after[0]["from"], "charlie");
+    assert_eq!(after[0]["text"], "hello from charlie");
     Ok(())
 }
 

@@ -45,6 +45,13 @@ fn listed(node: &Node, id: &str) -> Option<Value> {
     list.as_array()?.iter().find(|s| s["id"] == id).cloned()
 }
 
+fn inbox(node: &Node) -> Vec<Value> {
+    node.json(&["msg", "inbox", "--json"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
 fn pair(inviter: &Node, joiner: &Node) -> anyhow::Result<()> {
     let mut invite = inviter.invite(&["--ttl", "60s"])?;
     let (ok, joined) = joiner.join(&invite.code);
@@ -96,6 +103,18 @@ fn state_crosses_a_line_of_devices_and_converges_after_a_partition() -> anyhow::
         ctx_get(&a, "from/charlie")
     })?;
     assert_eq!(read, "hello alpha");
+    let sent = a.json(&["msg", "send", "charlie", "first, through bravo", "--json"])?;
+    let first = sent["id"].as_str().unwrap_or_default().to_owned();
+    wait_for(
+        "the message in charlie's inbox",
+        Duration::from_secs(30),
+        || {
+            inbox(&c)
+                .iter()
+                .any(|m| m["id"] == first.as_str())
+                .then_some(())
+        },
+    )?;
     let direct = a.peer(&c.peer_id).map(|p| p["connection"].clone());
     assert_eq!(
         direct,
@@ -108,6 +127,14 @@ fn state_crosses_a_line_of_devices_and_converges_after_a_partition() -> anyhow::
     lab.run(&hb, "ip", &["link", "set", "eth2", "down"])?;
     ctx_set(&a, "side/a", "written on alpha");
     ctx_set(&c, "side/c", "written on charlie");
+    let queued = a.json(&[
+        "msg",
+        "send",
+        "charlie",
+        "second, across the partition",
+        "--json",
+    ])?;
+    assert_eq!(queued["delivered"], false, "charlie is out of reach");
     let later = new_session(&c, &["sleep", "999"]);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(ctx_get(&c, "side/a"), None, "the partition holds");
@@ -124,5 +151,17 @@ fn state_crosses_a_line_of_devices_and_converges_after_a_partition() -> anyhow::
         Duration::from_secs(90),
         || listed(&a, &later),
     )?;
+    wait_for(
+        "the queued message in charlie's inbox",
+        Duration::from_secs(90),
+        || (inbox(&c).len() == 2).then_some(()),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    let texts: Vec<Value> = inbox(&c).iter().map(|m| m["text"].clone()).collect();
+    assert_eq!(
+        texts,
+        ["first, through bravo", "second, across the partition"],
+        "each message once, in order"
+    );
     Ok(())
 }

@@ -23,6 +23,20 @@ struct Attached {
     _child: Reaped,
     stdin: Option<ChildStdin>,
     output: Arc<Mutex<Vec<u8>>>,
+    errors: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Appends what `from` produces to `into`, on a thread of its own.
+fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 65536];
+        while let Ok(n) = from.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            into.lock().expect("output").extend_from_slice(&buffer[..n]);
+        }
+    });
 }
 
 impl Attached {
@@ -33,27 +47,25 @@ impl Attached {
             .args(["attach", session])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("run loopsy attach");
         let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().expect("stdout");
         let output = Arc::new(Mutex::new(Vec::new()));
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 65536];
-            while let Ok(n) = stdout.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().expect("output").extend_from_slice(&buffer[..n]);
-            }
-        });
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().expect("stdout"), output.clone());
+        collect(child.stderr.take().expect("stderr"), errors.clone());
         Self {
             _child: Reaped(child),
             stdin,
             output,
+            errors,
         }
+    }
+
+    /// What the client said on stderr, for failure messages.
+    fn said(&self) -> String {
+        String::from_utf8_lossy(&self.errors.lock().expect("errors")).into_owned()
     }
 
     fn text(&self) -> String {
@@ -61,16 +73,33 @@ impl Attached {
     }
 
     fn wait_for_text(&self, what: &str) {
-        wait_for(what, Duration::from_secs(20), || {
-            self.text().contains(what).then_some(())
-        })
-        .expect("output");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.text().contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{what}` in the output of loopsy attach; it said: {}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
+    /// Waits until the client shows something (it attached), then types `keys`.
     fn type_keys(&mut self, keys: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.output.lock().expect("output").is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "loopsy attach never attached; it said: {}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let stdin = self.stdin.as_mut().expect("stdin");
-        stdin.write_all(keys.as_bytes()).expect("type");
-        stdin.flush().expect("flush");
+        let typed = stdin
+            .write_all(keys.as_bytes())
+            .and_then(|()| stdin.flush());
+        assert!(typed.is_ok(), "loopsy attach is gone: {}", self.said());
     }
 }
 
@@ -165,7 +194,6 @@ fn sessions_are_shared_and_survive_a_cut_without_a_lost_or_repeated_byte() -> an
     assert_eq!(found["status"], "running");
     let mut on_b = Attached::start(&b, "shell");
     let on_c = Attached::start(&c, &shell);
-    std::thread::sleep(Duration::from_millis(500));
     on_b.type_keys("echo hel''lo-from-b\n");
     on_b.wait_for_text("hello-from-b");
     on_c.wait_for_text("hello-from-b");

@@ -107,6 +107,15 @@ impl Home {
         self.dir.join("registry.cbor")
     }
 
+    /// This device's copy of the messages in transit, and its inbox.
+    pub fn messages(&self) -> PathBuf {
+        self.dir.join("messages.cbor")
+    }
+
+    pub fn inbox(&self) -> PathBuf {
+        self.dir.join("inbox.json")
+    }
+
     /// This device's copy of the shared context.
     pub fn ctx(&self) -> PathBuf {
         self.dir.join("ctx.cbor")

@@ -11,6 +11,7 @@ pub mod exec;
 mod fsutil;
 mod gate;
 pub mod home;
+pub mod inbox;
 mod lock;
 pub mod node;
 mod pair;

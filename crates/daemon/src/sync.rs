@@ -289,6 +289,8 @@ pub const MEMBERS: &str = "members";
 pub const CTX: &str = "ctx";
 /// The session registry's.
 pub const SESSIONS: &str = "sessions";
+/// Messages'.
+pub const MESSAGES: &str = "msg";
 
 pub fn encode_record(record: &Record) -> ByteBuf {
     let mut out = Vec::new();

@@ -121,6 +121,23 @@ pub enum Request {
     CtxList { prefix: String },
     /// Deletes a key everywhere: answers `done`.
     CtxRemove { key: String },
+    /// Sends a message to a device: answers `msg_sent` (within a few seconds: delivered
+    /// then, or kept by the mesh until it is).
+    MsgSend { peer: String, text: String },
+    /// Answers `inbox`.
+    MsgInbox,
+}
+
+/// A message in this device's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    pub id: String,
+    /// The sender's name.
+    pub from: String,
+    pub text: String,
+    /// RFC 3339, UTC.
+    pub sent: String,
+    pub received: String,
 }
 
 /// A key of the shared context.
@@ -208,6 +225,14 @@ pub enum Response {
     Copied(Copied),
     Ctx {
         entries: Vec<CtxEntry>,
+    },
+    MsgSent {
+        id: String,
+        /// Whether the recipient acknowledged it already.
+        delivered: bool,
+    },
+    Inbox {
+        messages: Vec<InboxMessage>,
     },
     Sessions {
         sessions: Vec<HostedSession>,

@@ -66,6 +66,8 @@ impl Handler for Api {
             Request::CtxGet { key } => super::ctx::get(node, &key),
             Request::CtxList { prefix } => super::ctx::list(node, &prefix),
             Request::CtxRemove { key } => super::ctx::remove(node, &key),
+            Request::MsgSend { peer, text } => msg_send(node, &peer, &text).await,
+            Request::MsgInbox => msg_inbox(node),
         };
         let _ = reply.send(&response).await;
     }
@@ -431,6 +433,48 @@ async fn audit(node: &Node, follow: bool, reply: &mut Reply) {
             },
         }
     }
+}
+
+/// How long `msg send` waits for the recipient's acknowledgement.
+const DELIVERY_WAIT: Duration = Duration::from_secs(3);
+
+async fn msg_send(node: &Arc<Node>, query: &str, text: &str) -> Response {
+    let peer = match node.trust.resolve(query) {
+        Ok(peer) => peer,
+        Err(e @ ResolveError::NotFound(_)) => return error(ErrorCode::NotFound, e.to_string()),
+        Err(e @ ResolveError::Ambiguous(..)) => return error(ErrorCode::Ambiguous, e.to_string()),
+    };
+    let id = match crate::inbox::send(node, peer, text) {
+        Ok(id) => id,
+        Err(e) => return error(ErrorCode::InvalidArgument, e),
+    };
+    let mut changes = node.messages.subscribe();
+    let acked = tokio::time::timeout(DELIVERY_WAIT, async {
+        while !crate::inbox::delivered(node, &id) {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let delivered = acked.is_ok() && crate::inbox::delivered(node, &id);
+    Response::MsgSent { id, delivered }
+}
+
+fn msg_inbox(node: &Node) -> Response {
+    let messages = node
+        .inbox
+        .list()
+        .into_iter()
+        .map(|m| control::InboxMessage {
+            id: m.id,
+            from: m.from,
+            text: m.text,
+            sent: clock::rfc3339_ms(m.sent_ms),
+            received: clock::rfc3339_ms(m.received_ms),
+        })
+        .collect();
+    Response::Inbox { messages }
 }
 
 /// Opens an exec stream to a peer, sends the start, and once the peer's gate lets it in,

@@ -33,6 +33,11 @@ const REGISTRY_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 4096,
     value: 16 * 1024,
 };
+/// Messages in transit (and acknowledgements) kept for the mesh.
+const MESSAGE_LIMITS: crate::replica::Limits = crate::replica::Limits {
+    records: 10_000,
+    value: 20 * 1024,
+};
 /// The shared context's bounds: keys, and bytes per value.
 const CTX_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 10_000,
@@ -120,6 +125,15 @@ pub async fn run(
         REGISTRY_LIMITS,
         crate::session::registry::written_by_host,
     )?;
+    let messages = crate::replica::Store::load(
+        sync::MESSAGES,
+        Some(crate::caps::Capability::Msg),
+        home.messages(),
+        keypair.clone(),
+        MESSAGE_LIMITS,
+        |_, _| true,
+    )?;
+    let inbox = crate::inbox::Inbox::load(home.inbox())?;
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
         name: name.clone(),
@@ -140,6 +154,8 @@ pub async fn run(
         sessions: Arc::new(crate::session::Sessions::load(home.sessions())),
         ctx,
         registry,
+        messages,
+        inbox,
     });
 
     let mut services = JoinSet::new();
@@ -176,6 +192,7 @@ pub async fn run(
         Some(session_service),
     ));
     services.spawn(keeper::run(node.clone()));
+    services.spawn(crate::inbox::deliver(node.clone()));
 
     let socket = home.socket();
     let listener = bind_socket(&socket)?;
@@ -231,6 +248,9 @@ pub struct Node {
     pub(crate) ctx: crate::replica::Store,
     /// Every device's sessions, replicated; each host writes its own.
     pub(crate) registry: crate::replica::Store,
+    /// Messages in transit and their acknowledgements, replicated.
+    pub(crate) messages: crate::replica::Store,
+    pub(crate) inbox: crate::inbox::Inbox,
 }
 
 impl Node {
@@ -290,12 +310,13 @@ impl Node {
             sync::MEMBERS => Some(&self.trust),
             sync::CTX => Some(&self.ctx),
             sync::SESSIONS => Some(&self.registry),
+            sync::MESSAGES => Some(&self.messages),
             _ => None,
         }
     }
 
-    pub(crate) fn collection_names(&self) -> [&'static str; 3] {
-        [sync::MEMBERS, sync::SESSIONS, sync::CTX]
+    pub(crate) fn collection_names(&self) -> [&'static str; 4] {
+        [sync::MEMBERS, sync::SESSIONS, sync::CTX, sync::MESSAGES]
     }
 
     /// Members with a connection now.

@@ -31,6 +31,8 @@ use super::{
 
 /// Chunks received ahead of the disk.
 const WRITE_BEHIND: usize = 8;
+/// How long to wait for another copy to let go of a part file.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// After giving up, how long to keep reading so the sender sees why before the stream goes.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -465,10 +467,19 @@ fn partial(target: &Path, size: u64) -> Option<Box<Resume>> {
     Some(Box::new(Resume { len, hashes, file }))
 }
 
-/// Locks a part file for this copy alone.
+/// Locks a part file for this copy alone. A copy that was just cut off may still be
+/// letting go of it (its connection's end takes a moment to be noticed): waits a little.
 fn lock(file: &File) -> io::Result<()> {
-    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| io::Error::other("another copy is writing it"))
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => return Err(io::Error::other("another copy is writing it")),
+        }
+    }
 }
 
 /// What the network hands the writing thread.

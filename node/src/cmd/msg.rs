@@ -1,0 +1,69 @@
+//! `loopsy msg send/inbox`: messages between devices and the agents on them, kept by the
+//! mesh until the recipient is reachable, and delivered once.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use loopsy_daemon::{Home, control};
+use loopsy_wire::control::{Request, Response};
+
+/// Messages between devices: delivered at once when the device is reachable, or kept by
+/// the mesh (for 30 days) until it is.
+#[derive(Debug, Args)]
+pub struct Cmd {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Send TEXT to PEER.
+    Send {
+        peer: String,
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The messages this device received, oldest first.
+    Inbox {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cmd {
+    pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        match self.action {
+            Action::Send { peer, text, json } => {
+                let Response::MsgSent { id, delivered } =
+                    control::request(&home, Request::MsgSend { peer, text }).await?
+                else {
+                    anyhow::bail!("the node gave an unexpected answer");
+                };
+                if json {
+                    crate::output::json(&serde_json::json!({"id": id, "delivered": delivered}))?;
+                } else if delivered {
+                    println!("delivered ({id})");
+                } else {
+                    println!("sent ({id}); it will be delivered when the device is reachable");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Inbox { json } => {
+                let Response::Inbox { messages } =
+                    control::request(&home, Request::MsgInbox).await?
+                else {
+                    anyhow::bail!("the node gave an unexpected answer");
+                };
+                if json {
+                    crate::output::json(&messages)?;
+                } else {
+                    for m in &messages {
+                        println!("{}  {}: {}", m.sent, m.from, m.text);
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
