@@ -428,8 +428,115 @@ def bench_session(lab):
     ]
 
 
+SYNC_RUNS = 10
+MESH_NODES = 20
+
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class Line:
+    """Hosts in a line of LANs, each in a network namespace of its own: host i and host
+    i+1 share a bridge, and no host forwards, so a change crosses the line hop by hop."""
+
+    def __init__(self, hosts):
+        tag = f"lpyb{os.getpid()}"
+        self.ns = [f"{tag}-h{i}" for i in range(hosts)]
+        self.sw = [f"{tag}-s{i}" for i in range(hosts - 1)]
+        for ns in self.ns + self.sw:
+            ip("netns", "add", ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        for i, sw in enumerate(self.sw):
+            ip("-n", sw, "link", "add", "br0", "type", "bridge")
+            ip("-n", sw, "link", "set", "br0", "up")
+            for side, host in ((1, i), (2, i + 1)):
+                iface, port = f"l{i}", f"p{side}"
+                ip("-n", self.ns[host], "link", "add", iface, "type", "veth", "peer", "name",
+                   port, "netns", sw)
+                ip("-n", sw, "link", "set", port, "master", "br0", "up")
+                ip("-n", self.ns[host], "addr", "add", f"10.93.{i}.{side}/24", "dev", iface)
+                ip("-n", self.ns[host], "link", "set", iface, "up")
+                ip("-n", self.ns[host], "route", "append", "224.0.0.0/4", "dev", iface)
+
+    def close(self):
+        for ns in self.ns + self.sw:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def start_node(lab, name, ns=None, extra=()):
+    home = lab.path(name)
+    log = open(lab.path(name + ".log"), "w")
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    lab.spawn(prefix + [LOOPSY, "--home", home, "node", "--name", name, *extra],
+              stdout=log, stderr=log)
+    for _ in range(200):
+        if loopsy(home, "id").returncode == 0:
+            return home
+        time.sleep(0.05)
+    sys.exit(f"node {name} did not start")
+
+
+def pair(lab, inviter, joiner):
+    invite = lab.spawn([LOOPSY, "--home", inviter, "pair", "--json", "--ttl", "60s"],
+                       stdout=subprocess.PIPE, text=True)
+    code = json.loads(invite.stdout.readline())["code"]
+    joined = loopsy(joiner, "pair", "join", code)
+    if joined.returncode != 0:
+        sys.exit("pairing failed: " + joined.stderr.decode())
+    invite.stdout.readline()
+
+
+def ctx_value(home, key):
+    out = loopsy(home, "ctx", "get", key)
+    return out.stdout.decode().strip() if out.returncode == 0 else None
+
+
+def converge(writer, readers, key, value):
+    """Seconds from `ctx set` on `writer` until each reader holds `value`."""
+    started = time.perf_counter()
+    if loopsy(writer, "ctx", "set", key, value).returncode != 0:
+        sys.exit("ctx set failed")
+    seen = {}
+    while len(seen) < len(readers):
+        for i, home in enumerate(readers):
+            if i not in seen and ctx_value(home, key) == value:
+                seen[i] = time.perf_counter() - started
+        if time.perf_counter() - started > 30:
+            sys.exit(f"no convergence for {key}")
+    return [seen[i] for i in range(len(readers))]
+
+
+def bench_sync(lab):
+    rows = []
+    line = Line(4)
+    try:
+        homes = [start_node(lab, f"line{i}", ns) for i, ns in enumerate(line.ns)]
+        for a, b in zip(homes, homes[1:]):
+            pair(lab, a, b)
+        time.sleep(3)
+        runs = [converge(homes[0], homes[1:], f"bench/line/{i}", f"v{i}")
+                for i in range(SYNC_RUNS)]
+        for hop in range(3):
+            times = sorted(r[hop] for r in runs)
+            rows.append((f"a `ctx set` seen {hop + 1} hop{'s' if hop else ''} away (LAN line), p50",
+                         f"{times[len(times) // 2] * 1000:.0f} ms", "", ""))
+    finally:
+        line.close()
+    homes = [start_node(lab, f"mesh{i}", None, ("--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"))
+             for i in range(MESH_NODES)]
+    for home in homes[1:]:
+        pair(lab, homes[0], home)
+    time.sleep(5)
+    runs = sorted(max(converge(homes[-1], homes[:-1], f"bench/mesh/{i}", f"v{i}"))
+                  for i in range(SYNC_RUNS))
+    rows.append((f"a `ctx set` seen on all of {MESH_NODES} nodes on one machine, p50",
+                 f"{runs[len(runs) // 2] * 1000:.0f} ms", "", ""))
+    return rows
+
+
 def main():
-    which = sys.argv[1:] or ["exec", "cp", "session"]
+    which = sys.argv[1:] or ["exec", "cp", "session", "sync"]
     lab = Lab()
     try:
         rows = []
@@ -439,6 +546,8 @@ def main():
             rows += bench_cp(lab)
         if "session" in which:
             rows += bench_session(lab)
+        if "sync" in which:
+            rows += bench_sync(lab)
     finally:
         lab.close()
     print(f"Machine: {machine()}. One run of `bench/run`, {time.strftime('%Y-%m-%d')}.\n")
