@@ -138,6 +138,13 @@ fn state_crosses_a_line_of_devices_and_converges_after_a_partition() -> anyhow::
     let later = new_session(&c, &["sleep", "999"]);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(ctx_get(&c, "side/a"), None, "the partition holds");
+    // Alpha's session is still listed on charlie, with its host shown as offline.
+    let offline = wait_for(
+        "alpha shown offline on charlie",
+        Duration::from_secs(30),
+        || listed(&c, &session).filter(|s| s["host_online"] == false),
+    )?;
+    assert!(offline["host_last_seen"].is_string(), "{offline}");
     lab.run(&hb, "ip", &["link", "set", "eth1", "up"])?;
     lab.run(&hb, "ip", &["link", "set", "eth2", "up"])?;
     wait_for("alpha's write on charlie", Duration::from_secs(90), || {
