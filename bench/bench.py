@@ -64,36 +64,43 @@ def loopsy(home, *args, **kw):
     return subprocess.run([LOOPSY, "--home", home, *args], capture_output=True, **kw)
 
 
-def start_nodes(lab, tag="", files_root=None):
-    """Two paired nodes, alpha and bravo; alpha's file root (its HOME) is `files_root`.
-    Returns their homes and their processes."""
-    homes, procs = [], []
-    for name in ("alpha", "bravo"):
-        home = lab.path(name + tag)
-        log = open(lab.path(name + tag + ".log"), "w")
-        env = dict(os.environ)
-        if name == "alpha" and files_root:
-            env["HOME"] = files_root
-        procs.append(lab.spawn(
-            [LOOPSY, "--home", home, "node", "--name", name, "--no-mdns",
-             "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"],
-            stdout=log, stderr=log, env=env,
-        ))
-        homes.append(home)
-    for home in homes:
-        for _ in range(100):
-            if loopsy(home, "id").returncode == 0:
-                break
-            time.sleep(0.1)
-    alpha, bravo = homes
-    invite = lab.spawn([LOOPSY, "--home", alpha, "pair", "--json", "--ttl", "60s"],
+LOOPBACK = ("--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0",
+            "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+
+
+def start_node(lab, name, ns=None, extra=LOOPBACK, env=None, tag=""):
+    """A node named `name` (inside network namespace `ns`, if given; its home and log
+    tagged with `tag`), once it answers. Returns its home and its process."""
+    home = lab.path(name + tag)
+    log = open(lab.path(name + tag + ".log"), "w")
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    proc = lab.spawn(prefix + [LOOPSY, "--home", home, "node", "--name", name, *extra],
+                     stdout=log, stderr=log, env=env)
+    for _ in range(200):
+        if loopsy(home, "id").returncode == 0:
+            return home, proc
+        time.sleep(0.05)
+    sys.exit(f"node {name} did not start")
+
+
+def pair(lab, inviter, joiner):
+    invite = lab.spawn([LOOPSY, "--home", inviter, "pair", "--json", "--ttl", "60s"],
                        stdout=subprocess.PIPE, text=True)
     code = json.loads(invite.stdout.readline())["code"]
-    joined = loopsy(bravo, "pair", "join", code)
+    joined = loopsy(joiner, "pair", "join", code)
     if joined.returncode != 0:
         sys.exit("pairing failed: " + joined.stderr.decode())
     invite.stdout.readline()
-    return alpha, bravo, procs
+
+
+def start_nodes(lab, tag="", files_root=None):
+    """Two paired nodes on loopback, alpha and bravo; alpha's file root (its HOME) is
+    `files_root`. Returns their homes and their processes."""
+    env = dict(os.environ, HOME=files_root) if files_root else None
+    alpha, alpha_proc = start_node(lab, "alpha", env=env, tag=tag)
+    bravo, bravo_proc = start_node(lab, "bravo", tag=tag)
+    pair(lab, alpha, bravo)
+    return alpha, bravo, [alpha_proc, bravo_proc]
 
 
 def free_port():
@@ -464,29 +471,6 @@ class Line:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def start_node(lab, name, ns=None, extra=()):
-    home = lab.path(name)
-    log = open(lab.path(name + ".log"), "w")
-    prefix = ["ip", "netns", "exec", ns] if ns else []
-    lab.spawn(prefix + [LOOPSY, "--home", home, "node", "--name", name, *extra],
-              stdout=log, stderr=log)
-    for _ in range(200):
-        if loopsy(home, "id").returncode == 0:
-            return home
-        time.sleep(0.05)
-    sys.exit(f"node {name} did not start")
-
-
-def pair(lab, inviter, joiner):
-    invite = lab.spawn([LOOPSY, "--home", inviter, "pair", "--json", "--ttl", "60s"],
-                       stdout=subprocess.PIPE, text=True)
-    code = json.loads(invite.stdout.readline())["code"]
-    joined = loopsy(joiner, "pair", "join", code)
-    if joined.returncode != 0:
-        sys.exit("pairing failed: " + joined.stderr.decode())
-    invite.stdout.readline()
-
-
 def ctx_value(home, key):
     out = loopsy(home, "ctx", "get", key)
     return out.stdout.decode().strip() if out.returncode == 0 else None
@@ -511,7 +495,7 @@ def bench_sync(lab):
     rows = []
     line = Line(4)
     try:
-        homes = [start_node(lab, f"line{i}", ns) for i, ns in enumerate(line.ns)]
+        homes = [start_node(lab, f"line{i}", ns, extra=())[0] for i, ns in enumerate(line.ns)]
         for a, b in zip(homes, homes[1:]):
             pair(lab, a, b)
         time.sleep(3)
@@ -523,8 +507,7 @@ def bench_sync(lab):
                          f"{times[len(times) // 2] * 1000:.0f} ms", "", ""))
     finally:
         line.close()
-    homes = [start_node(lab, f"mesh{i}", None, ("--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"))
-             for i in range(MESH_NODES)]
+    homes = [start_node(lab, f"mesh{i}")[0] for i in range(MESH_NODES)]
     for home in homes[1:]:
         pair(lab, homes[0], home)
     time.sleep(5)

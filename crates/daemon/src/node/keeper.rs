@@ -90,7 +90,7 @@ pub async fn run(node: Arc<Node>) {
             _ = tick.tick() => {
                 describe_self(&node).await;
                 // Sessions that ended, or whose clients or activity changed.
-                crate::session::registry::publish(&node);
+                crate::session::registry::publish_soon(&node);
                 if ticks.is_multiple_of(ROUND) {
                     let now = Instant::now();
                     shunned.retain(|_, until| *until > now);

@@ -71,7 +71,9 @@ pub(super) async fn session(
 /// Every session of the mesh, from the replicated registry (this device's own first
 /// brought up to date).
 pub(super) async fn list(node: &Arc<Node>) -> Response {
-    crate::session::registry::publish(node);
+    let publishing = node.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || crate::session::registry::publish(&publishing)).await;
     Response::Sessions {
         sessions: crate::session::registry::hosted(node).await,
     }

@@ -285,7 +285,7 @@ pub async fn handle<R, W>(
             });
             match started {
                 Ok(info) => {
-                    registry::publish(node);
+                    registry::publish_soon(node);
                     audit(
                         "session new",
                         format!("{} {shown}", info.id),
@@ -308,7 +308,7 @@ pub async fn handle<R, W>(
             Ok(found) => {
                 audit("session kill", found.id(), Outcome::Ok, None);
                 found.kill().await;
-                registry::publish(node);
+                registry::publish_soon(node);
                 let _ = put(&mut writer, &Reply::Killed).await;
             }
             Err(reason) => error(&mut writer, &reason).await,
@@ -322,7 +322,7 @@ pub async fn handle<R, W>(
             Ok(found) => {
                 audit("session attach", found.id(), Outcome::Ok, None);
                 attach(node, found, offset, rows, cols, reader, &mut writer).await;
-                registry::publish(node);
+                registry::publish_soon(node);
             }
             Err(reason) => error(&mut writer, &reason).await,
         },
@@ -366,7 +366,6 @@ async fn attach<R, W>(
 {
     session.client_joined();
     let _attached = Attached(session.clone());
-    registry::publish(node);
     session.resize(rows, cols);
     let mut marks = session.marks();
     let resumed = offset.filter(|&o| session.output(o, 0).is_some());
@@ -385,6 +384,8 @@ async fn attach<R, W>(
     if put(writer, &attached).await.is_err() {
         return;
     }
+    // The client count changed: after the screen went out, so it costs the client nothing.
+    registry::publish_soon(node);
     let inputs = async {
         loop {
             match framed::read::<Input, _>(&mut reader, MAX_FRAME).await {

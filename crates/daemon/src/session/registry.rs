@@ -69,6 +69,12 @@ pub fn publish(node: &Arc<Node>) {
     }
 }
 
+/// [`publish`] off the async threads (it writes the registry to disk), not waiting.
+pub fn publish_soon(node: &Arc<Node>) {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || publish(&node));
+}
+
 /// Every session in the mesh, newest first, with whether its host is reachable now and
 /// when this device last heard from it.
 pub async fn hosted(node: &Arc<Node>) -> Vec<HostedSession> {
