@@ -21,6 +21,39 @@ use crate::{
 
 /// Streams served at once per protocol; a stream past it is dropped unanswered.
 const MAX_STREAMS: usize = 128;
+/// Streams one peer may have served at once per protocol, so that no peer takes them all.
+const MAX_STREAMS_PER_PEER: usize = 32;
+
+/// Streams being served per peer.
+#[derive(Default)]
+struct PerPeer(std::sync::Mutex<std::collections::HashMap<PeerId, usize>>);
+
+/// One peer's place among the streams being served; given back on drop.
+struct Place(Arc<PerPeer>, PeerId);
+
+impl PerPeer {
+    fn claim(self: &Arc<Self>, peer: PeerId) -> Option<Place> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(peer).or_default();
+        if *count >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Place(self.clone(), peer))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut counts = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// What a protocol asks of a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +110,14 @@ pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Serv
         return;
     };
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    let per_peer = Arc::new(PerPeer::default());
     while let Some((peer, mut stream)) = incoming.next().await {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, protocol, "too many streams; dropping one");
+            continue;
+        };
+        let Some(place) = per_peer.claim(peer) else {
+            tracing::warn!(%peer, protocol, "too many streams from one peer; dropping one");
             continue;
         };
         let node = node.clone();
@@ -123,7 +161,7 @@ pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Serv
                 // Closed, not dropped: a reset could discard the refusal unread.
                 _ => drop(stream.close().await),
             }
-            drop(permit);
+            drop((permit, place));
         });
     }
 }
@@ -229,5 +267,30 @@ pub async fn admitted(stream: &mut Stream) -> Result<(), NotAdmitted> {
             "the other device closed the stream".into(),
         )),
         Err(e) => Err(NotAdmitted::Broken(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_peer_cannot_take_every_stream() {
+        let per_peer = Arc::new(PerPeer::default());
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let held: Vec<Place> = (0..MAX_STREAMS_PER_PEER)
+            .map(|_| per_peer.claim(a).expect("a place"))
+            .collect();
+        assert!(per_peer.claim(a).is_none(), "a is at its limit");
+        assert!(per_peer.claim(b).is_some(), "b is not");
+        drop(held);
+        let again = per_peer.claim(a);
+        assert!(again.is_some(), "places come back");
+        assert_eq!(per_peer.0.lock().unwrap().get(&a), Some(&1));
+        drop(again);
+        assert!(
+            per_peer.0.lock().unwrap().is_empty(),
+            "no peer is remembered for nothing"
+        );
     }
 }
