@@ -188,8 +188,11 @@ fn sessions_are_shared_and_survive_a_cut_without_a_lost_or_repeated_byte() -> an
 
     // A shell on alpha, started from bravo; bravo and charlie attach at once.
     let shell = new_session(&b, &["--on", "alpha", "--name", "shell", "--", "sh"]);
-    let listed = sessions(&c);
-    let found = session(&listed, &shell).expect("charlie lists the session");
+    let found = wait_for(
+        "charlie to list the session",
+        Duration::from_secs(20),
+        || session(&sessions(&c), &shell).cloned(),
+    )?;
     assert_eq!(found["host"], "alpha");
     assert_eq!(found["status"], "running");
     let mut on_b = Attached::start(&b, "shell");
@@ -248,11 +251,11 @@ fn sessions_are_shared_and_survive_a_cut_without_a_lost_or_repeated_byte() -> an
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let listed = sessions(&b);
-    assert_eq!(
-        session(&listed, &counter).expect("listed")["status"],
-        "exited"
-    );
+    // The end reaches every device's registry shortly after.
+    wait_for("the end listed on bravo", Duration::from_secs(20), || {
+        let listed = sessions(&b);
+        (session(&listed, &counter)?["status"] == "exited").then_some(())
+    })?;
     Ok(())
 }
 
