@@ -55,23 +55,30 @@ async fn copy(
     Result<Summary, TransferError>,
 ) {
     let items = walk::walk(sources, true).unwrap();
+    let sending = Send {
+        recursive: true,
+        sha256: true,
+    };
+    exchange(items, sources.len() as u32, sending, dest, options).await
+}
+
+/// Sends `items` through the engine into `dest`, both sides in this process.
+async fn exchange(
+    items: Vec<walk::Item>,
+    sources: u32,
+    sending: Send,
+    dest: &Path,
+    receiving: Receive,
+) -> (
+    Result<Summary, TransferError>,
+    Result<Summary, TransferError>,
+) {
     let (a, b) = pipe();
     let (p1, p2) = (Progress::default(), Progress::default());
-    let (sent, received) = tokio::join!(
-        send::send(
-            a,
-            items,
-            sources.len() as u32,
-            Send {
-                recursive: true,
-                sha256: true
-            },
-            true,
-            &p1
-        ),
-        receive::receive(b, dest.to_path_buf(), options, anything(), &p2),
-    );
-    (sent, received)
+    tokio::join!(
+        send::send(a, items, sources, sending, true, &p1),
+        receive::receive(b, dest.to_path_buf(), receiving, anything(), &p2),
+    )
 }
 
 /// Every file, directory and link under `a` is under `b` alike: bytes, modes, times, targets.
@@ -269,12 +276,7 @@ async fn a_source_that_changed_is_not_delivered() {
     let mut items = walk::walk(std::slice::from_ref(&src), false).unwrap();
     // Listed, then written to before it is read.
     items[0].entry.mtime -= 10;
-    let (a, b) = pipe();
-    let (p1, p2) = (Progress::default(), Progress::default());
-    let (sent, received) = tokio::join!(
-        send::send(a, items, 1, Send::default(), true, &p1),
-        receive::receive(b, dest.clone(), Receive::default(), anything(), &p2),
-    );
+    let (sent, received) = exchange(items, 1, Send::default(), &dest, Receive::default()).await;
     let received = received.unwrap();
     assert_eq!(sent.unwrap().failed, 1);
     assert!(
@@ -315,6 +317,20 @@ where
         receive::receive(b, dest.to_path_buf(), Receive::default(), expect, &progress)
     );
     received
+}
+
+/// Offers `entries` to a receiver into `dest`: the sender must be told no, and the
+/// receiver's error is returned.
+async fn refused(dest: &Path, expect: Expect, entries: Vec<Entry>) -> TransferError {
+    let result = hostile_to(dest, expect, |mut peer| async move {
+        let reply = offer(&mut peer, entries).await;
+        assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
+    })
+    .await;
+    match result {
+        Err(refusal) => refusal,
+        Ok(summary) => panic!("the offer was taken: {summary:?}"),
+    }
 }
 
 fn file(path: &[u8], size: u64) -> Entry {
@@ -362,15 +378,8 @@ async fn escaping_paths_are_refused_and_nothing_lands_outside() {
         vec![file(b"a\0b", 1)],
     ];
     for entries in cases {
-        let result = hostile(&dest, |mut peer| async move {
-            let reply = offer(&mut peer, entries).await;
-            assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
-        })
-        .await;
-        assert!(
-            matches!(result, Err(TransferError::Escape(_))),
-            "{result:?}"
-        );
+        let refusal = refused(&dest, anything(), entries).await;
+        assert!(matches!(refusal, TransferError::Escape(_)), "{refusal:?}");
     }
     assert!(!dir.join("outside").exists());
     fs::remove_dir_all(dir).ok();
@@ -489,15 +498,8 @@ async fn a_pull_takes_only_the_names_it_asked_for() {
         vec![file(b"notes.txt/inner", 1)],
     ];
     for entries in cases {
-        let result = hostile_to(&dest, asked(), |mut peer| async move {
-            let reply = offer(&mut peer, entries).await;
-            assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
-        })
-        .await;
-        assert!(
-            matches!(result, Err(TransferError::Protocol(_))),
-            "{result:?}"
-        );
+        let refusal = refused(&dest, asked(), entries).await;
+        assert!(matches!(refusal, TransferError::Protocol(_)), "{refusal:?}");
     }
     assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "nothing written");
     fs::remove_dir_all(dir).ok();
@@ -508,15 +510,8 @@ async fn an_entry_offered_twice_is_refused() {
     let dir = temp("twice");
     let dest = dir.join("dest");
     fs::create_dir(&dest).unwrap();
-    let result = hostile(&dest, |mut peer| async move {
-        let reply = offer(&mut peer, vec![file(b"f", 1), file(b"./f", 1)]).await;
-        assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
-    })
-    .await;
-    assert!(
-        matches!(result, Err(TransferError::Protocol(_))),
-        "{result:?}"
-    );
+    let refusal = refused(&dest, anything(), vec![file(b"f", 1), file(b"./f", 1)]).await;
+    assert!(matches!(refusal, TransferError::Protocol(_)), "{refusal:?}");
     fs::remove_dir_all(dir).ok();
 }
 
@@ -531,12 +526,7 @@ async fn a_file_that_cannot_be_read_leaves_an_earlier_part_alone() {
     fs::write(&part, &bytes[..2 * CHUNK]).unwrap();
     let items = walk::walk(std::slice::from_ref(&src), false).unwrap();
     fs::remove_file(&src).unwrap();
-    let (a, b) = pipe();
-    let (p1, p2) = (Progress::default(), Progress::default());
-    let (_, received) = tokio::join!(
-        send::send(a, items, 1, Send::default(), true, &p1),
-        receive::receive(b, dest.clone(), Receive::default(), anything(), &p2),
-    );
+    let (_, received) = exchange(items, 1, Send::default(), &dest, Receive::default()).await;
     assert_eq!(received.unwrap().failed, 1);
     assert_eq!(
         fs::read(&part).unwrap(),
@@ -564,12 +554,7 @@ async fn a_file_swapped_for_a_link_after_the_listing_is_not_read() {
         .unwrap();
     fs::remove_file(&src).unwrap();
     symlink(&decoy, &src).unwrap();
-    let (a, b) = pipe();
-    let (p1, p2) = (Progress::default(), Progress::default());
-    let (sent, _) = tokio::join!(
-        send::send(a, items, 1, Send::default(), true, &p1),
-        receive::receive(b, dest.clone(), Receive::default(), anything(), &p2),
-    );
+    let (sent, _) = exchange(items, 1, Send::default(), &dest, Receive::default()).await;
     assert_eq!(sent.unwrap().failed, 1);
     assert!(!dest.join("f").exists(), "the secret never left");
     fs::remove_dir_all(dir).ok();
