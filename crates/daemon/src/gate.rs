@@ -241,10 +241,44 @@ pub enum NotAdmitted {
     Broken(String),
 }
 
+/// Times a stream dropped before its verdict is opened again.
+const REOPEN: u32 = 3;
+
+/// Opens a `protocol` stream to `peer`, sends `first` and reads the serving side's
+/// admission. libp2p-stream hands inbound streams to the acceptor through a one-slot
+/// channel and drops a stream that arrives while the slot is taken (two devices attaching
+/// at the same moment, say): the opener sees it close with no verdict. The serving side
+/// sends its verdict before it acts on anything, so such a stream was never served, and
+/// another is opened, a few times.
+pub async fn open<T: serde::Serialize>(
+    mesh: &loopsy_mesh::Mesh,
+    peer: PeerId,
+    protocol: &'static str,
+    first: &T,
+    max: usize,
+) -> Result<Stream, NotAdmitted> {
+    let mut tries = 0;
+    loop {
+        let mut stream = mesh
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| NotAdmitted::Broken(e.to_string()))?;
+        match request(&mut stream, first, max).await {
+            Ok(()) => return Ok(stream),
+            Err(NotAdmitted::Broken(reason)) if tries < REOPEN => {
+                tries += 1;
+                tracing::debug!(%peer, protocol, %reason, tries, "stream dropped unanswered; again");
+                tokio::time::sleep(std::time::Duration::from_millis(20 << tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Sends the first message on a stream this device opened, then reads the serving side's
 /// admission. When the send fails, the admission is still read: a refusing side closes the
 /// stream unread, which can stop the send (QUIC's STOP_SENDING) after the verdict was sent.
-pub async fn request<T: serde::Serialize>(
+async fn request<T: serde::Serialize>(
     stream: &mut Stream,
     message: &T,
     max: usize,

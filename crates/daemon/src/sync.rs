@@ -171,12 +171,11 @@ async fn reconcile_one(
     name: &'static str,
 ) -> Result<(), SyncError> {
     let collection = node.collection(name).ok_or("unknown collection")?;
-    let mut stream = open(node, peer).await?;
     let digest = Message::Digest {
         collection: name.to_owned(),
         entries: collection.digest(),
     };
-    gate::request(&mut stream, &digest, MAX_FRAME)
+    let mut stream = gate::open(&node.mesh, peer, protocol::SYNC, &digest, MAX_FRAME)
         .await
         .map_err(|e| match e {
             gate::NotAdmitted::Refused(reason) => SyncError::Refused(reason),
@@ -214,10 +213,10 @@ pub fn push(
             };
             tokio::spawn(async move {
                 let sent = tokio::time::timeout(DEADLINE, async {
-                    let mut stream = open(&node, peer).await?;
-                    gate::request(&mut stream, &message, MAX_FRAME)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut stream =
+                        gate::open(&node.mesh, peer, protocol::SYNC, &message, MAX_FRAME)
+                            .await
+                            .map_err(|e| e.to_string())?;
                     stream.close().await.map_err(|e| e.to_string())
                 })
                 .await;
@@ -227,13 +226,6 @@ pub fn push(
             });
         }
     });
-}
-
-async fn open(node: &Node, peer: PeerId) -> Result<Stream, String> {
-    node.mesh
-        .open_stream(peer, protocol::SYNC)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 async fn read(stream: &mut Stream) -> Result<Option<Message>, String> {

@@ -535,13 +535,8 @@ pub(super) async fn open<T: serde::Serialize>(
             ));
         }
     }
-    let mut stream = node
-        .mesh
-        .open_stream(peer, protocol)
-        .await
-        .map_err(|e| failed(ErrorCode::Unreachable, e.to_string()))?;
-    match gate::request(&mut stream, first, max).await {
-        Ok(()) => Ok((peer, stream)),
+    match gate::open(&node.mesh, peer, protocol, first, max).await {
+        Ok(stream) => Ok((peer, stream)),
         Err(gate::NotAdmitted::Refused(reason)) => Err(failed(
             ErrorCode::Refused,
             format!("{query} refused: {reason}"),

@@ -85,10 +85,15 @@ async fn ask_connected(node: &Arc<Node>) -> Vec<HostedSession> {
     let members = node.connected_members().await;
     let asked = members.iter().map(|&peer| async move {
         let listed = async {
-            let mut stream = node.mesh.open_stream(peer, protocol::SESSION).await.ok()?;
-            gate::request(&mut stream, &Request::List, MAX_FRAME)
-                .await
-                .ok()?;
+            let mut stream = gate::open(
+                &node.mesh,
+                peer,
+                protocol::SESSION,
+                &Request::List,
+                MAX_FRAME,
+            )
+            .await
+            .ok()?;
             match loopsy_mesh::framed::read::<session::Reply, _>(&mut stream, MAX_FRAME).await {
                 Ok(Some(session::Reply::Sessions { sessions })) => Some(sessions),
                 _ => None,
