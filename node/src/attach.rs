@@ -190,7 +190,7 @@ impl Attachment {
             tokio::select! {
                 reply = framed::read::<Reply, _>(&mut reader, MAX_FRAME) => {
                     let shown = match reply {
-                        Ok(Some(Reply::Attached { info, offset, screen })) => {
+                        Ok(Some(Reply::Attached { info, offset, screen, .. })) => {
                             self.session = info.id;
                             self.attached_once = true;
                             self.live = true;

@@ -34,7 +34,8 @@ pub enum Request {
         session: String,
     },
     /// `session` is an ID, a name, or a unique prefix of either. With `offset`, resume the
-    /// output from there; without, start from the current screen.
+    /// output from there; without, start from the current screen. A size of 0 × 0 keeps
+    /// the terminal's size (for clients with no terminal, such as agents).
     Attach {
         session: String,
         offset: Option<u64>,
@@ -91,6 +92,11 @@ pub enum Reply {
         info: Info,
         offset: u64,
         screen: Option<ByteBuf>,
+        /// The terminal's size (the screen's, when there is one).
+        #[serde(default)]
+        rows: u16,
+        #[serde(default)]
+        cols: u16,
     },
     Output {
         offset: u64,
@@ -140,6 +146,8 @@ mod tests {
                 info: info.clone(),
                 offset: 7,
                 screen: Some(ByteBuf::from(b"\x1b[H".to_vec())),
+                rows: 24,
+                cols: 80,
             },
             Reply::Sessions {
                 sessions: vec![info],

@@ -44,6 +44,16 @@ fn bounded(rows: u16, cols: u16) -> (u16, u16) {
     (rows.clamp(1, MAX_ROWS), cols.clamp(1, MAX_COLS))
 }
 
+/// A session's screen at one moment.
+pub struct Screen {
+    /// Bytes that draw it on a terminal of `rows` by `cols`.
+    pub bytes: Vec<u8>,
+    /// The output offset it shows.
+    pub offset: u64,
+    pub rows: u16,
+    pub cols: u16,
+}
+
 /// Output kept for clients: the bytes from `start` to `start + bytes.len()`.
 struct Ring {
     start: u64,
@@ -266,10 +276,22 @@ impl Session {
         self.marks.subscribe()
     }
 
-    /// The screen as it is, as bytes that draw it on a terminal, and the offset it shows.
-    pub fn screen(&self) -> (Vec<u8>, u64) {
+    /// The screen as it is, as bytes that draw it on a terminal of its size.
+    pub fn screen(&self) -> Screen {
         let state = self.lock();
-        (state.screen.screen().state_formatted(), state.ring.end())
+        let screen = state.screen.screen();
+        let (rows, cols) = screen.size();
+        Screen {
+            bytes: screen.state_formatted(),
+            offset: state.ring.end(),
+            rows,
+            cols,
+        }
+    }
+
+    /// The terminal's size now.
+    pub fn size(&self) -> (u16, u16) {
+        *self.size.borrow()
     }
 
     /// The screen's text, for programs that read it.

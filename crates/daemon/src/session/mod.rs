@@ -366,20 +366,26 @@ async fn attach<R, W>(
 {
     session.client_joined();
     let _attached = Attached(session.clone());
-    session.resize(rows, cols);
+    // A client with no terminal of its own (an agent reading the screen) sends 0 × 0 and
+    // leaves the size to the others.
+    if rows > 0 && cols > 0 {
+        session.resize(rows, cols);
+    }
     let mut marks = session.marks();
     let resumed = offset.filter(|&o| session.output(o, 0).is_some());
-    let (mut at, screen) = match resumed {
-        Some(offset) => (offset, None),
-        None => {
-            let (screen, offset) = session.screen();
-            (offset, Some(ByteBuf::from(screen)))
+    let (attached, mut at) = match resumed {
+        Some(offset) => {
+            let (rows, cols) = session.size();
+            let reply = Reply::Attached {
+                info: session.info(),
+                offset,
+                screen: None,
+                rows,
+                cols,
+            };
+            (reply, offset)
         }
-    };
-    let attached = Reply::Attached {
-        info: session.info(),
-        offset: at,
-        screen,
+        None => redraw(&session),
     };
     if put(writer, &attached).await.is_err() {
         return;
@@ -390,7 +396,10 @@ async fn attach<R, W>(
         loop {
             match framed::read::<Input, _>(&mut reader, MAX_FRAME).await {
                 Ok(Some(Input::Keys { data })) => session.keys(data.into_vec()).await,
-                Ok(Some(Input::Resize { rows, cols })) => session.resize(rows, cols),
+                Ok(Some(Input::Resize { rows, cols })) if rows > 0 && cols > 0 => {
+                    session.resize(rows, cols)
+                }
+                Ok(Some(Input::Resize { .. })) => {}
                 _ => return,
             }
         }
@@ -411,13 +420,9 @@ async fn attach<R, W>(
                     // This client fell further behind than the ring holds: it gets the
                     // screen as it is now, and goes on from there.
                     None => {
-                        let (screen, offset) = session.screen();
+                        let (reply, offset) = redraw(&session);
                         at = offset;
-                        Reply::Attached {
-                            info: session.info(),
-                            offset,
-                            screen: Some(ByteBuf::from(screen)),
-                        }
+                        reply
                     }
                 };
                 if put(writer, &reply).await.is_err() {
@@ -437,6 +442,20 @@ async fn attach<R, W>(
         _ = inputs => {}
         _ = outputs => {}
     }
+}
+
+/// The session's screen as it is now, for a client that starts from it, and the offset
+/// output goes on from.
+fn redraw(session: &Session) -> (Reply, u64) {
+    let screen = session.screen();
+    let reply = Reply::Attached {
+        info: session.info(),
+        offset: screen.offset,
+        screen: Some(ByteBuf::from(screen.bytes)),
+        rows: screen.rows,
+        cols: screen.cols,
+    };
+    (reply, screen.offset)
 }
 
 fn reply_len(reply: &Reply) -> u64 {
