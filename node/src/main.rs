@@ -38,12 +38,18 @@ enum Command {
     Attach(cmd::attach::Cmd),
     Ctx(cmd::ctx::Cmd),
     Msg(cmd::msg::Cmd),
+    Mcp(cmd::mcp::Cmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Node(_));
-    init_logging(if is_daemon { "info" } else { "warn" });
+    init_logging(match cli.command {
+        Command::Node(_) => "info",
+        // rmcp warns of every error answer it sends; the agent's client has them already.
+        Command::Mcp(_) => "warn,rmcp=error",
+        _ => "warn",
+    });
     let result = Home::resolve(cli.home)
         .map_err(anyhow::Error::from)
         .and_then(|home| {
@@ -91,6 +97,7 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Attach(cmd) => cmd.run(home).await,
         Command::Ctx(cmd) => cmd.run(home).await,
         Command::Msg(cmd) => cmd.run(home).await,
+        Command::Mcp(cmd) => cmd.run(home).await,
     }
 }
 

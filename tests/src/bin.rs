@@ -16,17 +16,26 @@ pub fn loopsy_relay() -> PathBuf {
     built().join("loopsy-relay")
 }
 
+/// The directory of this test's build profile: `<target>/<profile>`.
+fn profile_dir() -> PathBuf {
+    // The test runs from <target>/<profile>/deps/<test>.
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary inside <target>/<profile>/deps")
+        .to_owned()
+}
+
+/// Cargo's target directory, where tests may keep what they build once (a Python venv).
+pub fn target_dir() -> PathBuf {
+    profile_dir().parent().expect("target dir").to_owned()
+}
+
 fn built() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        // The test runs from <target>/<profile>/deps/<test>.
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("test binary inside <target>/<profile>/deps")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("target dir").to_owned();
+        let profile_dir = profile_dir();
+        let target_dir = target_dir();
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev".to_owned(),
             Some(other) => other.to_owned(),

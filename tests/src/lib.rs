@@ -1,9 +1,11 @@
 //! Helpers for Loopsy's integration tests: the real binaries ([`bin`]), nodes run as real
-//! processes ([`node`]), and hosts in Linux network namespaces ([`netlab`]).
+//! processes ([`node`]), hosts in Linux network namespaces ([`netlab`]), and a Python
+//! with the official MCP SDK for clients nobody here wrote ([`python`]).
 
 pub mod bin;
 pub mod netlab;
 pub mod node;
+pub mod python;
 pub mod temp;
 
 use std::time::{Duration, Instant};

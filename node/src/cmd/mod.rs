@@ -6,6 +6,7 @@ pub mod cp;
 pub mod ctx;
 pub mod exec;
 pub mod id;
+pub mod mcp;
 pub mod msg;
 pub mod node;
 pub mod pair;

@@ -1,0 +1,864 @@
+//! The tools an agent calls. Each is one or a few control API requests; failures come back
+//! as tool errors (`isError`) with the node's own words, so the agent can read and react.
+
+use std::{ops::ControlFlow, time::Duration};
+
+use data_encoding::BASE64;
+use loopsy_wire::{
+    control::{self, CtxEntry, InboxMessage, Location, Request, Response},
+    exec::Start,
+    session::{self, Reply, Status},
+};
+use rmcp::{
+    Json, handler::server::wrapper::Parameters, schemars, schemars::JsonSchema, tool, tool_router,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Loopsy,
+    node::{self, Failure, Watch},
+    scratch::Scratch,
+};
+
+/// Output kept of each stream of a program unless the call asks otherwise.
+const OUTPUT_DEFAULT: usize = 64 * 1024;
+/// The most a call may ask for, per stream.
+const OUTPUT_MAX: usize = 1024 * 1024;
+/// Programs that run longer are stopped unless the call gives its own timeout.
+const EXEC_TIMEOUT: u64 = 300;
+/// Bytes of a file `read_file` returns unless asked otherwise, and at most.
+const READ_DEFAULT: usize = 256 * 1024;
+const READ_MAX: usize = 4 * 1024 * 1024;
+/// Files larger than this are not fetched for `read_file` at all (use `copy`).
+const READ_FETCH_MAX: u64 = 64 * 1024 * 1024;
+/// The largest file `write_file` takes.
+const WRITE_MAX: usize = 4 * 1024 * 1024;
+/// Files named in a copy's result.
+const LISTED: usize = 100;
+/// Listings (context keys, messages, sessions) stop at about this much JSON.
+const LIST_BUDGET: usize = 256 * 1024;
+/// The terminal size of a session started by an agent, unless it asks for another.
+const SESSION_SIZE: (u16, u16) = (40, 120);
+
+/// A tool's answer: a JSON document, or an error message for the agent.
+type Answer<T> = Result<Json<T>, String>;
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Peers {
+    pub peers: Vec<Peer>,
+}
+
+/// A device this one knows.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Peer {
+    /// The device's name, once known.
+    pub name: Option<String>,
+    pub peer_id: String,
+    /// A member of this device's mesh (only members can be used).
+    pub paired: bool,
+    pub online: bool,
+    /// `direct`, `relayed` or `none`.
+    pub connection: String,
+    pub rtt_ms: Option<f64>,
+}
+
+impl From<control::Peer> for Peer {
+    fn from(p: control::Peer) -> Self {
+        let connection = match p.connection {
+            control::Connection::Direct => "direct",
+            control::Connection::Relayed => "relayed",
+            control::Connection::None => "none",
+        };
+        Self {
+            name: p.name,
+            peer_id: p.peer_id,
+            paired: p.paired,
+            online: p.online,
+            connection: connection.into(),
+            rtt_ms: p.rtt_ms,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecArgs {
+    /// The device: its name, peer ID, or a unique prefix of either.
+    pub peer: String,
+    /// The program and its arguments, e.g. ["cargo", "build"]. Not run through a shell:
+    /// use ["sh", "-c", "..."] for pipes and globs.
+    pub argv: Vec<String>,
+    /// Working directory there (default: the peer's choice, usually its home).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// Text given to the program on its standard input (default: none).
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Seconds before the program is stopped (default 300).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Bytes kept of stdout and of stderr each (default 65536, at most 1048576).
+    #[serde(default)]
+    pub max_output_bytes: Option<usize>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExecResult {
+    /// The exit code; none when a signal ended the program.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The timeout stopped the program.
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// Whether output was cut at `max_output_bytes`; the totals say how much there was.
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReadArgs {
+    /// The device.
+    pub peer: String,
+    /// The file: relative to the peer's first file root, or absolute.
+    pub path: String,
+    /// Bytes returned from the start of the file (default 262144, at most 4194304).
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileContent {
+    pub path: String,
+    pub size: u64,
+    /// `utf-8`, or `base64` for a file that is not text.
+    pub encoding: String,
+    pub content: String,
+    /// Only the first `max_bytes` are in `content`.
+    pub truncated: bool,
+    /// The whole file's BLAKE3, in hex.
+    pub blake3: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WriteArgs {
+    /// The device.
+    pub peer: String,
+    /// Where to write: relative to the peer's first file root, or absolute. An existing
+    /// file is replaced (atomically); an existing directory receives the file inside.
+    pub path: String,
+    pub content: String,
+    /// `utf-8` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Written {
+    pub path: String,
+    pub bytes: u64,
+    pub blake3: String,
+}
+
+/// A path on this device (absolute) or on a peer.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Place {
+    /// The device; omit for this one.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// On this device, absolute; on a peer, relative to its first file root, or absolute.
+    pub path: String,
+}
+
+impl From<Place> for Location {
+    fn from(p: Place) -> Self {
+        Location {
+            peer: p.peer,
+            path: p.path,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CopyArgs {
+    /// What to copy: all on one side (this device, or one peer).
+    pub sources: Vec<Place>,
+    /// Where to: on the other side. Several sources go into a directory, as with scp.
+    pub dest: Place,
+    /// Copy directories with everything in them.
+    #[serde(default)]
+    pub recursive: bool,
+    /// Keep files that exist at the destination.
+    #[serde(default)]
+    pub no_clobber: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CopyResult {
+    pub file_count: u64,
+    pub failed: u64,
+    pub bytes: u64,
+    /// Bytes that crossed the network (less than `bytes` when a copy resumed).
+    pub transferred: u64,
+    pub seconds: f64,
+    /// Up to 100 files, failed ones first.
+    pub files: Vec<CopiedFile>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CopiedFile {
+    pub path: String,
+    pub size: u64,
+    /// `stored`, `skipped` or `failed`.
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Sessions {
+    pub sessions: Vec<SessionInfo>,
+    /// The list was cut to stay small.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SessionInfo {
+    pub id: String,
+    pub name: Option<String>,
+    /// The hosting device's name and peer ID.
+    pub host: String,
+    pub host_peer_id: String,
+    pub host_online: bool,
+    pub command: Vec<String>,
+    /// `running` or `exited`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    /// Clients attached now.
+    pub clients: u32,
+}
+
+impl SessionInfo {
+    fn new(info: session::Info, host: String, host_peer_id: String, online: bool) -> Self {
+        let (status, exit_code) = match info.status {
+            Status::Running => ("running", None),
+            Status::Exited { code } => ("exited", code),
+        };
+        Self {
+            id: info.id,
+            name: info.name,
+            host,
+            host_peer_id,
+            host_online: online,
+            command: info.command,
+            status: status.into(),
+            exit_code,
+            clients: info.clients,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StartArgs {
+    /// The device that hosts it (omit for this one).
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// A name to find it by.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The program and its arguments (omit for the host's login shell).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Terminal size (default 40 rows, 120 columns).
+    #[serde(default)]
+    pub rows: Option<u16>,
+    #[serde(default)]
+    pub cols: Option<u16>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Started {
+    pub id: String,
+    pub name: Option<String>,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct KeysArgs {
+    /// The session: its ID, its name, or a unique prefix.
+    pub session: String,
+    /// The device that hosts it (default: found by asking).
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// What to type, as is. Control keys are characters: "\r" is Enter, "\u0003" Ctrl-C,
+    /// "\u0004" Ctrl-D, "\u001b" Escape, "\u001b[A" the up arrow.
+    pub keys: String,
+    /// Press Enter after the keys.
+    #[serde(default)]
+    pub enter: bool,
+    /// Return once the session has been quiet this long (default 300 ms)...
+    #[serde(default)]
+    pub quiet_ms: Option<u64>,
+    /// ...or at the latest this long after typing (default 5000 ms, at most 60000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ScreenArgs {
+    /// The session: its ID, its name, or a unique prefix.
+    pub session: String,
+    /// The device that hosts it (default: found by asking).
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Watch the output for this long before reading the screen (default 0, at most 60000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Screen {
+    pub id: String,
+    pub rows: u16,
+    pub cols: u16,
+    /// The screen's text, line by line, without blank lines at the bottom.
+    pub text: String,
+    /// Row and column of the cursor, from 0.
+    pub cursor: [u16; 2],
+    /// `running` or `exited`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct KillArgs {
+    /// The session: its ID, its name, or a unique prefix.
+    pub session: String,
+    /// The device that hosts it (default: found by asking).
+    #[serde(default)]
+    pub peer: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Done {
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct KeyArgs {
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SetArgs {
+    pub key: String,
+    pub value: String,
+    /// Seconds until the key expires everywhere (default: never).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListArgs {
+    /// Only keys that start with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Context {
+    pub entries: Vec<ContextEntry>,
+    /// The list was cut to stay small: ask with a longer prefix.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ContextEntry {
+    pub key: String,
+    pub value: String,
+    /// The device that set it.
+    pub author: String,
+    /// RFC 3339.
+    pub updated: String,
+    pub expires: Option<String>,
+}
+
+impl From<CtxEntry> for ContextEntry {
+    fn from(e: CtxEntry) -> Self {
+        Self {
+            key: e.key,
+            value: e.value,
+            author: e.author,
+            updated: e.updated,
+            expires: e.expires,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SendArgs {
+    /// The device: its name, peer ID, or a unique prefix.
+    pub peer: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Sent {
+    pub id: String,
+    /// The recipient acknowledged it; otherwise the mesh keeps it until it can deliver.
+    pub delivered: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Inbox {
+    pub messages: Vec<Message>,
+    /// The oldest messages were left out to stay small.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Message {
+    pub id: String,
+    pub from: String,
+    pub text: String,
+    pub sent: String,
+    pub received: String,
+}
+
+impl From<InboxMessage> for Message {
+    fn from(m: InboxMessage) -> Self {
+        Self {
+            id: m.id,
+            from: m.from,
+            text: m.text,
+            sent: m.sent,
+            received: m.received,
+        }
+    }
+}
+
+#[tool_router(vis = "pub(crate)")]
+impl Loopsy {
+    #[tool(
+        description = "List the devices this one knows: paired members of the mesh and \
+                          devices seen on the LAN, with whether each is online and how."
+    )]
+    async fn peers(&self) -> Answer<Peers> {
+        let peers = self.peer_list().await?;
+        Ok(Json(Peers {
+            peers: peers.into_iter().map(Peer::from).collect(),
+        }))
+    }
+
+    #[tool(
+        description = "Run a program on a device and wait for it to end: exit code, \
+                          stdout and stderr (each cut at max_output_bytes, with a flag \
+                          when cut). The device's policy for this one applies."
+    )]
+    async fn exec(&self, Parameters(args): Parameters<ExecArgs>) -> Answer<ExecResult> {
+        if args.argv.is_empty() {
+            return Err("argv is empty: name the program to run".into());
+        }
+        let limit = args
+            .max_output_bytes
+            .unwrap_or(OUTPUT_DEFAULT)
+            .min(OUTPUT_MAX);
+        let start = Start {
+            argv: args.argv,
+            cwd: args.cwd,
+            env: args.env.unwrap_or_default().into_iter().collect(),
+            timeout_secs: Some(args.timeout_secs.unwrap_or(EXEC_TIMEOUT)),
+            pty: None,
+        };
+        let stdin = args.stdin.unwrap_or_default().into_bytes();
+        let ran = node::exec(&self.home, args.peer, start, stdin, limit).await?;
+        Ok(Json(ExecResult {
+            exit_code: ran.code,
+            signal: ran.signal,
+            timed_out: ran.timed_out,
+            stdout: ran.stdout.text(),
+            stderr: ran.stderr.text(),
+            stdout_truncated: ran.stdout.truncated(),
+            stderr_truncated: ran.stderr.truncated(),
+            stdout_bytes: ran.stdout.total(),
+            stderr_bytes: ran.stderr.total(),
+        }))
+    }
+
+    #[tool(
+        description = "Read a file on a device (needs its `files` capability): text as \
+                          is, other files in base64, cut at max_bytes."
+    )]
+    async fn read_file(&self, Parameters(args): Parameters<ReadArgs>) -> Answer<FileContent> {
+        let limit = args.max_bytes.unwrap_or(READ_DEFAULT).min(READ_MAX);
+        let scratch =
+            Scratch::new().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+        let copy = control::Copy {
+            sources: vec![Location {
+                peer: Some(args.peer),
+                path: args.path.clone(),
+            }],
+            dest: scratch.location(),
+            recursive: false,
+            no_clobber: false,
+            sha256: false,
+            fsync: false,
+        };
+        let done = node::copy(&self.home, copy, 1, |now| {
+            if now.bytes > READ_FETCH_MAX {
+                ControlFlow::Break(format!(
+                    "{} is {} bytes; read_file reads files up to {READ_FETCH_MAX} bytes: use \
+                     copy for larger ones",
+                    args.path, now.bytes
+                ))
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await?;
+        let file = one_file(done)?;
+        let (bytes, size) = scratch
+            .read_only_file(limit)
+            .map_err(|e| format!("cannot read the fetched copy: {e}"))?;
+        let (encoding, content) = match String::from_utf8(bytes) {
+            Ok(text) => ("utf-8", text),
+            Err(e) => ("base64", BASE64.encode(e.as_bytes())),
+        };
+        Ok(Json(FileContent {
+            path: args.path,
+            size,
+            encoding: encoding.into(),
+            content,
+            truncated: size > limit as u64,
+            blake3: file.blake3.unwrap_or_default(),
+        }))
+    }
+
+    #[tool(
+        description = "Write a file on a device (needs its `files` capability). The \
+                          file appears whole or not at all."
+    )]
+    async fn write_file(&self, Parameters(args): Parameters<WriteArgs>) -> Answer<Written> {
+        let bytes = match args.encoding.as_deref() {
+            None | Some("utf-8") => args.content.into_bytes(),
+            Some("base64") => BASE64
+                .decode(args.content.as_bytes())
+                .map_err(|e| format!("content is not base64: {e}"))?,
+            Some(other) => return Err(format!("unknown encoding {other:?}: use utf-8 or base64")),
+        };
+        if bytes.len() > WRITE_MAX {
+            return Err(format!(
+                "{} bytes is more than write_file takes ({WRITE_MAX}); use copy",
+                bytes.len()
+            ));
+        }
+        let scratch =
+            Scratch::new().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+        let source = scratch
+            .write_file(&args.path, &bytes)
+            .map_err(|e| format!("cannot stage the file: {e}"))?;
+        let copy = control::Copy {
+            sources: vec![source],
+            dest: Location {
+                peer: Some(args.peer),
+                path: args.path.clone(),
+            },
+            recursive: false,
+            no_clobber: false,
+            sha256: false,
+            fsync: false,
+        };
+        let done = node::copy(&self.home, copy, 1, |_| ControlFlow::Continue(())).await?;
+        let file = one_file(done)?;
+        Ok(Json(Written {
+            path: args.path,
+            bytes: file.size,
+            blake3: file.blake3.unwrap_or_default(),
+        }))
+    }
+
+    #[tool(
+        description = "Copy files or directories between this device and a peer, \
+                          either way, verified and resumable (as `loopsy cp`)."
+    )]
+    async fn copy(&self, Parameters(args): Parameters<CopyArgs>) -> Answer<CopyResult> {
+        let copy = control::Copy {
+            sources: args.sources.into_iter().map(Location::from).collect(),
+            dest: args.dest.into(),
+            recursive: args.recursive,
+            no_clobber: args.no_clobber,
+            sha256: false,
+            fsync: false,
+        };
+        let done = node::copy(&self.home, copy, LISTED, |_| ControlFlow::Continue(())).await?;
+        Ok(Json(CopyResult {
+            file_count: done.totals.file_count,
+            failed: done.totals.failed,
+            bytes: done.totals.bytes,
+            transferred: done.totals.transferred,
+            seconds: done.totals.seconds,
+            files: done
+                .files
+                .into_iter()
+                .map(|f| CopiedFile {
+                    path: f.path,
+                    size: f.size,
+                    outcome: f.outcome,
+                    reason: f.reason,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tool(
+        description = "List every terminal session in the mesh, on every device, \
+                          from the replicated registry."
+    )]
+    async fn session_list(&self) -> Answer<Sessions> {
+        let (sessions, truncated) = within_budget(self.session_entries().await?);
+        Ok(Json(Sessions {
+            sessions,
+            truncated,
+        }))
+    }
+
+    #[tool(
+        description = "Start a persistent terminal session on a device (default: the \
+                          login shell). It runs until its program ends or it is killed; \
+                          people and agents on any device can attach to it."
+    )]
+    async fn session_start(&self, Parameters(args): Parameters<StartArgs>) -> Answer<Started> {
+        let request = session::Request::New {
+            name: args.name,
+            argv: args.command.unwrap_or_default(),
+            rows: args.rows.unwrap_or(SESSION_SIZE.0),
+            cols: args.cols.unwrap_or(SESSION_SIZE.1),
+        };
+        match node::session(&self.home, args.peer, request).await? {
+            Reply::Created(info) => Ok(Json(Started {
+                id: info.id,
+                name: info.name,
+                command: info.command,
+            })),
+            _ => Err("the host gave an unexpected answer".into()),
+        }
+    }
+
+    #[tool(
+        description = "Type into a session, then return its screen once the output \
+                          settles. Does not change the session's size."
+    )]
+    async fn session_keys(&self, Parameters(args): Parameters<KeysArgs>) -> Answer<Screen> {
+        let mut keys = args.keys.into_bytes();
+        if args.enter {
+            keys.push(b'\r');
+        }
+        let watch = Watch {
+            quiet: Duration::from_millis(args.quiet_ms.unwrap_or(300).min(WAIT_MAX)),
+            most: Duration::from_millis(args.wait_ms.unwrap_or(5000).min(WAIT_MAX)),
+        };
+        let look = node::look(&self.home, args.peer, args.session, keys, watch).await?;
+        Ok(Json(screen(look)))
+    }
+
+    #[tool(
+        description = "Read a session's screen as text, as an attached user sees it, \
+                          without typing anything or changing its size."
+    )]
+    async fn session_screen(&self, Parameters(args): Parameters<ScreenArgs>) -> Answer<Screen> {
+        let wait = Duration::from_millis(args.wait_ms.unwrap_or(0).min(WAIT_MAX));
+        let watch = Watch {
+            quiet: wait,
+            most: wait,
+        };
+        let look = node::look(&self.home, args.peer, args.session, Vec::new(), watch).await?;
+        Ok(Json(screen(look)))
+    }
+
+    #[tool(description = "End a session: its program gets a hang-up, then a kill.")]
+    async fn session_kill(&self, Parameters(args): Parameters<KillArgs>) -> Answer<Done> {
+        let request = session::Request::Kill {
+            session: args.session.clone(),
+        };
+        match node::session(&self.home, args.peer, request).await? {
+            Reply::Killed => Ok(Json(Done {
+                message: format!("ended session {}", args.session),
+            })),
+            _ => Err("the host gave an unexpected answer".into()),
+        }
+    }
+
+    #[tool(
+        description = "Get a key of the shared context, a key-value store replicated \
+                          to every device of the mesh."
+    )]
+    async fn ctx_get(&self, Parameters(args): Parameters<KeyArgs>) -> Answer<ContextEntry> {
+        let mut entries = self.ctx(Request::CtxGet { key: args.key }).await?;
+        entries
+            .pop()
+            .map(|e| Json(e.into()))
+            .ok_or_else(|| "the node gave no entry".to_owned())
+    }
+
+    #[tool(
+        description = "Set a key of the shared context on every device (last writer \
+                          wins), optionally for ttl_secs."
+    )]
+    async fn ctx_set(&self, Parameters(args): Parameters<SetArgs>) -> Answer<ContextEntry> {
+        let request = Request::CtxSet {
+            key: args.key,
+            value: args.value,
+            ttl_secs: args.ttl_secs,
+        };
+        let mut entries = self.ctx(request).await?;
+        entries
+            .pop()
+            .map(|e| Json(e.into()))
+            .ok_or_else(|| "the node gave no entry".to_owned())
+    }
+
+    #[tool(
+        description = "List the shared context's keys and values, optionally only \
+                          those under a prefix."
+    )]
+    async fn ctx_list(&self, Parameters(args): Parameters<ListArgs>) -> Answer<Context> {
+        let request = Request::CtxList {
+            prefix: args.prefix.unwrap_or_default(),
+        };
+        let entries = self.ctx(request).await?;
+        let (entries, truncated) =
+            within_budget(entries.into_iter().map(ContextEntry::from).collect());
+        Ok(Json(Context { entries, truncated }))
+    }
+
+    #[tool(description = "Delete a key of the shared context everywhere.")]
+    async fn ctx_delete(&self, Parameters(args): Parameters<KeyArgs>) -> Answer<Done> {
+        match node::ask(&self.home, Request::CtxRemove { key: args.key }).await? {
+            Response::Done { message } => Ok(Json(Done { message })),
+            _ => Err("the node gave an unexpected answer".into()),
+        }
+    }
+
+    #[tool(
+        description = "Send a text message to a device (its people and agents read it \
+                          with msg_inbox or `loopsy msg inbox`)."
+    )]
+    async fn msg_send(&self, Parameters(args): Parameters<SendArgs>) -> Answer<Sent> {
+        let request = Request::MsgSend {
+            peer: args.peer,
+            text: args.text,
+        };
+        match node::ask(&self.home, request).await? {
+            Response::MsgSent { id, delivered } => Ok(Json(Sent { id, delivered })),
+            _ => Err("the node gave an unexpected answer".into()),
+        }
+    }
+
+    #[tool(description = "Read the messages other devices sent to this one, newest last.")]
+    async fn msg_inbox(&self) -> Answer<Inbox> {
+        let Response::Inbox { messages } = node::ask(&self.home, Request::MsgInbox).await? else {
+            return Err("the node gave an unexpected answer".into());
+        };
+        // Newest last: keep the newest that fit.
+        let newest_first = messages.into_iter().rev().map(Message::from).collect();
+        let (mut messages, truncated) = within_budget(newest_first);
+        messages.reverse();
+        Ok(Json(Inbox {
+            messages,
+            truncated,
+        }))
+    }
+}
+
+/// The longest a session tool waits.
+const WAIT_MAX: u64 = 60_000;
+
+impl Loopsy {
+    pub(crate) async fn peer_list(&self) -> Result<Vec<control::Peer>, Failure> {
+        match node::ask(&self.home, Request::Peers).await? {
+            Response::Peers { peers } => Ok(peers),
+            _ => Err("the node gave an unexpected answer".into()),
+        }
+    }
+
+    pub(crate) async fn session_entries(&self) -> Result<Vec<SessionInfo>, Failure> {
+        match node::ask(&self.home, Request::SessionList).await? {
+            Response::Sessions { sessions } => Ok(sessions
+                .into_iter()
+                .map(|s| SessionInfo::new(s.session, s.host, s.host_peer_id, s.host_online))
+                .collect()),
+            _ => Err("the node gave an unexpected answer".into()),
+        }
+    }
+
+    async fn ctx(&self, request: Request) -> Result<Vec<CtxEntry>, Failure> {
+        match node::ask(&self.home, request).await? {
+            Response::Ctx { entries } => Ok(entries),
+            _ => Err("the node gave an unexpected answer".into()),
+        }
+    }
+}
+
+pub(crate) fn screen(look: node::Look) -> Screen {
+    let (status, exit_code) = match (look.exited, &look.info.status) {
+        (Some(code), _) | (None, &Status::Exited { code }) => ("exited", code),
+        (None, Status::Running) => ("running", None),
+    };
+    Screen {
+        id: look.info.id,
+        rows: look.rows,
+        cols: look.cols,
+        text: look.text,
+        cursor: [look.cursor.0, look.cursor.1],
+        status: status.into(),
+        exit_code,
+    }
+}
+
+/// The one file a single-file copy reports, or why it failed.
+fn one_file(done: node::CopyDone) -> Result<control::CopiedFile, Failure> {
+    let file = done
+        .files
+        .into_iter()
+        .next()
+        .ok_or_else(|| "the copy reported no file".to_owned())?;
+    match file.outcome.as_str() {
+        "stored" => Ok(file),
+        _ => Err(file
+            .reason
+            .unwrap_or_else(|| format!("{} was not copied", file.path))),
+    }
+}
+
+/// The first items whose JSON fits in [`LIST_BUDGET`], and whether any were left out.
+fn within_budget<T: Serialize>(mut items: Vec<T>) -> (Vec<T>, bool) {
+    let mut used = 0;
+    let fit = items
+        .iter()
+        .take_while(|item| {
+            used += serde_json::to_vec(item).map_or(usize::MAX / 2, |v| v.len() + 1);
+            used <= LIST_BUDGET
+        })
+        .count();
+    let cut = fit < items.len();
+    items.truncate(fit);
+    (items, cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_stop_at_the_budget() {
+        let big = "x".repeat(1000);
+        let (kept, cut) = within_budget(vec![big.clone(); 1000]);
+        assert!(cut);
+        assert!(kept.len() < 300 && !kept.is_empty(), "{}", kept.len());
+        let (kept, cut) = within_budget(vec![big; 3]);
+        assert_eq!((kept.len(), cut), (3, false));
+    }
+}
