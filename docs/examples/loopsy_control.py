@@ -17,6 +17,8 @@ import cbor2
 
 API_VERSION = 1
 MAX_FRAME = 1024 * 1024
+# Exec frames are at most 256 KiB: input goes in pieces.
+STDIN_CHUNK = 64 * 1024
 
 
 class LoopsyError(Exception):
@@ -83,8 +85,8 @@ def run(home, peer, argv, stdin=b""):
     connection = Connection(home, "exec", peer=peer, start=start)
     try:
         connection.recv()  # `stream`: from here on, /loopsy/exec/1 frames
-        if stdin:
-            connection.send({"type": "stdin", "data": stdin})
+        for start_at in range(0, len(stdin), STDIN_CHUNK):
+            connection.send({"type": "stdin", "data": stdin[start_at:start_at + STDIN_CHUNK]})
         connection.send({"type": "stdin_eof"})
         out, err = b"", b""
         while (reply := connection.recv()) is not None:

@@ -121,9 +121,13 @@ impl Server {
     }
 
     fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        self.send_raw(line.as_bytes())?;
+        self.send_raw(b"\n")
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let stdin = self.child.0.stdin.as_mut().context("stdin")?;
-        stdin.write_all(line.as_bytes())?;
-        stdin.write_all(b"\n")?;
+        stdin.write_all(bytes)?;
         stdin.flush()?;
         Ok(())
     }
@@ -182,6 +186,32 @@ fn malformed_json_rpc_gets_an_error_and_the_server_serves_on() -> anyhow::Result
         .as_str()
         .unwrap_or_default();
     assert!(said.contains("expected a string"), "{answer}");
+
+    // A call that takes a while, and a long message that arrives in two halves around
+    // its answer: nothing of the message may be lost when the answer goes out.
+    server.send(
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"session_start","arguments":{"command":["sh"]}}}"#,
+    )?;
+    let started = server.answer()?;
+    let id = started["result"]["structuredContent"]["id"]
+        .as_str()
+        .with_context(|| format!("a session: {started}"))?
+        .to_owned();
+    let watch = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "session_screen", "arguments": {"session": id, "wait_ms": 500}}});
+    server.send(&watch.to_string())?;
+    let long = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+        "params": {"name": "ctx_set", "arguments": {"key": "long", "value": "x".repeat(60_000)}}})
+    .to_string();
+    let (first, second) = long.as_bytes().split_at(long.len() / 2);
+    server.send_raw(first)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    server.send_raw(second)?;
+    server.send_raw(b"\n")?;
+    let answers = [server.answer()?, server.answer()?];
+    assert_eq!(answers[0]["id"], 9, "{answers:?}");
+    assert_eq!(answers[1]["id"], 10, "{answers:?}");
+    assert_eq!(answers[1]["result"]["isError"], false, "{answers:?}");
 
     // And the server goes on serving.
     server.send(

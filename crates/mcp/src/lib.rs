@@ -40,6 +40,12 @@ impl Loopsy {
             tool_router: Self::tool_router(),
         }
     }
+
+    /// A scratch directory for a file on its way, in the node's home.
+    fn scratch(&self) -> Result<scratch::Scratch, String> {
+        scratch::Scratch::new(&self.home.dir().join("mcp"))
+            .map_err(|e| format!("cannot make a scratch directory: {e}"))
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -52,6 +58,24 @@ impl ServerHandler for Loopsy {
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("loopsy", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    /// Runs a tool until it ends or the client cancels the call; a cancelled call drops
+    /// its control connection, which stops what it started (a program, a copy).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let cancelled = context.ct.clone();
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        tokio::select! {
+            result = self.tool_router.call(call) => result,
+            _ = cancelled.cancelled() => Err(rmcp::ErrorData::internal_error(
+                "the call was cancelled; what it started was stopped",
+                None,
+            )),
+        }
     }
 
     async fn list_resources(

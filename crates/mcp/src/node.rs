@@ -88,15 +88,22 @@ pub async fn exec(
 ) -> Result<Ran, Failure> {
     let stream = open_stream(home, Request::Exec { peer, start }).await?;
     let (mut from, mut to) = stream.split();
+    // A program may end (or be refused) without reading its input: a failed send only
+    // stops the feeding, and the replies say what happened.
     let feed = async move {
         for piece in stdin.chunks(exec::CHUNK) {
             let data = piece.to_vec();
-            framed::write(&mut to, &exec::Request::Stdin { data }, exec::MAX_FRAME).await?;
+            let stdin = exec::Request::Stdin { data };
+            if framed::write(&mut to, &stdin, exec::MAX_FRAME)
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        framed::write(&mut to, &exec::Request::StdinEof, exec::MAX_FRAME).await?;
+        let _ = framed::write(&mut to, &exec::Request::StdinEof, exec::MAX_FRAME).await;
         // Held open: closing the connection would kill the program.
         future::pending::<()>().await;
-        Ok::<_, framed::WriteError>(())
     };
     let (mut stdout, mut stderr) = (Capped::new(limit), Capped::new(limit));
     let read = async {
@@ -116,10 +123,9 @@ pub async fn exec(
             }
         }
     };
-    // A program that exits without reading all its input is fine: the read decides.
     let (code, signal, timed_out) = tokio::select! {
         ended = read => ended?,
-        Err(e) = feed => return Err(format!("cannot send the program its input: {e}")),
+        _ = feed => unreachable!("feeding never ends by itself"),
     };
     Ok(Ran {
         code,
@@ -243,6 +249,8 @@ pub async fn look(
     else {
         return Err("the host did not attach".into());
     };
+    let mut terminal = redraw(rows, cols, screen);
+    let (rows, cols) = terminal.screen().size();
     let mut look = Look {
         info,
         rows,
@@ -251,16 +259,23 @@ pub async fn look(
         cursor: (0, 0),
         exited: None,
     };
-    let mut terminal = redraw(rows, cols, screen);
-    for piece in keys.chunks(session::CHUNK) {
-        let input = Input::Keys {
-            data: ByteBuf::from(piece),
-        };
-        framed::write(&mut to, &input, session::MAX_FRAME)
-            .await
-            .map_err(|e| format!("cannot type into the session: {e}"))?;
-    }
     let deadline = Instant::now() + watch.most;
+    // A program that reads nothing stops the typing (the host holds a few MiB): it may
+    // take no longer than the watch.
+    let typing = async {
+        for piece in keys.chunks(session::CHUNK) {
+            let input = Input::Keys {
+                data: ByteBuf::from(piece),
+            };
+            framed::write(&mut to, &input, session::MAX_FRAME).await?;
+        }
+        Ok::<_, framed::WriteError>(())
+    };
+    match tokio::time::timeout_at(deadline, typing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("cannot type into the session: {e}")),
+        Err(_) => return Err("the session's program is not reading its input".into()),
+    }
     while look.exited.is_none() {
         let until = deadline.min(Instant::now() + watch.quiet);
         let Ok(reply) = tokio::time::timeout_at(until, next_reply(&mut from)).await else {
@@ -271,8 +286,8 @@ pub async fn look(
             Some(Reply::Attached {
                 screen, rows, cols, ..
             }) => {
-                (look.rows, look.cols) = (rows, cols);
                 terminal = redraw(rows, cols, screen);
+                (look.rows, look.cols) = terminal.screen().size();
             }
             Some(Reply::Exited { code }) => look.exited = Some(code),
             Some(_) => {}
@@ -297,11 +312,12 @@ async fn next_reply(
 }
 
 fn redraw(rows: u16, cols: u16, screen: Option<ByteBuf>) -> vt100::Parser {
-    // An old host does not say its size: assume the common one.
+    // A host that gives no size gets the common one; none gets more than a session may
+    // have (the emulator holds every cell).
     let (rows, cols) = if rows == 0 || cols == 0 {
         (24, 80)
     } else {
-        (rows, cols)
+        (rows.min(session::MAX_ROWS), cols.min(session::MAX_COLS))
     };
     let mut terminal = vt100::Parser::new(rows, cols, 0);
     if let Some(screen) = screen {

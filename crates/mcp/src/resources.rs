@@ -10,7 +10,7 @@ use rmcp::{
 use crate::{
     Loopsy,
     node::{self, Watch},
-    tools::{Peer, screen},
+    tools::{Peer, screen, within_budget},
 };
 
 const PEERS: &str = "loopsy://peers";
@@ -39,7 +39,10 @@ pub async fn list(server: &Loopsy) -> Result<ListResourcesResult, ErrorData> {
                 format!("{SESSIONS}/{}/{}", s.host_peer_id, s.id),
                 format!("session {label} on {}", s.host),
             )
-            .with_description(format!("The screen of `{}`, as text.", s.command.join(" ")))
+            .with_description(format!(
+                "The screen of `{}`, as text.",
+                short(&s.command.join(" "))
+            ))
             .with_mime_type("text/plain"),
         );
     }
@@ -64,10 +67,12 @@ pub async fn read(server: &Loopsy, uri: &str) -> Result<ReadResourceResult, Erro
             .into_iter()
             .map(Peer::from)
             .collect();
-        json(serde_json::json!({ "peers": peers }))
+        let (peers, truncated) = within_budget(peers);
+        json(serde_json::json!({ "peers": peers, "truncated": truncated }))
     } else if uri == SESSIONS {
         let sessions = server.session_entries().await.map_err(unavailable)?;
-        json(serde_json::json!({ "sessions": sessions }))
+        let (sessions, truncated) = within_budget(sessions);
+        json(serde_json::json!({ "sessions": sessions, "truncated": truncated }))
     } else if let Some((host, id)) = uri
         .strip_prefix(SESSIONS)
         .and_then(|rest| rest.strip_prefix('/'))
@@ -94,6 +99,14 @@ pub async fn read(server: &Loopsy, uri: &str) -> Result<ReadResourceResult, Erro
         ));
     };
     Ok(ReadResourceResult::new(vec![contents]))
+}
+
+/// At most 80 characters of `text`.
+fn short(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 fn unavailable(message: String) -> ErrorData {

@@ -3,8 +3,8 @@
 
 use std::{
     fs,
-    io::{self, Read},
-    os::unix::fs::DirBuilderExt,
+    io::{self, Read, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -16,8 +16,9 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Makes a new directory, readable by this user only, in the system's temporary place.
-    pub fn new() -> io::Result<Self> {
+    /// Makes a new directory, readable by this user only, under `parent` (in the node's
+    /// home, which the node surely sees: a service's private /tmp would hide /tmp).
+    pub fn new(parent: &Path) -> io::Result<Self> {
         static MADE: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -27,7 +28,11 @@ impl Scratch {
             std::process::id(),
             MADE.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = std::env::temp_dir().join(name);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(parent)?;
+        let dir = parent.join(name);
         // Fails on anything already there, a planted symlink included.
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
         Ok(Self { dir })
@@ -61,14 +66,21 @@ impl Scratch {
         Ok((bytes, size))
     }
 
-    /// Writes `bytes` under the last part of `dest` (the name the file gets there), as a
-    /// copy's source on this device.
-    pub fn write_file(&self, dest: &str, bytes: &[u8]) -> io::Result<Location> {
+    /// Writes `bytes` under the last part of `dest` (the name the file gets there), with
+    /// `mode` (which the copy keeps), as a copy's source on this device.
+    pub fn write_file(&self, dest: &str, bytes: &[u8], mode: u32) -> io::Result<Location> {
         let name = Path::new(dest)
             .file_name()
             .map_or_else(|| "file".into(), |n| n.to_owned());
         let path = self.dir.join(name);
-        fs::write(&path, bytes)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)?;
+        file.write_all(bytes)?;
+        // The umask may have taken bits away.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         Ok(Location {
             peer: None,
             path: path.to_string_lossy().into_owned(),
@@ -88,25 +100,35 @@ mod tests {
 
     #[test]
     fn stages_reads_and_cleans_up() {
-        let scratch = Scratch::new().expect("scratch");
+        let parent = std::env::temp_dir().join(format!("scratch-test-{}", std::process::id()));
+        let scratch = Scratch::new(&parent).expect("scratch");
         let dir = scratch.dir.clone();
         let staged = scratch
-            .write_file("notes/today.txt", b"hello")
+            .write_file("notes/today.txt", b"hello", 0o750)
             .expect("write");
         assert!(staged.path.ends_with("/today.txt"));
+        let mode = fs::metadata(&staged.path)
+            .expect("staged")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
         assert_eq!(
             scratch.read_only_file(3).expect("read"),
             (b"hel".to_vec(), 5)
         );
         drop(scratch);
         assert!(!dir.exists());
+        let _ = fs::remove_dir(&parent);
     }
 
     #[test]
     fn a_link_that_arrived_is_not_followed() {
-        let scratch = Scratch::new().expect("scratch");
+        let parent = std::env::temp_dir().join(format!("scratch-link-{}", std::process::id()));
+        let scratch = Scratch::new(&parent).expect("scratch");
         std::os::unix::fs::symlink("/etc/hostname", scratch.dir.join("link")).expect("link");
         let error = scratch.read_only_file(10).expect_err("a link is refused");
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        drop(scratch);
+        let _ = fs::remove_dir(&parent);
     }
 }

@@ -3,7 +3,7 @@
 //! rmcp's own stdio transport drops lines that are not JSON without a word, so a client
 //! that sent one would wait for an answer forever. Here every bad line gets a JSON-RPC
 //! error response (a parse error, an invalid request, or a line too long) and the server
-//! reads on.
+//! reads on. Batches (JSON arrays), which MCP no longer has, are refused as invalid.
 
 use std::{io, sync::Arc};
 
@@ -25,6 +25,10 @@ pub const MAX_LINE: usize = 8 * 1024 * 1024;
 pub struct Stdio<R, W> {
     input: R,
     output: Arc<Mutex<W>>,
+    /// The line being read. Kept here, not in the read's future: rmcp drops a pending
+    /// read whenever a response goes out, and the bytes read so far must not go with it.
+    line: Vec<u8>,
+    too_long: bool,
 }
 
 impl<R, W> Stdio<R, W> {
@@ -32,6 +36,8 @@ impl<R, W> Stdio<R, W> {
         Self {
             input,
             output: Arc::new(Mutex::new(output)),
+            line: Vec::new(),
+            too_long: false,
         }
     }
 }
@@ -49,33 +55,36 @@ where
     R: AsyncBufRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    /// The next line, without its end; at most [`MAX_LINE`] bytes are kept of it.
+    /// The next line, without its end; at most [`MAX_LINE`] bytes are kept of it. Safe to
+    /// cancel: what was read stays in `self` for the next call.
     async fn next_line(&mut self) -> io::Result<Line> {
-        let mut line = Vec::new();
-        let mut too_long = false;
         loop {
             let buf = self.input.fill_buf().await?;
             if buf.is_empty() {
                 // A last message without a newline still counts.
-                return Ok(match (too_long, line.is_empty()) {
-                    (true, _) => Line::TooLong,
-                    (false, true) => Line::End,
-                    (false, false) => Line::Message(line),
-                });
+                let line = std::mem::take(&mut self.line);
+                return Ok(
+                    match (std::mem::take(&mut self.too_long), line.is_empty()) {
+                        (true, _) => Line::TooLong,
+                        (false, true) => Line::End,
+                        (false, false) => Line::Message(line),
+                    },
+                );
             }
             let end = buf.iter().position(|&b| b == b'\n');
             let piece = &buf[..end.unwrap_or(buf.len())];
-            if line.len() + piece.len() > MAX_LINE {
-                too_long = true;
-                line = Vec::new();
+            if self.line.len() + piece.len() > MAX_LINE {
+                self.too_long = true;
+                self.line = Vec::new();
             }
-            if !too_long {
-                line.extend_from_slice(piece);
+            if !self.too_long {
+                self.line.extend_from_slice(piece);
             }
             let used = end.map_or(buf.len(), |i| i + 1);
             self.input.consume(used);
             if end.is_some() {
-                return Ok(if too_long {
+                let line = std::mem::take(&mut self.line);
+                return Ok(if std::mem::take(&mut self.too_long) {
                     Line::TooLong
                 } else {
                     Line::Message(line)
@@ -106,7 +115,8 @@ where
                 Ok(Line::Message(line)) if line.trim_ascii().is_empty() => continue,
                 Ok(Line::Message(line)) => match parse(&line) {
                     Ok(message) => return Some(message),
-                    Err(refusal) => refusal,
+                    Err(Some(refusal)) => refusal,
+                    Err(None) => continue,
                 },
                 Ok(Line::TooLong) => refuse(
                     None,
@@ -121,10 +131,13 @@ where
                     return None;
                 }
             };
-            if let Err(error) = write_line(&self.output, &refusal).await {
-                tracing::warn!(%error, "cannot write to stdout");
-                return None;
-            }
+            // Written by a task of its own, which a dropped read cannot cut in half.
+            let output = self.output.clone();
+            tokio::spawn(async move {
+                if let Err(error) = write_line(&output, &refusal).await {
+                    tracing::warn!(%error, "cannot write to stdout");
+                }
+            });
         }
     }
 
@@ -133,19 +146,30 @@ where
     }
 }
 
-/// A message, or the error response to send for it.
-fn parse(line: &[u8]) -> Result<RxJsonRpcMessage<RoleServer>, JsonRpcError> {
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| refuse(None, ErrorData::parse_error(format!("not JSON: {e}"), None)))?;
+/// A message, or the error response to send for it: none for a broken response from the
+/// client, since answering it could fail one of the client's own requests.
+fn parse(line: &[u8]) -> Result<RxJsonRpcMessage<RoleServer>, Option<JsonRpcError>> {
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+        Some(refuse(
+            None,
+            ErrorData::parse_error(format!("not JSON: {e}"), None),
+        ))
+    })?;
+    let is_response = value.get("method").is_none()
+        && (value.get("result").is_some() || value.get("error").is_some());
     // Answer under the request's own ID when it has a readable one.
     let id = value
         .get("id")
         .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
     serde_json::from_value(value).map_err(|e| {
-        refuse(
+        if is_response {
+            tracing::warn!(error = %e, "a response from the client that makes no sense; ignored");
+            return None;
+        }
+        Some(refuse(
             id,
             ErrorData::invalid_request(format!("not a JSON-RPC 2.0 message: {e}"), None),
-        )
+        ))
     })
 }
 
@@ -171,6 +195,8 @@ async fn write_line<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
 
     fn stdio(input: &[u8]) -> Stdio<&[u8], Vec<u8>> {
         Stdio::new(input, Vec::new())
@@ -181,36 +207,56 @@ mod tests {
         let long = vec![b'x'; MAX_LINE + 1];
         let input = [b"one\n".as_slice(), &long, b"\ntwo"].concat();
         let mut io = stdio(&input);
-        assert_eq!(
-            io.next_line().await.ok(),
-            Some(Line::Message(b"one".to_vec()))
-        );
+        let one = Line::Message(b"one".to_vec());
+        assert_eq!(io.next_line().await.ok(), Some(one));
         assert_eq!(io.next_line().await.ok(), Some(Line::TooLong));
-        assert_eq!(
-            io.next_line().await.ok(),
-            Some(Line::Message(b"two".to_vec()))
-        );
+        let two = Line::Message(b"two".to_vec());
+        assert_eq!(io.next_line().await.ok(), Some(two));
         assert_eq!(io.next_line().await.ok(), Some(Line::End));
     }
 
     #[tokio::test]
+    async fn a_read_cut_off_halfway_loses_nothing() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut io = Stdio::new(tokio::io::BufReader::new(server), Vec::new());
+        client.write_all(b"{\"jsonrpc\":").await.expect("write");
+        // The first half arrives, and the read is dropped, as rmcp does when it answers.
+        let cut = tokio::time::timeout(Duration::from_millis(50), io.next_line()).await;
+        assert!(cut.is_err(), "no whole line yet");
+        client.write_all(b"\"2.0\"}\n").await.expect("write");
+        let line = io.next_line().await.expect("a line");
+        assert_eq!(line, Line::Message(b"{\"jsonrpc\":\"2.0\"}".to_vec()));
+    }
+
+    #[tokio::test]
     async fn bad_lines_are_answered_and_reading_goes_on() {
-        let input = b"{oops\n{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":5}\n\n{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n";
-        let mut io = stdio(input);
+        let input = [
+            "{oops",
+            r#"{"jsonrpc":"2.0","id":7,"method":5}"#,
+            "",
+            r#"{"id":8,"result":[1]}"#,
+            r#"[{"jsonrpc":"2.0","id":9,"method":"ping"}]"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            "",
+        ]
+        .join("\n");
+        let mut io = stdio(input.as_bytes());
         let message = io.receive().await.expect("the good message");
-        assert!(matches!(
-            message,
-            rmcp::model::JsonRpcMessage::Notification(_)
-        ));
+        let notification = matches!(message, rmcp::model::JsonRpcMessage::Notification(_));
+        assert!(notification);
+        // The refusals are written by tasks of their own.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let written = String::from_utf8(io.output.lock().await.clone()).expect("utf-8");
         let answers: Vec<serde_json::Value> = written
             .lines()
             .map(|l| serde_json::from_str(l).expect("json"))
             .collect();
-        assert_eq!(answers.len(), 2, "{written}");
+        // Three answers: none for the client's own (broken) response.
+        assert_eq!(answers.len(), 3, "{written}");
         assert_eq!(answers[0]["error"]["code"], -32700);
         assert_eq!(answers[1]["error"]["code"], -32600);
         assert_eq!(answers[1]["id"], 7);
+        assert_eq!(answers[2]["error"]["code"], -32600, "a batch");
         assert!(io.receive().await.is_none());
     }
 }

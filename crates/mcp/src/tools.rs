@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Loopsy,
     node::{self, Failure, Watch},
-    scratch::Scratch,
 };
 
 /// Output kept of each stream of a program unless the call asks otherwise.
@@ -39,9 +38,6 @@ const LISTED: usize = 100;
 const LIST_BUDGET: usize = 256 * 1024;
 /// The terminal size of a session started by an agent, unless it asks for another.
 const SESSION_SIZE: (u16, u16) = (40, 120);
-
-/// A tool's answer: a JSON document, or an error message for the agent.
-type Answer<T> = Result<Json<T>, String>;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Peers {
@@ -155,10 +151,15 @@ pub struct WriteArgs {
     /// `utf-8` (default) or `base64`.
     #[serde(default)]
     pub encoding: Option<String>,
+    /// Make it executable (mode 0700; otherwise 0600, private like anything an agent
+    /// writes: widen it with exec if others must read it).
+    #[serde(default)]
+    pub executable: bool,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Written {
+    /// The file as the copy named it.
     pub path: String,
     pub bytes: u64,
     pub blake3: String,
@@ -440,13 +441,16 @@ impl From<InboxMessage> for Message {
     }
 }
 
+// Each tool answers `Result<Json<T>, String>`, spelled out: the macro publishes T's schema
+// as the tool's output schema only when it sees `Json` there, and clients check results
+// against it. An `Err` is a tool error the model reads.
 #[tool_router(vis = "pub(crate)")]
 impl Loopsy {
     #[tool(
         description = "List the devices this one knows: paired members of the mesh and \
                           devices seen on the LAN, with whether each is online and how."
     )]
-    async fn peers(&self) -> Answer<Peers> {
+    async fn peers(&self) -> Result<Json<Peers>, String> {
         let peers = self.peer_list().await?;
         Ok(Json(Peers {
             peers: peers.into_iter().map(Peer::from).collect(),
@@ -458,7 +462,10 @@ impl Loopsy {
                           stdout and stderr (each cut at max_output_bytes, with a flag \
                           when cut). The device's policy for this one applies."
     )]
-    async fn exec(&self, Parameters(args): Parameters<ExecArgs>) -> Answer<ExecResult> {
+    async fn exec(
+        &self,
+        Parameters(args): Parameters<ExecArgs>,
+    ) -> Result<Json<ExecResult>, String> {
         if args.argv.is_empty() {
             return Err("argv is empty: name the program to run".into());
         }
@@ -492,10 +499,12 @@ impl Loopsy {
         description = "Read a file on a device (needs its `files` capability): text as \
                           is, other files in base64, cut at max_bytes."
     )]
-    async fn read_file(&self, Parameters(args): Parameters<ReadArgs>) -> Answer<FileContent> {
+    async fn read_file(
+        &self,
+        Parameters(args): Parameters<ReadArgs>,
+    ) -> Result<Json<FileContent>, String> {
         let limit = args.max_bytes.unwrap_or(READ_DEFAULT).min(READ_MAX);
-        let scratch =
-            Scratch::new().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+        let scratch = self.scratch()?;
         let copy = control::Copy {
             sources: vec![Location {
                 peer: Some(args.peer),
@@ -523,16 +532,14 @@ impl Loopsy {
         let (bytes, size) = scratch
             .read_only_file(limit)
             .map_err(|e| format!("cannot read the fetched copy: {e}"))?;
-        let (encoding, content) = match String::from_utf8(bytes) {
-            Ok(text) => ("utf-8", text),
-            Err(e) => ("base64", BASE64.encode(e.as_bytes())),
-        };
+        let cut = size > limit as u64;
+        let (encoding, content) = as_text(bytes, cut);
         Ok(Json(FileContent {
             path: args.path,
             size,
             encoding: encoding.into(),
             content,
-            truncated: size > limit as u64,
+            truncated: cut,
             blake3: file.blake3.unwrap_or_default(),
         }))
     }
@@ -541,7 +548,10 @@ impl Loopsy {
         description = "Write a file on a device (needs its `files` capability). The \
                           file appears whole or not at all."
     )]
-    async fn write_file(&self, Parameters(args): Parameters<WriteArgs>) -> Answer<Written> {
+    async fn write_file(
+        &self,
+        Parameters(args): Parameters<WriteArgs>,
+    ) -> Result<Json<Written>, String> {
         let bytes = match args.encoding.as_deref() {
             None | Some("utf-8") => args.content.into_bytes(),
             Some("base64") => BASE64
@@ -555,10 +565,10 @@ impl Loopsy {
                 bytes.len()
             ));
         }
-        let scratch =
-            Scratch::new().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+        let scratch = self.scratch()?;
+        let mode = if args.executable { 0o700 } else { 0o600 };
         let source = scratch
-            .write_file(&args.path, &bytes)
+            .write_file(&args.path, &bytes, mode)
             .map_err(|e| format!("cannot stage the file: {e}"))?;
         let copy = control::Copy {
             sources: vec![source],
@@ -574,7 +584,7 @@ impl Loopsy {
         let done = node::copy(&self.home, copy, 1, |_| ControlFlow::Continue(())).await?;
         let file = one_file(done)?;
         Ok(Json(Written {
-            path: args.path,
+            path: file.path,
             bytes: file.size,
             blake3: file.blake3.unwrap_or_default(),
         }))
@@ -584,7 +594,10 @@ impl Loopsy {
         description = "Copy files or directories between this device and a peer, \
                           either way, verified and resumable (as `loopsy cp`)."
     )]
-    async fn copy(&self, Parameters(args): Parameters<CopyArgs>) -> Answer<CopyResult> {
+    async fn copy(
+        &self,
+        Parameters(args): Parameters<CopyArgs>,
+    ) -> Result<Json<CopyResult>, String> {
         let copy = control::Copy {
             sources: args.sources.into_iter().map(Location::from).collect(),
             dest: args.dest.into(),
@@ -617,7 +630,7 @@ impl Loopsy {
         description = "List every terminal session in the mesh, on every device, \
                           from the replicated registry."
     )]
-    async fn session_list(&self) -> Answer<Sessions> {
+    async fn session_list(&self) -> Result<Json<Sessions>, String> {
         let (sessions, truncated) = within_budget(self.session_entries().await?);
         Ok(Json(Sessions {
             sessions,
@@ -630,7 +643,10 @@ impl Loopsy {
                           login shell). It runs until its program ends or it is killed; \
                           people and agents on any device can attach to it."
     )]
-    async fn session_start(&self, Parameters(args): Parameters<StartArgs>) -> Answer<Started> {
+    async fn session_start(
+        &self,
+        Parameters(args): Parameters<StartArgs>,
+    ) -> Result<Json<Started>, String> {
         let request = session::Request::New {
             name: args.name,
             argv: args.command.unwrap_or_default(),
@@ -651,7 +667,10 @@ impl Loopsy {
         description = "Type into a session, then return its screen once the output \
                           settles. Does not change the session's size."
     )]
-    async fn session_keys(&self, Parameters(args): Parameters<KeysArgs>) -> Answer<Screen> {
+    async fn session_keys(
+        &self,
+        Parameters(args): Parameters<KeysArgs>,
+    ) -> Result<Json<Screen>, String> {
         let mut keys = args.keys.into_bytes();
         if args.enter {
             keys.push(b'\r');
@@ -668,7 +687,10 @@ impl Loopsy {
         description = "Read a session's screen as text, as an attached user sees it, \
                           without typing anything or changing its size."
     )]
-    async fn session_screen(&self, Parameters(args): Parameters<ScreenArgs>) -> Answer<Screen> {
+    async fn session_screen(
+        &self,
+        Parameters(args): Parameters<ScreenArgs>,
+    ) -> Result<Json<Screen>, String> {
         let wait = Duration::from_millis(args.wait_ms.unwrap_or(0).min(WAIT_MAX));
         let watch = Watch {
             quiet: wait,
@@ -679,7 +701,10 @@ impl Loopsy {
     }
 
     #[tool(description = "End a session: its program gets a hang-up, then a kill.")]
-    async fn session_kill(&self, Parameters(args): Parameters<KillArgs>) -> Answer<Done> {
+    async fn session_kill(
+        &self,
+        Parameters(args): Parameters<KillArgs>,
+    ) -> Result<Json<Done>, String> {
         let request = session::Request::Kill {
             session: args.session.clone(),
         };
@@ -695,7 +720,10 @@ impl Loopsy {
         description = "Get a key of the shared context, a key-value store replicated \
                           to every device of the mesh."
     )]
-    async fn ctx_get(&self, Parameters(args): Parameters<KeyArgs>) -> Answer<ContextEntry> {
+    async fn ctx_get(
+        &self,
+        Parameters(args): Parameters<KeyArgs>,
+    ) -> Result<Json<ContextEntry>, String> {
         let mut entries = self.ctx(Request::CtxGet { key: args.key }).await?;
         entries
             .pop()
@@ -707,7 +735,10 @@ impl Loopsy {
         description = "Set a key of the shared context on every device (last writer \
                           wins), optionally for ttl_secs."
     )]
-    async fn ctx_set(&self, Parameters(args): Parameters<SetArgs>) -> Answer<ContextEntry> {
+    async fn ctx_set(
+        &self,
+        Parameters(args): Parameters<SetArgs>,
+    ) -> Result<Json<ContextEntry>, String> {
         let request = Request::CtxSet {
             key: args.key,
             value: args.value,
@@ -724,7 +755,10 @@ impl Loopsy {
         description = "List the shared context's keys and values, optionally only \
                           those under a prefix."
     )]
-    async fn ctx_list(&self, Parameters(args): Parameters<ListArgs>) -> Answer<Context> {
+    async fn ctx_list(
+        &self,
+        Parameters(args): Parameters<ListArgs>,
+    ) -> Result<Json<Context>, String> {
         let request = Request::CtxList {
             prefix: args.prefix.unwrap_or_default(),
         };
@@ -735,7 +769,10 @@ impl Loopsy {
     }
 
     #[tool(description = "Delete a key of the shared context everywhere.")]
-    async fn ctx_delete(&self, Parameters(args): Parameters<KeyArgs>) -> Answer<Done> {
+    async fn ctx_delete(
+        &self,
+        Parameters(args): Parameters<KeyArgs>,
+    ) -> Result<Json<Done>, String> {
         match node::ask(&self.home, Request::CtxRemove { key: args.key }).await? {
             Response::Done { message } => Ok(Json(Done { message })),
             _ => Err("the node gave an unexpected answer".into()),
@@ -746,7 +783,7 @@ impl Loopsy {
         description = "Send a text message to a device (its people and agents read it \
                           with msg_inbox or `loopsy msg inbox`)."
     )]
-    async fn msg_send(&self, Parameters(args): Parameters<SendArgs>) -> Answer<Sent> {
+    async fn msg_send(&self, Parameters(args): Parameters<SendArgs>) -> Result<Json<Sent>, String> {
         let request = Request::MsgSend {
             peer: args.peer,
             text: args.text,
@@ -758,7 +795,7 @@ impl Loopsy {
     }
 
     #[tool(description = "Read the messages other devices sent to this one, newest last.")]
-    async fn msg_inbox(&self) -> Answer<Inbox> {
+    async fn msg_inbox(&self) -> Result<Json<Inbox>, String> {
         let Response::Inbox { messages } = node::ask(&self.home, Request::MsgInbox).await? else {
             return Err("the node gave an unexpected answer".into());
         };
@@ -833,8 +870,23 @@ fn one_file(done: node::CopyDone) -> Result<control::CopiedFile, Failure> {
     }
 }
 
+/// A file's bytes for an agent: text when they are UTF-8 (a character cut in two at the
+/// end of a `cut` read does not count against that), base64 otherwise.
+fn as_text(bytes: Vec<u8>, cut: bool) -> (&'static str, String) {
+    match String::from_utf8(bytes) {
+        Ok(text) => ("utf-8", text),
+        Err(e) if cut && e.utf8_error().error_len().is_none() => {
+            let valid = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(valid);
+            ("utf-8", String::from_utf8(bytes).unwrap_or_default())
+        }
+        Err(e) => ("base64", BASE64.encode(e.as_bytes())),
+    }
+}
+
 /// The first items whose JSON fits in [`LIST_BUDGET`], and whether any were left out.
-fn within_budget<T: Serialize>(mut items: Vec<T>) -> (Vec<T>, bool) {
+pub(crate) fn within_budget<T: Serialize>(mut items: Vec<T>) -> (Vec<T>, bool) {
     let mut used = 0;
     let fit = items
         .iter()
@@ -851,6 +903,16 @@ fn within_budget<T: Serialize>(mut items: Vec<T>) -> (Vec<T>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_cut_at_the_end_keeps_text_text() {
+        let text = "naïve".as_bytes();
+        assert_eq!(as_text(text[..3].to_vec(), true), ("utf-8", "na".into()));
+        assert_eq!(as_text(text.to_vec(), false), ("utf-8", "naïve".into()));
+        // Cut in two but not at a read's end: not text.
+        assert_eq!(as_text(text[..3].to_vec(), false).0, "base64");
+        assert_eq!(as_text(vec![0xff, b'a'], true).0, "base64");
+    }
 
     #[test]
     fn lists_stop_at_the_budget() {

@@ -12,6 +12,10 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+/// The largest terminal a session takes; sizes beyond are cut to these.
+pub const MAX_ROWS: u16 = 500;
+pub const MAX_COLS: u16 = 1000;
+
 /// Largest session frame; output travels in pieces of at most [`CHUNK`].
 pub const MAX_FRAME: usize = 256 * 1024;
 pub const CHUNK: usize = 64 * 1024;

@@ -265,9 +265,10 @@ async fn run(
     let mut err_open = stderr.is_some();
     let mut status: Option<ExitStatus> = None;
     let mut timed_out = false;
+    // A timeout too far away to reckon (a peer may send any number) is no timeout.
     let deadline = approved
         .timeout_secs
-        .map(|s| Instant::now() + Duration::from_secs(s));
+        .and_then(|s| Instant::now().checked_add(Duration::from_secs(s)));
     let mut drain_until = Instant::now();
     loop {
         if status.is_some() && (!(out_open || err_open) || Instant::now() >= drain_until) {

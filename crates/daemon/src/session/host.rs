@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use loopsy_wire::session::{Info, Status};
+use loopsy_wire::session::{Info, MAX_COLS, MAX_ROWS, Status};
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -23,9 +23,6 @@ use crate::clock;
 pub const RING: usize = 4 * 1024 * 1024;
 /// Lines of scrollback the emulator keeps.
 const SCROLLBACK: usize = 200;
-/// The largest terminal a client may ask for (the emulator holds every cell).
-const MAX_ROWS: u16 = 500;
-const MAX_COLS: u16 = 1000;
 /// After the program exits, its output is read until it stops for this long (a background
 /// job may keep the terminal open for ever).
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
