@@ -1,31 +1,49 @@
 //! `loopsy-relay`: the optional public node that Loopsy devices on different networks meet
-//! through. For now it is a plain libp2p node (identify and ping, on TCP and QUIC, with a
-//! persistent identity) that prints the addresses to paste into a node's config; the
-//! circuit relay service comes with the cross-network work.
+//! through. A circuit relay v2 server with identify, ping and an AutoNAT server, on TCP and
+//! QUIC, with a persistent identity.
+//!
+//! A device behind NAT reserves a slot here and is then reachable at
+//! `<relay addr>/p2p/<relay id>/p2p-circuit/p2p/<device id>`; the devices then punch a
+//! direct path (DCUtR) and leave the relay, or keep using it where no punch works. The
+//! relay only passes bytes along: connections through it are end-to-end encrypted.
+//! Relay v2 serves reservations only once it knows an external address, which
+//! `--external-addr` gives.
+
+pub mod config;
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, SwarmBuilder, identify, multiaddr::Protocol, noise, ping, swarm::NetworkBehaviour,
-    swarm::SwarmEvent, tcp, yamux,
+    Multiaddr, SwarmBuilder, allow_block_list, autonat, identify,
+    multiaddr::Protocol,
+    noise, ping, relay,
+    swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
+    tcp, yamux,
 };
 
-/// The relay's settings, from its flags.
+pub use config::Settings;
+
+/// The relay's settings, from its flags and config file.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the identity key lives.
     pub home: PathBuf,
     pub listen: Vec<Multiaddr>,
-    /// Public addresses to announce, for a relay behind port forwarding.
+    /// Public addresses to announce (the relay's own, or a port forwarded to it).
     pub external: Vec<Multiaddr>,
+    pub settings: Settings,
 }
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// A private relay: only these peers may connect.
+    allow: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    relay: relay::Behaviour,
+    autonat: autonat::Behaviour,
 }
 
 /// Runs the relay until `shutdown` completes, printing each address it can be reached at.
@@ -33,6 +51,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("create {}", config.home.display()))?;
     let keypair = loopsy_mesh::identity::load_or_create(&config.home.join("identity.key"))?;
+    let allowed = config.settings.allowed().map_err(anyhow::Error::msg)?;
+    let relay_config = config.settings.relay_config();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -41,12 +61,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             yamux::Config::default,
         )?
         .with_quic()
-        .with_behaviour(|key| Behaviour {
-            identify: identify::Behaviour::new(
-                identify::Config::new("/loopsy/id/1".into(), key.public())
-                    .with_agent_version(format!("loopsy-relay/{}", env!("CARGO_PKG_VERSION"))),
-            ),
-            ping: ping::Behaviour::default(),
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let allow = allowed.map(|peers| {
+                let mut list =
+                    allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+                for peer in peers {
+                    list.allow_peer(peer);
+                }
+                list
+            });
+            Behaviour {
+                allow: allow.into(),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(loopsy_wire::protocol::IDENTIFY.into(), key.public())
+                        .with_agent_version(format!("loopsy-relay/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                relay: relay::Behaviour::new(peer_id, relay_config),
+                autonat: autonat::Behaviour::new(
+                    peer_id,
+                    autonat::Config {
+                        // Devices on private networks ask too (a LAN relay, a lab).
+                        only_global_ips: false,
+                        ..Default::default()
+                    },
+                ),
+            }
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
@@ -58,9 +99,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let peer_id = *swarm.local_peer_id();
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
-        println!("external {}", addr.clone().with(Protocol::P2p(peer_id)));
+        say(&format!(
+            "external {}",
+            addr.clone().with(Protocol::P2p(peer_id))
+        ));
     }
-    println!("loopsy-relay {peer_id}");
+    say(&format!("loopsy-relay {peer_id}"));
+    if config.external.is_empty() {
+        tracing::warn!(
+            "no --external-addr: reservations are refused until an external address is confirmed"
+        );
+    }
 
     tokio::pin!(shutdown);
     loop {
@@ -68,14 +117,55 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             _ = &mut shutdown => break,
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
-                    println!("listening {}", address.with(Protocol::P2p(peer_id)));
+                    say(&format!("listening {}", address.with(Protocol::P2p(peer_id))));
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                     tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
                 }
+                SwarmEvent::ExternalAddrConfirmed { address } => {
+                    tracing::info!(%address, "external address confirmed");
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => log_relay(event),
                 _ => {}
             },
         }
     }
     Ok(())
+}
+
+/// A line on stdout for whoever started the relay; one who stopped reading (a closed
+/// pipe) must not stop the relay.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn log_relay(event: relay::Event) {
+    use relay::Event::*;
+    match event {
+        ReservationReqAccepted { src_peer_id, .. } => {
+            tracing::info!(peer = %src_peer_id, "reservation accepted");
+        }
+        ReservationReqDenied { src_peer_id, .. } => {
+            tracing::info!(peer = %src_peer_id, "reservation denied (limits)");
+        }
+        ReservationTimedOut { src_peer_id } => {
+            tracing::info!(peer = %src_peer_id, "reservation expired");
+        }
+        CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+        } => tracing::info!(src = %src_peer_id, dst = %dst_peer_id, "circuit opened"),
+        CircuitReqDenied {
+            src_peer_id,
+            dst_peer_id,
+            ..
+        } => tracing::info!(src = %src_peer_id, dst = %dst_peer_id, "circuit denied"),
+        CircuitClosed {
+            src_peer_id,
+            dst_peer_id,
+            error,
+        } => tracing::info!(src = %src_peer_id, dst = %dst_peer_id, ?error, "circuit closed"),
+        other => tracing::debug!(?other, "relay"),
+    }
 }

@@ -15,9 +15,14 @@ struct Cli {
     /// Address to listen on (repeatable).
     #[arg(long, value_name = "ADDR", default_values = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"])]
     listen: Vec<Multiaddr>,
-    /// A public address to announce (repeatable).
+    /// A public address to announce (repeatable). The relay serves reservations only once
+    /// it has one.
     #[arg(long, value_name = "ADDR")]
     external_addr: Vec<Multiaddr>,
+    /// Limits and access (TOML; see the crate docs). Default: `relay.toml` in the home,
+    /// when there is one.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -36,10 +41,17 @@ async fn main() -> anyhow::Result<()> {
             .map(|d| d.data_dir().to_owned())
             .ok_or_else(|| anyhow::anyhow!("no home directory; pass --home DIR"))?,
     };
+    let in_home = home.join("relay.toml");
+    let settings = match cli.config {
+        Some(path) => loopsy_relay::Settings::load(&path)?,
+        None if in_home.exists() => loopsy_relay::Settings::load(&in_home)?,
+        None => loopsy_relay::Settings::default(),
+    };
     let config = loopsy_relay::Config {
         home,
         listen: cli.listen,
         external: cli.external_addr,
+        settings,
     };
     loopsy_relay::run(config, shutdown_signal()).await
 }

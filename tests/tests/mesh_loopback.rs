@@ -17,6 +17,7 @@ fn start(name: &str) -> (Mesh, MeshTask) {
             "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr"),
         ],
         mdns: false,
+        relays: Vec::new(),
     })
     .expect("start mesh")
 }

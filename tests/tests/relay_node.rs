@@ -1,5 +1,7 @@
-//! `loopsy-relay` runs, prints an address with its peer ID that a node can dial, and keeps
-//! its identity across restarts.
+//! `loopsy-relay` runs, prints an address with its peer ID that a node can dial, keeps its
+//! identity across restarts, lets only its allowlist in when it has one, and names what is
+//! wrong with a broken config. (Reservations, circuits and hole punching through it are
+//! tested in the NAT lab, `nat.rs`.)
 
 use std::{
     io::{BufRead, BufReader},
@@ -39,6 +41,79 @@ fn start_relay(home: &std::path::Path) -> (Relay, Multiaddr) {
     (relay, addr.parse().expect("a multiaddr"))
 }
 
+/// A mesh node that dials `addr` and says whether it got connected to `relay`.
+async fn connects(addr: &Multiaddr, relay: libp2p::PeerId, keypair: Keypair) -> bool {
+    let (mesh, _task) = Mesh::start(Config {
+        keypair,
+        name: "node".into(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        mdns: false,
+        relays: Vec::new(),
+    })
+    .expect("mesh");
+    let _ = mesh.dial(addr.clone()).await.expect("mesh");
+    for _ in 0..40 {
+        let peers = mesh.peers().await.expect("peers");
+        if peers
+            .iter()
+            .any(|p| p.peer_id == relay && p.link == Link::Direct)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_private_relay_lets_only_its_allowlist_in() {
+    let dir = TempDir::new("private-relay");
+    let member = Keypair::generate_ed25519();
+    let allowed = member.public().to_peer_id();
+    std::fs::create_dir_all(dir.path()).expect("home");
+    std::fs::write(
+        dir.path().join("relay.toml"),
+        format!("[access]\nallow = [\"{allowed}\"]\n"),
+    )
+    .expect("config");
+    let (_relay, addr) = start_relay(dir.path());
+    let relay_id = match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(id)) => id,
+        _ => panic!("address ends in /p2p/<id>: {addr}"),
+    };
+    assert!(
+        connects(&addr, relay_id, member).await,
+        "a device on the allowlist connects"
+    );
+    assert!(
+        !connects(&addr, relay_id, Keypair::generate_ed25519()).await,
+        "a stranger does not"
+    );
+}
+
+#[test]
+fn a_relay_with_a_broken_config_says_what_is_wrong() {
+    let dir = TempDir::new("bad-relay");
+    std::fs::create_dir_all(dir.path()).expect("home");
+    std::fs::write(
+        dir.path().join("relay.toml"),
+        "[limits]\ncircuit_secs = 0\n",
+    )
+    .expect("config");
+    let out = Command::new(bin::loopsy_relay())
+        .arg("--home")
+        .arg(dir.path())
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .output()
+        .expect("run loopsy-relay");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("relay.toml") && said.contains("circuit_secs"),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn a_node_connects_to_the_printed_address() {
     let dir = TempDir::new("relay");
@@ -53,6 +128,7 @@ async fn a_node_connects_to_the_printed_address() {
         name: "node".into(),
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
         mdns: false,
+        relays: Vec::new(),
     })
     .expect("mesh");
     mesh.dial(addr.clone()).await.expect("mesh").expect("dial");

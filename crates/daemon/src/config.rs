@@ -24,6 +24,10 @@ pub struct Config {
     /// Find and announce devices on the LAN by mDNS.
     #[serde(default = "yes")]
     pub mdns: bool,
+    /// Relays to be reachable through from other networks (`loopsy-relay` prints the
+    /// address, ending in `/p2p/<relay id>`).
+    #[serde(default)]
+    pub relays: Vec<Multiaddr>,
     /// Trust devices that another member paired with (as Syncthing's introducer does).
     #[serde(default = "yes")]
     pub accept_introductions: bool,
@@ -77,6 +81,7 @@ impl Config {
             name: host_name(),
             listen: default_listen(),
             mdns: true,
+            relays: Vec::new(),
             accept_introductions: true,
             grants: Grants::default(),
             exec: crate::exec::policy::Policy::default(),
@@ -101,6 +106,10 @@ impl Config {
                     path: path.clone(),
                     reason: format!("grants.allow: {e}"),
                 })?;
+                check_relays(&config.relays).map_err(|reason| ConfigError::Invalid {
+                    path: path.clone(),
+                    reason: format!("relays: {reason}"),
+                })?;
                 Ok(config)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -120,6 +129,8 @@ const HEADER: &str = "\
 # name:   this device's name, as other devices see it
 # listen: libp2p addresses to listen on (a taken port falls back to a free one)
 # mdns:   find and announce devices on the local network
+# relays: loopsy-relay addresses (ending in /p2p/<id>) to be reachable through from
+#         other networks, e.g. [\"/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo...\"]
 # accept_introductions: trust devices that another of your devices paired with
 # [grants] allow: what your devices may do here (exec, shell, files, sessions, ctx, msg,
 #         all or none); `loopsy trust add --allow` sets it for one device
@@ -129,6 +140,22 @@ const HEADER: &str = "\
 # [files] read / write: directories your devices may copy from / into (`~` is home);
 #         a relative PEER:PATH starts at the first one
 ";
+
+/// Relay addresses must name the relay: a reservation is made with that peer.
+pub fn check_relays(relays: &[Multiaddr]) -> Result<(), String> {
+    match relays.iter().find(|a| {
+        !matches!(
+            a.iter().last(),
+            Some(loopsy_mesh::multiaddr::Protocol::P2p(_))
+        )
+    }) {
+        Some(bad) => Err(format!(
+            "{bad} does not end in /p2p/<the relay's peer ID>; use the address loopsy-relay \
+             prints"
+        )),
+        None => Ok(()),
+    }
+}
 
 /// Every interface, IPv4 and IPv6, TCP and QUIC, on the default port.
 fn default_listen() -> Vec<Multiaddr> {

@@ -249,7 +249,7 @@ const REOPEN: u32 = 3;
 /// channel and drops a stream that arrives while the slot is taken (two devices attaching
 /// at the same moment, say): the opener sees it close with no verdict. The serving side
 /// sends its verdict before it acts on anything, so such a stream was never served, and
-/// another is opened, a few times.
+/// another is opened, a few times. So is a stream whose connection closed as it opened.
 pub async fn open<T: serde::Serialize>(
     mesh: &loopsy_mesh::Mesh,
     peer: PeerId,
@@ -259,12 +259,14 @@ pub async fn open<T: serde::Serialize>(
 ) -> Result<Stream, NotAdmitted> {
     let mut tries = 0;
     loop {
-        let mut stream = mesh
-            .open_stream(peer, protocol)
-            .await
-            .map_err(|e| NotAdmitted::Broken(e.to_string()))?;
-        match request(&mut stream, first, max).await {
-            Ok(()) => return Ok(stream),
+        let opened = match mesh.open_stream(peer, protocol).await {
+            Ok(mut stream) => request(&mut stream, first, max).await.map(|()| stream),
+            // The connection it was opened on closed (a relayed one giving way to a
+            // direct one, say): another connection may carry it.
+            Err(e) => Err(NotAdmitted::Broken(e.to_string())),
+        };
+        match opened {
+            Ok(stream) => return Ok(stream),
             Err(NotAdmitted::Broken(reason)) if tries < REOPEN => {
                 tries += 1;
                 tracing::debug!(%peer, protocol, %reason, tries, "stream dropped unanswered; again");

@@ -17,6 +17,7 @@ fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
         name: name.into(),
         listen: vec![listen.parse().expect("address")],
         mdns: false,
+        relays: Vec::new(),
     })
     .expect("start a mesh")
 }

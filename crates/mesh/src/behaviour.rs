@@ -3,24 +3,37 @@
 use std::time::Duration;
 
 use libp2p::{
-    identify, identity::Keypair, mdns, ping, swarm::NetworkBehaviour,
+    autonat, dcutr, identify, identity::Keypair, mdns, ping, relay, swarm::NetworkBehaviour,
     swarm::behaviour::toggle::Toggle,
 };
 
-/// How often connected peers are pinged (for `rtt_ms` and to notice dead links).
-const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// How often connected peers are pinged (for `rtt_ms`, and to notice dead links: a
+/// connection whose pings time out is closed, so that traffic moves to another path).
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Reservations on relays, and connections through them.
+    pub relay: relay::client::Behaviour,
+    /// Hole punching: a relayed connection is upgraded to a direct one where NATs allow.
+    pub dcutr: dcutr::Behaviour,
+    /// Whether this node is reachable from outside, as peers that dial back find.
+    pub autonat: autonat::Behaviour,
     /// Application protocols: one libp2p stream per operation.
     pub streams: libp2p_stream::Behaviour,
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair, name: &str, mdns_enabled: bool) -> std::io::Result<Self> {
+    pub fn new(
+        key: &Keypair,
+        name: &str,
+        mdns_enabled: bool,
+        relay: relay::client::Behaviour,
+    ) -> std::io::Result<Self> {
         let peer_id = key.public().to_peer_id();
         let mdns = if mdns_enabled {
             let config = mdns::Config {
@@ -37,10 +50,28 @@ impl Behaviour {
             identify::Config::new(loopsy_wire::protocol::IDENTIFY.into(), key.public())
                 .with_agent_version(crate::agent::agent_version(name)),
         );
+        let autonat = autonat::Behaviour::new(
+            peer_id,
+            autonat::Config {
+                boot_delay: Duration::from_secs(5),
+                retry_interval: Duration::from_secs(60),
+                // Devices and relays on private networks (a home LAN, a company's, a test
+                // lab) are as good judges as public ones.
+                only_global_ips: false,
+                ..Default::default()
+            },
+        );
         Ok(Self {
             identify,
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             mdns: mdns.into(),
+            relay,
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat,
             streams: libp2p_stream::Behaviour::new(),
         })
     }

@@ -1,9 +1,22 @@
 //! The one task that owns the swarm. Everything else reaches it through [`Command`]s on a
 //! bounded channel, each with a oneshot for the answer.
+//!
+//! Across networks: the loop holds a reservation on each configured relay (and takes a new
+//! one, with backoff, whenever one is lost). A connection to a peer tries the peer's
+//! direct addresses first and its relayed ones shortly after; a relayed connection is
+//! upgraded by DCUtR where the NATs allow, and once a direct connection is up the relayed
+//! ones are closed. A punch that failed is tried again, with backoff, on a fresh circuit,
+//! without touching the one in use. A connection whose pings time out is closed, so that a
+//! dead path (an address that went away) gives way to a new one.
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, identify, mdns, ping,
+    Multiaddr, PeerId, Swarm, autonat,
+    core::ConnectedPoint,
+    core::transport::ListenerId,
+    dcutr, identify, mdns,
+    multiaddr::Protocol,
+    ping, relay,
     swarm::{
         SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
@@ -11,10 +24,13 @@ use libp2p::{
 };
 use std::{collections::HashMap, time::Duration};
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    time::Instant,
+};
 
 use crate::{
-    MeshEvent, NetworkStatus, agent,
+    MeshEvent, Nat, NetworkStatus, agent,
     behaviour::{Behaviour, BehaviourEvent},
     peers::{PeerState, Peers, is_relayed},
 };
@@ -45,9 +61,42 @@ pub(crate) enum Command {
 
 /// How often devices seen on the LAN but not connected are dialled again.
 const LAN_REDIAL: Duration = Duration::from_secs(10);
-
 /// Most callers waiting on connections to one peer; more are told to retry.
 const MAX_WAITERS: usize = 32;
+/// How long direct addresses have before the relayed ones are dialled too.
+const RELAY_AFTER: Duration = Duration::from_secs(2);
+/// How long a relayed connection stays beside a new direct one, so that what runs on it
+/// (a pairing handshake, say) can finish. Short: new streams may still pick it (libp2p-
+/// stream picks a connection at random), and a relay may be gone.
+const RELAYED_GRACE: Duration = Duration::from_secs(2);
+/// Waits before taking a lost relay reservation again, and before punching again.
+const RESERVE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+const PUNCH_BACKOFF: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(600));
+/// Most timers pending at once; past it the oldest kinds of work simply wait for the next
+/// event that asks for them again.
+const MAX_TIMERS: usize = 1024;
+
+/// Work the loop does later.
+#[derive(Debug, Clone, PartialEq)]
+enum Due {
+    /// Dial these relayed addresses of a peer if still not connected.
+    DialRelayed { peer: PeerId, addrs: Vec<Multiaddr> },
+    /// Close the peer's relayed connections if it has a direct one.
+    CloseRelayed { peer: PeerId },
+    /// Try hole punching with the peer again if it is still reached only through a relay.
+    Punch { peer: PeerId },
+    /// Ask this relay for a reservation again.
+    Reserve { relay: usize },
+}
+
+/// A relay this node keeps a reservation on.
+struct Relay {
+    /// Ends in `/p2p/<relay id>`.
+    addr: Multiaddr,
+    listener: Option<ListenerId>,
+    reserved: bool,
+    backoff: Duration,
+}
 
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -60,6 +109,13 @@ pub(crate) struct EventLoop {
     /// Callers of `disconnect` waiting for a peer's connections to close, with how many
     /// there were.
     closing: HashMap<PeerId, (usize, Vec<oneshot::Sender<usize>>)>,
+    relays: Vec<Relay>,
+    nat: Nat,
+    timers: Vec<(Instant, Due)>,
+    /// Per peer reached only through a relay: the wait before the next punch.
+    punch_backoff: HashMap<PeerId, Duration>,
+    /// When each peer's first relayed connection came up, for the time to a direct one.
+    relayed_since: HashMap<PeerId, Instant>,
 }
 
 impl EventLoop {
@@ -68,6 +124,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         shutdown: oneshot::Receiver<()>,
         events: broadcast::Sender<MeshEvent>,
+        relays: Vec<Multiaddr>,
     ) -> Self {
         Self {
             swarm,
@@ -77,12 +134,35 @@ impl EventLoop {
             events,
             waiting: HashMap::new(),
             closing: HashMap::new(),
+            relays: relays
+                .into_iter()
+                .map(|addr| Relay {
+                    addr,
+                    listener: None,
+                    reserved: false,
+                    backoff: RESERVE_BACKOFF.0,
+                })
+                .collect(),
+            nat: Nat::Unknown,
+            timers: Vec::new(),
+            punch_backoff: HashMap::new(),
+            relayed_since: HashMap::new(),
         }
     }
 
     pub async fn run(mut self) {
+        for relay in 0..self.relays.len() {
+            self.reserve(relay);
+        }
         let mut lan_redial = tokio::time::interval(LAN_REDIAL);
         loop {
+            let next_timer = self.timers.iter().map(|(at, _)| *at).min();
+            let timer = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = lan_redial.tick() => {
@@ -92,6 +172,7 @@ impl EventLoop {
                         self.dial_discovered(peer, addrs);
                     }
                 }
+                _ = timer => self.run_due_timers(),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -126,7 +207,9 @@ impl EventLoop {
         }
     }
 
-    /// Dials `peer` unless connected, answering once a connection is up or the dial failed.
+    /// Dials `peer` unless connected, answering once a connection is up or every dial
+    /// failed: direct addresses first, relayed ones [`RELAY_AFTER`] later (at once when
+    /// the direct ones fail sooner, or there are none).
     fn connect(
         &mut self,
         peer: PeerId,
@@ -143,18 +226,50 @@ impl EventLoop {
             return;
         }
         waiters.push(reply);
+        let (relayed, direct): (Vec<_>, Vec<_>) = addrs.into_iter().partition(is_relayed);
+        if direct.is_empty() && !relayed.is_empty() {
+            self.dial_relayed(peer, relayed);
+            return;
+        }
         // The given addresses may be stale or empty: behaviours (mDNS) may know better ones.
         let opts = DialOpts::peer_id(peer)
-            .addresses(addrs)
+            .addresses(direct)
             .extend_addresses_through_behaviour()
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
-        if let Err(error) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, %error, "connect: not dialling");
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                if !relayed.is_empty() {
+                    self.schedule(
+                        RELAY_AFTER,
+                        Due::DialRelayed {
+                            peer,
+                            addrs: relayed,
+                        },
+                    );
+                }
+            }
             // Already dialling is fine: that dial's outcome answers.
-            if !matches!(error, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+            Err(error) if !relayed.is_empty() => {
+                tracing::debug!(%peer, %error, "no direct dial; through the relay");
+                self.dial_relayed(peer, relayed);
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "connect: not dialling");
                 self.answer_waiters(peer, Err(error.to_string()));
             }
+        }
+    }
+
+    fn dial_relayed(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        // Beside a direct dial still under way.
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::Disconnected)
+            .build();
+        if let Err(error) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, %error, "not dialling through the relay");
         }
     }
 
@@ -177,6 +292,87 @@ impl EventLoop {
             listen_addrs: listen,
             external_addrs: self.swarm.external_addresses().cloned().collect(),
             relayed_addrs: relayed,
+            nat: self.nat,
+            reservations: self
+                .relays
+                .iter()
+                .filter(|r| r.reserved)
+                .map(|r| r.addr.clone())
+                .collect(),
+        }
+    }
+
+    /// Asks relay number `index` for a reservation, by listening through it.
+    fn reserve(&mut self, index: usize) {
+        let Some(relay) = self.relays.get_mut(index) else {
+            return;
+        };
+        let circuit = relay.addr.clone().with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit) {
+            Ok(id) => relay.listener = Some(id),
+            Err(error) => {
+                tracing::warn!(relay = %relay.addr, %error, "cannot use the relay");
+                let wait = relay.backoff;
+                relay.backoff = (wait * 2).min(RESERVE_BACKOFF.1);
+                self.schedule(wait, Due::Reserve { relay: index });
+            }
+        }
+    }
+
+    fn schedule(&mut self, after: Duration, due: Due) {
+        if self.timers.len() >= MAX_TIMERS || self.timers.iter().any(|(_, d)| *d == due) {
+            return;
+        }
+        self.timers.push((Instant::now() + after, due));
+    }
+
+    fn run_due_timers(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.timers = later;
+        for (_, due) in due {
+            match due {
+                Due::DialRelayed { peer, addrs } => {
+                    if !self.swarm.is_connected(&peer) {
+                        self.dial_relayed(peer, addrs);
+                    }
+                }
+                Due::CloseRelayed { peer } => {
+                    let (relayed, direct) = self.peers.relayed_connections(&peer);
+                    if direct {
+                        for id in relayed {
+                            tracing::debug!(%peer, "direct now: closing a relayed connection");
+                            self.swarm.close_connection(id);
+                        }
+                    }
+                }
+                Due::Punch { peer } => self.punch_again(peer),
+                Due::Reserve { relay } => self.reserve(relay),
+            }
+        }
+    }
+
+    /// A fresh circuit to a peer still reached only through a relay: DCUtR tries to punch
+    /// on every new relayed connection, and the one in use is left alone.
+    fn punch_again(&mut self, peer: PeerId) {
+        let (relayed, direct) = self.peers.relayed_connections(&peer);
+        if direct || relayed.is_empty() {
+            self.punch_backoff.remove(&peer);
+            return;
+        }
+        let circuits = self.peers.announced_relayed(&peer);
+        if circuits.is_empty() {
+            return;
+        }
+        tracing::debug!(%peer, "punching again on a fresh circuit");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(circuits)
+            .condition(PeerCondition::Always)
+            .build();
+        if let Err(error) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, %error, "cannot open another circuit");
         }
     }
 
@@ -185,15 +381,35 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => self.on_listener_closed(listener_id, reason.err().map(|e| e.to_string())),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
                 ..
             } => {
-                let addr = endpoint.get_remote_address().clone();
-                tracing::debug!(%peer_id, %addr, "connected");
+                let relayed = endpoint.is_relayed();
+                // An inbound circuit names only the peer; our own circuit address says
+                // which relay it came through.
+                let addr = match &endpoint {
+                    ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
+                    _ => endpoint.get_remote_address().clone(),
+                };
+                tracing::debug!(%peer_id, %addr, relayed, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
+                if relayed {
+                    self.relayed_since
+                        .entry(peer_id)
+                        .or_insert_with(Instant::now);
+                }
+                let (relayed_ids, direct) = self.peers.relayed_connections(&peer_id);
+                if direct && !relayed_ids.is_empty() {
+                    self.schedule(RELAYED_GRACE, Due::CloseRelayed { peer: peer_id });
+                }
                 self.answer_waiters(peer_id, Ok(()));
                 self.emit(MeshEvent::Connected { peer: peer_id });
             }
@@ -206,6 +422,8 @@ impl EventLoop {
                 tracing::debug!(%peer_id, ?cause, "connection closed");
                 self.peers.disconnected(peer_id, connection_id);
                 if !self.swarm.is_connected(&peer_id) {
+                    self.relayed_since.remove(&peer_id);
+                    self.punch_backoff.remove(&peer_id);
                     if let Some((count, waiters)) = self.closing.remove(&peer_id) {
                         for waiter in waiters {
                             let _ = waiter.send(count);
@@ -216,15 +434,41 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
-                if let Some(peer) = peer_id
-                    && !self.swarm.is_connected(&peer)
+                let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) else {
+                    return;
+                };
+                // The direct addresses failed before their time was up: the relay now.
+                let early = self.timers.iter().position(
+                    |(_, due)| matches!(due, Due::DialRelayed { peer: p, .. } if *p == peer),
+                );
+                if let Some(Due::DialRelayed { peer, addrs }) =
+                    early.map(|i| self.timers.swap_remove(i).1)
                 {
+                    self.dial_relayed(peer, addrs);
+                } else {
                     self.answer_waiters(peer, Err(error.to_string()));
                 }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
+    }
+
+    fn on_listener_closed(&mut self, listener: ListenerId, error: Option<String>) {
+        let Some(index) = self
+            .relays
+            .iter()
+            .position(|r| r.listener == Some(listener))
+        else {
+            return;
+        };
+        let relay = &mut self.relays[index];
+        tracing::info!(relay = %relay.addr, ?error, "relay reservation lost; taking another");
+        relay.listener = None;
+        relay.reserved = false;
+        let wait = relay.backoff;
+        relay.backoff = (wait * 2).min(RESERVE_BACKOFF.1);
+        self.schedule(wait, Due::Reserve { relay: index });
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
@@ -251,7 +495,71 @@ impl EventLoop {
                 result: Ok(rtt),
                 ..
             }) => self.peers.pinged(peer, rtt),
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => {
+                // A path that stopped carrying anything (its address went away, a NAT
+                // forgot it): closed, so that the peer is reached another way.
+                tracing::info!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
+            BehaviourEvent::Relay(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                ..
+            }) => {
+                for relay in &mut self.relays {
+                    if relay.addr.iter().last() == Some(Protocol::P2p(relay_peer_id)) {
+                        if !relay.reserved {
+                            tracing::info!(relay = %relay.addr, "relay reservation accepted");
+                        }
+                        relay.reserved = true;
+                        relay.backoff = RESERVE_BACKOFF.0;
+                    }
+                }
+            }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => self.on_punch(remote_peer_id, result),
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                self.nat = match new {
+                    autonat::NatStatus::Public(_) => Nat::Public,
+                    autonat::NatStatus::Private => Nat::Private,
+                    autonat::NatStatus::Unknown => Nat::Unknown,
+                };
+                tracing::info!(nat = ?self.nat, "reachability");
+            }
             _ => {}
+        }
+    }
+
+    fn on_punch(
+        &mut self,
+        peer: PeerId,
+        result: Result<libp2p::swarm::ConnectionId, dcutr::Error>,
+    ) {
+        match result {
+            Ok(_) => {
+                let took = self.relayed_since.get(&peer).map(|t| t.elapsed());
+                tracing::info!(%peer, ?took, "hole punched: direct connection");
+                self.punch_backoff.remove(&peer);
+            }
+            Err(error) => {
+                tracing::info!(%peer, %error, "hole punching failed; staying relayed");
+                // Spare circuits opened to punch again go; the oldest stays in use.
+                let (relayed, direct) = self.peers.relayed_connections(&peer);
+                if !direct {
+                    for id in relayed.into_iter().skip(1) {
+                        self.swarm.close_connection(id);
+                    }
+                }
+                let wait = *self.punch_backoff.get(&peer).unwrap_or(&PUNCH_BACKOFF.0);
+                self.punch_backoff
+                    .insert(peer, (wait * 2).min(PUNCH_BACKOFF.1));
+                self.schedule(wait, Due::Punch { peer });
+            }
         }
     }
 

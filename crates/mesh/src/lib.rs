@@ -1,8 +1,8 @@
 //! The libp2p side of a Loopsy node.
 //!
-//! [`Mesh::start`] builds the swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, and
-//! libp2p-stream for the application protocols) and hands it to one task, the event loop,
-//! which alone touches it. The returned [`Mesh`] is a cheap, cloneable handle: it asks the
+//! [`Mesh::start`] builds the swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, the
+//! relay client, DCUtR hole punching, AutoNAT, and libp2p-stream for the application
+//! protocols) and hands it to one task, the event loop, which alone touches it. The returned [`Mesh`] is a cheap, cloneable handle: it asks the
 //! loop for state over a bounded channel, and opens or accepts application streams through
 //! libp2p-stream's control without going through the loop at all.
 
@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use agent::{MAX_NAME_LEN, sanitize_name};
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
-pub use peers::{Link, PeerState};
+pub use peers::{Link, PeerState, is_relayed};
 
 use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux};
 use tokio::{
@@ -49,6 +49,9 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Find and announce devices on the LAN by mDNS.
     pub mdns: bool,
+    /// Relays to hold a reservation on (each address ends in `/p2p/<relay id>`), so that
+    /// devices on other networks reach this one through them.
+    pub relays: Vec<Multiaddr>,
 }
 
 /// The mesh could not start.
@@ -88,6 +91,17 @@ pub struct NetworkStatus {
     pub listen_addrs: Vec<Multiaddr>,
     pub external_addrs: Vec<Multiaddr>,
     pub relayed_addrs: Vec<Multiaddr>,
+    pub nat: Nat,
+    /// The relays that hold a reservation for this node.
+    pub reservations: Vec<Multiaddr>,
+}
+
+/// Whether other devices can dial this one, as AutoNAT probes found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    Unknown,
+    Public,
+    Private,
 }
 
 /// A handle to a running mesh node.
@@ -135,8 +149,10 @@ impl Mesh {
             )
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_quic()
-            .with_behaviour(|key| {
-                Behaviour::new(key, &name, mdns)
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| StartError::Transport(e.to_string()))?
+            .with_behaviour(|key, relay| {
+                Behaviour::new(key, &name, mdns, relay)
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })
             .map_err(|e| StartError::Mdns(e.to_string()))?
@@ -182,7 +198,13 @@ impl Mesh {
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let event_loop = EventLoop::new(swarm, commands_rx, shutdown_rx, events.clone());
+        let event_loop = EventLoop::new(
+            swarm,
+            commands_rx,
+            shutdown_rx,
+            events.clone(),
+            config.relays,
+        );
         let handle = tokio::spawn(event_loop.run());
         let mesh = Mesh {
             peer_id,

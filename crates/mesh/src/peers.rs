@@ -172,6 +172,30 @@ impl Peers {
             .collect()
     }
 
+    /// The peer's relayed connections and whether it also has a direct one; relayed ones
+    /// oldest first.
+    pub fn relayed_connections(&self, peer: &PeerId) -> (Vec<ConnectionId>, bool) {
+        let Some(entry) = self.entries.get(peer) else {
+            return (Vec::new(), false);
+        };
+        let mut relayed: Vec<ConnectionId> = entry
+            .connections
+            .iter()
+            .filter(|(_, addr)| is_relayed(addr))
+            .map(|(id, _)| *id)
+            .collect();
+        relayed.sort();
+        let direct = relayed.len() < entry.connections.len();
+        (relayed, direct)
+    }
+
+    /// The relayed addresses the peer announced for itself.
+    pub fn announced_relayed(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.entries.get(peer).map_or_else(Vec::new, |e| {
+            e.addrs.iter().filter(|a| is_relayed(a)).cloned().collect()
+        })
+    }
+
     pub fn connection_count(&self, peer: &PeerId) -> usize {
         self.entries.get(peer).map_or(0, |e| e.connections.len())
     }
@@ -232,7 +256,15 @@ mod tests {
         let state = &peers.snapshot()[0];
         assert_eq!(state.link, Link::Direct);
         assert_eq!(state.addrs[0], addr("/ip4/10.0.0.2/tcp/7"));
+        assert_eq!(
+            peers.relayed_connections(&peer),
+            (vec![ConnectionId::new_unchecked(1)], true)
+        );
         peers.disconnected(peer, ConnectionId::new_unchecked(2));
+        assert_eq!(
+            peers.relayed_connections(&peer),
+            (vec![ConnectionId::new_unchecked(1)], false)
+        );
         peers.disconnected(peer, ConnectionId::new_unchecked(1));
         assert_eq!(peers.snapshot()[0].link, Link::None);
     }

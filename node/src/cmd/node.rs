@@ -13,6 +13,10 @@ pub struct Cmd {
     /// e.g. /ip4/0.0.0.0/tcp/0 or /ip4/0.0.0.0/udp/0/quic-v1.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<Multiaddr>,
+    /// A relay to be reachable through from other networks, as `loopsy-relay` prints it
+    /// (repeatable; replaces the config's `relays`).
+    #[arg(long, value_name = "ADDR")]
+    relay: Vec<Multiaddr>,
     /// This device's name, as other devices see it.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -26,6 +30,7 @@ impl Cmd {
         let overrides = node::Overrides {
             name: self.name,
             listen: self.listen,
+            relays: self.relay,
             no_mdns: self.no_mdns,
         };
         let home_dir = home.dir().to_owned();

@@ -99,8 +99,12 @@ async fn status(node: &Node) -> Response {
         listen_addrs: strings(net.listen_addrs),
         external_addrs: strings(net.external_addrs),
         relayed_addrs: strings(net.relayed_addrs),
-        nat: NatStatus::Unknown,
-        relay_reservations: Vec::new(),
+        nat: match net.nat {
+            loopsy_mesh::Nat::Unknown => NatStatus::Unknown,
+            loopsy_mesh::Nat::Public => NatStatus::Public,
+            loopsy_mesh::Nat::Private => NatStatus::Private,
+        },
+        relay_reservations: strings(net.reservations),
     })
 }
 

@@ -49,6 +49,7 @@ const CTX_LIMITS: crate::replica::Limits = crate::replica::Limits {
 pub struct Overrides {
     pub name: Option<String>,
     pub listen: Vec<Multiaddr>,
+    pub relays: Vec<Multiaddr>,
     pub no_mdns: bool,
 }
 
@@ -71,6 +72,8 @@ pub enum NodeError {
     Replica(#[from] io::Error),
     #[error("cannot open the control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
+    #[error("--relay: {0}")]
+    Relay(String),
 }
 
 /// What a started node tells whoever started it.
@@ -97,6 +100,10 @@ pub async fn run(
     }
     if !overrides.listen.is_empty() {
         config.listen = overrides.listen;
+    }
+    if !overrides.relays.is_empty() {
+        crate::config::check_relays(&overrides.relays).map_err(NodeError::Relay)?;
+        config.relays = overrides.relays;
     }
     config.mdns &= !overrides.no_mdns;
     let name = loopsy_mesh::sanitize_name(&config.name);
@@ -139,6 +146,7 @@ pub async fn run(
         name: name.clone(),
         listen: config.listen.clone(),
         mdns: config.mdns,
+        relays: config.relays.clone(),
     })?;
     let node = Arc::new(Node {
         mesh,
@@ -288,7 +296,9 @@ impl Node {
             }
         }
         // A stable order: the self-record is republished only when the set really changes.
-        addrs.sort_by_cached_key(|a| (is_loopback(a), a.to_string()));
+        // Relayed addresses come first, so that they fit in a pairing code: they are the
+        // ones that reach this device from another network.
+        addrs.sort_by_cached_key(|a| (is_loopback(a), !loopsy_mesh::is_relayed(a), a.to_string()));
         addrs.truncate(MAX_ADVERTISED);
         addrs
     }
