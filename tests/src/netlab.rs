@@ -1,5 +1,5 @@
 //! Test networks from Linux network namespaces: hosts, LANs joined by a bridge (kept in a
-//! namespace of its own, so the root namespace is never touched), and later NAT routers.
+//! namespace of its own, so the root namespace is never touched), and NAT routers.
 //!
 //! Everything a [`Lab`] makes is named `lpy-<pid>-<tag>-...` and removed on drop, also when
 //! the test fails; namespaces left by a test process that was killed are removed by the
@@ -74,6 +74,63 @@ impl Lab {
         Ok(())
     }
 
+    /// Makes host `ns` a home router: it forwards from `lan` out of `wan` behind NAT, and
+    /// drops what comes in unasked, as home routers do. A cone NAT keeps a LAN host's
+    /// port and maps it the same whoever it talks to (hole punching works through it); a
+    /// symmetric one picks a random port for every new flow (punching fails, as it should).
+    pub fn nat_router(&self, ns: &str, lan: &str, wan: &str, nat: Nat) -> anyhow::Result<()> {
+        run_ok(self.run(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?)?;
+        let masquerade = match nat {
+            Nat::Cone => "masquerade",
+            Nat::Symmetric => "masquerade random,fully-random",
+        };
+        // An unasked packet for the router itself is dropped before conntrack confirms it:
+        // else a punch that arrives before this side's own outbound packet would take the
+        // mapping, and the outbound flow would get another port (see shared/NETLAB.md).
+        let rules = format!(
+            "table ip nat {{
+               chain postrouting {{
+                 type nat hook postrouting priority 100;
+                 oifname \"{wan}\" {masquerade};
+               }}
+             }}
+             table ip filter {{
+               chain forward {{
+                 type filter hook forward priority 0; policy drop;
+                 ct state established,related accept;
+                 iifname \"{lan}\" accept;
+               }}
+               chain incoming {{
+                 type filter hook input priority 0; policy accept;
+                 iifname \"{wan}\" ct state new drop;
+               }}
+             }}
+             "
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .map(|mut stdin| stdin.write_all(rules.as_bytes()))
+                    .transpose()?;
+                child.wait_with_output()
+            })
+            .context("run nft (apt-get install -y nftables)")?;
+        run_ok(out)
+    }
+
+    /// Routes everything `ns` sends outside its LANs through `gateway`.
+    pub fn default_route(&self, ns: &str, gateway: &str) -> anyhow::Result<()> {
+        ip(&["-n", ns, "route", "add", "default", "via", gateway])
+    }
+
     /// Runs a command inside a namespace.
     pub fn run(&self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<Output> {
         Command::new("ip")
@@ -90,6 +147,24 @@ impl Drop for Lab {
             delete(ns);
         }
     }
+}
+
+/// What kind of NAT a router does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Endpoint-independent mapping, the port kept where it can be.
+    Cone,
+    /// A random port for every flow.
+    Symmetric,
+}
+
+fn run_ok(out: Output) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 /// Runs `ip ARGS..`, turning a failure into an error with ip's own message.

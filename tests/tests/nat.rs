@@ -1,0 +1,454 @@
+//! Across networks, in a NAT lab of Linux network namespaces: two home LANs, each behind a
+//! NAT router that drops what comes in unasked, and an "internet" between them holding a
+//! `loopsy-relay`. Real binaries throughout; every scenario is asserted through
+//! `loopsy peers --json` and a real exec, copy and attach across the connection.
+//!
+//!     alpha 192.168.1.2 ── router-a ══╗                  ╔══ router-b ── 192.168.2.2 bravo
+//!                        (NAT)   10.99.0.2   relay 10.99.0.1   10.99.0.3   (NAT)
+//!
+//! Each scenario prints its time to a direct connection.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use loopsy_tests::{
+    bin,
+    netlab::{Lab, Nat},
+    node::{Node, Options, Reaped},
+    temp::TempDir,
+    wait_for,
+};
+use serde_json::Value;
+
+const RELAY_IP: &str = "10.99.0.1";
+
+/// Which transport the devices use (the relay offers both).
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Tcp,
+    Quic,
+}
+
+impl Transport {
+    fn relay_addr(self) -> String {
+        match self {
+            Transport::Tcp => format!("/ip4/{RELAY_IP}/tcp/4001"),
+            Transport::Quic => format!("/ip4/{RELAY_IP}/udp/4001/quic-v1"),
+        }
+    }
+
+    fn listen(self) -> &'static str {
+        match self {
+            Transport::Tcp => "/ip4/0.0.0.0/tcp/0",
+            Transport::Quic => "/ip4/0.0.0.0/udp/0/quic-v1",
+        }
+    }
+}
+
+/// The relay, in its namespace; killed when dropped.
+struct Relay {
+    _child: Reaped,
+    peer_id: String,
+}
+
+impl Relay {
+    fn start(ns: &str, home: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(bin::loopsy_relay())
+            .arg("--home")
+            .arg(home)
+            .args(["--listen", &Transport::Tcp.relay_addr()])
+            .args(["--listen", &Transport::Quic.relay_addr()])
+            .args(["--external-addr", &Transport::Tcp.relay_addr()])
+            .args(["--external-addr", &Transport::Quic.relay_addr()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start loopsy-relay")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let child = Reaped(child);
+        let peer_id = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("loopsy-relay ").map(str::to_owned))
+            .context("the relay prints its peer ID")?;
+        Ok(Self {
+            _child: child,
+            peer_id,
+        })
+    }
+}
+
+/// The lab: the relay's host, two routers, a device behind each.
+struct World {
+    lab: Lab,
+    relay_host: String,
+    alpha_host: String,
+    bravo_host: String,
+    dir: TempDir,
+}
+
+impl World {
+    /// `None` when namespace tests are skipped.
+    fn build(tag: &str, bravo_nat: Nat) -> anyhow::Result<Option<Self>> {
+        let Some(mut lab) = Lab::new(tag) else {
+            return Ok(None);
+        };
+        let relay_host = lab.host("relay")?;
+        let [router_a, router_b] = [lab.host("ra")?, lab.host("rb")?];
+        let [alpha_host, bravo_host] = [lab.host("a")?, lab.host("b")?];
+        lab.lan(
+            "net",
+            &[
+                (&relay_host, "eth0", "10.99.0.1/24"),
+                (&router_a, "wan0", "10.99.0.2/24"),
+                (&router_b, "wan0", "10.99.0.3/24"),
+            ],
+        )?;
+        lab.lan(
+            "la",
+            &[
+                (&router_a, "lan0", "192.168.1.1/24"),
+                (&alpha_host, "eth0", "192.168.1.2/24"),
+            ],
+        )?;
+        lab.lan(
+            "lb",
+            &[
+                (&router_b, "lan0", "192.168.2.1/24"),
+                (&bravo_host, "eth0", "192.168.2.2/24"),
+            ],
+        )?;
+        lab.nat_router(&router_a, "lan0", "wan0", Nat::Cone)?;
+        lab.nat_router(&router_b, "lan0", "wan0", bravo_nat)?;
+        lab.default_route(&alpha_host, "192.168.1.1")?;
+        lab.default_route(&bravo_host, "192.168.2.1")?;
+        Ok(Some(Self {
+            lab,
+            relay_host,
+            alpha_host,
+            bravo_host,
+            dir: TempDir::new("nat"),
+        }))
+    }
+
+    fn relay(&self) -> anyhow::Result<Relay> {
+        Relay::start(&self.relay_host, &self.dir.path().join("relay"))
+    }
+
+    /// A device behind its router, holding a reservation on the relay; its file root (its
+    /// HOME) is a directory of its own.
+    fn device(&self, name: &str, relay: &Relay, transport: Transport) -> anyhow::Result<Node> {
+        let host = if name == "alpha" {
+            &self.alpha_host
+        } else {
+            &self.bravo_host
+        };
+        let root = self.dir.path().join(format!("{name}-files"));
+        std::fs::create_dir_all(&root)?;
+        let relay_addr = format!("{}/p2p/{}", transport.relay_addr(), relay.peer_id);
+        let node = Node::start(
+            Options::named(name)
+                .netns(host)
+                .env("HOME", &root)
+                .args(&["--no-mdns", "--listen", transport.listen()])
+                .args(&["--relay", &relay_addr]),
+        )?;
+        wait_for("a relay reservation", Duration::from_secs(30), || {
+            let status = node.json(&["status", "--json"]).ok()?;
+            (!status["relay_reservations"].as_array()?.is_empty()).then_some(())
+        })?;
+        Ok(node)
+    }
+
+    fn files(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{name}-files"))
+    }
+}
+
+/// How `node` is connected to `other` now: `direct`, `relayed` or `none`, and the address.
+fn link(node: &Node, other: &Node) -> (String, String) {
+    let peer = node.peer(&other.peer_id).unwrap_or(Value::Null);
+    (
+        peer["connection"].as_str().unwrap_or("none").to_owned(),
+        peer["addrs"][0].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Pairs the devices through the relay (the code carries alpha's relayed address) and
+/// returns when it was done.
+fn pair(alpha: &Node, bravo: &Node) -> anyhow::Result<Instant> {
+    let status = alpha.json(&["status", "--json"])?;
+    assert!(
+        !status["relayed_addrs"]
+            .as_array()
+            .context("relayed")?
+            .is_empty(),
+        "alpha shows its relayed address: {status}"
+    );
+    alpha.pair_with(bravo)?;
+    Ok(Instant::now())
+}
+
+/// Runs a command on bravo from alpha, and a copy, and an attach: all must work over
+/// whatever connects them.
+fn use_the_connection(world: &World, alpha: &Node, tag: &str) -> anyhow::Result<()> {
+    let out = alpha.cli(&["exec", "bravo", "--", "sh", "-c", "echo exec-$((40 + 2))"]);
+    assert!(
+        out.status.success(),
+        "exec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "exec-42");
+
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let name = format!("payload-{tag}.bin");
+    let source = world.files("alpha").join(&name);
+    std::fs::write(&source, &data)?;
+    let out = alpha.cli(&["cp", &source.to_string_lossy(), "bravo:"]);
+    assert!(
+        out.status.success(),
+        "cp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(world.files("bravo").join(&name))? == data,
+        "copied intact"
+    );
+
+    let session = format!("lab-{tag}");
+    let out = alpha.cli(&[
+        "session",
+        "new",
+        "--on",
+        "bravo",
+        "--name",
+        &session,
+        "--",
+        "sh",
+        "-c",
+        "echo attached-$((6 * 7)); exec sleep 600",
+    ]);
+    assert!(
+        out.status.success(),
+        "session new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attached = Attach::start(alpha, &session);
+    attached.wait_for("attached-42", Duration::from_secs(30));
+    Ok(())
+}
+
+/// A `loopsy attach` whose output is collected as it comes.
+struct Attach {
+    _child: Reaped,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Attach {
+    fn start(node: &Node, session: &str) -> Self {
+        let mut child: Child = Command::new(bin::loopsy())
+            .arg("--home")
+            .arg(node.home())
+            .args(["attach", session])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run loopsy attach");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 16384];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("output").extend_from_slice(&buffer[..n]);
+            }
+        });
+        Self {
+            _child: Reaped(child),
+            output,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("output")).into_owned()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration) {
+        let text = wait_for(what, timeout, || {
+            let text = self.text();
+            text.contains(what).then_some(text)
+        });
+        assert!(text.is_ok());
+    }
+}
+
+/// Waits for a direct connection both ways and returns how long it took since `since`.
+fn wait_direct(alpha: &Node, bravo: &Node, since: Instant) -> anyhow::Result<Duration> {
+    wait_for("a direct connection", Duration::from_secs(30), || {
+        let (a, a_addr) = link(alpha, bravo);
+        let (b, _) = link(bravo, alpha);
+        (a == "direct" && b == "direct" && !a_addr.contains("p2p-circuit")).then_some(())
+    })?;
+    Ok(since.elapsed())
+}
+
+fn punches_through_two_cone_nats(transport: Transport, tag: &str) -> anyhow::Result<()> {
+    let Some(world) = World::build(tag, Nat::Cone)? else {
+        return Ok(());
+    };
+    let relay = world.relay()?;
+    let alpha = world.device("alpha", &relay, transport)?;
+    let bravo = world.device("bravo", &relay, transport)?;
+    let paired = pair(&alpha, &bravo)?;
+    let took = wait_direct(&alpha, &bravo, paired)?;
+    println!(
+        "time to direct ({transport:?}, two cone NATs): {} ms",
+        took.as_millis()
+    );
+    let (_, addr) = link(&alpha, &bravo);
+    assert!(
+        addr.contains("10.99.0.3"),
+        "alpha reaches bravo at its router's public address: {addr}"
+    );
+    use_the_connection(&world, &alpha, tag)?;
+    // Still direct after all that: the relayed connection is gone, not in use.
+    assert_eq!(link(&alpha, &bravo).0, "direct");
+
+    // The relay goes away: the direct connection carries on.
+    drop(relay);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = alpha.cli(&["exec", "bravo", "--", "echo", "still-here"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "still-here",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(link(&alpha, &bravo).0, "direct");
+    drop(world.lab);
+    Ok(())
+}
+
+#[test]
+fn two_cone_nats_punch_through_over_tcp_and_survive_the_relay() -> anyhow::Result<()> {
+    punches_through_two_cone_nats(Transport::Tcp, "cone-tcp")
+}
+
+#[test]
+fn two_cone_nats_punch_through_over_quic_and_survive_the_relay() -> anyhow::Result<()> {
+    punches_through_two_cone_nats(Transport::Quic, "cone-quic")
+}
+
+#[test]
+fn a_symmetric_nat_stays_relayed_and_everything_still_works() -> anyhow::Result<()> {
+    let Some(world) = World::build("symmetric", Nat::Symmetric)? else {
+        return Ok(());
+    };
+    let relay = world.relay()?;
+    let alpha = world.device("alpha", &relay, Transport::Tcp)?;
+    let bravo = world.device("bravo", &relay, Transport::Tcp)?;
+    pair(&alpha, &bravo)?;
+    wait_for("a relayed connection", Duration::from_secs(20), || {
+        (link(&alpha, &bravo).0 == "relayed").then_some(())
+    })?;
+    // Long enough for every punch to have been tried and failed.
+    std::thread::sleep(Duration::from_secs(8));
+    let (connection, addr) = link(&alpha, &bravo);
+    assert_eq!(connection, "relayed", "no punch through a symmetric NAT");
+    assert!(addr.contains("p2p-circuit"), "{addr}");
+    use_the_connection(&world, &alpha, "symmetric")?;
+    assert_eq!(link(&alpha, &bravo).0, "relayed");
+    drop(relay);
+    Ok(())
+}
+
+/// The numbers a counter session printed, in order.
+fn counted(text: &str) -> Vec<u64> {
+    text.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .filter_map(|w| w.strip_prefix("n-")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() -> anyhow::Result<()>
+{
+    let Some(world) = World::build("readdress", Nat::Cone)? else {
+        return Ok(());
+    };
+    let relay = world.relay()?;
+    let alpha = world.device("alpha", &relay, Transport::Tcp)?;
+    let bravo = world.device("bravo", &relay, Transport::Tcp)?;
+    let paired = pair(&alpha, &bravo)?;
+    wait_direct(&alpha, &bravo, paired)?;
+
+    let out = alpha.cli(&[
+        "session",
+        "new",
+        "--on",
+        "bravo",
+        "--name",
+        "counter",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo n-$i; sleep 0.05; done",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attached = Attach::start(&alpha, "counter");
+    wait_for("counting", Duration::from_secs(30), || {
+        (counted(&attached.text()).len() > 20).then_some(())
+    })?;
+
+    // alpha's interface takes another address: every connection it had is dead.
+    let moved = Instant::now();
+    let lab = &world.lab;
+    lab.run(
+        &world.alpha_host,
+        "ip",
+        &["addr", "del", "192.168.1.2/24", "dev", "eth0"],
+    )?;
+    lab.run(
+        &world.alpha_host,
+        "ip",
+        &["addr", "add", "192.168.1.3/24", "dev", "eth0"],
+    )?;
+    lab.default_route(&world.alpha_host, "192.168.1.1")?;
+    let before = counted(&attached.text()).len();
+    wait_for("alpha back with bravo", Duration::from_secs(90), || {
+        (link(&alpha, &bravo).0 != "none" && counted(&attached.text()).len() > before + 100)
+            .then_some(())
+    })?;
+    println!(
+        "reconnected after the address change in {} ms ({})",
+        moved.elapsed().as_millis(),
+        link(&alpha, &bravo).0
+    );
+    let numbers = counted(&attached.text());
+    let broken = numbers.windows(2).position(|w| w[1] != w[0] + 1);
+    assert!(
+        broken.is_none(),
+        "the session's output went on with no gap and no repeat, but around {:?}: {:?}",
+        broken,
+        broken.map(|i| &numbers[i.saturating_sub(3)..(i + 4).min(numbers.len())])
+    );
+    drop(relay);
+    Ok(())
+}
