@@ -63,8 +63,10 @@ pub(crate) enum Command {
 const LAN_REDIAL: Duration = Duration::from_secs(10);
 /// Most callers waiting on connections to one peer; more are told to retry.
 const MAX_WAITERS: usize = 32;
-/// How long direct addresses have before the relayed ones are dialled too.
-const RELAY_AFTER: Duration = Duration::from_secs(2);
+/// How long direct addresses have before the relayed ones are dialled too (a direct dial
+/// into a NAT that drops it never fails, it only times out). A relayed connection that
+/// wins is upgraded by a punch where it can be, and gives way to a direct one anyway.
+const RELAY_AFTER: Duration = Duration::from_millis(500);
 /// How long a relayed connection stays beside a new direct one, so that what runs on it
 /// (a pairing handshake, say) can finish. Short: new streams may still pick it (libp2p-
 /// stream picks a connection at random), and a relay may be gone.
