@@ -52,6 +52,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_context(|| format!("create {}", config.home.display()))?;
     let keypair = loopsy_mesh::identity::load_or_create(&config.home.join("identity.key"))?;
     let allowed = config.settings.allowed().map_err(anyhow::Error::msg)?;
+    let private = allowed.is_some();
     let relay_config = config.settings.relay_config();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -105,6 +106,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ));
     }
     say(&format!("loopsy-relay {peer_id}"));
+    if !private {
+        tracing::warn!(
+            "an open relay: any device may relay through it (set [access] allow in \
+             relay.toml to make it private)"
+        );
+    }
     if config.external.is_empty() {
         tracing::warn!(
             "no --external-addr: reservations are refused until an external address is confirmed"

@@ -74,10 +74,18 @@ impl Relay {
             .context("start loopsy-relay")?;
         let stdout = child.stdout.take().context("stdout")?;
         let child = Reaped(child);
-        let peer_id = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("loopsy-relay ").map(str::to_owned))
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let found = BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|l| l.strip_prefix("loopsy-relay ").map(str::to_owned));
+            let _ = tx.send(found);
+        });
+        let peer_id = rx
+            .recv_timeout(Duration::from_secs(30))
+            .ok()
+            .flatten()
             .context("the relay prints its peer ID")?;
         Ok(Self {
             _child: child,
@@ -289,11 +297,10 @@ impl Attach {
     }
 
     fn wait_for(&self, what: &str, timeout: Duration) {
-        let text = wait_for(what, timeout, || {
-            let text = self.text();
-            text.contains(what).then_some(text)
+        // wait_for panics with what it waited for, and the nodes' logs follow.
+        let _ = wait_for(&format!("`{what}` in the attached output"), timeout, || {
+            self.text().contains(what).then_some(())
         });
-        assert!(text.is_ok());
     }
 }
 
@@ -326,12 +333,21 @@ fn punches_through_two_cone_nats(transport: Transport, tag: &str) -> anyhow::Res
         "alpha reaches bravo at its router's public address: {addr}"
     );
     use_the_connection(&world, &alpha, tag)?;
-    // Still direct after all that: the relayed connection is gone, not in use.
+    // Still direct after all that, and the relayed connection closes (2 s after the punch).
     assert_eq!(link(&alpha, &bravo).0, "direct");
+    wait_for(
+        "the relayed connection to close",
+        Duration::from_secs(10),
+        || {
+            let peer = alpha.peer(&bravo.peer_id)?;
+            (peer["relayed_connections"] == 0 && peer["connections"] != 0).then_some(())
+        },
+    )?;
 
-    // The relay goes away: the direct connection carries on.
+    // The relay goes away, and alpha's connection to it is found dead (pings time out
+    // after 15 s at most): the direct connection carries on.
     drop(relay);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(16));
     let out = alpha.cli(&["exec", "bravo", "--", "echo", "still-here"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -371,6 +387,7 @@ fn a_symmetric_nat_stays_relayed_and_everything_still_works() -> anyhow::Result<
     let (connection, addr) = link(&alpha, &bravo);
     assert_eq!(connection, "relayed", "no punch through a symmetric NAT");
     assert!(addr.contains("p2p-circuit"), "{addr}");
+    println!("symmetric NAT: stays relayed at {addr}");
     use_the_connection(&world, &alpha, "symmetric")?;
     assert_eq!(link(&alpha, &bravo).0, "relayed");
     drop(relay);
@@ -450,6 +467,9 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
         broken,
         broken.map(|i| &numbers[i.saturating_sub(3)..(i + 4).min(numbers.len())])
     );
+    // Punching through again is not asserted: the router still holds the old address's
+    // mappings (conntrack keeps a TCP flow for days), so the new address's ports are no
+    // longer mapped alike for every destination, as happens behind real routers too.
     drop(relay);
     Ok(())
 }

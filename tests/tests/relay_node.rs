@@ -41,7 +41,8 @@ fn start_relay(home: &std::path::Path) -> (Relay, Multiaddr) {
     (relay, addr.parse().expect("a multiaddr"))
 }
 
-/// A mesh node that dials `addr` and says whether it got connected to `relay`.
+/// A mesh node that dials `addr` and says whether it is connected to `relay` a moment
+/// after the dial (a refused device may see its connection up for an instant).
 async fn connects(addr: &Multiaddr, relay: libp2p::PeerId, keypair: Keypair) -> bool {
     let (mesh, _task) = Mesh::start(Config {
         keypair,
@@ -52,17 +53,11 @@ async fn connects(addr: &Multiaddr, relay: libp2p::PeerId, keypair: Keypair) -> 
     })
     .expect("mesh");
     let _ = mesh.dial(addr.clone()).await.expect("mesh");
-    for _ in 0..40 {
-        let peers = mesh.peers().await.expect("peers");
-        if peers
-            .iter()
-            .any(|p| p.peer_id == relay && p.link == Link::Direct)
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let peers = mesh.peers().await.expect("peers");
+    peers
+        .iter()
+        .any(|p| p.peer_id == relay && p.link == Link::Direct)
 }
 
 #[tokio::test]

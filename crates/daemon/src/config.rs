@@ -141,20 +141,28 @@ const HEADER: &str = "\
 #         a relative PEER:PATH starts at the first one
 ";
 
-/// Relay addresses must name the relay: a reservation is made with that peer.
+/// Relay addresses must name the relay (a reservation is made with that peer) and give
+/// its IP address (a node resolves no names).
 pub fn check_relays(relays: &[Multiaddr]) -> Result<(), String> {
-    match relays.iter().find(|a| {
-        !matches!(
-            a.iter().last(),
-            Some(loopsy_mesh::multiaddr::Protocol::P2p(_))
-        )
-    }) {
-        Some(bad) => Err(format!(
-            "{bad} does not end in /p2p/<the relay's peer ID>; use the address loopsy-relay \
-             prints"
-        )),
-        None => Ok(()),
+    use loopsy_mesh::multiaddr::Protocol;
+    for relay in relays {
+        if !matches!(relay.iter().last(), Some(Protocol::P2p(_))) {
+            return Err(format!(
+                "{relay} does not end in /p2p/<the relay's peer ID>; use the address \
+                 loopsy-relay prints"
+            ));
+        }
+        if !matches!(
+            relay.iter().next(),
+            Some(Protocol::Ip4(_) | Protocol::Ip6(_))
+        ) {
+            return Err(format!(
+                "{relay} does not start with an IP address (/ip4/... or /ip6/...); names \
+                 are not resolved"
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Every interface, IPv4 and IPv6, TCP and QUIC, on the default port.

@@ -244,12 +244,13 @@ pub enum NotAdmitted {
 /// Times a stream dropped before its verdict is opened again.
 const REOPEN: u32 = 3;
 
-/// Opens a `protocol` stream to `peer`, sends `first` and reads the serving side's
-/// admission. libp2p-stream hands inbound streams to the acceptor through a one-slot
+/// Opens a `protocol` stream to `peer`, reads the serving side's admission, then sends
+/// `first`. libp2p-stream hands inbound streams to the acceptor through a one-slot
 /// channel and drops a stream that arrives while the slot is taken (two devices attaching
-/// at the same moment, say): the opener sees it close with no verdict. The serving side
-/// sends its verdict before it acts on anything, so such a stream was never served, and
-/// another is opened, a few times. So is a stream whose connection closed as it opened.
+/// at the same moment, say), and a stream may be opened on a connection that is closing:
+/// either way the opener sees it end with no verdict. The verdict comes before `first` is
+/// sent, so such a stream surely served nothing, and another is opened, a few times. Once
+/// `first` is on its way nothing is retried: the other side may have acted on it.
 pub async fn open<T: serde::Serialize>(
     mesh: &loopsy_mesh::Mesh,
     peer: PeerId,
@@ -258,40 +259,25 @@ pub async fn open<T: serde::Serialize>(
     max: usize,
 ) -> Result<Stream, NotAdmitted> {
     let mut tries = 0;
-    loop {
-        let opened = match mesh.open_stream(peer, protocol).await {
-            Ok(mut stream) => request(&mut stream, first, max).await.map(|()| stream),
-            // The connection it was opened on closed (a relayed one giving way to a
-            // direct one, say): another connection may carry it.
+    let mut stream = loop {
+        let verdict = match mesh.open_stream(peer, protocol).await {
+            Ok(mut stream) => admitted(&mut stream).await.map(|()| stream),
             Err(e) => Err(NotAdmitted::Broken(e.to_string())),
         };
-        match opened {
-            Ok(stream) => return Ok(stream),
+        match verdict {
+            Ok(stream) => break stream,
             Err(NotAdmitted::Broken(reason)) if tries < REOPEN => {
                 tries += 1;
-                tracing::debug!(%peer, protocol, %reason, tries, "stream dropped unanswered; again");
+                tracing::debug!(%peer, protocol, %reason, tries, "no verdict; opening again");
                 tokio::time::sleep(std::time::Duration::from_millis(20 << tries)).await;
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Sends the first message on a stream this device opened, then reads the serving side's
-/// admission. When the send fails, the admission is still read: a refusing side closes the
-/// stream unread, which can stop the send (QUIC's STOP_SENDING) after the verdict was sent.
-async fn request<T: serde::Serialize>(
-    stream: &mut Stream,
-    message: &T,
-    max: usize,
-) -> Result<(), NotAdmitted> {
-    let sent = framed::write(stream, message, max).await;
-    match (admitted(stream).await, sent) {
-        (Err(NotAdmitted::Broken(_)), Err(send_error)) => {
-            Err(NotAdmitted::Broken(send_error.to_string()))
-        }
-        (verdict, _) => verdict,
-    }
+    };
+    framed::write(&mut stream, first, max)
+        .await
+        .map_err(|e| NotAdmitted::Broken(e.to_string()))?;
+    Ok(stream)
 }
 
 /// Reads the serving side's admission on a stream this device opened.

@@ -4,10 +4,10 @@
 //! Across networks: the loop holds a reservation on each configured relay (and takes a new
 //! one, with backoff, whenever one is lost). A connection to a peer tries the peer's
 //! direct addresses first and its relayed ones shortly after; a relayed connection is
-//! upgraded by DCUtR where the NATs allow, and once a direct connection is up the relayed
-//! ones are closed. A punch that failed is tried again, with backoff, on a fresh circuit,
-//! without touching the one in use. A connection whose pings time out is closed, so that a
-//! dead path (an address that went away) gives way to a new one.
+//! upgraded by DCUtR where the NATs allow (on every new relayed connection, so a peer that
+//! comes back through the relay is punched again), and once a direct connection is up the
+//! relayed ones are closed. A connection whose pings time out is closed, so that a dead
+//! path (an address that went away) gives way to a new one.
 
 use futures::StreamExt;
 use libp2p::{
@@ -18,11 +18,14 @@ use libp2p::{
     multiaddr::Protocol,
     ping, relay,
     swarm::{
-        SwarmEvent,
+        ConnectionId, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use tokio::{
     sync::{broadcast, mpsc, oneshot},
@@ -71,11 +74,10 @@ const RELAY_AFTER: Duration = Duration::from_millis(500);
 /// (a pairing handshake, say) can finish. Short: new streams may still pick it (libp2p-
 /// stream picks a connection at random), and a relay may be gone.
 const RELAYED_GRACE: Duration = Duration::from_secs(2);
-/// Waits before taking a lost relay reservation again, and before punching again.
+/// Waits before taking a lost relay reservation again.
 const RESERVE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
-const PUNCH_BACKOFF: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(600));
-/// Most timers pending at once; past it the oldest kinds of work simply wait for the next
-/// event that asks for them again.
+/// Most per-peer timers pending at once (relay reservations, few and configured, are
+/// never refused): past it, a relayed dial waits for the next connect to ask again.
 const MAX_TIMERS: usize = 1024;
 
 /// Work the loop does later.
@@ -85,8 +87,6 @@ enum Due {
     DialRelayed { peer: PeerId, addrs: Vec<Multiaddr> },
     /// Close the peer's relayed connections if it has a direct one.
     CloseRelayed { peer: PeerId },
-    /// Try hole punching with the peer again if it is still reached only through a relay.
-    Punch { peer: PeerId },
     /// Ask this relay for a reservation again.
     Reserve { relay: usize },
 }
@@ -114,9 +114,10 @@ pub(crate) struct EventLoop {
     relays: Vec<Relay>,
     nat: Nat,
     timers: Vec<(Instant, Due)>,
-    /// Per peer reached only through a relay: the wait before the next punch.
-    punch_backoff: HashMap<PeerId, Duration>,
-    /// When each peer's first relayed connection came up, for the time to a direct one.
+    /// Dials `connect` started, per peer: its callers are told of a failure only once
+    /// none is left (and no relayed dial is still to come).
+    dials: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// When each peer's relayed connection came up, for the time to a direct one.
     relayed_since: HashMap<PeerId, Instant>,
 }
 
@@ -147,7 +148,7 @@ impl EventLoop {
                 .collect(),
             nat: Nat::Unknown,
             timers: Vec::new(),
-            punch_backoff: HashMap::new(),
+            dials: HashMap::new(),
             relayed_since: HashMap::new(),
         }
     }
@@ -239,20 +240,17 @@ impl EventLoop {
             .extend_addresses_through_behaviour()
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
+        let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                if !relayed.is_empty() {
-                    self.schedule(
-                        RELAY_AFTER,
-                        Due::DialRelayed {
-                            peer,
-                            addrs: relayed,
-                        },
-                    );
-                }
+                self.dials.entry(peer).or_default().insert(id);
+                self.relay_later(peer, relayed);
             }
-            // Already dialling is fine: that dial's outcome answers.
-            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+            // Another dial is under way (mDNS's, say): its outcome answers, and the relay
+            // still gets its turn.
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                self.relay_later(peer, relayed);
+            }
             Err(error) if !relayed.is_empty() => {
                 tracing::debug!(%peer, %error, "no direct dial; through the relay");
                 self.dial_relayed(peer, relayed);
@@ -264,14 +262,30 @@ impl EventLoop {
         }
     }
 
+    fn relay_later(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if !addrs.is_empty() {
+            self.schedule(RELAY_AFTER, Due::DialRelayed { peer, addrs });
+        }
+    }
+
+    /// Dials relayed addresses, beside a direct dial still under way; a dial that cannot
+    /// even start answers the waiters when nothing else is left to try.
     fn dial_relayed(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        // Beside a direct dial still under way.
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .condition(PeerCondition::Disconnected)
             .build();
-        if let Err(error) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, %error, "not dialling through the relay");
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.entry(peer).or_default().insert(id);
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "not dialling through the relay");
+                if self.dials.get(&peer).is_none_or(HashSet::is_empty) {
+                    self.answer_waiters(peer, Err(error.to_string()));
+                }
+            }
         }
     }
 
@@ -322,7 +336,10 @@ impl EventLoop {
     }
 
     fn schedule(&mut self, after: Duration, due: Due) {
-        if self.timers.len() >= MAX_TIMERS || self.timers.iter().any(|(_, d)| *d == due) {
+        let per_peer = !matches!(due, Due::Reserve { .. });
+        if (per_peer && self.timers.len() >= MAX_TIMERS)
+            || self.timers.iter().any(|(_, d)| *d == due)
+        {
             return;
         }
         self.timers.push((Instant::now() + after, due));
@@ -350,31 +367,8 @@ impl EventLoop {
                         }
                     }
                 }
-                Due::Punch { peer } => self.punch_again(peer),
                 Due::Reserve { relay } => self.reserve(relay),
             }
-        }
-    }
-
-    /// A fresh circuit to a peer still reached only through a relay: DCUtR tries to punch
-    /// on every new relayed connection, and the one in use is left alone.
-    fn punch_again(&mut self, peer: PeerId) {
-        let (relayed, direct) = self.peers.relayed_connections(&peer);
-        if direct || relayed.is_empty() {
-            self.punch_backoff.remove(&peer);
-            return;
-        }
-        let circuits = self.peers.announced_relayed(&peer);
-        if circuits.is_empty() {
-            return;
-        }
-        tracing::debug!(%peer, "punching again on a fresh circuit");
-        let opts = DialOpts::peer_id(peer)
-            .addresses(circuits)
-            .condition(PeerCondition::Always)
-            .build();
-        if let Err(error) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, %error, "cannot open another circuit");
         }
     }
 
@@ -403,6 +397,12 @@ impl EventLoop {
                 };
                 tracing::debug!(%peer_id, %addr, relayed, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
+                if let Some(dials) = self.dials.get_mut(&peer_id) {
+                    dials.remove(&connection_id);
+                    if dials.is_empty() {
+                        self.dials.remove(&peer_id);
+                    }
+                }
                 if relayed {
                     self.relayed_since
                         .entry(peer_id)
@@ -425,7 +425,6 @@ impl EventLoop {
                 self.peers.disconnected(peer_id, connection_id);
                 if !self.swarm.is_connected(&peer_id) {
                     self.relayed_since.remove(&peer_id);
-                    self.punch_backoff.remove(&peer_id);
                     if let Some((count, waiters)) = self.closing.remove(&peer_id) {
                         for waiter in waiters {
                             let _ = waiter.send(count);
@@ -434,11 +433,25 @@ impl EventLoop {
                     self.emit(MeshEvent::Disconnected { peer: peer_id });
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                connection_id,
+                error,
+            } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
-                let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) else {
+                let Some(peer) = peer_id else {
                     return;
                 };
+                let left = self.dials.get_mut(&peer).map_or(0, |dials| {
+                    dials.remove(&connection_id);
+                    dials.len()
+                });
+                if left == 0 {
+                    self.dials.remove(&peer);
+                }
+                if self.swarm.is_connected(&peer) {
+                    return;
+                }
                 // The direct addresses failed before their time was up: the relay now.
                 let early = self.timers.iter().position(
                     |(_, due)| matches!(due, Due::DialRelayed { peer: p, .. } if *p == peer),
@@ -447,7 +460,7 @@ impl EventLoop {
                     early.map(|i| self.timers.swap_remove(i).1)
                 {
                     self.dial_relayed(peer, addrs);
-                } else {
+                } else if left == 0 {
                     self.answer_waiters(peer, Err(error.to_string()));
                 }
             }
@@ -501,10 +514,10 @@ impl EventLoop {
                 peer,
                 connection,
                 result: Err(error),
-            }) => {
+            }) if !matches!(error, ping::Failure::Unsupported) => {
                 // A path that stopped carrying anything (its address went away, a NAT
                 // forgot it): closed, so that the peer is reached another way.
-                tracing::info!(%peer, %error, "ping failed; closing the connection");
+                tracing::info!(%peer, %error, "pings fail; closing the connection");
                 self.swarm.close_connection(connection);
             }
             BehaviourEvent::Relay(relay::client::Event::ReservationReqAccepted {
@@ -537,31 +550,14 @@ impl EventLoop {
         }
     }
 
-    fn on_punch(
-        &mut self,
-        peer: PeerId,
-        result: Result<libp2p::swarm::ConnectionId, dcutr::Error>,
-    ) {
+    fn on_punch(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
         match result {
             Ok(_) => {
-                let took = self.relayed_since.get(&peer).map(|t| t.elapsed());
+                let took = self.relayed_since.remove(&peer).map(|t| t.elapsed());
                 tracing::info!(%peer, ?took, "hole punched: direct connection");
-                self.punch_backoff.remove(&peer);
             }
-            Err(error) => {
-                tracing::info!(%peer, %error, "hole punching failed; staying relayed");
-                // Spare circuits opened to punch again go; the oldest stays in use.
-                let (relayed, direct) = self.peers.relayed_connections(&peer);
-                if !direct {
-                    for id in relayed.into_iter().skip(1) {
-                        self.swarm.close_connection(id);
-                    }
-                }
-                let wait = *self.punch_backoff.get(&peer).unwrap_or(&PUNCH_BACKOFF.0);
-                self.punch_backoff
-                    .insert(peer, (wait * 2).min(PUNCH_BACKOFF.1));
-                self.schedule(wait, Due::Punch { peer });
-            }
+            // Tried again on the next relayed connection to the peer.
+            Err(error) => tracing::info!(%peer, %error, "hole punching failed; staying relayed"),
         }
     }
 

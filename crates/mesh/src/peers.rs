@@ -30,8 +30,9 @@ pub struct PeerState {
     /// Known addresses; the one of the connection in use first.
     pub addrs: Vec<Multiaddr>,
     pub link: Link,
-    /// Open connections.
+    /// Open connections, and how many of them go through a relay.
     pub connections: usize,
+    pub relayed_connections: usize,
     pub rtt: Option<Duration>,
     /// Currently announced by mDNS.
     pub on_lan: bool,
@@ -100,6 +101,7 @@ impl Entry {
             addrs,
             link,
             connections: self.connections.len(),
+            relayed_connections: self.connections.values().filter(|a| is_relayed(a)).count(),
             rtt: self.rtt.filter(|_| link != Link::None),
             on_lan: !self.mdns_addrs.is_empty(),
         }
@@ -187,13 +189,6 @@ impl Peers {
         relayed.sort();
         let direct = relayed.len() < entry.connections.len();
         (relayed, direct)
-    }
-
-    /// The relayed addresses the peer announced for itself.
-    pub fn announced_relayed(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.entries.get(peer).map_or_else(Vec::new, |e| {
-            e.addrs.iter().filter(|a| is_relayed(a)).cloned().collect()
-        })
     }
 
     pub fn connection_count(&self, peer: &PeerId) -> usize {

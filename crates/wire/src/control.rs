@@ -369,6 +369,12 @@ pub struct Peer {
     pub addrs: Vec<String>,
     /// Latest ping round trip.
     pub rtt_ms: Option<f64>,
+    /// Open connections, and how many of them go through a relay (a relayed one stays
+    /// beside a direct one for a moment after a punch).
+    #[serde(default)]
+    pub connections: u32,
+    #[serde(default)]
+    pub relayed_connections: u32,
 }
 
 /// How this node is connected to a peer.
@@ -457,6 +463,8 @@ mod tests {
             connection: Connection::Direct,
             addrs: vec!["/ip4/10.0.0.2/tcp/7717".into()],
             rtt_ms: Some(0.4),
+            connections: 2,
+            relayed_connections: 1,
         };
         for response in [
             Response::Peers { peers: vec![peer] },

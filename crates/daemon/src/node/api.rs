@@ -145,6 +145,8 @@ async fn peers(node: &Node) -> Response {
                 .as_ref()
                 .and_then(|p| p.rtt)
                 .map(|d| d.as_secs_f64() * 1000.0),
+            connections: live.as_ref().map_or(0, |p| p.connections as u32),
+            relayed_connections: live.as_ref().map_or(0, |p| p.relayed_connections as u32),
         });
     }
     for peer in seen {
@@ -156,6 +158,8 @@ async fn peers(node: &Node) -> Response {
             connection: connection(peer.link),
             addrs: peer.addrs.iter().map(ToString::to_string).collect(),
             rtt_ms: peer.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            connections: peer.connections as u32,
+            relayed_connections: peer.relayed_connections as u32,
         });
     }
     Response::Peers { peers }
