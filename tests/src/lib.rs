@@ -2,6 +2,7 @@
 //! processes ([`node`]), hosts in Linux network namespaces ([`netlab`]), and a Python
 //! with the official MCP SDK for clients nobody here wrote ([`python`]).
 
+pub mod attach;
 pub mod bin;
 pub mod netlab;
 pub mod node;

@@ -142,6 +142,18 @@ impl Node {
         cli(&self.home(), args)
     }
 
+    /// Runs a `loopsy` command that must succeed, and returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "loopsy {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Starts `loopsy --home HOME ARGS..` with stdout piped, for commands that wait.
     pub fn spawn_cli(&self, args: &[&str]) -> Child {
         Command::new(bin::loopsy())

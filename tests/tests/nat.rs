@@ -9,15 +9,15 @@
 //! Each scenario prints its time to a direct connection.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use loopsy_tests::{
+    attach::{Attached, counted},
     bin,
     netlab::{Lab, Nat},
     node::{Node, Options, Reaped},
@@ -209,13 +209,8 @@ fn pair(alpha: &Node, bravo: &Node) -> anyhow::Result<Instant> {
 /// Runs a command on bravo from alpha, and a copy, and an attach: all must work over
 /// whatever connects them.
 fn use_the_connection(world: &World, alpha: &Node, tag: &str) -> anyhow::Result<()> {
-    let out = alpha.cli(&["exec", "bravo", "--", "sh", "-c", "echo exec-$((40 + 2))"]);
-    assert!(
-        out.status.success(),
-        "exec: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "exec-42");
+    let said = alpha.ok(&["exec", "bravo", "--", "sh", "-c", "echo exec-$((40 + 2))"]);
+    assert_eq!(said.trim(), "exec-42");
 
     let data: Vec<u8> = (0..3 * 1024 * 1024u32)
         .map(|i| (i * 7 % 251) as u8)
@@ -223,19 +218,14 @@ fn use_the_connection(world: &World, alpha: &Node, tag: &str) -> anyhow::Result<
     let name = format!("payload-{tag}.bin");
     let source = world.files("alpha").join(&name);
     std::fs::write(&source, &data)?;
-    let out = alpha.cli(&["cp", &source.to_string_lossy(), "bravo:"]);
-    assert!(
-        out.status.success(),
-        "cp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    alpha.ok(&["cp", &source.to_string_lossy(), "bravo:"]);
     assert!(
         std::fs::read(world.files("bravo").join(&name))? == data,
         "copied intact"
     );
 
     let session = format!("lab-{tag}");
-    let out = alpha.cli(&[
+    alpha.ok(&[
         "session",
         "new",
         "--on",
@@ -247,61 +237,8 @@ fn use_the_connection(world: &World, alpha: &Node, tag: &str) -> anyhow::Result<
         "-c",
         "echo attached-$((6 * 7)); exec sleep 600",
     ]);
-    assert!(
-        out.status.success(),
-        "session new: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let attached = Attach::start(alpha, &session);
-    attached.wait_for("attached-42", Duration::from_secs(30));
+    Attached::start(alpha, &session).wait_for_text("attached-42");
     Ok(())
-}
-
-/// A `loopsy attach` whose output is collected as it comes.
-struct Attach {
-    _child: Reaped,
-    output: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Attach {
-    fn start(node: &Node, session: &str) -> Self {
-        let mut child: Child = Command::new(bin::loopsy())
-            .arg("--home")
-            .arg(node.home())
-            .args(["attach", session])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run loopsy attach");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let mut stdout = child.stdout.take().expect("stdout");
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 16384];
-            while let Ok(n) = stdout.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().expect("output").extend_from_slice(&buffer[..n]);
-            }
-        });
-        Self {
-            _child: Reaped(child),
-            output,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().expect("output")).into_owned()
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration) {
-        // wait_for panics with what it waited for, and the nodes' logs follow.
-        let _ = wait_for(&format!("`{what}` in the attached output"), timeout, || {
-            self.text().contains(what).then_some(())
-        });
-    }
 }
 
 /// Waits for a direct connection both ways and returns how long it took since `since`.
@@ -348,12 +285,11 @@ fn punches_through_two_cone_nats(transport: Transport, tag: &str) -> anyhow::Res
     // after 15 s at most): the direct connection carries on.
     drop(relay);
     std::thread::sleep(Duration::from_secs(16));
-    let out = alpha.cli(&["exec", "bravo", "--", "echo", "still-here"]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "still-here",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        alpha
+            .ok(&["exec", "bravo", "--", "echo", "still-here"])
+            .trim(),
+        "still-here"
     );
     assert_eq!(link(&alpha, &bravo).0, "direct");
     drop(world.lab);
@@ -394,13 +330,6 @@ fn a_symmetric_nat_stays_relayed_and_everything_still_works() -> anyhow::Result<
     Ok(())
 }
 
-/// The numbers a counter session printed, in order.
-fn counted(text: &str) -> Vec<u64> {
-    text.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
-        .filter_map(|w| w.strip_prefix("n-")?.parse().ok())
-        .collect()
-}
-
 #[test]
 fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() -> anyhow::Result<()>
 {
@@ -413,7 +342,7 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
     let paired = pair(&alpha, &bravo)?;
     wait_direct(&alpha, &bravo, paired)?;
 
-    let out = alpha.cli(&[
+    alpha.ok(&[
         "session",
         "new",
         "--on",
@@ -423,14 +352,9 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
         "--",
         "sh",
         "-c",
-        "i=0; while true; do i=$((i+1)); echo n-$i; sleep 0.05; done",
+        "i=0; while true; do i=$((i+1)); echo n$i; sleep 0.05; done",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let attached = Attach::start(&alpha, "counter");
+    let attached = Attached::start(&alpha, "counter");
     wait_for("counting", Duration::from_secs(30), || {
         (counted(&attached.text()).len() > 20).then_some(())
     })?;

@@ -3,154 +3,15 @@
 //! byte lost or repeated, left running with no client, ended by `session kill`, and refused
 //! to devices without the `sessions` capability.
 
-use std::{
-    io::{Read, Write},
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use loopsy_tests::{
-    bin,
-    node::{Node, Options, Reaped},
+    attach::{Attached, counted},
+    node::{Node, Options},
     temp::TempDir,
     wait_for,
 };
 use serde_json::Value;
-
-/// A `loopsy attach` whose output is collected as it comes.
-struct Attached {
-    _child: Reaped,
-    stdin: Option<ChildStdin>,
-    output: Arc<Mutex<Vec<u8>>>,
-    errors: Arc<Mutex<Vec<u8>>>,
-}
-
-/// Appends what `from` produces to `into`, on a thread of its own.
-fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 65536];
-        while let Ok(n) = from.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            into.lock().expect("output").extend_from_slice(&buffer[..n]);
-        }
-    });
-}
-
-impl Attached {
-    fn start(node: &Node, session: &str) -> Self {
-        let mut child: Child = Command::new(bin::loopsy())
-            .arg("--home")
-            .arg(node.home())
-            .args(["attach", session])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run loopsy attach");
-        let stdin = child.stdin.take();
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().expect("stdout"), output.clone());
-        collect(child.stderr.take().expect("stderr"), errors.clone());
-        Self {
-            _child: Reaped(child),
-            stdin,
-            output,
-            errors,
-        }
-    }
-
-    /// What the client said on stderr, for failure messages.
-    fn said(&self) -> String {
-        String::from_utf8_lossy(&self.errors.lock().expect("errors")).into_owned()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&strip_escapes(&self.output.lock().expect("output"))).into_owned()
-    }
-
-    fn wait_for_text(&self, what: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !self.text().contains(what) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no `{what}` in the output of loopsy attach; it said: {}\nand showed: {:?}",
-                self.said(),
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until the client shows something (it attached), then types `keys`.
-    fn type_keys(&mut self, keys: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while self.output.lock().expect("output").is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "loopsy attach never attached; it said: {}",
-                self.said()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let stdin = self.stdin.as_mut().expect("stdin");
-        let typed = stdin
-            .write_all(keys.as_bytes())
-            .and_then(|()| stdin.flush());
-        assert!(typed.is_ok(), "loopsy attach is gone: {}", self.said());
-    }
-}
-
-/// Terminal output without its escape sequences.
-fn strip_escapes(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != 0x1b {
-            out.push(bytes[i]);
-            i += 1;
-            continue;
-        }
-        i += 1;
-        match bytes.get(i) {
-            // CSI: parameters, then one final byte.
-            Some(b'[') => {
-                i += 1;
-                while i < bytes.len() && !(0x40..=0x7e).contains(&bytes[i]) {
-                    i += 1;
-                }
-                i += 1;
-            }
-            // OSC: up to BEL or ST.
-            Some(b']') => {
-                while i < bytes.len() && bytes[i] != 0x07 && bytes[i] != 0x1b {
-                    i += 1;
-                }
-                i += 1;
-            }
-            Some(_) => i += 1,
-            None => {}
-        }
-    }
-    out
-}
-
-/// The numbers printed as `nK`, in order.
-fn counted(text: &str) -> Vec<u64> {
-    let mut numbers = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('n') {
-        rest = &rest[at + 1..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(n) = digits.parse() {
-            numbers.push(n);
-        }
-    }
-    numbers
-}
 
 fn new_session(node: &Node, args: &[&str]) -> String {
     let mut all = vec!["session", "new"];
@@ -261,19 +122,6 @@ fn sessions_are_shared_and_survive_a_cut_without_a_lost_or_repeated_byte() -> an
         (session(&listed, &counter)?["status"] == "exited").then_some(())
     })?;
     Ok(())
-}
-
-trait Tap {
-    /// The text once it holds `what`.
-    fn tap_text(self, what: &str) -> String;
-}
-
-impl Tap for Attached {
-    fn tap_text(self, what: &str) -> String {
-        self.wait_for_text(what);
-        std::thread::sleep(Duration::from_millis(200));
-        self.text()
-    }
 }
 
 #[test]
