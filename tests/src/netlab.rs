@@ -107,23 +107,38 @@ impl Lab {
              }}
              "
         );
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .map(|mut stdin| stdin.write_all(rules.as_bytes()))
-                    .transpose()?;
-                child.wait_with_output()
-            })
-            .context("run nft (apt-get install -y nftables)")?;
-        run_ok(out)
+        nft(ns, &rules)
+    }
+
+    /// Makes host `ns` a plain router (no NAT) that loses `percent` of what it forwards,
+    /// at random (this kernel has no netem: nftables' numgen does it).
+    pub fn lossy_router(&self, ns: &str, percent: u32) -> anyhow::Result<()> {
+        run_ok(self.run(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?)?;
+        nft(
+            ns,
+            &format!(
+                "table ip loss {{
+                   chain forward {{
+                     type filter hook forward priority 0; policy accept;
+                     numgen random mod 100 < {percent} drop;
+                   }}
+                 }}
+                 "
+            ),
+        )
+    }
+
+    /// Limits what `ns` sends out of `iface` to `rate` (tc's units: "40mbit").
+    pub fn rate_limit(&self, ns: &str, iface: &str, rate: &str) -> anyhow::Result<()> {
+        ip(&["-n", ns, "link", "show", iface])?;
+        run_ok(self.run(
+            ns,
+            "tc",
+            &[
+                "qdisc", "add", "dev", iface, "root", "tbf", "rate", rate, "burst", "64kb",
+                "latency", "400ms",
+            ],
+        )?)
     }
 
     /// Routes everything `ns` sends outside its LANs through `gateway`.
@@ -156,6 +171,27 @@ pub enum Nat {
     Cone,
     /// A random port for every flow.
     Symmetric,
+}
+
+/// Loads nftables `rules` in namespace `ns`.
+fn nft(ns: &str, rules: &str) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .map(|mut stdin| stdin.write_all(rules.as_bytes()))
+                .transpose()?;
+            child.wait_with_output()
+        })
+        .context("run nft (apt-get install -y nftables)")?;
+    run_ok(out)
 }
 
 fn run_ok(out: Output) -> anyhow::Result<()> {
