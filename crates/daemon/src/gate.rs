@@ -19,19 +19,41 @@ use crate::{
     node::Node,
 };
 
-/// Streams served at once per protocol; a stream past it is dropped unanswered.
+/// Streams served at once per protocol.
 const MAX_STREAMS: usize = 128;
 /// Streams one peer may have served at once per protocol, so that no peer takes them all.
 const MAX_STREAMS_PER_PEER: usize = 32;
+/// Streams held per protocol, served or waiting for a place; a stream past it is dropped
+/// unanswered (a flood).
+const MAX_HELD: usize = 512;
+/// How long a stream waits for a place before it is told the device is busy.
+const WAIT_FOR_PLACE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Streams being served per peer.
+/// Streams being served per peer, and a wake-up for streams waiting for a place.
 #[derive(Default)]
-struct PerPeer(std::sync::Mutex<std::collections::HashMap<PeerId, usize>>);
+struct PerPeer(
+    std::sync::Mutex<std::collections::HashMap<PeerId, usize>>,
+    tokio::sync::Notify,
+);
 
 /// One peer's place among the streams being served; given back on drop.
 struct Place(Arc<PerPeer>, PeerId);
 
 impl PerPeer {
+    /// A place for `peer`, waiting until `deadline` for one to be given back.
+    async fn wait(self: &Arc<Self>, peer: PeerId, deadline: tokio::time::Instant) -> Option<Place> {
+        loop {
+            // Registered before the claim, so a place given back in between wakes it.
+            let freed = self.1.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(place) = self.claim(peer) {
+                return Some(place);
+            }
+            tokio::time::timeout_at(deadline, freed).await.ok()?;
+        }
+    }
+
     fn claim(self: &Arc<Self>, peer: PeerId) -> Option<Place> {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(peer).or_default();
@@ -52,6 +74,8 @@ impl Drop for Place {
                 counts.remove(&self.1);
             }
         }
+        drop(counts);
+        self.0.1.notify_waiters();
     }
 }
 
@@ -104,25 +128,46 @@ pub type Service =
 
 /// Accepts `protocol` streams until the mesh stops: each is admitted or refused through the
 /// gate, and admitted ones go to `service` (or are told the protocol is not served yet).
+/// Past a peer's share of places, or all of them, a stream waits for one (a hundred execs
+/// at once run 32 at a time), and is told the device is busy if none comes in time.
 pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Service>) {
     let Some(mut incoming) = node.mesh.accept(protocol) else {
         tracing::error!(protocol, "already accepting this protocol");
         return;
     };
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    let held = Arc::new(Semaphore::new(MAX_HELD));
     let per_peer = Arc::new(PerPeer::default());
     while let Some((peer, mut stream)) = incoming.next().await {
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, protocol, "too many streams; dropping one");
-            continue;
-        };
-        let Some(place) = per_peer.claim(peer) else {
-            tracing::warn!(%peer, protocol, "too many streams from one peer; dropping one");
+        let Ok(hold) = held.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, protocol, "too many streams waiting; dropping one");
             continue;
         };
         let node = node.clone();
         let service = service.clone();
+        let (slots, per_peer) = (slots.clone(), per_peer.clone());
         tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + WAIT_FOR_PLACE;
+            let place = per_peer.wait(peer, deadline).await;
+            let permit = match place {
+                Some(_) => tokio::time::timeout_at(deadline, slots.acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            let (Some(place), Some(permit)) = (place, permit) else {
+                tracing::warn!(%peer, protocol, "no place for a stream in time; busy");
+                let busy = Admission::Refused {
+                    reason: format!(
+                        "busy: this device serves at most {MAX_STREAMS_PER_PEER} {protocol} \
+                         streams from yours at once, and none ended in time; try again"
+                    ),
+                };
+                let _ = framed::write(&mut stream, &busy, admission::MAX_FRAME).await;
+                drop(stream.close().await);
+                return;
+            };
             let verdict = check(&node, &peer, protocol);
             let reply = match (&verdict, &service) {
                 (Err(reason), _) => {
@@ -161,7 +206,7 @@ pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Serv
                 // Closed, not dropped: a reset could discard the refusal unread.
                 _ => drop(stream.close().await),
             }
-            drop((permit, place));
+            drop((permit, place, hold));
         });
     }
 }
@@ -295,6 +340,31 @@ pub async fn admitted(stream: &mut Stream) -> Result<(), NotAdmitted> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stream_past_its_share_waits_for_a_place() {
+        let per_peer = Arc::new(PerPeer::default());
+        let a = PeerId::random();
+        let held: Vec<Place> = (0..MAX_STREAMS_PER_PEER)
+            .map(|_| per_peer.claim(a).expect("a place"))
+            .collect();
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        assert!(
+            per_peer.wait(a, soon).await.is_none(),
+            "none given back: busy"
+        );
+        let waiting = {
+            let per_peer = per_peer.clone();
+            let later = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            tokio::spawn(async move { per_peer.wait(a, later).await.is_some() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drop(held);
+        assert!(
+            waiting.await.expect("task"),
+            "a place given back goes to the waiter"
+        );
+    }
 
     #[test]
     fn one_peer_cannot_take_every_stream() {
