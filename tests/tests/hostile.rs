@@ -1,0 +1,106 @@
+//! A hostile member: a paired device whose software turns against its peers. It opens
+//! hundreds of streams and never reads them, and sends frames that claim to be a gigabyte.
+//! The node it attacks stays within bounded memory, and keeps serving its other members.
+
+use std::time::{Duration, Instant};
+
+use futures::AsyncWriteExt;
+use loopsy_mesh::{Config, Mesh, identity};
+use loopsy_tests::node::{Node, Options};
+use loopsy_wire::protocol;
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_floods_and_lies_cannot_starve_or_swell_a_node() -> anyhow::Result<()> {
+    let alpha = Node::start(Options::isolated("alpha"))?;
+    let bravo = Node::start(Options::isolated("bravo"))?;
+    let charlie = Node::start(Options::isolated("charlie"))?;
+    alpha.pair_with(&bravo)?;
+    alpha.pair_with(&charlie)?;
+    // Bravo's identity, now run by hostile code instead of loopsy.
+    let key = identity::load_or_create(&bravo.home().join("identity.key"))?;
+    bravo.stop()?;
+    let target: libp2p::PeerId = alpha.peer_id.parse()?;
+    let status = alpha.json(&["status", "--json"])?;
+    let addr: libp2p::Multiaddr = status["listen_addrs"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find_map(|a| a.as_str().filter(|a| a.contains("/tcp/")))
+        })
+        .expect("a TCP address")
+        .parse()?;
+    let (hostile, _task) = Mesh::start(Config {
+        keypair: key,
+        name: "bravo".into(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        mdns: false,
+        relays: Vec::new(),
+    })?;
+    hostile
+        .connect(target, vec![addr])
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let before = rss_kib(alpha.pid());
+
+    // Hundreds of streams held open and never read, on every application protocol; every
+    // fourth one claims a frame of a gigabyte and sends a little of it.
+    let mut held = Vec::new();
+    for i in 0..600 {
+        let name = protocol::APPLICATION[i % protocol::APPLICATION.len()];
+        let opening =
+            tokio::time::timeout(Duration::from_secs(5), hostile.open_stream(target, name));
+        let Ok(Ok(mut stream)) = opening.await else {
+            continue;
+        };
+        if i % 4 == 0 {
+            let mut lie = (1u32 << 30).to_be_bytes().to_vec();
+            lie.extend_from_slice(&[0xa5; 4096]);
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&lie)).await;
+        }
+        held.push(stream);
+    }
+    assert!(!held.is_empty(), "the hostile device got streams open");
+
+    // Charlie is served all the same, promptly.
+    let began = Instant::now();
+    let out = charlie.cli(&["exec", "alpha", "--", "echo", "served"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "served");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "charlie waited {:?}",
+        began.elapsed()
+    );
+    let during = rss_kib(alpha.pid());
+    println!(
+        "alpha's memory: {} MiB before, {} MiB with {} hostile streams open",
+        before / 1024,
+        during / 1024,
+        held.len()
+    );
+    assert!(
+        during < before + 128 * 1024,
+        "memory stays bounded: {before} KiB before, {during} KiB during"
+    );
+    drop(held);
+    drop(hostile);
+    let out = charlie.cli(&["exec", "alpha", "--", "echo", "still"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "still");
+    Ok(())
+}
