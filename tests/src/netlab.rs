@@ -146,6 +146,26 @@ impl Lab {
         ip(&["-n", ns, "route", "add", "default", "via", gateway])
     }
 
+    /// A LAN of two: `router` (on its interface `router_if`) at `PREFIX.1/24` and `host`
+    /// (on `eth0`) at `PREFIX.2/24`, which sends everything else through the router.
+    pub fn subnet(
+        &mut self,
+        name: &str,
+        (router, router_if): (&str, &str),
+        host: &str,
+        prefix: &str,
+    ) -> anyhow::Result<()> {
+        let gateway = format!("{prefix}.1");
+        self.lan(
+            name,
+            &[
+                (router, router_if, &format!("{gateway}/24")),
+                (host, "eth0", &format!("{prefix}.2/24")),
+            ],
+        )?;
+        self.default_route(host, &gateway)
+    }
+
     /// Runs a command inside a namespace.
     pub fn run(&self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<Output> {
         Command::new("ip")

@@ -142,6 +142,19 @@ impl Node {
         cli(&self.home(), args)
     }
 
+    /// The TCP address the node listens on, with its peer ID, for in-process meshes to dial.
+    pub fn tcp_addr(&self) -> anyhow::Result<libp2p::Multiaddr> {
+        let status = self.json(&["status", "--json"])?;
+        let addr = status["listen_addrs"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find_map(|a| a.as_str().filter(|a| a.contains("/tcp/")))
+            })
+            .context("a TCP listen address")?;
+        Ok(addr.parse()?)
+    }
+
     /// Runs a `loopsy` command that must succeed, and returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

@@ -37,26 +37,12 @@ impl Path {
             return Ok(None);
         };
         let [router, alpha_host, bravo_host] = [lab.host("r")?, lab.host("a")?, lab.host("b")?];
-        lab.lan(
-            "la",
-            &[
-                (&router, "lan0", "10.1.0.1/24"),
-                (&alpha_host, "eth0", "10.1.0.2/24"),
-            ],
-        )?;
-        lab.lan(
-            "lb",
-            &[
-                (&router, "lan1", "10.2.0.1/24"),
-                (&bravo_host, "eth0", "10.2.0.2/24"),
-            ],
-        )?;
+        lab.subnet("la", (&router, "lan0"), &alpha_host, "10.1.0")?;
+        lab.subnet("lb", (&router, "lan1"), &bravo_host, "10.2.0")?;
         lab.lossy_router(&router, loss)?;
         if let Some(rate) = rate {
             lab.rate_limit(&router, "lan1", rate)?;
         }
-        lab.default_route(&alpha_host, "10.1.0.1")?;
-        lab.default_route(&bravo_host, "10.2.0.1")?;
         let dir = TempDir::new(tag);
         let device = |name: &str, host: &str| -> anyhow::Result<Node> {
             let root = dir.path().join(format!("{name}-files"));

@@ -12,15 +12,7 @@ use loopsy_wire::{admission::Admission, pair, protocol};
 async fn an_unpaired_device_is_refused_every_application_protocol() -> anyhow::Result<()> {
     let node = Node::start(Options::isolated("alpha"))?;
     let target: libp2p::PeerId = node.peer_id.parse()?;
-    let status = node.json(&["status", "--json"])?;
-    let addr: libp2p::Multiaddr = status["listen_addrs"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find_map(|a| a.as_str().filter(|a| a.contains("/tcp/")))
-        })
-        .expect("a TCP address")
-        .parse()?;
+    let addr = node.tcp_addr()?;
 
     let (stranger, _task) = Mesh::start(Config {
         keypair: Keypair::generate_ed25519(),

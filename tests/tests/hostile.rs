@@ -32,15 +32,7 @@ async fn a_member_that_floods_and_lies_cannot_starve_or_swell_a_node() -> anyhow
     let key = identity::load_or_create(&bravo.home().join("identity.key"))?;
     bravo.stop()?;
     let target: libp2p::PeerId = alpha.peer_id.parse()?;
-    let status = alpha.json(&["status", "--json"])?;
-    let addr: libp2p::Multiaddr = status["listen_addrs"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find_map(|a| a.as_str().filter(|a| a.contains("/tcp/")))
-        })
-        .expect("a TCP address")
-        .parse()?;
+    let addr = alpha.tcp_addr()?;
     let (hostile, _task) = Mesh::start(Config {
         keypair: key,
         name: "bravo".into(),

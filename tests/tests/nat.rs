@@ -120,24 +120,10 @@ impl World {
                 (&router_b, "wan0", "10.99.0.3/24"),
             ],
         )?;
-        lab.lan(
-            "la",
-            &[
-                (&router_a, "lan0", "192.168.1.1/24"),
-                (&alpha_host, "eth0", "192.168.1.2/24"),
-            ],
-        )?;
-        lab.lan(
-            "lb",
-            &[
-                (&router_b, "lan0", "192.168.2.1/24"),
-                (&bravo_host, "eth0", "192.168.2.2/24"),
-            ],
-        )?;
+        lab.subnet("la", (&router_a, "lan0"), &alpha_host, "192.168.1")?;
+        lab.subnet("lb", (&router_b, "lan0"), &bravo_host, "192.168.2")?;
         lab.nat_router(&router_a, "lan0", "wan0", Nat::Cone)?;
         lab.nat_router(&router_b, "lan0", "wan0", bravo_nat)?;
-        lab.default_route(&alpha_host, "192.168.1.1")?;
-        lab.default_route(&bravo_host, "192.168.2.1")?;
         Ok(Some(Self {
             lab,
             relay_host,
