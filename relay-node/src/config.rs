@@ -141,6 +141,15 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text is settings or an error: never a panic.
+        #[test]
+        fn any_text_parses_or_says_why(text in "[a-z_\\[\\]=\"0-9 \n]{0,200}") {
+            let _ = Settings::parse(&text);
+        }
+    }
 
     #[test]
     fn defaults_fit_long_sessions_and_fields_override_them() {

@@ -167,7 +167,8 @@ fn malformed_json_rpc_gets_an_error_and_the_server_serves_on() -> anyhow::Result
     server.send(r#"{"jsonrpc":"2.0","id":4,"method":"tools/frobnicate"}"#)?;
     let answer = server.answer()?;
     assert_eq!(answer["error"]["code"], -32601, "{answer}");
-    // A line far past the limit: refused whole, nothing done.
+    // A line far past the limit: refused whole, nothing done, answered under its ID so
+    // the client does not wait for ever.
     let huge = format!(
         r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"ctx_set","arguments":{{"key":"k","value":"{}"}}}}}}"#,
         "v".repeat(loopsy_mcp::MAX_LINE + 1)
@@ -175,6 +176,7 @@ fn malformed_json_rpc_gets_an_error_and_the_server_serves_on() -> anyhow::Result
     server.send(&huge)?;
     let answer = server.answer()?;
     assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert_eq!(answer["id"], 5, "{answer}");
     // A tool called with arguments of the wrong shape: a tool error the model can read
     // and correct (as MCP asks for input errors), not a crash.
     server.send(

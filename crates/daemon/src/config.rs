@@ -89,6 +89,14 @@ impl Config {
         }
     }
 
+    /// Parses and checks config text: any text gives a config or says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        crate::caps::parse(&config.grants.allow).map_err(|e| format!("grants.allow: {e}"))?;
+        check_relays(&config.relays).map_err(|reason| format!("relays: {reason}"))?;
+        Ok(config)
+    }
+
     /// Loads the home's config, writing the defaults first if there is none.
     pub fn load_or_create(home: &Home) -> Result<Self, ConfigError> {
         let path = home.config();
@@ -97,21 +105,10 @@ impl Config {
             source,
         };
         match fs::read_to_string(&path) {
-            Ok(text) => {
-                let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                    path: path.clone(),
-                    reason: e.message().to_owned(),
-                })?;
-                crate::caps::parse(&config.grants.allow).map_err(|e| ConfigError::Invalid {
-                    path: path.clone(),
-                    reason: format!("grants.allow: {e}"),
-                })?;
-                check_relays(&config.relays).map_err(|reason| ConfigError::Invalid {
-                    path: path.clone(),
-                    reason: format!("relays: {reason}"),
-                })?;
-                Ok(config)
-            }
+            Ok(text) => Self::parse(&text).map_err(|reason| ConfigError::Invalid {
+                path: path.clone(),
+                reason,
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let config = Self::defaults();
                 let text = toml::to_string(&config).map_err(|e| io_err(io::Error::other(e)))?;
@@ -191,6 +188,22 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text, TOML-like or not, is a config or an error: never a panic.
+        #[test]
+        fn any_text_parses_or_says_why(text in "[a-z_\\[\\]=\"'0-9./ \n{},*-]{0,300}") {
+            let _ = Config::parse(&text);
+        }
+
+        /// The defaults, written and read back, are the defaults.
+        #[test]
+        fn written_defaults_read_back(_x in 0..1u8) {
+            let text = toml::to_string(&Config::defaults()).expect("toml");
+            prop_assert_eq!(Config::parse(&text).expect("parses"), Config::defaults());
+        }
+    }
 
     fn temp_home(tag: &str) -> Home {
         let dir = std::env::temp_dir().join(format!("loopsy-cfg-{tag}-{}", std::process::id()));

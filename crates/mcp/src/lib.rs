@@ -13,7 +13,7 @@
 mod node;
 mod resources;
 mod scratch;
-mod stdio;
+pub mod stdio;
 mod tools;
 
 use loopsy_daemon::Home;

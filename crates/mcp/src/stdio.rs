@@ -29,6 +29,8 @@ pub struct Stdio<R, W> {
     /// read whenever a response goes out, and the bytes read so far must not go with it.
     line: Vec<u8>,
     too_long: bool,
+    /// The start of a line too long to keep, to find its request's ID in.
+    head: Vec<u8>,
 }
 
 impl<R, W> Stdio<R, W> {
@@ -38,6 +40,7 @@ impl<R, W> Stdio<R, W> {
             output: Arc::new(Mutex::new(output)),
             line: Vec::new(),
             too_long: false,
+            head: Vec::new(),
         }
     }
 }
@@ -46,9 +49,13 @@ impl<R, W> Stdio<R, W> {
 #[derive(Debug, PartialEq)]
 enum Line {
     Message(Vec<u8>),
-    TooLong,
+    /// With the line's first bytes.
+    TooLong(Vec<u8>),
     End,
 }
+
+/// How much of a line too long to keep is looked at for its ID.
+const HEAD: usize = 4096;
 
 impl<R, W> Stdio<R, W>
 where
@@ -60,32 +67,29 @@ where
     async fn next_line(&mut self) -> io::Result<Line> {
         loop {
             let buf = self.input.fill_buf().await?;
-            if buf.is_empty() {
-                // A last message without a newline still counts.
-                let line = std::mem::take(&mut self.line);
-                return Ok(
-                    match (std::mem::take(&mut self.too_long), line.is_empty()) {
-                        (true, _) => Line::TooLong,
-                        (false, true) => Line::End,
-                        (false, false) => Line::Message(line),
-                    },
-                );
-            }
             let end = buf.iter().position(|&b| b == b'\n');
             let piece = &buf[..end.unwrap_or(buf.len())];
-            if self.line.len() + piece.len() > MAX_LINE {
+            if !self.too_long && self.line.len() + piece.len() > MAX_LINE {
                 self.too_long = true;
-                self.line = Vec::new();
+                let mut head = std::mem::take(&mut self.line);
+                let room = HEAD.saturating_sub(head.len());
+                head.extend_from_slice(&piece[..room.min(piece.len())]);
+                head.truncate(HEAD);
+                self.head = head;
             }
             if !self.too_long {
                 self.line.extend_from_slice(piece);
             }
+            // A last message without a newline still counts.
+            let at_end = buf.is_empty();
             let used = end.map_or(buf.len(), |i| i + 1);
             self.input.consume(used);
-            if end.is_some() {
+            if end.is_some() || at_end {
                 let line = std::mem::take(&mut self.line);
                 return Ok(if std::mem::take(&mut self.too_long) {
-                    Line::TooLong
+                    Line::TooLong(std::mem::take(&mut self.head))
+                } else if at_end && line.is_empty() {
+                    Line::End
                 } else {
                     Line::Message(line)
                 });
@@ -118,8 +122,10 @@ where
                     Err(Some(refusal)) => refusal,
                     Err(None) => continue,
                 },
-                Ok(Line::TooLong) => refuse(
-                    None,
+                // Answered under its ID where the start of the line gives one, so the
+                // client does not wait for an answer for ever.
+                Ok(Line::TooLong(head)) => refuse(
+                    id_in(&head),
                     ErrorData::invalid_request(
                         format!("message longer than {MAX_LINE} bytes; nothing was done"),
                         None,
@@ -147,8 +153,9 @@ where
 }
 
 /// A message, or the error response to send for it: none for a broken response from the
-/// client, since answering it could fail one of the client's own requests.
-fn parse(line: &[u8]) -> Result<RxJsonRpcMessage<RoleServer>, Option<JsonRpcError>> {
+/// client, since answering it could fail one of the client's own requests. (Public for
+/// the fuzz target.)
+pub fn parse(line: &[u8]) -> Result<RxJsonRpcMessage<RoleServer>, Option<JsonRpcError>> {
     let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
         Some(refuse(
             None,
@@ -171,6 +178,22 @@ fn parse(line: &[u8]) -> Result<RxJsonRpcMessage<RoleServer>, Option<JsonRpcErro
             ErrorData::invalid_request(format!("not a JSON-RPC 2.0 message: {e}"), None),
         ))
     })
+}
+
+/// The request ID in the start of a JSON-RPC message, if it is there: `"id"`, a colon,
+/// then a number or a string.
+fn id_in(head: &[u8]) -> Option<RequestId> {
+    let text = String::from_utf8_lossy(head);
+    let after = text.find("\"id\"").map(|i| &text[i + 4..])?;
+    let value = after.trim_start().strip_prefix(':')?.trim_start();
+    let end = if let Some(rest) = value.strip_prefix('"') {
+        rest.find('"').map(|i| i + 2)?
+    } else {
+        value
+            .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .unwrap_or(value.len())
+    };
+    serde_json::from_str(&value[..end]).ok()
 }
 
 fn refuse(id: Option<RequestId>, error: ErrorData) -> JsonRpcError {
@@ -202,6 +225,19 @@ mod tests {
         Stdio::new(input, Vec::new())
     }
 
+    proptest::proptest! {
+        /// Any line is a message or an answer saying what is wrong: never a panic.
+        #[test]
+        fn any_line_is_a_message_or_refused(line in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn json_of_any_shape_is_a_message_or_refused(text in "[\\[\\]{}:,\"a-z0-9 ]{0,200}") {
+            let _ = parse(text.as_bytes());
+        }
+    }
+
     #[tokio::test]
     async fn lines_are_split_bounded_and_the_last_may_lack_a_newline() {
         let long = vec![b'x'; MAX_LINE + 1];
@@ -209,10 +245,25 @@ mod tests {
         let mut io = stdio(&input);
         let one = Line::Message(b"one".to_vec());
         assert_eq!(io.next_line().await.ok(), Some(one));
-        assert_eq!(io.next_line().await.ok(), Some(Line::TooLong));
+        assert_eq!(
+            io.next_line().await.ok(),
+            Some(Line::TooLong(vec![b'x'; HEAD]))
+        );
         let two = Line::Message(b"two".to_vec());
         assert_eq!(io.next_line().await.ok(), Some(two));
         assert_eq!(io.next_line().await.ok(), Some(Line::End));
+    }
+
+    #[test]
+    fn the_id_of_a_line_too_long_is_found_in_its_start() {
+        let id = |head: &str| id_in(head.as_bytes()).map(|id| id.to_string());
+        assert_eq!(
+            id(r#"{"jsonrpc":"2.0","id": 42,"method":"#),
+            Some("42".into())
+        );
+        assert_eq!(id(r#"{"id":"abc","params":{"x":"#), Some("abc".into()));
+        assert_eq!(id(r#"{"method":"tools/call","params":{"#), None);
+        assert_eq!(id(r#"{"id":"unterminated"#), None);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! are cut and new members are dialled.
 
 pub mod members;
-mod store;
+pub mod store;
 
 use std::{
     collections::BTreeMap,

@@ -74,7 +74,12 @@ pub fn load(path: &Path) -> Result<Stored, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stored::default()),
         Err(e) => return Err(e.to_string()),
     };
-    let file: FileText = toml::from_str(&text).map_err(|e| e.message().to_owned())?;
+    parse(&text)
+}
+
+/// Parses a store's text: any text gives a store or an error saying what is wrong.
+pub fn parse(text: &str) -> Result<Stored, String> {
+    let file: FileText = toml::from_str(text).map_err(|e| e.message().to_owned())?;
     let records = file
         .record
         .iter()
@@ -142,4 +147,26 @@ fn from_text(r: &RecordText) -> Result<Record, String> {
                 .map_err(|_| "the signature is not hex".to_owned())?,
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text is a store or an error saying what is wrong: never a panic.
+        #[test]
+        fn any_text_parses_or_says_why(text in "[a-z_\\[\\]=\"0-9./ \n{},]{0,300}") {
+            let _ = parse(&text);
+        }
+    }
+
+    #[test]
+    fn a_record_that_is_not_one_is_named() {
+        let text = "[[record]]\nkind = \"member\"\n";
+        let error = parse(text).expect_err("not a record");
+        assert!(!error.is_empty());
+        assert!(parse("").expect("empty").records.is_empty());
+    }
 }
