@@ -227,3 +227,31 @@ fn a_stopped_node_hangs_up_its_sessions_and_lists_them_as_exited() -> anyhow::Re
     );
     Ok(())
 }
+
+#[test]
+fn an_attached_client_says_when_the_host_dies() -> anyhow::Result<()> {
+    let mut a = Node::start(Options::isolated("alpha"))?;
+    let b = Node::start(Options::isolated("bravo"))?;
+    a.pair_with(&b)?;
+    let id = new_session(
+        &b,
+        &[
+            "--on",
+            "alpha",
+            "--",
+            "sh",
+            "-c",
+            "echo up-and-running; exec sleep 600",
+        ],
+    );
+    let attached = Attached::start(&b, &id);
+    attached.wait_for_text("up-and-running");
+    // The hosting daemon dies (kill -9): the client says so at once, and keeps trying.
+    a.kill();
+    let said = wait_for("the client to say so", Duration::from_secs(30), || {
+        let said = attached.said();
+        said.contains("connection lost").then_some(said)
+    })?;
+    assert!(said.contains("reattaching"), "{said}");
+    Ok(())
+}

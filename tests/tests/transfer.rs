@@ -194,6 +194,55 @@ fn trees_go_both_ways_byte_for_byte() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_copy_cut_by_killing_the_receiver_resumes_and_nothing_is_corrupt() -> anyhow::Result<()> {
+    let tmp = TempDir::new("cp-receiver");
+    let root_a = tmp.path().join("alpha-root");
+    let home_a = tmp.path().join("alpha-home");
+    let mut a = node_with_root("alpha", &root_a, Some(&home_a))?;
+    let b = node_with_root("bravo", &tmp.path().join("bravo-root"), None)?;
+    a.pair_with(&b)?;
+    let size = 300 * 1024 * 1024;
+    let big = tmp.path().join("big");
+    fs::write(&big, noise(size, 11))?;
+    let part = root_a.join(".big.loopsy-part");
+
+    let copy = Reaped(b.spawn_cli(&["cp", "--json", path(&big), "alpha:"]));
+    wait_for(
+        "part of the copy to arrive",
+        Duration::from_secs(60),
+        || {
+            let len = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+            (len > 64 * 1024 * 1024).then_some(())
+        },
+    )?;
+    // The receiving daemon dies with its part file half written (kill -9).
+    a.kill();
+    drop(copy);
+    assert!(!root_a.join("big").exists(), "nothing under the final name");
+
+    let a = node_with_root("alpha", &root_a, Some(&home_a))?;
+    let (code, summary, err) = wait_for("the copy to run again", Duration::from_secs(30), || {
+        let result = cp(&b, &[path(&big), "alpha:"]);
+        (!result.2.contains("cannot reach")).then_some(result)
+    })?;
+    assert_eq!(code, 0, "{err}");
+    let resumed = summary["files"][0]["resumed"].as_u64().unwrap_or(0);
+    let transferred = summary["transferred"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        resumed > 0,
+        "what arrived before the kill was kept: {summary}"
+    );
+    assert_eq!(resumed + transferred, size as u64, "{summary}");
+    assert!(
+        fs::read(root_a.join("big"))? == fs::read(&big)?,
+        "not a byte wrong"
+    );
+    assert!(!part.exists());
+    drop(a);
+    Ok(())
+}
+
+#[test]
 fn a_copy_cut_by_killing_the_sender_resumes_where_it_stopped() -> anyhow::Result<()> {
     let tmp = TempDir::new("cp-resume");
     let root_a = tmp.path().join("alpha-root");
