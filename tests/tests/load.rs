@@ -109,3 +109,85 @@ fn ten_copies_at_once_all_arrive_whole() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// CPU seconds a process has used (user and system), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[test]
+fn twenty_nodes_converge_on_a_session_and_a_key_and_idle_quietly() -> anyhow::Result<()> {
+    let nodes: Vec<Node> = (0..20)
+        .map(|i| Node::start(Options::isolated(&format!("n{i:02}"))))
+        .collect::<anyhow::Result<_>>()?;
+    // Each pairs with the first once; the member list makes them one mesh.
+    for node in &nodes[1..] {
+        nodes[0].pair_with(node)?;
+    }
+    let everyone_sees = |what: &str, check: &dyn Fn(&Node) -> bool| {
+        loopsy_tests::wait_for(what, Duration::from_secs(90), || {
+            nodes.iter().all(check).then_some(())
+        })
+    };
+    everyone_sees("every member known to every node", &|n: &Node| {
+        n.trusted().len() == 19
+    })?;
+
+    let began = Instant::now();
+    nodes[19].ok(&["ctx", "set", "fleet/build", "green"]);
+    everyone_sees("the key everywhere", &|n: &Node| {
+        n.cli(&["ctx", "get", "fleet/build"])
+            .stdout
+            .starts_with(b"green")
+    })?;
+    let key_took = began.elapsed();
+
+    let began = Instant::now();
+    let id = nodes[7].ok(&["session", "new", "--", "sleep", "600"]);
+    let id = id.trim().to_owned();
+    everyone_sees("the session everywhere", &|n: &Node| {
+        n.json(&["session", "ls", "--json"])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|all| all.iter().any(|s| s["id"] == id.as_str()))
+    })?;
+    let session_took = began.elapsed();
+    println!(
+        "20 nodes: a key everywhere in {} ms, a session in {} ms (polling all 20 included)",
+        key_took.as_millis(),
+        session_took.as_millis()
+    );
+
+    // Idle: connected to 19 members, nothing asked of it.
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = nodes[0].pid();
+    let (cpu_before, wall) = (cpu_secs(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let cpu = (cpu_secs(pid) - cpu_before) / wall.elapsed().as_secs_f64() * 100.0;
+    let rss = rss_mib(pid);
+    println!("an idle node with 19 members: {cpu:.1}% of a core, {rss:.0} MiB");
+    assert!(cpu < 10.0, "idle CPU {cpu:.1}%");
+    assert!(rss < 64.0, "idle memory {rss:.0} MiB");
+    Ok(())
+}
