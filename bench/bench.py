@@ -518,8 +518,32 @@ def bench_sync(lab):
     return rows
 
 
+# What the fault, load and NAT tests print about themselves, line by line.
+FIGURES = (
+    "time to direct", "symmetric NAT", "reconnected after", "16 MiB through",
+    "after the outage", "100 execs at once", "10 copies of", "20 nodes:", "an idle node",
+    "alpha's memory",
+)
+
+
+def bench_faults():
+    """The fault and load figures, from the tests that measure them (they build network
+    namespaces, so this runs as root): one line each, as the tests print them."""
+    tests = ["--test", "nat", "--test", "faults", "--test", "load", "--test", "hostile"]
+    out = subprocess.run(
+        ["cargo", "nextest", "run", "-p", "loopsy-tests", *tests, "--no-capture"],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit("the fault and load tests failed:\n" + out.stdout[-4000:] + out.stderr[-4000:])
+    return [line.strip() for line in (out.stdout + out.stderr).splitlines()
+            if line.strip().startswith(FIGURES)]
+
+
+PARTS = ["exec", "cp", "session", "sync", "faults"]
+
+
 def main():
-    which = sys.argv[1:] or ["exec", "cp", "session", "sync"]
+    which = sys.argv[1:] or PARTS
     lab = Lab()
     try:
         rows = []
@@ -533,16 +557,28 @@ def main():
             rows += bench_sync(lab)
     finally:
         lab.close()
-    print(f"Machine: {machine()}. One run of `bench/run`, {time.strftime('%Y-%m-%d')}.\n")
-    print("| what | loopsy | the alternative | loopsy ÷ alternative |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print("\nLatency ratios below 1 and throughput ratios above 1 favour Loopsy. ssh runs its"
-          " commands as a user whose shell is /bin/sh with no rc files, so its times count"
-          " no shell start-up; Loopsy runs argv directly. Copies push the same source into the"
-          " same directory on this machine, best of a few alternating runs; scp uses its"
-          " default cipher and, like `loopsy cp` by default, does not fsync.")
+    figures = bench_faults() if "faults" in which else []
+    text = [f"Machine: {machine()}. One run of `bench/run`, {time.strftime('%Y-%m-%d')}.\n"]
+    if rows:
+        text += ["| what | loopsy | the alternative | loopsy ÷ alternative |", "|---|---|---|---|"]
+        text += ["| " + " | ".join(row) + " |" for row in rows]
+        text.append(
+            "\nLatency ratios below 1 and throughput ratios above 1 favour Loopsy. ssh runs its"
+            " commands as a user whose shell is /bin/sh with no rc files, so its times count"
+            " no shell start-up; Loopsy runs argv directly. Copies push the same source into the"
+            " same directory on this machine, best of a few alternating runs; scp uses its"
+            " default cipher and, like `loopsy cp` by default, does not fsync.")
+    if figures:
+        text.append("\nFaults and load, as the tests measure them (debug builds, network"
+                    " namespaces; see tests/tests/nat.rs, faults.rs, load.rs, hostile.rs):\n")
+        text += [f"- {line}" for line in figures]
+    report = "\n".join(text)
+    print(report)
+    if set(which) == set(PARTS):
+        with open(os.path.join(os.path.dirname(__file__), "..", "docs", "BENCHMARKS.md"), "w") as f:
+            f.write("# Benchmarks\n\nProduced by `bench/run` (everything, as root): Loopsy against"
+                    " ssh, scp and rsync side by side in one run, then the fault and load figures"
+                    " the tests measure.\n\n" + report + "\n")
 
 
 if __name__ == "__main__":
