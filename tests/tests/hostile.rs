@@ -46,23 +46,26 @@ async fn a_member_that_floods_and_lies_cannot_starve_or_swell_a_node() -> anyhow
         .map_err(anyhow::Error::msg)?;
     let before = rss_kib(alpha.pid());
 
-    // Hundreds of streams held open and never read, on every application protocol; every
-    // fourth one claims a frame of a gigabyte and sends a little of it.
-    let mut held = Vec::new();
-    for i in 0..600 {
-        let name = protocol::APPLICATION[i % protocol::APPLICATION.len()];
-        let opening =
-            tokio::time::timeout(Duration::from_secs(5), hostile.open_stream(target, name));
-        let Ok(Ok(mut stream)) = opening.await else {
-            continue;
-        };
-        if i % 4 == 0 {
-            let mut lie = (1u32 << 30).to_be_bytes().to_vec();
-            lie.extend_from_slice(&[0xa5; 4096]);
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&lie)).await;
+    // Thousands of streams opened at once, held open and never read, on every application
+    // protocol; every fourth claims a frame of a gigabyte and sends a little of it. Those
+    // the connection will not carry (yamux bounds streams per connection) fail to open.
+    let attempts = (0..3000).map(|i| {
+        let hostile = hostile.clone();
+        async move {
+            let name = protocol::APPLICATION[i % protocol::APPLICATION.len()];
+            let mut stream = hostile.open_stream(target, name).await.ok()?;
+            if i % 4 == 0 {
+                let mut lie = (1u32 << 30).to_be_bytes().to_vec();
+                lie.extend_from_slice(&[0xa5; 4096]);
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&lie)).await;
+            }
+            Some(stream)
         }
-        held.push(stream);
-    }
+    });
+    let opened = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(attempts))
+        .await
+        .unwrap_or_default();
+    let held: Vec<_> = opened.into_iter().flatten().collect();
     assert!(!held.is_empty(), "the hostile device got streams open");
 
     // Charlie is served all the same, promptly.
@@ -81,7 +84,7 @@ async fn a_member_that_floods_and_lies_cannot_starve_or_swell_a_node() -> anyhow
     );
     let during = rss_kib(alpha.pid());
     println!(
-        "alpha's memory: {} MiB before, {} MiB with {} hostile streams open",
+        "alpha's memory: {} MiB before, {} MiB with {} of 3000 hostile streams open",
         before / 1024,
         during / 1024,
         held.len()
