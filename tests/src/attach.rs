@@ -1,5 +1,6 @@
 //! A real `loopsy attach` as a test drives it: its output collected as it comes (escape
-//! sequences stripped for reading), keys typed into it, and the numbers a counter printed.
+//! sequences stripped for reading), keys typed into it, and a counter session whose output
+//! shows any byte lost or repeated.
 
 use std::{
     io::{Read, Write},
@@ -154,4 +155,27 @@ impl Attached {
         std::thread::sleep(Duration::from_millis(200));
         self.text()
     }
+}
+
+/// A program that counts, printing `nK` lines: its output shows a gap or a repeat.
+pub const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo n$i; sleep 0.02; done";
+
+/// Starts a counter session named `name` on `host` from `from`, and attaches to it there.
+pub fn start_counter(from: &Node, host: &str, name: &str) -> Attached {
+    from.ok(&[
+        "session", "new", "--on", host, "--name", name, "--", "sh", "-c", COUNTER,
+    ]);
+    Attached::start(from, name)
+}
+
+/// The counter's numbers in `text` run on with no gap and no repeat.
+pub fn assert_unbroken(text: &str) {
+    let numbers = counted(text);
+    let broken = numbers.windows(2).position(|w| w[1] != w[0] + 1);
+    assert!(
+        broken.is_none(),
+        "the session's output has a gap or a repeat around {:?}: {:?}",
+        broken,
+        broken.map(|i| &numbers[i.saturating_sub(3)..(i + 4).min(numbers.len())])
+    );
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use loopsy_tests::{
-    attach::{Attached, counted},
+    attach::{assert_unbroken, counted, start_counter},
     netlab::Lab,
     node::{Node, Options, Reaped},
     temp::TempDir,
@@ -77,35 +77,6 @@ impl Path {
         std::fs::write(&path, &data)?;
         Ok((path, data))
     }
-
-    /// A counter session on bravo, attached from alpha.
-    fn counter(&self) -> Attached {
-        self.alpha.ok(&[
-            "session",
-            "new",
-            "--on",
-            "bravo",
-            "--name",
-            "counter",
-            "--",
-            "sh",
-            "-c",
-            "i=0; while true; do i=$((i+1)); echo n$i; sleep 0.02; done",
-        ]);
-        Attached::start(&self.alpha, "counter")
-    }
-}
-
-/// The counter's numbers went on with no gap and no repeat.
-fn assert_unbroken(text: &str) {
-    let numbers = counted(text);
-    let broken = numbers.windows(2).position(|w| w[1] != w[0] + 1);
-    assert!(
-        broken.is_none(),
-        "the session's output has a gap or a repeat around {:?}: {:?}",
-        broken,
-        broken.map(|i| &numbers[i.saturating_sub(3)..(i + 4).min(numbers.len())])
-    );
 }
 
 #[test]
@@ -124,7 +95,7 @@ fn copies_and_sessions_complete_through_a_router_that_loses_a_tenth() -> anyhow:
         data.len() as f64 / took.as_secs_f64() / 1e6
     );
 
-    let attached = path.counter();
+    let attached = start_counter(&path.alpha, "bravo", "counter");
     wait_for(
         "the counter through the loss",
         Duration::from_secs(60),
@@ -142,7 +113,7 @@ fn after_a_link_outage_the_copy_resumes_and_the_session_goes_on() -> anyhow::Res
     let Some(path) = Path::build("outage", 0, Some("40mbit"))? else {
         return Ok(());
     };
-    let attached = path.counter();
+    let attached = start_counter(&path.alpha, "bravo", "counter");
     wait_for("counting", Duration::from_secs(30), || {
         (counted(&attached.text()).len() > 20).then_some(())
     })?;

@@ -193,6 +193,20 @@ fn trees_go_both_ways_byte_for_byte() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the cut copy of `big` from `node` to alpha again, once the devices have met again
+/// after a restart: its summary, the bytes it kept, and the bytes it sent.
+fn copy_again(node: &Node, big: &Path) -> anyhow::Result<(Value, u64, u64)> {
+    let (code, summary, err) = wait_for("the copy to run again", Duration::from_secs(30), || {
+        let result = cp(node, &[path(big), "alpha:"]);
+        // Right after the restart the devices may not have met again yet.
+        (!result.2.contains("cannot reach")).then_some(result)
+    })?;
+    assert_eq!(code, 0, "{err}");
+    let resumed = summary["files"][0]["resumed"].as_u64().unwrap_or(0);
+    let transferred = summary["transferred"].as_u64().unwrap_or(u64::MAX);
+    Ok((summary, resumed, transferred))
+}
+
 #[test]
 fn a_copy_cut_by_killing_the_receiver_resumes_and_nothing_is_corrupt() -> anyhow::Result<()> {
     let tmp = TempDir::new("cp-receiver");
@@ -221,13 +235,7 @@ fn a_copy_cut_by_killing_the_receiver_resumes_and_nothing_is_corrupt() -> anyhow
     assert!(!root_a.join("big").exists(), "nothing under the final name");
 
     let a = node_with_root("alpha", &root_a, Some(&home_a))?;
-    let (code, summary, err) = wait_for("the copy to run again", Duration::from_secs(30), || {
-        let result = cp(&b, &[path(&big), "alpha:"]);
-        (!result.2.contains("cannot reach")).then_some(result)
-    })?;
-    assert_eq!(code, 0, "{err}");
-    let resumed = summary["files"][0]["resumed"].as_u64().unwrap_or(0);
-    let transferred = summary["transferred"].as_u64().unwrap_or(u64::MAX);
+    let (summary, resumed, transferred) = copy_again(&b, &big)?;
     assert!(
         resumed > 0,
         "what arrived before the kill was kept: {summary}"
@@ -271,14 +279,7 @@ fn a_copy_cut_by_killing_the_sender_resumes_where_it_stopped() -> anyhow::Result
     assert!((arrived as usize) < size, "the copy was cut before the end");
 
     let b = node_with_root("bravo", &tmp.path().join("bravo-root"), Some(&home_b))?;
-    let (code, summary, err) = wait_for("the copy to run again", Duration::from_secs(30), || {
-        let result = cp(&b, &[path(&big), "alpha:"]);
-        // Right after the restart the devices may not have met again yet.
-        (!result.2.contains("cannot reach")).then_some(result)
-    })?;
-    assert_eq!(code, 0, "{err}");
-    let resumed = summary["files"][0]["resumed"].as_u64().unwrap_or(0);
-    let transferred = summary["transferred"].as_u64().unwrap_or(u64::MAX);
+    let (summary, resumed, transferred) = copy_again(&b, &big)?;
     assert!(
         resumed >= arrived - arrived % CHUNK as u64 - CHUNK as u64,
         "{summary}"
