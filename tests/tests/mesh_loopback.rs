@@ -1,5 +1,6 @@
 //! Two mesh nodes in one process on loopback: they connect over TCP and over QUIC, learn
-//! each other's names, and carry framed application streams both ways.
+//! each other's names, carry framed application streams both ways, and keep only the
+//! better of two connections.
 
 use std::time::Duration;
 
@@ -8,14 +9,18 @@ use loopsy_mesh::{Config, Keypair, Link, Mesh, MeshTask, Multiaddr, PeerState, f
 
 const ECHO: &str = "/loopsy/test-echo/1";
 
+const TCP: &str = "/ip4/127.0.0.1/tcp/0";
+const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+
 fn start(name: &str) -> (Mesh, MeshTask) {
+    start_on(name, &[TCP, QUIC])
+}
+
+fn start_on(name: &str, listen: &[&str]) -> (Mesh, MeshTask) {
     Mesh::start(Config {
         keypair: Keypair::generate_ed25519(),
         name: name.into(),
-        listen: vec![
-            "/ip4/127.0.0.1/tcp/0".parse().expect("addr"),
-            "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr"),
-        ],
+        listen: listen.iter().map(|a| a.parse().expect("addr")).collect(),
         mdns: false,
         relays: Vec::new(),
     })
@@ -50,19 +55,34 @@ async fn wait_for_peer(mesh: &Mesh, peer: loopsy_mesh::PeerId) -> PeerState {
     panic!("peer {peer} never showed as connected, named and pinged");
 }
 
-async fn connect_and_echo(transport: &str) {
-    let (a, a_task) = start("alpha");
-    let (b, b_task) = start("bravo");
-
-    // Alpha echoes every framed message on the echo protocol.
-    let mut incoming = a.accept(ECHO).expect("accept");
-    let server = tokio::spawn(async move {
+/// Echoes every framed message on the echo protocol, each stream in its own task.
+fn serve_echo(mesh: &Mesh) -> tokio::task::JoinHandle<()> {
+    let mut incoming = mesh.accept(ECHO).expect("accept");
+    tokio::spawn(async move {
         while let Some((_, mut stream)) = incoming.next().await {
-            while let Ok(Some(msg)) = framed::read::<String, _>(&mut stream, 1024).await {
-                framed::write(&mut stream, &msg, 1024).await.expect("echo");
-            }
+            tokio::spawn(async move {
+                while let Ok(Some(msg)) = framed::read::<String, _>(&mut stream, 1024).await {
+                    framed::write(&mut stream, &msg, 1024).await.expect("echo");
+                }
+            });
         }
-    });
+    })
+}
+
+async fn echo(stream: &mut loopsy_mesh::Stream, text: &str) {
+    framed::write(stream, &text.to_owned(), 1024)
+        .await
+        .expect("send");
+    let back: Option<String> = framed::read(stream, 1024).await.expect("receive");
+    assert_eq!(back.as_deref(), Some(text));
+}
+
+/// Over one transport only: with both, a QUIC connection would give way to TCP.
+async fn connect_and_echo(transport: &str) {
+    let listen = if transport == "/tcp/" { TCP } else { QUIC };
+    let (a, a_task) = start_on("alpha", &[listen]);
+    let (b, b_task) = start_on("bravo", &[listen]);
+    let server = serve_echo(&a);
 
     let addr = listen_addr(&a, transport).await;
     b.dial(addr.clone()).await.expect("mesh up").expect("dial");
@@ -78,11 +98,7 @@ async fn connect_and_echo(transport: &str) {
 
     let mut stream = b.open_stream(a.peer_id(), ECHO).await.expect("open stream");
     for text in ["hello", "", &"x".repeat(900)] {
-        framed::write(&mut stream, &text.to_owned(), 1024)
-            .await
-            .expect("send");
-        let back: Option<String> = framed::read(&mut stream, 1024).await.expect("receive");
-        assert_eq!(back.as_deref(), Some(text));
+        echo(&mut stream, text).await;
     }
 
     server.abort();
@@ -116,4 +132,47 @@ async fn a_protocol_nobody_accepts_is_refused() {
         ),
         "{result:?}"
     );
+}
+
+/// Streams land on a random connection of the peer, so a slower one must not stay beside a
+/// faster one; but closing it under a running stream would cut an operation.
+#[tokio::test]
+async fn a_quic_connection_gives_way_to_tcp_once_its_last_stream_ends() {
+    let (a, _a_task) = start("alpha");
+    let (b, _b_task) = start("bravo");
+    let _server = serve_echo(&a);
+    let connections = || async {
+        let peers = b.peers().await.expect("peers");
+        let peer = peers.into_iter().find(|p| p.peer_id == a.peer_id());
+        peer.map(|p| (p.connections, p.addrs[0].to_string()))
+    };
+
+    b.dial(listen_addr(&a, "/quic-v1").await)
+        .await
+        .expect("mesh up")
+        .expect("dial");
+    wait_for_peer(&b, a.peer_id()).await;
+    let mut on_quic = b.open_stream(a.peer_id(), ECHO).await.expect("open");
+    echo(&mut on_quic, "over quic").await;
+
+    b.dial(listen_addr(&a, "/tcp/").await)
+        .await
+        .expect("mesh up")
+        .expect("dial");
+    // Past the idle timeout: the QUIC connection is let go, but its stream holds it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(connections().await.map(|c| c.0), Some(2));
+    echo(&mut on_quic, "still over quic").await;
+
+    drop(on_quic);
+    for _ in 0..100 {
+        if let Some((1, addr)) = connections().await {
+            assert!(addr.contains("/tcp/"), "TCP is the one kept: {addr}");
+            let mut stream = b.open_stream(a.peer_id(), ECHO).await.expect("open");
+            echo(&mut stream, "over tcp").await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the QUIC connection stayed: {:?}", connections().await);
 }

@@ -1,5 +1,5 @@
 //! The speed of one raw libp2p stream between two meshes in this process, over loopback TCP
-//! (Noise, Yamux): the ceiling for anything Loopsy sends. Prints MB/s for 1 GiB.
+//! (TLS, Yamux): the ceiling for anything Loopsy sends. Prints MB/s for 1 GiB.
 //!
 //!     cargo run --release -p loopsy-mesh --example raw_stream [tcp|quic]
 

@@ -25,6 +25,8 @@ pub(crate) struct Behaviour {
     pub autonat: autonat::Behaviour,
     /// Application protocols: one libp2p stream per operation.
     pub streams: libp2p_stream::Behaviour,
+    /// Keeps each peer's best connections open and lets the others go.
+    pub keep: crate::keep::Behaviour,
 }
 
 impl Behaviour {
@@ -73,6 +75,7 @@ impl Behaviour {
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat,
             streams: libp2p_stream::Behaviour::new(),
+            keep: crate::keep::Behaviour::new(peer_id),
         })
     }
 }

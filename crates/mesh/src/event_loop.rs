@@ -504,6 +504,11 @@ impl EventLoop {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let name = agent::name_from_agent(&info.agent_version);
                 self.peers.identified(peer_id, name, info.listen_addrs);
+                let tcp = self.peers.tcp_beside_quic(&peer_id);
+                if !tcp.is_empty() {
+                    tracing::debug!(%peer_id, "reached over QUIC only: dialling TCP too");
+                    self.dial_beside(peer_id, tcp, PeerCondition::Always);
+                }
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
@@ -563,12 +568,17 @@ impl EventLoop {
 
     /// Connects to a device mDNS announced, unless already connected or dialling.
     fn dial_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        self.dial_beside(peer, addrs, PeerCondition::DisconnectedAndNotDialing);
+    }
+
+    /// A dial nobody waits for: a failure is only logged.
+    fn dial_beside(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, condition: PeerCondition) {
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(condition)
             .build();
         if let Err(error) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, %error, "not dialling discovered peer");
+            tracing::debug!(%peer, %error, "not dialling");
         }
     }
 }

@@ -1,17 +1,20 @@
 //! The libp2p side of a Loopsy node.
 //!
-//! [`Mesh::start`] builds the swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, the
-//! relay client, DCUtR hole punching, AutoNAT, and libp2p-stream for the application
-//! protocols) and hands it to one task, the event loop, which alone touches it. The returned [`Mesh`] is a cheap, cloneable handle: it asks the
-//! loop for state over a bounded channel, and opens or accepts application streams through
-//! libp2p-stream's control without going through the loop at all.
+//! [`Mesh::start`] builds the swarm (TCP with TLS or Noise, QUIC, Yamux, identify, ping,
+//! mDNS, the relay client, DCUtR hole punching, AutoNAT, and libp2p-stream for the
+//! application protocols) and hands it to one task, the event loop, which alone touches
+//! it. The returned [`Mesh`] is a cheap, cloneable handle: it asks the loop for state over
+//! a bounded channel, and opens or accepts application streams through libp2p-stream's
+//! control without going through the loop at all.
 
 mod agent;
 mod behaviour;
 mod event_loop;
 pub mod framed;
 pub mod identity;
+mod keep;
 pub mod peers;
+mod tls;
 
 use std::time::Duration;
 
@@ -34,9 +37,10 @@ use crate::{
 /// Commands waiting for the event loop; callers wait when it is full.
 const COMMAND_QUEUE: usize = 64;
 
-/// How long a connection with no open stream stays up. Long, because connections to
-/// devices on the LAN are what `loopsy peers` reports as online.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a connection that [`keep`] lets go stays up after its last stream ends. A
+/// peer's best connections are kept while its pings answer: they are what `loopsy peers`
+/// reports as online.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a mesh node needs to start.
 #[derive(Debug, Clone)]
@@ -144,7 +148,7 @@ impl Mesh {
             .with_tokio()
             .with_tcp(
                 tcp::Config::default(),
-                noise::Config::new,
+                (tls::Tls::new, noise::Config::new),
                 yamux::Config::default,
             )
             .map_err(|e| StartError::Transport(e.to_string()))?

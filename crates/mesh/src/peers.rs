@@ -3,10 +3,13 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
+
+use crate::keep::Rank;
 
 /// Most peers remembered; past it, the longest-unseen unconnected peer is forgotten.
 pub const MAX_PEERS: usize = 512;
@@ -108,6 +111,14 @@ impl Entry {
     }
 }
 
+fn ip(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
 /// Whether an address goes through a relay circuit.
 pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
@@ -191,6 +202,29 @@ impl Peers {
         (relayed, direct)
     }
 
+    /// The TCP addresses a peer announced at the IP it is reached at over QUIC, if QUIC is
+    /// all it is reached by: a faster connection to make beside it (see `keep`). Nothing
+    /// for a peer behind a NAT, whose announced addresses are not the one it is reached at.
+    pub fn tcp_beside_quic(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let Some(entry) = self.entries.get(peer) else {
+            return Vec::new();
+        };
+        let ranks = || entry.connections.values().map(|a| (Rank::of(a), a));
+        if ranks().any(|(rank, _)| rank == Rank::Tcp) {
+            return Vec::new();
+        }
+        let quic_ips: Vec<IpAddr> = ranks()
+            .filter(|(rank, _)| *rank == Rank::Quic)
+            .filter_map(|(_, a)| ip(a))
+            .collect();
+        entry
+            .addrs
+            .iter()
+            .filter(|a| Rank::of(a) == Rank::Tcp && ip(a).is_some_and(|i| quic_ips.contains(&i)))
+            .cloned()
+            .collect()
+    }
+
     pub fn connection_count(&self, peer: &PeerId) -> usize {
         self.entries.get(peer).map_or(0, |e| e.connections.len())
     }
@@ -262,6 +296,30 @@ mod tests {
         );
         peers.disconnected(peer, ConnectionId::new_unchecked(1));
         assert_eq!(peers.snapshot()[0].link, Link::None);
+    }
+
+    #[test]
+    fn a_peer_on_quic_alone_gets_a_tcp_dial_at_the_same_ip() {
+        let mut peers = Peers::default();
+        let peer = PeerId::random();
+        let announced = [
+            addr("/ip4/10.0.0.2/tcp/7"),
+            addr("/ip4/192.168.9.9/tcp/7"),
+            addr("/ip4/10.0.0.2/udp/7/quic-v1"),
+        ];
+        peers.identified(peer, None, announced.to_vec());
+        assert!(peers.tcp_beside_quic(&peer).is_empty(), "not connected");
+        let quic = ConnectionId::new_unchecked(1);
+        peers.connected(peer, quic, addr("/ip4/10.0.0.2/udp/5555/quic-v1"));
+        assert_eq!(peers.tcp_beside_quic(&peer), [announced[0].clone()]);
+        peers.connected(peer, ConnectionId::new_unchecked(2), announced[0].clone());
+        assert!(peers.tcp_beside_quic(&peer).is_empty(), "TCP is up");
+
+        // Behind a NAT: reached at the router's address, which it never announced.
+        let natted = PeerId::random();
+        peers.identified(natted, None, announced.to_vec());
+        peers.connected(natted, quic, addr("/ip4/203.0.113.5/udp/4444/quic-v1"));
+        assert!(peers.tcp_beside_quic(&natted).is_empty());
     }
 
     #[test]
