@@ -138,8 +138,10 @@ async fn a_protocol_nobody_accepts_is_refused() {
 /// faster one; but closing it under a running stream would cut an operation.
 #[tokio::test]
 async fn a_quic_connection_gives_way_to_tcp_once_its_last_stream_ends() {
-    let (a, _a_task) = start("alpha");
-    let (b, _b_task) = start("bravo");
+    // Alpha's TCP on another address than its QUIC, and bravo on QUIC alone: neither dials
+    // TCP beside the QUIC connection by itself, so the first stream surely goes over QUIC.
+    let (a, _a_task) = start_on("alpha", &["/ip4/127.0.0.2/tcp/0", QUIC]);
+    let (b, _b_task) = start_on("bravo", &[QUIC]);
     let _server = serve_echo(&a);
     let connections = || async {
         let peers = b.peers().await.expect("peers");

@@ -3,7 +3,12 @@
 use std::time::Duration;
 
 use libp2p::{
-    autonat, dcutr, identify, identity::Keypair, mdns, ping, relay, swarm::NetworkBehaviour,
+    autonat,
+    connection_limits::{self, ConnectionLimits},
+    dcutr, identify,
+    identity::Keypair,
+    mdns, ping, relay,
+    swarm::NetworkBehaviour,
     swarm::behaviour::toggle::Toggle,
 };
 
@@ -11,6 +16,9 @@ use libp2p::{
 /// connection whose pings time out is closed, so that traffic moves to another path).
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections to one peer at once: each end's dials, TCP and QUIC, a relayed one,
+/// hole punches and AutoNAT dial-backs fit, with room.
+const MAX_PER_PEER: u32 = 8;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -25,8 +33,11 @@ pub(crate) struct Behaviour {
     pub autonat: autonat::Behaviour,
     /// Application protocols: one libp2p stream per operation.
     pub streams: libp2p_stream::Behaviour,
-    /// Keeps each peer's best connections open and lets the others go.
+    /// Keeps each peer's best connection open and lets the others go.
     pub keep: crate::keep::Behaviour,
+    /// A bound on connections per peer: the end of a pair that does not pick keeps all
+    /// of its best rank open (see `keep`), and a peer could open them without end.
+    pub limits: connection_limits::Behaviour,
 }
 
 impl Behaviour {
@@ -76,6 +87,9 @@ impl Behaviour {
             autonat,
             streams: libp2p_stream::Behaviour::new(),
             keep: crate::keep::Behaviour::new(peer_id),
+            limits: connection_limits::Behaviour::new(
+                ConnectionLimits::default().with_max_established_per_peer(Some(MAX_PER_PEER)),
+            ),
         })
     }
 }

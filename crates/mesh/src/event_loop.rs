@@ -507,7 +507,7 @@ impl EventLoop {
                 let tcp = self.peers.tcp_beside_quic(&peer_id);
                 if !tcp.is_empty() {
                     tracing::debug!(%peer_id, "reached over QUIC only: dialling TCP too");
-                    self.dial_beside(peer_id, tcp, PeerCondition::Always);
+                    self.dial_beside(peer_id, tcp, PeerCondition::NotDialing);
                 }
             }
             BehaviourEvent::Ping(ping::Event {

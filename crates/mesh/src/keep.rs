@@ -5,11 +5,14 @@
 //! small packets and ChaCha20 (a 1 GiB copy over loopback: about 340 MB/s on QUIC, 700 on
 //! TCP with TLS).
 //!
-//! So each peer keeps one connection alive, the best: TCP before QUIC before relayed; among
-//! equals the one dialled by the peer with the smaller ID (both ends agree on that even
-//! when they dialled each other at once), then the oldest. (Keeping every equal one would
-//! keep, for good, each connection an AutoNAT probe dials back.) The others are left to the
-//! swarm's idle timeout, which closes a connection only once no stream is open on it.
+//! So each pair of peers keeps one connection alive, the best: TCP before QUIC before
+//! relayed. Both ends see the same transports, but not the same order of connections
+//! (each numbers its own), so the end with the smaller peer ID picks the one among equals
+//! (its oldest), and the other end keeps every connection of the best rank, the pick
+//! included: one end closing a connection closes it for both, so the pick always survives
+//! and the others go. (Keeping every equal one at both ends would keep, for good, each
+//! connection an AutoNAT probe dials back.) What is not kept is left to the swarm's idle
+//! timeout, which closes a connection only once no stream is open on it.
 //! QUIC often wins the race to connect (fewer round trips), so a peer reached over QUIC
 //! alone is dialled over TCP as well where it listens at the same IP (`Peers::
 //! tcp_beside_quic`), and the QUIC connection then gives way. An operation running on a worse
@@ -44,24 +47,23 @@ pub(crate) enum Rank {
 
 impl Rank {
     pub(crate) fn of(addr: &Multiaddr) -> Self {
+        let has = |wanted: fn(&Protocol) -> bool| addr.iter().any(|p| wanted(&p));
         if crate::peers::is_relayed(addr) {
             Rank::Relayed
-        } else if addr.iter().any(|p| matches!(p, Protocol::QuicV1)) {
-            Rank::Quic
-        } else {
+        } else if has(|p| matches!(p, Protocol::Tcp(_))) && !has(|p| matches!(p, Protocol::Ws(_))) {
             Rank::Tcp
+        } else {
+            // QUIC, and any other transport a peer may announce: not preferred.
+            Rank::Quic
         }
     }
 }
 
-/// What makes one connection better than another; the smallest wins.
-type Preference = (Rank, bool, ConnectionId);
-
 #[derive(Debug)]
 pub(crate) struct Behaviour {
     local: PeerId,
-    /// Each connection's preference, and whether it is kept.
-    connections: HashMap<PeerId, HashMap<ConnectionId, (Preference, bool)>>,
+    /// Each connection's rank, and whether it is kept.
+    connections: HashMap<PeerId, HashMap<ConnectionId, (Rank, bool)>>,
     /// Handlers to tell whether they are kept.
     pending: VecDeque<(PeerId, ConnectionId, bool)>,
 }
@@ -75,27 +77,29 @@ impl Behaviour {
         }
     }
 
-    fn connect(&mut self, peer: PeerId, id: ConnectionId, addr: &Multiaddr, dialled: bool) {
-        let dialler = if dialled { self.local } else { peer };
-        let by_smaller = dialler == self.local.min(peer);
+    fn connect(&mut self, peer: PeerId, id: ConnectionId, addr: &Multiaddr) {
         // A new handler starts kept; `settle` says otherwise if it is not.
-        let preference = (Rank::of(addr), !by_smaller, id);
         let of_peer = self.connections.entry(peer).or_default();
-        of_peer.insert(id, (preference, true));
+        of_peer.insert(id, (Rank::of(addr), true));
         self.settle(peer);
     }
 
-    /// Keeps the peer's best connection, and only that one.
+    /// Keeps the peer's best connection (or, at the end that does not pick, its best rank).
     fn settle(&mut self, peer: PeerId) {
+        let picks = self.local < peer;
         let Some(of_peer) = self.connections.get_mut(&peer) else {
             return;
         };
-        let Some(best) = of_peer.values().map(|(preference, _)| *preference).min() else {
+        let Some(best) = of_peer.iter().map(|(id, (rank, _))| (*rank, *id)).min() else {
             self.connections.remove(&peer);
             return;
         };
-        for (id, (preference, kept)) in of_peer.iter_mut() {
-            let keep = *preference == best;
+        for (id, (rank, kept)) in of_peer.iter_mut() {
+            let keep = if picks {
+                (*rank, *id) == best
+            } else {
+                *rank == best.0
+            };
             if *kept != keep {
                 *kept = keep;
                 self.pending.push_back((peer, *id, keep));
@@ -142,12 +146,7 @@ impl NetworkBehaviour for Behaviour {
                     }
                     other => other.get_remote_address(),
                 };
-                self.connect(
-                    established.peer_id,
-                    established.connection_id,
-                    addr,
-                    established.endpoint.is_dialer(),
-                );
+                self.connect(established.peer_id, established.connection_id, addr);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -247,23 +246,27 @@ mod tests {
         );
     }
 
+    /// Two peer IDs, the smaller first.
+    fn ordered() -> (PeerId, PeerId) {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        (a.min(b), a.max(b))
+    }
+
     #[test]
-    fn only_the_best_connection_is_kept() {
-        let local = PeerId::random();
+    fn the_picking_end_keeps_only_the_best_connection() {
+        let (local, peer) = ordered();
         let mut keep = Behaviour::new(local);
-        let peer = PeerId::random();
         let id = ConnectionId::new_unchecked;
         let (quic, tcp, tcp_again) = (id(1), id(2), id(3));
-        keep.connect(peer, quic, &addr("/ip4/10.0.0.2/udp/1/quic-v1"), true);
+        keep.connect(peer, quic, &addr("/ip4/10.0.0.2/udp/1/quic-v1"));
         assert!(keep.pending.is_empty(), "the only connection is kept");
-        keep.connect(peer, tcp, &addr("/ip4/10.0.0.2/tcp/1"), true);
+        keep.connect(peer, tcp, &addr("/ip4/10.0.0.2/tcp/1"));
         assert_eq!(
             keep.pending.drain(..).collect::<Vec<_>>(),
             [(peer, quic, false)]
         );
-        // A second TCP connection dialled the same way (an AutoNAT dial-back, say) is not
-        // kept beside the first.
-        keep.connect(peer, tcp_again, &addr("/ip4/10.0.0.2/tcp/2"), true);
+        // A second TCP connection (an AutoNAT dial-back, say) is not kept beside the first.
+        keep.connect(peer, tcp_again, &addr("/ip4/10.0.0.2/tcp/2"));
         assert_eq!(
             keep.pending.drain(..).collect::<Vec<_>>(),
             [(peer, tcp_again, false)]
@@ -283,29 +286,38 @@ mod tests {
     }
 
     #[test]
-    fn both_ends_keep_the_same_one_of_two_crossed_dials() {
-        let (a, b) = (PeerId::random(), PeerId::random());
-        let (mut at_a, mut at_b) = (Behaviour::new(a), Behaviour::new(b));
+    fn the_other_end_keeps_the_pick_whatever_it_numbered_it() {
+        let (small, large) = ordered();
+        let (mut at_small, mut at_large) = (Behaviour::new(small), Behaviour::new(large));
         let id = ConnectionId::new_unchecked;
-        let tcp = addr("/ip4/10.0.0.2/tcp/1");
-        // Each end numbers its own connections, and sees its own dial first.
-        at_a.connect(b, id(1), &tcp, true);
-        at_a.connect(b, id(2), &tcp, false);
-        at_b.connect(a, id(1), &tcp, true);
-        at_b.connect(a, id(2), &tcp, false);
+        let (tcp, quic) = (
+            addr("/ip4/10.0.0.2/tcp/1"),
+            addr("/ip4/10.0.0.2/udp/1/quic-v1"),
+        );
+        // Connections X and Y over TCP, and Z over QUIC: X is 1 at the small end and 2 at
+        // the large one, Y the other way round.
+        at_small.connect(large, id(1), &tcp);
+        at_small.connect(large, id(2), &tcp);
+        at_small.connect(large, id(3), &quic);
+        at_large.connect(small, id(2), &tcp);
+        at_large.connect(small, id(1), &tcp);
+        at_large.connect(small, id(3), &quic);
         let kept = |keep: &Behaviour, peer| {
-            keep.connections[&peer]
+            let mut ids: Vec<_> = keep.connections[&peer]
                 .iter()
                 .filter(|(_, (_, kept))| *kept)
-                .map(|(_, ((_, by_larger, _), _))| !*by_larger)
-                .collect::<Vec<_>>()
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort();
+            ids
         };
-        // One kept at each end: the one the smaller ID dialled, which is the same one.
-        assert_eq!(kept(&at_a, b), [true]);
-        assert_eq!(kept(&at_b, a), [true]);
-        let a_dialled_kept = at_a.connections[&b][&id(1)].1;
-        let b_dialled_kept = at_b.connections[&a][&id(1)].1;
-        assert_ne!(a_dialled_kept, b_dialled_kept);
-        assert_eq!(a_dialled_kept, a < b);
+        assert_eq!(kept(&at_small, large), [id(1)], "X alone");
+        assert_eq!(kept(&at_large, small), [id(1), id(2)], "X and Y, not Z");
+    }
+
+    #[test]
+    fn only_real_tcp_ranks_as_tcp() {
+        assert_eq!(Rank::of(&addr("/ip4/10.0.0.2/tcp/1/ws")), Rank::Quic);
+        assert_eq!(Rank::of(&addr("/dns4/example.com/tcp/1")), Rank::Tcp);
     }
 }

@@ -76,12 +76,17 @@ impl Tls {
             .with_client_cert_verifier(verifier.clone())
             .with_cert_resolver(identity.clone());
         server.alpn_protocols = vec![ALPN.to_vec()];
+        // No session tickets: every client would be offered the same ones (all peers share
+        // the unspecified server name), letting one peer's ticket link us to another.
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(identity);
         client.alpn_protocols = vec![ALPN.to_vec()];
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),

@@ -7,7 +7,7 @@ mod invitations;
 use std::{sync::Arc, time::Duration};
 
 use futures::{AsyncWriteExt, StreamExt};
-use loopsy_mesh::{Multiaddr, PeerId, Stream, framed};
+use loopsy_mesh::{Multiaddr, OpenStreamError, PeerId, Stream, framed};
 use loopsy_wire::{
     control::Paired,
     pair::{self, Code, CodeError, Done, Hello, MAX_FRAME, Message},
@@ -235,11 +235,16 @@ async fn joiner_handshake(
         Ok(Err(stopped)) => return Err(JoinError::Failed(stopped.to_string())),
         Err(_) => return Err(JoinError::Unreachable("timed out".into())),
     }
-    let mut stream = node
-        .mesh
-        .open_stream(inviter, protocol::PAIR)
-        .await
-        .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+    // Once more if the stream was lost in negotiation: it may have picked a connection
+    // that was closing (one the mesh let go for a better one). Nothing was sent on it.
+    let mut stream = match node.mesh.open_stream(inviter, protocol::PAIR).await {
+        Err(OpenStreamError::Io(e)) => {
+            tracing::debug!(%inviter, error = %e, "pairing stream lost; opening again");
+            node.mesh.open_stream(inviter, protocol::PAIR).await
+        }
+        opened => opened,
+    }
+    .map_err(|e| JoinError::Unreachable(e.to_string()))?;
     let failed = |e: handshake::CryptoError| JoinError::Failed(e.0);
     let psk = pair::psk(&code.invite, &code.secret);
     let me = node.mesh.peer_id().to_bytes();
