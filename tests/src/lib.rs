@@ -6,6 +6,7 @@ pub mod attach;
 pub mod bin;
 pub mod netlab;
 pub mod node;
+pub mod proc;
 pub mod python;
 pub mod temp;
 

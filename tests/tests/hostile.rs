@@ -6,20 +6,11 @@ use std::time::{Duration, Instant};
 
 use futures::AsyncWriteExt;
 use loopsy_mesh::{Config, Mesh, identity};
-use loopsy_tests::node::{Node, Options};
+use loopsy_tests::{
+    node::{Node, Options},
+    proc::rss_kib,
+};
 use loopsy_wire::protocol;
-
-/// The resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_floods_and_lies_cannot_starve_or_swell_a_node() -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use std::{
 
 use loopsy_tests::{
     node::{Node, Options},
+    proc::{cpu_secs, rss_mib},
     temp::TempDir,
 };
 
@@ -108,32 +109,6 @@ fn ten_copies_at_once_all_arrive_whole() -> anyhow::Result<()> {
         80.0 * 1.048576 / took.as_secs_f64()
     );
     Ok(())
-}
-
-/// CPU seconds a process has used (user and system), from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 #[test]

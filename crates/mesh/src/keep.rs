@@ -6,19 +6,22 @@
 //! TCP with TLS).
 //!
 //! So each pair of peers keeps one connection alive, the best: TCP before QUIC before
-//! relayed. Both ends see the same transports, but not the same order of connections
-//! (each numbers its own), so the end with the smaller peer ID picks the one among equals
-//! (its oldest), and the other end keeps every connection of the best rank, the pick
-//! included: one end closing a connection closes it for both, so the pick always survives
-//! and the others go. (Keeping every equal one at both ends would keep, for good, each
-//! connection an AutoNAT probe dials back.) What is not kept is left to the swarm's idle
-//! timeout, which closes a connection only once no stream is open on it.
+//! relayed. What is not kept is left to the swarm's idle timeout, which closes a connection
+//! only once no stream is open on it: an operation running on a worse connection finishes
+//! there, and nothing is cut.
+//!
+//! Both ends see the same transports, but not the same order of connections (each numbers
+//! its own), so the end with the smaller peer ID picks the one among equals (its oldest),
+//! and the other end keeps every connection of the best rank, the pick included: one end
+//! closing a connection closes it for both, so the pick survives and the others go.
+//! (Keeping every equal one at both ends would keep, for good, each connection an AutoNAT
+//! probe dials back.)
+//!
 //! QUIC often wins the race to connect (fewer round trips), so a peer reached over QUIC
-//! alone is dialled over TCP as well where it listens at the same IP (`Peers::
-//! tcp_beside_quic`), and the QUIC connection then gives way. An operation running on a worse
-//! connection finishes there; nothing is cut. (Relayed connections are the exception:
-//! DCUtR holds the one it punched from open for good, so the event loop closes those
-//! itself once a direct connection is up.)
+//! alone is dialled over TCP as well where it listens at the same IP
+//! (`Peers::tcp_beside_quic`), and the QUIC connection then gives way. Relayed connections
+//! are the exception to leaving things to the idle timeout: DCUtR holds the one it punched
+//! from open for good, so the event loop closes those itself once a direct one is up.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -47,10 +50,13 @@ pub(crate) enum Rank {
 
 impl Rank {
     pub(crate) fn of(addr: &Multiaddr) -> Self {
-        let has = |wanted: fn(&Protocol) -> bool| addr.iter().any(|p| wanted(&p));
+        let tcp = addr.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+        let websocket = addr
+            .iter()
+            .any(|p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)));
         if crate::peers::is_relayed(addr) {
             Rank::Relayed
-        } else if has(|p| matches!(p, Protocol::Tcp(_))) && !has(|p| matches!(p, Protocol::Ws(_))) {
+        } else if tcp && !websocket {
             Rank::Tcp
         } else {
             // QUIC, and any other transport a peer may announce: not preferred.
