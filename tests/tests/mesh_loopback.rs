@@ -134,8 +134,8 @@ async fn a_protocol_nobody_accepts_is_refused() {
     );
 }
 
-/// Streams land on a random connection of the peer, so a slower one must not stay beside a
-/// faster one; but closing it under a running stream would cut an operation.
+/// A slower connection must not stay beside a faster one, nor carry new streams while it
+/// lingers; but closing it under a running stream would cut an operation.
 #[tokio::test]
 async fn a_quic_connection_gives_way_to_tcp_once_its_last_stream_ends() {
     // Alpha's TCP on another address than its QUIC, and bravo on QUIC alone: neither dials
@@ -165,13 +165,22 @@ async fn a_quic_connection_gives_way_to_tcp_once_its_last_stream_ends() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(connections().await.map(|c| c.0), Some(2));
     echo(&mut on_quic, "still over quic").await;
+    // New streams go over TCP while QUIC lingers: were any of them on QUIC, it would hold
+    // the QUIC connection open below.
+    let mut later = Vec::new();
+    for _ in 0..8 {
+        let mut stream = b.open_stream(a.peer_id(), ECHO).await.expect("open");
+        echo(&mut stream, "over tcp").await;
+        later.push(stream);
+    }
 
     drop(on_quic);
     for _ in 0..100 {
         if let Some((1, addr)) = connections().await {
             assert!(addr.contains("/tcp/"), "TCP is the one kept: {addr}");
-            let mut stream = b.open_stream(a.peer_id(), ECHO).await.expect("open");
-            echo(&mut stream, "over tcp").await;
+            for stream in &mut later {
+                echo(stream, "still over tcp").await;
+            }
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

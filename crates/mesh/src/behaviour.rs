@@ -31,8 +31,9 @@ pub(crate) struct Behaviour {
     pub dcutr: dcutr::Behaviour,
     /// Whether this node is reachable from outside, as peers that dial back find.
     pub autonat: autonat::Behaviour,
-    /// Application protocols: one libp2p stream per operation.
-    pub streams: libp2p_stream::Behaviour,
+    /// Application protocols: one libp2p stream per operation, on the peer's best
+    /// connection.
+    pub streams: crate::streams::Behaviour,
     /// Keeps each peer's best connection open and lets the others go.
     pub keep: crate::keep::Behaviour,
     /// A bound on connections per peer: the end of a pair that does not pick keeps all
@@ -85,7 +86,7 @@ impl Behaviour {
             relay,
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat,
-            streams: libp2p_stream::Behaviour::new(),
+            streams: crate::streams::Behaviour::new(),
             keep: crate::keep::Behaviour::new(peer_id),
             limits: connection_limits::Behaviour::new(
                 ConnectionLimits::default().with_max_established_per_peer(Some(MAX_PER_PEER)),

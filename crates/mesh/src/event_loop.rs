@@ -395,7 +395,7 @@ impl EventLoop {
                     ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
                     _ => endpoint.get_remote_address().clone(),
                 };
-                tracing::debug!(%peer_id, %addr, relayed, "connected");
+                tracing::debug!(%peer_id, %addr, ?connection_id, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
                 if let Some(dials) = self.dials.get_mut(&peer_id) {
                     dials.remove(&connection_id);
@@ -418,10 +418,12 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                endpoint,
                 cause,
                 ..
             } => {
-                tracing::debug!(%peer_id, ?cause, "connection closed");
+                let addr = endpoint.get_remote_address();
+                tracing::debug!(%peer_id, %addr, ?connection_id, ?cause, "connection closed");
                 self.peers.disconnected(peer_id, connection_id);
                 if !self.swarm.is_connected(&peer_id) {
                     self.relayed_since.remove(&peer_id);

@@ -14,6 +14,7 @@ pub mod framed;
 pub mod identity;
 mod keep;
 pub mod peers;
+mod streams;
 mod tls;
 
 use std::time::Duration;
