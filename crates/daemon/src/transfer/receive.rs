@@ -716,7 +716,11 @@ impl Writer {
             }
             None => open_part(&part, true).and_then(|file| {
                 lock(&file)?;
-                file.set_len(0)?;
+                // Only a leftover needs emptying: on ext4, truncating to zero marks the file
+                // for a forced writeback of everything written when it is closed.
+                if file.metadata()?.len() > 0 {
+                    file.set_len(0)?;
+                }
                 Ok((file, tree::Tree::new(), false))
             }),
         };
