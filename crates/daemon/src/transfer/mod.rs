@@ -29,7 +29,7 @@ use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use loopsy_mesh::{PeerId, Stream, framed};
 use loopsy_wire::{
     frame,
-    transfer::{self, Digest, MAX_FRAME, Outcome, Request},
+    transfer::{self, CHUNK, Digest, MAX_FRAME, Outcome, Request},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -104,6 +104,11 @@ impl Buffers {
     const KEEP: usize = 16;
 
     fn take(&self, len: usize) -> Vec<u8> {
+        // A small file's bytes get a buffer of their own size: many of them travel in one
+        // hand-over, and pooled chunk-sized ones would each hold a whole chunk.
+        if len < CHUNK {
+            return vec![0; len];
+        }
         let mut buffer = self.lock().pop().unwrap_or_default();
         buffer.resize(len, 0);
         buffer
@@ -111,13 +116,46 @@ impl Buffers {
 
     fn give(&self, buffer: Vec<u8>) {
         let mut pool = self.lock();
-        if pool.len() < Self::KEEP {
+        if pool.len() < Self::KEEP && buffer.capacity() >= CHUNK {
             pool.push(buffer);
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Pieces gathered for one hand-over between the network task and a file thread: 10,000
+/// small files are 30,000 pieces, and waking the other side for each costs more than
+/// storing them.
+struct Handover<P> {
+    pieces: Vec<P>,
+    bytes: usize,
+}
+
+impl<P> Handover<P> {
+    /// Most pieces in one hand-over.
+    const PIECES: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            pieces: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a piece carrying `bytes` of file data; true when the hand-over is due (a whole
+    /// chunk's worth, so that a big file's chunks go one by one, as soon as they are read).
+    fn add(&mut self, piece: P, bytes: usize) -> bool {
+        self.pieces.push(piece);
+        self.bytes += bytes;
+        self.pieces.len() >= Self::PIECES || self.bytes >= CHUNK
+    }
+
+    fn take(&mut self) -> Vec<P> {
+        self.bytes = 0;
+        std::mem::take(&mut self.pieces)
     }
 }
 

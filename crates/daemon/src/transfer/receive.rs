@@ -25,11 +25,11 @@ use loopsy_wire::transfer::{
 use tokio::sync::mpsc;
 
 use super::{
-    Buffers, Expect, FileReport, IDLE, MAX_NAME_BYTES, Progress, Summary, TransferError, confine,
-    count, flush, get, put, tree, walk::MAX_ENTRIES,
+    Buffers, Expect, FileReport, Handover, IDLE, MAX_NAME_BYTES, Progress, Summary, TransferError,
+    confine, count, flush, get, put, tree, walk::MAX_ENTRIES,
 };
 
-/// Chunks received ahead of the disk.
+/// Hand-overs (a chunk each, for a big file) received ahead of the disk.
 const WRITE_BEHIND: usize = 8;
 /// How long to wait for another copy to let go of a part file.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -534,6 +534,7 @@ where
         // The file being received: its index and the bytes still due.
         let mut current: Option<(usize, u64)> = None;
         let mut next_index = 0;
+        let mut handover = Handover::new();
         loop {
             let piece = match get(reader).await? {
                 Data::File { index, from } => {
@@ -584,11 +585,18 @@ where
                     Some(_) => Piece::Abandon(transfer::bounded(reason)),
                     None => return Err(protocol("an abandoned file that was not started")),
                 },
-                Data::Finish if current.is_none() => return Ok(()),
+                Data::Finish if current.is_none() => {
+                    let _ = pieces.send(handover.take()).await;
+                    return Ok(());
+                }
                 Data::Error { message } => return Err(TransferError::Peer(message)),
                 _ => return Err(protocol("an unexpected message in a batch")),
             };
-            if pieces.send(piece).await.is_err() {
+            let bytes = match &piece {
+                Piece::Chunk { bytes, .. } => bytes.len(),
+                _ => 0,
+            };
+            if handover.add(piece, bytes) && pieces.send(handover.take()).await.is_err() {
                 // The writer stopped: its error says why.
                 return Ok(());
             }
@@ -596,7 +604,7 @@ where
     };
     let received = network.await;
     if received.as_ref().is_err_and(TransferError::tell_peer) {
-        let _ = pieces.send(Piece::Discard).await;
+        let _ = pieces.send(vec![Piece::Discard]).await;
     }
     drop(pieces);
     let stored = writing
@@ -632,13 +640,15 @@ struct Open {
 fn store(
     batch: Batch,
     options: Receive,
-    mut pieces: mpsc::Receiver<Piece>,
+    mut pieces: mpsc::Receiver<Vec<Piece>>,
     buffers: &Buffers,
 ) -> Result<Stored, TransferError> {
     let mut writer = Writer::new(batch, options);
-    while let Some(piece) = pieces.blocking_recv() {
-        if let Some(bytes) = writer.apply(piece)? {
-            buffers.give(bytes);
+    while let Some(handed) = pieces.blocking_recv() {
+        for piece in handed {
+            if let Some(bytes) = writer.apply(piece)? {
+                buffers.give(bytes);
+            }
         }
     }
     Ok(writer.finish())

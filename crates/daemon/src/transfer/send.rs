@@ -10,7 +10,7 @@ use std::{
     sync::atomic::Ordering,
 };
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, io::BufWriter};
 use loopsy_mesh::framed;
 use loopsy_wire::transfer::{
     self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, MAX_BATCH_NAMES, MAX_FRAME, Outcome, Plan,
@@ -21,12 +21,14 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    Buffers, FileReport, IDLE, Progress, Summary, TransferError, count, flush, put, tree,
+    Buffers, FileReport, Handover, IDLE, Progress, Summary, TransferError, count, flush, put, tree,
     walk::Item,
 };
 
-/// Chunks read ahead of the network.
+/// Hand-overs (a chunk each, for a big file) read ahead of the network.
 const READ_AHEAD: usize = 8;
+/// Bytes of messages gathered before they go out.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// What the reading thread hands the network: a message, or a chunk and its bytes.
 enum Piece {
@@ -54,7 +56,11 @@ pub async fn send<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (reader, mut writer) = stream.split();
+    let (reader, writer) = stream.split();
+    // Small files are a few short messages each: gathered, they travel in a few frames
+    // instead of four frames a file. (A chunk's bytes, bigger than the buffer, go straight
+    // through.) Every wait for the receiver comes after a flush.
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, writer);
     let mut replies = Replies::spawn(reader);
     let summary = Summary::new(reports);
     let result = send_all(
@@ -176,7 +182,7 @@ where
     let reader_buffers = buffers.clone();
     let reading =
         tokio::task::spawn_blocking(move || read_files(work, options, &pieces, &reader_buffers));
-    while let Some(piece) = incoming.recv().await {
+    while let Some(handed) = incoming.recv().await {
         if let Some(reply) = replies.early() {
             return Err(match reply {
                 Ok(Reply::Error { message }) => TransferError::Peer(message),
@@ -184,20 +190,22 @@ where
                 Err(e) => e,
             });
         }
-        match piece {
-            Piece::Message(message) => {
-                if let Data::File { from, .. } = message {
-                    count(&progress.done, from);
+        for piece in handed {
+            match piece {
+                Piece::Message(message) => {
+                    if let Data::File { from, .. } = message {
+                        count(&progress.done, from);
+                    }
+                    put(writer, &message).await?;
                 }
-                put(writer, &message).await?;
-            }
-            Piece::Chunk { hash, bytes } => {
-                let len = bytes.len() as u32;
-                put(writer, &Data::Chunk { len, hash }).await?;
-                writer.write_all(&bytes).await.map_err(super::lost)?;
-                buffers.give(bytes);
-                count(&progress.transferred, len.into());
-                count(&progress.done, len.into());
+                Piece::Chunk { hash, bytes } => {
+                    let len = bytes.len() as u32;
+                    put(writer, &Data::Chunk { len, hash }).await?;
+                    writer.write_all(&bytes).await.map_err(super::lost)?;
+                    buffers.give(bytes);
+                    count(&progress.transferred, len.into());
+                    count(&progress.done, len.into());
+                }
             }
         }
     }
@@ -248,23 +256,59 @@ fn unexpected(reply: &Reply) -> TransferError {
 fn read_files(
     work: Vec<(usize, Item, Plan)>,
     options: transfer::Send,
-    pieces: &mpsc::Sender<Piece>,
+    network: &mpsc::Sender<Vec<Piece>>,
     buffers: &Buffers,
 ) -> Vec<(usize, Sent)> {
     let mut sent = Vec::with_capacity(work.len());
+    let mut out = Outbox {
+        network,
+        handover: Handover::new(),
+    };
     for (index, item, plan) in work {
-        let hand = |piece| pieces.blocking_send(piece).is_ok();
-        match read_file(index, &item, &plan, options, buffers, &hand) {
+        match read_file(index, &item, &plan, options, buffers, &mut out) {
             Ok(Some(file)) => sent.push((index, file)),
             Ok(None) => {}
-            Err(Stopped) => break,
+            Err(Stopped) => return sent,
         }
     }
+    let _ = out.flush();
     sent
 }
 
 /// The network side went away.
 struct Stopped;
+
+/// The reading thread's end of the hand-over to the network side.
+struct Outbox<'a> {
+    network: &'a mpsc::Sender<Vec<Piece>>,
+    handover: Handover<Piece>,
+}
+
+impl Outbox<'_> {
+    fn put(&mut self, piece: Piece) -> Result<(), Stopped> {
+        let bytes = match &piece {
+            Piece::Chunk { bytes, .. } => bytes.len(),
+            Piece::Message(_) => 0,
+        };
+        if self.handover.add(piece, bytes) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, message: Data) -> Result<(), Stopped> {
+        self.put(Piece::Message(message))
+    }
+
+    fn flush(&mut self) -> Result<(), Stopped> {
+        let pieces = self.handover.take();
+        if pieces.is_empty() || self.network.blocking_send(pieces).is_ok() {
+            Ok(())
+        } else {
+            Err(Stopped)
+        }
+    }
+}
 
 /// Sends one file: `Ok(None)` when it was abandoned.
 fn read_file(
@@ -273,15 +317,8 @@ fn read_file(
     plan: &Plan,
     options: transfer::Send,
     buffers: &Buffers,
-    hand: &dyn Fn(Piece) -> bool,
+    out: &mut Outbox,
 ) -> Result<Option<Sent>, Stopped> {
-    let send = |message| {
-        if hand(Piece::Message(message)) {
-            Ok(())
-        } else {
-            Err(Stopped)
-        }
-    };
     let size = item.entry.size();
     let opened = File::open(&item.local).and_then(|file| {
         let meta = file.metadata()?;
@@ -290,11 +327,11 @@ fn read_file(
     let (mut file, before) = match opened {
         Ok(opened) => opened,
         Err(e) => {
-            send(Data::File {
+            out.message(Data::File {
                 index: index as u32,
                 from: 0,
             })?;
-            send(abandon(format!("cannot read it: {e}")))?;
+            out.message(abandon(format!("cannot read it: {e}")))?;
             return Ok(None);
         }
     };
@@ -318,12 +355,12 @@ fn read_file(
         }
         _ => 0,
     };
-    send(Data::File {
+    out.message(Data::File {
         index: index as u32,
         from,
     })?;
     if !unchanged(&item.entry, &before) || (before.dev(), before.ino()) != item.file {
-        send(abandon("it changed after it was listed".into()))?;
+        out.message(abandon("it changed after it was listed".into()))?;
         return Ok(None);
     }
     let mut offset = from;
@@ -336,7 +373,7 @@ fn read_file(
             } else {
                 format!("cannot read it: {e}")
             };
-            send(abandon(reason))?;
+            out.message(abandon(reason))?;
             return Ok(None);
         }
         let hash = tree::chunk_hash(&bytes, offset, size);
@@ -345,21 +382,19 @@ fn read_file(
             sha.update(&bytes);
         }
         offset += len as u64;
-        if !hand(Piece::Chunk { hash, bytes }) {
-            return Err(Stopped);
-        }
+        out.put(Piece::Chunk { hash, bytes })?;
     }
     // Written to while it was read (a log, say): what went out may be half old, half new.
     if !file
         .metadata()
         .is_ok_and(|after| unchanged(&item.entry, &after))
     {
-        send(abandon("it changed while it was being copied".into()))?;
+        out.message(abandon("it changed while it was being copied".into()))?;
         return Ok(None);
     }
     let blake3 = hashes.root();
     let sha256 = sha.map(|s| s.finalize().to_vec());
-    send(Data::End {
+    out.message(Data::End {
         blake3,
         sha256: sha256.clone().map(ByteBuf::from),
     })?;

@@ -559,3 +559,19 @@ async fn a_file_swapped_for_a_link_after_the_listing_is_not_read() {
     assert!(!dest.join("f").exists(), "the secret never left");
     fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_chunk_is_handed_over_at_once_and_small_pieces_in_bulk() {
+    let mut handover = super::Handover::new();
+    assert!(handover.add((), CHUNK), "a whole chunk goes alone");
+    assert_eq!(handover.take().len(), 1);
+    let due = (0..super::Handover::<()>::PIECES)
+        .map(|_| handover.add((), 100))
+        .collect::<Vec<_>>();
+    assert!(
+        due[..due.len() - 1].iter().all(|due| !due),
+        "small pieces wait"
+    );
+    assert!(due[due.len() - 1], "until there are enough of them");
+    assert_eq!(handover.take().len(), super::Handover::<()>::PIECES);
+}
