@@ -530,11 +530,11 @@ where
     let writer_buffers = buffers.clone();
     let writing =
         tokio::task::spawn_blocking(move || store(batch, options, incoming, &writer_buffers));
+    let mut handover = Handover::new();
     let network = async {
         // The file being received: its index and the bytes still due.
         let mut current: Option<(usize, u64)> = None;
         let mut next_index = 0;
-        let mut handover = Handover::new();
         loop {
             let piece = match get(reader).await? {
                 Data::File { index, from } => {
@@ -585,10 +585,7 @@ where
                     Some(_) => Piece::Abandon(transfer::bounded(reason)),
                     None => return Err(protocol("an abandoned file that was not started")),
                 },
-                Data::Finish if current.is_none() => {
-                    let _ = pieces.send(handover.take()).await;
-                    return Ok(());
-                }
+                Data::Finish if current.is_none() => return Ok(()),
                 Data::Error { message } => return Err(TransferError::Peer(message)),
                 _ => return Err(protocol("an unexpected message in a batch")),
             };
@@ -603,6 +600,9 @@ where
         }
     };
     let received = network.await;
+    // What came before the end (or the failure) is stored: whole files are put in place,
+    // and a file cut off keeps its verified part for a resume.
+    let _ = pieces.send(handover.take()).await;
     if received.as_ref().is_err_and(TransferError::tell_peer) {
         let _ = pieces.send(vec![Piece::Discard]).await;
     }

@@ -560,6 +560,57 @@ async fn a_file_swapped_for_a_link_after_the_listing_is_not_read() {
     fs::remove_dir_all(dir).ok();
 }
 
+/// Files are stored a batch of pieces at a time; a failure must not lose the whole files
+/// received before it.
+#[tokio::test]
+async fn whole_files_received_before_a_lie_are_kept() {
+    let dir = temp("before-lie");
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    let bytes = data(100, 5);
+    let hash = *blake3::hash(&bytes).as_bytes();
+    let sent = bytes.clone();
+    let result = hostile(&dest, |mut peer| async move {
+        use futures::AsyncWriteExt;
+        let entries = vec![file(b"good", 100), file(b"bad", 100)];
+        let plan = offer(&mut peer, entries).await;
+        assert!(matches!(plan, Some(Reply::Plan { .. })), "{plan:?}");
+        put(&mut peer, &Data::File { index: 0, from: 0 })
+            .await
+            .unwrap();
+        put(&mut peer, &Data::Chunk { len: 100, hash })
+            .await
+            .unwrap();
+        peer.write_all(&sent).await.unwrap();
+        let end = Data::End {
+            blake3: hash,
+            sha256: None,
+        };
+        put(&mut peer, &end).await.unwrap();
+        put(&mut peer, &Data::File { index: 1, from: 0 })
+            .await
+            .unwrap();
+        // More bytes than offered.
+        put(&mut peer, &Data::Chunk { len: 200, hash })
+            .await
+            .unwrap();
+        let reply = get::<_, Reply>(&mut peer).await;
+        assert!(matches!(reply, Ok(Reply::Error { .. })), "{reply:?}");
+    })
+    .await;
+    assert!(
+        matches!(result, Err(TransferError::Protocol(_))),
+        "{result:?}"
+    );
+    assert_eq!(fs::read(dest.join("good")).unwrap(), bytes);
+    let names: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["good"], "nothing of the bad file");
+    fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn a_chunk_is_handed_over_at_once_and_small_pieces_in_bulk() {
     let mut handover = super::Handover::new();
