@@ -39,6 +39,14 @@ fn temp(tag: &str) -> PathBuf {
     dir
 }
 
+/// A fresh directory for the test, and an empty `dest` in it.
+fn with_dest(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = temp(tag);
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    (dir, dest)
+}
+
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
@@ -365,9 +373,7 @@ async fn offer(peer: &mut Pipe, entries: Vec<Entry>) -> Option<Reply> {
 
 #[tokio::test]
 async fn escaping_paths_are_refused_and_nothing_lands_outside() {
-    let dir = temp("escape");
-    let dest = dir.join("dest");
-    fs::create_dir(&dest).unwrap();
+    let (dir, dest) = with_dest("escape");
     let cases: Vec<Vec<Entry>> = vec![
         vec![file(b"x/../../outside", 1)],
         vec![file(b"/etc/outside", 1)],
@@ -387,9 +393,7 @@ async fn escaping_paths_are_refused_and_nothing_lands_outside() {
 
 #[tokio::test]
 async fn lies_about_sizes_and_hashes_are_refused_without_a_trace() {
-    let dir = temp("lies");
-    let dest = dir.join("dest");
-    fs::create_dir(&dest).unwrap();
+    let (dir, dest) = with_dest("lies");
     let bytes = data(100, 3);
     let hash = *blake3::hash(&bytes).as_bytes();
     // More bytes than offered; fewer; a wrong hash.
@@ -439,9 +443,7 @@ async fn lies_about_sizes_and_hashes_are_refused_without_a_trace() {
 
 #[tokio::test]
 async fn a_link_planted_under_the_partial_name_is_not_followed() {
-    let dir = temp("plant");
-    let dest = dir.join("dest");
-    fs::create_dir(&dest).unwrap();
+    let (dir, dest) = with_dest("plant");
     fs::write(dir.join("victim"), "keep").unwrap();
     let victim = dir.join("victim");
     let result = hostile(&dest, |mut peer| async move {
@@ -507,9 +509,7 @@ async fn a_pull_takes_only_the_names_it_asked_for() {
 
 #[tokio::test]
 async fn an_entry_offered_twice_is_refused() {
-    let dir = temp("twice");
-    let dest = dir.join("dest");
-    fs::create_dir(&dest).unwrap();
+    let (dir, dest) = with_dest("twice");
     let refusal = refused(&dest, anything(), vec![file(b"f", 1), file(b"./f", 1)]).await;
     assert!(matches!(refusal, TransferError::Protocol(_)), "{refusal:?}");
     fs::remove_dir_all(dir).ok();
@@ -564,9 +564,7 @@ async fn a_file_swapped_for_a_link_after_the_listing_is_not_read() {
 /// received before it.
 #[tokio::test]
 async fn whole_files_received_before_a_lie_are_kept() {
-    let dir = temp("before-lie");
-    let dest = dir.join("dest");
-    fs::create_dir(&dest).unwrap();
+    let (dir, dest) = with_dest("before-lie");
     let bytes = data(100, 5);
     let hash = *blake3::hash(&bytes).as_bytes();
     let sent = bytes.clone();
