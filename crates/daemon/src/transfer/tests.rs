@@ -371,6 +371,20 @@ async fn offer(peer: &mut Pipe, entries: Vec<Entry>) -> Option<Reply> {
     get::<_, Reply>(peer).await.ok()
 }
 
+/// The hostile sender's side: the receiver's next word is a refusal.
+async fn told_no(peer: &mut Pipe) {
+    let reply = get::<_, Reply>(peer).await;
+    assert!(matches!(reply, Ok(Reply::Error { .. })), "{reply:?}");
+}
+
+/// The receiver's side: it stopped because the sender broke the protocol.
+fn assert_protocol_error(result: &Result<Summary, TransferError>) {
+    assert!(
+        matches!(result, Err(TransferError::Protocol(_))),
+        "{result:?}"
+    );
+}
+
 #[tokio::test]
 async fn escaping_paths_are_refused_and_nothing_lands_outside() {
     let (dir, dest) = with_dest("escape");
@@ -428,14 +442,10 @@ async fn lies_about_sizes_and_hashes_are_refused_without_a_trace() {
             )
             .await;
             let _ = put(&mut peer, &Data::Finish).await;
-            let reply = get::<_, Reply>(&mut peer).await;
-            assert!(matches!(reply, Ok(Reply::Error { .. })), "{reply:?}");
+            told_no(&mut peer).await;
         })
         .await;
-        assert!(
-            matches!(result, Err(TransferError::Protocol(_))),
-            "{result:?}"
-        );
+        assert_protocol_error(&result);
         assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "{offered}/{sent}");
     }
     fs::remove_dir_all(dir).ok();
@@ -592,14 +602,10 @@ async fn whole_files_received_before_a_lie_are_kept() {
         put(&mut peer, &Data::Chunk { len: 200, hash })
             .await
             .unwrap();
-        let reply = get::<_, Reply>(&mut peer).await;
-        assert!(matches!(reply, Ok(Reply::Error { .. })), "{reply:?}");
+        told_no(&mut peer).await;
     })
     .await;
-    assert!(
-        matches!(result, Err(TransferError::Protocol(_))),
-        "{result:?}"
-    );
+    assert_protocol_error(&result);
     assert_eq!(fs::read(dest.join("good")).unwrap(), bytes);
     let names: Vec<_> = fs::read_dir(&dest)
         .unwrap()
