@@ -11,6 +11,14 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use loopsy_daemon::Home;
 
+/// mimalloc rather than glibc's malloc: glibc hands the top of a thread's heap back to the
+/// kernel as soon as a large buffer is freed, so every 16 KiB yamux frame of a copy faulted
+/// fresh pages in and zeroed them (a tenth of the receiver's CPU). Measured on a 1 GiB
+/// copy: 10% more throughput and a lower peak (36 MiB, was 52); `no_thp` keeps an idle
+/// node at 20 MiB, where huge pages made it 37.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Your devices and their agents in one private, end-to-end encrypted mesh.
 #[derive(Debug, Parser)]
 #[command(name = "loopsy", version)]
