@@ -334,6 +334,7 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
     })?;
 
     // alpha's interface takes another address: every connection it had is dead.
+    let (_, old_path) = link(&bravo, &alpha);
     let moved = Instant::now();
     let lab = &world.lab;
     lab.run(
@@ -352,12 +353,21 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
         (link(&alpha, &bravo).0 != "none" && counted(&attached.text()).len() > before + 100)
             .then_some(())
     })?;
+    let took = moved.elapsed();
     println!(
         "reconnected after the address change in {} ms ({})",
-        moved.elapsed().as_millis(),
+        took.as_millis(),
         link(&alpha, &bravo).0
     );
     assert_unbroken(&attached.text());
+    // Both ends check their paths as soon as there is reason to doubt them (alpha lost an
+    // address; bravo saw alpha connect anew): pings alone take up to 30 s to tell.
+    assert!(took < Duration::from_secs(15), "took {took:?} to reconnect");
+    // bravo does not go on using the dead path, although closing it takes TCP minutes.
+    wait_for("bravo off the dead path", Duration::from_secs(10), || {
+        let (connection, path) = link(&bravo, &alpha);
+        (connection != "none" && path != old_path).then_some(())
+    })?;
     // Punching through again is not asserted: the router still holds the old address's
     // mappings (conntrack keeps a TCP flow for days), so the new address's ports are no
     // longer mapped alike for every destination, as happens behind real routers too.

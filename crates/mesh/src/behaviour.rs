@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use libp2p::{
-    autonat,
+    PeerId, autonat,
     connection_limits::{self, ConnectionLimits},
     dcutr, identify,
     identity::Keypair,
     mdns, ping, relay,
-    swarm::NetworkBehaviour,
-    swarm::behaviour::toggle::Toggle,
+    swarm::{ConnectionId, NetworkBehaviour, behaviour::toggle::Toggle},
 };
 
 /// How often connected peers are pinged (for `rtt_ms`, and to notice dead links: a
@@ -36,12 +35,22 @@ pub(crate) struct Behaviour {
     pub streams: crate::streams::Behaviour,
     /// Keeps each peer's best connection open and lets the others go.
     pub keep: crate::keep::Behaviour,
+    /// Checks on demand that a connection still carries anything.
+    pub alive: crate::alive::Behaviour,
     /// A bound on connections per peer: the end of a pair that does not pick keeps all
     /// of its best rank open (see `keep`), and a peer could open them without end.
     pub limits: connection_limits::Behaviour,
 }
 
 impl Behaviour {
+    /// Counts a connection as gone for the behaviours that choose between connections,
+    /// before the swarm reports it closed.
+    pub fn forget(&mut self, peer: PeerId, id: ConnectionId) {
+        self.keep.forget(peer, id);
+        self.streams.forget(peer, id);
+        self.alive.forget(peer, id);
+    }
+
     pub fn new(
         key: &Keypair,
         name: &str,
@@ -88,6 +97,7 @@ impl Behaviour {
             autonat,
             streams: crate::streams::Behaviour::new(),
             keep: crate::keep::Behaviour::new(peer_id),
+            alive: crate::alive::Behaviour::default(),
             limits: connection_limits::Behaviour::new(
                 ConnectionLimits::default().with_max_established_per_peer(Some(MAX_PER_PEER)),
             ),

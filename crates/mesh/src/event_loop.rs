@@ -7,7 +7,9 @@
 //! upgraded by DCUtR where the NATs allow (on every new relayed connection, so a peer that
 //! comes back through the relay is punched again), and once a direct connection is up the
 //! relayed ones are closed. A connection whose pings time out is closed, so that a dead
-//! path (an address that went away) gives way to a new one.
+//! path (an address that went away) gives way to a new one; where there is reason to doubt
+//! a path sooner (this device lost an address, a peer connected anew), `alive` checks it
+//! at once. A connection closed for being dead counts as gone from then on (`condemn`).
 
 use futures::StreamExt;
 use libp2p::{
@@ -119,6 +121,8 @@ pub(crate) struct EventLoop {
     dials: HashMap<PeerId, HashSet<ConnectionId>>,
     /// When each peer's relayed connection came up, for the time to a direct one.
     relayed_since: HashMap<PeerId, Instant>,
+    /// Connections closed for carrying nothing (see `condemn`), not yet reported closed.
+    condemned: HashSet<ConnectionId>,
 }
 
 impl EventLoop {
@@ -150,6 +154,7 @@ impl EventLoop {
             timers: Vec::new(),
             dials: HashMap::new(),
             relayed_since: HashMap::new(),
+            condemned: HashSet::new(),
         }
     }
 
@@ -199,11 +204,12 @@ impl EventLoop {
             }
             Command::Connect { peer, addrs, reply } => self.connect(peer, addrs, reply),
             Command::Disconnect { peer, reply } => {
-                if self.swarm.disconnect_peer_id(peer).is_err() {
+                let open = self.peers.connection_count(&peer);
+                // Condemned connections close too, but nothing waits for them.
+                if self.swarm.disconnect_peer_id(peer).is_err() || open == 0 {
                     let _ = reply.send(0);
                     return;
                 }
-                let open = self.peers.connection_count(&peer);
                 let entry = self.closing.entry(peer).or_insert((open, Vec::new()));
                 entry.1.push(reply);
             }
@@ -219,7 +225,7 @@ impl EventLoop {
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<(), String>>,
     ) {
-        if self.swarm.is_connected(&peer) {
+        if self.connected(&peer) {
             let _ = reply.send(Ok(()));
             return;
         }
@@ -238,7 +244,8 @@ impl EventLoop {
         let opts = DialOpts::peer_id(peer)
             .addresses(direct)
             .extend_addresses_through_behaviour()
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            // Not "disconnected": the swarm counts condemned connections until they close.
+            .condition(PeerCondition::NotDialing)
             .build();
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
@@ -268,12 +275,33 @@ impl EventLoop {
         }
     }
 
+    /// Whether the peer has a connection that is not condemned.
+    fn connected(&self, peer: &PeerId) -> bool {
+        self.peers.connection_count(peer) > 0
+    }
+
+    /// Closes a connection that stopped carrying anything, and counts it as gone at once:
+    /// libp2p closes gracefully, and a dead TCP path with unsent data can take minutes to
+    /// give up, while the peer table, `keep` and `streams` would go on choosing it.
+    fn condemn(&mut self, peer: PeerId, connection: ConnectionId) {
+        if !self.condemned.insert(connection) {
+            return;
+        }
+        self.swarm.close_connection(connection);
+        self.swarm.behaviour_mut().forget(peer, connection);
+        self.peers.disconnected(peer, connection);
+        if !self.connected(&peer) {
+            self.relayed_since.remove(&peer);
+            self.emit(MeshEvent::Disconnected { peer });
+        }
+    }
+
     /// Dials relayed addresses, beside a direct dial still under way; a dial that cannot
     /// even start answers the waiters when nothing else is left to try.
     fn dial_relayed(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
-            .condition(PeerCondition::Disconnected)
+            .condition(PeerCondition::Always)
             .build();
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
@@ -354,11 +382,17 @@ impl EventLoop {
         for (_, due) in due {
             match due {
                 Due::DialRelayed { peer, addrs } => {
-                    if !self.swarm.is_connected(&peer) {
+                    if !self.connected(&peer) {
                         self.dial_relayed(peer, addrs);
                     }
                 }
                 Due::CloseRelayed { peer } => {
+                    // A direct connection under doubt may be a dead one: the relayed one
+                    // waits for its check.
+                    if self.swarm.behaviour().alive.checking(&peer) {
+                        self.schedule(crate::alive::TIMEOUT, Due::CloseRelayed { peer });
+                        continue;
+                    }
                     let (relayed, direct) = self.peers.relayed_connections(&peer);
                     if direct {
                         for id in relayed {
@@ -376,6 +410,14 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "no longer listening");
+                // An address of this device went away (it moved to another network, say):
+                // connections from it are dead, and nothing would tell for half a minute.
+                if !crate::peers::is_loopback(&address) {
+                    self.swarm.behaviour_mut().alive.check_all();
+                }
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -397,6 +439,11 @@ impl EventLoop {
                 };
                 tracing::debug!(%peer_id, %addr, ?connection_id, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
+                // A peer that connects anew may have moved, leaving the older paths dead.
+                self.swarm
+                    .behaviour_mut()
+                    .alive
+                    .check_others(peer_id, connection_id);
                 if let Some(dials) = self.dials.get_mut(&peer_id) {
                     dials.remove(&connection_id);
                     if dials.is_empty() {
@@ -425,7 +472,8 @@ impl EventLoop {
                 let addr = endpoint.get_remote_address();
                 tracing::debug!(%peer_id, %addr, ?connection_id, ?cause, "connection closed");
                 self.peers.disconnected(peer_id, connection_id);
-                if !self.swarm.is_connected(&peer_id) {
+                // A condemned connection was counted as gone already.
+                if !self.condemned.remove(&connection_id) && !self.connected(&peer_id) {
                     self.relayed_since.remove(&peer_id);
                     if let Some((count, waiters)) = self.closing.remove(&peer_id) {
                         for waiter in waiters {
@@ -451,7 +499,7 @@ impl EventLoop {
                 if left == 0 {
                     self.dials.remove(&peer);
                 }
-                if self.swarm.is_connected(&peer) {
+                if self.connected(&peer) {
                     return;
                 }
                 // The direct addresses failed before their time was up: the relay now.
@@ -512,6 +560,10 @@ impl EventLoop {
                     self.dial_beside(peer_id, tcp, PeerCondition::NotDialing);
                 }
             }
+            BehaviourEvent::Alive(crate::alive::Dead { peer, connection }) => {
+                tracing::info!(%peer, ?connection, "a connection failed its check; closing it");
+                self.condemn(peer, connection);
+            }
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
@@ -525,7 +577,7 @@ impl EventLoop {
                 // A path that stopped carrying anything (its address went away, a NAT
                 // forgot it): closed, so that the peer is reached another way.
                 tracing::info!(%peer, %error, "pings fail; closing the connection");
-                self.swarm.close_connection(connection);
+                self.condemn(peer, connection);
             }
             BehaviourEvent::Relay(relay::client::Event::ReservationReqAccepted {
                 relay_peer_id,

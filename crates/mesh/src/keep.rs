@@ -98,6 +98,14 @@ impl Behaviour {
         self.settle(peer);
     }
 
+    /// Counts a connection as gone: it closed, or is closing for carrying nothing.
+    pub(crate) fn forget(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(of_peer) = self.connections.get_mut(&peer) {
+            of_peer.remove(&id);
+        }
+        self.settle(peer);
+    }
+
     /// Keeps the peer's best connection (or, at the end that does not pick, its best rank).
     fn settle(&mut self, peer: PeerId) {
         let picks = self.local < peer;
@@ -157,12 +165,7 @@ impl NetworkBehaviour for Behaviour {
                 peer_id,
                 connection_id,
                 ..
-            }) => {
-                if let Some(of_peer) = self.connections.get_mut(&peer_id) {
-                    of_peer.remove(&connection_id);
-                }
-                self.settle(peer_id);
-            }
+            }) => self.forget(peer_id, connection_id),
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 //! control without going through the loop at all.
 
 mod agent;
+mod alive;
 mod behaviour;
 mod event_loop;
 pub mod framed;
@@ -22,7 +23,7 @@ use std::time::Duration;
 pub use agent::{MAX_NAME_LEN, sanitize_name};
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
-pub use peers::{Link, PeerState, is_relayed};
+pub use peers::{Link, PeerState, is_loopback, is_relayed};
 
 use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux};
 use tokio::{

@@ -124,6 +124,11 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
+/// Whether an address is this machine's own loopback.
+pub fn is_loopback(addr: &Multiaddr) -> bool {
+    ip(addr).is_some_and(|ip| ip.is_loopback())
+}
+
 /// The peer table.
 #[derive(Debug, Default)]
 pub(crate) struct Peers {

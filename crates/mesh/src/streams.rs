@@ -89,6 +89,25 @@ impl Behaviour {
         }
     }
 
+    /// Counts a connection as gone: it closed, or is closing for carrying nothing.
+    pub(crate) fn forget(&mut self, peer_id: PeerId, connection_id: ConnectionId) {
+        let known = self
+            .connections
+            .get_mut(&peer_id)
+            .and_then(|of_peer| of_peer.remove(&connection_id));
+        if let Some(known) = known.filter(|known| known.shown) {
+            self.inner
+                .on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+                    peer_id,
+                    connection_id,
+                    endpoint: &known.endpoint,
+                    cause: None,
+                    remaining_established: 0,
+                }));
+        }
+        self.show_best(peer_id);
+    }
+
     /// Whether libp2p-stream may open streams on this connection.
     #[cfg(test)]
     fn shown(&self, peer: &PeerId, id: ConnectionId) -> bool {
@@ -141,14 +160,7 @@ impl NetworkBehaviour for Behaviour {
                 self.show_best(established.peer_id);
             }
             FromSwarm::ConnectionClosed(closed) => {
-                let known = self
-                    .connections
-                    .get_mut(&closed.peer_id)
-                    .and_then(|of_peer| of_peer.remove(&closed.connection_id));
-                if known.is_some_and(|known| known.shown) {
-                    self.inner.on_swarm_event(event);
-                }
-                self.show_best(closed.peer_id);
+                self.forget(closed.peer_id, closed.connection_id);
             }
             FromSwarm::AddressChange(AddressChange {
                 peer_id,

@@ -17,6 +17,9 @@ pub const APPLICATION: [&str; 4] = [EXEC, TRANSFER, SESSION, SYNC];
 
 /// The identify protocol version a Loopsy node announces.
 pub const IDENTIFY: &str = "/loopsy/id/1";
+/// A check that a connection still carries anything: one byte there and back, open to
+/// every peer, like ping.
+pub const ALIVE: &str = "/loopsy/alive/1";
 
 /// The control API's version; a client and a daemon of different versions refuse each other
 /// with a clear error.

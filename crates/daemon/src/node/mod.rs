@@ -298,7 +298,13 @@ impl Node {
         // A stable order: the self-record is republished only when the set really changes.
         // Relayed addresses come first, so that they fit in a pairing code: they are the
         // ones that reach this device from another network.
-        addrs.sort_by_cached_key(|a| (is_loopback(a), !loopsy_mesh::is_relayed(a), a.to_string()));
+        addrs.sort_by_cached_key(|a| {
+            (
+                loopsy_mesh::is_loopback(a),
+                !loopsy_mesh::is_relayed(a),
+                a.to_string(),
+            )
+        });
         addrs.truncate(MAX_ADVERTISED);
         addrs
     }
@@ -340,14 +346,6 @@ impl Node {
             .map(|p| p.peer_id)
             .collect()
     }
-}
-
-fn is_loopback(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_loopback(),
-        Protocol::Ip6(ip) => ip.is_loopback(),
-        _ => false,
-    })
 }
 
 /// IPv6 link-local addresses need an interface scope that a multiaddr cannot carry;

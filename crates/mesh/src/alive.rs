@@ -1,0 +1,339 @@
+//! Checks, on demand, that a connection still carries anything. libp2p's ping notices a
+//! dead path only after two failed rounds (its first failure is silent), which with our
+//! timings is up to half a minute. When there is reason to doubt a path now (this device
+//! lost an address, or a peer connected anew beside an older connection, as a device that
+//! moved to another network does), the event loop asks for a check, and a connection that
+//! fails it is closed, so that traffic moves to the new path at once.
+//!
+//! A check opens one stream of `/loopsy/alive/1`, writes a byte and waits for it to come
+//! back; the other end echoes it. A connection that does not answer within [`TIMEOUT`]
+//! fails. A peer that does not speak the protocol still refuses it, and that answer is as
+//! good a proof of life.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    io,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, future::BoxFuture};
+use libp2p::{
+    Multiaddr, PeerId, Stream, StreamProtocol,
+    core::{Endpoint, transport::PortUse, upgrade::ReadyUpgrade},
+    swarm::{
+        ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent,
+        ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, StreamUpgradeError,
+        SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        handler::{
+            ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+        },
+    },
+};
+
+const PROTOCOL: StreamProtocol = StreamProtocol::new(loopsy_wire::protocol::ALIVE);
+/// How long a connection has to answer a check: many round trips of any real path, and
+/// room for a busy peer (a live connection that fails is cut, and has to be made again).
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection that failed its check.
+#[derive(Debug)]
+pub(crate) struct Dead {
+    pub peer: PeerId,
+    pub connection: ConnectionId,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Behaviour {
+    connections: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Checks to hand to their connections' handlers.
+    asked: VecDeque<(PeerId, ConnectionId)>,
+    /// Connections being checked.
+    checking: HashSet<ConnectionId>,
+    dead: VecDeque<Dead>,
+}
+
+impl Behaviour {
+    fn connect(&mut self, peer: PeerId, id: ConnectionId) {
+        self.connections.entry(peer).or_default().insert(id);
+    }
+
+    /// Checks every connection.
+    pub(crate) fn check_all(&mut self) {
+        for (peer, ids) in &self.connections {
+            for id in ids {
+                if self.checking.insert(*id) {
+                    self.asked.push_back((*peer, *id));
+                }
+            }
+        }
+    }
+
+    /// Checks the peer's connections other than `new`.
+    pub(crate) fn check_others(&mut self, peer: PeerId, new: ConnectionId) {
+        for id in self.connections.get(&peer).into_iter().flatten() {
+            if *id != new && self.checking.insert(*id) {
+                self.asked.push_back((peer, *id));
+            }
+        }
+    }
+
+    /// Counts a connection as gone: it closed, or is closing for carrying nothing.
+    pub(crate) fn forget(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(ids) = self.connections.get_mut(&peer) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.connections.remove(&peer);
+            }
+        }
+        self.checking.remove(&id);
+        self.asked.retain(|(_, asked)| *asked != id);
+    }
+
+    /// Whether one of the peer's connections is being checked.
+    pub(crate) fn checking(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|ids| ids.iter().any(|id| self.checking.contains(id)))
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Dead;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::default())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::default())
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(established) => {
+                self.connect(established.peer_id, established.connection_id);
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            }) => self.forget(peer_id, connection_id),
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        alive: THandlerOutEvent<Self>,
+    ) {
+        self.checking.remove(&connection);
+        if !alive {
+            self.dead.push_back(Dead { peer, connection });
+        }
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some(dead) = self.dead.pop_front() {
+            return Poll::Ready(ToSwarm::GenerateEvent(dead));
+        }
+        match self.asked.pop_front() {
+            Some((peer_id, id)) => Poll::Ready(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(id),
+                event: (),
+            }),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Runs one connection's checks, and answers the other end's.
+#[derive(Default)]
+pub(crate) struct Handler {
+    /// A check was asked for and its stream is still to be opened.
+    open: bool,
+    /// This end's check: its echo, once the stream is open.
+    check: Option<BoxFuture<'static, io::Result<()>>>,
+    /// The other end's latest check (a newer one replaces it: a peer gets no more).
+    answer: Option<BoxFuture<'static, io::Result<()>>>,
+    /// How the check came out, for the behaviour.
+    done: Option<bool>,
+}
+
+async fn echo(mut stream: Stream) -> io::Result<()> {
+    let mut byte = [0];
+    stream.read_exact(&mut byte).await?;
+    stream.write_all(&byte).await?;
+    stream.close().await
+}
+
+async fn check(mut stream: Stream) -> io::Result<()> {
+    let sent = [1];
+    stream.write_all(&sent).await?;
+    stream.flush().await?;
+    let mut back = [0];
+    stream.read_exact(&mut back).await?;
+    if back != sent {
+        return Err(io::Error::other("a wrong echo"));
+    }
+    Ok(())
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = ();
+    /// Whether the connection passed its check.
+    type ToBehaviour = bool;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
+        SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        false
+    }
+
+    fn on_behaviour_event(&mut self, (): ()) {
+        self.open = true;
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: mut stream,
+                ..
+            }) => {
+                stream.ignore_for_keep_alive();
+                let answer = tokio::time::timeout(TIMEOUT, echo(stream));
+                self.answer = Some(answer.map(|r| r.unwrap_or(Ok(()))).boxed());
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: mut stream,
+                ..
+            }) => {
+                stream.ignore_for_keep_alive();
+                let check = tokio::time::timeout(TIMEOUT, check(stream));
+                self.check = Some(
+                    check
+                        .map(|r| r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())))
+                        .boxed(),
+                );
+            }
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
+                // A refusal is an answer; silence, or a connection that broke, is not.
+                self.done = Some(matches!(error, StreamUpgradeError::NegotiationFailed));
+            }
+            _ => {}
+        }
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
+        if let Some(answer) = self.answer.as_mut()
+            && answer.poll_unpin(cx).is_ready()
+        {
+            self.answer = None;
+        }
+        if let Some(check) = self.check.as_mut()
+            && let Poll::Ready(result) = check.poll_unpin(cx)
+        {
+            self.check = None;
+            self.done = Some(result.is_ok());
+        }
+        if let Some(alive) = self.done.take() {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(alive));
+        }
+        if std::mem::take(&mut self.open) {
+            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ())
+                    .with_timeout(TIMEOUT),
+            });
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(alive: &mut Behaviour) -> Vec<ConnectionId> {
+        let mut ids: Vec<_> = alive.asked.drain(..).map(|(_, id)| id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_new_connection_has_the_others_checked_once() {
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        let id = ConnectionId::new_unchecked;
+        let mut alive = Behaviour::default();
+        alive.connect(peer, id(1));
+        alive.connect(peer, id(2));
+        alive.connect(other, id(3));
+        alive.connect(peer, id(4));
+        alive.check_others(peer, id(4));
+        assert_eq!(asked(&mut alive), [id(1), id(2)]);
+        assert!(alive.checking(&peer) && !alive.checking(&other));
+        // Asked again while the checks run: nothing more is sent.
+        alive.check_all();
+        assert_eq!(asked(&mut alive), [id(3), id(4)]);
+        alive.check_others(peer, id(4));
+        assert!(asked(&mut alive).is_empty());
+    }
+
+    #[test]
+    fn only_a_failed_check_reports_the_connection_dead() {
+        let peer = PeerId::random();
+        let id = ConnectionId::new_unchecked;
+        let mut alive = Behaviour::default();
+        alive.connect(peer, id(1));
+        alive.connect(peer, id(2));
+        alive.check_all();
+        alive.on_connection_handler_event(peer, id(1), true);
+        assert!(alive.checking(&peer), "the other is still being checked");
+        alive.on_connection_handler_event(peer, id(2), false);
+        assert!(!alive.checking(&peer));
+        let dead: Vec<_> = alive.dead.drain(..).map(|d| d.connection).collect();
+        assert_eq!(dead, [id(2)]);
+    }
+
+    #[test]
+    fn a_forgotten_connection_is_neither_checked_nor_waited_for() {
+        let peer = PeerId::random();
+        let id = ConnectionId::new_unchecked;
+        let mut alive = Behaviour::default();
+        alive.connect(peer, id(1));
+        alive.check_all();
+        alive.forget(peer, id(1));
+        assert!(alive.asked.is_empty() && !alive.checking(&peer));
+        alive.check_all();
+        assert!(alive.asked.is_empty());
+        assert!(alive.connections.is_empty(), "nothing left of a gone peer");
+    }
+}
