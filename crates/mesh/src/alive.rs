@@ -143,8 +143,13 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         alive: THandlerOutEvent<Self>,
     ) {
+        // A connection already counted as gone is not reported again.
+        let known = self
+            .connections
+            .get(&peer)
+            .is_some_and(|ids| ids.contains(&connection));
         self.checking.remove(&connection);
-        if !alive {
+        if !alive && known {
             self.dead.push_back(Dead { peer, connection });
         }
     }
@@ -334,6 +339,9 @@ mod tests {
         assert!(alive.asked.is_empty() && !alive.checking(&peer));
         alive.check_all();
         assert!(alive.asked.is_empty());
+        // Its check, failed after all, is not news.
+        alive.on_connection_handler_event(peer, id(1), false);
+        assert!(alive.dead.is_empty());
         assert!(alive.connections.is_empty(), "nothing left of a gone peer");
     }
 }
