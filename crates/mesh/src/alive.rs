@@ -3,7 +3,9 @@
 //! timings is up to half a minute. When there is reason to doubt a path now (this device
 //! lost an address, or a peer connected anew beside an older connection, as a device that
 //! moved to another network does), the event loop asks for a check, and a connection that
-//! fails it is closed, so that traffic moves to the new path at once.
+//! fails it is closed, so that traffic moves to the new path at once. A connection that
+//! has shown no sign of life (a ping answered, a check passed) for [`SILENT`] is checked
+//! too, without waiting for ping's second failure.
 //!
 //! A check opens one stream of `/loopsy/alive/1`, writes a byte and waits for it to come
 //! back; the other end echoes it. A connection that does not answer within [`TIMEOUT`]
@@ -14,7 +16,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     io,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, future::BoxFuture};
@@ -36,6 +38,10 @@ const PROTOCOL: StreamProtocol = StreamProtocol::new(loopsy_wire::protocol::ALIV
 /// room for a busy peer (a live connection that fails is cut, and has to be made again).
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a connection may go without a sign of life before it is checked: two ping
+/// rounds, and some.
+pub(crate) const SILENT: Duration = Duration::from_secs(12);
+
 /// A connection that failed its check.
 #[derive(Debug)]
 pub(crate) struct Dead {
@@ -45,7 +51,8 @@ pub(crate) struct Dead {
 
 #[derive(Debug, Default)]
 pub(crate) struct Behaviour {
-    connections: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Each connection, and when it last showed a sign of life.
+    connections: HashMap<PeerId, HashMap<ConnectionId, Instant>>,
     /// Checks to hand to their connections' handlers.
     asked: VecDeque<(PeerId, ConnectionId)>,
     /// Connections being checked.
@@ -55,13 +62,38 @@ pub(crate) struct Behaviour {
 
 impl Behaviour {
     fn connect(&mut self, peer: PeerId, id: ConnectionId) {
-        self.connections.entry(peer).or_default().insert(id);
+        self.connections
+            .entry(peer)
+            .or_default()
+            .insert(id, Instant::now());
+    }
+
+    /// Notes a sign of life on a connection (a ping answered).
+    pub(crate) fn lives(&mut self, peer: PeerId, id: ConnectionId) {
+        if let Some(last) = self
+            .connections
+            .get_mut(&peer)
+            .and_then(|ids| ids.get_mut(&id))
+        {
+            *last = Instant::now();
+        }
+    }
+
+    /// Checks the connections that showed no sign of life since `now - SILENT`.
+    pub(crate) fn check_silent(&mut self, now: Instant) {
+        for (peer, ids) in &self.connections {
+            for (id, last) in ids {
+                if now.saturating_duration_since(*last) >= SILENT && self.checking.insert(*id) {
+                    self.asked.push_back((*peer, *id));
+                }
+            }
+        }
     }
 
     /// Checks every connection.
     pub(crate) fn check_all(&mut self) {
         for (peer, ids) in &self.connections {
-            for id in ids {
+            for id in ids.keys() {
                 if self.checking.insert(*id) {
                     self.asked.push_back((*peer, *id));
                 }
@@ -71,7 +103,12 @@ impl Behaviour {
 
     /// Checks the peer's connections other than `new`.
     pub(crate) fn check_others(&mut self, peer: PeerId, new: ConnectionId) {
-        for id in self.connections.get(&peer).into_iter().flatten() {
+        for id in self
+            .connections
+            .get(&peer)
+            .into_iter()
+            .flat_map(HashMap::keys)
+        {
             if *id != new && self.checking.insert(*id) {
                 self.asked.push_back((peer, *id));
             }
@@ -94,7 +131,7 @@ impl Behaviour {
     pub(crate) fn checking(&self, peer: &PeerId) -> bool {
         self.connections
             .get(peer)
-            .is_some_and(|ids| ids.iter().any(|id| self.checking.contains(id)))
+            .is_some_and(|ids| ids.keys().any(|id| self.checking.contains(id)))
     }
 }
 
@@ -143,13 +180,18 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         alive: THandlerOutEvent<Self>,
     ) {
-        // A connection already counted as gone is not reported again.
-        let known = self
-            .connections
-            .get(&peer)
-            .is_some_and(|ids| ids.contains(&connection));
         self.checking.remove(&connection);
-        if !alive && known {
+        // A connection already counted as gone is not reported again.
+        let Some(last) = self
+            .connections
+            .get_mut(&peer)
+            .and_then(|ids| ids.get_mut(&connection))
+        else {
+            return;
+        };
+        if alive {
+            *last = Instant::now();
+        } else {
             self.dead.push_back(Dead { peer, connection });
         }
     }
@@ -326,6 +368,35 @@ mod tests {
         assert!(!alive.checking(&peer));
         let dead: Vec<_> = alive.dead.drain(..).map(|d| d.connection).collect();
         assert_eq!(dead, [id(2)]);
+    }
+
+    #[test]
+    fn a_connection_silent_for_too_long_is_checked() {
+        let peer = PeerId::random();
+        let id = ConnectionId::new_unchecked;
+        let pause = || std::thread::sleep(Duration::from_millis(2));
+        let mut alive = Behaviour::default();
+        alive.connect(peer, id(1));
+        alive.connect(peer, id(2));
+        let first = alive.connections[&peer][&id(1)];
+        pause();
+        alive.lives(peer, id(2));
+        alive.check_silent(first + SILENT - Duration::from_millis(1));
+        assert!(
+            asked(&mut alive).is_empty(),
+            "neither has been silent that long"
+        );
+        alive.check_silent(first + SILENT);
+        assert_eq!(
+            asked(&mut alive),
+            [id(1)],
+            "only the one without a ping since"
+        );
+        // Passing the check is a sign of life.
+        pause();
+        alive.on_connection_handler_event(peer, id(1), true);
+        alive.check_silent(first + SILENT);
+        assert!(asked(&mut alive).is_empty());
     }
 
     #[test]

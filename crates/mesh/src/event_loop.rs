@@ -163,6 +163,7 @@ impl EventLoop {
             self.reserve(relay);
         }
         let mut lan_redial = tokio::time::interval(LAN_REDIAL);
+        let mut silent = tokio::time::interval(crate::behaviour::PING_INTERVAL);
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
             let timer = async {
@@ -179,6 +180,10 @@ impl EventLoop {
                     for (peer, addrs) in self.peers.on_lan_unconnected() {
                         self.dial_discovered(peer, addrs);
                     }
+                }
+                _ = silent.tick() => {
+                    let now = std::time::Instant::now();
+                    self.swarm.behaviour_mut().alive.check_silent(now);
                 }
                 _ = timer => self.run_due_timers(),
                 command = self.commands.recv() => match command {
@@ -566,9 +571,12 @@ impl EventLoop {
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
+                connection,
                 result: Ok(rtt),
-                ..
-            }) => self.peers.pinged(peer, rtt),
+            }) => {
+                self.peers.pinged(peer, rtt);
+                self.swarm.behaviour_mut().alive.lives(peer, connection);
+            }
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
