@@ -42,6 +42,10 @@ class Lab:
         return self.sshd
 
     def close(self):
+        if self.sshd is not None:
+            # The master connection outlives its command (ControlPersist): end it now.
+            _, mux = self.sshd
+            subprocess.run(mux[:-1] + ["-O", "exit", mux[-1]], capture_output=True)
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
