@@ -81,36 +81,32 @@ impl Behaviour {
 
     /// Checks the connections that showed no sign of life since `now - SILENT`.
     pub(crate) fn check_silent(&mut self, now: Instant) {
-        for (peer, ids) in &self.connections {
-            for (id, last) in ids {
-                if now.saturating_duration_since(*last) >= SILENT && self.checking.insert(*id) {
-                    self.asked.push_back((*peer, *id));
-                }
-            }
-        }
+        self.check_where(|_, _, last| now.saturating_duration_since(last) >= SILENT);
     }
 
     /// Checks every connection.
     pub(crate) fn check_all(&mut self) {
-        for (peer, ids) in &self.connections {
-            for id in ids.keys() {
-                if self.checking.insert(*id) {
-                    self.asked.push_back((*peer, *id));
-                }
-            }
-        }
+        self.check_where(|_, _, _| true);
     }
 
     /// Checks the peer's connections other than `new`.
     pub(crate) fn check_others(&mut self, peer: PeerId, new: ConnectionId) {
-        for id in self
-            .connections
-            .get(&peer)
-            .into_iter()
-            .flat_map(HashMap::keys)
-        {
-            if *id != new && self.checking.insert(*id) {
-                self.asked.push_back((peer, *id));
+        self.check_where(|p, id, _| *p == peer && id != new);
+    }
+
+    /// Asks for a check of each connection `doubt` picks, unless one is under way.
+    fn check_where(&mut self, doubt: impl Fn(&PeerId, ConnectionId, Instant) -> bool) {
+        let Self {
+            connections,
+            asked,
+            checking,
+            ..
+        } = self;
+        for (peer, ids) in connections.iter() {
+            for (&id, &last) in ids {
+                if doubt(peer, id, last) && checking.insert(id) {
+                    asked.push_back((*peer, id));
+                }
             }
         }
     }
@@ -329,6 +325,15 @@ impl ConnectionHandler for Handler {
 mod tests {
     use super::*;
 
+    /// A behaviour that knows these connections of `peer`, numbered as given.
+    fn knowing(peer: PeerId, ids: &[usize]) -> Behaviour {
+        let mut alive = Behaviour::default();
+        for &n in ids {
+            alive.connect(peer, ConnectionId::new_unchecked(n));
+        }
+        alive
+    }
+
     fn asked(alive: &mut Behaviour) -> Vec<ConnectionId> {
         let mut ids: Vec<_> = alive.asked.drain(..).map(|(_, id)| id).collect();
         ids.sort();
@@ -339,9 +344,7 @@ mod tests {
     fn a_new_connection_has_the_others_checked_once() {
         let (peer, other) = (PeerId::random(), PeerId::random());
         let id = ConnectionId::new_unchecked;
-        let mut alive = Behaviour::default();
-        alive.connect(peer, id(1));
-        alive.connect(peer, id(2));
+        let mut alive = knowing(peer, &[1, 2]);
         alive.connect(other, id(3));
         alive.connect(peer, id(4));
         alive.check_others(peer, id(4));
@@ -358,9 +361,7 @@ mod tests {
     fn only_a_failed_check_reports_the_connection_dead() {
         let peer = PeerId::random();
         let id = ConnectionId::new_unchecked;
-        let mut alive = Behaviour::default();
-        alive.connect(peer, id(1));
-        alive.connect(peer, id(2));
+        let mut alive = knowing(peer, &[1, 2]);
         alive.check_all();
         alive.on_connection_handler_event(peer, id(1), true);
         assert!(alive.checking(&peer), "the other is still being checked");
@@ -375,9 +376,7 @@ mod tests {
         let peer = PeerId::random();
         let id = ConnectionId::new_unchecked;
         let pause = || std::thread::sleep(Duration::from_millis(2));
-        let mut alive = Behaviour::default();
-        alive.connect(peer, id(1));
-        alive.connect(peer, id(2));
+        let mut alive = knowing(peer, &[1, 2]);
         let first = alive.connections[&peer][&id(1)];
         pause();
         alive.lives(peer, id(2));
@@ -403,8 +402,7 @@ mod tests {
     fn a_forgotten_connection_is_neither_checked_nor_waited_for() {
         let peer = PeerId::random();
         let id = ConnectionId::new_unchecked;
-        let mut alive = Behaviour::default();
-        alive.connect(peer, id(1));
+        let mut alive = knowing(peer, &[1]);
         alive.check_all();
         alive.forget(peer, id(1));
         assert!(alive.asked.is_empty() && !alive.checking(&peer));
