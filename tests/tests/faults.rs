@@ -136,7 +136,23 @@ fn after_a_link_outage_the_copy_resumes_and_the_session_goes_on() -> anyhow::Res
     // alpha's link goes down for longer than it takes to find a connection dead.
     let lab = &path.lab;
     lab.run(&path.alpha_host, "ip", &["link", "set", "eth0", "down"])?;
-    std::thread::sleep(Duration::from_secs(20));
+    let down = Instant::now();
+    let gave_up = wait_for(
+        "alpha to give up the dead link",
+        Duration::from_secs(40),
+        || {
+            let link = path.alpha.peer(&path.bravo.peer_id);
+            let connection = link.as_ref().and_then(|p| p["connection"].as_str());
+            (connection == Some("none")).then(|| down.elapsed())
+        },
+    )?;
+    // A connection that answered no ping for 12 s is checked (5 s to answer): found dead in
+    // at most 22 s, where ping alone takes 25 to 30.
+    assert!(
+        gave_up < Duration::from_secs(24),
+        "the dead link went on for {gave_up:?}"
+    );
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(down.elapsed()));
     lab.run(&path.alpha_host, "ip", &["link", "set", "eth0", "up"])?;
     lab.default_route(&path.alpha_host, "10.1.0.1")?;
     let back = Instant::now();
@@ -175,7 +191,9 @@ fn after_a_link_outage_the_copy_resumes_and_the_session_goes_on() -> anyhow::Res
     )?;
     assert_unbroken(&attached.text());
     println!(
-        "after the outage: copy resumed ({resumed} of {size} bytes kept), session back, {} ms",
+        "after the outage: dead link given up after {} ms; copy resumed ({resumed} of {size} \
+         bytes kept), session back, {} ms",
+        gave_up.as_millis(),
         back.elapsed().as_millis()
     );
     drop((path.router, path.bravo));
