@@ -21,16 +21,20 @@ pub enum Capability {
     Ctx,
     /// Send messages.
     Msg,
+    /// Vouch for devices: a device this peer introduces becomes a member here (with at most
+    /// what this peer holds here), and its revocations count here.
+    Admit,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Exec,
         Capability::Shell,
         Capability::Files,
         Capability::Sessions,
         Capability::Ctx,
         Capability::Msg,
+        Capability::Admit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Capability {
             Capability::Sessions => "sessions",
             Capability::Ctx => "ctx",
             Capability::Msg => "msg",
+            Capability::Admit => "admit",
         }
     }
 }
@@ -53,7 +58,7 @@ impl fmt::Display for Capability {
 
 /// A capability name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown capability `{0}`: use exec, shell, files, sessions, ctx, msg, all or none")]
+#[error("unknown capability `{0}`: use exec, shell, files, sessions, ctx, msg, admit, all or none")]
 pub struct UnknownCapability(pub String);
 
 impl FromStr for Capability {
@@ -85,6 +90,24 @@ pub fn parse(items: &[String]) -> Result<Caps, UnknownCapability> {
     Ok(caps)
 }
 
+/// Parses capability names from another device's record, skipping names this version does
+/// not know (a newer device's): an unknown capability grants nothing here.
+pub fn parse_known(items: &[String]) -> Caps {
+    let mut caps = Caps::new();
+    for name in items.iter().flat_map(|i| i.split(',')).map(str::trim) {
+        match name {
+            "all" => caps.extend(Capability::ALL),
+            other => caps.extend(other.parse::<Capability>().ok()),
+        }
+    }
+    caps
+}
+
+/// Every capability.
+pub fn all() -> Caps {
+    Capability::ALL.into_iter().collect()
+}
+
 /// Names of a set, in a stable order.
 pub fn names(caps: &Caps) -> Vec<String> {
     caps.iter().map(|c| c.name().to_owned()).collect()
@@ -102,7 +125,10 @@ mod tests {
     fn lists_parse_as_users_write_them() {
         let caps = parse(&strings(&["exec,shell", "ctx"])).unwrap();
         assert_eq!(names(&caps), ["exec", "shell", "ctx"]);
-        assert_eq!(parse(&strings(&["all"])).unwrap().len(), 6);
+        assert_eq!(
+            parse(&strings(&["all"])).unwrap().len(),
+            Capability::ALL.len()
+        );
         assert!(parse(&strings(&["none"])).unwrap().is_empty());
         let err = parse(&strings(&["exec,root"])).unwrap_err();
         assert!(err.to_string().contains("`root`"));

@@ -2,6 +2,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How far ahead of this device's clock a record from another device may be dated: clocks
+/// of real devices drift by seconds, not minutes. A record dated further ahead is refused,
+/// so that a device whose clock is wrong (or lies) cannot write records that win for ever,
+/// nor drag every device's hybrid clock into its future.
+pub const MAX_SKEW_MS: u64 = 5 * 60 * 1000;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()

@@ -2,6 +2,11 @@
 //! their authors, merged by hybrid logical clock, kept on disk, and bounded. The session
 //! registry, the shared context and messages are each one of these; [`crate::sync`] carries
 //! them between members like the member list.
+//!
+//! Clocks are bounded: a record dated more than [`clock::MAX_SKEW_MS`] ahead of this
+//! device's wall clock is refused, so no peer can drag this device's hybrid clock into its
+//! future (after which every write would tie and updates would be lost at random) or write
+//! a record, or a deletion, that wins for ever.
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +24,12 @@ use loopsy_wire::{
 use serde_bytes::ByteBuf;
 use tokio::sync::watch;
 
-use crate::{caps::Capability, clock, fsutil, sync::Collection, trust::members::public_key};
+use crate::{
+    caps::Capability,
+    clock, fsutil,
+    sync::{Collection, Merged},
+    trust::members::public_key,
+};
 
 /// How long a deletion is remembered, so that it reaches devices that were away.
 pub const TOMBSTONE_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -60,6 +70,8 @@ pub struct Store {
     name: &'static str,
     /// What a record's author needs here.
     needs: Option<Capability>,
+    /// What a member needs here to receive the collection.
+    serves: Option<Capability>,
     path: PathBuf,
     keypair: Keypair,
     me: PeerId,
@@ -71,9 +83,11 @@ pub struct Store {
 
 impl Store {
     /// The collection `name`, as kept in `path` (missing: empty; unreadable: an error).
+    /// Records by others dated too far ahead (taken while this device's clock ran ahead)
+    /// are dropped; this device's own are signed again, dated now.
     pub fn load(
         name: &'static str,
-        needs: Option<Capability>,
+        (needs, serves): (Option<Capability>, Option<Capability>),
         path: PathBuf,
         keypair: Keypair,
         limits: Limits,
@@ -86,11 +100,28 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let clock = records.iter().map(|r| r.clock).max().unwrap_or_default();
         let me = keypair.public().to_peer_id();
+        let now = clock::now_ms();
+        let mut clock = Clock::default();
+        let mut kept = Vec::with_capacity(records.len());
+        for mut record in records {
+            if record.clock.ms > now.saturating_add(clock::MAX_SKEW_MS) {
+                if record.author.as_slice() != me.to_bytes().as_slice() {
+                    tracing::warn!(collection = name, "dropping a record from the future");
+                    continue;
+                }
+                record.clock = clock.tick(now);
+                record.signature =
+                    ByteBuf::from(keypair.sign(&record.signed_bytes(name)).unwrap_or_default());
+            }
+            clock = clock.max(record.clock);
+            kept.push(record);
+        }
+        let records = kept;
         Ok(Self {
             name,
             needs,
+            serves,
             path,
             keypair,
             me,
@@ -134,7 +165,13 @@ impl Store {
                     max: self.limits.records,
                 });
             }
-            state.clock = state.clock.tick(clock::now_ms());
+            let now = clock::now_ms();
+            // A clock left far ahead (this device's wall clock was wrong, and is right
+            // again) starts over from now: its records would be refused everywhere.
+            if state.clock.ms > now.saturating_add(clock::MAX_SKEW_MS) {
+                state.clock = Clock::default();
+            }
+            state.clock = state.clock.tick(now);
             let mut record = Record {
                 key: ByteBuf::from(key.to_vec()),
                 value: value.map(ByteBuf::from),
@@ -193,23 +230,38 @@ impl Store {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Checks a record from a peer: size, signature, the collection's rule, not expired.
-    fn valid(&self, record: &Record, now: u64) -> bool {
+    /// Checks a record from a peer: size, date, signature, the collection's rule; `Ok(false)`
+    /// for one that expired (nothing wrong with it, just no longer needed).
+    fn valid(&self, record: &Record, now: u64) -> Result<bool, String> {
         if !record.within_limits()
             || record
                 .value
                 .as_ref()
                 .is_some_and(|v| v.len() > self.limits.value)
-            || record.expires.is_some_and(|e| e <= now)
         {
-            return false;
+            return Err(format!("{} record over its size limits", self.name));
         }
-        let Ok(author) = PeerId::from_bytes(&record.author) else {
-            return false;
-        };
-        public_key(&author)
-            .is_some_and(|key| key.verify(&record.signed_bytes(self.name), &record.signature))
-            && (self.rule)(record, &author)
+        if record.clock.ms > now.saturating_add(clock::MAX_SKEW_MS) {
+            return Err(format!(
+                "{} record dated {}, more than the allowed clock skew ahead of this device",
+                self.name,
+                clock::rfc3339_ms(record.clock.ms)
+            ));
+        }
+        let author = PeerId::from_bytes(&record.author)
+            .map_err(|_| format!("{} record with a malformed author", self.name))?;
+        let signed = public_key(&author)
+            .is_some_and(|key| key.verify(&record.signed_bytes(self.name), &record.signature));
+        if !signed {
+            return Err(format!(
+                "{} record whose signature does not verify",
+                self.name
+            ));
+        }
+        if !(self.rule)(record, &author) {
+            return Err(format!("{} record its author may not write", self.name));
+        }
+        Ok(record.expires.is_none_or(|e| e > now))
     }
 }
 
@@ -243,6 +295,10 @@ impl Collection for Store {
         self.needs
     }
 
+    fn serves(&self) -> Option<Capability> {
+        self.serves
+    }
+
     fn author_of(&self, record: &[u8]) -> Option<PeerId> {
         let record: Record = ciborium::from_reader(record).ok()?;
         PeerId::from_bytes(&record.author).ok()
@@ -270,17 +326,24 @@ impl Collection for Store {
             .collect()
     }
 
-    fn merge(&self, records: Vec<ByteBuf>) -> Vec<ByteBuf> {
+    fn merge(&self, records: Vec<ByteBuf>) -> Merged {
         let now = clock::now_ms();
         let mut fresh = Vec::new();
+        let mut refused = Vec::new();
         {
             let mut state = self.lock();
             for bytes in records {
                 let Ok(record) = ciborium::from_reader::<Record, _>(&bytes[..]) else {
+                    refused.push(format!("malformed {} record", self.name));
                     continue;
                 };
-                if !self.valid(&record, now) {
-                    continue;
+                match self.valid(&record, now) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(reason) => {
+                        refused.push(reason);
+                        continue;
+                    }
                 }
                 let key = record.key.to_vec();
                 let newer = match state.records.get(&key) {
@@ -298,7 +361,7 @@ impl Collection for Store {
         if !fresh.is_empty() {
             self.saved();
         }
-        fresh
+        Merged { fresh, refused }
     }
 }
 
@@ -317,7 +380,7 @@ mod tests {
             records: 100,
             value: 1024,
         };
-        Store::load("test", None, path, keypair, limits, |_, _| true).unwrap()
+        Store::load("test", (None, None), path, keypair, limits, |_, _| true).unwrap()
     }
 
     fn state(store: &Store) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
@@ -336,8 +399,15 @@ mod tests {
         a.put(b"k", Some(b"v".to_vec()), None).unwrap();
         a.put(b"gone", Some(b"x".to_vec()), None).unwrap();
         a.put(b"gone", None, None).unwrap();
-        let again =
-            Store::load("test", None, a.path.clone(), keypair, a.limits, |_, _| true).unwrap();
+        let again = Store::load(
+            "test",
+            (None, None),
+            a.path.clone(),
+            keypair,
+            a.limits,
+            |_, _| true,
+        )
+        .unwrap();
         assert_eq!(again.get(b"k").unwrap().value.unwrap().as_ref(), b"v");
         assert!(again.get(b"gone").is_none());
         assert_eq!(again.digest().len(), 2, "the deletion is remembered");
@@ -354,13 +424,79 @@ mod tests {
         let good = a.put(b"k", Some(b"v".to_vec()), None).unwrap();
         let mut forged: Record = ciborium::from_reader(&good[..]).unwrap();
         forged.value = Some(ByteBuf::from(b"evil".to_vec()));
-        assert!(b.merge(vec![encode(&forged)]).is_empty());
+        assert!(b.merge(vec![encode(&forged)]).fresh.is_empty());
         let expired = a.put(b"old", Some(b"v".to_vec()), Some(1)).unwrap();
-        assert!(b.merge(vec![expired]).is_empty());
-        assert_eq!(b.merge(vec![good.clone()]).len(), 1);
+        assert!(b.merge(vec![expired]).fresh.is_empty());
+        assert_eq!(b.merge(vec![good.clone()]).fresh.len(), 1);
         assert!(
-            b.merge(vec![good]).is_empty(),
+            b.merge(vec![good]).fresh.is_empty(),
             "nothing new the second time"
+        );
+    }
+
+    /// A record of `key` signed by `keypair` with any clock it likes.
+    fn dated(keypair: &Keypair, key: &[u8], ms: u64) -> ByteBuf {
+        let mut record = Record {
+            key: ByteBuf::from(key.to_vec()),
+            value: Some(ByteBuf::from(b"v".to_vec())),
+            clock: Clock { ms, counter: 0 },
+            author: ByteBuf::from(keypair.public().to_peer_id().to_bytes()),
+            expires: None,
+            signature: ByteBuf::new(),
+        };
+        record.signature = ByteBuf::from(keypair.sign(&record.signed_bytes("test")).unwrap());
+        encode(&record)
+    }
+
+    #[test]
+    fn a_record_from_2100_is_refused_and_does_not_pin_the_clock() {
+        let a = store("future", Keypair::generate_ed25519());
+        let liar = Keypair::generate_ed25519();
+        let merged = a.merge(vec![dated(&liar, b"k", 4_102_444_800_000)]);
+        assert!(merged.fresh.is_empty());
+        assert!(
+            merged.refused[0].contains("2100-01-01"),
+            "{:?}",
+            merged.refused
+        );
+        assert!(a.lock().clock.ms <= clock::now_ms() + clock::MAX_SKEW_MS);
+    }
+
+    #[test]
+    fn a_store_whose_own_clock_ran_ahead_recovers_on_load() {
+        let keypair = Keypair::generate_ed25519();
+        let a = store("recover", keypair.clone());
+        let other = Keypair::generate_ed25519();
+        // Written while this device's clock said 2100 (its own), and taken from another
+        // device while it did (not its own).
+        let own = dated(&keypair, b"mine", 4_102_444_800_000);
+        let theirs = dated(&other, b"theirs", 4_102_444_800_000);
+        {
+            let mut state = a.lock();
+            for bytes in [own, theirs] {
+                let record: Record = ciborium::from_reader(&bytes[..]).unwrap();
+                state.records.insert(record.key.to_vec(), record);
+            }
+        }
+        a.saved();
+        let again = Store::load(
+            "test",
+            (None, None),
+            a.path.clone(),
+            keypair,
+            a.limits,
+            |_, _| true,
+        )
+        .unwrap();
+        let now = clock::now_ms() + clock::MAX_SKEW_MS;
+        assert!(again.get(b"theirs").is_none(), "dropped");
+        let mine = again.get(b"mine").expect("kept, dated anew");
+        assert!(mine.clock.ms <= now);
+        let b = store("recover-b", Keypair::generate_ed25519());
+        assert_eq!(
+            b.merge(vec![encode(&mine)]).fresh.len(),
+            1,
+            "others take it"
         );
     }
 
@@ -393,6 +529,33 @@ mod tests {
             }
             y.merge(all);
             proptest::prop_assert_eq!(state(&x), state(&y));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// Whatever clocks peers' records carry, this device's clock stays within the skew
+        /// of its wall clock, and its next write of a key wins over whatever it holds.
+        #[test]
+        fn peers_cannot_drag_the_clock_ahead_or_make_writes_lose(
+            offsets in proptest::collection::vec(-86_400_000i64..3_000_000_000_000, 1..10),
+        ) {
+            let a = store("bounded", Keypair::generate_ed25519());
+            let peer = Keypair::generate_ed25519();
+            let now = clock::now_ms();
+            let records = offsets
+                .iter()
+                .map(|o| dated(&peer, b"k", now.saturating_add_signed(*o)))
+                .collect();
+            a.merge(records);
+            proptest::prop_assert!(a.lock().clock.ms <= clock::now_ms() + clock::MAX_SKEW_MS);
+            let held = a.lock().records.get(b"k".as_slice()).cloned();
+            a.put(b"k", Some(b"mine".to_vec()), None).unwrap();
+            let written = a.get(b"k").unwrap();
+            proptest::prop_assert_eq!(written.value.as_deref().map(|v| v.as_slice()), Some(b"mine".as_slice()));
+            if let Some(held) = held {
+                proptest::prop_assert!(written.wins_over(&held));
+            }
         }
     }
 }

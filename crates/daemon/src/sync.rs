@@ -6,6 +6,10 @@
 //! and merge records, returning the ones that were new: those are passed on to the other
 //! connected members, so a change crosses the mesh through any chain of members, and stops
 //! where nothing new is learnt.
+//!
+//! Need to know: a collection that serves a capability (the context serves `ctx`, the
+//! session registry `sessions`) goes only to members that hold it here, and is taken only
+//! from them. Records a collection refuses (forged, dated too far ahead) are audited.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -18,7 +22,12 @@ use loopsy_wire::{
 };
 use serde_bytes::ByteBuf;
 
-use crate::{caps::Capability, gate, node::Node, trust::Trust};
+use crate::{
+    caps::{Capability, Caps},
+    gate,
+    node::Node,
+    trust::Trust,
+};
 
 /// How long one exchange may take.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -30,17 +39,36 @@ pub trait Collection: Send + Sync {
     fn digest(&self) -> Vec<Entry>;
     /// The encoded records for these keys (unknown keys are skipped).
     fn records(&self, keys: &[Vec<u8>]) -> Vec<ByteBuf>;
-    /// Merges encoded records and returns those that were new here.
-    fn merge(&self, records: Vec<ByteBuf>) -> Vec<ByteBuf>;
+    /// Merges encoded records: those that were new here, and why others were refused.
+    fn merge(&self, records: Vec<ByteBuf>) -> Merged;
     /// The capability a record's author needs here (whoever passed it on); `None` when
     /// membership is enough.
     fn needs(&self) -> Option<Capability> {
+        None
+    }
+    /// The capability a member needs here to receive the collection (and to pass records
+    /// of it on); `None` when membership is enough.
+    fn serves(&self) -> Option<Capability> {
         None
     }
     /// The author of an encoded record.
     fn author_of(&self, _record: &[u8]) -> Option<PeerId> {
         None
     }
+}
+
+/// What a merge did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Records new here, to pass on.
+    pub fresh: Vec<ByteBuf>,
+    /// Why records were refused, one reason each.
+    pub refused: Vec<String>,
+}
+
+/// Whether a member with `grants` here may receive and pass on `collection`.
+fn may_share(collection: &dyn Collection, grants: Option<&Caps>) -> bool {
+    grants.is_some_and(|g| collection.serves().is_none_or(|c| g.contains(&c)))
 }
 
 /// Compares two digests: the keys whose records `mine` should send, and the keys it wants.
@@ -73,21 +101,34 @@ pub fn compare(mine: &[Entry], theirs: &[Entry]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>)
 }
 
 /// Serves a sync stream from an admitted member.
-pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream) {
-    let result = tokio::time::timeout(DEADLINE, answer(&node, peer, &mut stream)).await;
+pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, grants: Caps) {
+    let result = tokio::time::timeout(DEADLINE, answer(&node, peer, &grants, &mut stream)).await;
     if let Ok(Err(error)) = result {
         tracing::debug!(%peer, %error, "sync exchange failed");
     }
     let _ = stream.close().await;
 }
 
-async fn answer(node: &Arc<Node>, peer: PeerId, stream: &mut Stream) -> Result<(), String> {
+async fn answer(
+    node: &Arc<Node>,
+    peer: PeerId,
+    grants: &Caps,
+    stream: &mut Stream,
+) -> Result<(), String> {
     match read(stream).await? {
         Some(Message::Digest {
             collection,
             entries,
         }) => {
             let c = node.collection(&collection).ok_or("unknown collection")?;
+            if !may_share(c, Some(grants)) {
+                // Nothing either way: an empty delta, so the peer's side ends cleanly.
+                let nothing = Message::Delta {
+                    records: Vec::new(),
+                    want: Vec::new(),
+                };
+                return write(stream, &nothing).await;
+            }
             let (send, want) = compare(&c.digest(), &entries);
             let records = c.records(&send);
             let want = want.into_iter().map(ByteBuf::from).collect();
@@ -102,7 +143,9 @@ async fn answer(node: &Arc<Node>, peer: PeerId, stream: &mut Stream) -> Result<(
             records,
         }) => {
             let c = node.collection(&collection).ok_or("unknown collection")?;
-            learn(node, c, records, peer);
+            if may_share(c, Some(grants)) {
+                learn(node, c, records, peer);
+            }
             Ok(())
         }
         Some(_) => Err("unexpected sync message".into()),
@@ -128,9 +171,23 @@ fn learn(node: &Arc<Node>, collection: &dyn Collection, records: Vec<ByteBuf>, f
             })
             .collect(),
     };
-    let fresh = collection.merge(records);
-    if !fresh.is_empty() {
-        push(node, collection.name(), fresh, Some(from));
+    let merged = collection.merge(records);
+    if let Some(first) = merged.refused.first() {
+        // One entry per exchange, however many records: a flood cannot flood the log.
+        node.audit.record(
+            Some(from),
+            node.peer_name(&from),
+            "sync",
+            collection.name(),
+            crate::audit::Outcome::Denied,
+            Some(format!(
+                "{} records refused; the first: {first}",
+                merged.refused.len()
+            )),
+        );
+    }
+    if !merged.fresh.is_empty() {
+        push(node, collection.name(), merged.fresh, Some(from));
     }
 }
 
@@ -171,6 +228,9 @@ async fn reconcile_one(
     name: &'static str,
 ) -> Result<(), SyncError> {
     let collection = node.collection(name).ok_or("unknown collection")?;
+    if !may_share(collection, node.trust.grants(&peer).as_ref()) {
+        return Ok(());
+    }
     let digest = Message::Digest {
         collection: name.to_owned(),
         entries: collection.digest(),
@@ -202,8 +262,11 @@ pub fn push(
 ) {
     let node = node.clone();
     tokio::spawn(async move {
+        let Some(shared) = node.collection(collection) else {
+            return;
+        };
         for peer in node.connected_members().await {
-            if Some(peer) == except {
+            if Some(peer) == except || !may_share(shared, node.trust.grants(&peer).as_ref()) {
                 continue;
             }
             let node = node.clone();
@@ -261,17 +324,29 @@ impl Collection for Trust {
             .collect()
     }
 
-    fn merge(&self, records: Vec<ByteBuf>) -> Vec<ByteBuf> {
+    fn merge(&self, records: Vec<ByteBuf>) -> Merged {
+        let mut refused = Vec::new();
         let decoded: Vec<Record> = records
             .iter()
-            .filter(|r| r.len() <= member::MAX_RECORD)
-            .filter_map(|r| loopsy_wire::frame::decode(r).ok())
+            .filter_map(|r| {
+                if r.len() > member::MAX_RECORD {
+                    refused.push("member record too large".to_owned());
+                    return None;
+                }
+                loopsy_wire::frame::decode(r)
+                    .map_err(|e| refused.push(format!("malformed member record: {e}")))
+                    .ok()
+            })
             .collect();
         let (fresh, invalid) = Trust::merge(self, decoded);
         if !invalid.is_empty() {
             tracing::warn!(count = invalid.len(), first = %invalid[0], "refused member records");
         }
-        fresh.iter().map(encode_record).collect()
+        refused.extend(invalid.iter().map(ToString::to_string));
+        Merged {
+            fresh: fresh.iter().map(encode_record).collect(),
+            refused,
+        }
     }
 }
 

@@ -17,11 +17,12 @@ use serde_json::json;
 pub struct Cmd {
     #[command(subcommand)]
     join: Option<Join>,
-    /// How long the code stays valid (90s, 10m, 2h).
+    /// How long the code stays valid, from 30s to 24h (90s, 10m, 2h).
     #[arg(long, default_value = "10m", value_parser = clock::parse_duration)]
     ttl: Duration,
     /// Capabilities to grant the device that joins (exec, shell, files, sessions, ctx,
-    /// msg, all, none); the config's defaults when omitted.
+    /// msg, admit, all, none); every member grants it at most these. The config's defaults
+    /// when omitted, or what it had before when it is paired again.
     #[arg(long, value_name = "CAPS")]
     allow: Vec<String>,
     /// Let several devices use the code until it expires.

@@ -20,8 +20,11 @@ use crate::{
     trust::{PeerSettings, ResolveError, Via},
 };
 
-/// Longest a pairing code may live.
-const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Shortest and longest a pairing code may live, single-use or `--multi`: long enough to
+/// walk to the other device, short enough that a code seen over a shoulder or left in a
+/// chat log is soon worth nothing.
+const MIN_TTL: Duration = Duration::from_secs(30);
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a command waits for a connection to its peer.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// Audit entries per response frame.
@@ -186,7 +189,13 @@ async fn invite(
         Ok(allow) => allow,
         Err(e) => return drop(reply.send(&Response::Error(e)).await),
     };
-    let ttl = Duration::from_secs(ttl_secs).clamp(Duration::from_secs(1), MAX_TTL);
+    let ttl = Duration::from_secs(ttl_secs);
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        let message = format!(
+            "a pairing code lives between 30s and 24h (asked: {ttl_secs}s); pick a --ttl in that range"
+        );
+        return reply.error(ErrorCode::InvalidArgument, message).await;
+    }
     let expires = clock::now_secs() + ttl.as_secs();
     let (claim, mut events, _withdraw) = match node.invitations.open(expires, allow, multi) {
         Ok(opened) => opened,
@@ -380,8 +389,8 @@ async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {
         .iter()
         .find(|p| p.peer_id == peer)
         .map_or(0, |p| p.connections);
-    let record = match node.trust.revoke(peer) {
-        Ok(record) => record,
+    let (record, dropped) = match node.trust.revoke(peer) {
+        Ok(revoked) => revoked,
         Err(e) => return error(ErrorCode::Internal, e.to_string()),
     };
     node.spread_members(vec![record], Some(peer));
@@ -395,13 +404,36 @@ async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {
         Outcome::Ok,
         None,
     );
-    Response::Done {
-        message: format!(
-            "revoked {} ({peer}) on every device of the mesh; closed {closed} connection{}",
-            name.unwrap_or_default(),
-            if closed == 1 { "" } else { "s" }
-        ),
+    for gone in &dropped {
+        node.audit.record(
+            Some(gone.peer_id),
+            Some(gone.name.clone()),
+            "trust rm",
+            format!("introduced by {} alone", name.clone().unwrap_or_default()),
+            Outcome::Ok,
+            None,
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), node.mesh.disconnect(gone.peer_id)).await;
     }
+    let mut message = format!(
+        "revoked {} ({peer}) on every device of the mesh; closed {closed} connection{}",
+        name.unwrap_or_default(),
+        if closed == 1 { "" } else { "s" }
+    );
+    if !dropped.is_empty() {
+        let names: Vec<String> = dropped
+            .iter()
+            .map(|m| format!("{} ({})", m.name, m.peer_id))
+            .collect();
+        message.push_str(&format!(
+            ". Its introductions no longer count: {} left the mesh here too, since no \
+             other member vouched for {}; pair or `loopsy trust add` a device again to keep it",
+            names.join(", "),
+            if dropped.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    Response::Done { message }
 }
 
 /// Sends the log on disk, then with `follow` every new entry until the client hangs up.

@@ -16,7 +16,7 @@ use tokio::{net::UnixListener, task::JoinSet};
 use crate::{
     Home,
     audit::Audit,
-    caps::{self, Caps},
+    caps::{self, Capability, Caps},
     config::{Config, ConfigError},
     control::serve,
     gate,
@@ -118,7 +118,7 @@ pub async fn run(
 
     let ctx = crate::replica::Store::load(
         sync::CTX,
-        Some(crate::caps::Capability::Ctx),
+        (Some(Capability::Ctx), Some(Capability::Ctx)),
         home.ctx(),
         keypair.clone(),
         CTX_LIMITS,
@@ -126,7 +126,7 @@ pub async fn run(
     )?;
     let registry = crate::replica::Store::load(
         sync::SESSIONS,
-        None,
+        (None, Some(Capability::Sessions)),
         home.registry(),
         keypair.clone(),
         REGISTRY_LIMITS,
@@ -134,7 +134,8 @@ pub async fn run(
     )?;
     let messages = crate::replica::Store::load(
         sync::MESSAGES,
-        Some(crate::caps::Capability::Msg),
+        // Carried by every member: sealed to their recipients, they tell carriers little.
+        (Some(Capability::Msg), None),
         home.messages(),
         keypair.clone(),
         MESSAGE_LIMITS,
@@ -169,7 +170,7 @@ pub async fn run(
     let mut services = JoinSet::new();
     services.spawn(pair::serve(node.clone()));
     let sync_service: gate::Service =
-        Arc::new(|node, peer, stream, _| Box::pin(sync::serve(node, peer, stream)));
+        Arc::new(|node, peer, stream, grants| Box::pin(sync::serve(node, peer, stream, grants)));
     services.spawn(gate::serve(
         node.clone(),
         protocol::SYNC,

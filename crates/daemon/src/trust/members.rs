@@ -1,20 +1,32 @@
 //! The member list: signed records, merged by last-writer-wins per (subject, author), and
-//! the set of trusted devices derived from them.
+//! the set of trusted devices, with what each may do here, derived from them.
 //!
-//! Trust starts at this device and spreads through records that admit a device, written by
-//! devices already trusted (only through this device's own records when it refuses
-//! introductions). The newest record about a device from a trusted author decides: a
-//! revocation newer than every admission removes it everywhere, and pairing it again
-//! later admits it again. A device's records about itself carry its name and addresses
-//! but never count for trust, so a revoked device cannot vouch itself back in.
+//! Trust starts at this device and spreads through records that admit a device, but only
+//! records whose author may vouch here count: this device itself, and members that hold
+//! the `admit` capability here (none at all when this device refuses introductions). A
+//! device introduced that way gets at most what its introducer holds here, intersected with
+//! what the admission record allows (the restriction chosen at pairing travels in it) and
+//! with this device's defaults; several introducers add up. What this device chose for a
+//! peer itself (pairing with it, `trust add`) is what it gets.
+//!
+//! The newest record about a device from an author that may vouch decides: a revocation
+//! newer than every admission removes it everywhere, and pairing it again later admits it
+//! again. When an introducer is revoked, its introductions stop counting: a device only it
+//! vouched for leaves with it, one that others vouched for too stays. A device's records
+//! about itself carry its name and addresses but never count for trust, so a revoked
+//! device cannot vouch itself back in. Records dated more than [`clock::MAX_SKEW_MS`]
+//! ahead of this device's clock are refused, so a wrong clock cannot win for ever.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use loopsy_mesh::{Keypair, Multiaddr, PeerId};
 use loopsy_wire::{member::Record, sync::Entry};
 use serde_bytes::ByteBuf;
 
-use crate::clock;
+use crate::{
+    caps::{self, Capability, Caps},
+    clock,
+};
 
 /// Most records kept: enough for a mesh of dozens of devices each vouching for all others.
 pub const MAX_RECORDS: usize = 4096;
@@ -35,6 +47,8 @@ pub struct Member {
     pub name: String,
     pub addrs: Vec<Multiaddr>,
     pub via: Via,
+    /// What it may do here.
+    pub grants: Caps,
 }
 
 /// A record that cannot be accepted.
@@ -52,6 +66,8 @@ pub enum InvalidRecord {
     BadSignature,
     #[error("the member list is full ({MAX_RECORDS} records)")]
     Full,
+    #[error("record is dated {0}, more than the allowed clock skew ahead of this device")]
+    Future(String),
 }
 
 /// The member list of one device.
@@ -59,15 +75,24 @@ pub enum InvalidRecord {
 pub struct Members {
     me: PeerId,
     accept_introductions: bool,
+    /// What members get here unless this device chose otherwise for them.
+    defaults: Caps,
+    /// What this device chose for particular peers.
+    chosen: BTreeMap<PeerId, Caps>,
     records: BTreeMap<Vec<u8>, Record>,
     trusted: BTreeMap<PeerId, Member>,
 }
 
+/// Records about each device by other devices: subject to (author, record).
+type About<'a> = HashMap<PeerId, Vec<(PeerId, &'a Record)>>;
+
 impl Members {
-    pub fn new(me: PeerId, accept_introductions: bool) -> Self {
+    pub fn new(me: PeerId, accept_introductions: bool, defaults: Caps) -> Self {
         Self {
             me,
             accept_introductions,
+            defaults,
+            chosen: BTreeMap::new(),
             records: BTreeMap::new(),
             trusted: BTreeMap::new(),
         }
@@ -90,6 +115,20 @@ impl Members {
         self.records.get(key)
     }
 
+    /// What members get here unless this device chose otherwise for them.
+    pub fn defaults(&self) -> &Caps {
+        &self.defaults
+    }
+
+    /// Sets (or with `None` forgets) what this device grants `peer`, in place of the defaults.
+    pub fn choose(&mut self, peer: PeerId, grants: Option<Caps>) {
+        match grants {
+            Some(grants) => self.chosen.insert(peer, grants),
+            None => self.chosen.remove(&peer),
+        };
+        self.recompute();
+    }
+
     /// Checks a record's form and signature; returns its subject and author.
     pub fn verify(record: &Record) -> Result<(PeerId, PeerId), InvalidRecord> {
         if !record.within_limits() {
@@ -107,24 +146,88 @@ impl Members {
         Ok((subject, author))
     }
 
-    /// Merges a record from anywhere; `Ok(true)` when it was new to this list.
-    pub fn merge(&mut self, record: Record) -> Result<bool, InvalidRecord> {
-        Self::verify(&record)?;
-        let changed = self.insert(record)?;
-        if changed {
-            self.recompute();
+    /// Checks a record from another device: valid, and not dated too far ahead of `now`.
+    fn acceptable(record: &Record, now: u64) -> Result<(), InvalidRecord> {
+        Self::verify(record)?;
+        if record.at > now.saturating_add(clock::MAX_SKEW_MS) {
+            return Err(InvalidRecord::Future(clock::rfc3339_ms(record.at)));
         }
-        Ok(changed)
+        Ok(())
     }
 
-    /// Merges records known to be valid (loaded from this device's own store).
+    /// Merges a record from anywhere; `Ok(true)` when it was new to this list.
+    pub fn merge(&mut self, record: Record) -> Result<bool, InvalidRecord> {
+        let (fresh, mut invalid) = self.merge_all(vec![record]);
+        match invalid.pop() {
+            Some(e) => Err(e),
+            None => Ok(!fresh.is_empty()),
+        }
+    }
+
+    /// Merges records from anywhere, deriving trust once at the end; returns the records
+    /// that were new here, and why the others were refused.
+    pub fn merge_all(&mut self, records: Vec<Record>) -> (Vec<Record>, Vec<InvalidRecord>) {
+        let now = clock::now_ms();
+        let mut fresh = Vec::new();
+        let mut invalid = Vec::new();
+        for record in records {
+            match Self::acceptable(&record, now).and_then(|()| self.insert(record.clone())) {
+                Ok(true) => fresh.push(record),
+                Ok(false) => {}
+                Err(e) => invalid.push(e),
+            }
+        }
+        if !fresh.is_empty() {
+            self.recompute();
+        }
+        (fresh, invalid)
+    }
+
+    /// Loads this device's own store. Records by others dated too far ahead (accepted while
+    /// this device's clock ran ahead) are dropped: their authors send them again once they
+    /// are due. This device's own are dated anew by [`Members::redate_own`].
     pub fn load(&mut self, records: Vec<Record>) -> Result<(), InvalidRecord> {
+        let now = clock::now_ms();
+        let me = self.me.to_bytes();
         for record in records {
             Self::verify(&record)?;
+            if record.author.as_slice() != me.as_slice()
+                && record.at > now.saturating_add(clock::MAX_SKEW_MS)
+            {
+                tracing::warn!(at = %clock::rfc3339_ms(record.at), "dropping a member record from the future");
+                continue;
+            }
             self.insert(record)?;
         }
         self.recompute();
         Ok(())
+    }
+
+    /// Signs again, dated now, this device's records dated too far ahead (written while its
+    /// own clock ran ahead), so that other devices accept them; returns them.
+    pub fn redate_own(&mut self, keypair: &Keypair) -> Vec<Record> {
+        let limit = clock::now_ms().saturating_add(clock::MAX_SKEW_MS);
+        let me = self.me.to_bytes();
+        let stale: Vec<Record> = self
+            .records
+            .values()
+            .filter(|r| r.author.as_slice() == me.as_slice() && r.at > limit)
+            .cloned()
+            .collect();
+        let redated: Vec<Record> = stale
+            .into_iter()
+            .map(|mut record| {
+                record.at = clock::now_ms();
+                record.signature =
+                    ByteBuf::from(keypair.sign(&record.signed_bytes()).unwrap_or_default());
+                self.records.insert(record.key(), record.clone());
+                record
+            })
+            .collect();
+        if !redated.is_empty() {
+            self.recompute();
+        }
+        redated
     }
 
     fn insert(&mut self, record: Record) -> Result<bool, InvalidRecord> {
@@ -138,7 +241,8 @@ impl Members {
         Ok(true)
     }
 
-    /// Writes and signs this device's record about `subject`.
+    /// Writes and signs this device's record about `subject`; an admission carries
+    /// `allow`, what this device grants it.
     pub fn write(
         &mut self,
         keypair: &Keypair,
@@ -146,6 +250,7 @@ impl Members {
         name: &str,
         addrs: &[Multiaddr],
         revoked: bool,
+        allow: Option<&Caps>,
     ) -> Record {
         let mut record = Record {
             subject: ByteBuf::from(subject.to_bytes()),
@@ -158,11 +263,22 @@ impl Members {
                 .collect(),
             revoked,
             at: 0,
+            allow: allow.filter(|_| !revoked).map(caps::names),
             signature: ByteBuf::new(),
         };
-        // Later than anything this device wrote for the same subject, whatever the clock did.
-        let previous = self.records.get(&record.key()).map_or(0, |r| r.at);
-        record.at = clock::now_ms().max(previous + 1);
+        // Later than anything this device wrote for the same subject, whatever the clock
+        // did; unless that was dated too far ahead (its clock was wrong then): now wins.
+        let now = clock::now_ms();
+        let previous = self
+            .records
+            .get(&record.key())
+            .map_or(0, |r| r.at)
+            .saturating_add(1);
+        record.at = if previous > now.saturating_add(clock::MAX_SKEW_MS) {
+            now
+        } else {
+            now.max(previous)
+        };
         record.signature = ByteBuf::from(keypair.sign(&record.signed_bytes()).unwrap_or_default());
         self.records.insert(record.key(), record.clone());
         self.recompute();
@@ -182,8 +298,9 @@ impl Members {
     }
 
     fn recompute(&mut self) {
-        // Records about each device by others: (author, record).
-        let mut about: HashMap<PeerId, Vec<(PeerId, &Record)>> = HashMap::new();
+        let mut about: About = HashMap::new();
+        // Who each device vouches for: whose grants to look at again when its own change.
+        let mut vouches: HashMap<PeerId, Vec<PeerId>> = HashMap::new();
         for record in self.records.values() {
             let (Ok(subject), Ok(author)) = (
                 PeerId::from_bytes(&record.subject),
@@ -193,41 +310,43 @@ impl Members {
             };
             if subject != author {
                 about.entry(subject).or_default().push((author, record));
+                vouches.entry(author).or_default().push(subject);
             }
         }
-        let first = self.admit(&about, &BTreeSet::new());
+        let first = self.grant(&about, &vouches, &BTreeSet::new());
         let revoked = self.revoked(&about, &first);
-        let second = self.admit(&about, &revoked);
+        let second = self.grant(&about, &vouches, &revoked);
         let revoked = self.revoked(&about, &second);
 
         let mut trusted = BTreeMap::new();
-        for peer in second
+        for (peer, grants) in second
             .iter()
-            .filter(|p| **p != self.me && !revoked.contains(p))
+            .filter(|(p, _)| **p != self.me && !revoked.contains(p))
         {
             let records = &about[peer];
             let direct = records.iter().any(|(a, r)| *a == self.me && !r.revoked);
-            let latest_admission = records
+            let admissions: Vec<&Record> = records
                 .iter()
-                .filter(|(a, r)| second.contains(a) && !r.revoked)
+                .filter(|(a, r)| !r.revoked && self.may_vouch(a, &second))
+                .map(|(_, r)| *r)
+                .collect();
+            let latest = records
+                .iter()
+                .filter(|(a, r)| !r.revoked && self.may_vouch(a, &second))
                 .max_by(|x, y| order(x.1, y.1));
-            let via = match (direct, latest_admission) {
+            let via = match (direct, latest) {
                 (true, _) | (false, None) => Via::Direct,
                 (false, Some((author, _))) => Via::IntroducedBy(*author),
             };
             // The device's own record names it best; otherwise the newest admission.
             let own = self.records.get(&key_of(peer, peer)).filter(|r| !r.revoked);
             let name = own
-                .or(latest_admission.map(|(_, r)| *r))
+                .or(latest.map(|(_, r)| *r))
                 .map(|r| r.name.clone())
                 .unwrap_or_default();
             // Addresses from its own record first, then from every admission: any of them
             // may be the one that works.
             let mut addrs: Vec<Multiaddr> = Vec::new();
-            let admissions = records
-                .iter()
-                .filter(|(a, r)| second.contains(a) && !r.revoked)
-                .map(|(_, r)| *r);
             for record in own.into_iter().chain(admissions) {
                 for addr in record.addrs.iter() {
                     if let Ok(addr) = Multiaddr::try_from(addr.to_vec())
@@ -245,54 +364,96 @@ impl Members {
                     name,
                     addrs,
                     via,
+                    grants: grants.clone(),
                 },
             );
         }
         self.trusted = trusted;
     }
 
-    /// Devices reached from this one through admissions by admitted authors.
-    fn admit(
-        &self,
-        about: &HashMap<PeerId, Vec<(PeerId, &Record)>>,
-        excluded: &BTreeSet<PeerId>,
-    ) -> BTreeSet<PeerId> {
-        let mut set = BTreeSet::from([self.me]);
-        loop {
-            let before = set.len();
-            for (subject, records) in about {
-                if set.contains(subject) || excluded.contains(subject) {
-                    continue;
-                }
-                let admitted = records.iter().any(|(author, r)| {
-                    !r.revoked
-                        && set.contains(author)
-                        && (*author == self.me || self.accept_introductions)
-                });
-                if admitted {
-                    set.insert(*subject);
-                }
-            }
-            if set.len() == before {
-                return set;
-            }
-        }
+    /// Whether `author`'s records about other devices count here, given what each device
+    /// may do here.
+    fn may_vouch(&self, author: &PeerId, grants: &BTreeMap<PeerId, Caps>) -> bool {
+        *author == self.me
+            || (self.accept_introductions
+                && grants
+                    .get(author)
+                    .is_some_and(|g| g.contains(&Capability::Admit)))
     }
 
-    /// Of `set`, the devices whose newest record by an author in `set` is a revocation.
-    fn revoked(
+    /// What each device reached from this one may do here (this device: everything), found
+    /// by following admissions outward from this device. Grants only grow as the walk goes
+    /// on, so it ends, in the same place whatever the order.
+    fn grant(
         &self,
-        about: &HashMap<PeerId, Vec<(PeerId, &Record)>>,
-        set: &BTreeSet<PeerId>,
-    ) -> BTreeSet<PeerId> {
-        set.iter()
+        about: &About,
+        vouches: &HashMap<PeerId, Vec<PeerId>>,
+        excluded: &BTreeSet<PeerId>,
+    ) -> BTreeMap<PeerId, Caps> {
+        let mut grants = BTreeMap::from([(self.me, caps::all())]);
+        let mut queue: VecDeque<PeerId> = vouches.get(&self.me).cloned().unwrap_or_default().into();
+        while let Some(subject) = queue.pop_front() {
+            if subject == self.me || excluded.contains(&subject) {
+                continue;
+            }
+            let Some(records) = about.get(&subject) else {
+                continue;
+            };
+            let Some(now) = self.grants_of(&subject, records, &grants) else {
+                continue;
+            };
+            if grants.get(&subject) != Some(&now) {
+                grants.insert(subject, now);
+                queue.extend(vouches.get(&subject).into_iter().flatten().copied());
+            }
+        }
+        grants
+    }
+
+    /// What `subject` may do here by the admissions about it, given what their authors may
+    /// do here; `None` when no admission counts.
+    fn grants_of(
+        &self,
+        subject: &PeerId,
+        records: &[(PeerId, &Record)],
+        grants: &BTreeMap<PeerId, Caps>,
+    ) -> Option<Caps> {
+        let mut total: Option<Caps> = None;
+        for (author, record) in records {
+            if record.revoked || !self.may_vouch(author, grants) {
+                continue;
+            }
+            let bound = if *author == self.me {
+                self.defaults.clone()
+            } else {
+                let allowed = record
+                    .allow
+                    .as_deref()
+                    .map_or_else(caps::all, caps::parse_known);
+                let introducer = grants.get(author).cloned().unwrap_or_default();
+                introducer
+                    .into_iter()
+                    .filter(|c| allowed.contains(c) && self.defaults.contains(c))
+                    .collect()
+            };
+            total.get_or_insert_default().extend(bound);
+        }
+        // This device's own choice for a peer replaces whatever the records would give.
+        total.map(|derived| self.chosen.get(subject).cloned().unwrap_or(derived))
+    }
+
+    /// Of `grants`' devices, those whose newest record by an author that may vouch here is
+    /// a revocation.
+    fn revoked(&self, about: &About, grants: &BTreeMap<PeerId, Caps>) -> BTreeSet<PeerId> {
+        grants
+            .keys()
             .filter(|peer| {
                 about
                     .get(peer)
                     .and_then(|records| {
                         records
                             .iter()
-                            .filter(|(author, _)| set.contains(author))
+                            .filter(|(author, _)| self.may_vouch(author, grants))
                             .max_by(|x, y| order(x.1, y.1))
                     })
                     .is_some_and(|(_, r)| r.revoked)
@@ -320,6 +481,7 @@ pub(crate) fn key_of(subject: &PeerId, author: &PeerId) -> Vec<u8> {
         addrs: Vec::new(),
         revoked: false,
         at: 0,
+        allow: None,
         signature: ByteBuf::new(),
     }
     .key()
@@ -355,18 +517,37 @@ mod tests {
 
     impl Device {
         fn new(accept_introductions: bool) -> Self {
+            Self::with_defaults(accept_introductions, caps::all())
+        }
+        fn with_defaults(accept_introductions: bool, defaults: Caps) -> Self {
             let key = Keypair::generate_ed25519();
-            let members = Members::new(key.public().to_peer_id(), accept_introductions);
+            let members = Members::new(key.public().to_peer_id(), accept_introductions, defaults);
             Self { key, members }
         }
         fn id(&self) -> PeerId {
             self.key.public().to_peer_id()
         }
+        /// Pairs with `other`, granting what this device's defaults say.
         fn vouch(&mut self, other: PeerId) -> Record {
-            self.members.write(&self.key, other, "x", &[], false)
+            let defaults = self.members.defaults().clone();
+            self.members
+                .write(&self.key, other, "x", &[], false, Some(&defaults))
+        }
+        /// Pairs with `other` granting `allow` only (`pair --allow`).
+        fn vouch_with(&mut self, other: PeerId, allow: &[&str]) -> Record {
+            let allow = grants(allow);
+            self.members.choose(other, Some(allow.clone()));
+            self.members
+                .write(&self.key, other, "x", &[], false, Some(&allow))
         }
         fn revoke(&mut self, other: PeerId) -> Record {
-            self.members.write(&self.key, other, "x", &[], true)
+            self.members.write(&self.key, other, "x", &[], true, None)
+        }
+        fn grants_of(&self, other: PeerId) -> Option<Vec<String>> {
+            self.members
+                .trusted()
+                .get(&other)
+                .map(|m| caps::names(&m.grants))
         }
         fn learn(&mut self, records: &[Record]) {
             for r in records {
@@ -437,12 +618,12 @@ mod tests {
         let lan: Multiaddr = "/ip4/10.0.0.2/tcp/7717".parse().unwrap();
         let vpn: Multiaddr = "/ip4/100.64.0.2/tcp/7717".parse().unwrap();
         a.members
-            .write(&a.key, b.id(), "b", std::slice::from_ref(&lan), false);
+            .write(&a.key, b.id(), "b", std::slice::from_ref(&lan), false, None);
         // b's own record, written before it knew its addresses, must not hide them.
-        let own_empty = b.members.write(&b.key, b.id(), "b", &[], false);
-        let own_later = b
-            .members
-            .write(&b.key, b.id(), "b", std::slice::from_ref(&vpn), false);
+        let own_empty = b.members.write(&b.key, b.id(), "b", &[], false, None);
+        let own_later =
+            b.members
+                .write(&b.key, b.id(), "b", std::slice::from_ref(&vpn), false, None);
         a.learn(&[own_empty]);
         assert_eq!(
             a.members.trusted()[&b.id()].addrs,
@@ -490,8 +671,8 @@ mod tests {
         records.push(b.revoke(c.id()));
         records.push(c.vouch(a.id()));
         let observer_key = a.key.clone();
-        let mut forward = Members::new(observer_key.public().to_peer_id(), true);
-        let mut backward = Members::new(observer_key.public().to_peer_id(), true);
+        let mut forward = Members::new(observer_key.public().to_peer_id(), true, caps::all());
+        let mut backward = Members::new(observer_key.public().to_peer_id(), true, caps::all());
         for r in &records {
             forward.merge(r.clone()).unwrap();
         }
@@ -503,5 +684,154 @@ mod tests {
         assert_eq!(ids(&forward), ids(&backward));
         assert_eq!(forward.digest(), backward.digest());
         assert!(!forward.is_trusted(&c.id()));
+    }
+
+    fn grants(names: &[&str]) -> Caps {
+        caps::parse(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn a_member_without_admit_introduces_nobody() {
+        // The attack: bravo, paired with `--allow files`, vouches for a key of its own.
+        let (mut alpha, mut bravo, shadow) =
+            (Device::new(true), Device::new(true), Device::new(true));
+        alpha.vouch_with(bravo.id(), &["files"]);
+        let minted = bravo.vouch(shadow.id());
+        alpha.learn(&[minted]);
+        assert!(alpha.trusts(bravo.id()));
+        assert!(!alpha.trusts(shadow.id()), "files does not admit");
+        // Nor can it revoke anyone.
+        let carol = Device::new(true);
+        alpha.vouch(carol.id());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let kick = bravo.revoke(carol.id());
+        alpha.learn(&[kick]);
+        assert!(alpha.trusts(carol.id()), "a revocation needs admit too");
+    }
+
+    #[test]
+    fn an_introduced_device_gets_at_most_what_its_introducer_holds() {
+        let (mut alpha, mut bravo, shadow) =
+            (Device::new(true), Device::new(true), Device::new(true));
+        alpha.vouch_with(bravo.id(), &["admit", "exec", "ctx"]);
+        let intro = bravo.vouch_with(shadow.id(), &["admit", "exec", "files", "ctx"]);
+        alpha.learn(&[intro]);
+        assert_eq!(
+            alpha.grants_of(shadow.id()).unwrap(),
+            ["exec", "ctx", "admit"],
+            "no files: bravo does not hold it here"
+        );
+        // ... and never more than this device's own defaults.
+        let mut strict = Device::with_defaults(true, grants(&["ctx", "admit"]));
+        strict.vouch(bravo.id());
+        let intro = bravo.vouch(shadow.id());
+        strict.learn(&[intro]);
+        assert_eq!(strict.grants_of(shadow.id()).unwrap(), ["ctx", "admit"]);
+    }
+
+    #[test]
+    fn a_restriction_chosen_at_pairing_holds_on_every_member() {
+        let (mut alpha, mut charlie, phone) =
+            (Device::new(true), Device::new(true), Device::new(true));
+        let ac = alpha.vouch(charlie.id());
+        let ca = charlie.vouch(alpha.id());
+        let files_only = alpha.vouch_with(phone.id(), &["files"]);
+        charlie.learn(&[ac, files_only]);
+        alpha.learn(&[ca]);
+        assert_eq!(charlie.grants_of(phone.id()).unwrap(), ["files"]);
+        assert_eq!(
+            charlie.members.trusted()[&phone.id()].via,
+            Via::IntroducedBy(alpha.id())
+        );
+    }
+
+    #[test]
+    fn revoking_an_introducer_drops_only_what_it_alone_vouched_for() {
+        let (mut alpha, mut bravo, mut charlie) =
+            (Device::new(true), Device::new(true), Device::new(true));
+        let (only_b, both) = (Device::new(true), Device::new(true));
+        alpha.vouch(bravo.id());
+        alpha.vouch(charlie.id());
+        let records = [
+            bravo.vouch(alpha.id()),
+            bravo.vouch(only_b.id()),
+            bravo.vouch(both.id()),
+            charlie.vouch(alpha.id()),
+            charlie.vouch(both.id()),
+        ];
+        alpha.learn(&records);
+        assert!(alpha.trusts(only_b.id()) && alpha.trusts(both.id()));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        alpha.revoke(bravo.id());
+        assert!(!alpha.trusts(bravo.id()));
+        assert!(!alpha.trusts(only_b.id()), "vouched for by bravo alone");
+        assert!(alpha.trusts(both.id()), "charlie vouched for it too");
+    }
+
+    #[test]
+    fn records_from_the_future_are_refused_and_a_wrong_clock_recovers() {
+        let (mut alpha, mut bravo, carol) =
+            (Device::new(true), Device::new(true), Device::new(true));
+        alpha.vouch(bravo.id());
+        alpha.vouch(carol.id());
+        // bravo's clock says 2100: its revocation of carol would win for ever.
+        let mut from_2100 = bravo.revoke(carol.id());
+        from_2100.at = 4_102_444_800_000;
+        from_2100.signature = ByteBuf::from(bravo.key.sign(&from_2100.signed_bytes()).unwrap());
+        assert!(matches!(
+            alpha.members.merge(from_2100.clone()),
+            Err(InvalidRecord::Future(_))
+        ));
+        assert!(alpha.trusts(carol.id()));
+        // bravo's own list holds it (its clock was wrong); its next record is dated now.
+        bravo.members.insert(from_2100).unwrap();
+        let again = bravo.vouch(carol.id());
+        assert!(again.at <= clock::now_ms());
+        assert_eq!(bravo.members.get(&again.key()), Some(&again));
+        alpha.learn(&[again]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// No sequence of records from a member without `admit` (and from the devices it
+        /// makes up) admits anything, revokes anything, or changes a grant.
+        #[test]
+        fn no_records_from_a_member_without_admit_grant_anything(
+            held in proptest::sample::subsequence(
+                vec!["exec", "shell", "files", "sessions", "ctx", "msg"], 0..=6),
+            writes in proptest::collection::vec(
+                (0usize..4, 0usize..5, proptest::bool::ANY,
+                 proptest::sample::subsequence(vec!["exec", "files", "admit", "ctx"], 0..=4)),
+                1..16),
+        ) {
+            let mut alpha = Device::new(true);
+            let mallory = Device::new(true);
+            let carol = Device::new(true);
+            alpha.vouch_with(mallory.id(), &held);
+            alpha.vouch(carol.id());
+            let before: Vec<_> = alpha.members.trusted().clone().into_iter().collect();
+            // Mallory and three identities of its own write about each other and carol.
+            let mut authors = vec![mallory];
+            authors.extend((0..3).map(|_| Device::new(true)));
+            let subjects: Vec<PeerId> = authors
+                .iter()
+                .map(Device::id)
+                .chain([carol.id()])
+                .collect();
+            let mut records = Vec::new();
+            for (author, subject, revoked, allow) in writes {
+                let subject = subjects[subject];
+                let author = &mut authors[author];
+                let allow = grants(&allow);
+                records.push(author.members.write(
+                    &author.key, subject, "x", &[], revoked, Some(&allow),
+                ));
+            }
+            for record in records.iter().rev().chain(records.iter()) {
+                let _ = alpha.members.merge(record.clone());
+            }
+            let after: Vec<_> = alpha.members.trusted().clone().into_iter().collect();
+            proptest::prop_assert_eq!(before, after);
+        }
     }
 }

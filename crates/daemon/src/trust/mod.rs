@@ -60,6 +60,8 @@ pub enum ResolveError {
 
 struct State {
     members: members::Members,
+    /// This device's settings per peer, kept after a revocation so that pairing the device
+    /// again restores them (unless the new pairing says otherwise).
     settings: BTreeMap<PeerId, PeerSettings>,
 }
 
@@ -67,7 +69,6 @@ struct State {
 pub struct Trust {
     keypair: Keypair,
     path: PathBuf,
-    defaults: Caps,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
 }
@@ -86,27 +87,40 @@ impl Trust {
         };
         let stored = store::load(&path).map_err(invalid)?;
         let me = keypair.public().to_peer_id();
-        let mut members = members::Members::new(me, accept_introductions);
-        members
-            .load(stored.records)
-            .map_err(|e| invalid(e.to_string()))?;
+        let mut members = members::Members::new(me, accept_introductions, defaults);
         let mut settings = BTreeMap::new();
         for peer in stored.peers {
             let id = peer
                 .peer_id
                 .parse::<PeerId>()
                 .map_err(|_| invalid(format!("`{}` is not a peer ID", peer.peer_id)))?;
-            caps::parse(peer.allow.as_deref().unwrap_or_default())
-                .map_err(|e| invalid(e.to_string()))?;
+            if let Some(allow) = &peer.allow {
+                let chosen = caps::parse(allow).map_err(|e| invalid(e.to_string()))?;
+                members.choose(id, Some(chosen));
+            }
             settings.insert(id, peer);
         }
-        Ok(Self {
+        members
+            .load(stored.records)
+            .map_err(|e| invalid(e.to_string()))?;
+        let trust = Self {
             keypair,
             path,
-            defaults,
             state: Mutex::new(State { members, settings }),
             changes: watch::channel(0).0,
-        })
+        };
+        // Records this device wrote while its clock ran ahead would be refused everywhere.
+        let mut state = trust.lock();
+        let redated = state.members.redate_own(&trust.keypair);
+        if !redated.is_empty() {
+            tracing::warn!(
+                count = redated.len(),
+                "re-dated member records written while this device's clock ran ahead"
+            );
+            trust.save(&state)?;
+        }
+        drop(state);
+        Ok(trust)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -132,20 +146,11 @@ impl Trust {
 
     /// What `peer` may do here; `None` when it is not a member.
     pub fn grants(&self, peer: &PeerId) -> Option<Caps> {
-        let state = self.lock();
-        state
+        self.lock()
             .members
-            .is_trusted(peer)
-            .then(|| self.grants_in(&state, peer))
-    }
-
-    fn grants_in(&self, state: &State, peer: &PeerId) -> Caps {
-        state
-            .settings
+            .trusted()
             .get(peer)
-            .and_then(|s| s.allow.as_deref())
-            .and_then(|allow| caps::parse(allow).ok())
-            .unwrap_or_else(|| self.defaults.clone())
+            .map(|m| m.grants.clone())
     }
 
     /// A member's changes to the exec policy.
@@ -166,7 +171,7 @@ impl Trust {
             .values()
             .map(|member| Listed {
                 member: member.clone(),
-                grants: self.grants_in(&state, &member.peer_id),
+                grants: member.grants.clone(),
                 settings: state
                     .settings
                     .get(&member.peer_id)
@@ -177,15 +182,27 @@ impl Trust {
     }
 
     /// Trusts `peer` directly (by pairing or `trust add`) and returns the record to spread.
+    /// What `settings` leaves unsaid (grants, policies) is kept from an earlier pairing of
+    /// the same device, revoked since.
     pub fn admit(
         &self,
         peer: PeerId,
         name: &str,
         addrs: &[Multiaddr],
-        settings: PeerSettings,
+        mut settings: PeerSettings,
     ) -> Result<Record, TrustError> {
         let mut state = self.lock();
-        let record = state.members.write(&self.keypair, peer, name, addrs, false);
+        if let Some(old) = state.settings.get(&peer) {
+            settings.allow = settings.allow.or_else(|| old.allow.clone());
+            settings.exec = settings.exec.or_else(|| old.exec.clone());
+            settings.files = settings.files.or_else(|| old.files.clone());
+        }
+        let chosen = settings.allow.as_deref().map(caps::parse_known);
+        state.members.choose(peer, chosen.clone());
+        let allow = chosen.unwrap_or_else(|| state.members.defaults().clone());
+        let record = state
+            .members
+            .write(&self.keypair, peer, name, addrs, false, Some(&allow));
         state.settings.insert(peer, settings);
         self.save(&state)?;
         drop(state);
@@ -193,21 +210,26 @@ impl Trust {
         Ok(record)
     }
 
-    /// Revokes `peer` mesh-wide and returns the record to spread.
-    pub fn revoke(&self, peer: PeerId) -> Result<Record, TrustError> {
+    /// Revokes `peer` mesh-wide and returns the record to spread, with the devices that
+    /// are no longer trusted here because only `peer` vouched for them.
+    pub fn revoke(&self, peer: PeerId) -> Result<(Record, Vec<Member>), TrustError> {
         let mut state = self.lock();
-        let name = state
-            .members
-            .trusted()
+        let before = state.members.trusted().clone();
+        let name = before
             .get(&peer)
             .map(|m| m.name.clone())
             .unwrap_or_default();
-        let record = state.members.write(&self.keypair, peer, &name, &[], true);
-        state.settings.remove(&peer);
+        let record = state
+            .members
+            .write(&self.keypair, peer, &name, &[], true, None);
+        let dropped = before
+            .into_values()
+            .filter(|m| m.peer_id != peer && !state.members.is_trusted(&m.peer_id))
+            .collect();
         self.save(&state)?;
         drop(state);
         self.changed();
-        Ok(record)
+        Ok((record, dropped))
     }
 
     /// Updates this device's record about itself when its name or addresses changed.
@@ -227,31 +249,34 @@ impl Trust {
         if same {
             return Ok(None);
         }
-        let record = state.members.write(&self.keypair, me, name, addrs, false);
+        let record = state
+            .members
+            .write(&self.keypair, me, name, addrs, false, None);
         self.save(&state)?;
         Ok(Some(record))
     }
 
-    /// Merges records from a member; returns those that were new, to pass on.
+    /// Merges records from a member; returns those that were new, to pass on, and why the
+    /// others were refused.
     pub fn merge(&self, records: Vec<Record>) -> (Vec<Record>, Vec<InvalidRecord>) {
         let mut state = self.lock();
-        let before = trusted_ids(&state);
-        let mut fresh = Vec::new();
-        let mut invalid = Vec::new();
-        for record in records {
-            match state.members.merge(record.clone()) {
-                Ok(true) => fresh.push(record),
-                Ok(false) => {}
-                Err(e) => invalid.push(e),
-            }
-        }
+        let before = state.members.trusted().clone();
+        let (fresh, invalid) = state.members.merge_all(records);
         if !fresh.is_empty() {
             if let Err(error) = self.save(&state) {
                 tracing::error!(%error, "cannot save merged member records");
             }
-            let after = trusted_ids(&state);
+            let after = state.members.trusted();
+            for gone in before.values().filter(|m| !after.contains_key(&m.peer_id)) {
+                tracing::info!(peer = %gone.peer_id, name = %gone.name, "no longer a member");
+            }
+            let changed = before.len() != after.len()
+                || before
+                    .iter()
+                    .zip(after.iter())
+                    .any(|((a, x), (b, y))| a != b || x.grants != y.grants);
             drop(state);
-            if before != after {
+            if changed {
                 self.changed();
             }
         }
@@ -292,10 +317,6 @@ impl Trust {
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
-}
-
-fn trusted_ids(state: &State) -> Vec<PeerId> {
-    state.members.trusted().keys().copied().collect()
 }
 
 /// Picks one member by exact peer ID, exact name, or unique prefix of either.

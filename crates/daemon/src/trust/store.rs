@@ -43,6 +43,8 @@ struct RecordText {
     addrs: Vec<String>,
     revoked: bool,
     at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allow: Option<Vec<String>>,
     signature: String,
 }
 
@@ -115,6 +117,7 @@ fn to_text(r: &Record) -> Option<RecordText> {
             .collect(),
         revoked: r.revoked,
         at: r.at,
+        allow: r.allow.clone(),
         signature: HEXLOWER.encode(&r.signature),
     })
 }
@@ -141,6 +144,7 @@ fn from_text(r: &RecordText) -> Result<Record, String> {
         addrs,
         revoked: r.revoked,
         at: r.at,
+        allow: r.allow.clone(),
         signature: ByteBuf::from(
             HEXLOWER
                 .decode(r.signature.as_bytes())
