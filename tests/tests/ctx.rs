@@ -107,11 +107,10 @@ fn a_device_without_the_ctx_capability_cannot_write_here() -> anyhow::Result<()>
     assert_eq!(invite.result()?["paired"], true);
     set(&a, &["from-alpha", "1"]);
     set(&d, &["from-delta", "1"]);
-    // Delta (which grants alpha everything) takes alpha's key; alpha refuses delta's.
-    wait_for("alpha's key on delta", Duration::from_secs(20), || {
-        get(&d, "from-alpha")
-    })?;
-    std::thread::sleep(Duration::from_secs(2));
+    // Delta lacks `ctx` on alpha: alpha refuses delta's key, and (need to know) does not
+    // hand delta its own, although delta grants alpha everything.
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(get(&a, "from-delta"), None);
+    assert_eq!(get(&d, "from-alpha"), None);
     Ok(())
 }

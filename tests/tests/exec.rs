@@ -301,3 +301,79 @@ fn revoking_a_device_ends_what_it_runs_here() -> anyhow::Result<()> {
     assert_ne!(out.status.code(), Some(0));
     Ok(())
 }
+
+/// Processes whose command line holds `marker` (each test run picks its own).
+fn running_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_remote_program_never_outlives_its_client() -> anyhow::Result<()> {
+    let (a, b) = pair()?;
+    let marker = format!("leak-marker-{}", std::process::id());
+    let loopsy = bin::loopsy();
+    let home = b.home();
+    // Bounded, so that a client that hangs fails the test rather than stalling it.
+    let piped = |consumer: &str| {
+        let status = Command::new("timeout")
+            .args(["20", "sh", "-c"])
+            .arg(format!(
+                "'{}' --home '{}' exec alpha -- yes {marker} | {consumer}",
+                loopsy.display(),
+                home.display()
+            ))
+            .stdout(Stdio::null())
+            .status()
+            .expect("run sh");
+        assert_ne!(
+            status.code(),
+            Some(124),
+            "the client hung: exec with `| {consumer}`"
+        );
+    };
+
+    // The reader closes its end at once (SIGPIPE), a hundred times: more than the 32 slots
+    // a peer has, so one leaked program each time would lock bravo out.
+    for _ in 0..100 {
+        piped("head -c 1");
+    }
+    // A reader that stops reading for a while, then leaves.
+    piped("sleep 1");
+    wait_for("every remote `yes` to end", Duration::from_secs(10), || {
+        running_with(&marker).is_empty().then_some(())
+    })?;
+
+    // The next exec is served at once, and the audit log says why each one ended.
+    let started = std::time::Instant::now();
+    let out = exec(&b, &["echo", "served"], b"");
+    assert_eq!(out.stdout, b"served\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for(
+        "an audit entry for each run",
+        Duration::from_secs(10),
+        || {
+            let ended = a
+                .audit()
+                .into_iter()
+                .filter(|e| {
+                    e["action"] == "exec" && e["args"].as_str().is_some_and(|a| a.contains(&marker))
+                })
+                .count();
+            (ended == 101).then_some(())
+        },
+    )?;
+    Ok(())
+}

@@ -26,6 +26,10 @@ use tokio::{
 use crate::{audit::Outcome, caps::Caps, node::Node};
 use policy::Approved;
 
+/// How the audit log says a program ended because its client left.
+const GONE: &str = "killed: the client went away";
+/// How long the last words to a client may take: one that stopped reading gets no more.
+const LAST_WORDS: Duration = Duration::from_secs(5);
 /// How long a client may take to say what to run.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 /// After the program exits, output is drained until it stops for this long (a background
@@ -115,12 +119,16 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, stream: Stream, grants: Caps) 
             refuse(&mut writer, e).await;
         }
     }
-    let _ = writer.close().await;
+    let _ = tokio::time::timeout(LAST_WORDS, writer.close()).await;
 }
 
+/// Tells the client why, if it still listens; never waits long for one that does not.
 async fn refuse(writer: &mut Writer, reason: String) {
-    let _ = framed::write(writer, &Reply::Refused { reason }, MAX_FRAME).await;
-    let _ = writer.close().await;
+    let _ = tokio::time::timeout(LAST_WORDS, async {
+        let _ = framed::write(writer, &Reply::Refused { reason }, MAX_FRAME).await;
+        let _ = writer.close().await;
+    })
+    .await;
 }
 
 /// Where the program's input goes: a pipe, or the terminal (which can also be resized).
@@ -235,7 +243,10 @@ async fn run(
     send(writer, &Reply::Started { pid }).await?;
 
     // Client frames come through a task, so that waiting for one never loses half of it.
+    // When the client is gone the task says so on `gone` too: a send of output to a client
+    // that stopped reading would otherwise wait for ever, and the program with it.
     let (requests_tx, mut requests) = mpsc::channel::<Request>(8);
+    let (gone_tx, gone) = tokio::sync::watch::channel(false);
     let _reader = AbortOnDrop(tokio::spawn(async move {
         loop {
             match framed::read::<Request, _>(&mut reader, MAX_FRAME).await {
@@ -254,7 +265,10 @@ async fn run(
                 }
             }
         }
+        let _ = gone_tx.send(true);
     }));
+    let mut gone = gone;
+    let mut client_gone = false;
     let (input, input_rx) = mpsc::channel::<ToInput>(8);
     tokio::spawn(feed(io.input, input_rx));
 
@@ -271,6 +285,12 @@ async fn run(
         .and_then(|s| Instant::now().checked_add(Duration::from_secs(s)));
     let mut drain_until = Instant::now();
     loop {
+        if client_gone {
+            // The client, its connection or its membership is gone.
+            kill_group(Signal::KILL);
+            let _ = child.wait().await;
+            return Ok(GONE.into());
+        }
         if status.is_some() && (!(out_open || err_open) || Instant::now() >= drain_until) {
             break;
         }
@@ -292,16 +312,12 @@ async fn run(
                     let _ = input.send(ToInput::Resize(rows, cols)).await;
                 }
                 Some(Request::Start(_)) => {}
-                None => {
-                    // The client, its connection or its membership is gone.
-                    kill_group(Signal::KILL);
-                    let _ = child.wait().await;
-                    return Ok("killed: the client went away".into());
-                }
+                None => client_gone = true,
             },
             n = stdout.read(&mut out_buf), if out_open => match n {
                 Ok(n) if n > 0 => {
-                    send(writer, &Reply::Stdout { data: out_buf[..n].to_vec() }).await?;
+                    let reply = Reply::Stdout { data: out_buf[..n].to_vec() };
+                    client_gone = !deliver(writer, &reply, &mut gone).await?;
                     drain_until = Instant::now() + DRAIN_IDLE;
                 }
                 // A PTY reports EIO once the program side is closed.
@@ -309,7 +325,8 @@ async fn run(
             },
             n = read_opt(&mut stderr, &mut err_buf), if err_open => match n {
                 Ok(n) if n > 0 => {
-                    send(writer, &Reply::Stderr { data: err_buf[..n].to_vec() }).await?;
+                    let reply = Reply::Stderr { data: err_buf[..n].to_vec() };
+                    client_gone = !deliver(writer, &reply, &mut gone).await?;
                     drain_until = Instant::now() + DRAIN_IDLE;
                 }
                 _ => err_open = false,
@@ -333,7 +350,9 @@ async fn run(
         signal: status.signal(),
         timed_out,
     };
-    send(writer, &exited).await?;
+    if !deliver(writer, &exited, &mut gone).await? {
+        return Ok(GONE.into());
+    }
     Ok(match (timed_out, status.code(), status.signal()) {
         (true, _, _) => "killed at its timeout".into(),
         (_, Some(code), _) => format!("exited with {code}"),
@@ -376,6 +395,20 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Sends `reply`, unless the client goes away first: `Ok(false)` then. A client that stopped
+/// reading and left would otherwise hold the send, and the program, for ever.
+async fn deliver(
+    writer: &mut Writer,
+    reply: &Reply,
+    gone: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<bool, String> {
+    tokio::select! {
+        sent = send(writer, reply) => sent.map(|()| true),
+        // Gone, or the reading task ended without a word: gone either way.
+        _ = gone.wait_for(|g| *g) => Ok(false),
     }
 }
 

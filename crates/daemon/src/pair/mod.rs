@@ -158,7 +158,11 @@ async fn inviter_handshake(
     let me = node.mesh.peer_id().to_bytes();
     let mut hs = handshake::inviter(&psk, &me, &peer.to_bytes()).map_err(|e| e.0)?;
     handshake::read(&mut hs, noise).map_err(|_| "wrong pairing code".to_owned())?;
-    let grants = claim.allow.clone().unwrap_or_else(|| node.default_grants());
+    let grants = claim
+        .allow
+        .clone()
+        .or_else(|| node.trust.chosen(&peer))
+        .unwrap_or_else(|| node.default_grants());
     let hello = node.hello(&grants).await;
     let mut payload = Vec::new();
     ciborium::into_writer(&hello, &mut payload).map_err(|e| e.to_string())?;
@@ -277,7 +281,10 @@ async fn joiner_handshake(
     let mut transport = hs
         .into_transport_mode()
         .map_err(|e| JoinError::Failed(format!("{e:?}")))?;
-    let grants = allow.clone().unwrap_or_else(|| node.default_grants());
+    let grants = allow
+        .clone()
+        .or_else(|| node.trust.chosen(&inviter))
+        .unwrap_or_else(|| node.default_grants());
     let hello = node.hello(&grants).await;
     let sealed = handshake::seal(&mut transport, &hello).map_err(failed)?;
     send(&mut stream, &Message::Sealed { data: sealed })

@@ -153,6 +153,15 @@ impl Trust {
             .map(|m| m.grants.clone())
     }
 
+    /// What this device chose to grant `peer` itself (kept after a revocation), if anything.
+    pub fn chosen(&self, peer: &PeerId) -> Option<Caps> {
+        self.lock()
+            .settings
+            .get(peer)
+            .and_then(|s| s.allow.as_deref())
+            .map(caps::parse_known)
+    }
+
     /// A member's changes to the exec policy.
     pub fn exec_overrides(&self, peer: &PeerId) -> Option<crate::exec::policy::Overrides> {
         self.lock().settings.get(peer).and_then(|s| s.exec.clone())
