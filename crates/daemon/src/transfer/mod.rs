@@ -253,9 +253,10 @@ fn lost(e: io::Error) -> TransferError {
     TransferError::Connection(e.to_string())
 }
 
-/// Serves one transfer stream from an admitted peer: a push stores into its write roots,
-/// a pull sends from its read roots. Every copy and every refusal is audited.
-pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: Caps) {
+/// Serves one transfer stream from an admitted peer: a push stores into its write roots
+/// (which depend on what else it may do here), a pull sends from its read roots. Every
+/// copy and every refusal is audited.
+pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, grants: Caps) {
     let request = match tokio::time::timeout(
         REQUEST_DEADLINE,
         framed::read::<Request, _>(&mut stream, MAX_FRAME),
@@ -265,9 +266,9 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
         Ok(Ok(Some(request))) => request,
         _ => return,
     };
-    let policy = node
+    let roots = node
         .files_policy
-        .with(node.trust.files_overrides(&peer).as_ref());
+        .roots(node.trust.files_overrides(&peer).as_ref(), &grants);
     let progress = Progress::default();
     let (action, detail, result) = match request {
         Request::Push { dest, options } => {
@@ -277,11 +278,17 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
                 recursive: true,
                 reports: false,
             };
-            let result = match confine::requested(&policy.write, &dest)
-                .and_then(|path| confine::writable(&policy.write, &path))
-            {
+            let place = match roots.make_drop() {
+                Ok(()) => confine::requested(&roots.write, &dest)
+                    .and_then(|path| confine::writable(&roots.write, &path))
+                    .map_err(TransferError::from),
+                Err(e) => Err(TransferError::Destination(format!(
+                    "cannot make the drop directory: {e}"
+                ))),
+            };
+            let result = match place {
                 Ok(path) => receive::receive(stream, path, options, expect, &progress).await,
-                Err(escape) => refuse(stream, escape.into(), receive::refuse).await,
+                Err(e) => refuse(stream, e, receive::refuse).await,
             };
             ("cp push", shown, result)
         }
@@ -293,7 +300,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
                 .collect::<Vec<_>>()
                 .join(" ");
             // Off the async threads: a walk may visit a million entries.
-            let read = policy.read.clone();
+            let read = roots.read.clone();
             let items = tokio::task::spawn_blocking(move || {
                 if sources.len() > transfer::MAX_SOURCES {
                     return Err(TransferError::Destination(format!(
