@@ -36,6 +36,30 @@ pub struct Config {
     pub settings: Settings,
 }
 
+/// The file that says a directory is a Loopsy home: a node on the same machine lets no peer
+/// read or write it through `files`. The same name as `loopsy_daemon::home::MARKER`.
+pub const HOME_MARKER: &str = ".loopsy-home";
+
+/// Marks the relay's home (which holds its key) as a Loopsy home, once.
+pub fn mark_home(home: &std::path::Path) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let marked = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(home.join(HOME_MARKER))
+        .and_then(|mut file| {
+            file.write_all(
+                b"This directory holds a Loopsy relay's state: its key.\nNo Loopsy node lets \
+                  another device read or write it through `loopsy cp`.\n",
+            )
+        });
+    match marked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     /// A private relay: only these peers may connect.
@@ -50,6 +74,7 @@ struct Behaviour {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("create {}", config.home.display()))?;
+    mark_home(&config.home).with_context(|| format!("mark {}", config.home.display()))?;
     let keypair = loopsy_mesh::identity::load_or_create(&config.home.join("identity.key"))?;
     let allowed = config.settings.allowed().map_err(anyhow::Error::msg)?;
     let private = allowed.is_some();
@@ -174,5 +199,22 @@ fn log_relay(event: relay::Event) {
             error,
         } => tracing::info!(src = %src_peer_id, dst = %dst_peer_id, ?error, "circuit closed"),
         other => tracing::debug!(?other, "relay"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_home_is_marked_once() {
+        let home = std::env::temp_dir().join(format!("loopsy-relay-home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        super::mark_home(&home).unwrap();
+        let marker = home.join(super::HOME_MARKER);
+        let text = std::fs::read(&marker).unwrap();
+        assert!(!text.is_empty());
+        super::mark_home(&home).unwrap();
+        assert_eq!(std::fs::read(&marker).unwrap(), text);
+        std::fs::remove_dir_all(home).ok();
     }
 }

@@ -24,6 +24,10 @@ pub struct Options {
     pub home: Option<PathBuf>,
     /// More environment for the node (`HOME`, whose directory is its default file root).
     pub env: Vec<(String, String)>,
+    /// Start without `--home`, so that the node keeps its state where a user's node does by
+    /// default: `$HOME/.local/share/loopsy`, under the `HOME` given with [`Options::env`]
+    /// (`XDG_DATA_HOME` is cleared for it).
+    pub default_home: bool,
 }
 
 impl Options {
@@ -55,6 +59,12 @@ impl Options {
         self
     }
 
+    /// See [`Options::default_home`].
+    pub fn default_home(mut self) -> Self {
+        self.default_home = true;
+        self
+    }
+
     pub fn env(mut self, key: &str, value: impl AsRef<Path>) -> Self {
         let value = value.as_ref().to_string_lossy().into_owned();
         self.env.push((key.into(), value));
@@ -81,10 +91,17 @@ impl Node {
     /// Starts a node in a fresh home and waits until its control socket answers.
     pub fn start(options: Options) -> anyhow::Result<Self> {
         let dir = TempDir::new(&options.name);
-        let home = options
-            .home
-            .clone()
-            .unwrap_or_else(|| dir.path().join("home"));
+        let home = if options.default_home {
+            let Some((_, user)) = options.env.iter().find(|(k, _)| k == "HOME") else {
+                anyhow::bail!("a node with the default home needs a HOME (Options::env)");
+            };
+            Path::new(user).join(".local/share/loopsy")
+        } else {
+            options
+                .home
+                .clone()
+                .unwrap_or_else(|| dir.path().join("home"))
+        };
         let log = File::create(dir.path().join("node.log"))?;
         let mut command = match &options.netns {
             Some(ns) => {
@@ -94,9 +111,14 @@ impl Node {
             }
             None => Command::new(bin::loopsy()),
         };
+        if options.default_home {
+            command
+                .env_remove("XDG_DATA_HOME")
+                .env_remove("LOOPSY_HOME");
+        } else {
+            command.arg("--home").arg(&home);
+        }
         command
-            .arg("--home")
-            .arg(&home)
             .args(["node", "--name", &options.name])
             .args(&options.args)
             .env(

@@ -2,9 +2,32 @@
 
 use std::{
     fs, io,
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
+
+/// The file that says a directory is a Loopsy home, so that no node lets a peer reach it
+/// through `files` (see [`is_home`]). `loopsy-relay` writes the same name into its own.
+pub const MARKER: &str = ".loopsy-home";
+/// The device's key, in every node's and relay's home.
+pub const IDENTITY_KEY: &str = "identity.key";
+/// What the marker says to someone who finds it.
+const MARKER_TEXT: &str = "This directory holds a Loopsy node's state: its key, trust store and \
+settings.\nNo other device can read or write it through `loopsy cp`, whatever the file roots say.\n";
+
+/// Whether `dir` is a Loopsy home (a node's or a relay's): it holds the marker, or a key
+/// (a home made before the marker was, a relay's). Conservative on purpose: any such
+/// directory stays out of a peer's reach, wherever it lies.
+pub fn is_home(dir: &Path) -> io::Result<bool> {
+    for name in [MARKER, IDENTITY_KEY] {
+        match fs::symlink_metadata(dir.join(name)) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
 
 /// Where a home's path came from, for messages that tell the user how to pick another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +77,8 @@ impl Home {
         }
     }
 
-    /// Creates the directory, private to its owner, if it is not there yet.
+    /// Creates the directory, private to its owner, if it is not there yet, and marks it as
+    /// a home.
     pub fn create(&self) -> Result<(), HomeError> {
         let err = |source| HomeError::Create {
             path: self.dir.clone(),
@@ -66,7 +90,17 @@ impl Home {
             .create(&self.dir)
             .map_err(err)?;
         // An existing directory may have been made with looser permissions.
-        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(err)
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+        let marked = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.marker())
+            .and_then(|mut file| io::Write::write_all(&mut file, MARKER_TEXT.as_bytes()));
+        match marked {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(err(e)),
+            _ => Ok(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -79,7 +113,12 @@ impl Home {
 
     /// The device's libp2p key.
     pub fn identity_key(&self) -> PathBuf {
-        self.dir.join("identity.key")
+        self.dir.join(IDENTITY_KEY)
+    }
+
+    /// The file that marks this directory as a home.
+    pub fn marker(&self) -> PathBuf {
+        self.dir.join(MARKER)
     }
 
     /// The node's settings, in TOML.
@@ -137,5 +176,29 @@ impl Home {
             Source::Flag => format!(" --home {}", self.dir.display()),
             Source::Default => String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_home_is_marked_and_keys_make_homes_too() {
+        let dir = std::env::temp_dir().join(format!("loopsy-home-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let home = Home::at(dir.join("node"));
+        home.create().unwrap();
+        assert!(home.marker().is_file());
+        assert!(is_home(home.dir()).unwrap());
+        // Created again (every start): the marker stays as it is.
+        home.create().unwrap();
+        let relay = dir.join("relay");
+        fs::create_dir_all(&relay).unwrap();
+        assert!(!is_home(&relay).unwrap());
+        fs::write(relay.join(IDENTITY_KEY), "key").unwrap();
+        assert!(is_home(&relay).unwrap());
+        assert!(!is_home(&dir).unwrap());
+        fs::remove_dir_all(dir).ok();
     }
 }

@@ -176,7 +176,7 @@ async fn run(
             .await
         }
         Direction::Pull { sources, dest } => {
-            let expect = expect(&sources, &dest, request.recursive)?;
+            let expect = expect(&sources, &dest, request.recursive, node)?;
             let first = transfer::Request::Pull {
                 sources: sources.iter().map(|s| bytes(s)).collect(),
                 options: sending,
@@ -195,8 +195,14 @@ async fn run(
 
 /// What a pull may receive: the names it asked for. A source with no name of its own
 /// (`PEER:` or `PEER:.`) can only become a new name here, never go into a directory, where
-/// the sender would pick the name.
-fn expect(sources: &[String], dest: &Path, recursive: bool) -> Result<Expect, control::Error> {
+/// the sender would pick the name. The destination is the user's to name, even inside a
+/// home; what the peer names below it stays out of every home here.
+fn expect(
+    sources: &[String],
+    dest: &Path,
+    recursive: bool,
+    node: &Node,
+) -> Result<Expect, control::Error> {
     let names: Option<Vec<Vec<u8>>> = sources
         .iter()
         .map(|s| Path::new(s).file_name().map(|n| n.as_bytes().to_vec()))
@@ -214,6 +220,7 @@ fn expect(sources: &[String], dest: &Path, recursive: bool) -> Result<Expect, co
         names,
         recursive,
         reports: true,
+        homes: node.homes.clone(),
     })
 }
 

@@ -160,6 +160,7 @@ pub async fn run(
         exec_policy: config.exec.clone(),
         running: crate::exec::Running::default(),
         files_policy: config.files.clone(),
+        homes: crate::transfer::homes::Homes::new(home.dir()),
         sessions: Arc::new(crate::session::Sessions::load(home.sessions())),
         ctx,
         registry,
@@ -251,6 +252,8 @@ pub struct Node {
     pub(crate) running: crate::exec::Running,
     /// The file roots from the config, before per-peer overrides.
     pub(crate) files_policy: crate::transfer::policy::Policy,
+    /// The Loopsy homes no copy reaches, this node's own among them.
+    pub(crate) homes: crate::transfer::homes::Homes,
     /// The sessions this device hosts.
     pub(crate) sessions: Arc<crate::session::Sessions>,
     /// The shared context, replicated.

@@ -1,8 +1,10 @@
 //! Keeping paths from a peer inside their roots. A peer names files by relative paths;
 //! before anything is read or written, a path must be relative, free of `..`, and reach its
 //! target without passing through a symlink, so that neither a crafted path nor a symlink
-//! planted earlier (by this very transfer, say) can lead outside the root.
+//! planted earlier (by this very transfer, say) can lead outside the root. Nor may it lead
+//! into a Loopsy home, inside the roots or not ([`super::homes`]).
 
+use super::homes::{Checked, Homes};
 use std::{
     ffi::OsStr,
     io,
@@ -27,6 +29,11 @@ pub enum Escape {
     Symlink { path: String, link: String },
     #[error("`{path}` is outside the allowed roots ({roots})")]
     Outside { path: String, roots: String },
+    #[error(
+        "`{path}` is in the Loopsy home {home}: a node's key, trust store and settings are never \
+         reachable through `files`"
+    )]
+    Home { path: String, home: String },
     #[error("cannot check `{path}`: {reason}")]
     Io { path: String, reason: String },
 }
@@ -80,11 +87,12 @@ pub fn requested(roots: &[PathBuf], path: &[u8]) -> Result<PathBuf, Escape> {
 }
 
 /// For writing where a peer asks: `requested` itself when it exists, else its parent, must
-/// lie inside one of `roots` once every symlink is resolved. Returns the real path to write
-/// at (the real parent joined with the new name when it does not exist yet).
-pub fn writable(roots: &[PathBuf], requested: &Path) -> Result<PathBuf, Escape> {
+/// lie inside one of `roots` once every symlink is resolved, and outside every home.
+/// Returns the real path to write at (the real parent joined with the new name when it
+/// does not exist yet).
+pub fn writable(roots: &[PathBuf], homes: &Homes, requested: &Path) -> Result<PathBuf, Escape> {
     if std::fs::symlink_metadata(requested).is_ok() {
-        return within(roots, requested);
+        return within(roots, homes, requested);
     }
     let (Some(parent), Some(name)) = (requested.parent(), requested.file_name()) else {
         return Err(Escape::Malformed(requested.display().to_string()));
@@ -94,13 +102,14 @@ pub fn writable(roots: &[PathBuf], requested: &Path) -> Result<PathBuf, Escape> 
     } else {
         parent
     };
-    Ok(within(roots, parent)?.join(name))
+    Ok(within(roots, homes, parent)?.join(name))
 }
 
 /// `root/rel`, where every existing component below `root` but the last is a real
-/// directory, never a symlink. The last component may be anything (a file to replace, a
-/// symlink to replace as a link); the caller must not follow it.
-pub fn resolve(root: &Path, rel: &Path) -> Result<PathBuf, Escape> {
+/// directory, never a symlink, and no home. The last component may be anything (a file to
+/// replace, a symlink to replace as a link); the caller must not follow it, and checks it
+/// when it is a directory to go into.
+pub fn resolve(root: &Path, rel: &Path, checked: &Checked) -> Result<PathBuf, Escape> {
     let shown = || rel.display().to_string();
     let mut at = root.to_path_buf();
     let mut parts = rel.components().peekable();
@@ -119,6 +128,7 @@ pub fn resolve(root: &Path, rel: &Path) -> Result<PathBuf, Escape> {
                     link: at.display().to_string(),
                 });
             }
+            Ok(meta) if meta.is_dir() => checked.dir(&at, &meta, &shown())?,
             Ok(_) => {}
             // Not there yet: it will be created as a directory.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -134,8 +144,8 @@ pub fn resolve(root: &Path, rel: &Path) -> Result<PathBuf, Escape> {
 }
 
 /// For reading what a peer asks for: the real path of `requested`, which must lie inside
-/// one of `roots` once every symlink is resolved.
-pub fn within(roots: &[PathBuf], requested: &Path) -> Result<PathBuf, Escape> {
+/// one of `roots` once every symlink is resolved, and outside every home.
+pub fn within(roots: &[PathBuf], homes: &Homes, requested: &Path) -> Result<PathBuf, Escape> {
     let real = requested.canonicalize().map_err(|e| Escape::Io {
         path: requested.display().to_string(),
         reason: e.to_string(),
@@ -145,6 +155,7 @@ pub fn within(roots: &[PathBuf], requested: &Path) -> Result<PathBuf, Escape> {
             .is_ok_and(|root| real.starts_with(&root))
     });
     if inside {
+        homes.outside(&real)?;
         Ok(real)
     } else {
         Err(Escape::Outside {
@@ -211,14 +222,14 @@ mod tests {
         std::fs::create_dir_all(root.join("real")).unwrap();
         symlink(&outside, root.join("link")).unwrap();
         assert_eq!(
-            resolve(&root, Path::new("real/new/file")).unwrap(),
+            resolve(&root, Path::new("real/new/file"), &Checked::default()).unwrap(),
             root.join("real/new/file")
         );
-        let err = resolve(&root, Path::new("link/file")).unwrap_err();
+        let err = resolve(&root, Path::new("link/file"), &Checked::default()).unwrap_err();
         assert!(matches!(err, Escape::Symlink { .. }), "{err}");
         // The link itself, as the last component, is the caller's to replace, not follow.
         assert_eq!(
-            resolve(&root, Path::new("link")).unwrap(),
+            resolve(&root, Path::new("link"), &Checked::default()).unwrap(),
             root.join("link")
         );
         std::fs::remove_dir_all(root).ok();
@@ -234,18 +245,19 @@ mod tests {
         symlink(outside.join("secret"), root.join("sneaky")).unwrap();
         symlink(root.join("ok.txt"), root.join("alias")).unwrap();
         let roots = [root.clone()];
-        assert!(within(&roots, &root.join("ok.txt")).is_ok());
+        assert!(within(&roots, &Homes::default(), &root.join("ok.txt")).is_ok());
         assert!(
-            within(&roots, &root.join("alias")).is_ok(),
+            within(&roots, &Homes::default(), &root.join("alias")).is_ok(),
             "a link that stays inside"
         );
         assert!(matches!(
-            within(&roots, &root.join("sneaky")),
+            within(&roots, &Homes::default(), &root.join("sneaky")),
             Err(Escape::Outside { .. })
         ));
         assert!(matches!(
             within(
                 &roots,
+                &Homes::default(),
                 &root
                     .join("../")
                     .join(outside.file_name().unwrap())
@@ -284,23 +296,76 @@ mod tests {
         assert!(matches!(requested(&[], b"x"), Err(Escape::Outside { .. })));
         let real = root.canonicalize().unwrap();
         assert_eq!(
-            writable(&roots, &root.join("new")).unwrap(),
+            writable(&roots, &Homes::default(), &root.join("new")).unwrap(),
             real.join("new")
         );
         assert!(matches!(
-            writable(&roots, &root.join("out")),
+            writable(&roots, &Homes::default(), &root.join("out")),
             Err(Escape::Outside { .. })
         ));
         assert!(matches!(
-            writable(&roots, &root.join("out/new")),
+            writable(&roots, &Homes::default(), &root.join("out/new")),
             Err(Escape::Outside { .. })
         ));
         assert!(matches!(
-            writable(&roots, Path::new("/etc/new")),
+            writable(&roots, &Homes::default(), Path::new("/etc/new")),
             Err(Escape::Outside { .. })
         ));
         std::fs::remove_dir_all(root).ok();
         std::fs::remove_dir_all(outside).ok();
+    }
+
+    #[test]
+    fn no_path_reaches_a_home_whatever_the_roots_say() {
+        let root = temp("homes");
+        let state = root.join(".local/share/loopsy");
+        let own = root.join("own");
+        for dir in [&state, &own, &root.join("plain")] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(state.join(crate::home::MARKER), "").unwrap();
+        std::fs::write(state.join("identity.key"), "key").unwrap();
+        std::fs::write(own.join("trust.toml"), "").unwrap();
+        symlink(&state, root.join("door")).unwrap();
+        // Roots that take in the homes, even a root that is one.
+        let roots = [root.clone(), state.clone()];
+        let homes = Homes::new(&own);
+        let is_home = |result: Result<PathBuf, Escape>| match result {
+            Err(Escape::Home { .. }) => {}
+            other => panic!("not refused as a home: {other:?}"),
+        };
+        for path in [
+            state.join("identity.key"),
+            state.clone(),
+            root.join("door/identity.key"),
+            root.join("door"),
+            root.join("plain/../.local/share/loopsy/identity.key"),
+            own.join("trust.toml"),
+        ] {
+            is_home(within(&roots, &homes, &path));
+        }
+        for path in [
+            state.join("trust.toml"),
+            state.join("new"),
+            state.clone(),
+            root.join("door/new"),
+            own.join("trust.toml"),
+            own.join("new"),
+        ] {
+            is_home(writable(&roots, &homes, &path));
+        }
+        let checked = Checked::new(homes.clone());
+        for rel in [".local/share/loopsy/x", "door/x", "own/sub/x"] {
+            let err = resolve(&root, Path::new(rel), &checked).unwrap_err();
+            assert!(
+                matches!(err, Escape::Home { .. } | Escape::Symlink { .. }),
+                "{rel}: {err}"
+            );
+        }
+        assert!(within(&roots, &homes, &root.join("plain")).is_ok());
+        assert!(writable(&roots, &homes, &root.join("plain/new")).is_ok());
+        assert!(resolve(&root, Path::new("plain/a/b"), &checked).is_ok());
+        std::fs::remove_dir_all(root).ok();
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! written beside its destination and renamed into place only once whole and verified.
 //! The same two functions run on the device that opened the copy (on the user's own files)
 //! and on the one that serves it ([`serve`], confined to the peer's file roots by
-//! [`confine`]).
+//! [`confine`], and kept out of every Loopsy home by [`homes`]).
 
 pub mod confine;
+pub mod homes;
 pub mod policy;
 pub mod receive;
 pub mod send;
@@ -35,6 +36,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{audit::Outcome as Audited, caps::Caps, node::Node};
 use confine::Escape;
+use homes::Homes;
 use walk::WalkError;
 
 /// Longest wait for the other side's next message: generous, since a side may be hashing a
@@ -215,6 +217,9 @@ pub struct Expect {
     pub recursive: bool,
     /// Whether to keep a report per file.
     pub reports: bool,
+    /// The homes no entry may go into (the destination itself is the caller's to check:
+    /// a peer's, or the one the user named).
+    pub homes: Homes,
 }
 
 /// Writes one message without flushing (chunks follow close behind).
@@ -253,9 +258,10 @@ fn lost(e: io::Error) -> TransferError {
     TransferError::Connection(e.to_string())
 }
 
-/// Serves one transfer stream from an admitted peer: a push stores into its write roots,
-/// a pull sends from its read roots. Every copy and every refusal is audited.
-pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: Caps) {
+/// Serves one transfer stream from an admitted peer: a push stores into its write roots
+/// (which depend on what else it may do here), a pull sends from its read roots, and
+/// neither reaches a Loopsy home. Every copy and every refusal is audited.
+pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, grants: Caps) {
     let request = match tokio::time::timeout(
         REQUEST_DEADLINE,
         framed::read::<Request, _>(&mut stream, MAX_FRAME),
@@ -265,10 +271,12 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
         Ok(Ok(Some(request))) => request,
         _ => return,
     };
-    let policy = node
+    let roots = node
         .files_policy
-        .with(node.trust.files_overrides(&peer).as_ref());
+        .roots(node.trust.files_overrides(&peer).as_ref(), &grants);
+    let homes = node.homes.clone();
     let progress = Progress::default();
+    let mut note = String::new();
     let (action, detail, result) = match request {
         Request::Push { dest, options } => {
             let shown = confine::shown(&dest);
@@ -276,12 +284,19 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
                 names: None,
                 recursive: true,
                 reports: false,
+                homes: homes.clone(),
             };
-            let result = match confine::requested(&policy.write, &dest)
-                .and_then(|path| confine::writable(&policy.write, &path))
-            {
+            let place = match roots.make_drop() {
+                Ok(()) => confine::requested(&roots.write, &dest)
+                    .and_then(|path| confine::writable(&roots.write, &homes, &path))
+                    .map_err(TransferError::from),
+                Err(e) => Err(TransferError::Destination(format!(
+                    "cannot make the drop directory: {e}"
+                ))),
+            };
+            let result = match place {
                 Ok(path) => receive::receive(stream, path, options, expect, &progress).await,
-                Err(escape) => refuse(stream, escape.into(), receive::refuse).await,
+                Err(e) => refuse(stream, e, receive::refuse).await,
             };
             ("cp push", shown, result)
         }
@@ -293,8 +308,8 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
                 .collect::<Vec<_>>()
                 .join(" ");
             // Off the async threads: a walk may visit a million entries.
-            let read = policy.read.clone();
-            let items = tokio::task::spawn_blocking(move || {
+            let read = roots.read.clone();
+            let offered = tokio::task::spawn_blocking(move || {
                 if sources.len() > transfer::MAX_SOURCES {
                     return Err(TransferError::Destination(format!(
                         "more than {} sources",
@@ -305,16 +320,20 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
                     .iter()
                     .map(|source| {
                         let path = confine::requested(&read, source)?;
-                        Ok(confine::within(&read, &path)?)
+                        Ok(confine::within(&read, &homes, &path)?)
                     })
                     .collect::<Result<Vec<PathBuf>, TransferError>>()?;
-                Ok((walk::walk(&paths, options.recursive)?, paths.len() as u32))
+                let walked = walk::for_peer(&paths, options.recursive, &homes)?;
+                Ok((walked, paths.len() as u32))
             })
             .await
             .unwrap_or_else(|e| Err(TransferError::Destination(e.to_string())));
-            let result = match items {
-                Ok((items, count)) => {
-                    send::send(stream, items, count, options, false, &progress).await
+            let result = match offered {
+                Ok((walked, count)) => {
+                    if walked.homes_left_out > 0 {
+                        note = format!("; Loopsy homes left out: {}", walked.homes_left_out);
+                    }
+                    send::send(stream, walked.items, count, options, false, &progress).await
                 }
                 Err(e) => refuse(stream, e, send::refuse).await,
             };
@@ -336,7 +355,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, _grants: C
         node.peer_name(&peer),
         action,
         format!(
-            "{detail} ({} files, {moved} bytes)",
+            "{detail} ({} files, {moved} bytes{note})",
             progress.files.load(Ordering::Relaxed)
         ),
         outcome,

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Buffers, Expect, FileReport, Handover, IDLE, MAX_NAME_BYTES, Progress, Summary, TransferError,
-    confine, count, flush, get, put, tree, walk::MAX_ENTRIES,
+    confine, count, flush, get, homes::Checked, put, tree, walk::MAX_ENTRIES,
 };
 
 /// Hand-overs (a chunk each, for a big file) received ahead of the disk.
@@ -186,29 +186,34 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Where entries go: into the destination when it is a directory, as the destination
-/// (the source's own name replaced) otherwise.
+/// (the source's own name replaced) otherwise; never into a home below it.
 #[derive(Debug)]
 struct Placement {
     base: PathBuf,
     into_dir: bool,
     expect: Expect,
+    /// The directories below `base` already checked.
+    checked: Checked,
 }
 
 impl Placement {
     fn new(base: PathBuf, sources: u32, expect: Expect) -> Result<Self, TransferError> {
         let not_a_dir =
             || TransferError::Destination(format!("{} is not a directory", base.display()));
+        let checked = Checked::new(expect.homes.clone());
         match fs::metadata(&base) {
             Ok(meta) if meta.is_dir() => Ok(Self {
                 base,
                 into_dir: true,
                 expect,
+                checked,
             }),
             Ok(_) if sources > 1 => Err(not_a_dir()),
             Ok(_) => Ok(Self {
                 base,
                 into_dir: false,
                 expect,
+                checked,
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if sources > 1 {
@@ -225,6 +230,7 @@ impl Placement {
                     base,
                     into_dir: false,
                     expect,
+                    checked,
                 })
             }
             Err(e) => Err(TransferError::io(&base, e)),
@@ -258,13 +264,13 @@ impl Placement {
 
     fn place(&self, rel: &Path) -> Result<PathBuf, confine::Escape> {
         if self.into_dir {
-            return confine::resolve(&self.base, rel);
+            return confine::resolve(&self.base, rel, &self.checked);
         }
         let rest: PathBuf = rel.components().skip(1).collect();
         if rest.as_os_str().is_empty() {
             Ok(self.base.clone())
         } else {
-            confine::resolve(&self.base, &rest)
+            confine::resolve(&self.base, &rest, &self.checked)
         }
     }
 }
@@ -360,6 +366,10 @@ fn prepare(
         let slot = match &entry.kind {
             Kind::Dir => match existing {
                 Some(meta) if meta.is_dir() => {
+                    // Going into it: a home there refuses the whole copy.
+                    place
+                        .checked
+                        .dir(&target, &meta, &confine::shown(&entry.path))?;
                     dirs.push(Made {
                         path: target,
                         mode: None,

@@ -14,7 +14,9 @@ use loopsy_wire::transfer::{CHUNK, Data, Entry, Kind, Outcome, Plan, Receive, Re
 use serde_bytes::ByteBuf;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-use super::{Expect, Progress, Summary, TransferError, get, put, receive, send, walk};
+use super::{
+    Expect, Progress, Summary, TransferError, confine::Escape, get, put, receive, send, walk,
+};
 
 /// What a push lets the sender send.
 fn anything() -> Expect {
@@ -22,6 +24,7 @@ fn anything() -> Expect {
         names: None,
         recursive: true,
         reports: true,
+        homes: Default::default(),
     }
 }
 
@@ -406,6 +409,44 @@ async fn escaping_paths_are_refused_and_nothing_lands_outside() {
 }
 
 #[tokio::test]
+async fn no_entry_lands_in_a_home_below_the_destination() {
+    let (dir, dest) = with_dest("homes");
+    // Another node's home (its marker), a relay's (its key), and the receiving node's own,
+    // which says nothing about itself: known by the node.
+    for (home, file) in [("node", crate::home::MARKER), ("relay", "identity.key")] {
+        fs::create_dir_all(dest.join(format!("deep/{home}"))).unwrap();
+        fs::write(dest.join(format!("deep/{home}/{file}")), "").unwrap();
+    }
+    fs::create_dir_all(dest.join("own")).unwrap();
+    let expect = Expect {
+        homes: super::homes::Homes::new(&dest.join("own")),
+        ..anything()
+    };
+    let dir_entry = |path: &[u8]| Entry {
+        kind: Kind::Dir,
+        ..file(path, 0)
+    };
+    let cases: Vec<Vec<Entry>> = vec![
+        vec![file(b"deep/node/trust.toml", 1)],
+        vec![file(b"deep/relay/identity.key", 1)],
+        vec![link(b"deep/node/config.toml", b"/tmp")],
+        vec![dir_entry(b"deep"), dir_entry(b"deep/node")],
+        vec![file(b"own/trust.toml", 1)],
+        vec![dir_entry(b"own")],
+    ];
+    for entries in cases {
+        let refusal = refused(&dest, expect.clone(), entries).await;
+        assert!(
+            matches!(refusal, TransferError::Escape(Escape::Home { .. })),
+            "{refusal:?}"
+        );
+    }
+    assert_eq!(fs::read_dir(dest.join("deep/node")).unwrap().count(), 1);
+    assert_eq!(fs::read_dir(dest.join("own")).unwrap().count(), 0);
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
 async fn lies_about_sizes_and_hashes_are_refused_without_a_trace() {
     let (dir, dest) = with_dest("lies");
     let bytes = data(100, 3);
@@ -499,6 +540,7 @@ async fn a_pull_takes_only_the_names_it_asked_for() {
         names: Some(vec![b"notes.txt".to_vec()]),
         recursive: false,
         reports: true,
+        homes: Default::default(),
     };
     let dir_entry = Entry {
         kind: Kind::Dir,

@@ -13,6 +13,8 @@ use std::{
 use loopsy_wire::transfer::{Entry, Kind};
 use serde_bytes::ByteBuf;
 
+use super::homes::Homes;
+
 /// Most entries one copy may hold.
 pub const MAX_ENTRIES: usize = 1_000_000;
 
@@ -41,76 +43,122 @@ pub enum WalkError {
     TooMany,
 }
 
-/// The entries for `sources`.
+/// The entries for `sources`, everything in them: for the user's own copies.
 pub fn walk(sources: &[PathBuf], recursive: bool) -> Result<Vec<Item>, WalkError> {
-    let mut items = Vec::new();
-    for source in sources {
-        let meta = fs::metadata(source).map_err(|e| io_error(source, e))?;
-        let real;
-        let name = match source.file_name() {
-            Some(name) => name,
-            // `.`, `dir/..`: named after what they are.
-            None => {
-                real = source.canonicalize().map_err(|e| io_error(source, e))?;
-                real.file_name()
-                    .ok_or_else(|| WalkError::Nameless(source.display().to_string()))?
-            }
-        };
-        let name = PathBuf::from(name);
-        if meta.is_dir() {
-            if !recursive {
-                return Err(WalkError::Directory(source.display().to_string()));
-            }
-            items.push(item(source, &name, &meta, Kind::Dir));
-            tree(source, &name, &mut items)?;
-        } else if meta.is_file() {
-            let size = meta.len();
-            items.push(item(source, &name, &meta, Kind::File { size }));
-        } else {
-            return Err(WalkError::Special(source.display().to_string()));
-        }
-        if items.len() > MAX_ENTRIES {
-            return Err(WalkError::TooMany);
-        }
-    }
-    Ok(items)
+    let mut walk = Walk::default();
+    walk.sources(sources, recursive)?;
+    Ok(walk.items)
 }
 
-/// Everything under the directory `local`, offered as `path/...`. Sockets, pipes and devices
-/// are left out.
-fn tree(local: &Path, path: &Path, items: &mut Vec<Item>) -> Result<(), WalkError> {
-    let mut children = fs::read_dir(local)
-        .and_then(|dir| {
-            dir.map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| io_error(local, e))?;
-    children.sort();
-    for name in children {
-        let (local, path) = (local.join(&name), path.join(&name));
-        let meta = fs::symlink_metadata(&local).map_err(|e| io_error(&local, e))?;
-        let kind = if meta.file_type().is_symlink() {
-            let target = fs::read_link(&local).map_err(|e| io_error(&local, e))?;
-            Kind::Symlink {
-                target: ByteBuf::from(target.as_os_str().as_bytes().to_vec()),
+/// What a peer is offered of `sources` (each already checked to lie outside every home):
+/// their entries, but for the Loopsy homes inside the trees, left out as if not there.
+pub fn for_peer(sources: &[PathBuf], recursive: bool, homes: &Homes) -> Result<Walked, WalkError> {
+    let mut walk = Walk {
+        skip: Some(homes),
+        ..Walk::default()
+    };
+    walk.sources(sources, recursive)?;
+    Ok(Walked {
+        items: walk.items,
+        homes_left_out: walk.left_out,
+    })
+}
+
+/// What a peer is offered.
+#[derive(Debug)]
+pub struct Walked {
+    pub items: Vec<Item>,
+    /// How many homes the trees held, for the audit log.
+    pub homes_left_out: usize,
+}
+
+#[derive(Default)]
+struct Walk<'a> {
+    items: Vec<Item>,
+    /// The homes to leave out, for a peer.
+    skip: Option<&'a Homes>,
+    left_out: usize,
+}
+
+impl Walk<'_> {
+    fn sources(&mut self, sources: &[PathBuf], recursive: bool) -> Result<(), WalkError> {
+        for source in sources {
+            let meta = fs::metadata(source).map_err(|e| io_error(source, e))?;
+            let real;
+            let name = match source.file_name() {
+                Some(name) => name,
+                // `.`, `dir/..`: named after what they are.
+                None => {
+                    real = source.canonicalize().map_err(|e| io_error(source, e))?;
+                    real.file_name()
+                        .ok_or_else(|| WalkError::Nameless(source.display().to_string()))?
+                }
+            };
+            let name = PathBuf::from(name);
+            if meta.is_dir() {
+                if !recursive {
+                    return Err(WalkError::Directory(source.display().to_string()));
+                }
+                self.items.push(item(source, &name, &meta, Kind::Dir));
+                self.tree(source, &name)?;
+            } else if meta.is_file() {
+                let size = meta.len();
+                self.items
+                    .push(item(source, &name, &meta, Kind::File { size }));
+            } else {
+                return Err(WalkError::Special(source.display().to_string()));
             }
-        } else if meta.is_dir() {
-            Kind::Dir
-        } else if meta.is_file() {
-            Kind::File { size: meta.len() }
-        } else {
-            continue;
-        };
-        let is_dir = kind == Kind::Dir;
-        items.push(item(&local, &path, &meta, kind));
-        if items.len() > MAX_ENTRIES {
-            return Err(WalkError::TooMany);
+            if self.items.len() > MAX_ENTRIES {
+                return Err(WalkError::TooMany);
+            }
         }
-        if is_dir {
-            tree(&local, &path, items)?;
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// Everything under the directory `local`, offered as `path/...`. Sockets, pipes and
+    /// devices are left out, and for a peer so are homes.
+    fn tree(&mut self, local: &Path, path: &Path) -> Result<(), WalkError> {
+        let mut children = fs::read_dir(local)
+            .and_then(|dir| {
+                dir.map(|e| e.map(|e| e.file_name()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| io_error(local, e))?;
+        children.sort();
+        for name in children {
+            let (local, path) = (local.join(&name), path.join(&name));
+            let meta = fs::symlink_metadata(&local).map_err(|e| io_error(&local, e))?;
+            let kind = if meta.file_type().is_symlink() {
+                let target = fs::read_link(&local).map_err(|e| io_error(&local, e))?;
+                Kind::Symlink {
+                    target: ByteBuf::from(target.as_os_str().as_bytes().to_vec()),
+                }
+            } else if meta.is_dir() {
+                if let Some(homes) = self.skip
+                    && homes
+                        .is_home(&local, &meta)
+                        .map_err(|e| io_error(&local, e))?
+                {
+                    self.left_out += 1;
+                    continue;
+                }
+                Kind::Dir
+            } else if meta.is_file() {
+                Kind::File { size: meta.len() }
+            } else {
+                continue;
+            };
+            let is_dir = kind == Kind::Dir;
+            self.items.push(item(&local, &path, &meta, kind));
+            if self.items.len() > MAX_ENTRIES {
+                return Err(WalkError::TooMany);
+            }
+            if is_dir {
+                self.tree(&local, &path)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn item(local: &Path, path: &Path, meta: &Metadata, kind: Kind) -> Item {
@@ -166,6 +214,35 @@ mod tests {
             walk(&[dir.join("missing")], false),
             Err(WalkError::Io { .. })
         ));
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_peer_is_offered_a_tree_without_the_homes_in_it() {
+        let dir = std::env::temp_dir().join(format!("loopsy-walk-homes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let src = dir.join("src");
+        for sub in ["state", "relay", "own", "plain"] {
+            fs::create_dir_all(src.join(sub)).unwrap();
+        }
+        fs::write(src.join("state").join(crate::home::MARKER), "").unwrap();
+        fs::write(src.join("state/trust.toml"), "").unwrap();
+        fs::write(src.join("relay/identity.key"), "key").unwrap();
+        fs::write(src.join("own/config.toml"), "").unwrap();
+        fs::write(src.join("plain/f"), "f").unwrap();
+        // A link to a home is offered as the link it is, never followed.
+        symlink(src.join("state"), src.join("door")).unwrap();
+        let homes = Homes::new(&src.join("own"));
+        let offered = for_peer(std::slice::from_ref(&src), true, &homes).unwrap();
+        let paths: Vec<_> = offered
+            .items
+            .iter()
+            .map(|i| String::from_utf8_lossy(&i.entry.path).into_owned())
+            .collect();
+        assert_eq!(paths, ["src", "src/door", "src/plain", "src/plain/f"]);
+        assert_eq!(offered.homes_left_out, 3);
+        // The user's own copy takes everything.
+        assert_eq!(walk(&[src], true).unwrap().len(), 11);
         fs::remove_dir_all(dir).ok();
     }
 }
