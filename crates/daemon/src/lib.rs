@@ -16,6 +16,7 @@ mod lock;
 pub mod node;
 mod pair;
 pub mod replica;
+mod seal;
 pub mod session;
 mod sync;
 pub mod transfer;

@@ -141,7 +141,7 @@ pub async fn run(
         MESSAGE_LIMITS,
         |_, _| true,
     )?;
-    let inbox = crate::inbox::Inbox::load(home.inbox())?;
+    let inbox = crate::inbox::Inbox::load(home.inbox(), keypair.clone())?;
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
         name: name.clone(),
