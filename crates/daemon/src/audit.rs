@@ -1,6 +1,12 @@
 //! The audit log: one JSON line for everything peers did or tried here, and for changes to
-//! the trust store. Append-only, rotated by size (the current file and one older one), and
-//! followed live by `loopsy audit --follow`.
+//! the trust store. Append-only, rotated by size (the current file and four older ones),
+//! and followed live by `loopsy audit --follow`.
+//!
+//! What peers say ends up in the fields (argv, paths, names), so control and invisible
+//! formatting characters are escaped before an entry is written: no entry can pass for two,
+//! or hide what it says. Refusals of strangers are rate-limited, per stranger and all
+//! together (fresh peer IDs cost nothing), and what was left out is counted in a summary
+//! entry: a stranger looping refused streams cannot rotate the history away.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -18,6 +24,12 @@ use crate::clock;
 
 /// A log file is rotated when it grows past this.
 pub const ROTATE_AT: u64 = 8 * 1024 * 1024;
+/// Older files kept after rotation (`audit.jsonl.1` is the newest of them).
+pub const KEEP_ROTATED: usize = 4;
+/// Refusals of strangers written per minute, from one of them, and from all of them.
+const STRANGER_PER_PEER: u32 = 10;
+const STRANGERS_OVERALL: u32 = 60;
+const STRANGER_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// New entries buffered per follower.
 const FOLLOW_BUFFER: usize = 1024;
 /// Longest argument summary kept.
@@ -47,6 +59,46 @@ pub struct Audit {
     path: PathBuf,
     file: Mutex<Option<(File, u64)>>,
     follow: broadcast::Sender<AuditEntry>,
+    strangers: Mutex<Strangers>,
+}
+
+/// Refusals of strangers in the current window.
+#[derive(Debug, Default)]
+struct Strangers {
+    since: Option<std::time::Instant>,
+    per_peer: std::collections::HashMap<PeerId, u32>,
+    written: u32,
+    left_out: u32,
+}
+
+impl Strangers {
+    /// Whether a refusal of `peer` is written now; a summary of the window that ended,
+    /// when one did and left entries out.
+    fn admit(&mut self, peer: PeerId, now: std::time::Instant) -> (bool, Option<u32>) {
+        let mut summary = None;
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= STRANGER_WINDOW)
+        {
+            summary = (self.left_out > 0).then_some(self.left_out);
+            *self = Strangers {
+                since: Some(now),
+                ..Strangers::default()
+            };
+        }
+        let count = self.per_peer.entry(peer).or_default();
+        if *count >= STRANGER_PER_PEER || self.written >= STRANGERS_OVERALL {
+            self.left_out += 1;
+            // Bounded: past the overall limit no new peer is remembered.
+            if *count == 0 {
+                self.per_peer.remove(&peer);
+            }
+            return (false, summary);
+        }
+        *count += 1;
+        self.written += 1;
+        (true, summary)
+    }
 }
 
 impl Audit {
@@ -55,6 +107,45 @@ impl Audit {
             path,
             file: Mutex::new(None),
             follow: broadcast::channel(FOLLOW_BUFFER).0,
+            strangers: Mutex::new(Strangers::default()),
+        }
+    }
+
+    /// Records a refusal of a device that is not a member, within the strangers' limits.
+    pub fn refuse_stranger(
+        &self,
+        peer: PeerId,
+        action: &str,
+        args: impl Into<String>,
+        reason: String,
+    ) {
+        let (write, summary) = self
+            .strangers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(peer, std::time::Instant::now());
+        if let Some(left_out) = summary {
+            self.record(
+                None,
+                None,
+                "refusals left out",
+                format!("{left_out}"),
+                Outcome::Denied,
+                Some(format!(
+                    "{left_out} refusals of strangers in the last minute went unwritten \
+                     (at most {STRANGER_PER_PEER} a minute from one, {STRANGERS_OVERALL} from all)"
+                )),
+            );
+        }
+        if write {
+            self.record(
+                Some(peer),
+                None,
+                action,
+                args,
+                Outcome::Denied,
+                Some(reason),
+            );
         }
     }
 
@@ -69,7 +160,7 @@ impl Audit {
         outcome: Outcome,
         reason: Option<String>,
     ) {
-        let mut args: String = args.into();
+        let mut args = escape(&args.into());
         if args.len() > MAX_ARGS {
             let cut = (0..=MAX_ARGS)
                 .rev()
@@ -81,11 +172,11 @@ impl Audit {
         let entry = AuditEntry {
             time: clock::rfc3339_ms(clock::now_ms()),
             peer: peer.map(|p| p.to_base58()),
-            name,
+            name: name.map(|n| escape(&n)),
             action: action.to_owned(),
             args,
             result: outcome.name().to_owned(),
-            reason,
+            reason: reason.map(|r| escape(&r)),
         };
         if let Err(error) = self.append(&entry) {
             tracing::error!(%error, path = %self.path.display(), "cannot write the audit log");
@@ -99,7 +190,13 @@ impl Audit {
         let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|(_, size)| *size >= ROTATE_AT) {
             *slot = None;
-            fs::rename(&self.path, rotated(&self.path))?;
+            for n in (1..KEEP_ROTATED).rev() {
+                match fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            fs::rename(&self.path, rotated(&self.path, 1))?;
         }
         if slot.is_none() {
             let file = OpenOptions::new()
@@ -125,7 +222,8 @@ impl Audit {
     /// Every entry on disk, oldest first; lines that do not parse are skipped.
     pub fn read_all(&self) -> Vec<AuditEntry> {
         let mut entries = Vec::new();
-        for path in [rotated(&self.path), self.path.clone()] {
+        let oldest_first = (1..=KEEP_ROTATED).rev().map(|n| rotated(&self.path, n));
+        for path in oldest_first.chain([self.path.clone()]) {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
@@ -139,10 +237,28 @@ impl Audit {
     }
 }
 
-fn rotated(path: &Path) -> PathBuf {
+/// The `n`th older file: `audit.jsonl.n`.
+fn rotated(path: &Path, n: usize) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".1");
+    name.push(format!(".{n}"));
     path.with_file_name(name)
+}
+
+/// `text` with control and invisible formatting characters written as `\u{..}` escapes
+/// (and `\` doubled, so an escape in the text cannot pass for one of ours).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if loopsy_mesh::is_deceptive(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -179,10 +295,84 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().metadata().unwrap().len())
             .sum();
-        assert!(on_disk <= 2 * ROTATE_AT + 4096, "{on_disk} bytes");
+        assert!(
+            on_disk <= 2 * ROTATE_AT + 4096,
+            "{on_disk} bytes (two files so far)"
+        );
         let all = audit.read_all();
         assert!(all.len() > 1000);
         assert!(all.iter().all(|e| e.args.chars().count() <= MAX_ARGS + 1));
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn no_entry_passes_for_two_or_hides_what_it_says() {
+        assert_eq!(
+            escape("x\nFORGED 2026 alpha exec ok"),
+            "x\\nFORGED 2026 alpha exec ok"
+        );
+        assert_eq!(escape("al\u{202e}ahpla"), "al\\u{202e}ahpla");
+        assert_eq!(
+            escape("a\\nb"),
+            "a\\\\nb",
+            "a backslash in the text is doubled"
+        );
+        assert_eq!(escape("ünïcode stays"), "ünïcode stays");
+        let dir = std::env::temp_dir().join(format!("loopsy-audit-esc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let audit = Audit::new(dir.join("audit.jsonl"));
+        audit.record(
+            None,
+            Some("a\u{1b}[2Jb".into()),
+            "exec",
+            "x\ny",
+            Outcome::Ok,
+            Some("r\rs".into()),
+        );
+        let entry = &audit.read_all()[0];
+        assert_eq!(entry.args, "x\\ny");
+        assert_eq!(entry.name.as_deref(), Some("a\\u{1b}[2Jb"));
+        assert_eq!(entry.reason.as_deref(), Some("r\\rs"));
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn strangers_cannot_flush_the_history() {
+        let mut strangers = Strangers::default();
+        let start = std::time::Instant::now();
+        let one = PeerId::random();
+        let written = (0..100).filter(|_| strangers.admit(one, start).0).count();
+        assert_eq!(
+            written, STRANGER_PER_PEER as usize,
+            "one stranger, one minute"
+        );
+        // Fresh identities are free: all of them together are held to the overall limit.
+        let many = (0..1000)
+            .filter(|_| strangers.admit(PeerId::random(), start).0)
+            .count();
+        assert_eq!(many as u32, STRANGERS_OVERALL - STRANGER_PER_PEER);
+        assert!(strangers.per_peer.len() <= STRANGERS_OVERALL as usize);
+        // The next window starts with a summary of what was left out.
+        let later = start + STRANGER_WINDOW;
+        let (write, summary) = strangers.admit(one, later);
+        assert!(write);
+        assert_eq!(summary, Some(90 + 1000 - 50));
+    }
+
+    #[test]
+    fn four_older_files_are_kept() {
+        let dir = std::env::temp_dir().join(format!("loopsy-audit-keep-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let audit = Audit::new(path.clone());
+        let long = "x".repeat(MAX_ARGS);
+        for _ in 0..((KEEP_ROTATED as u64 + 2) * ROTATE_AT / 600) {
+            audit.record(None, None, "pair", long.clone(), Outcome::Ok, None);
+        }
+        assert!(rotated(&path, KEEP_ROTATED).exists());
+        assert!(!rotated(&path, KEEP_ROTATED + 1).exists());
         fs::remove_dir_all(dir).ok();
     }
 }

@@ -171,14 +171,23 @@ pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Serv
             let verdict = check(&node, &peer, protocol);
             let reply = match (&verdict, &service) {
                 (Err(reason), _) => {
-                    node.audit.record(
-                        Some(peer),
-                        node.peer_name(&peer),
-                        action(protocol),
-                        protocol,
-                        Outcome::Denied,
-                        Some(reason.clone()),
-                    );
+                    if node.trust.is_member(&peer) {
+                        node.audit.record(
+                            Some(peer),
+                            node.peer_name(&peer),
+                            action(protocol),
+                            protocol,
+                            Outcome::Denied,
+                            Some(reason.clone()),
+                        );
+                    } else {
+                        node.audit.refuse_stranger(
+                            peer,
+                            action(protocol),
+                            protocol,
+                            reason.clone(),
+                        );
+                    }
                     Admission::Refused {
                         reason: reason.clone(),
                     }

@@ -20,7 +20,7 @@ mod tls;
 
 use std::time::Duration;
 
-pub use agent::{MAX_NAME_LEN, sanitize_name};
+pub use agent::{MAX_NAME_LEN, is_deceptive, sanitize_name};
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
 pub use peers::{Link, PeerState, is_loopback, is_relayed};

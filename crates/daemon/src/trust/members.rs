@@ -342,7 +342,7 @@ impl Members {
             let own = self.records.get(&key_of(peer, peer)).filter(|r| !r.revoked);
             let name = own
                 .or(latest.map(|(_, r)| *r))
-                .map(|r| r.name.clone())
+                .map(|r| loopsy_mesh::sanitize_name(&r.name))
                 .unwrap_or_default();
             // Addresses from its own record first, then from every admission: any of them
             // may be the one that works.
@@ -369,6 +369,29 @@ impl Members {
             );
         }
         self.trusted = trusted;
+        self.tell_apart();
+    }
+
+    /// Names are chosen by the devices themselves: a member that takes another's name (or
+    /// this device's) could pass for it in listings, the inbox and the audit log. Every
+    /// member whose name is not its own alone is shown with the end of its peer ID.
+    fn tell_apart(&mut self) {
+        let mine = self
+            .records
+            .get(&key_of(&self.me, &self.me))
+            .map(|r| loopsy_mesh::sanitize_name(&r.name));
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for member in self.trusted.values() {
+            *counts.entry(member.name.clone()).or_default() += 1;
+        }
+        for member in self.trusted.values_mut() {
+            let shared = counts[&member.name] > 1 || mine.as_ref() == Some(&member.name);
+            if shared && !member.name.is_empty() {
+                let id = member.peer_id.to_base58();
+                let tail = &id[id.len().saturating_sub(6)..];
+                member.name = format!("{} (…{tail})", member.name);
+            }
+        }
     }
 
     /// Whether `author`'s records about other devices count here, given what each device
@@ -833,5 +856,43 @@ mod tests {
             let after: Vec<_> = alpha.members.trusted().clone().into_iter().collect();
             proptest::prop_assert_eq!(before, after);
         }
+    }
+
+    #[test]
+    fn a_member_cannot_pass_for_another_by_its_name() {
+        let (mut alpha, mut bravo, mut mallory) =
+            (Device::new(true), Device::new(true), Device::new(true));
+        alpha
+            .members
+            .write(&alpha.key, alpha.id(), "alpha", &[], false, None);
+        alpha.vouch(bravo.id());
+        alpha.vouch(mallory.id());
+        let bravo_self = bravo
+            .members
+            .write(&bravo.key, bravo.id(), "bravo", &[], false, None);
+        // mallory names itself bravo, with a right-to-left override for good measure.
+        let squat = mallory.members.write(
+            &mallory.key,
+            mallory.id(),
+            "bra\u{202e}vo",
+            &[],
+            false,
+            None,
+        );
+        alpha.learn(&[bravo_self, squat]);
+        let names: Vec<String> = alpha
+            .members
+            .trusted()
+            .values()
+            .map(|m| m.name.clone())
+            .collect();
+        assert!(names.iter().all(|n| n != "bravo"), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains('\u{202e}')), "{names:?}");
+        // ... and one that takes this device's own name is told apart too.
+        let as_me = mallory
+            .members
+            .write(&mallory.key, mallory.id(), "alpha", &[], false, None);
+        alpha.learn(&[as_me]);
+        assert_ne!(alpha.members.trusted()[&mallory.id()].name, "alpha");
     }
 }
