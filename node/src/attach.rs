@@ -185,7 +185,6 @@ impl Attachment {
         let (mut reader, mut writer) = (reader.compat(), writer.compat_write());
         let mut stdout = tokio::io::stdout();
         let mut resizes = signal(SignalKind::window_change()).ok();
-        let mut keys_open = true;
         loop {
             tokio::select! {
                 reply = framed::read::<Reply, _>(&mut reader, MAX_FRAME) => {
@@ -217,7 +216,7 @@ impl Attachment {
                         return End::Failed("cannot write to the terminal".into(), 255);
                     }
                 }
-                typed = keys.recv(), if keys_open => match typed {
+                typed = keys.recv() => match typed {
                     Some(mut typed) => {
                         let detach = typed.iter().position(|&b| b == DETACH);
                         if let Some(at) = detach {
@@ -233,8 +232,10 @@ impl Attachment {
                             return End::Detached;
                         }
                     }
-                    // No more input (stdin was not a terminal): keep showing output.
-                    None => keys_open = false,
+                    // No more input (stdin is a pipe or /dev/null, not a terminal): leave
+                    // the session running, as Ctrl-\ would; a script that types into a
+                    // session keeps its stdin open for as long as it watches.
+                    None => return End::Detached,
                 },
                 Some(()) = async { resizes.as_mut()?.recv().await } => {
                     let (rows, cols) = term::size();

@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Your devices and their agents in one private, end-to-end encrypted mesh.
 #[derive(Debug, Parser)]
 #[command(name = "loopsy", version)]
-struct Cli {
+pub struct Cli {
     /// The node's state directory (identity, config, control socket).
     #[arg(long, global = true, env = "LOOPSY_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
@@ -47,17 +47,51 @@ enum Command {
     Ctx(cmd::ctx::Cmd),
     Msg(cmd::msg::Cmd),
     Mcp(cmd::mcp::Cmd),
+    Completions(cmd::completions::Cmd),
+    Man(cmd::man::Cmd),
 }
 
+/// How a command ends when its reader went away (`loopsy audit | head`): quietly, with the
+/// status a shell reports for a program that SIGPIPE ended, as `ls | head` does.
+const CLOSED_PIPE: u8 = 128 + 13;
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
+    // These need no node, no home and no runtime.
+    let offline = match &cli.command {
+        Command::Completions(cmd) => Some(cmd.run()),
+        Command::Man(cmd) => Some(cmd.run()),
+        _ => None,
+    };
+    if let Some(result) = offline {
+        return match result {
+            Ok(code) => code,
+            Err(error) if is_closed_pipe(&error) => ExitCode::from(CLOSED_PIPE),
+            Err(error) => {
+                eprintln!("loopsy: {}", describe(&error));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let is_daemon = matches!(cli.command, Command::Node(_));
-    init_logging(match cli.command {
-        Command::Node(_) => "info",
-        // rmcp warns of every error answer it sends; the agent's client has them already.
-        Command::Mcp(_) => "warn,rmcp=error",
-        _ => "warn",
-    });
+    let log_file = match &cli.command {
+        Command::Node(cmd) => cmd.log_file.clone(),
+        _ => None,
+    };
+    let logging = init_logging(
+        match cli.command {
+            Command::Node(_) => "info",
+            // rmcp warns of every error answer it sends; the agent's client has them already.
+            Command::Mcp(_) => "warn,rmcp=error",
+            _ => "warn",
+        },
+        log_file.as_deref(),
+    );
+    if let Err(error) = logging {
+        eprintln!("loopsy: {error}");
+        return ExitCode::FAILURE;
+    }
     let result = Home::resolve(cli.home)
         .map_err(anyhow::Error::from)
         .and_then(|home| {
@@ -69,11 +103,40 @@ fn main() -> ExitCode {
         });
     match result {
         Ok(code) => code,
+        Err(error) if is_closed_pipe(&error) => ExitCode::from(CLOSED_PIPE),
         Err(error) => {
             eprintln!("loopsy: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Rust ignores SIGPIPE, so a write to a closed stdout fails instead of ending the process,
+/// and `println!` panics on it. SIGPIPE itself stays ignored (a write to the node's control
+/// socket after the node hung up must fail as an error, not end the command silently): a
+/// panic from printing into a closed pipe ends the process quietly instead.
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(CLOSED_PIPE));
+        }
+        report(info);
+    }));
+}
+
+/// Whether `error` is a write into a closed stdout: a bare I/O error, as `writeln!` to
+/// stdout gives (the control socket's errors come wrapped in the client's own type).
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// The error and its causes, leaving out a cause whose text the message already holds
@@ -106,6 +169,7 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Ctx(cmd) => cmd.run(home).await,
         Command::Msg(cmd) => cmd.run(home).await,
         Command::Mcp(cmd) => cmd.run(home).await,
+        Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -119,11 +183,28 @@ fn runtime(is_daemon: bool) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-fn init_logging(default: &str) {
+/// Logs go to stderr, coloured only when it is a terminal, or appended to `file`. The level
+/// comes from `RUST_LOG` (`loopsy_daemon=debug`, say), else `default`.
+fn init_logging(default: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("cannot open the log file {}: {e}", path.display()))?;
+            logs.with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => logs
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
 }

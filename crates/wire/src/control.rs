@@ -90,7 +90,12 @@ pub enum Request {
     /// Revoke a device (name, peer ID or unique prefix) mesh-wide: answers `done`.
     TrustRemove { peer: String },
     /// The audit log: answers `audit` frames, and with `follow` keeps sending new entries.
-    Audit { follow: bool },
+    /// With `since` (an RFC 3339 time, as entries carry), only entries from then on.
+    Audit {
+        follow: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+    },
     /// Run a program on a peer: answers `stream`, after which the connection carries the
     /// frames of `/loopsy/exec/1` both ways (see `crate::exec`).
     Exec {
@@ -344,6 +349,17 @@ pub struct Status {
     pub relayed_addrs: Vec<String>,
     pub nat: NatStatus,
     pub relay_reservations: Vec<String>,
+    /// The running node's version.
+    #[serde(default)]
+    pub version: String,
+    /// Seconds since the node started.
+    #[serde(default)]
+    pub uptime_secs: u64,
+    /// The node's state directory, and its config file.
+    #[serde(default)]
+    pub home: String,
+    #[serde(default)]
+    pub config: String,
 }
 
 /// Whether this node is reachable from outside, as far as it can tell.

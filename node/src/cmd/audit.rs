@@ -3,15 +3,21 @@
 use std::{io::Write, process::ExitCode};
 
 use clap::Args;
-use loopsy_daemon::{Home, control::Connection};
+use loopsy_daemon::{Home, clock, control::Connection};
 use loopsy_wire::control::{AuditEntry, Request, Response};
 
 /// Show the audit log of everything peers did or tried here.
 #[derive(Debug, Args)]
 pub struct Cmd {
-    /// Keep printing new entries as they happen.
+    /// Keep printing new entries as they happen (from now on, unless --since says when).
     #[arg(long)]
     follow: bool,
+    /// Only entries from this long ago on (90s, 10m, 2h, 7d).
+    #[arg(long, value_parser = clock::parse_duration, value_name = "DURATION")]
+    since: Option<std::time::Duration>,
+    /// Only entries about this device: a name, or a peer ID or its start.
+    #[arg(long, value_name = "PEER")]
+    peer: Option<String>,
     /// JSON: one array; with --follow, one object per line.
     #[arg(long)]
     json: bool,
@@ -23,14 +29,25 @@ impl Cmd {
             &home,
             Request::Audit {
                 follow: self.follow,
+                since: match (self.since, self.follow) {
+                    (Some(ago), _) => Some(clock::rfc3339_ms(
+                        clock::now_ms().saturating_sub(ago.as_millis() as u64),
+                    )),
+                    // Following starts from now: the history is one `loopsy audit` away.
+                    (None, true) => Some(clock::rfc3339_ms(clock::now_ms())),
+                    (None, false) => None,
+                },
             },
         )
         .await?;
         let mut all = Vec::new();
         while let Some(response) = connection.next().await? {
-            let Response::Audit { entries } = response else {
+            let Response::Audit { mut entries } = response else {
                 anyhow::bail!("the node answered with something other than audit entries");
             };
+            if let Some(peer) = &self.peer {
+                entries.retain(|e| about(e, peer));
+            }
             if self.json && !self.follow {
                 all.extend(entries);
                 continue;
@@ -50,6 +67,11 @@ impl Cmd {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Whether `e` is about the device a user means: its name, or its peer ID or a start of it.
+fn about(e: &AuditEntry, peer: &str) -> bool {
+    e.name.as_deref() == Some(peer) || e.peer.as_deref().is_some_and(|p| p.starts_with(peer))
 }
 
 fn human(e: &AuditEntry) -> String {

@@ -16,9 +16,10 @@ pub struct Cmd {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// Set KEY to VALUE everywhere.
+    /// Set KEY to VALUE everywhere (`-` reads the value from stdin).
     Set {
         key: String,
+        /// The value, or `-` to read it from stdin (as it is: a trailing newline stays).
         value: String,
         /// Forget it after this long (90s, 10m, 2h, 7d).
         #[arg(long, value_parser = clock::parse_duration)]
@@ -27,6 +28,7 @@ enum Action {
     /// Print KEY's value (exit code 1 when it is not set).
     Get {
         key: String,
+        /// One JSON document: the entry, or {"key", "error"} when it is not set.
         #[arg(long)]
         json: bool,
     },
@@ -45,6 +47,14 @@ impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
         match self.action {
             Action::Set { key, value, ttl } => {
+                let value = if value == "-" {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                        .map_err(|e| anyhow::anyhow!("cannot read the value from stdin: {e}"))?;
+                    text
+                } else {
+                    value
+                };
                 let request = Request::CtxSet {
                     key,
                     value,
@@ -54,12 +64,18 @@ impl Cmd {
                 Ok(ExitCode::SUCCESS)
             }
             Action::Get { key, json } => {
-                let response = control::request(&home, Request::CtxGet { key }).await;
+                let response = control::request(&home, Request::CtxGet { key: key.clone() }).await;
                 let entries = match response {
                     Ok(Response::Ctx { entries }) => entries,
                     Err(control::ClientError::Refused(e))
                         if e.code == loopsy_wire::control::ErrorCode::NotFound =>
                     {
+                        if json {
+                            crate::output::json(&serde_json::json!({
+                                "key": key,
+                                "error": e.message,
+                            }))?;
+                        }
                         eprintln!("loopsy: {}", e.message);
                         return Ok(ExitCode::FAILURE);
                     }

@@ -3,8 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use loopsy_daemon::{Home, control};
-use loopsy_wire::control::{Request, Response};
+use loopsy_daemon::{
+    Home,
+    config::Config,
+    control::{self, ClientError},
+};
+use loopsy_wire::control::{Identity, Request, Response};
 
 use crate::output;
 
@@ -18,8 +22,13 @@ pub struct Cmd {
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        let Response::Id(id) = control::request(&home, Request::Id).await? else {
-            anyhow::bail!("the node answered with something other than its identity");
+        let id = match control::request(&home, Request::Id).await {
+            Ok(Response::Id(id)) => id,
+            Ok(_) => anyhow::bail!("the node answered with something other than its identity"),
+            // No node running: the identity is in the home all the same (made now if this
+            // is the first use, as `loopsy node` would).
+            Err(ClientError::NoNode { .. }) => offline(&home)?,
+            Err(e) => return Err(e.into()),
         };
         if self.json {
             output::json(&id)?;
@@ -28,4 +37,15 @@ impl Cmd {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The identity and name kept in `home`, read without a node.
+fn offline(home: &Home) -> anyhow::Result<Identity> {
+    home.create()?;
+    let keypair = loopsy_mesh::identity::load_or_create(&home.identity_key())?;
+    let config = Config::load_or_create(home)?;
+    Ok(Identity {
+        peer_id: keypair.public().to_peer_id().to_base58(),
+        name: loopsy_mesh::sanitize_name(&config.name),
+    })
 }

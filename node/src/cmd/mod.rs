@@ -2,10 +2,12 @@
 
 pub mod attach;
 pub mod audit;
+pub mod completions;
 pub mod cp;
 pub mod ctx;
 pub mod exec;
 pub mod id;
+pub mod man;
 pub mod mcp;
 pub mod msg;
 pub mod node;

@@ -23,6 +23,10 @@ pub struct Cmd {
     /// Do not find or announce devices on the local network.
     #[arg(long)]
     no_mdns: bool,
+    /// Append the log to this file instead of writing it to stderr (the level comes from
+    /// RUST_LOG, default `info`).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 impl Cmd {

@@ -8,7 +8,7 @@ use loopsy_wire::control::{NatStatus, Request, Response};
 
 use crate::output;
 
-/// Show this node's peer ID, addresses, NAT status and relay reservations.
+/// Show this node's peer ID, version, uptime, home, addresses, NAT status and relays.
 #[derive(Debug, Args)]
 pub struct Cmd {
     /// One JSON document with stable field names.
@@ -32,11 +32,26 @@ impl Cmd {
         };
         output::field("peer id", &[status.peer_id]);
         output::field("name", &[status.name]);
+        output::field("version", &[status.version]);
+        output::field("uptime", &[uptime(status.uptime_secs)]);
+        output::field("home", &[status.home]);
+        output::field("config", &[status.config]);
         output::field("nat", &[nat.to_owned()]);
         output::field("listening", &status.listen_addrs);
         output::field("external", &status.external_addrs);
         output::field("relayed", &status.relayed_addrs);
         output::field("relays", &status.relay_reservations);
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+fn uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }

@@ -54,7 +54,7 @@ impl Handler for Api {
                 allow,
             } => trust_add(node, &peer_id, &name, &addrs, allow).await,
             Request::TrustRemove { peer } => trust_remove(node, &peer).await,
-            Request::Audit { follow } => return audit(node, follow, reply).await,
+            Request::Audit { follow, since } => return audit(node, follow, since, reply).await,
             Request::Exec { peer, start } => return exec(node, &peer, start, reply).await,
             Request::Copy(copy) => return super::copy::copy(node, copy, reply).await,
             Request::Session { peer, request } => {
@@ -108,6 +108,10 @@ async fn status(node: &Node) -> Response {
             loopsy_mesh::Nat::Private => NatStatus::Private,
         },
         relay_reservations: strings(net.reservations),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_secs: node.started.elapsed().as_secs(),
+        home: node.home.dir().display().to_string(),
+        config: node.home.config().display().to_string(),
     })
 }
 
@@ -437,9 +441,13 @@ async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {
 }
 
 /// Sends the log on disk, then with `follow` every new entry until the client hangs up.
-async fn audit(node: &Node, follow: bool, reply: &mut Reply) {
+async fn audit(node: &Node, follow: bool, since: Option<String>, reply: &mut Reply) {
     let mut live = node.audit.subscribe();
-    let entries = node.audit.read_all();
+    let mut entries = node.audit.read_all();
+    // Times are RFC 3339 in UTC with milliseconds, so they order as text.
+    if let Some(since) = &since {
+        entries.retain(|e| e.time >= *since);
+    }
     for batch in entries.chunks(AUDIT_BATCH) {
         let frame = Response::Audit {
             entries: batch.to_vec(),

@@ -152,6 +152,8 @@ pub async fn run(
     let node = Arc::new(Node {
         mesh,
         name,
+        home: home.clone(),
+        started: std::time::Instant::now(),
         trust,
         defaults,
         audit: Audit::new(home.audit()),
@@ -241,6 +243,8 @@ fn bind_socket(path: &PathBuf) -> Result<UnixListener, NodeError> {
 pub struct Node {
     pub(crate) mesh: Mesh,
     pub(crate) name: String,
+    pub(crate) home: Home,
+    pub(crate) started: std::time::Instant,
     pub(crate) trust: Trust,
     /// What members may do here unless the trust store says otherwise.
     pub(crate) defaults: Caps,

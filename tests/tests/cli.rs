@@ -1,0 +1,186 @@
+//! The command line as a new user meets it: closed pipes, commands without a node or a
+//! terminal, stdin as a value, JSON for failures, the audit filters, completions and the
+//! manual page. Each asserts what the user sees.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use loopsy_tests::{
+    bin,
+    node::{Node, Options, Reaped},
+    temp::TempDir,
+};
+
+/// `sh -c SCRIPT` with `$LOOPSY` naming the binary and `$H` the node's home; its stderr.
+fn sh(home: &std::path::Path, script: &str) -> (Option<i32>, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("LOOPSY", bin::loopsy())
+        .env("H", home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() -> anyhow::Result<()> {
+    let alpha = Node::start(Options::isolated("alpha"))?;
+    let home = alpha.home();
+    // `pair` prints its code, its QR and a waiting line: `head -2` closes the pipe early (and
+    // `pair` then waits for a device, so it is ended after a moment).
+    let (_, said) = sh(
+        &home,
+        r#"timeout 3 "$LOOPSY" --home "$H" pair --ttl 60s | head -2"#,
+    );
+    assert!(
+        !said.contains("panicked") && !said.contains("Broken pipe"),
+        "{said}"
+    );
+    for _ in 0..50 {
+        alpha.ok(&["ctx", "set", "k", "v"]);
+    }
+    let (_, said) = sh(&home, r#""$LOOPSY" --home "$H" audit | true"#);
+    assert!(said.is_empty(), "audit | true said: {said}");
+    let (_, said) = sh(
+        &home,
+        r#""$LOOPSY" completions bash | head -c 10 >/dev/null"#,
+    );
+    assert!(said.is_empty(), "{said}");
+    Ok(())
+}
+
+#[test]
+fn id_works_without_a_node_and_matches_the_node_later() -> anyhow::Result<()> {
+    let dir = TempDir::new("id-offline");
+    let home = dir.path().join("home");
+    let out = loopsy_tests::node::cli(&home, &["id", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let node = Node::start(Options::isolated("alpha").home(&home))?;
+    assert_eq!(offline["peer_id"], node.peer_id.as_str());
+    Ok(())
+}
+
+#[test]
+fn small_commands_do_what_a_user_expects() -> anyhow::Result<()> {
+    let alpha = Node::start(Options::isolated("alpha"))?;
+    let bravo = Node::start(Options::isolated("bravo"))?;
+    alpha.pair_with(&bravo)?;
+    let home = alpha.home();
+
+    // `ctx set KEY -` takes the value from stdin, as it is.
+    let (code, said) = sh(
+        &home,
+        r#"printf 'line one\nline two\n' | "$LOOPSY" --home "$H" ctx set notes -"#,
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(alpha.ok(&["ctx", "get", "notes"]), "line one\nline two\n\n");
+    // A missing key under --json is JSON too, and exit code 1.
+    let out = alpha.cli(&["ctx", "get", "nothing-here", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let missing: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(missing["key"], "nothing-here");
+    assert!(missing["error"].as_str().is_some_and(|e| !e.is_empty()));
+
+    // status says which node this is.
+    let status = alpha.json(&["status", "--json"])?;
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["home"], home.display().to_string());
+    assert!(
+        status["config"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("config.toml"))
+    );
+    assert!(status["uptime_secs"].as_u64().is_some());
+
+    // A shell without a terminal points at exec; attach with stdin at its end detaches at
+    // once instead of hanging, and the session goes on.
+    let out = alpha.cli(&["shell", "bravo"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("loopsy exec bravo -- CMD"), "{said}");
+    let id = alpha.ok(&["session", "new", "--name", "quiet", "--", "sleep", "60"]);
+    let started = Instant::now();
+    let out = alpha.cli(&["attach", id.trim()]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "attach < /dev/null hung"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("detached"),
+        "{out:?}"
+    );
+    let listed = alpha.ok(&["session", "ls", "--json"]);
+    assert!(listed.contains("\"running\""), "{listed}");
+    Ok(())
+}
+
+#[test]
+fn the_audit_log_filters_by_time_and_device_and_follows_from_now() -> anyhow::Result<()> {
+    let alpha = Node::start(Options::isolated("alpha"))?;
+    let bravo = Node::start(Options::isolated("bravo"))?;
+    alpha.pair_with(&bravo)?;
+    bravo.ok(&["exec", "alpha", "--", "true"]);
+    let all = alpha.audit();
+    assert!(all.iter().any(|e| e["name"] == "bravo"));
+    let by_bravo = alpha.json(&["audit", "--json", "--peer", "bravo"])?;
+    let by_bravo = by_bravo.as_array().cloned().unwrap_or_default();
+    assert!(!by_bravo.is_empty() && by_bravo.iter().all(|e| e["name"] == "bravo"));
+    let prefix = &bravo.peer_id[..12];
+    let by_id = alpha.json(&["audit", "--json", "--peer", prefix])?;
+    assert_eq!(by_id.as_array().map(Vec::len), Some(by_bravo.len()));
+    std::thread::sleep(Duration::from_millis(1200));
+    let recent = alpha.json(&["audit", "--json", "--since", "1s"])?;
+    assert_eq!(recent.as_array().map(Vec::len), Some(0), "{recent}");
+
+    // --follow starts from now: the history is not repeated, new entries arrive.
+    let mut follow = Reaped(alpha.spawn_cli(&["audit", "--follow", "--json"]));
+    let stdout = follow.0.stdout.take().expect("stdout");
+    std::thread::sleep(Duration::from_millis(500));
+    bravo.ok(&["exec", "alpha", "--", "echo", "followed"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let first = BufReader::new(stdout).lines().next();
+        let _ = tx.send(first);
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a followed entry within 10 s")
+        .expect("a line")?;
+    assert!(
+        first.contains("echo followed"),
+        "the first line is new: {first}"
+    );
+    Ok(())
+}
+
+#[test]
+fn completions_and_the_manual_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin::loopsy())
+            .args(["completions", shell])
+            .output()
+            .expect("run loopsy");
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("pair") && text.contains("session"), "{shell}");
+    }
+    let out = Command::new(bin::loopsy())
+        .arg("man")
+        .output()
+        .expect("run loopsy");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH loopsy 1"));
+}
