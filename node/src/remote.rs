@@ -144,7 +144,10 @@ async fn relay_output(
                 }
             }
             Reply::Refused { reason } => {
-                let code = if reason.contains("No such file") {
+                // 127 says the program is not there, as a shell says; a working directory
+                // that is not there is another failure to start.
+                let code = if reason.starts_with("cannot start") && reason.contains("No such file")
+                {
                     code::NOT_FOUND
                 } else {
                     code::REFUSED

@@ -184,3 +184,45 @@ fn completions_and_the_manual_page_are_generated() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH loopsy 1"));
 }
+
+#[test]
+fn errors_say_what_went_wrong_in_words() -> anyhow::Result<()> {
+    let alpha = Node::start(Options::isolated("alpha"))?;
+    let bravo = Node::start(Options::isolated("bravo"))?;
+    // bravo grants alpha `exec` only: no messages.
+    let mut invite = alpha.invite(&["--ttl", "60s"])?;
+    let out = bravo.cli(&["pair", "join", &invite.code, "--allow", "exec", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(invite.result()?["paired"], true);
+
+    let out = alpha.cli(&["exec", "alpha", "--", "true"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("`alpha` is this device"), "{said}");
+
+    let out = alpha.cli(&["exec", "bravo", "--cwd", "/no/such/dir", "--", "true"]);
+    assert_ne!(out.status.code(), Some(127), "127 means no such program");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/dir"));
+    let out = alpha.cli(&["exec", "bravo", "--", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127));
+
+    let out = alpha.cli(&["msg", "send", "bravo", "hello"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("bravo does not take messages"), "{said}");
+
+    let bravo_id = bravo.peer_id.clone();
+    drop(bravo);
+    let out = alpha.cli(&["exec", "bravo", "--", "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("cannot reach bravo"), "{said}");
+    assert!(
+        !said.contains("Failed to negotiate") && !said.contains(&bravo_id),
+        "{said}"
+    );
+    Ok(())
+}

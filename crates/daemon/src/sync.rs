@@ -156,22 +156,35 @@ async fn answer(
 /// Merges records from `from`, and passes on what was new to the other members. Records
 /// whose authors lack the collection's capability here are dropped.
 fn learn(node: &Arc<Node>, collection: &dyn Collection, records: Vec<ByteBuf>, from: PeerId) {
+    let mut unauthorized = Vec::new();
     let records = match collection.needs() {
         None => records,
         Some(capability) => records
             .into_iter()
             .filter(|r| {
-                collection.author_of(r).is_some_and(|author| {
+                let author = collection.author_of(r);
+                let allowed = author.is_some_and(|author| {
                     author == node.mesh.peer_id()
                         || node
                             .trust
                             .grants(&author)
                             .is_some_and(|g| g.contains(&capability))
-                })
+                });
+                if !allowed {
+                    let who = author
+                        .map(|a| node.peer_name(&a).unwrap_or_else(|| a.to_base58()))
+                        .unwrap_or_else(|| "an unknown author".into());
+                    unauthorized.push(format!(
+                        "{} record by {who}, which is not granted `{capability}` here",
+                        collection.name()
+                    ));
+                }
+                allowed
             })
             .collect(),
     };
-    let merged = collection.merge(records);
+    let mut merged = collection.merge(records);
+    merged.refused.extend(unauthorized);
     if let Some(first) = merged.refused.first() {
         // One entry per exchange, however many records: a flood cannot flood the log.
         node.audit.record(

@@ -492,6 +492,31 @@ async fn msg_send(node: &Arc<Node>, query: &str, text: &str) -> Response {
         Err(e @ ResolveError::NotFound(_)) => return error(ErrorCode::NotFound, e.to_string()),
         Err(e @ ResolveError::Ambiguous(..)) => return error(ErrorCode::Ambiguous, e.to_string()),
     };
+    // What the peer said it grants this device when they paired: a device that does not
+    // take messages from here would refuse this one (and audit it) when it arrived.
+    let they_allow = node
+        .trust
+        .list()
+        .into_iter()
+        .find(|l| l.member.peer_id == peer)
+        .and_then(|l| l.settings.they_allow);
+    if let Some(granted) = they_allow
+        && !granted.iter().any(|c| c == "msg" || c == "all")
+    {
+        let name = node.peer_name(&peer).unwrap_or_else(|| query.to_owned());
+        return error(
+            ErrorCode::Refused,
+            format!(
+                "{name} does not take messages from this device (it grants it: {}); ask for \
+                 `msg` on {name}",
+                if granted.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    granted.join(", ")
+                }
+            ),
+        );
+    }
     let id = match crate::inbox::send(node, peer, text) {
         Ok(id) => id,
         Err(e) => return error(ErrorCode::InvalidArgument, e),
@@ -562,13 +587,12 @@ pub(super) async fn open<T: serde::Serialize>(
         .member(&peer)
         .map(|m| m.addrs)
         .unwrap_or_default();
+    let name = node.peer_name(&peer).unwrap_or_else(|| query.to_owned());
     match tokio::time::timeout(CONNECT_DEADLINE, node.mesh.connect(peer, addrs)).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => {
-            return Err(failed(
-                ErrorCode::Unreachable,
-                format!("cannot reach {query}: {e}"),
-            ));
+            tracing::info!(%peer, error = %e, "cannot reach a peer");
+            return Err(failed(ErrorCode::Unreachable, unreachable(&name, &e)));
         }
         Ok(Err(_)) => {
             return Err(failed(
@@ -579,7 +603,11 @@ pub(super) async fn open<T: serde::Serialize>(
         Err(_) => {
             return Err(failed(
                 ErrorCode::Unreachable,
-                format!("cannot reach {query}: timed out"),
+                format!(
+                    "{name} did not answer within {}s: it may be offline, or its network \
+                     drops what this device sends",
+                    CONNECT_DEADLINE.as_secs()
+                ),
             ));
         }
     }
@@ -589,12 +617,43 @@ pub(super) async fn open<T: serde::Serialize>(
             ErrorCode::Refused,
             format!("{query} refused: {reason}"),
         )),
-        Err(broken) => Err(failed(ErrorCode::Unreachable, broken.to_string())),
+        Err(broken) => {
+            tracing::info!(%peer, error = %broken, "no stream to a peer");
+            Err(failed(
+                ErrorCode::Unreachable,
+                unreachable(&name, &broken.to_string()),
+            ))
+        }
     }
+}
+
+/// Why a peer could not be reached, in words: libp2p's dial errors list every address
+/// with its transport's error, which says little to a person (the log has it whole).
+fn unreachable(name: &str, error: &str) -> String {
+    let why = if error.contains("Connection refused") {
+        "nothing answers at its known addresses: it is probably not running, or it moved to \
+         other ports (see `loopsy peers`)"
+    } else if error.contains("No route to host") || error.contains("Network is unreachable") {
+        "its known addresses are not reachable from this network"
+    } else if error.contains("no addresses") || error.contains("NoAddresses") {
+        "no address is known for it: mDNS has not seen it and it has no relay address"
+    } else if error.contains("timed out") || error.contains("Timeout") {
+        "it did not answer in time"
+    } else {
+        "it is offline or unreachable"
+    };
+    format!("cannot reach {name}: {why}")
 }
 
 /// The peer a user means: a member by name, ID or prefix, or any full peer ID.
 pub(super) fn target(node: &Node, query: &str) -> Result<PeerId, control::Error> {
+    let me = node.mesh.peer_id();
+    if query == node.name || query == me.to_base58() {
+        return Err(control::Error::new(
+            ErrorCode::InvalidArgument,
+            format!("`{query}` is this device; run the command here directly"),
+        ));
+    }
     match node.trust.resolve(query) {
         Ok(peer) => Ok(peer),
         Err(ResolveError::NotFound(_)) => query.parse::<PeerId>().map_err(|_| {
