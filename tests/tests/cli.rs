@@ -226,3 +226,45 @@ fn errors_say_what_went_wrong_in_words() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn members_are_renamed_readdressed_and_regranted_by_hand() -> anyhow::Result<()> {
+    // Homes of their own, kept across the restart below.
+    let dir = TempDir::new("readdress");
+    let (alpha_home, bravo_home) = (dir.path().join("alpha"), dir.path().join("bravo"));
+    let alpha = Node::start(Options::isolated("alpha").home(&alpha_home))?;
+    let bravo = Node::start(Options::isolated("bravo").home(&bravo_home))?;
+    alpha.pair_with(&bravo)?;
+    let listed = |node: &Node| {
+        node.trusted()
+            .into_iter()
+            .find(|p| p["peer_id"] == bravo.peer_id.as_str())
+            .expect("bravo is listed")
+    };
+
+    let said = alpha.ok(&["trust", "set", "bravo", "--name", "laptop"]);
+    assert!(said.contains("laptop"), "{said}");
+    assert_eq!(listed(&alpha)["name"], "laptop");
+    alpha.ok(&["trust", "set", "laptop", "--allow", "ctx"]);
+    assert_eq!(listed(&alpha)["allow"], serde_json::json!(["ctx"]));
+    let out = bravo.cli(&["exec", "alpha", "--", "true"]);
+    assert_eq!(out.status.code(), Some(126), "no exec any more");
+    // `trust add` of a member is an update, and says so.
+    let said = alpha.ok(&["trust", "add", &bravo.peer_id, "--name", "desk"]);
+    assert!(said.contains("member already"), "{said}");
+    assert_eq!(listed(&alpha)["name"], "desk");
+
+    // Both restart on new ports: neither finds the other, until told where.
+    let bravo_id = bravo.peer_id.clone();
+    drop((alpha, bravo));
+    let alpha = Node::start(Options::isolated("alpha").home(&alpha_home))?;
+    let bravo = Node::start(Options::isolated("bravo").home(&bravo_home))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let online = |node: &Node| node.peer(&bravo_id).is_some_and(|p| p["online"] == true);
+    assert!(!online(&alpha));
+    let addr = bravo.tcp_addr()?.to_string();
+    let said = alpha.ok(&["peers", "connect", "desk", &addr]);
+    assert!(said.contains("connected"), "{said}");
+    assert!(online(&alpha));
+    Ok(())
+}

@@ -87,6 +87,18 @@ pub enum Request {
         addrs: Vec<String>,
         allow: Option<Vec<String>>,
     },
+    /// Change what this device knows of a member (name, peer ID or unique prefix): the name
+    /// it goes by here, addresses to reach it (dialled at once, and spread), what it may do
+    /// here. Answers `done`.
+    TrustSet {
+        peer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default)]
+        addrs: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allow: Option<Vec<String>>,
+    },
     /// Revoke a device (name, peer ID or unique prefix) mesh-wide: answers `done`.
     TrustRemove { peer: String },
     /// The audit log: answers `audit` frames, and with `follow` keeps sending new entries.

@@ -2,22 +2,47 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
-use loopsy_daemon::{Home, control};
+use clap::{Args, Subcommand};
+use loopsy_daemon::{Home, Multiaddr, control};
 use loopsy_wire::control::{Connection, Request, Response};
 
 use crate::output;
 
 /// List paired and discovered peers.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cmd {
+    #[command(subcommand)]
+    action: Option<Action>,
     /// One JSON array of peers: name, peer_id, paired, online, connection, addrs, rtt_ms.
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Reach a member at an address now (it restarted on new ports, or mDNS cannot see
+    /// it); the address is kept and spread, as `trust set --addr` does.
+    Connect {
+        /// The member: a name, a peer ID, or a unique prefix of either.
+        peer: String,
+        /// Its address, e.g. /ip4/192.0.2.7/tcp/7717 (repeatable).
+        #[arg(required = true, value_name = "ADDR")]
+        addr: Vec<Multiaddr>,
+    },
+}
+
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        if let Some(Action::Connect { peer, addr }) = self.action {
+            let request = Request::TrustSet {
+                peer,
+                name: None,
+                addrs: addr.iter().map(ToString::to_string).collect(),
+                allow: None,
+            };
+            return crate::cmd::trust::done(&home, request).await;
+        }
         let Response::Peers { peers } = control::request(&home, Request::Peers).await? else {
             anyhow::bail!("the node answered with something other than its peers");
         };

@@ -1,4 +1,4 @@
-//! `loopsy trust`: the trust store, by hand: list, add by peer ID, revoke.
+//! `loopsy trust`: the trust store, by hand: list, add by peer ID, change, revoke.
 
 use std::process::ExitCode;
 
@@ -36,6 +36,20 @@ enum Action {
         #[arg(long, value_name = "CAPS")]
         allow: Vec<String>,
     },
+    /// Change a member (name, peer ID or unique prefix): the name it goes by here, more
+    /// addresses to reach it (dialled at once, and spread to the mesh), what it may do here.
+    Set {
+        peer: String,
+        /// The name it goes by on this device.
+        #[arg(long)]
+        name: Option<String>,
+        /// An address to reach it at (repeatable), e.g. after it restarted on new ports.
+        #[arg(long, value_name = "ADDR")]
+        addr: Vec<Multiaddr>,
+        /// What it may do here (exec, shell, files, sessions, ctx, msg, admit, all, none).
+        #[arg(long, value_name = "CAPS")]
+        allow: Vec<String>,
+    },
     /// Revoke a device (name, peer ID or unique prefix) on every device of the mesh.
     Rm { peer: String },
 }
@@ -58,12 +72,26 @@ impl Cmd {
                 };
                 done(&home, request).await
             }
+            Action::Set {
+                peer,
+                name,
+                addr,
+                allow,
+            } => {
+                let request = Request::TrustSet {
+                    peer,
+                    name,
+                    addrs: addr.iter().map(ToString::to_string).collect(),
+                    allow: (!allow.is_empty()).then_some(allow),
+                };
+                done(&home, request).await
+            }
             Action::Rm { peer } => done(&home, Request::TrustRemove { peer }).await,
         }
     }
 }
 
-async fn done(home: &Home, request: Request) -> anyhow::Result<ExitCode> {
+pub(crate) async fn done(home: &Home, request: Request) -> anyhow::Result<ExitCode> {
     match control::request(home, request).await? {
         Response::Done { message } => println!("{message}"),
         _ => anyhow::bail!("the node gave an unexpected answer"),

@@ -53,6 +53,12 @@ impl Handler for Api {
                 addrs,
                 allow,
             } => trust_add(node, &peer_id, &name, &addrs, allow).await,
+            Request::TrustSet {
+                peer,
+                name,
+                addrs,
+                allow,
+            } => trust_set(node, &peer, name, &addrs, allow).await,
             Request::TrustRemove { peer } => trust_remove(node, &peer).await,
             Request::Audit { follow, since } => return audit(node, follow, since, reply).await,
             Request::Exec { peer, start } => return exec(node, &peer, start, reply).await,
@@ -339,8 +345,10 @@ async fn trust_add(
         Ok(allow) => allow,
         Err(e) => return Response::Error(e),
     };
+    let known = node.trust.is_member(&peer);
     let settings = PeerSettings {
         peer_id: peer.to_base58(),
+        name: Some(name.clone()),
         allow: allow.as_ref().map(caps::names),
         they_allow: None,
         how: Some("added".into()),
@@ -368,13 +376,90 @@ async fn trust_add(
     tokio::spawn(async move {
         let _ = mesh.connect(peer, parsed).await;
     });
-    Response::Done {
-        message: format!(
+    let message = if known {
+        format!("{name} was a member already: its name here, addresses and grants are updated")
+    } else {
+        format!(
             "trusted {name} ({peer}). On {name}, trust this device too: loopsy trust add {} --name {}",
             node.mesh.peer_id(),
             node.name
-        ),
+        )
+    };
+    Response::Done { message }
+}
+
+/// `trust set`: a member's name here, addresses (dialled at once), grants.
+async fn trust_set(
+    node: &Arc<Node>,
+    query: &str,
+    name: Option<String>,
+    addrs: &[String],
+    allow: Option<Vec<String>>,
+) -> Response {
+    let peer = match node.trust.resolve(query) {
+        Ok(peer) => peer,
+        Err(e @ ResolveError::NotFound(_)) => return error(ErrorCode::NotFound, e.to_string()),
+        Err(e @ ResolveError::Ambiguous(..)) => return error(ErrorCode::Ambiguous, e.to_string()),
+    };
+    let name = name.map(|n| loopsy_mesh::sanitize_name(&n));
+    if name.as_ref().is_some_and(String::is_empty) {
+        return error(ErrorCode::InvalidArgument, "a name cannot be empty");
     }
+    let mut parsed = Vec::new();
+    for addr in addrs {
+        match addr.parse::<Multiaddr>() {
+            Ok(a) => parsed.push(a),
+            Err(_) => {
+                return error(
+                    ErrorCode::InvalidArgument,
+                    format!("`{addr}` is not an address like /ip4/192.0.2.7/tcp/7717"),
+                );
+            }
+        }
+    }
+    let allow = match parse_allow(allow) {
+        Ok(allow) => allow,
+        Err(e) => return Response::Error(e),
+    };
+    let changed = [
+        name.as_ref().map(|n| format!("name {n}")),
+        (!parsed.is_empty()).then(|| format!("{} addresses", parsed.len())),
+        allow
+            .as_ref()
+            .map(|a| format!("allow {}", caps::names(a).join(","))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    if changed.is_empty() {
+        return error(
+            ErrorCode::InvalidArgument,
+            "nothing to change: give --name, --addr or --allow",
+        );
+    }
+    match node.trust.set(peer, name, &parsed, allow) {
+        Ok(Some(record)) => node.spread_members(vec![record], None),
+        Ok(None) => {}
+        Err(e) => return error(ErrorCode::Internal, e.to_string()),
+    }
+    let shown = node.peer_name(&peer).unwrap_or_default();
+    node.audit.record(
+        Some(peer),
+        Some(shown.clone()),
+        "trust set",
+        changed.join("; "),
+        Outcome::Ok,
+        None,
+    );
+    let mut message = format!("{shown}: set {}", changed.join(", "));
+    if !parsed.is_empty() {
+        let reached = tokio::time::timeout(CONNECT_DEADLINE, node.mesh.connect(peer, parsed)).await;
+        message.push_str(match reached {
+            Ok(Ok(Ok(()))) => "; connected",
+            _ => "; not reachable at those addresses right now (it will be tried again)",
+        });
+    }
+    Response::Done { message }
 }
 
 async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {

@@ -320,6 +320,7 @@ fn record_pairing(
     let (name, addrs, they_allow) = accept_hello(theirs);
     let settings = PeerSettings {
         peer_id: peer.to_base58(),
+        name: None,
         allow: allow.map(caps::names),
         they_allow: Some(they_allow),
         how: Some("paired".into()),

@@ -79,6 +79,8 @@ pub struct Members {
     defaults: Caps,
     /// What this device chose for particular peers.
     chosen: BTreeMap<PeerId, Caps>,
+    /// The names this device's user gave particular peers.
+    aliases: BTreeMap<PeerId, String>,
     records: BTreeMap<Vec<u8>, Record>,
     trusted: BTreeMap<PeerId, Member>,
 }
@@ -93,6 +95,7 @@ impl Members {
             accept_introductions,
             defaults,
             chosen: BTreeMap::new(),
+            aliases: BTreeMap::new(),
             records: BTreeMap::new(),
             trusted: BTreeMap::new(),
         }
@@ -125,6 +128,15 @@ impl Members {
         match grants {
             Some(grants) => self.chosen.insert(peer, grants),
             None => self.chosen.remove(&peer),
+        };
+        self.recompute();
+    }
+
+    /// Sets (or with `None` forgets) the name `peer` goes by here, in place of its own.
+    pub fn alias(&mut self, peer: PeerId, name: Option<String>) {
+        match name {
+            Some(name) => self.aliases.insert(peer, name),
+            None => self.aliases.remove(&peer),
         };
         self.recompute();
     }
@@ -338,12 +350,16 @@ impl Members {
                 (true, _) | (false, None) => Via::Direct,
                 (false, Some((author, _))) => Via::IntroducedBy(*author),
             };
-            // The device's own record names it best; otherwise the newest admission.
+            // The name this device's user gave it; else the device's own record names it
+            // best; otherwise the newest admission.
             let own = self.records.get(&key_of(peer, peer)).filter(|r| !r.revoked);
-            let name = own
-                .or(latest.map(|(_, r)| *r))
-                .map(|r| loopsy_mesh::sanitize_name(&r.name))
-                .unwrap_or_default();
+            let name = match self.aliases.get(peer) {
+                Some(alias) => alias.clone(),
+                None => own
+                    .or(latest.map(|(_, r)| *r))
+                    .map(|r| loopsy_mesh::sanitize_name(&r.name))
+                    .unwrap_or_default(),
+            };
             // Addresses from its own record first, then from every admission: any of them
             // may be the one that works.
             let mut addrs: Vec<Multiaddr> = Vec::new();

@@ -98,6 +98,9 @@ impl Trust {
                 let chosen = caps::parse(allow).map_err(|e| invalid(e.to_string()))?;
                 members.choose(id, Some(chosen));
             }
+            if let Some(name) = &peer.name {
+                members.alias(id, Some(loopsy_mesh::sanitize_name(name)));
+            }
             settings.insert(id, peer);
         }
         members
@@ -202,17 +205,76 @@ impl Trust {
     ) -> Result<Record, TrustError> {
         let mut state = self.lock();
         if let Some(old) = state.settings.get(&peer) {
+            settings.name = settings.name.or_else(|| old.name.clone());
             settings.allow = settings.allow.or_else(|| old.allow.clone());
             settings.exec = settings.exec.or_else(|| old.exec.clone());
             settings.files = settings.files.or_else(|| old.files.clone());
         }
         let chosen = settings.allow.as_deref().map(caps::parse_known);
         state.members.choose(peer, chosen.clone());
+        state.members.alias(peer, settings.name.clone());
         let allow = chosen.unwrap_or_else(|| state.members.defaults().clone());
         let record = state
             .members
             .write(&self.keypair, peer, name, addrs, false, Some(&allow));
         state.settings.insert(peer, settings);
+        self.save(&state)?;
+        drop(state);
+        self.changed();
+        Ok(record)
+    }
+
+    /// Changes what this device knows of the member `peer`: the name it goes by here, more
+    /// addresses (first), what it may do here. Returns this device's record about it to
+    /// spread, when addresses or grants changed (they travel in it).
+    pub fn set(
+        &self,
+        peer: PeerId,
+        name: Option<String>,
+        addrs: &[Multiaddr],
+        allow: Option<Caps>,
+    ) -> Result<Option<Record>, TrustError> {
+        let mut state = self.lock();
+        let settings = state.settings.entry(peer).or_insert_with(|| PeerSettings {
+            peer_id: peer.to_base58(),
+            ..PeerSettings::default()
+        });
+        if let Some(name) = &name {
+            settings.name = Some(name.clone());
+        }
+        if let Some(allow) = &allow {
+            settings.allow = Some(caps::names(allow));
+        }
+        if name.is_some() {
+            state.members.alias(peer, name);
+        }
+        let mut record = None;
+        if allow.is_some() || !addrs.is_empty() {
+            if allow.is_some() {
+                state.members.choose(peer, allow);
+            }
+            let mine = state
+                .members
+                .get(&members::key_of(&peer, &self.me()))
+                .cloned();
+            let mut all: Vec<Multiaddr> = addrs.to_vec();
+            for addr in mine.iter().flat_map(|r| r.addrs.iter()) {
+                if let Ok(addr) = Multiaddr::try_from(addr.to_vec())
+                    && !all.contains(&addr)
+                {
+                    all.push(addr);
+                }
+            }
+            let member = state.members.trusted().get(&peer).cloned();
+            let label = member.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            let grants = member.map(|m| m.grants).unwrap_or_default();
+            record =
+                Some(
+                    state
+                        .members
+                        .write(&self.keypair, peer, &label, &all, false, Some(&grants)),
+                );
+        }
         self.save(&state)?;
         drop(state);
         self.changed();

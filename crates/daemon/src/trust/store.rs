@@ -17,6 +17,10 @@ use crate::fsutil;
 #[serde(deny_unknown_fields)]
 pub struct PeerSettings {
     pub peer_id: String,
+    /// The name this device's user gave it (`trust add --name`, `trust set --name`), shown
+    /// here in place of the name it gives itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// What this device grants the peer, in place of the configured defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<String>>,
