@@ -141,7 +141,7 @@ fn is_closed_pipe(error: &anyhow::Error) -> bool {
 
 /// The error and its causes, leaving out a cause whose text the message already holds
 /// (typed errors often quote their source).
-fn describe(error: &anyhow::Error) -> String {
+pub(crate) fn describe(error: &anyhow::Error) -> String {
     let mut text = error.to_string();
     for cause in error.chain().skip(1) {
         let cause = cause.to_string();

@@ -268,3 +268,32 @@ fn members_are_renamed_readdressed_and_regranted_by_hand() -> anyhow::Result<()>
     assert!(online(&alpha));
     Ok(())
 }
+
+#[test]
+fn cp_speaks_json_when_it_fails_and_takes_scp_tilde_paths() -> anyhow::Result<()> {
+    let dir = TempDir::new("cp-cli");
+    let root = dir.path().join("bravo-home");
+    std::fs::create_dir_all(&root)?;
+    let alpha = Node::start(Options::isolated("alpha"))?;
+    let bravo = Node::start(Options::isolated("bravo").env("HOME", &root))?;
+    alpha.pair_with(&bravo)?;
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, "hello")?;
+    let file = file.display().to_string();
+
+    alpha.ok(&["cp", &file, "bravo:~/note.txt"]);
+    assert_eq!(std::fs::read_to_string(root.join("note.txt"))?, "hello");
+
+    let out = alpha.cli(&["cp", "--json", "/no/such/file", "bravo:"]);
+    assert_eq!(out.status.code(), Some(1));
+    let failed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    assert_eq!(failed["files"], serde_json::json!([]));
+
+    let help = alpha.ok(&["cp", "--help"]);
+    assert!(help.contains("loopsy cp [OPTIONS] SRC... DEST"), "{help}");
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use std::{io::IsTerminal, path::Path, process::ExitCode, time::Duration};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loopsy_daemon::{Home, control::Connection};
 use loopsy_wire::control::{Copied, CopiedFile, Copy, Location, Request, Response};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use serde::Serialize;
 /// modes and times are kept; links inside a tree are copied as links. Existing files are
 /// replaced unless --no-clobber. An interrupted copy resumes when run again.
 #[derive(Debug, Args)]
+#[command(override_usage = "loopsy cp [OPTIONS] SRC... DEST")]
 pub struct Cmd {
     /// Copy directories and everything in them.
     #[arg(short = 'r', long)]
@@ -30,8 +31,9 @@ pub struct Cmd {
     /// One JSON document: every file with its outcome and BLAKE3 hash, and the totals.
     #[arg(long)]
     json: bool,
-    /// Sources, then the destination; at least one side on a peer.
-    #[arg(required = true, num_args = 2.., value_name = "SRC.. DEST")]
+    /// Sources, then the destination; at least one side on a peer (PEER:PATH, where
+    /// PEER:~/x is x in its home, as scp has it).
+    #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
     paths: Vec<String>,
 }
 
@@ -62,36 +64,28 @@ impl Cmd {
             sha256: self.sha256,
             fsync: self.fsync,
         });
-        let mut connection = Connection::open(&home, request).await?;
-        let bar = (!self.json && std::io::stderr().is_terminal()).then(progress_bar);
-        let mut files = Vec::new();
-        let totals = loop {
-            let response = match connection.next().await {
-                Ok(Some(response)) => response,
-                Ok(None) => anyhow::bail!("the node ended the copy without a summary"),
-                Err(e) => {
-                    if let Some(bar) = &bar {
-                        bar.abandon();
-                    }
-                    return Err(e.into());
-                }
-            };
-            match response {
-                Response::CopyProgress(now) => {
-                    if let Some(bar) = &bar {
-                        bar.set_length(now.bytes);
-                        bar.set_position(now.done);
-                    }
-                }
-                Response::CopiedFiles { files: more } => files.extend(more),
-                Response::Copied(totals) => break totals,
-                _ => anyhow::bail!("the node answered with something other than a copy"),
+        let outcome = self.copy(&home, request).await;
+        let (files, totals) = match outcome {
+            Ok(done) => done,
+            // Under --json a failure is JSON too: what went wrong, and nothing copied.
+            Err(error) if self.json => {
+                crate::output::json(&serde_json::json!({
+                    "error": crate::describe(&error),
+                    "files": [],
+                    "file_count": 0,
+                    "failed": 0,
+                    "bytes": 0,
+                    "transferred": 0,
+                }))?;
+                eprintln!("loopsy: {}", crate::describe(&error));
+                return Ok(ExitCode::FAILURE);
             }
+            Err(error) => return Err(error),
         };
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
         let failed = totals.failed;
+        if !self.json && std::io::stderr().is_terminal() {
+            eprintln!("{}", summary(&totals));
+        }
         if self.json {
             crate::output::json(&Summary { files, totals })?;
         } else {
@@ -111,6 +105,87 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// Runs the copy, with a progress bar on a terminal: its files and totals.
+    async fn copy(
+        &self,
+        home: &Home,
+        request: Request,
+    ) -> anyhow::Result<(Vec<CopiedFile>, Copied)> {
+        let mut connection = Connection::open(home, request).await?;
+        let bar = (!self.json && std::io::stderr().is_terminal()).then(progress_bar);
+        let mut files = Vec::new();
+        let totals = loop {
+            let response = match connection.next().await {
+                Ok(Some(response)) => response,
+                Ok(None) => {
+                    clear(&bar);
+                    anyhow::bail!("the node ended the copy without a summary")
+                }
+                Err(e) => {
+                    clear(&bar);
+                    return Err(e.into());
+                }
+            };
+            match response {
+                Response::CopyProgress(now) => {
+                    if let Some(bar) = &bar {
+                        // Shown once there is something to show: an empty bar, filling.
+                        if bar.is_hidden() && now.bytes > 0 {
+                            bar.set_draw_target(ProgressDrawTarget::stderr());
+                        }
+                        bar.set_length(now.bytes);
+                        bar.set_position(now.done);
+                    }
+                }
+                Response::CopiedFiles { files: more } => files.extend(more),
+                Response::Copied(totals) => break totals,
+                _ => {
+                    clear(&bar);
+                    anyhow::bail!("the node answered with something other than a copy")
+                }
+            }
+        };
+        clear(&bar);
+        Ok((files, totals))
+    }
+}
+
+fn clear(bar: &Option<ProgressBar>) {
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+/// One line for a person: `copied 3 files, 12.0 MiB in 0.4 s (30.1 MiB/s); 1 failed`.
+fn summary(totals: &Copied) -> String {
+    let rate = if totals.seconds > 0.0 {
+        format!(
+            " ({}/s)",
+            HumanBytes((totals.transferred as f64 / totals.seconds) as u64)
+        )
+    } else {
+        String::new()
+    };
+    let mut line = format!(
+        "copied {} file{}, {} in {:.1} s{rate}",
+        totals.file_count,
+        if totals.file_count == 1 { "" } else { "s" },
+        HumanBytes(totals.bytes),
+        totals.seconds
+    );
+    if totals.transferred < totals.bytes {
+        line.push_str(&format!(
+            "; {} already there",
+            HumanBytes(totals.bytes - totals.transferred)
+        ));
+    }
+    if totals.failed > 0 {
+        line.push_str(&format!("; {} failed", totals.failed));
+    }
+    line
+}
+
 /// `PEER:PATH` when a colon comes before any slash (scp's rule: write `./a:b` for a local
 /// file with a colon); a local path is made absolute here, where the user is.
 fn location(text: &str) -> anyhow::Result<Location> {
@@ -118,6 +193,12 @@ fn location(text: &str) -> anyhow::Result<Location> {
         && !peer.is_empty()
         && !peer.contains('/')
     {
+        // `~` is the peer's home, where relative paths start (its first file root).
+        let path = match path {
+            "~" => "",
+            home_relative if home_relative.starts_with("~/") => &home_relative[2..],
+            other => other,
+        };
         return Ok(Location {
             peer: Some(peer.to_owned()),
             path: path.to_owned(),
@@ -133,8 +214,9 @@ fn location(text: &str) -> anyhow::Result<Location> {
     })
 }
 
+/// A bar drawn only once the copy's size is known, so it never shows full before it starts.
 fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
     if let Ok(style) = ProgressStyle::with_template(
         "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
     ) {
@@ -153,6 +235,8 @@ mod tests {
         let at = |t: &str| location(t).unwrap();
         assert_eq!(at("laptop:notes/a.txt").peer.as_deref(), Some("laptop"));
         assert_eq!(at("laptop:").path, "");
+        assert_eq!(at("laptop:~/notes").path, "notes", "as scp has it");
+        assert_eq!(at("laptop:~").path, "");
         assert_eq!(at("./a:b").peer, None);
         assert_eq!(at("/abs/a:b").peer, None);
         assert!(at("rel").path.starts_with('/'));
