@@ -297,3 +297,55 @@ fn cp_speaks_json_when_it_fails_and_takes_scp_tilde_paths() -> anyhow::Result<()
     assert!(help.contains("loopsy cp [OPTIONS] SRC... DEST"), "{help}");
     Ok(())
 }
+
+/// Reads the terminal until `want` shows (or panics with what it showed).
+async fn read_until(pty: &mut pty_process::Pty, screen: &mut String, want: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !screen.contains(want) {
+        match tokio::time::timeout_at(deadline, pty.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => screen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => panic!("never saw {want:?} on the terminal: {screen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_on_a_narrow_terminal_and_ctrl_c_withdraws_the_code() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (alpha, bravo) = tokio::task::spawn_blocking(|| -> anyhow::Result<(Node, Node)> {
+        Ok((
+            Node::start(Options::isolated("alpha"))?,
+            Node::start(Options::isolated("bravo"))?,
+        ))
+    })
+    .await??;
+    let (mut pty, pts) = pty_process::open()?;
+    pty.resize(pty_process::Size::new(40, 30))?;
+    let mut child = pty_process::Command::new(bin::loopsy())
+        .arg("--home")
+        .arg(alpha.home())
+        .args(["pair", "--ttl", "60s"])
+        .spawn(pts)?;
+    let mut screen = String::new();
+    read_until(&mut pty, &mut screen, "Waiting").await;
+    assert!(screen.contains("widen the terminal"), "{screen}");
+    let code = screen
+        .split_whitespace()
+        .find(|w| w.starts_with("LOOPSY"))
+        .expect("a code on the screen")
+        .to_owned();
+    pty.write_all(b"\x03").await?;
+    read_until(&mut pty, &mut screen, "withdrawn").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+    assert_eq!(status.code(), Some(130));
+    let (ok, out) = tokio::task::spawn_blocking(move || bravo.join(&code)).await?;
+    assert!(
+        !ok && out["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("withdrawn")),
+        "{out}"
+    );
+    Ok(())
+}

@@ -81,7 +81,19 @@ impl Cmd {
         }
         let mut paired = 0;
         loop {
-            match connection.next().await {
+            let next = tokio::select! {
+                next = connection.next() => next,
+                _ = tokio::signal::ctrl_c() => {
+                    // Dropping the connection withdraws the code at the node.
+                    drop(connection);
+                    if self.json {
+                        line(&json!({"paired": false, "error": "withdrawn"}));
+                    }
+                    eprintln!("\nloopsy: the pairing code is withdrawn; it no longer works");
+                    return Ok(ExitCode::from(130));
+                }
+            };
+            match next {
                 Ok(Some(Response::Paired(p))) => {
                     paired += 1;
                     report(&p, self.json);
@@ -155,13 +167,23 @@ fn show_invitation(code: &str, expires: &str, multi: bool) {
     println!("On the other device, run:\n\n    loopsy pair join {code}\n");
     if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
         use qrcode::render::unicode::Dense1x2;
-        let picture = qr
-            .render::<Dense1x2>()
-            .dark_color(Dense1x2::Light)
-            .light_color(Dense1x2::Dark)
-            .quiet_zone(true)
-            .build();
-        println!("or scan this code:\n{picture}");
+        // One module a column, two a row, and a quiet zone of four modules each side.
+        let width = qr.width() as u16 + 8;
+        let (_, cols) = crate::term::size();
+        if width <= cols {
+            let picture = qr
+                .render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .quiet_zone(true)
+                .build();
+            println!("or scan this code:\n{picture}");
+        } else {
+            println!(
+                "(a QR code of this is {width} columns wide: widen the terminal from {cols} to \
+                 see it, or copy the code above)\n"
+            );
+        }
     }
     let uses = if multi { "any number of times" } else { "once" };
     println!("The code works {uses} until {expires}. Waiting (Ctrl-C withdraws it)...");
