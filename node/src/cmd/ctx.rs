@@ -18,6 +18,7 @@ pub struct Cmd {
 enum Action {
     /// Set KEY to VALUE everywhere (`-` reads the value from stdin).
     Set {
+        /// The key (up to 256 bytes).
         key: String,
         /// The value, or `-` to read it from stdin (as it is: a trailing newline stays).
         value: String,
@@ -27,6 +28,7 @@ enum Action {
     },
     /// Print KEY's value (exit code 1 when it is not set).
     Get {
+        /// The key.
         key: String,
         /// One JSON document: the entry, or {"key", "error"} when it is not set.
         #[arg(long)]
@@ -34,13 +36,18 @@ enum Action {
     },
     /// Every key, or those starting with a prefix.
     Ls {
+        /// Only keys that start with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// One JSON array: key, value, author, updated, expires.
         #[arg(long)]
         json: bool,
     },
     /// Delete KEY everywhere.
-    Rm { key: String },
+    Rm {
+        /// The key.
+        key: String,
+    },
 }
 
 impl Cmd {

@@ -19,13 +19,17 @@ pub struct Cmd {
 enum Action {
     /// Send TEXT to PEER.
     Send {
+        /// The device: a name, a peer ID, or a unique prefix of either.
         peer: String,
+        /// The message (up to 16 KiB).
         text: String,
+        /// One JSON document: {"id", "delivered"}.
         #[arg(long)]
         json: bool,
     },
     /// The messages this device received, oldest first.
     Inbox {
+        /// One JSON array: id, from, text, sent, received.
         #[arg(long)]
         json: bool,
     },

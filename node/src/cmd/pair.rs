@@ -37,6 +37,7 @@ pub struct Cmd {
 enum Join {
     /// Pair with the device that shows CODE.
     Join {
+        /// The code the other device shows (LOOPSY1-...).
         code: String,
         /// Capabilities to grant that device; the config's defaults when omitted.
         #[arg(long, value_name = "CAPS")]

@@ -45,8 +45,10 @@ enum Action {
         )]
         command: Vec<String>,
     },
-    /// Every session on this device and on the devices connected to it.
+    /// Every session in the mesh, from the replicated registry (hosts offline included).
     Ls {
+        /// One JSON array: id, name, host, host_peer_id, host_online, command, status,
+        /// code, created, last_activity, clients.
         #[arg(long)]
         json: bool,
     },

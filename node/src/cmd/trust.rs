@@ -26,7 +26,9 @@ enum Action {
     /// Trust a device by its peer ID (for headless hosts). The other device must trust this
     /// one too: run `loopsy trust add` there with this device's `loopsy id`.
     Add {
+        /// Its peer ID, as `loopsy id` prints it there.
         peer_id: String,
+        /// The name it goes by here.
         #[arg(long)]
         name: String,
         /// An address to reach it where mDNS cannot see it (repeatable).
@@ -39,6 +41,7 @@ enum Action {
     /// Change a member (name, peer ID or unique prefix): the name it goes by here, more
     /// addresses to reach it (dialled at once, and spread to the mesh), what it may do here.
     Set {
+        /// The member: a name, a peer ID, or a unique prefix of either.
         peer: String,
         /// The name it goes by on this device.
         #[arg(long)]
@@ -51,7 +54,10 @@ enum Action {
         allow: Vec<String>,
     },
     /// Revoke a device (name, peer ID or unique prefix) on every device of the mesh.
-    Rm { peer: String },
+    Rm {
+        /// The device: a name, a peer ID, or a unique prefix of either.
+        peer: String,
+    },
 }
 
 impl Cmd {
