@@ -42,6 +42,17 @@ enum End {
     Failed(String, u8),
 }
 
+/// stderr for the client's own lines, flushed at once: tokio writes stderr on a blocking
+/// thread, and a line still on its way when the command returns would be lost.
+struct Say(tokio::io::Stderr);
+
+impl Say {
+    async fn say(&mut self, text: &[u8]) {
+        let _ = self.0.write_all(text).await;
+        let _ = self.0.flush().await;
+    }
+}
+
 /// Attaches to `session` (on `host`, or wherever it is) until detached or the session ends.
 pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode {
     let _raw = term::RawMode::enable();
@@ -64,13 +75,10 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
             lost_since = None;
             pause = Duration::from_millis(100);
         }
-        let mut err = tokio::io::stderr();
+        let mut err = Say(tokio::io::stderr());
         match end {
             End::Detached => {
-                let _ = err
-                    .write_all(
-                        format!("\r\n[detached from session {}]\r\n", state.session).as_bytes(),
-                    )
+                err.say(format!("\r\n[detached from session {}]\r\n", state.session).as_bytes())
                     .await;
                 return ExitCode::SUCCESS;
             }
@@ -82,30 +90,26 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
                     ),
                     None => format!("\r\n[session {} is over]\r\n", state.session),
                 };
-                let _ = err.write_all(text.as_bytes()).await;
+                err.say(text.as_bytes()).await;
                 // No code: the host lost the program; that is not a success.
                 return ExitCode::from(code.unwrap_or(1).clamp(0, 255) as u8);
             }
             End::Failed(message, code) => {
-                let _ = err
-                    .write_all(format!("loopsy: {message}\r\n").as_bytes())
-                    .await;
+                err.say(format!("loopsy: {message}\r\n").as_bytes()).await;
                 return ExitCode::from(code);
             }
             End::Lost(reason) if state.attached_once => {
                 let since = *lost_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > RECONNECT_FOR {
-                    let _ = err
-                        .write_all(format!("loopsy: gave up reattaching: {reason}\r\n").as_bytes())
+                    err.say(format!("loopsy: gave up reattaching: {reason}\r\n").as_bytes())
                         .await;
                     return ExitCode::from(crate::remote::code::LOOPSY);
                 }
                 if pause == Duration::from_millis(100) {
-                    let _ = err
-                        .write_all(
-                            format!("\r\n[connection lost: {reason}; reattaching…]\r\n").as_bytes(),
-                        )
-                        .await;
+                    err.say(
+                        format!("\r\n[connection lost: {reason}; reattaching…]\r\n").as_bytes(),
+                    )
+                    .await;
                 }
                 // Ctrl-\ still detaches while waiting.
                 let sleep = tokio::time::sleep(pause);
@@ -115,7 +119,7 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
                         _ = &mut sleep => break,
                         typed = keys.recv() => match typed {
                             Some(typed) if typed.contains(&DETACH) => {
-                                let _ = err.write_all(b"\r\n[detached]\r\n").await;
+                                err.say(b"\r\n[detached]\r\n").await;
                                 return ExitCode::SUCCESS;
                             }
                             Some(_) => {}
@@ -127,9 +131,7 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
                 continue;
             }
             End::Lost(reason) => {
-                let _ = err
-                    .write_all(format!("loopsy: {reason}\r\n").as_bytes())
-                    .await;
+                err.say(format!("loopsy: {reason}\r\n").as_bytes()).await;
                 return ExitCode::from(crate::remote::code::LOOPSY);
             }
         }

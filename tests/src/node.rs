@@ -144,7 +144,8 @@ impl Node {
                     node.log()
                 )));
             }
-            node.json(&["id", "--json"]).ok().map(Ok)
+            // `status` needs the node itself (`id` answers from the home without one).
+            node.json(&["status", "--json"]).ok().map(Ok)
         })??;
         node.peer_id = id["peer_id"].as_str().context("peer_id")?.to_owned();
         Ok(node)

@@ -50,22 +50,38 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, IdentityError> {
             let bytes = keypair
                 .to_protobuf_encoding()
                 .map_err(|e| io_err(io::Error::other(e)))?;
-            write_new(path, &bytes).map_err(io_err)?;
-            Ok(keypair)
+            match write_new(path, &bytes) {
+                Ok(()) => Ok(keypair),
+                // Made at the same moment by another process (`loopsy id` as the node
+                // starts): that one is the identity.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_or_create(path),
+                Err(e) => Err(io_err(e)),
+            }
         }
         Err(e) => Err(io_err(e)),
     }
 }
 
-/// Writes a file that must not exist yet, readable by its owner only from its first byte.
+/// Writes a file that must not exist yet, readable by its owner only from its first byte,
+/// and whole or not at all: written aside, then linked into place (a link fails if the name
+/// exists), so a process reading it at the same moment never sees half a key.
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".new-{}", std::process::id()));
+    let aside = PathBuf::from(aside);
+    let _ = fs::remove_file(&aside);
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&aside)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::hard_link(&aside, path)
+    })();
+    let _ = fs::remove_file(&aside);
+    written
 }
 
 #[cfg(test)]

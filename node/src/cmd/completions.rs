@@ -15,7 +15,10 @@ pub struct Cmd {
 impl Cmd {
     pub fn run(&self) -> anyhow::Result<ExitCode> {
         let mut command = crate::Cli::command();
-        clap_complete::generate(self.shell, &mut command, "loopsy", &mut std::io::stdout());
+        // Into memory first: clap_complete panics on a write error (a closed pipe).
+        let mut script = Vec::new();
+        clap_complete::generate(self.shell, &mut command, "loopsy", &mut script);
+        std::io::Write::write_all(&mut std::io::stdout(), &script)?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -11,7 +11,9 @@ pub struct Cmd {}
 
 impl Cmd {
     pub fn run(&self) -> anyhow::Result<ExitCode> {
-        clap_mangen::Man::new(crate::Cli::command()).render(&mut std::io::stdout())?;
+        let mut page = Vec::new();
+        clap_mangen::Man::new(crate::Cli::command()).render(&mut page)?;
+        std::io::Write::write_all(&mut std::io::stdout(), &page)?;
         Ok(ExitCode::SUCCESS)
     }
 }

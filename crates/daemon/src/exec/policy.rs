@@ -20,6 +20,10 @@ pub struct Policy {
     pub max_secs: u64,
     /// Most programs one peer may run at once.
     pub max_running: usize,
+    /// With a program list: environment variables a request may set beyond the harmless
+    /// ones ([`SAFE_ENV`]); a name, or a prefix ending in `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
 }
 
 impl Default for Policy {
@@ -29,8 +33,49 @@ impl Default for Policy {
             root: PathBuf::from("/"),
             max_secs: 0,
             max_running: 32,
+            env: Vec::new(),
         }
     }
+}
+
+/// What a request may set in the environment of a program from a list: the terminal, the
+/// language and the time zone. Anything else may pick what actually runs: `BASH_ENV`,
+/// `BASH_FUNC_*`, `LD_PRELOAD`, `PATH`, `GCONV_PATH`, `NODE_OPTIONS`, `PERL5OPT`,
+/// `PYTHONPATH`, `GIT_CONFIG_*`, and more every year; so the rest must be named by the
+/// policy's `env`.
+pub const SAFE_ENV: &[&str] = &["TERM", "LANG", "LANGUAGE", "LC_*", "TZ", "COLUMNS", "LINES"];
+
+/// Checks the environment a peer asks for: every key is a name (not empty, no `=`, no NUL:
+/// `PATH=/x:` would otherwise become a second `PATH`), and with a program list every key
+/// is allowed by [`SAFE_ENV`] or the policy's `env`.
+fn check_env(env: &[(String, String)], policy: &Policy) -> Result<(), String> {
+    let matches = |pattern: &str, key: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => pattern == key,
+    };
+    for (key, value) in env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err(format!(
+                "`{}` is not an environment variable name",
+                key.escape_debug()
+            ));
+        }
+        let allowed = policy.allows_any_program()
+            || SAFE_ENV.iter().any(|p| matches(p, key))
+            || policy.env.iter().any(|p| matches(p, key));
+        if !allowed {
+            return Err(format!(
+                "exec policy: setting {key} is not allowed with a program list (allowed: {}{})",
+                SAFE_ENV.join(", "),
+                policy
+                    .env
+                    .iter()
+                    .map(|e| format!(", {e}"))
+                    .collect::<String>()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Per-peer changes to the policy, in the trust store.
@@ -45,6 +90,8 @@ pub struct Overrides {
     pub max_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
 }
 
 impl Policy {
@@ -58,6 +105,7 @@ impl Policy {
             root: o.root.clone().unwrap_or_else(|| self.root.clone()),
             max_secs: o.max_secs.unwrap_or(self.max_secs),
             max_running: o.max_running.unwrap_or(self.max_running),
+            env: o.env.clone().unwrap_or_else(|| self.env.clone()),
         }
     }
 
@@ -111,18 +159,7 @@ pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, 
         }
         (program, start.argv[1..].to_vec(), None)
     };
-    if !policy.allows_any_program() {
-        // With a list of programs, the environment must not pick what actually runs.
-        if let Some((key, _)) = start
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH" || k.starts_with("LD_") || k.starts_with("DYLD_"))
-        {
-            return Err(format!(
-                "exec policy: setting {key} is not allowed with a program list"
-            ));
-        }
-    }
+    check_env(&start.env, policy)?;
     let root = policy
         .root
         .canonicalize()
@@ -281,5 +318,55 @@ mod tests {
         assert_eq!(check(&s, &policy, &all()).unwrap().timeout_secs, Some(3));
         s.timeout_secs = Some(30);
         assert_eq!(check(&s, &policy, &all()).unwrap().timeout_secs, Some(10));
+    }
+
+    #[test]
+    fn the_environment_cannot_pick_what_runs_under_a_program_list() {
+        let policy = Policy {
+            allow: vec!["/usr/local/bin/report.sh".into()],
+            ..Policy::default()
+        };
+        let with = |key: &str| {
+            let mut s = start(&["/usr/local/bin/report.sh"]);
+            s.env = vec![(key.into(), "x".into())];
+            check(&s, &policy, &all())
+        };
+        for trick in [
+            "BASH_ENV",
+            "ENV",
+            "BASH_FUNC_report%%",
+            "GCONV_PATH",
+            "NODE_OPTIONS",
+            "PERL5OPT",
+            "PYTHONPATH",
+            "GIT_CONFIG_COUNT",
+            "LD_PRELOAD",
+            "PATH",
+            "PATH=/x:",
+            "",
+            "A\0B",
+        ] {
+            assert!(with(trick).is_err(), "{trick:?} accepted");
+        }
+        for harmless in ["TERM", "LANG", "LC_ALL", "TZ", "COLUMNS"] {
+            assert!(with(harmless).is_ok(), "{harmless} refused");
+        }
+        let named = Policy {
+            env: vec!["REPORT_*".into(), "VERBOSE".into()],
+            ..policy.clone()
+        };
+        let mut s = start(&["/usr/local/bin/report.sh"]);
+        s.env = vec![
+            ("REPORT_DAY".into(), "1".into()),
+            ("VERBOSE".into(), "1".into()),
+        ];
+        assert!(check(&s, &named, &all()).is_ok(), "named by the policy");
+        // Without a program list any name goes (the peer may run anything), but a key is
+        // still a name.
+        let mut s = start(&["env"]);
+        s.env = vec![("BASH_ENV".into(), "x".into())];
+        assert!(check(&s, &Policy::default(), &all()).is_ok());
+        s.env = vec![("PATH=/x:".into(), "y".into())];
+        assert!(check(&s, &Policy::default(), &all()).is_err());
     }
 }
