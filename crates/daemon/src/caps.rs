@@ -15,8 +15,12 @@ pub enum Capability {
     Shell,
     /// Read and write files inside the granted roots (`loopsy cp`).
     Files,
-    /// Start, list, attach to and end terminal sessions.
+    /// Start, list, attach to and end terminal sessions: every session on the device,
+    /// those its own user and agents started too.
     Sessions,
+    /// Start sessions, and list, attach to and end only those this peer started here.
+    #[serde(rename = "own-sessions")]
+    OwnSessions,
     /// Read and write the shared context.
     Ctx,
     /// Send messages.
@@ -24,11 +28,12 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Exec,
         Capability::Shell,
         Capability::Files,
         Capability::Sessions,
+        Capability::OwnSessions,
         Capability::Ctx,
         Capability::Msg,
     ];
@@ -39,6 +44,7 @@ impl Capability {
             Capability::Shell => "shell",
             Capability::Files => "files",
             Capability::Sessions => "sessions",
+            Capability::OwnSessions => "own-sessions",
             Capability::Ctx => "ctx",
             Capability::Msg => "msg",
         }
@@ -102,7 +108,7 @@ mod tests {
     fn lists_parse_as_users_write_them() {
         let caps = parse(&strings(&["exec,shell", "ctx"])).unwrap();
         assert_eq!(names(&caps), ["exec", "shell", "ctx"]);
-        assert_eq!(parse(&strings(&["all"])).unwrap().len(), 6);
+        assert_eq!(parse(&strings(&["all"])).unwrap().len(), 7);
         assert!(parse(&strings(&["none"])).unwrap().is_empty());
         let err = parse(&strings(&["exec,root"])).unwrap_err();
         assert!(err.to_string().contains("`root`"));
