@@ -15,8 +15,12 @@ pub enum Capability {
     Shell,
     /// Read and write files inside the granted roots (`loopsy cp`).
     Files,
-    /// Start, list, attach to and end terminal sessions.
+    /// Start, list, attach to and end terminal sessions: every session on the device,
+    /// those its own user and agents started too.
     Sessions,
+    /// Start sessions, and list, attach to and end only those this peer started here.
+    #[serde(rename = "own-sessions")]
+    OwnSessions,
     /// Read and write the shared context.
     Ctx,
     /// Send messages.
@@ -27,11 +31,12 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Exec,
         Capability::Shell,
         Capability::Files,
         Capability::Sessions,
+        Capability::OwnSessions,
         Capability::Ctx,
         Capability::Msg,
         Capability::Admit,
@@ -43,6 +48,7 @@ impl Capability {
             Capability::Shell => "shell",
             Capability::Files => "files",
             Capability::Sessions => "sessions",
+            Capability::OwnSessions => "own-sessions",
             Capability::Ctx => "ctx",
             Capability::Msg => "msg",
             Capability::Admit => "admit",
@@ -58,7 +64,10 @@ impl fmt::Display for Capability {
 
 /// A capability name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown capability `{0}`: use exec, shell, files, sessions, ctx, msg, admit, all or none")]
+#[error(
+    "unknown capability `{0}`: use exec, shell, files, sessions, own-sessions, ctx, msg, admit, \
+     all or none"
+)]
 pub struct UnknownCapability(pub String);
 
 impl FromStr for Capability {

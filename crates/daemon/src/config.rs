@@ -130,7 +130,7 @@ const HEADER: &str = "\
 #         other networks, e.g. [\"/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo...\"]
 # accept_introductions: trust devices that another of your devices paired with
 # [grants] allow: what your devices may do here (exec, shell, files, sessions, ctx, msg,
-#         admit, all or none); `loopsy trust add --allow` sets it for one device
+#         own-sessions, admit, all or none); `loopsy trust add --allow` sets it for one device
 # [exec]  allow: programs they may run (names or absolute paths, \"*\" for any);
 #         root: working directories must be inside it; max_secs: longest run (0: none);
 #         max_running: most programs one device may run at once

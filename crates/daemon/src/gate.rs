@@ -95,7 +95,11 @@ pub fn need(protocol: &str) -> Option<Need> {
         // A command needs `exec`, a login shell `shell`: the exec service tells them apart.
         protocol::EXEC => Some(Need::AnyOf(&[Capability::Exec, Capability::Shell])),
         protocol::TRANSFER => Some(Need::Capability(Capability::Files)),
-        protocol::SESSION => Some(Need::Capability(Capability::Sessions)),
+        // `own-sessions` reaches only the sessions the peer started: the service filters.
+        protocol::SESSION => Some(Need::AnyOf(&[
+            Capability::Sessions,
+            Capability::OwnSessions,
+        ])),
         protocol::SYNC => Some(Need::Member),
         _ => None,
     }

@@ -144,6 +144,13 @@ pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, 
     }
     let (program, args, arg0) = if login_shell {
         let shell = login_shell_path();
+        // A shell runs anything: a program list that leaves it out means no shells.
+        if !policy.allows_any_program() && !shell_allowed(&shell, &policy.allow) {
+            return Err(format!(
+                "exec policy: the login shell `{shell}` is not in the allowed programs ({})",
+                policy.allow.join(", ")
+            ));
+        }
         let name = Path::new(&shell)
             .file_name()
             .map(|n| format!("-{}", n.to_string_lossy()))
@@ -214,6 +221,22 @@ fn program_allowed(program: &str, allow: &[String]) -> bool {
         } else {
             // A bare entry allows the program found on PATH, not one given by path.
             !program.contains('/') && *entry == name
+        }
+    })
+}
+
+/// An entry names the login shell by its file name, or by its absolute path (either as
+/// written, or as the same file once links are resolved). Unlike a program a peer names,
+/// the shell's path comes from this device's user database, so its bare name is enough.
+fn shell_allowed(shell: &str, allow: &[String]) -> bool {
+    let shell = Path::new(shell);
+    let canonical = shell.canonicalize().ok();
+    allow.iter().any(|entry| {
+        let entry = Path::new(entry);
+        if entry.is_absolute() {
+            entry == shell || canonical.is_some() && entry.canonicalize().ok() == canonical
+        } else {
+            shell.file_name() == Some(entry.as_os_str())
         }
     })
 }
@@ -304,6 +327,43 @@ mod tests {
         assert!(check(&start(&["ls"]), &Policy::default(), &shell_only).is_err());
         let shell = check(&start(&[]), &Policy::default(), &shell_only).unwrap();
         assert!(shell.login_shell && shell.arg0.is_some_and(|a| a.starts_with('-')));
+    }
+
+    #[test]
+    fn a_program_list_that_leaves_out_the_login_shell_refuses_shells() {
+        let shell = login_shell_path();
+        let name = Path::new(&shell)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let listing = |allow: &[&str]| Policy {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            ..Policy::default()
+        };
+        let err = check(&start(&[]), &listing(&["true"]), &all()).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "the login shell `{shell}` is not in the allowed programs"
+            )),
+            "{err}"
+        );
+        for allowed in [&name[..], &shell[..], "*"] {
+            let shell = check(&start(&[]), &listing(&["true", allowed]), &all());
+            assert!(shell.is_ok_and(|s| s.login_shell), "allowed by {allowed}");
+        }
+    }
+
+    #[test]
+    fn the_login_shell_is_named_by_its_file_name_or_its_path() {
+        let allow =
+            |entries: &[&str]| -> Vec<String> { entries.iter().map(|s| s.to_string()).collect() };
+        assert!(shell_allowed("/bin/sh", &allow(&["sh"])));
+        assert!(shell_allowed("/bin/sh", &allow(&["/bin/sh"])));
+        assert!(!shell_allowed(
+            "/bin/sh",
+            &allow(&["bash", "/tmp/sh", "/bin"])
+        ));
+        assert!(!shell_allowed("/bin/sh", &allow(&[])));
     }
 
     #[test]

@@ -121,7 +121,11 @@ async fn ask_connected(node: &Arc<Node>) -> Vec<HostedSession> {
 
 /// The host of the session called `query`: `None` for this device.
 async fn locate(node: &Arc<Node>, query: &str) -> Result<Option<(PeerId, String)>, control::Error> {
-    if node.sessions.resolve(query).is_ok() {
+    if node
+        .sessions
+        .resolve(query, crate::session::Reach::Every)
+        .is_ok()
+    {
         return Ok(None);
     }
     let Response::Sessions { mut sessions } = list(node).await else {

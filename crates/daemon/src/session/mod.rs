@@ -6,6 +6,11 @@
 //! Which sessions exist is kept in `sessions.json` in the home. The programs do not outlive
 //! the node: when it stops they are hung up, and a session recorded as running when the
 //! node starts again shows as exited, with no code.
+//!
+//! Who may use a session: this device's own user, and a peer with `sessions`, reach every
+//! session here (picking up on the laptop the agent started on the desktop is the point);
+//! a peer with only `own-sessions` reaches those it started itself. Who started each is
+//! kept on this device alone, never in the replicated registry.
 
 pub mod host;
 pub mod registry;
@@ -24,6 +29,7 @@ use loopsy_wire::{
     exec,
     session::{CHUNK, Info, Input, MAX_FRAME, Reply, Request, Status},
 };
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::{
@@ -43,90 +49,151 @@ const KEEP_ENDED: usize = 32;
 /// Running sessions at once.
 const MAX_RUNNING: usize = 64;
 
+/// A session, and who started it: a peer, or (`None`) this device's own user.
+#[derive(Clone)]
+struct Hosted {
+    session: Arc<Session>,
+    started_by: Option<PeerId>,
+}
+
+/// A session as `sessions.json` keeps it: what the registry shows, and who started it.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    #[serde(flatten)]
+    info: Info,
+    /// The peer ID of the peer that started it; absent for this device's own user (and in
+    /// files written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started_by: Option<String>,
+}
+
+/// Which of this device's sessions a request reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every one: this device's own user, or a peer with `sessions`.
+    Every,
+    /// Only those this peer started: a peer with `own-sessions` and not `sessions`.
+    StartedBy(PeerId),
+}
+
+impl Reach {
+    /// What a request from `from` (a peer with its grants, or this device's own user)
+    /// reaches; `None` for a peer with neither grant.
+    fn of(from: Option<&(PeerId, Caps)>) -> Option<Reach> {
+        match from {
+            None => Some(Reach::Every),
+            Some((_, grants)) if grants.contains(&Capability::Sessions) => Some(Reach::Every),
+            Some((peer, grants)) if grants.contains(&Capability::OwnSessions) => {
+                Some(Reach::StartedBy(*peer))
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn covers(self, hosted: &Hosted) -> bool {
+        match self {
+            Reach::Every => true,
+            Reach::StartedBy(peer) => hosted.started_by == Some(peer),
+        }
+    }
+}
+
+/// Why a query names no session the request may use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolved {
+    #[error("no session here is called `{0}`")]
+    NotFound(String),
+    /// One is called that, but out of the request's reach. Worded as [`Self::NotFound`]
+    /// so that a peer learns nothing of the sessions it may not use; `id` is for the
+    /// host's audit log.
+    #[error("no session here is called `{query}`")]
+    OutOfReach { query: String, id: String },
+    #[error("`{query}` matches several sessions: {}", .ids.join(", "))]
+    Ambiguous { query: String, ids: Vec<String> },
+}
+
 /// This device's sessions.
 pub struct Sessions {
     path: PathBuf,
-    all: Mutex<Vec<Arc<Session>>>,
+    all: Mutex<Vec<Hosted>>,
 }
 
 impl Sessions {
     /// The sessions a previous run left in `path`: all over now.
     pub fn load(path: PathBuf) -> Self {
-        let recorded: Vec<Info> = fs::read(&path)
+        let recorded: Vec<Saved> = fs::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
+        let hosted = recorded.into_iter().map(|saved| Hosted {
+            session: Session::ended_before(saved.info),
+            // One that does not read as a peer ID was started by no peer that can ask.
+            started_by: saved.started_by.and_then(|p| p.parse().ok()),
+        });
         let sessions = Self {
             path,
-            all: Mutex::new(recorded.into_iter().map(Session::ended_before).collect()),
+            all: Mutex::new(hosted.collect()),
         };
         sessions.save();
         sessions
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Session>>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Hosted>> {
         self.all.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn save(&self) {
-        let infos: Vec<Info> = self.lock().iter().map(|s| s.info()).collect();
-        if let Ok(bytes) = serde_json::to_vec_pretty(&infos)
+        let saved: Vec<Saved> = self
+            .lock()
+            .iter()
+            .map(|h| Saved {
+                info: h.session.info(),
+                started_by: h.started_by.map(|p| p.to_base58()),
+            })
+            .collect();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&saved)
             && let Err(error) = fsutil::write_atomic(&self.path, &bytes, 0o600)
         {
             tracing::warn!(%error, "cannot record the sessions");
         }
     }
 
-    pub fn list(&self) -> Vec<Info> {
-        self.lock().iter().map(|s| s.info()).collect()
+    /// The sessions `reach` covers.
+    pub fn list(&self, reach: Reach) -> Vec<Info> {
+        self.lock()
+            .iter()
+            .filter(|h| reach.covers(h))
+            .map(|h| h.session.info())
+            .collect()
     }
 
-    /// The session called `query`: its ID, its name, or a unique prefix of either.
-    pub fn resolve(&self, query: &str) -> Result<Arc<Session>, String> {
+    /// The session called `query` among those `reach` covers: its ID, its name, or a
+    /// unique prefix of either. The others are not even considered, so that neither a
+    /// match nor an ambiguity can reveal them.
+    pub fn resolve(&self, query: &str, reach: Reach) -> Result<Arc<Session>, Unresolved> {
         let all = self.lock();
-        // An exact ID first: a name that happens to be another session's ID cannot capture
-        // a client that reattaches by ID.
-        if let Some(found) = all.iter().find(|s| s.id() == query) {
-            return Ok(found.clone());
-        }
-        let by = |exact: bool| -> Vec<Arc<Session>> {
-            all.iter()
-                .filter(|s| {
-                    let info = s.info();
-                    let names = [Some(info.id.as_str()), info.name.as_deref()];
-                    names.into_iter().flatten().any(|n| {
-                        if exact {
-                            n == query
-                        } else {
-                            n.starts_with(query)
-                        }
-                    })
+        let reached: Vec<Arc<Session>> = all
+            .iter()
+            .filter(|h| reach.covers(h))
+            .map(|h| h.session.clone())
+            .collect();
+        match pick(&reached, query) {
+            Err(Unresolved::NotFound(_)) if reach != Reach::Every => {
+                let every: Vec<Arc<Session>> = all.iter().map(|h| h.session.clone()).collect();
+                Err(match pick(&every, query) {
+                    Ok(found) => Unresolved::OutOfReach {
+                        query: query.to_owned(),
+                        id: found.id(),
+                    },
+                    Err(_) => Unresolved::NotFound(query.to_owned()),
                 })
-                .cloned()
-                .collect()
-        };
-        let mut found = by(true);
-        if found.is_empty() && !query.is_empty() {
-            found = by(false);
-        }
-        // A running session wins over ended ones of the same name.
-        if found.len() > 1 {
-            let running: Vec<_> = found.iter().filter(|s| s.is_running()).cloned().collect();
-            if running.len() == 1 {
-                found = running;
             }
-        }
-        match found.len() {
-            0 => Err(format!("no session here is called `{query}`")),
-            1 => Ok(found.remove(0)),
-            _ => Err(format!(
-                "`{query}` matches several sessions: {}",
-                found.iter().map(|s| s.id()).collect::<Vec<_>>().join(", ")
-            )),
+            picked => picked,
         }
     }
 
-    /// Starts a session running `approved` (a program, or the login shell).
+    /// Starts a session running `approved` (a program, or the login shell), started by
+    /// `started_by` (`None`: this device's own user).
     fn start(
         self: &Arc<Self>,
         name: Option<String>,
@@ -134,8 +201,15 @@ impl Sessions {
         command: Vec<String>,
         rows: u16,
         cols: u16,
+        started_by: Option<PeerId>,
     ) -> Result<Info, String> {
-        if self.lock().iter().filter(|s| s.is_running()).count() >= MAX_RUNNING {
+        if self
+            .lock()
+            .iter()
+            .filter(|h| h.session.is_running())
+            .count()
+            >= MAX_RUNNING
+        {
             return Err(format!("this device runs {MAX_RUNNING} sessions already"));
         }
         let now = clock::now_secs();
@@ -162,12 +236,15 @@ impl Sessions {
         .map_err(|e| format!("cannot start {}: {e}", approved.program))?;
         {
             let mut all = self.lock();
-            all.push(session.clone());
+            all.push(Hosted {
+                session: session.clone(),
+                started_by,
+            });
             // Forget the oldest ended sessions.
-            let ended = all.iter().filter(|s| !s.is_running()).count();
+            let ended = all.iter().filter(|h| !h.session.is_running()).count();
             let mut drop_ended = ended.saturating_sub(KEEP_ENDED);
-            all.retain(|s| {
-                let forget = drop_ended > 0 && !s.is_running();
+            all.retain(|h| {
+                let forget = drop_ended > 0 && !h.session.is_running();
                 drop_ended -= usize::from(forget);
                 !forget
             });
@@ -185,14 +262,59 @@ impl Sessions {
     /// Ends every session's programs (the node is stopping): a hang-up, a moment to take
     /// it, then a kill for what is left.
     pub async fn end_all(&self) {
-        let all: Vec<Arc<Session>> = self.lock().clone();
-        for session in &all {
-            session.signal(rustix::process::Signal::HUP);
+        let all: Vec<Hosted> = self.lock().clone();
+        for hosted in &all {
+            hosted.session.signal(rustix::process::Signal::HUP);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for session in &all {
-            session.signal(rustix::process::Signal::KILL);
+        for hosted in &all {
+            hosted.session.signal(rustix::process::Signal::KILL);
         }
+    }
+}
+
+/// The session called `query` among `sessions`.
+fn pick(sessions: &[Arc<Session>], query: &str) -> Result<Arc<Session>, Unresolved> {
+    // An exact ID first: a name that happens to be another session's ID cannot capture
+    // a client that reattaches by ID.
+    if let Some(found) = sessions.iter().find(|s| s.id() == query) {
+        return Ok(found.clone());
+    }
+    let by = |exact: bool| -> Vec<Arc<Session>> {
+        sessions
+            .iter()
+            .filter(|s| {
+                let info = s.info();
+                let names = [Some(info.id.as_str()), info.name.as_deref()];
+                names.into_iter().flatten().any(|n| {
+                    if exact {
+                        n == query
+                    } else {
+                        n.starts_with(query)
+                    }
+                })
+            })
+            .cloned()
+            .collect()
+    };
+    let mut found = by(true);
+    if found.is_empty() && !query.is_empty() {
+        found = by(false);
+    }
+    // A running session wins over ended ones of the same name.
+    if found.len() > 1 {
+        let running: Vec<_> = found.iter().filter(|s| s.is_running()).cloned().collect();
+        if running.len() == 1 {
+            found = running;
+        }
+    }
+    match found.len() {
+        0 => Err(Unresolved::NotFound(query.to_owned())),
+        1 => Ok(found.remove(0)),
+        _ => Err(Unresolved::Ambiguous {
+            query: query.to_owned(),
+            ids: found.iter().map(|s| s.id()).collect(),
+        }),
     }
 }
 
@@ -243,6 +365,24 @@ pub async fn handle<R, W>(
     if !request.within_limits() {
         return error(&mut writer, "the request exceeds the size limits").await;
     }
+    // The gate lets in only peers with one of the two grants; this holds without it.
+    let Some(reach) = Reach::of(from.as_ref()) else {
+        let reason = "neither the `sessions` nor the `own-sessions` capability is granted";
+        audit(
+            "session",
+            String::new(),
+            Outcome::Denied,
+            Some(reason.into()),
+        );
+        return error(&mut writer, reason).await;
+    };
+    // A session out of reach is audited here, and answered as if it did not exist.
+    let unresolved = |action: &str, why: &Unresolved| {
+        if let Unresolved::OutOfReach { id, .. } = why {
+            let reason = "started by another; this peer may use only the sessions it started";
+            audit(action, id.clone(), Outcome::Denied, Some(reason.into()));
+        }
+    };
     match request {
         Request::New {
             name,
@@ -251,7 +391,8 @@ pub async fn handle<R, W>(
             cols,
         } => {
             // Peers run what the exec policy and their grants allow (a login shell needs
-            // `shell`, a program `exec`); this device's own user anything.
+            // `shell` and a program list that names it, a program `exec`); this device's
+            // own user anything. The session remembers the peer that started it.
             let (policy, grants) = match &from {
                 Some((peer, grants)) => (
                     node.exec_policy
@@ -281,7 +422,8 @@ pub async fn handle<R, W>(
                 } else {
                     argv
                 };
-                node.sessions.start(name, &approved, command, rows, cols)
+                node.sessions
+                    .start(name, &approved, command, rows, cols, peer)
             });
             match started {
                 Ok(info) => {
@@ -301,30 +443,36 @@ pub async fn handle<R, W>(
             }
         }
         Request::List => {
-            let sessions = node.sessions.list();
+            let sessions = node.sessions.list(reach);
             let _ = put(&mut writer, &Reply::Sessions { sessions }).await;
         }
-        Request::Kill { session } => match node.sessions.resolve(&session) {
+        Request::Kill { session } => match node.sessions.resolve(&session, reach) {
             Ok(found) => {
                 audit("session kill", found.id(), Outcome::Ok, None);
                 found.kill().await;
                 registry::publish_soon(node);
                 let _ = put(&mut writer, &Reply::Killed).await;
             }
-            Err(reason) => error(&mut writer, &reason).await,
+            Err(why) => {
+                unresolved("session kill", &why);
+                error(&mut writer, &why.to_string()).await
+            }
         },
         Request::Attach {
             session,
             offset,
             rows,
             cols,
-        } => match node.sessions.resolve(&session) {
+        } => match node.sessions.resolve(&session, reach) {
             Ok(found) => {
                 audit("session attach", found.id(), Outcome::Ok, None);
                 attach(node, found, offset, rows, cols, reader, &mut writer).await;
                 registry::publish_soon(node);
             }
-            Err(reason) => error(&mut writer, &reason).await,
+            Err(why) => {
+                unresolved("session attach", &why);
+                error(&mut writer, &why.to_string()).await
+            }
         },
     }
     let _ = writer.close().await;
@@ -462,5 +610,118 @@ fn reply_len(reply: &Reply) -> u64 {
     match reply {
         Reply::Output { data, .. } => data.len() as u64,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(id: &str, name: &str, started_by: Option<PeerId>) -> Hosted {
+        let info = Info {
+            id: id.into(),
+            name: Some(name.into()),
+            command: vec!["true".into()],
+            status: Status::Exited { code: Some(0) },
+            created: 1,
+            last_activity: 1,
+            clients: 0,
+        };
+        Hosted {
+            session: Session::ended_before(info),
+            started_by,
+        }
+    }
+
+    fn file(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("loopsy-sessions-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("a test directory");
+        dir.join("sessions.json")
+    }
+
+    /// Alpha's own session, and one each that peers `p` and `q` started; all named `work`.
+    fn three(tag: &str) -> (Sessions, PeerId, PeerId) {
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let sessions = Sessions {
+            path: file(tag),
+            all: Mutex::new(vec![
+                ended("mine", "work", None),
+                ended("ofpee", "work", Some(p)),
+                ended("ofque", "work", Some(q)),
+            ]),
+        };
+        (sessions, p, q)
+    }
+
+    /// Why `resolve` found nothing (a session is not `Debug`, so no `unwrap_err`).
+    fn unresolved(resolved: Result<Arc<Session>, Unresolved>) -> Unresolved {
+        match resolved {
+            Ok(found) => panic!("found {}", found.id()),
+            Err(why) => why,
+        }
+    }
+
+    fn ids(infos: Vec<Info>) -> Vec<String> {
+        infos.into_iter().map(|i| i.id).collect()
+    }
+
+    #[test]
+    fn a_peer_with_own_sessions_reaches_only_those_it_started() {
+        let (sessions, p, _) = three("reach");
+        let own = Reach::StartedBy(p);
+        assert_eq!(ids(sessions.list(own)), ["ofpee"]);
+        assert_eq!(sessions.list(Reach::Every).len(), 3);
+        // Its own by ID, name or prefix: the others do not make the name ambiguous.
+        for query in ["ofpee", "work", "of"] {
+            let found = sessions.resolve(query, own).expect(query);
+            assert_eq!(found.id(), "ofpee");
+        }
+        // Another's is answered as if it did not exist; the host learns which it was.
+        let err = unresolved(sessions.resolve("mine", own));
+        assert_eq!(err.to_string(), "no session here is called `mine`");
+        assert!(matches!(err, Unresolved::OutOfReach { ref id, .. } if id == "mine"));
+        let err = unresolved(sessions.resolve("ofque", own));
+        assert!(!err.to_string().contains("ofpee"), "{err}");
+        assert!(matches!(
+            sessions.resolve("nothing", own),
+            Err(Unresolved::NotFound(_))
+        ));
+        // Everyone else's reach names every candidate.
+        let err = unresolved(sessions.resolve("work", Reach::Every));
+        assert!(matches!(err, Unresolved::Ambiguous { ref ids, .. } if ids.len() == 3));
+    }
+
+    #[test]
+    fn who_may_reach_what_follows_the_grants() {
+        let p = PeerId::random();
+        let grants = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            crate::caps::parse(&names).expect("capabilities")
+        };
+        assert_eq!(Reach::of(None), Some(Reach::Every));
+        let of = |names: &[&str]| Reach::of(Some(&(p, grants(names))));
+        assert_eq!(of(&["sessions"]), Some(Reach::Every));
+        assert_eq!(of(&["all"]), Some(Reach::Every));
+        assert_eq!(of(&["sessions,own-sessions"]), Some(Reach::Every));
+        assert_eq!(of(&["own-sessions,exec"]), Some(Reach::StartedBy(p)));
+        assert_eq!(of(&["exec,shell"]), None);
+    }
+
+    #[test]
+    fn who_started_a_session_is_kept_across_a_restart() {
+        let (sessions, p, _) = three("kept");
+        sessions.save();
+        let again = Sessions::load(sessions.path.clone());
+        assert_eq!(ids(again.list(Reach::StartedBy(p))), ["ofpee"]);
+        assert_eq!(again.list(Reach::Every).len(), 3);
+        // A file from before the starter was kept: every session is this device's own.
+        let info = sessions.list(Reach::Every).remove(0);
+        let old = serde_json::to_vec(&vec![info]).expect("JSON");
+        fs::write(&sessions.path, old).expect("write");
+        let old = Sessions::load(sessions.path.clone());
+        assert_eq!(old.list(Reach::Every).len(), 1);
+        assert!(old.list(Reach::StartedBy(p)).is_empty());
     }
 }

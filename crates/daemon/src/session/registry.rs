@@ -47,7 +47,8 @@ pub fn publish(node: &Arc<Node>) {
         .map(|r| (r.key.to_vec(), r))
         .collect();
     let mut changed = Vec::new();
-    for info in node.sessions.list() {
+    // Every session, whoever started it: who may use which is decided on this device.
+    for info in node.sessions.list(super::Reach::Every) {
         let key = key(&me, &info.id);
         let mut value = Vec::new();
         let _ = ciborium::into_writer(&info, &mut value);
