@@ -17,7 +17,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    fs, io,
+    io,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -27,7 +27,12 @@ use loopsy_mesh::PeerId;
 use loopsy_wire::replica::Record;
 use serde::{Deserialize, Serialize};
 
-use crate::{clock, fsutil, node::Node, seal, sync};
+use crate::{
+    clock,
+    fsutil::{self, StateFile},
+    node::Node,
+    seal, sync,
+};
 
 /// How long a message (and its acknowledgement) is kept by the members in between.
 pub const KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -134,7 +139,7 @@ pub fn written_by_entitled(record: &Record, author: &PeerId) -> bool {
 
 /// This device's inbox, kept in a file.
 pub struct Inbox {
-    path: PathBuf,
+    file: StateFile,
     /// This device's key, which opens the messages sealed to it.
     keypair: Keypair,
     /// By sender and ID ([`slot`]): a member that reuses the ID of another's message
@@ -151,16 +156,14 @@ fn slot(sender: &str, id: &str) -> String {
 }
 
 impl Inbox {
+    /// The inbox kept in `path` (missing: empty; damaged: its previous copy).
     pub fn load(path: PathBuf, keypair: Keypair) -> io::Result<Self> {
-        let messages: Vec<Received> = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::other(format!("{} is not an inbox: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let file = StateFile::new(path, 0o600);
+        let messages: Vec<Received> = file
+            .load(|bytes| serde_json::from_slice(bytes).map_err(|e| format!("not an inbox: {e}")))?
+            .unwrap_or_default();
         Ok(Self {
-            path,
+            file,
             keypair,
             messages: Mutex::new(
                 messages
@@ -203,10 +206,10 @@ impl Inbox {
         unreadable.insert(signature.to_vec());
     }
 
-    /// Adds the messages that are not there already, and saves the inbox once; how many
-    /// were new.
+    /// Adds the messages that are not there already, and saves the inbox once (a snapshot
+    /// taken under the lock, never written over a newer one); how many were new.
     fn add(&self, received: Vec<Received>) -> usize {
-        let (all, added) = {
+        let (generation, all, added) = {
             let mut messages = self.lock();
             let mut added = 0;
             for message in received {
@@ -230,10 +233,10 @@ impl Inbox {
                 return 0;
             }
             let all = messages.values().cloned().collect::<Vec<_>>();
-            (all, added)
+            (self.file.generation(), all, added)
         };
         if let Ok(bytes) = serde_json::to_vec(&all)
-            && let Err(error) = fsutil::write_atomic(&self.path, &bytes, 0o600)
+            && let Err(error) = fsutil::blocking(|| self.file.write(generation, bytes))
         {
             tracing::warn!(%error, "cannot save the inbox");
         }
@@ -618,6 +621,54 @@ mod tests {
             "m/00".to_owned(),
         ] {
             assert_eq!(parse_key(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_inbox_survives_concurrent_adds_and_a_write_cut_in_the_middle() {
+        let keypair = Keypair::generate_ed25519();
+        let path = std::env::temp_dir().join(format!(
+            "loopsy-inbox-{}-{}.json",
+            std::process::id(),
+            keypair.public().to_peer_id()
+        ));
+        let inbox = Inbox::load(path.clone(), keypair.clone()).unwrap();
+        let message = |sender: usize, n: usize| Received {
+            id: format!("{n:x}"),
+            from: format!("s{sender}"),
+            from_peer_id: format!("s{sender}"),
+            text: "x".repeat(1024),
+            sent_ms: n as u64,
+            received_ms: n as u64,
+        };
+        std::thread::scope(|scope| {
+            for sender in 0..8 {
+                let inbox = &inbox;
+                scope.spawn(move || {
+                    for n in 0..20 {
+                        assert_eq!(inbox.add(vec![message(sender, n)]), 1);
+                    }
+                });
+            }
+        });
+        // The same ID from another sender is another message.
+        assert_eq!(inbox.add(vec![message(8, 0)]), 1);
+        let again = Inbox::load(path.clone(), keypair.clone()).unwrap();
+        assert_eq!(
+            again.list().len(),
+            161,
+            "every message, whichever write came last"
+        );
+
+        // A write cut in the middle: the copy before the last message.
+        let whole = fs::read(&path).unwrap();
+        fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        let torn = Inbox::load(path.clone(), keypair).expect("the previous copy");
+        assert_eq!(torn.list().len(), 160);
+        for suffix in ["", ".prev", ".corrupt"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = fs::remove_file(name);
         }
     }
 }

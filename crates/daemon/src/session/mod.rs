@@ -11,7 +11,6 @@ pub mod host;
 pub mod registry;
 
 use std::{
-    fs,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -45,19 +44,24 @@ const MAX_RUNNING: usize = 64;
 
 /// This device's sessions.
 pub struct Sessions {
-    path: PathBuf,
+    file: fsutil::StateFile,
     all: Mutex<Vec<Arc<Session>>>,
 }
 
 impl Sessions {
-    /// The sessions a previous run left in `path`: all over now.
+    /// The sessions a previous run left in `path` (or in its previous copy, if it is
+    /// damaged): all over now.
     pub fn load(path: PathBuf) -> Self {
-        let recorded: Vec<Info> = fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        let file = fsutil::StateFile::new(path, 0o600);
+        let recorded: Vec<Info> = file
+            .load(|bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "the record of sessions is lost");
+                None
+            })
             .unwrap_or_default();
         let sessions = Self {
-            path,
+            file,
             all: Mutex::new(recorded.into_iter().map(Session::ended_before).collect()),
         };
         sessions.save();
@@ -68,10 +72,15 @@ impl Sessions {
         self.all.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records the sessions: a snapshot taken under the lock, never written over a newer one.
     fn save(&self) {
-        let infos: Vec<Info> = self.lock().iter().map(|s| s.info()).collect();
+        let (generation, infos) = {
+            let all = self.lock();
+            let infos: Vec<Info> = all.iter().map(|s| s.info()).collect();
+            (self.file.generation(), infos)
+        };
         if let Ok(bytes) = serde_json::to_vec_pretty(&infos)
-            && let Err(error) = fsutil::write_atomic(&self.path, &bytes, 0o600)
+            && let Err(error) = fsutil::blocking(|| self.file.write(generation, bytes))
         {
             tracing::warn!(%error, "cannot record the sessions");
         }
