@@ -50,7 +50,7 @@ fn a_carrier_holds_only_ciphertext_and_the_recipient_reads_it() -> anyhow::Resul
     let sent = a.json(&["msg", "send", "bravo", text, "--json"])?;
     assert_eq!(sent["delivered"], false, "bravo is down: {sent}");
     let id = sent["id"].as_str().unwrap_or_default().to_owned();
-    let key = format!("m/{id}");
+    let key = format!("m/{}/{id}", a.peer_id);
     let state = c.home().join("messages.cbor");
     let carried = wait_for("the message on charlie", Duration::from_secs(30), || {
         fs::read(&state)

@@ -5,21 +5,34 @@
 //! acknowledgement record, which travels back the same way.
 //!
 //! The members in between must carry a message without reading it: its text is sealed to
-//! the recipient ([`crate::seal`]), bound to the sender and the message ID. A carrier sees
+//! the recipient ([`crate::seal`]), bound to the sender and the record key. A carrier sees
 //! who sent it (the record's author), to whom, how big and when.
+//!
+//! Nor may a member touch the records of others: a message's key names its sender
+//! (`m/SENDER/ID`) and an acknowledgement's its writer, the recipient
+//! (`a/RECIPIENT/SENDER/ID`), and the collection's rule ([`written_by_entitled`]) refuses a
+//! record whose author is not the one its key names. So no member overwrites or deletes
+//! another's message (a newer tombstone would drop it everywhere), nor acknowledges a
+//! message that was not delivered to it.
 
 use std::{
     collections::{BTreeMap, HashSet},
-    fs, io,
+    io,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use libp2p::identity::Keypair;
 use loopsy_mesh::PeerId;
+use loopsy_wire::replica::Record;
 use serde::{Deserialize, Serialize};
 
-use crate::{clock, fsutil, node::Node, seal, sync};
+use crate::{
+    clock,
+    fsutil::{self, StateFile},
+    node::Node,
+    seal, sync,
+};
 
 /// How long a message (and its acknowledgement) is kept by the members in between.
 pub const KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -56,44 +69,108 @@ struct Contents {
 pub struct Received {
     pub id: String,
     pub from: String,
+    /// The sender's peer ID (empty in messages received before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from_peer_id: String,
     pub text: String,
     pub sent_ms: u64,
     pub received_ms: u64,
 }
 
-/// Keys in the `msg` collection.
-pub fn message_key(id: &str) -> Vec<u8> {
-    format!("m/{id}").into_bytes()
+/// Longest message ID (this device writes 24 hex digits).
+const MAX_ID: usize = 64;
+
+/// A message's key in the `msg` collection: `m/SENDER/ID`, written by SENDER only.
+pub fn message_key(sender: &PeerId, id: &str) -> Vec<u8> {
+    format!("m/{}/{id}", sender.to_base58()).into_bytes()
 }
 
-pub fn ack_key(id: &str) -> Vec<u8> {
-    format!("a/{id}").into_bytes()
+/// The key of its acknowledgement: `a/RECIPIENT/SENDER/ID`, written by RECIPIENT only.
+pub fn ack_key(recipient: &PeerId, sender: &PeerId, id: &str) -> Vec<u8> {
+    format!("a/{}/{}/{id}", recipient.to_base58(), sender.to_base58()).into_bytes()
+}
+
+/// What a key of the `msg` collection names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    Message {
+        sender: PeerId,
+        id: String,
+    },
+    Ack {
+        recipient: PeerId,
+        sender: PeerId,
+        id: String,
+    },
+}
+
+/// Reads a key of the `msg` collection; `None` for anything else (keys of older versions
+/// among them). Peer IDs in their one base58 spelling, IDs of letters and digits.
+fn parse_key(key: &[u8]) -> Option<Key> {
+    let peer = |s: &str| s.parse::<PeerId>().ok().filter(|p| p.to_base58() == s);
+    let id = |s: &str| {
+        (!s.is_empty() && s.len() <= MAX_ID && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| s.to_owned())
+    };
+    let parts: Vec<&str> = std::str::from_utf8(key).ok()?.split('/').collect();
+    match parts.as_slice() {
+        ["m", sender, i] => Some(Key::Message {
+            sender: peer(sender)?,
+            id: id(i)?,
+        }),
+        ["a", recipient, sender, i] => Some(Key::Ack {
+            recipient: peer(recipient)?,
+            sender: peer(sender)?,
+            id: id(i)?,
+        }),
+        _ => None,
+    }
+}
+
+/// The `msg` collection's rule: a message is written (or deleted) by its sender only, an
+/// acknowledgement by the recipient of the message only.
+pub fn written_by_entitled(record: &Record, author: &PeerId) -> bool {
+    match parse_key(&record.key) {
+        Some(Key::Message { sender, .. }) => sender == *author,
+        Some(Key::Ack { recipient, .. }) => recipient == *author,
+        None => false,
+    }
 }
 
 /// This device's inbox, kept in a file.
 pub struct Inbox {
-    path: PathBuf,
+    file: StateFile,
     /// This device's key, which opens the messages sealed to it.
     keypair: Keypair,
+    /// By sender and ID ([`slot`]): a member that reuses the ID of another's message
+    /// cannot take its place.
     messages: Mutex<BTreeMap<String, Received>>,
     /// Signatures of the records that did not decode or open here: tried once, not on
     /// every change of the collection.
     unreadable: Mutex<HashSet<Vec<u8>>>,
 }
 
+/// Where a message sits in the inbox: its sender and its ID.
+fn slot(sender: &str, id: &str) -> String {
+    format!("{sender}/{id}")
+}
+
 impl Inbox {
+    /// The inbox kept in `path` (missing: empty; damaged: its previous copy).
     pub fn load(path: PathBuf, keypair: Keypair) -> io::Result<Self> {
-        let messages: Vec<Received> = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::other(format!("{} is not an inbox: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let file = StateFile::new(path, 0o600);
+        let messages: Vec<Received> = file
+            .load(|bytes| serde_json::from_slice(bytes).map_err(|e| format!("not an inbox: {e}")))?
+            .unwrap_or_default();
         Ok(Self {
-            path,
+            file,
             keypair,
-            messages: Mutex::new(messages.into_iter().map(|m| (m.id.clone(), m)).collect()),
+            messages: Mutex::new(
+                messages
+                    .into_iter()
+                    .map(|m| (slot(&m.from_peer_id, &m.id), m))
+                    .collect(),
+            ),
             unreadable: Mutex::default(),
         })
     }
@@ -109,8 +186,11 @@ impl Inbox {
         all
     }
 
-    fn contains(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
+    fn contains(&self, sender: &PeerId, id: &str) -> bool {
+        let messages = self.lock();
+        // Or received before senders were kept, when IDs alone told messages apart.
+        messages.contains_key(&slot(&sender.to_base58(), id))
+            || messages.contains_key(&slot("", id))
     }
 
     fn unreadable(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
@@ -126,31 +206,41 @@ impl Inbox {
         unreadable.insert(signature.to_vec());
     }
 
-    /// Adds a message unless it is there already; whether it was new.
-    fn add(&self, message: Received) -> bool {
-        let all = {
+    /// Adds the messages that are not there already, and saves the inbox once (a snapshot
+    /// taken under the lock, never written over a newer one); how many were new.
+    fn add(&self, received: Vec<Received>) -> usize {
+        let (generation, all, added) = {
             let mut messages = self.lock();
-            if messages.contains_key(&message.id) {
-                return false;
+            let mut added = 0;
+            for message in received {
+                let slot = slot(&message.from_peer_id, &message.id);
+                if messages.contains_key(&slot) {
+                    continue;
+                }
+                messages.insert(slot, message);
+                added += 1;
             }
-            messages.insert(message.id.clone(), message);
-            if messages.len() > MAX_INBOX {
+            while messages.len() > MAX_INBOX {
                 let oldest = messages
-                    .values()
-                    .min_by_key(|m| m.received_ms)
-                    .map(|m| m.id.clone());
+                    .iter()
+                    .min_by_key(|(_, m)| m.received_ms)
+                    .map(|(slot, _)| slot.clone());
                 if let Some(oldest) = oldest {
                     messages.remove(&oldest);
                 }
             }
-            messages.values().cloned().collect::<Vec<_>>()
+            if added == 0 {
+                return 0;
+            }
+            let all = messages.values().cloned().collect::<Vec<_>>();
+            (self.file.generation(), all, added)
         };
         if let Ok(bytes) = serde_json::to_vec(&all)
-            && let Err(error) = fsutil::write_atomic(&self.path, &bytes, 0o600)
+            && let Err(error) = fsutil::blocking(|| self.file.write(generation, bytes))
         {
             tracing::warn!(%error, "cannot save the inbox");
         }
-        true
+        added
     }
 }
 
@@ -167,8 +257,10 @@ pub async fn deliver(node: Arc<Node>) {
 }
 
 fn collect(node: &Arc<Node>) {
-    let me = node.mesh.peer_id().to_bytes();
-    let mut acks = Vec::new();
+    let me = node.mesh.peer_id();
+    // Into the inbox first (one write for all), then acknowledged.
+    let mut received = Vec::new();
+    let mut to_ack = Vec::new();
     for record in node.messages.live(b"m/") {
         let Some(value) = record.value.as_ref() else {
             continue;
@@ -176,6 +268,9 @@ fn collect(node: &Arc<Node>) {
         if node.inbox.unreadable().contains(&record.signature[..]) {
             continue;
         }
+        let Some(Key::Message { sender, id }) = parse_key(&record.key) else {
+            continue;
+        };
         let Ok(message) = ciborium::from_reader::<Message, _>(&value[..]) else {
             // Also the messages in the clear from before they were sealed.
             let key = String::from_utf8_lossy(&record.key);
@@ -183,39 +278,42 @@ fn collect(node: &Arc<Node>) {
             node.inbox.mark_unreadable(&record.signature);
             continue;
         };
-        if message.to != me {
+        // The store's rule holds the author to the key; checked again, it costs nothing.
+        if message.to != me.to_bytes() || record.author.as_slice() != sender.to_bytes() {
             continue;
         }
-        let id = String::from_utf8_lossy(&record.key[2..]).into_owned();
         // Opened once: a message already in the inbox only needs its acknowledgement.
-        let fresh = !node.inbox.contains(&id)
-            && match open(&node.inbox.keypair, &record.author, &record.key, &message) {
-                Ok(contents) => {
-                    let from = PeerId::from_bytes(&record.author)
-                        .map(|p| node.peer_name(&p).unwrap_or_else(|| p.to_base58()))
-                        .unwrap_or_default();
-                    node.inbox.add(Received {
-                        id: id.clone(),
-                        from,
-                        text: contents.text,
-                        sent_ms: contents.sent_ms,
-                        received_ms: clock::now_ms(),
-                    })
-                }
+        if !node.inbox.contains(&sender, &id) {
+            match open(&node.inbox.keypair, &record.author, &record.key, &message) {
+                Ok(contents) => received.push(Received {
+                    id: id.clone(),
+                    from: node
+                        .peer_name(&sender)
+                        .unwrap_or_else(|| sender.to_base58()),
+                    from_peer_id: sender.to_base58(),
+                    text: contents.text,
+                    sent_ms: contents.sent_ms,
+                    received_ms: clock::now_ms(),
+                }),
                 Err(error) => {
                     tracing::debug!(%error, id, "dropping a message that does not open");
                     node.inbox.mark_unreadable(&record.signature);
                     continue;
                 }
-            };
-        if (fresh || node.messages.get(&ack_key(&id)).is_none())
-            && let Ok(ack) = node
-                .messages
-                .put(&ack_key(&id), Some(Vec::new()), record.expires)
-        {
-            acks.push(ack);
+            }
+        }
+        let ack = ack_key(&me, &sender, &id);
+        if node.messages.get(&ack).is_none() {
+            to_ack.push((ack, record.expires));
         }
     }
+    if !received.is_empty() {
+        node.inbox.add(received);
+    }
+    let acks: Vec<_> = to_ack
+        .into_iter()
+        .filter_map(|(key, expires)| node.messages.put(&key, Some(Vec::new()), expires).ok())
+        .collect();
     if !acks.is_empty() {
         sync::push(node, sync::MESSAGES, acks, None);
     }
@@ -236,8 +334,9 @@ pub enum MessageError {
     Write(#[from] crate::replica::WriteError),
 }
 
-/// What a message's box is bound to: its sender and its record key (the message ID), so
-/// that nobody can move the box into a record of its own or under another ID.
+/// What a message's box is bound to: its sender and its record key (which names the sender
+/// and the message ID), so that nobody can move the box into a record of its own or under
+/// another ID.
 fn prologue(author: &[u8], key: &[u8]) -> Vec<u8> {
     let mut prologue = Vec::with_capacity(DOMAIN.len() + 8 + author.len() + key.len());
     prologue.extend_from_slice(DOMAIN);
@@ -291,13 +390,14 @@ fn write(node: &Arc<Node>, to: PeerId, text: &str) -> Result<String, MessageErro
     let mut bytes = [0u8; 12];
     let _ = getrandom::fill(&mut bytes);
     let id = data_encoding::HEXLOWER.encode(&bytes);
-    let key = message_key(&id);
+    let me = node.mesh.peer_id();
+    let key = message_key(&me, &id);
     let now = clock::now_ms();
     let contents = Contents {
         text: text.to_owned(),
         sent_ms: now,
     };
-    let message = seal_message(&node.mesh.peer_id(), &to, &key, &contents)?;
+    let message = seal_message(&me, &to, &key, &contents)?;
     let mut value = Vec::new();
     ciborium::into_writer(&message, &mut value).map_err(|e| MessageError::Encode(e.to_string()))?;
     let record = node.messages.put(&key, Some(value), Some(now + KEEP_MS))?;
@@ -305,14 +405,31 @@ fn write(node: &Arc<Node>, to: PeerId, text: &str) -> Result<String, MessageErro
     Ok(id)
 }
 
-/// Whether the recipient acknowledged the message.
+/// Whether the recipient acknowledged this device's message `id`.
 pub fn delivered(node: &Node, id: &str) -> bool {
-    node.messages.get(&ack_key(id)).is_some()
+    acknowledged(&node.messages, &node.mesh.peer_id(), id)
+}
+
+/// Whether `messages` holds the acknowledgement of `me`'s message `id` by the recipient the
+/// message names: nobody else's counts.
+fn acknowledged(messages: &crate::replica::Store, me: &PeerId, id: &str) -> bool {
+    let Some(value) = messages.get(&message_key(me, id)).and_then(|r| r.value) else {
+        return false;
+    };
+    let Some(to) = ciborium::from_reader::<Message, _>(&value[..])
+        .ok()
+        .and_then(|m| PeerId::from_bytes(&m.to).ok())
+    else {
+        return false;
+    };
+    messages.get(&ack_key(&to, me, id)).is_some()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_bytes::ByteBuf;
+    use std::fs;
 
     fn contents(text: &str) -> Contents {
         Contents {
@@ -327,7 +444,7 @@ mod tests {
         let bravo = Keypair::generate_ed25519();
         let charlie = Keypair::generate_ed25519();
         let [a, b, c] = [&alpha, &bravo, &charlie].map(|k| k.public().to_peer_id());
-        let key = message_key("0123");
+        let key = message_key(&a, "0123");
         let message = seal_message(&a, &b, &key, &contents("the plan")).unwrap();
         assert_eq!(message.to, b.to_bytes());
         let mut value = Vec::new();
@@ -340,7 +457,7 @@ mod tests {
         // another ID.
         assert!(open(&charlie, &a.to_bytes(), &key, &message).is_err());
         assert!(open(&bravo, &c.to_bytes(), &key, &message).is_err());
-        assert!(open(&bravo, &a.to_bytes(), &message_key("4567"), &message).is_err());
+        assert!(open(&bravo, &a.to_bytes(), &message_key(&a, "4567"), &message).is_err());
     }
 
     #[test]
@@ -350,7 +467,7 @@ mod tests {
         // Four-byte characters: the most CBOR for the text's length.
         let text = "\u{1F600}".repeat(MAX_TEXT / 4);
         assert_eq!(text.len(), MAX_TEXT);
-        let key = message_key(&"f".repeat(24));
+        let key = message_key(&author, &"f".repeat(24));
         let message = seal_message(&author, &bravo, &key, &contents(&text)).unwrap();
         let mut value = Vec::new();
         ciborium::into_writer(&message, &mut value).unwrap();
@@ -374,5 +491,184 @@ mod tests {
         let mut value = Vec::new();
         ciborium::into_writer(&old, &mut value).unwrap();
         assert!(ciborium::from_reader::<Message, _>(&value[..]).is_err());
+    }
+
+    fn store(keypair: &Keypair) -> crate::replica::Store {
+        let path = std::env::temp_dir().join(format!(
+            "loopsy-inbox-{}-{}.cbor",
+            std::process::id(),
+            keypair.public().to_peer_id()
+        ));
+        let _ = fs::remove_file(&path);
+        let limits = crate::replica::Limits {
+            records: 100,
+            value: 20 * 1024,
+        };
+        crate::replica::Store::load(
+            sync::MESSAGES,
+            (None, None),
+            path,
+            keypair.clone(),
+            limits,
+            written_by_entitled,
+        )
+        .unwrap()
+    }
+
+    /// A message from `from` to `to`, as [`write`] puts it.
+    fn message(from: &crate::replica::Store, sender: &PeerId, to: &PeerId, id: &str) -> ByteBuf {
+        let key = message_key(sender, id);
+        let sealed = seal_message(sender, to, &key, &contents("the plan")).unwrap();
+        let mut value = Vec::new();
+        ciborium::into_writer(&sealed, &mut value).unwrap();
+        from.put(&key, Some(value), None).unwrap()
+    }
+
+    #[test]
+    fn only_its_sender_writes_a_message_and_only_its_recipient_acknowledges_it() {
+        use crate::sync::Collection;
+        let [alpha, bravo, mallory, carrier] = [(); 4].map(|()| Keypair::generate_ed25519());
+        let [a, b, m] = [&alpha, &bravo, &mallory].map(|k| k.public().to_peer_id());
+        let [alpha_s, bravo_s, mallory_s, carrier_s] =
+            [&alpha, &bravo, &mallory, &carrier].map(store);
+        let id = "0123456789abcdef01234567";
+        let sent = message(&alpha_s, &a, &b, id);
+        assert_eq!(carrier_s.merge(vec![sent.clone()]).fresh.len(), 1);
+        mallory_s.merge(vec![sent.clone()]);
+
+        // Another member writes over the message, deletes it with a newer tombstone, or
+        // acknowledges it for the recipient: each signed by its author, each refused.
+        let key = message_key(&a, id);
+        let overwrite = mallory_s
+            .put(&key, Some(b"mine now".to_vec()), None)
+            .unwrap();
+        let tombstone = mallory_s.put(&key, None, None).unwrap();
+        let forged_ack = mallory_s
+            .put(&ack_key(&b, &a, id), Some(Vec::new()), None)
+            .unwrap();
+        // Keys of older versions name nobody: refused too.
+        let old_message = mallory_s
+            .put(format!("m/{id}").as_bytes(), Some(vec![1]), None)
+            .unwrap();
+        let old_ack = mallory_s
+            .put(format!("a/{id}").as_bytes(), Some(Vec::new()), None)
+            .unwrap();
+        for store in [&carrier_s, &alpha_s, &bravo_s] {
+            let merged = store.merge(vec![
+                overwrite.clone(),
+                tombstone.clone(),
+                forged_ack.clone(),
+                old_message.clone(),
+                old_ack.clone(),
+            ]);
+            assert!(merged.fresh.is_empty(), "{:?}", merged.fresh);
+            assert_eq!(merged.refused.len(), 5, "{:?}", merged.refused);
+            assert!(merged.refused.iter().all(|r| r.contains("may not write")));
+        }
+        assert!(carrier_s.get(&key).is_some(), "the message is still there");
+        assert!(!acknowledged(&alpha_s, &a, id));
+
+        // An acknowledgement under mallory's own name is mallory's to write, but does not
+        // say that bravo has the message.
+        let own_ack = mallory_s
+            .put(&ack_key(&m, &a, id), Some(Vec::new()), None)
+            .unwrap();
+        assert_eq!(alpha_s.merge(vec![own_ack]).fresh.len(), 1);
+        assert!(!acknowledged(&alpha_s, &a, id));
+
+        // The recipient's acknowledgement does; and the sender may delete its own message.
+        bravo_s.merge(vec![sent]);
+        let ack = bravo_s
+            .put(&ack_key(&b, &a, id), Some(Vec::new()), None)
+            .unwrap();
+        assert_eq!(alpha_s.merge(vec![ack]).fresh.len(), 1);
+        assert!(acknowledged(&alpha_s, &a, id));
+        let withdrawn = alpha_s.put(&key, None, None).unwrap();
+        assert_eq!(carrier_s.merge(vec![withdrawn]).fresh.len(), 1);
+        assert!(carrier_s.get(&key).is_none());
+    }
+
+    #[test]
+    fn keys_name_their_writer_in_one_spelling() {
+        let a = Keypair::generate_ed25519().public().to_peer_id();
+        let b = Keypair::generate_ed25519().public().to_peer_id();
+        let id = "00ff";
+        assert_eq!(
+            parse_key(&message_key(&a, id)),
+            Some(Key::Message {
+                sender: a,
+                id: id.into()
+            })
+        );
+        assert_eq!(
+            parse_key(&ack_key(&b, &a, id)),
+            Some(Key::Ack {
+                recipient: b,
+                sender: a,
+                id: id.into()
+            })
+        );
+        let a58 = a.to_base58();
+        for bad in [
+            format!("m/{a58}"),
+            format!("m/{a58}/"),
+            format!("m/{a58}/x/y"),
+            format!("m/{a58}/../x"),
+            format!("m/{a58}/{}", "f".repeat(MAX_ID + 1)),
+            format!("m/x{a58}/00"),
+            format!("a/{a58}/00"),
+            format!("x/{a58}/00"),
+            "m/00".to_owned(),
+        ] {
+            assert_eq!(parse_key(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_inbox_survives_concurrent_adds_and_a_write_cut_in_the_middle() {
+        let keypair = Keypair::generate_ed25519();
+        let path = std::env::temp_dir().join(format!(
+            "loopsy-inbox-{}-{}.json",
+            std::process::id(),
+            keypair.public().to_peer_id()
+        ));
+        let inbox = Inbox::load(path.clone(), keypair.clone()).unwrap();
+        let message = |sender: usize, n: usize| Received {
+            id: format!("{n:x}"),
+            from: format!("s{sender}"),
+            from_peer_id: format!("s{sender}"),
+            text: "x".repeat(1024),
+            sent_ms: n as u64,
+            received_ms: n as u64,
+        };
+        std::thread::scope(|scope| {
+            for sender in 0..8 {
+                let inbox = &inbox;
+                scope.spawn(move || {
+                    for n in 0..20 {
+                        assert_eq!(inbox.add(vec![message(sender, n)]), 1);
+                    }
+                });
+            }
+        });
+        // The same ID from another sender is another message.
+        assert_eq!(inbox.add(vec![message(8, 0)]), 1);
+        let again = Inbox::load(path.clone(), keypair.clone()).unwrap();
+        assert_eq!(
+            again.list().len(),
+            161,
+            "every message, whichever write came last"
+        );
+
+        // A write cut in the middle: the copy before the last message.
+        let whole = fs::read(&path).unwrap();
+        fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        let torn = Inbox::load(path.clone(), keypair).expect("the previous copy");
+        assert_eq!(torn.list().len(), 160);
+        for suffix in ["", ".prev", ".corrupt"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = fs::remove_file(name);
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs, io,
+    io,
     path::PathBuf,
     sync::{Mutex, MutexGuard},
 };
@@ -26,7 +26,8 @@ use tokio::sync::watch;
 
 use crate::{
     caps::Capability,
-    clock, fsutil,
+    clock,
+    fsutil::{self, StateFile},
     sync::{Collection, Merged},
     trust::members::public_key,
 };
@@ -72,7 +73,7 @@ pub struct Store {
     needs: Option<Capability>,
     /// What a member needs here to receive the collection.
     serves: Option<Capability>,
-    path: PathBuf,
+    file: StateFile,
     keypair: Keypair,
     me: PeerId,
     limits: Limits,
@@ -82,9 +83,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// The collection `name`, as kept in `path` (missing: empty; unreadable: an error).
-    /// Records by others dated too far ahead (taken while this device's clock ran ahead)
-    /// are dropped; this device's own are signed again, dated now.
+    /// The collection `name`, as kept in `path` (missing: empty; damaged: its previous copy,
+    /// see [`StateFile::load`]; unreadable: an error). Records by others dated too far ahead
+    /// (taken while this device's clock ran ahead) are dropped, and so are records the
+    /// collection's rule refuses (kept by an older version); this device's own are signed
+    /// again, dated now.
     pub fn load(
         name: &'static str,
         (needs, serves): (Option<Capability>, Option<Capability>),
@@ -93,18 +96,22 @@ impl Store {
         limits: Limits,
         rule: Rule,
     ) -> io::Result<Self> {
-        let records: Vec<Record> = match fs::read(&path) {
-            Ok(bytes) => ciborium::from_reader(&bytes[..]).map_err(|e| {
-                io::Error::other(format!("{} is not a {name} store: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let file = StateFile::new(path, 0o600);
+        let records: Vec<Record> = file
+            .load(|bytes| {
+                ciborium::from_reader(bytes).map_err(|e| format!("not a {name} store: {e}"))
+            })?
+            .unwrap_or_default();
         let me = keypair.public().to_peer_id();
         let now = clock::now_ms();
         let mut clock = Clock::default();
         let mut kept = Vec::with_capacity(records.len());
+        let mut refused = 0;
         for mut record in records {
+            if !PeerId::from_bytes(&record.author).is_ok_and(|author| rule(&record, &author)) {
+                refused += 1;
+                continue;
+            }
             if record.clock.ms > now.saturating_add(clock::MAX_SKEW_MS) {
                 if record.author.as_slice() != me.to_bytes().as_slice() {
                     tracing::warn!(collection = name, "dropping a record from the future");
@@ -117,12 +124,19 @@ impl Store {
             clock = clock.max(record.clock);
             kept.push(record);
         }
+        if refused > 0 {
+            tracing::info!(
+                collection = name,
+                refused,
+                "dropped records the collection no longer accepts"
+            );
+        }
         let records = kept;
         Ok(Self {
             name,
             needs,
             serves,
-            path,
+            file,
             keypair,
             me,
             limits,
@@ -218,15 +232,23 @@ impl Store {
         self.changed.subscribe()
     }
 
-    /// Persists and tells the watchers.
+    /// Persists (a snapshot taken under the lock, written off the async workers, never
+    /// over a newer one) and tells the watchers.
     fn saved(&self) {
-        let records: Vec<Record> = self.lock().records.values().cloned().collect();
-        let mut bytes = Vec::new();
-        if ciborium::into_writer(&records, &mut bytes).is_ok()
-            && let Err(error) = fsutil::write_atomic(&self.path, &bytes, 0o600)
-        {
-            tracing::warn!(%error, collection = self.name, "cannot save the collection");
-        }
+        fsutil::blocking(|| {
+            let (generation, records) = {
+                let state = self.lock();
+                let records: Vec<Record> = state.records.values().cloned().collect();
+                (self.file.generation(), records)
+            };
+            let mut bytes = Vec::new();
+            if ciborium::into_writer(&records, &mut bytes).is_ok()
+                && let Err(error) = self.file.write(generation, bytes)
+            {
+                let file = self.file.path().display();
+                tracing::warn!(%error, collection = self.name, %file, "cannot save the collection");
+            }
+        });
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -327,6 +349,14 @@ impl Collection for Store {
     }
 
     fn merge(&self, records: Vec<ByteBuf>) -> Merged {
+        // Checking thousands of signatures and writing the file take a while: not on an
+        // async worker's time.
+        fsutil::blocking(|| self.merge_now(records))
+    }
+}
+
+impl Store {
+    fn merge_now(&self, records: Vec<ByteBuf>) -> Merged {
         let now = clock::now_ms();
         let mut fresh = Vec::new();
         let mut refused = Vec::new();
@@ -368,6 +398,7 @@ impl Collection for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn store(tag: &str, keypair: Keypair) -> Store {
         let path = std::env::temp_dir().join(format!(
@@ -402,7 +433,7 @@ mod tests {
         let again = Store::load(
             "test",
             (None, None),
-            a.path.clone(),
+            a.file.path().to_path_buf(),
             keypair,
             a.limits,
             |_, _| true,
@@ -482,7 +513,7 @@ mod tests {
         let again = Store::load(
             "test",
             (None, None),
-            a.path.clone(),
+            a.file.path().to_path_buf(),
             keypair,
             a.limits,
             |_, _| true,
@@ -498,6 +529,185 @@ mod tests {
             1,
             "others take it"
         );
+    }
+
+    /// Removes a state file with its copies.
+    fn remove(path: &std::path::Path) {
+        for suffix in ["", ".prev", ".corrupt"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = fs::remove_file(name);
+        }
+    }
+
+    /// The keys in the file at `path` (none before there is a file).
+    fn keys(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+        let bytes = match fs::read(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(|e| e.to_string())?,
+        };
+        let records: Vec<Record> = ciborium::from_reader(&bytes[..]).map_err(|e| e.to_string())?;
+        Ok(records.into_iter().map(|r| r.key.to_vec()).collect())
+    }
+
+    #[test]
+    fn concurrent_writes_and_merges_never_leave_a_damaged_or_older_file() {
+        let keypair = Keypair::generate_ed25519();
+        let path = std::env::temp_dir().join(format!(
+            "loopsy-replica-concurrent-{}-{}",
+            std::process::id(),
+            keypair.public().to_peer_id()
+        ));
+        let _ = fs::remove_file(&path);
+        let limits = Limits {
+            records: 10_000,
+            value: 8 * 1024,
+        };
+        let a = Store::load(
+            "test",
+            (None, None),
+            path.clone(),
+            keypair.clone(),
+            limits,
+            |_, _| true,
+        )
+        .unwrap();
+        // Records from other members, merged in batches meanwhile.
+        let now = clock::now_ms();
+        let batches: Vec<Vec<ByteBuf>> = (0..4)
+            .map(|t| {
+                let peer = Keypair::generate_ed25519();
+                (0..60)
+                    .map(|i| dated(&peer, format!("m{t}-{i}").as_bytes(), now))
+                    .collect()
+            })
+            .collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (seen, bad) = std::thread::scope(|scope| {
+            // Keys are only ever added: every file read must load, and hold at least as many
+            // as the one before.
+            let reader = scope.spawn(|| {
+                let (mut seen, mut bad) = (0, Vec::new());
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match keys(&path) {
+                        Ok(keys) if keys.len() < seen => {
+                            bad.push(format!("{} keys after {seen}", keys.len()))
+                        }
+                        Ok(keys) => seen = keys.len(),
+                        Err(e) => bad.push(e),
+                    }
+                }
+                (seen, bad)
+            });
+            let writers: Vec<_> = (0..4)
+                .map(|t| {
+                    let a = &a;
+                    scope.spawn(move || {
+                        for i in 0..60 {
+                            a.put(format!("p{t}-{i}").as_bytes(), Some(vec![b'v'; 4096]), None)
+                                .unwrap();
+                        }
+                    })
+                })
+                .chain(batches.into_iter().map(|batch| {
+                    let a = &a;
+                    scope.spawn(move || {
+                        for chunk in batch.chunks(5) {
+                            assert_eq!(a.merge(chunk.to_vec()).fresh.len(), chunk.len());
+                        }
+                    })
+                }))
+                .collect();
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(
+            bad.is_empty(),
+            "{} bad reads, the first: {}",
+            bad.len(),
+            bad[0]
+        );
+        assert!(seen > 0);
+        // The newest state is the one on disk.
+        assert_eq!(keys(&path).unwrap().len(), 480);
+        let again = Store::load(
+            "test",
+            (None, None),
+            path.clone(),
+            keypair,
+            limits,
+            |_, _| true,
+        )
+        .unwrap();
+        assert_eq!(again.digest().len(), 480);
+        remove(&path);
+    }
+
+    #[test]
+    fn a_write_cut_in_the_middle_loads_the_previous_copy() {
+        let keypair = Keypair::generate_ed25519();
+        let a = store("torn", keypair.clone());
+        let path = a.file.path().to_path_buf();
+        a.put(b"first", Some(b"v".to_vec()), None).unwrap();
+        a.put(b"second", Some(b"v".to_vec()), None).unwrap();
+        // Cut: half of the file in place, and the half-written temporary file of a process
+        // that is gone (PID 0 is never one).
+        let whole = fs::read(&path).unwrap();
+        fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        let mut leftover = path.as_os_str().to_owned();
+        leftover.push(".tmp.0.1.0000abcd");
+        fs::write(&leftover, &whole[..10]).unwrap();
+        let again = Store::load(
+            "test",
+            (None, None),
+            path.clone(),
+            keypair.clone(),
+            a.limits,
+            |_, _| true,
+        )
+        .expect("the previous copy");
+        assert!(again.get(b"first").is_some());
+        assert!(again.get(b"second").is_none(), "not in the previous copy");
+        assert!(!std::path::Path::new(&leftover).exists());
+        // Written again, it loads whole, and the damaged copy stays aside for a look.
+        again.put(b"third", Some(b"v".to_vec()), None).unwrap();
+        let third = Store::load(
+            "test",
+            (None, None),
+            path.clone(),
+            keypair,
+            a.limits,
+            |_, _| true,
+        )
+        .unwrap();
+        assert!(third.get(b"first").is_some() && third.get(b"third").is_some());
+        let mut corrupt = path.as_os_str().to_owned();
+        corrupt.push(".corrupt");
+        assert_eq!(fs::read(&corrupt).unwrap(), &whole[..whole.len() / 2]);
+        remove(&path);
+    }
+
+    #[test]
+    fn records_the_rule_refuses_are_dropped_on_load() {
+        let keypair = Keypair::generate_ed25519();
+        let a = store("rule", keypair.clone());
+        a.put(b"ok/1", Some(b"v".to_vec()), None).unwrap();
+        a.put(b"old/1", Some(b"v".to_vec()), None).unwrap();
+        let again = Store::load(
+            "test",
+            (None, None),
+            a.file.path().to_path_buf(),
+            keypair,
+            a.limits,
+            |r, _| r.key.starts_with(b"ok/"),
+        )
+        .unwrap();
+        assert!(again.get(b"ok/1").is_some());
+        assert!(again.get(b"old/1").is_none());
+        remove(a.file.path());
     }
 
     proptest::proptest! {

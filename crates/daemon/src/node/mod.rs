@@ -139,7 +139,8 @@ pub async fn run(
         home.messages(),
         keypair.clone(),
         MESSAGE_LIMITS,
-        |_, _| true,
+        // A message is its sender's to write, an acknowledgement its recipient's.
+        crate::inbox::written_by_entitled,
     )?;
     let inbox = crate::inbox::Inbox::load(home.inbox(), keypair.clone())?;
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {

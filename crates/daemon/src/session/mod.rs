@@ -16,7 +16,6 @@ pub mod host;
 pub mod registry;
 
 use std::{
-    fs,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -114,16 +113,21 @@ pub enum Unresolved {
 
 /// This device's sessions.
 pub struct Sessions {
-    path: PathBuf,
+    file: fsutil::StateFile,
     all: Mutex<Vec<Hosted>>,
 }
 
 impl Sessions {
-    /// The sessions a previous run left in `path`: all over now.
+    /// The sessions a previous run left in `path` (or in its previous copy, if it is
+    /// damaged): all over now.
     pub fn load(path: PathBuf) -> Self {
-        let recorded: Vec<Saved> = fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        let file = fsutil::StateFile::new(path, 0o600);
+        let recorded: Vec<Saved> = file
+            .load(|bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "the record of sessions is lost");
+                None
+            })
             .unwrap_or_default();
         let hosted = recorded.into_iter().map(|saved| Hosted {
             session: Session::ended_before(saved.info),
@@ -131,7 +135,7 @@ impl Sessions {
             started_by: saved.started_by.and_then(|p| p.parse().ok()),
         });
         let sessions = Self {
-            path,
+            file,
             all: Mutex::new(hosted.collect()),
         };
         sessions.save();
@@ -142,17 +146,21 @@ impl Sessions {
         self.all.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records the sessions: a snapshot taken under the lock, never written over a newer one.
     fn save(&self) {
-        let saved: Vec<Saved> = self
-            .lock()
-            .iter()
-            .map(|h| Saved {
-                info: h.session.info(),
-                started_by: h.started_by.map(|p| p.to_base58()),
-            })
-            .collect();
+        let (generation, saved) = {
+            let all = self.lock();
+            let saved: Vec<Saved> = all
+                .iter()
+                .map(|h| Saved {
+                    info: h.session.info(),
+                    started_by: h.started_by.map(|p| p.to_base58()),
+                })
+                .collect();
+            (self.file.generation(), saved)
+        };
         if let Ok(bytes) = serde_json::to_vec_pretty(&saved)
-            && let Err(error) = fsutil::write_atomic(&self.path, &bytes, 0o600)
+            && let Err(error) = fsutil::blocking(|| self.file.write(generation, bytes))
         {
             tracing::warn!(%error, "cannot record the sessions");
         }
@@ -636,8 +644,8 @@ mod tests {
     fn file(tag: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("loopsy-sessions-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("a test directory");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a test directory");
         dir.join("sessions.json")
     }
 
@@ -645,7 +653,7 @@ mod tests {
     fn three(tag: &str) -> (Sessions, PeerId, PeerId) {
         let (p, q) = (PeerId::random(), PeerId::random());
         let sessions = Sessions {
-            path: file(tag),
+            file: fsutil::StateFile::new(file(tag), 0o600),
             all: Mutex::new(vec![
                 ended("mine", "work", None),
                 ended("ofpee", "work", Some(p)),
@@ -713,14 +721,14 @@ mod tests {
     fn who_started_a_session_is_kept_across_a_restart() {
         let (sessions, p, _) = three("kept");
         sessions.save();
-        let again = Sessions::load(sessions.path.clone());
+        let again = Sessions::load(sessions.file.path().to_owned());
         assert_eq!(ids(again.list(Reach::StartedBy(p))), ["ofpee"]);
         assert_eq!(again.list(Reach::Every).len(), 3);
         // A file from before the starter was kept: every session is this device's own.
         let info = sessions.list(Reach::Every).remove(0);
         let old = serde_json::to_vec(&vec![info]).expect("JSON");
-        fs::write(&sessions.path, old).expect("write");
-        let old = Sessions::load(sessions.path.clone());
+        std::fs::write(sessions.file.path(), old).expect("write");
+        let old = Sessions::load(sessions.file.path().to_owned());
         assert_eq!(old.list(Reach::Every).len(), 1);
         assert!(old.list(Reach::StartedBy(p)).is_empty());
     }

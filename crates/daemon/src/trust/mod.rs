@@ -3,7 +3,8 @@
 //!
 //! [`Trust`] is shared by the daemon's tasks. Every change is saved to `trust.toml` before
 //! it takes effect, and announced on a watch channel so that connections to revoked devices
-//! are cut and new members are dialled.
+//! are cut and new members are dialled. (Records merged from members are written just after
+//! the lock is released, in the order of the changes; they are announced once written.)
 
 pub mod members;
 pub mod store;
@@ -21,7 +22,10 @@ use tokio::sync::watch;
 pub use members::{InvalidRecord, Member, Via};
 pub use store::PeerSettings;
 
-use crate::caps::{self, Caps};
+use crate::{
+    caps::{self, Caps},
+    fsutil::{self, StateFile},
+};
 
 /// The trust store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +72,7 @@ struct State {
 /// The trust store of a running node.
 pub struct Trust {
     keypair: Keypair,
-    path: PathBuf,
+    file: StateFile,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
 }
@@ -85,7 +89,8 @@ impl Trust {
             path: path.clone(),
             reason,
         };
-        let stored = store::load(&path).map_err(invalid)?;
+        let file = StateFile::new(path.clone(), 0o600);
+        let stored = store::load(&file).map_err(invalid)?;
         let me = keypair.public().to_peer_id();
         let mut members = members::Members::new(me, accept_introductions, defaults);
         let mut settings = BTreeMap::new();
@@ -108,7 +113,7 @@ impl Trust {
             .map_err(|e| invalid(e.to_string()))?;
         let trust = Self {
             keypair,
-            path,
+            file,
             state: Mutex::new(State { members, settings }),
             changes: watch::channel(0).0,
         };
@@ -328,15 +333,18 @@ impl Trust {
     }
 
     /// Merges records from a member; returns those that were new, to pass on, and why the
-    /// others were refused.
+    /// others were refused. Not on an async worker's time: thousands of records take a while.
     pub fn merge(&self, records: Vec<Record>) -> (Vec<Record>, Vec<InvalidRecord>) {
+        fsutil::blocking(|| self.merge_now(records))
+    }
+
+    fn merge_now(&self, records: Vec<Record>) -> (Vec<Record>, Vec<InvalidRecord>) {
         let mut state = self.lock();
         let before = state.members.trusted().clone();
         let (fresh, invalid) = state.members.merge_all(records);
         if !fresh.is_empty() {
-            if let Err(error) = self.save(&state) {
-                tracing::error!(%error, "cannot save merged member records");
-            }
+            // Written once the lock is released: the gate does not wait for the disk.
+            let snapshot = self.snapshot(&state);
             let after = state.members.trusted();
             for gone in before.values().filter(|m| !after.contains_key(&m.peer_id)) {
                 tracing::info!(peer = %gone.peer_id, name = %gone.name, "no longer a member");
@@ -347,6 +355,9 @@ impl Trust {
                     .zip(after.iter())
                     .any(|((a, x), (b, y))| a != b || x.grants != y.grants);
             drop(state);
+            if let Err(error) = self.write(snapshot) {
+                tracing::error!(%error, "cannot save merged member records");
+            }
             if changed {
                 self.changed();
             }
@@ -374,15 +385,28 @@ impl Trust {
         resolve_among(query, &members)
     }
 
+    /// Saves `state` (called with its lock held).
     fn save(&self, state: &State) -> Result<(), TrustError> {
+        self.write(self.snapshot(state))
+    }
+
+    /// What to write for `state`, and its generation (taken under the lock, so that an older
+    /// snapshot is never written over a newer one).
+    fn snapshot(&self, state: &State) -> (u64, store::Stored) {
         let stored = store::Stored {
             peers: state.settings.values().cloned().collect(),
             records: state.members.records().cloned().collect(),
         };
-        store::save(&self.path, &stored).map_err(|source| TrustError::Save {
-            path: self.path.clone(),
-            source,
-        })
+        (self.file.generation(), stored)
+    }
+
+    fn write(&self, (generation, stored): (u64, store::Stored)) -> Result<(), TrustError> {
+        store::encode(&stored)
+            .and_then(|bytes| fsutil::blocking(|| self.file.write(generation, bytes)))
+            .map_err(|source| TrustError::Save {
+                path: self.file.path().to_path_buf(),
+                source,
+            })
     }
 
     fn changed(&self) {
@@ -417,5 +441,60 @@ pub fn resolve_among(query: &str, members: &[&Member]) -> Result<PeerId, Resolve
                 .collect::<Vec<_>>()
                 .join(", "),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(path: &std::path::Path, me: &Keypair) -> Result<Trust, TrustError> {
+        let defaults = caps::parse(&["all".to_owned()]).unwrap();
+        Trust::load(path.to_path_buf(), me.clone(), true, defaults)
+    }
+
+    #[test]
+    fn a_torn_store_loads_its_previous_copy_but_a_forged_one_stops_the_node() {
+        let dir = std::env::temp_dir().join(format!("loopsy-trust-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trust.toml");
+        let me = Keypair::generate_ed25519();
+        let [one, two, three] = [(); 3].map(|()| Keypair::generate_ed25519().public().to_peer_id());
+        let settings = |peer: PeerId| PeerSettings {
+            peer_id: peer.to_base58(),
+            ..PeerSettings::default()
+        };
+        let trust = load(&path, &me).unwrap();
+        trust.admit(one, "one", &[], settings(one)).unwrap();
+        trust.admit(two, "two", &[], settings(two)).unwrap();
+        drop(trust);
+
+        // A write cut in the middle, or at the end of a line (which TOML still parses): the
+        // previous copy, which knows `one` only.
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let at_a_line = whole[..whole.len() / 2].rfind('\n').unwrap() + 1;
+        for cut in [whole.len() / 2, at_a_line] {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            let trust = load(&path, &me).expect("the previous copy");
+            assert!(trust.is_member(&one));
+            assert!(!trust.is_member(&two));
+            assert!(dir.join("trust.toml.corrupt").exists());
+            std::fs::rename(dir.join("trust.toml.corrupt"), &path).unwrap();
+        }
+        let trust = load(&path, &me).expect("the previous copy");
+        trust.admit(three, "three", &[], settings(three)).unwrap();
+        drop(trust);
+
+        // A record changed by hand (or by an attacker) parses, but does not verify: an error,
+        // whatever the previous copy holds.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(std::fs::read(dir.join("trust.toml.prev")).is_ok());
+        std::fs::write(&path, text.replace("name = \"three\"", "name = \"evil\"")).unwrap();
+        let error = load(&path, &me)
+            .err()
+            .expect("a forged record stops the node");
+        assert!(matches!(error, TrustError::Invalid { .. }), "{error}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

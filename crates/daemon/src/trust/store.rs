@@ -1,8 +1,12 @@
 //! `trust.toml`: the member records (signed, replicated) and this device's own settings per
-//! peer (not replicated), in TOML that people can read. Written atomically, mode 0600; a
-//! file that does not parse, or whose records do not verify, is an error that names it.
+//! peer (not replicated), in TOML that people can read. Written as a state file
+//! ([`fsutil::StateFile`]), mode 0600. A file that does not parse (a write cut in the
+//! middle, or damaged) is replaced by its previous copy `trust.toml.prev` when that one
+//! parses, with a warning, and kept aside as `trust.toml.corrupt`; otherwise it is an error
+//! that names it. Records that do not verify are an error in either copy, never a reason to
+//! fall back: the node stops (see [`super::Trust::load`]).
 
-use std::{fs, io, path::Path};
+use std::io;
 
 use data_encoding::HEXLOWER;
 use loopsy_mesh::{Multiaddr, PeerId};
@@ -71,20 +75,31 @@ pub struct Stored {
 const HEADER: &str = "\
 # Loopsy trust store. Edit with `loopsy trust`; records are signed, and a changed record
 # makes the node refuse to start rather than trust something nobody signed.
+# A store without its last line is taken for one cut short, and its previous copy is used.
 ";
+/// Says that the file ends with [`END`] (files of older versions do not).
+const ENDS_MARKED: &str =
+    "# A store without its last line is taken for one cut short, and its previous copy is used.";
+/// The last line: TOML cut at the end of a line still parses, with members missing.
+const END: &str = "# end of the trust store";
 
-/// Reads the store; a missing file is an empty store.
-pub fn load(path: &Path) -> Result<Stored, String> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stored::default()),
-        Err(e) => return Err(e.to_string()),
-    };
-    parse(&text)
+/// Reads the store (or its previous copy, if the store does not parse); a missing file is an
+/// empty store.
+pub fn load(file: &fsutil::StateFile) -> Result<Stored, String> {
+    file.load(|bytes| {
+        std::str::from_utf8(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(parse)
+    })
+    .map(Option::unwrap_or_default)
+    .map_err(|e| e.to_string())
 }
 
 /// Parses a store's text: any text gives a store or an error saying what is wrong.
 pub fn parse(text: &str) -> Result<Stored, String> {
+    if text.lines().any(|l| l == ENDS_MARKED) && !text.lines().any(|l| l == END) {
+        return Err(format!("the store is cut short: no `{END}` line"));
+    }
     let file: FileText = toml::from_str(text).map_err(|e| e.message().to_owned())?;
     let records = file
         .record
@@ -98,14 +113,14 @@ pub fn parse(text: &str) -> Result<Stored, String> {
     })
 }
 
-/// Replaces the store with `stored`.
-pub fn save(path: &Path, stored: &Stored) -> io::Result<()> {
+/// The file's text for `stored`.
+pub fn encode(stored: &Stored) -> io::Result<Vec<u8>> {
     let file = FileText {
         peer: stored.peers.clone(),
         record: stored.records.iter().filter_map(to_text).collect(),
     };
     let text = toml::to_string(&file).map_err(io::Error::other)?;
-    fsutil::write_atomic(path, format!("{HEADER}{text}").as_bytes(), 0o600)
+    Ok(format!("{HEADER}{text}\n{END}\n").into_bytes())
 }
 
 fn to_text(r: &Record) -> Option<RecordText> {
@@ -168,6 +183,24 @@ mod tests {
         fn any_text_parses_or_says_why(text in "[a-z_\\[\\]=\"0-9./ \n{},]{0,300}") {
             let _ = parse(&text);
         }
+    }
+
+    #[test]
+    fn a_store_cut_at_the_end_of_a_line_is_no_store() {
+        let stored = Stored {
+            peers: vec![PeerSettings {
+                peer_id: "12D3KooWKAZwybxJbvTBvS3qVuAtrcNYeZfJjB5Nj3VybGg31siD".into(),
+                ..PeerSettings::default()
+            }],
+            records: Vec::new(),
+        };
+        let text = String::from_utf8(encode(&stored).unwrap()).unwrap();
+        assert_eq!(parse(&text).unwrap().peers, stored.peers);
+        let cut = text.trim_end().strip_suffix(END).unwrap();
+        assert!(parse(cut).unwrap_err().contains("cut short"));
+        // Files of older versions end with no mark.
+        let old = cut.replace(ENDS_MARKED, "");
+        assert_eq!(parse(&old).unwrap().peers, stored.peers);
     }
 
     #[test]
