@@ -187,7 +187,13 @@ impl Attachment {
         let (mut reader, mut writer) = (reader.compat(), writer.compat_write());
         let mut stdout = tokio::io::stdout();
         let mut resizes = signal(SignalKind::window_change()).ok();
+        // Input that ended (stdin a pipe or /dev/null) detaches, but only once attached:
+        // a refusal or an unknown session is reported, not hidden behind a detach.
+        let mut input_ended = false;
         loop {
+            if input_ended && self.live {
+                return End::Detached;
+            }
             tokio::select! {
                 reply = framed::read::<Reply, _>(&mut reader, MAX_FRAME) => {
                     let shown = match reply {
@@ -218,7 +224,7 @@ impl Attachment {
                         return End::Failed("cannot write to the terminal".into(), 255);
                     }
                 }
-                typed = keys.recv() => match typed {
+                typed = keys.recv(), if !input_ended => match typed {
                     Some(mut typed) => {
                         let detach = typed.iter().position(|&b| b == DETACH);
                         if let Some(at) = detach {
@@ -237,7 +243,7 @@ impl Attachment {
                     // No more input (stdin is a pipe or /dev/null, not a terminal): leave
                     // the session running, as Ctrl-\ would; a script that types into a
                     // session keeps its stdin open for as long as it watches.
-                    None => return End::Detached,
+                    None => input_ended = true,
                 },
                 Some(()) = async { resizes.as_mut()?.recv().await } => {
                     let (rows, cols) = term::size();

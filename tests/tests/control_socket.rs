@@ -130,7 +130,8 @@ fn garbage_gets_an_error_and_the_node_keeps_serving() -> anyhow::Result<()> {
 #[test]
 fn commands_without_a_node_say_where_they_looked() {
     let dir = TempDir::new("nonode");
-    for args in [&["id"][..], &["status"], &["peers", "--json"]] {
+    // (`id` answers from the home itself: see tests/tests/cli.rs.)
+    for args in [&["status"][..], &["peers", "--json"]] {
         let out = node::cli(dir.path(), args);
         assert!(!out.status.success(), "{args:?} fails with no node");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -152,7 +153,7 @@ fn sigterm_stops_the_node_and_a_restart_keeps_its_identity() -> anyhow::Result<(
     assert!(status.success(), "clean exit: {status}");
     assert!(!home.join("control.sock").exists(), "socket removed");
     assert!(
-        !node::cli(&home, &["id"]).status.success(),
+        !node::cli(&home, &["status"]).status.success(),
         "no node after stop"
     );
 

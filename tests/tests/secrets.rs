@@ -93,11 +93,17 @@ fn denied_copies(a: &Node) -> Vec<Value> {
 }
 
 /// The state files a copy must never touch, as they are now.
+/// The key and config as they are, and whether the trust store holds what a peer pushed
+/// (it changes by itself as member records arrive, so only the planted text is looked for).
 fn snapshot(home: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    ["identity.key", "trust.toml", "config.toml"]
+    let mut files: Vec<(PathBuf, Vec<u8>)> = ["identity.key", "config.toml"]
         .iter()
         .map(|n| (home.join(n), fs::read(home.join(n)).unwrap_or_default()))
-        .collect()
+        .collect();
+    let trust = fs::read(home.join("trust.toml")).unwrap_or_default();
+    let planted = trust.windows(4).any(|w| w == b"evil");
+    files.push((home.join("trust.toml"), vec![u8::from(planted)]));
+    files
 }
 
 #[test]

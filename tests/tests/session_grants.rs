@@ -59,8 +59,21 @@ fn a_program_list_without_the_login_shell_refuses_shells_and_login_sessions() ->
     a.pair_with(&b)?;
     let rule = "is not in the allowed programs (true)";
 
-    // `loopsy shell`: refused by the policy (126), naming the rule.
-    let (ended, said) = refused(&b, &["shell", "alpha"])?;
+    // `loopsy shell`, on a terminal (`script` gives it one): refused by the policy (126),
+    // naming the rule.
+    let shell = format!(
+        "'{}' --home '{}' shell alpha",
+        loopsy_tests::bin::loopsy().display(),
+        b.home().display()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["30", "script", "-qec", &shell, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let (ended, said) = (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    );
     assert_eq!(ended.code(), Some(126), "{said}");
     assert!(
         said.contains("the login shell") && said.contains(rule),

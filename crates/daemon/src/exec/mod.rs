@@ -153,13 +153,14 @@ struct Io {
 
 fn spawn(approved: &Approved, pty: Option<&Pty>) -> Result<(tokio::process::Child, Io), String> {
     let not_started = |e: &dyn std::fmt::Display| format!("cannot start {}: {e}", approved.program);
+    let cwd = approved.working_dir()?;
     if let Some(size) = pty {
         let (pty, pts) = pty_process::open().map_err(|e| not_started(&e))?;
         pty.resize(pty_process::Size::new(size.rows.max(1), size.cols.max(1)))
             .map_err(|e| not_started(&e))?;
         let mut command = pty_process::Command::new(&approved.program)
             .args(&approved.args)
-            .current_dir(&approved.cwd)
+            .current_dir(cwd.path())
             .envs(approved.env.iter().cloned())
             .env("TERM", &size.term)
             .kill_on_drop(true);
@@ -178,7 +179,7 @@ fn spawn(approved: &Approved, pty: Option<&Pty>) -> Result<(tokio::process::Chil
     let mut command = tokio::process::Command::new(&approved.program);
     command
         .args(&approved.args)
-        .current_dir(&approved.cwd)
+        .current_dir(cwd.path())
         .envs(approved.env.iter().cloned())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -122,10 +122,61 @@ pub struct Approved {
     pub args: Vec<String>,
     pub arg0: Option<String>,
     pub cwd: PathBuf,
+    /// The exec root `cwd` was checked against.
+    pub root: PathBuf,
     pub env: Vec<(String, String)>,
     /// The deadline the policy and the request agree on.
     pub timeout_secs: Option<u64>,
     pub login_shell: bool,
+}
+
+/// The approved working directory, held open: a program starts in the very directory
+/// that was checked, even if a component of its path is swapped for a symlink since.
+#[derive(Debug)]
+pub struct WorkingDir {
+    /// Open until the program has started.
+    _dir: std::fs::File,
+    path: PathBuf,
+}
+
+impl WorkingDir {
+    /// What to give as the program's working directory: on Linux the open directory
+    /// itself (`/proc/PID/fd/N`, which the new process resolves to it), elsewhere its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Approved {
+    /// Opens the working directory and checks again that what was opened lies inside
+    /// the root.
+    pub fn working_dir(&self) -> Result<WorkingDir, String> {
+        use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+        let failed = |e: std::io::Error| format!("working directory {}: {e}", self.cwd.display());
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
+            .open(&self.cwd)
+            .map_err(failed)?;
+        let fd = format!("/proc/self/fd/{}", dir.as_raw_fd());
+        let path = match std::fs::read_link(&fd) {
+            Ok(real) if !real.starts_with(&self.root) => {
+                return Err(format!(
+                    "exec policy: working directory {} is outside the exec root {}",
+                    real.display(),
+                    self.root.display()
+                ));
+            }
+            Ok(_) => PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                dir.as_raw_fd()
+            )),
+            // No /proc (not Linux): the path, as checked.
+            Err(_) => self.cwd.clone(),
+        };
+        Ok(WorkingDir { _dir: dir, path })
+    }
 }
 
 /// Checks `start` against `policy` and the peer's grants; the error names the rule.
@@ -203,6 +254,7 @@ pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, 
         args,
         arg0,
         cwd,
+        root,
         env: start.env.clone(),
         timeout_secs,
         login_shell,
@@ -428,5 +480,29 @@ mod tests {
         assert!(check(&s, &Policy::default(), &all()).is_ok());
         s.env = vec![("PATH=/x:".into(), "y".into())];
         assert!(check(&s, &Policy::default(), &all()).is_err());
+    }
+
+    #[test]
+    fn the_working_directory_checked_is_the_one_used() {
+        let base = std::env::temp_dir().join(format!("loopsy-cwd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let policy = Policy {
+            root: root.clone(),
+            ..Policy::default()
+        };
+        let mut s = start(&["true"]);
+        s.cwd = Some(root.join("sub").display().to_string());
+        let approved = check(&s, &policy, &all()).unwrap();
+        let dir = approved.working_dir().unwrap();
+        assert!(dir.path().exists());
+        // Swapped for a link to elsewhere after the check: what opens is refused.
+        std::fs::remove_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+        let err = approved.working_dir().unwrap_err();
+        assert!(err.contains("outside the exec root"), "{err}");
+        std::fs::remove_dir_all(&base).ok();
     }
 }

@@ -232,12 +232,13 @@ impl Sessions {
             last_activity: now,
             clients: 0,
         };
+        let cwd = approved.working_dir()?;
         let session = Session::start(
             info,
             &approved.program,
             &approved.args,
             approved.arg0.as_deref(),
-            &approved.cwd,
+            cwd.path(),
             rows,
             cols,
         )
