@@ -5,7 +5,9 @@
 //! A partial file lives beside its destination as `.NAME.loopsy-part`: kept when the
 //! connection is lost (the next run resumes from it), removed when the copy failed for any
 //! other reason. Everything is written through directory descriptors that never follow a
-//! link ([`super::dirs`]).
+//! link ([`super::dirs`]), and a part file is only ever written when it is this copy's
+//! own: a regular file of this user with no other name (a link to a file elsewhere,
+//! planted under the part name, is set aside, never written through).
 
 use std::{
     ffi::{OsStr, OsString},
@@ -13,7 +15,7 @@ use std::{
     io::{self, Read, Seek, SeekFrom, Write},
     os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
+    sync::{Arc, LazyLock, Mutex, MutexGuard, atomic::Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -493,9 +495,14 @@ fn beside(name: &OsStr, kind: &str) -> OsString {
     OsStr::from_bytes(&temp).to_owned()
 }
 
-/// Opens the partial file `part` in `dir`, never through a symlink (one could have been
-/// offered under its name). `None` when there is no such file; with `create`, a new one is
-/// made when there is nothing under the name. Gives its length too.
+/// This process's user: the only owner of a part file written to.
+static USER: LazyLock<u32> = LazyLock::new(|| rustix::process::geteuid().as_raw());
+
+/// Opens the partial file `part` in `dir` when it is one this copy may write to: a regular
+/// file of this user with no other name, never through a symlink (one could have been
+/// offered under its name) nor a hard link to a file elsewhere. `None` when there is no
+/// such file; with `create`, a new one is made when there is nothing under the name.
+/// Gives its length too.
 fn open_part(dir: &Dir, part: &OsStr, create: bool) -> io::Result<Option<(File, u64)>> {
     let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let flags = if create {
@@ -509,11 +516,15 @@ fn open_part(dir: &Dir, part: &OsStr, create: bool) -> io::Result<Option<(File, 
         Err(e) => return Err(e.into()),
     };
     let stat = rustix::fs::fstat(&file)?;
-    Ok(Some((File::from(file), stat.st_size as u64)))
+    let own = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+        && stat.st_nlink == 1
+        && stat.st_uid == *USER;
+    Ok(own.then(|| (File::from(file), stat.st_size as u64)))
 }
 
-/// A part file to write from the start: the one there, else a new one in place of the
-/// symlink that holds the name (that link itself is left alone: only its name here goes).
+/// A part file to write from the start: the one there when it is this copy's own to
+/// write, else a new one in place of whatever holds the name (that thing itself is left
+/// alone: only its name here goes).
 fn fresh_part(dir: &Dir, part: &OsStr) -> io::Result<(File, u64)> {
     if let Some(found) = open_part(dir, part, true)? {
         return Ok(found);

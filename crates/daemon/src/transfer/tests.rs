@@ -743,3 +743,51 @@ async fn a_pull_cannot_write_through_a_link_it_made_the_destination() {
     };
     through_a_top_level_link("top-pull", asked).await;
 }
+
+#[tokio::test]
+async fn a_part_file_hard_linked_elsewhere_is_never_written_through() {
+    let dir = temp("hardlink");
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    let (small, big) = (dir.join("small"), dir.join("big"));
+    fs::write(&small, "new").unwrap();
+    let bytes = data(3 * CHUNK + 7, 4);
+    fs::write(&big, &bytes).unwrap();
+    // Victims elsewhere, linked under the part names: one that a resume would take as
+    // the big file's first two chunks, one that a fresh copy would open and fill.
+    let victims = [
+        (
+            dir.join("victim-small"),
+            b"keep".to_vec(),
+            ".small.loopsy-part",
+        ),
+        (
+            dir.join("victim-big"),
+            bytes[..2 * CHUNK].to_vec(),
+            ".big.loopsy-part",
+        ),
+    ];
+    for (victim, content, part) in &victims {
+        fs::write(victim, content).unwrap();
+        fs::hard_link(victim, dest.join(part)).unwrap();
+    }
+    let (sent, received) = copy(&[small.clone(), big.clone()], &dest, Receive::default()).await;
+    assert_eq!(sent.unwrap().failed, 0);
+    for (victim, content, _) in &victims {
+        assert!(
+            fs::read(victim).unwrap() == *content,
+            "{} rewritten",
+            victim.display()
+        );
+        assert_eq!(fs::metadata(victim).unwrap().nlink(), 1);
+    }
+    let received = received.unwrap();
+    assert_eq!(received.failed, 0);
+    assert!(
+        received.files.iter().all(|f| f.resumed == 0),
+        "no resume from a link"
+    );
+    assert_eq!(fs::read(dest.join("small")).unwrap(), b"new");
+    assert!(fs::read(dest.join("big")).unwrap() == bytes);
+    fs::remove_dir_all(dir).ok();
+}
