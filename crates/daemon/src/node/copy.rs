@@ -22,7 +22,9 @@ use super::{Node, api::open};
 use crate::{
     control::Reply,
     gate,
-    transfer::{Expect, FileReport, Progress, Summary, TransferError, receive, send, walk},
+    transfer::{
+        Expect, FileReport, Progress, Summary, TransferError, dirs::Dest, receive, send, walk,
+    },
 };
 
 /// How often the CLI hears how far the copy has come.
@@ -186,7 +188,7 @@ async fn run(
             until_gone(
                 node,
                 peer,
-                receive::receive(stream, dest, receiving, expect, progress),
+                receive::receive(stream, Dest::local(dest), receiving, expect, progress),
             )
             .await
         }

@@ -1,13 +1,13 @@
 //! Keeping paths from a peer inside their roots. A peer names files by relative paths;
-//! before anything is read or written, a path must be relative, free of `..`, and reach its
-//! target without passing through a symlink, so that neither a crafted path nor a symlink
-//! planted earlier (by this very transfer, say) can lead outside the root. Nor may it lead
-//! into a Loopsy home, inside the roots or not ([`super::homes`]).
+//! before anything is read or written, a path must be relative and free of `..`; it is then
+//! written through directory descriptors that never follow a symlink ([`super::dirs`]), so
+//! that neither a crafted path nor a symlink planted earlier (by this very transfer, say)
+//! can lead outside the root. Nor may it lead into a Loopsy home, inside the roots or not
+//! ([`super::homes`]).
 
-use super::homes::{Checked, Homes};
+use super::{dirs::Dest, homes::Homes};
 use std::{
     ffi::OsStr,
-    io,
     os::unix::ffi::OsStrExt,
     path::{Component, Path, PathBuf},
 };
@@ -88,59 +88,50 @@ pub fn requested(roots: &[PathBuf], path: &[u8]) -> Result<PathBuf, Escape> {
 
 /// For writing where a peer asks: `requested` itself when it exists, else its parent, must
 /// lie inside one of `roots` once every symlink is resolved, and outside every home.
-/// Returns the real path to write at (the real parent joined with the new name when it
-/// does not exist yet).
-pub fn writable(roots: &[PathBuf], homes: &Homes, requested: &Path) -> Result<PathBuf, Escape> {
-    if std::fs::symlink_metadata(requested).is_ok() {
-        return within(roots, homes, requested);
-    }
-    let (Some(parent), Some(name)) = (requested.parent(), requested.file_name()) else {
-        return Err(Escape::Malformed(requested.display().to_string()));
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
+/// Returns where to write: the root, opened as configured, and below it the real path
+/// (the real parent and the new name when it does not exist yet), which the copy then
+/// walks without following a link ([`super::dirs`]).
+pub fn writable(roots: &[PathBuf], homes: &Homes, requested: &Path) -> Result<Dest, Escape> {
+    let real = if std::fs::symlink_metadata(requested).is_ok() {
+        within(roots, homes, requested)?
     } else {
-        parent
+        let (Some(parent), Some(name)) = (requested.parent(), requested.file_name()) else {
+            return Err(Escape::Malformed(requested.display().to_string()));
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        within(roots, homes, parent)?.join(name)
     };
-    Ok(within(roots, homes, parent)?.join(name))
+    let Some(root) = root_of(roots, &real) else {
+        return Err(outside(roots, requested));
+    };
+    let below = real
+        .strip_prefix(&root)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(Dest { from: root, below })
 }
 
-/// `root/rel`, where every existing component below `root` but the last is a real
-/// directory, never a symlink, and no home. The last component may be anything (a file to
-/// replace, a symlink to replace as a link); the caller must not follow it, and checks it
-/// when it is a directory to go into.
-pub fn resolve(root: &Path, rel: &Path, checked: &Checked) -> Result<PathBuf, Escape> {
-    let shown = || rel.display().to_string();
-    let mut at = root.to_path_buf();
-    let mut parts = rel.components().peekable();
-    while let Some(part) = parts.next() {
-        let Component::Normal(name) = part else {
-            return Err(Escape::Malformed(shown()));
-        };
-        at.push(name);
-        if parts.peek().is_none() {
-            break;
-        }
-        match std::fs::symlink_metadata(&at) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Escape::Symlink {
-                    path: shown(),
-                    link: at.display().to_string(),
-                });
-            }
-            Ok(meta) if meta.is_dir() => checked.dir(&at, &meta, &shown())?,
-            Ok(_) => {}
-            // Not there yet: it will be created as a directory.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Escape::Io {
-                    path: shown(),
-                    reason: e.to_string(),
-                });
-            }
-        }
+/// The real path of the root `real` lies in.
+fn root_of(roots: &[PathBuf], real: &Path) -> Option<PathBuf> {
+    roots
+        .iter()
+        .filter_map(|root| root.canonicalize().ok())
+        .find(|root| real.starts_with(root))
+}
+
+fn outside(roots: &[PathBuf], requested: &Path) -> Escape {
+    Escape::Outside {
+        path: requested.display().to_string(),
+        roots: roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
-    Ok(at)
 }
 
 /// For reading what a peer asks for: the real path of `requested`, which must lie inside
@@ -150,22 +141,11 @@ pub fn within(roots: &[PathBuf], homes: &Homes, requested: &Path) -> Result<Path
         path: requested.display().to_string(),
         reason: e.to_string(),
     })?;
-    let inside = roots.iter().any(|root| {
-        root.canonicalize()
-            .is_ok_and(|root| real.starts_with(&root))
-    });
-    if inside {
+    if root_of(roots, &real).is_some() {
         homes.outside(&real)?;
         Ok(real)
     } else {
-        Err(Escape::Outside {
-            path: requested.display().to_string(),
-            roots: roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        Err(outside(roots, requested))
     }
 }
 
@@ -213,27 +193,6 @@ mod tests {
             relative("x".repeat(300).as_bytes()),
             Err(Escape::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn a_path_through_a_symlink_is_refused() {
-        let root = temp("resolve");
-        let outside = temp("outside");
-        std::fs::create_dir_all(root.join("real")).unwrap();
-        symlink(&outside, root.join("link")).unwrap();
-        assert_eq!(
-            resolve(&root, Path::new("real/new/file"), &Checked::default()).unwrap(),
-            root.join("real/new/file")
-        );
-        let err = resolve(&root, Path::new("link/file"), &Checked::default()).unwrap_err();
-        assert!(matches!(err, Escape::Symlink { .. }), "{err}");
-        // The link itself, as the last component, is the caller's to replace, not follow.
-        assert_eq!(
-            resolve(&root, Path::new("link"), &Checked::default()).unwrap(),
-            root.join("link")
-        );
-        std::fs::remove_dir_all(root).ok();
-        std::fs::remove_dir_all(outside).ok();
     }
 
     #[test]
@@ -295,10 +254,21 @@ mod tests {
         ));
         assert!(matches!(requested(&[], b"x"), Err(Escape::Outside { .. })));
         let real = root.canonicalize().unwrap();
+        let dest = writable(&roots, &Homes::default(), &root.join("new")).unwrap();
         assert_eq!(
-            writable(&roots, &Homes::default(), &root.join("new")).unwrap(),
-            real.join("new")
+            (dest.from, dest.below),
+            (real.clone(), PathBuf::from("new"))
         );
+        std::fs::create_dir(root.join("sub")).unwrap();
+        symlink(root.join("sub"), root.join("to-sub")).unwrap();
+        let dest = writable(&roots, &Homes::default(), &root.join("to-sub/new")).unwrap();
+        assert_eq!(
+            (dest.from, dest.below),
+            (real.clone(), PathBuf::from("sub/new")),
+            "below the root, a real path: no link left to follow"
+        );
+        let dest = writable(&roots, &Homes::default(), &root).unwrap();
+        assert_eq!((dest.from, dest.below), (real, PathBuf::new()));
         assert!(matches!(
             writable(&roots, &Homes::default(), &root.join("out")),
             Err(Escape::Outside { .. })
@@ -330,10 +300,12 @@ mod tests {
         // Roots that take in the homes, even a root that is one.
         let roots = [root.clone(), state.clone()];
         let homes = Homes::new(&own);
-        let is_home = |result: Result<PathBuf, Escape>| match result {
-            Err(Escape::Home { .. }) => {}
-            other => panic!("not refused as a home: {other:?}"),
-        };
+        fn is_home<T: std::fmt::Debug>(result: Result<T, Escape>) {
+            match result {
+                Err(Escape::Home { .. }) => {}
+                other => panic!("not refused as a home: {other:?}"),
+            }
+        }
         for path in [
             state.join("identity.key"),
             state.clone(),
@@ -354,9 +326,9 @@ mod tests {
         ] {
             is_home(writable(&roots, &homes, &path));
         }
-        let checked = Checked::new(homes.clone());
+        let mut dirs = crate::transfer::dirs::Dirs::open(&root, homes.clone()).unwrap();
         for rel in [".local/share/loopsy/x", "door/x", "own/sub/x"] {
-            let err = resolve(&root, Path::new(rel), &checked).unwrap_err();
+            let err = dirs.dir(Path::new(rel)).unwrap_err();
             assert!(
                 matches!(err, Escape::Home { .. } | Escape::Symlink { .. }),
                 "{rel}: {err}"
@@ -364,7 +336,8 @@ mod tests {
         }
         assert!(within(&roots, &homes, &root.join("plain")).is_ok());
         assert!(writable(&roots, &homes, &root.join("plain/new")).is_ok());
-        assert!(resolve(&root, Path::new("plain/a/b"), &checked).is_ok());
+        std::fs::create_dir_all(root.join("plain/a/b")).unwrap();
+        assert!(dirs.dir(Path::new("plain/a/b")).unwrap().is_ok());
         std::fs::remove_dir_all(root).ok();
     }
 

@@ -7,18 +7,20 @@
 //! reached) or when [`crate::home::is_home`] says so (its marker or a key). Checks go by
 //! real paths: a path a peer names is checked once, with every directory above it, after
 //! every link is resolved; below it, each directory a walk or a placement meets is checked
-//! once, so a tree of many small files costs a check per directory, not per file.
+//! once (a placement looks inside the open directory itself, [`Homes::is_home_at`]), so a
+//! tree of many small files costs a check per directory, not per file.
 
 use std::{
-    collections::HashSet,
     fs::{self, Metadata},
     io,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    sync::Mutex,
+    os::{fd::BorrowedFd, unix::fs::MetadataExt},
+    path::Path,
 };
 
+use rustix::{fs::AtFlags, io::Errno};
+
 use super::confine::Escape;
+use crate::home::{IDENTITY_KEY, MARKER};
 
 /// The homes a node keeps from its peers.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,22 @@ impl Homes {
             return Ok(true);
         }
         crate::home::is_home(dir)
+    }
+
+    /// Whether the open directory `dir`, whose (device, inode) is `id`, is a home: what
+    /// [`Homes::is_home`] says, looked up inside that very directory.
+    pub fn is_home_at(&self, dir: BorrowedFd<'_>, id: (u64, u64)) -> io::Result<bool> {
+        if self.own == Some(id) {
+            return Ok(true);
+        }
+        for name in [MARKER, IDENTITY_KEY] {
+            match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(_) => return Ok(true),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
     }
 
     /// Refuses `real` (a path with every link resolved, there or about to be made) when it
@@ -67,46 +85,6 @@ impl Homes {
     }
 }
 
-/// The directories below one destination found not to be homes, so that a copy checks
-/// each once, however many entries go into it.
-#[derive(Debug, Default)]
-pub struct Checked {
-    homes: Homes,
-    clear: Mutex<HashSet<PathBuf>>,
-}
-
-impl Checked {
-    pub fn new(homes: Homes) -> Self {
-        Self {
-            homes,
-            clear: Mutex::default(),
-        }
-    }
-
-    /// Refuses when the existing directory `dir` (metadata `meta`, links not followed) is a
-    /// home; `shown` names what was to go there.
-    pub fn dir(&self, dir: &Path, meta: &Metadata, shown: &str) -> Result<(), Escape> {
-        let mut clear = self.clear.lock().unwrap_or_else(|e| e.into_inner());
-        if clear.contains(dir) {
-            return Ok(());
-        }
-        match self.homes.is_home(dir, meta) {
-            Ok(false) => {
-                clear.insert(dir.to_path_buf());
-                Ok(())
-            }
-            Ok(true) => Err(Escape::Home {
-                path: shown.to_owned(),
-                home: dir.display().to_string(),
-            }),
-            Err(e) => Err(Escape::Io {
-                path: shown.to_owned(),
-                reason: e.to_string(),
-            }),
-        }
-    }
-}
-
 fn cannot_check(path: &Path, e: io::Error) -> Escape {
     Escape::Io {
         path: path.display().to_string(),
@@ -117,7 +95,7 @@ fn cannot_check(path: &Path, e: io::Error) -> Escape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::home::{IDENTITY_KEY, MARKER};
+    use std::os::fd::AsFd;
 
     #[test]
     fn own_home_marked_homes_and_keyed_homes_are_all_homes() {
@@ -140,20 +118,18 @@ mod tests {
         // Without knowing it, the own home (unmarked) is a plain directory.
         Homes::default().outside(&real.join("own/file")).unwrap();
 
-        let checked = Checked::new(homes);
-        let meta = |p: &str| fs::symlink_metadata(dir.join(p)).unwrap();
-        checked
-            .dir(&dir.join("plain"), &meta("plain"), "x")
-            .unwrap();
-        // Each directory is checked once per copy.
-        fs::write(dir.join("plain").join(MARKER), "").unwrap();
-        checked
-            .dir(&dir.join("plain"), &meta("plain"), "x")
-            .unwrap();
+        let id = |p: &str| {
+            let meta = fs::symlink_metadata(dir.join(p)).unwrap();
+            (meta.dev(), meta.ino())
+        };
+        let at = |p: &str| fs::File::open(dir.join(p)).unwrap();
         for home in ["own", "marked", "relay"] {
-            let err = checked.dir(&dir.join(home), &meta(home), "x").unwrap_err();
-            assert!(matches!(err, Escape::Home { .. }), "{home}: {err}");
+            assert!(
+                homes.is_home_at(at(home).as_fd(), id(home)).unwrap(),
+                "{home}"
+            );
         }
+        assert!(!homes.is_home_at(at("plain").as_fd(), id("plain")).unwrap());
         fs::remove_dir_all(dir).ok();
     }
 }

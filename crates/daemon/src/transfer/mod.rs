@@ -1,12 +1,14 @@
 //! File transfer (`/loopsy/transfer/1`, the flow is in `loopsy_wire::transfer`). One engine
 //! serves both directions: [`send::send`] offers files and streams them, and
 //! [`receive::receive`] places them, each chunk checked against its BLAKE3 hash, each file
-//! written beside its destination and renamed into place only once whole and verified.
+//! written beside its destination and renamed into place only once whole and verified,
+//! through directory descriptors that never follow a link ([`dirs`]).
 //! The same two functions run on the device that opened the copy (on the user's own files)
 //! and on the one that serves it ([`serve`], confined to the peer's file roots by
 //! [`confine`], and kept out of every Loopsy home by [`homes`]).
 
 pub mod confine;
+pub mod dirs;
 pub mod homes;
 pub mod policy;
 pub mod receive;

@@ -4,17 +4,18 @@
 //! written, the file's hash checked at the end, and only then the file renamed into place.
 //! A partial file lives beside its destination as `.NAME.loopsy-part`: kept when the
 //! connection is lost (the next run resumes from it), removed when the copy failed for any
-//! other reason.
+//! other reason. Everything is written through directory descriptors that never follow a
+//! link ([`super::dirs`]), and a part file is only ever written when it is this copy's
+//! own: a regular file of this user with no other name (a link to a file elsewhere,
+//! planted under the part name, is set aside, never written through).
 
 use std::{
-    fs::{self, DirBuilder, File, OpenOptions},
+    ffi::{OsStr, OsString},
+    fs::{self, File},
     io::{self, Read, Seek, SeekFrom, Write},
-    os::unix::{
-        ffi::OsStrExt,
-        fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink},
-    },
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, LazyLock, Mutex, MutexGuard, atomic::Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -22,11 +23,18 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use loopsy_wire::transfer::{
     self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, Outcome, Plan, Receive, Reply,
 };
+use rustix::{
+    fs::{AtFlags, FileType, Mode, OFlags},
+    io::Errno,
+};
 use tokio::sync::mpsc;
 
 use super::{
     Buffers, Expect, FileReport, Handover, IDLE, MAX_NAME_BYTES, Progress, Summary, TransferError,
-    confine, count, flush, get, homes::Checked, put, tree, walk::MAX_ENTRIES,
+    confine, count,
+    dirs::{Dest, Dir, Dirs},
+    flush, get, put, tree,
+    walk::MAX_ENTRIES,
 };
 
 /// Hand-overs (a chunk each, for a big file) received ahead of the disk.
@@ -39,7 +47,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Receives a copy into `dest`.
 pub async fn receive<S>(
     stream: S,
-    dest: PathBuf,
+    dest: Dest,
     options: Receive,
     expect: Expect,
     progress: &Progress,
@@ -81,7 +89,7 @@ where
 async fn receive_all<R, W>(
     reader: &mut R,
     writer: &mut W,
-    dest: PathBuf,
+    dest: Dest,
     options: Receive,
     expect: Expect,
     progress: &Progress,
@@ -135,8 +143,8 @@ where
                         MAX_NAME_BYTES >> 20
                     )));
                 }
-                let place = place.clone();
-                let batch = blocking(move || prepare(&place, entries, options)).await?;
+                let preparing = place.clone();
+                let batch = blocking(move || prepare(&preparing, entries, options)).await?;
                 put(
                     writer,
                     &Reply::Plan {
@@ -145,7 +153,7 @@ where
                 )
                 .await?;
                 flush(writer).await?;
-                let stored = receive_batch(reader, batch, options, progress).await?;
+                let stored = receive_batch(reader, batch, &place, options, progress).await?;
                 let outcomes = stored.outcomes;
                 put(writer, &Reply::Report { outcomes }).await?;
                 flush(writer).await?;
@@ -162,11 +170,15 @@ where
     // Last, and deepest first: storing files inside a directory changes its time, and a
     // read-only directory must stay writable until everything is in it.
     blocking(move || {
+        let mut open = place.dirs();
         for made in dirs.iter().rev() {
+            let Ok(dir) = open.finish(&made.rel)? else {
+                continue;
+            };
             if let Some(mode) = made.mode {
-                let _ = fs::set_permissions(&made.path, fs::Permissions::from_mode(mode));
+                let _ = dir.set_permissions(fs::Permissions::from_mode(mode));
             }
-            if let (Ok(dir), Some(time)) = (File::open(&made.path), made.mtime) {
+            if let Some(time) = made.mtime {
                 let _ = dir.set_modified(time);
             }
         }
@@ -186,58 +198,77 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Where entries go: into the destination when it is a directory, as the destination
-/// (the source's own name replaced) otherwise; never into a home below it.
+/// (the source's own name replaced) otherwise; never through a link, never into a home
+/// below it.
 #[derive(Debug)]
 struct Placement {
-    base: PathBuf,
-    into_dir: bool,
+    /// The directory entries are placed in: the destination, or the one holding it.
+    dirs: Mutex<Dirs>,
+    /// The destination's name, when the top entry becomes it (`None`: entries go into
+    /// the destination).
+    rename: Option<OsString>,
     expect: Expect,
-    /// The directories below `base` already checked.
-    checked: Checked,
 }
 
 impl Placement {
-    fn new(base: PathBuf, sources: u32, expect: Expect) -> Result<Self, TransferError> {
-        let not_a_dir =
-            || TransferError::Destination(format!("{} is not a directory", base.display()));
-        let checked = Checked::new(expect.homes.clone());
-        match fs::metadata(&base) {
-            Ok(meta) if meta.is_dir() => Ok(Self {
-                base,
-                into_dir: true,
-                expect,
-                checked,
-            }),
-            Ok(_) if sources > 1 => Err(not_a_dir()),
-            Ok(_) => Ok(Self {
-                base,
-                into_dir: false,
-                expect,
-                checked,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if sources > 1 {
-                    return Err(not_a_dir());
+    fn new(dest: Dest, sources: u32, expect: Expect) -> Result<Self, TransferError> {
+        let shown = dest.shown();
+        let missing = |dir: &Path, e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+                TransferError::Destination(format!("{}: no such directory", dir.display()))
+            }
+            _ => TransferError::io(dir, e),
+        };
+        let mut dirs =
+            Dirs::open(&dest.from, expect.homes.clone()).map_err(|e| missing(&dest.from, e))?;
+        let (into, rename) = match (dest.below.parent(), dest.below.file_name()) {
+            (Some(parent), Some(name)) => {
+                let at = dirs
+                    .dir(parent)?
+                    .map_err(|e| missing(&dirs.shown(parent), e))?;
+                match rustix::fs::statat(&at, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                        let dir = dirs
+                            .dir(&dest.below)?
+                            .map_err(|e| TransferError::io(&shown, e))?;
+                        (Some(dir), None)
+                    }
+                    // Anything else is replaced (a link too, never followed).
+                    Ok(_) | Err(Errno::NOENT) => (None, Some((parent, name.to_owned()))),
+                    Err(e) => return Err(TransferError::io(&shown, e.into())),
                 }
-                let parent = base.parent().unwrap_or(Path::new("/"));
-                if !parent.as_os_str().is_empty() && !parent.is_dir() {
+            }
+            _ => (None, None),
+        };
+        let dirs = match (into, &rename) {
+            (Some(dir), _) => dirs.rebase(&dest.below, dir),
+            (None, Some((parent, _))) => {
+                if sources > 1 {
                     return Err(TransferError::Destination(format!(
-                        "{}: no such directory",
-                        parent.display()
+                        "{} is not a directory",
+                        shown.display()
                     )));
                 }
-                Ok(Self {
-                    base,
-                    into_dir: false,
-                    expect,
-                    checked,
-                })
+                let at = dirs
+                    .dir(parent)?
+                    .map_err(|e| missing(&dirs.shown(parent), e))?;
+                dirs.rebase(parent, at)
             }
-            Err(e) => Err(TransferError::io(&base, e)),
-        }
+            (None, None) => dirs,
+        };
+        Ok(Self {
+            dirs: Mutex::new(dirs),
+            rename: rename.map(|(_, name)| name),
+            expect,
+        })
     }
 
-    /// Where `entry` goes; an error when it may not come at all.
+    fn dirs(&self) -> MutexGuard<'_, Dirs> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where `entry` goes, below the placement's directory; an error when it may not come
+    /// at all.
     fn target(&self, entry: &Entry) -> Result<PathBuf, TransferError> {
         let rel = confine::relative(&entry.path)?;
         let mut parts = rel.components();
@@ -248,7 +279,7 @@ impl Placement {
         // A pull names what it wants: the sender may not choose other names here (an
         // `.ssh` next to the file asked for), nor send a tree unasked.
         if let Some(names) = &self.expect.names
-            && self.into_dir
+            && self.rename.is_none()
             && !names.iter().any(|n| n == top)
         {
             return Err(protocol(&format!(
@@ -259,28 +290,31 @@ impl Placement {
         if !self.expect.recursive && (parts.next().is_some() || entry.kind == Kind::Dir) {
             return Err(protocol("a directory that was not asked for (no -r)"));
         }
-        Ok(self.place(&rel)?)
+        Ok(match &self.rename {
+            None => rel,
+            Some(name) => {
+                let mut renamed = PathBuf::from(name);
+                renamed.extend(rel.components().skip(1));
+                renamed
+            }
+        })
     }
+}
 
-    fn place(&self, rel: &Path) -> Result<PathBuf, confine::Escape> {
-        if self.into_dir {
-            return confine::resolve(&self.base, rel, &self.checked);
-        }
-        let rest: PathBuf = rel.components().skip(1).collect();
-        if rest.as_os_str().is_empty() {
-            Ok(self.base.clone())
-        } else {
-            confine::resolve(&self.base, &rest, &self.checked)
-        }
-    }
+/// The directory an entry goes in, and its name there.
+fn split(rel: &Path) -> (&Path, &OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().unwrap_or_default(),
+    )
 }
 
 /// One entry of an offer, after planning.
 enum Slot {
     Settled(Outcome),
-    /// A file to receive.
+    /// A file to receive, at `rel` below the placement's directory.
     Pending {
-        target: PathBuf,
+        rel: PathBuf,
         resume: Option<Box<Resume>>,
     },
 }
@@ -288,6 +322,7 @@ enum Slot {
 /// The verified prefix of an earlier partial copy, and that part file, open and locked
 /// from the moment it was hashed (so what was hashed is what gets appended to).
 struct Resume {
+    dir: Dir,
     len: u64,
     hashes: tree::Tree,
     file: File,
@@ -313,7 +348,7 @@ struct Batch {
 /// A directory of the copy: its time is set once everything is in it, and its mode too
 /// when this copy made it (one that was there keeps its mode).
 struct Made {
-    path: PathBuf,
+    rel: PathBuf,
     mode: Option<u32>,
     mtime: Option<SystemTime>,
 }
@@ -348,74 +383,82 @@ fn prepare(
     let mut slots = Vec::with_capacity(entries.len());
     let mut dirs = Vec::new();
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    let mut open = place.dirs();
     for entry in &entries {
-        // In order: a link placed by an earlier entry is seen by the later ones' checks.
-        let target = place.target(entry)?;
-        if !seen.insert(target.clone()) {
+        // In order: a link placed by an earlier entry is met by the later ones' walks.
+        let rel = place.target(entry)?;
+        if !seen.insert(rel.clone()) {
             return Err(protocol(&format!(
                 "`{}` is offered twice",
                 confine::shown(&entry.path)
             )));
         }
-        let existing = fs::symlink_metadata(&target).ok();
+        let (parent, name) = split(&rel);
+        let at = open.dir(parent)?;
+        let existing = at.as_ref().ok().and_then(|at| {
+            rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|stat| FileType::from_raw_mode(stat.st_mode))
+        });
         let failed = |reason: &str| {
             Slot::Settled(Outcome::Failed {
                 reason: reason.to_owned(),
             })
         };
-        let slot = match &entry.kind {
-            Kind::Dir => match existing {
-                Some(meta) if meta.is_dir() => {
-                    // Going into it: a home there refuses the whole copy.
-                    place
-                        .checked
-                        .dir(&target, &meta, &confine::shown(&entry.path))?;
-                    dirs.push(Made {
-                        path: target,
-                        mode: None,
-                        mtime: mtime(entry),
-                    });
-                    Slot::Settled(Outcome::Stored)
-                }
-                Some(_) => failed("it exists and is not a directory"),
-                None => match DirBuilder::new().mode(0o700).create(&target) {
-                    Ok(()) => {
+        let slot = match (&entry.kind, at) {
+            (_, Err(e)) => failed(&missing(&e)),
+            (Kind::Dir, _) if existing == Some(FileType::Directory) => {
+                // Going into it: a home there refuses the whole copy.
+                match open.dir(&rel)? {
+                    Ok(_) => {
                         dirs.push(Made {
-                            path: target,
-                            mode: Some(entry.mode & 0o777),
+                            rel,
+                            mode: None,
                             mtime: mtime(entry),
                         });
                         Slot::Settled(Outcome::Stored)
                     }
                     Err(e) => failed(&e.to_string()),
-                },
+                }
+            }
+            (Kind::Dir, _) if existing.is_some() => failed("it exists and is not a directory"),
+            (Kind::Dir, Ok(at)) => match rustix::fs::mkdirat(&at, name, Mode::from(0o700)) {
+                Ok(()) => {
+                    dirs.push(Made {
+                        rel,
+                        mode: Some(entry.mode & 0o777),
+                        mtime: mtime(entry),
+                    });
+                    Slot::Settled(Outcome::Stored)
+                }
+                Err(e) => failed(&io::Error::from(e).to_string()),
             },
-            Kind::Symlink { target: link } => {
+            (Kind::Symlink { .. }, _) if existing.is_some() && options.no_clobber => {
+                Slot::Settled(Outcome::Skipped)
+            }
+            (Kind::Symlink { target: link }, Ok(at)) => {
                 let link = confine::link_target(link)?;
-                if existing.is_some() && options.no_clobber {
-                    Slot::Settled(Outcome::Skipped)
-                } else {
-                    let temp = beside(&target, "link");
-                    let _ = fs::remove_file(&temp);
-                    match symlink(link, &temp).and_then(|()| fs::rename(&temp, &target)) {
-                        Ok(()) => Slot::Settled(Outcome::Stored),
-                        Err(e) => {
-                            let _ = fs::remove_file(&temp);
-                            failed(&e.to_string())
-                        }
+                let temp = beside(name, "link");
+                let _ = rustix::fs::unlinkat(&at, &temp, AtFlags::empty());
+                match rustix::fs::symlinkat(link, &at, &temp)
+                    .and_then(|()| rustix::fs::renameat(&at, &temp, &at, name))
+                {
+                    Ok(()) => Slot::Settled(Outcome::Stored),
+                    Err(e) => {
+                        let _ = rustix::fs::unlinkat(&at, &temp, AtFlags::empty());
+                        failed(&io::Error::from(e).to_string())
                     }
                 }
             }
-            Kind::File { size } => match existing {
-                Some(meta) if meta.is_dir() => failed("it exists and is a directory"),
-                Some(_) if options.no_clobber => Slot::Settled(Outcome::Skipped),
-                _ if !target.parent().is_some_and(Path::is_dir) => {
-                    failed("its directory is missing")
-                }
-                _ => Slot::Pending {
-                    resume: partial(&target, *size),
-                    target,
-                },
+            (Kind::File { .. }, _) if existing == Some(FileType::Directory) => {
+                failed("it exists and is a directory")
+            }
+            (Kind::File { .. }, _) if existing.is_some() && options.no_clobber => {
+                Slot::Settled(Outcome::Skipped)
+            }
+            (Kind::File { size }, Ok(at)) => Slot::Pending {
+                resume: partial(&at, name, *size),
+                rel,
             },
         };
         slots.push(slot);
@@ -427,9 +470,17 @@ fn prepare(
     })
 }
 
-/// `.NAME.loopsy-KIND` beside `target` (or a hashed name when that would be too long).
-fn beside(target: &Path, kind: &str) -> PathBuf {
-    let name = target.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+/// Why an entry's directory could not be entered.
+fn missing(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => "its directory is missing".into(),
+        _ => format!("cannot enter its directory: {e}"),
+    }
+}
+
+/// `.NAME.loopsy-KIND` beside `name` (or a hashed name when that would be too long).
+fn beside(name: &OsStr, kind: &str) -> OsString {
+    let name = name.as_bytes();
     let mut temp = Vec::with_capacity(name.len() + 16);
     if name.len() + kind.len() + 9 <= confine::MAX_COMPONENT {
         temp.extend_from_slice(b".");
@@ -441,29 +492,58 @@ fn beside(target: &Path, kind: &str) -> PathBuf {
     }
     temp.extend_from_slice(b".loopsy-");
     temp.extend_from_slice(kind.as_bytes());
-    target.with_file_name(std::ffi::OsStr::from_bytes(&temp))
+    OsStr::from_bytes(&temp).to_owned()
 }
 
-/// Opens a partial file, never through a symlink (one could have been offered under its
-/// name).
-fn open_part(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
+/// This process's user: the only owner of a part file written to.
+static USER: LazyLock<u32> = LazyLock::new(|| rustix::process::geteuid().as_raw());
+
+/// Opens the partial file `part` in `dir` when it is one this copy may write to: a regular
+/// file of this user with no other name, never through a symlink (one could have been
+/// offered under its name) nor a hard link to a file elsewhere. `None` when there is no
+/// such file; with `create`, a new one is made when there is nothing under the name.
+/// Gives its length too.
+fn open_part(dir: &Dir, part: &OsStr, create: bool) -> io::Result<Option<(File, u64)>> {
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let flags = if create {
+        flags | OFlags::CREATE
+    } else {
+        flags
+    };
+    let file = match rustix::fs::openat(dir, part, flags, Mode::from(0o600)) {
+        Ok(file) => file,
+        Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let stat = rustix::fs::fstat(&file)?;
+    let own = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+        && stat.st_nlink == 1
+        && stat.st_uid == *USER;
+    Ok(own.then(|| (File::from(file), stat.st_size as u64)))
 }
 
-/// The whole chunks of an earlier partial copy of `target`, hashed: what a resume can keep.
-fn partial(target: &Path, size: u64) -> Option<Box<Resume>> {
+/// A part file to write from the start: the one there when it is this copy's own to
+/// write, else a new one in place of whatever holds the name (that thing itself is left
+/// alone: only its name here goes).
+fn fresh_part(dir: &Dir, part: &OsStr) -> io::Result<(File, u64)> {
+    if let Some(found) = open_part(dir, part, true)? {
+        return Ok(found);
+    }
+    rustix::fs::unlinkat(dir, part, AtFlags::empty())?;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = rustix::fs::openat(dir, part, flags, Mode::from(0o600))?;
+    Ok((File::from(file), 0))
+}
+
+/// The whole chunks of an earlier partial copy of `name` in `dir`, hashed: what a resume
+/// can keep.
+fn partial(dir: &Dir, name: &OsStr, size: u64) -> Option<Box<Resume>> {
     if size <= CHUNK as u64 {
         return None;
     }
-    let mut file = open_part(&beside(target, "part"), false).ok()?;
+    let (mut file, have) = open_part(dir, &beside(name, "part"), false).ok()??;
     lock(&file).ok()?;
-    let have = file.metadata().ok()?.len().min(size);
+    let have = have.min(size);
     let len = have - have % CHUNK as u64;
     if len == 0 {
         return None;
@@ -474,7 +554,12 @@ fn partial(target: &Path, size: u64) -> Option<Box<Resume>> {
         file.read_exact(&mut bytes).ok()?;
         hashes.push(tree::chunk_hash(&bytes, offset, size));
     }
-    Some(Box::new(Resume { len, hashes, file }))
+    Some(Box::new(Resume {
+        dir: dir.clone(),
+        len,
+        hashes,
+        file,
+    }))
 }
 
 /// Locks a part file for this copy alone. A copy that was just cut off may still be
@@ -516,6 +601,7 @@ enum Piece {
 async fn receive_batch<R>(
     reader: &mut R,
     batch: Batch,
+    place: &Arc<Placement>,
     options: Receive,
     progress: &Progress,
 ) -> Result<Stored, TransferError>
@@ -538,8 +624,10 @@ where
     let (pieces, incoming) = mpsc::channel(WRITE_BEHIND);
     let buffers = Buffers::default();
     let writer_buffers = buffers.clone();
-    let writing =
-        tokio::task::spawn_blocking(move || store(batch, options, incoming, &writer_buffers));
+    let place = place.clone();
+    let writing = tokio::task::spawn_blocking(move || {
+        store(batch, &place, options, incoming, &writer_buffers)
+    });
     let mut handover = Handover::new();
     let network = async {
         // The file being received: its index and the bytes still due.
@@ -634,7 +722,11 @@ fn protocol(what: &str) -> TransferError {
 struct Open {
     index: usize,
     file: File,
-    part: PathBuf,
+    /// The directory it is in, and its name there.
+    dir: Dir,
+    part: OsString,
+    /// How it is shown.
+    shown: PathBuf,
     /// Where this run started: the verified prefix it resumed from.
     from: u64,
     offset: u64,
@@ -649,11 +741,12 @@ struct Open {
 /// Checks and stores the pieces of one batch, on a blocking thread.
 fn store(
     batch: Batch,
+    place: &Placement,
     options: Receive,
     mut pieces: mpsc::Receiver<Vec<Piece>>,
     buffers: &Buffers,
 ) -> Result<Stored, TransferError> {
-    let mut writer = Writer::new(batch, options);
+    let mut writer = Writer::new(batch, place, options);
     while let Some(handed) = pieces.blocking_recv() {
         for piece in handed {
             if let Some(bytes) = writer.apply(piece)? {
@@ -665,18 +758,20 @@ fn store(
 }
 
 /// One batch's files as they are written.
-struct Writer {
+struct Writer<'a> {
     batch: Batch,
+    place: &'a Placement,
     options: Receive,
     open: Option<Open>,
     reports: Vec<Option<FileReport>>,
 }
 
-impl Writer {
-    fn new(batch: Batch, options: Receive) -> Self {
+impl<'a> Writer<'a> {
+    fn new(batch: Batch, place: &'a Placement, options: Receive) -> Self {
         let reports = batch.entries.iter().map(|_| None).collect();
         Self {
             batch,
+            place,
             options,
             open: None,
             reports,
@@ -697,14 +792,14 @@ impl Writer {
                     // What an earlier run left stays for the next one, unless this run
                     // already wrote over it.
                     if done.written || done.from == 0 && !done.rewrite {
-                        let _ = fs::remove_file(&done.part);
+                        done.remove();
                     }
                     self.batch.slots[done.index] = Slot::Settled(Outcome::Failed { reason });
                 }
             }
             Piece::Discard => {
                 if let Some(open) = self.open.take() {
-                    let _ = fs::remove_file(&open.part);
+                    open.remove();
                 }
             }
         }
@@ -712,44 +807,57 @@ impl Writer {
     }
 
     fn start(&mut self, index: usize, from: u64) -> Result<(), TransferError> {
-        let Slot::Pending { target, resume } = &mut self.batch.slots[index] else {
+        let Slot::Pending { rel, resume } = &mut self.batch.slots[index] else {
             return Ok(());
         };
-        let part = beside(target, "part");
-        let opened = match resume.take() {
+        let (parent, name) = split(rel);
+        let part = beside(name, "part");
+        let (shown, dir) = {
+            let mut dirs = self.place.dirs();
+            let shown = dirs.shown(parent).join(&part);
+            match resume.as_ref() {
+                Some(resume) => (shown, Ok(resume.dir.clone())),
+                None => (shown, dirs.dir(parent)?),
+            }
+        };
+        let opened = dir.and_then(|dir| match resume.take() {
             // The part file hashed when planning, still locked: go on after its verified
             // prefix (dropping a torn tail), or, when the sender's file differs, write it
             // anew, but only once data comes, so a file that never comes keeps it.
             Some(resume) => {
-                let Resume { len, hashes, file } = *resume;
+                let Resume {
+                    len,
+                    hashes,
+                    mut file,
+                    ..
+                } = *resume;
                 let resumed = from == len;
-                let mut file = file;
-                let ready = if resumed { file.set_len(from) } else { Ok(()) }
-                    .and_then(|()| file.seek(SeekFrom::Start(from)));
-                ready.map(|_| {
-                    (
-                        file,
-                        if resumed { hashes } else { tree::Tree::new() },
-                        !resumed,
-                    )
-                })
+                if resumed {
+                    file.set_len(from)?;
+                }
+                file.seek(SeekFrom::Start(from))?;
+                let hashes = if resumed { hashes } else { tree::Tree::new() };
+                Ok((dir, file, hashes, !resumed))
             }
-            None => open_part(&part, true).and_then(|file| {
+            None => {
+                let (file, len) = fresh_part(&dir, &part)?;
                 lock(&file)?;
                 // Only a leftover needs emptying: on ext4, truncating to zero marks the file
                 // for a forced writeback of everything written when it is closed.
-                if file.metadata()?.len() > 0 {
+                if len > 0 {
                     file.set_len(0)?;
                 }
-                Ok((file, tree::Tree::new(), false))
-            }),
-        };
+                Ok((dir, file, tree::Tree::new(), false))
+            }
+        });
         match opened {
-            Ok((file, hashes, rewrite)) => {
+            Ok((dir, file, hashes, rewrite)) => {
                 self.open = Some(Open {
                     index,
                     file,
+                    dir,
                     part,
+                    shown,
                     from,
                     offset: from,
                     size: self.batch.entries[index].size(),
@@ -760,7 +868,7 @@ impl Writer {
             }
             // This file cannot be written (its directory is read-only, say); the others can.
             Err(e) => {
-                let reason = format!("cannot write {}: {e}", part.display());
+                let reason = format!("cannot write {}: {e}", shown.display());
                 self.batch.slots[index] = Slot::Settled(Outcome::Failed { reason });
             }
         }
@@ -807,9 +915,10 @@ impl Writer {
         };
         let index = done.index;
         let entry = &self.batch.entries[index];
-        let Slot::Pending { target, .. } = &self.batch.slots[index] else {
+        let Slot::Pending { rel, .. } = &self.batch.slots[index] else {
             return Ok(());
         };
+        let name = split(rel).1;
         let root = done.hashes.clone().root();
         if root != blake3 {
             return Err(discard(Some(done), |part| {
@@ -820,11 +929,16 @@ impl Writer {
             .file
             .set_len(done.offset)
             .and_then(|()| finish(&done.file, entry, self.options))
-            .and_then(|()| fs::rename(&done.part, target));
+            .and_then(|()| {
+                Ok(rustix::fs::renameat(
+                    &done.dir, &done.part, &done.dir, name,
+                )?)
+            });
         if let Err(e) = placed {
             // This file could not be put in place; the others may still be.
-            let _ = fs::remove_file(&done.part);
-            let reason = format!("cannot put {} in place: {e}", target.display());
+            let shown = done.shown.with_file_name(name);
+            done.remove();
+            let reason = format!("cannot put {} in place: {e}", shown.display());
             self.batch.slots[index] = Slot::Settled(Outcome::Failed { reason });
             return Ok(());
         }
@@ -891,9 +1005,15 @@ fn discard(open: Option<Open>, error: impl FnOnce(&str) -> TransferError) -> Tra
     let Some(open) = open else {
         return error("a file");
     };
-    let _ = fs::remove_file(&open.part);
-    let shown = open.part.display().to_string();
-    error(&format!("{shown} (removed)"))
+    open.remove();
+    error(&format!("{} (removed)", open.shown.display()))
+}
+
+impl Open {
+    /// Removes the part file.
+    fn remove(&self) {
+        let _ = rustix::fs::unlinkat(&self.dir, &self.part, AtFlags::empty());
+    }
 }
 
 /// The file's mode and time, and a flush to disk when asked for.

@@ -15,7 +15,8 @@ use serde_bytes::ByteBuf;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use super::{
-    Expect, Progress, Summary, TransferError, confine::Escape, get, put, receive, send, walk,
+    Expect, Progress, Summary, TransferError, confine::Escape, dirs::Dest, get, put, receive, send,
+    walk,
 };
 
 /// What a push lets the sender send.
@@ -88,7 +89,13 @@ async fn exchange(
     let (p1, p2) = (Progress::default(), Progress::default());
     tokio::join!(
         send::send(a, items, sources, sending, true, &p1),
-        receive::receive(b, dest.to_path_buf(), receiving, anything(), &p2),
+        receive::receive(
+            b,
+            Dest::local(dest.to_path_buf()),
+            receiving,
+            anything(),
+            &p2
+        ),
     )
 }
 
@@ -325,7 +332,13 @@ where
     let progress = Progress::default();
     let (_, received) = tokio::join!(
         script(a),
-        receive::receive(b, dest.to_path_buf(), Receive::default(), expect, &progress)
+        receive::receive(
+            b,
+            Dest::local(dest.to_path_buf()),
+            Receive::default(),
+            expect,
+            &progress
+        )
     );
     received
 }
@@ -671,4 +684,110 @@ fn a_chunk_is_handed_over_at_once_and_small_pieces_in_bulk() {
     );
     assert!(due[due.len() - 1], "until there are enough of them");
     assert_eq!(handover.take().len(), super::Handover::<()>::PIECES);
+}
+
+/// The offer `[Symlink "x" -> outside, File "x/authorized_keys"]` into a destination that
+/// is not there yet: the top entry becomes the destination itself, and nothing may then be
+/// written through it.
+async fn through_a_top_level_link(tag: &str, expect: Expect) {
+    let dir = temp(tag);
+    let outside = dir.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let dest = dir.join("new");
+    let target = outside.as_os_str().as_bytes().to_vec();
+    let entries = vec![link(b"x", &target), file(b"x/authorized_keys", 4)];
+    let result = hostile_to(&dest, expect, |mut peer| async move {
+        let Some(Reply::Plan { .. }) = offer(&mut peer, entries).await else {
+            return;
+        };
+        // Today's code takes the offer: send the file.
+        let hash = *blake3::hash(b"evil").as_bytes();
+        let _ = put(&mut peer, &Data::File { index: 1, from: 0 }).await;
+        let _ = put(&mut peer, &Data::Chunk { len: 4, hash }).await;
+        use futures::AsyncWriteExt;
+        let _ = peer.write_all(b"evil").await;
+        let end = Data::End {
+            blake3: hash,
+            sha256: None,
+        };
+        let _ = put(&mut peer, &end).await;
+        let _ = put(&mut peer, &Data::Finish).await;
+        let _ = get::<_, Reply>(&mut peer).await;
+        let _ = put(&mut peer, &Data::Done).await;
+    })
+    .await;
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+    assert!(
+        matches!(result, Err(TransferError::Escape(Escape::Symlink { .. }))),
+        "{result:?}"
+    );
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_push_cannot_write_through_a_link_it_made_the_destination() {
+    through_a_top_level_link("top-push", anything()).await;
+}
+
+#[tokio::test]
+async fn a_pull_cannot_write_through_a_link_it_made_the_destination() {
+    let asked = Expect {
+        names: Some(vec![b"x".to_vec()]),
+        recursive: true,
+        reports: true,
+        homes: Default::default(),
+    };
+    through_a_top_level_link("top-pull", asked).await;
+}
+
+#[tokio::test]
+async fn a_part_file_hard_linked_elsewhere_is_never_written_through() {
+    let dir = temp("hardlink");
+    let dest = dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    let (small, big) = (dir.join("small"), dir.join("big"));
+    fs::write(&small, "new").unwrap();
+    let bytes = data(3 * CHUNK + 7, 4);
+    fs::write(&big, &bytes).unwrap();
+    // Victims elsewhere, linked under the part names: one that a resume would take as
+    // the big file's first two chunks, one that a fresh copy would open and fill.
+    let victims = [
+        (
+            dir.join("victim-small"),
+            b"keep".to_vec(),
+            ".small.loopsy-part",
+        ),
+        (
+            dir.join("victim-big"),
+            bytes[..2 * CHUNK].to_vec(),
+            ".big.loopsy-part",
+        ),
+    ];
+    for (victim, content, part) in &victims {
+        fs::write(victim, content).unwrap();
+        fs::hard_link(victim, dest.join(part)).unwrap();
+    }
+    let (sent, received) = copy(&[small.clone(), big.clone()], &dest, Receive::default()).await;
+    assert_eq!(sent.unwrap().failed, 0);
+    for (victim, content, _) in &victims {
+        assert!(
+            fs::read(victim).unwrap() == *content,
+            "{} rewritten",
+            victim.display()
+        );
+        assert_eq!(fs::metadata(victim).unwrap().nlink(), 1);
+    }
+    let received = received.unwrap();
+    assert_eq!(received.failed, 0);
+    assert!(
+        received.files.iter().all(|f| f.resumed == 0),
+        "no resume from a link"
+    );
+    assert_eq!(fs::read(dest.join("small")).unwrap(), b"new");
+    assert!(fs::read(dest.join("big")).unwrap() == bytes);
+    fs::remove_dir_all(dir).ok();
 }
