@@ -2,10 +2,11 @@
 //!
 //! [`Mesh::start`] builds the swarm (TCP with TLS or Noise, QUIC, Yamux, identify, ping,
 //! mDNS, the relay client, DCUtR hole punching, AutoNAT, and libp2p-stream for the
-//! application protocols) and hands it to one task, the event loop, which alone touches
-//! it. The returned [`Mesh`] is a cheap, cloneable handle: it asks the loop for state over
-//! a bounded channel, and opens or accepts application streams through libp2p-stream's
-//! control without going through the loop at all.
+//! application protocols, under limits on strangers' connections that spare members) and
+//! hands it to one task, the event loop, which alone touches it. The returned [`Mesh`] is
+//! a cheap, cloneable handle: it asks the loop for state over a bounded channel, and opens
+//! or accepts application streams through libp2p-stream's control without going through
+//! the loop at all.
 
 mod agent;
 mod alive;
