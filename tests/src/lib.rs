@@ -8,6 +8,7 @@ pub mod netlab;
 pub mod node;
 pub mod proc;
 pub mod python;
+pub mod stranger;
 pub mod temp;
 
 use std::time::{Duration, Instant};

@@ -30,3 +30,8 @@ pub fn cpu_secs(pid: u32) -> f64 {
         .sum();
     ticks / 100.0
 }
+
+/// How many file descriptors a process holds open; 0 once it is gone.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use libp2p::{
-    PeerId, autonat,
-    connection_limits::{self, ConnectionLimits},
-    dcutr, identify,
+    PeerId, autonat, dcutr, identify,
     identity::Keypair,
     mdns, ping, relay,
     swarm::{ConnectionId, NetworkBehaviour, behaviour::toggle::Toggle},
@@ -15,9 +13,6 @@ use libp2p::{
 /// connection whose pings time out is closed, so that traffic moves to another path).
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections to one peer at once: each end's dials, TCP and QUIC, a relayed one,
-/// hole punches and AutoNAT dial-backs fit, with room.
-const MAX_PER_PEER: u32 = 8;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -37,9 +32,10 @@ pub(crate) struct Behaviour {
     pub keep: crate::keep::Behaviour,
     /// Checks on demand that a connection still carries anything.
     pub alive: crate::alive::Behaviour,
-    /// A bound on connections per peer: the end of a pair that does not pick keeps all
-    /// of its best rank open (see `keep`), and a peer could open them without end.
-    pub limits: connection_limits::Behaviour,
+    /// Bounds on connections: handshakes in progress, strangers' connections in all, and
+    /// per peer; members are always let in. Last, so that a connection it makes room for
+    /// is one every other behaviour took.
+    pub limits: crate::limits::Behaviour,
 }
 
 impl Behaviour {
@@ -56,6 +52,7 @@ impl Behaviour {
         name: &str,
         mdns_enabled: bool,
         relay: relay::client::Behaviour,
+        relays: impl IntoIterator<Item = PeerId>,
     ) -> std::io::Result<Self> {
         let peer_id = key.public().to_peer_id();
         let mdns = if mdns_enabled {
@@ -98,9 +95,7 @@ impl Behaviour {
             streams: crate::streams::Behaviour::new(),
             keep: crate::keep::Behaviour::new(peer_id),
             alive: crate::alive::Behaviour::default(),
-            limits: connection_limits::Behaviour::new(
-                ConnectionLimits::default().with_max_established_per_peer(Some(MAX_PER_PEER)),
-            ),
+            limits: crate::limits::Behaviour::new(relays),
         })
     }
 }

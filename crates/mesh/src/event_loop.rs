@@ -62,6 +62,10 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<usize>,
     },
+    SetMembers {
+        members: HashSet<PeerId>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// How often devices seen on the LAN but not connected are dialled again.
@@ -208,6 +212,10 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
             }
             Command::Connect { peer, addrs, reply } => self.connect(peer, addrs, reply),
+            Command::SetMembers { members, reply } => {
+                self.swarm.behaviour_mut().limits.set_members(members);
+                let _ = reply.send(());
+            }
             Command::Disconnect { peer, reply } => {
                 let open = self.peers.connection_count(&peer);
                 // Condemned connections close too, but nothing waits for them.

@@ -2,10 +2,11 @@
 //!
 //! [`Mesh::start`] builds the swarm (TCP with TLS or Noise, QUIC, Yamux, identify, ping,
 //! mDNS, the relay client, DCUtR hole punching, AutoNAT, and libp2p-stream for the
-//! application protocols) and hands it to one task, the event loop, which alone touches
-//! it. The returned [`Mesh`] is a cheap, cloneable handle: it asks the loop for state over
-//! a bounded channel, and opens or accepts application streams through libp2p-stream's
-//! control without going through the loop at all.
+//! application protocols, under limits on strangers' connections that spare members) and
+//! hands it to one task, the event loop, which alone touches it. The returned [`Mesh`] is
+//! a cheap, cloneable handle: it asks the loop for state over a bounded channel, and opens
+//! or accepts application streams through libp2p-stream's control without going through
+//! the loop at all.
 
 mod agent;
 mod alive;
@@ -14,11 +15,12 @@ mod event_loop;
 pub mod framed;
 pub mod identity;
 mod keep;
+mod limits;
 pub mod peers;
 mod streams;
 mod tls;
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 pub use agent::{MAX_NAME_LEN, is_deceptive, sanitize_name};
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
@@ -146,6 +148,15 @@ impl Mesh {
     pub fn start(config: Config) -> Result<(Mesh, MeshTask), StartError> {
         let name = sanitize_name(&config.name);
         let mdns = config.mdns;
+        // The configured relays are never counted as strangers.
+        let relay_ids: Vec<PeerId> = config
+            .relays
+            .iter()
+            .filter_map(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            })
+            .collect();
         let mut swarm = SwarmBuilder::with_existing_identity(config.keypair)
             .with_tokio()
             .with_tcp(
@@ -158,7 +169,7 @@ impl Mesh {
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_behaviour(|key, relay| {
-                Behaviour::new(key, &name, mdns, relay)
+                Behaviour::new(key, &name, mdns, relay, relay_ids)
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })
             .map_err(|e| StartError::Mdns(e.to_string()))?
@@ -258,6 +269,13 @@ impl Mesh {
     /// were.
     pub async fn disconnect(&self, peer: PeerId) -> Result<usize, Stopped> {
         self.ask(|reply| Command::Disconnect { peer, reply }).await
+    }
+
+    /// Tells the mesh which peers are members: they are always let in, whatever the
+    /// number of strangers' connections (`limits` has the bounds).
+    pub async fn set_members(&self, members: HashSet<PeerId>) -> Result<(), Stopped> {
+        self.ask(|reply| Command::SetMembers { members, reply })
+            .await
     }
 
     /// Network events from now on.

@@ -1,6 +1,7 @@
 //! Keeps the mesh together: dials members that are not connected (with backoff), runs
 //! anti-entropy when a member connects and now and then, keeps this device's own member
-//! record current, and cuts connections to devices that stop being members.
+//! record current, and cuts connections to devices that stop being members. It also tells
+//! the mesh who the members are, so that its limits on strangers never shut them out.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -31,6 +32,7 @@ pub async fn run(node: Arc<Node>) {
     // Members and their names (kept to name them in the log once they are gone).
     let mut names = member_names(&node);
     let mut members: BTreeSet<PeerId> = names.keys().copied().collect();
+    tell_mesh(&node, &members).await;
     // Members whose gate refused this device (it was revoked, or has not been paired back):
     // left alone for a while instead of redialled and refused again and again.
     let (refused_tx, mut refused) = tokio::sync::mpsc::channel::<PeerId>(64);
@@ -60,6 +62,9 @@ pub async fn run(node: Arc<Node>) {
                 }
                 let now_names = member_names(&node);
                 let now: BTreeSet<PeerId> = now_names.keys().copied().collect();
+                if now != members {
+                    tell_mesh(&node, &now).await;
+                }
                 for gone in members.difference(&now) {
                     tracing::info!(peer = %gone, "no longer a member: closing its connections");
                     let mesh = node.mesh.clone();
@@ -107,6 +112,14 @@ pub async fn run(node: Arc<Node>) {
             }
         }
     }
+}
+
+/// Tells the mesh who the members are: they get in past its limits on strangers.
+async fn tell_mesh(node: &Node, members: &BTreeSet<PeerId>) {
+    let _ = node
+        .mesh
+        .set_members(members.iter().copied().collect())
+        .await;
 }
 
 fn member_names(node: &Node) -> HashMap<PeerId, String> {

@@ -143,6 +143,7 @@ pub async fn run(
         crate::inbox::written_by_entitled,
     )?;
     let inbox = crate::inbox::Inbox::load(home.inbox(), keypair.clone())?;
+    let (pushes, push_queue) = sync::pushes();
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
         name: name.clone(),
@@ -169,6 +170,7 @@ pub async fn run(
         registry,
         messages,
         inbox,
+        pushes,
     });
 
     let mut services = JoinSet::new();
@@ -205,6 +207,7 @@ pub async fn run(
         Some(session_service),
     ));
     services.spawn(keeper::run(node.clone()));
+    services.spawn(sync::run_pushes(node.clone(), push_queue));
     services.spawn(crate::inbox::deliver(node.clone()));
 
     let socket = home.socket();
@@ -268,6 +271,8 @@ pub struct Node {
     /// Messages in transit and their acknowledgements, replicated.
     pub(crate) messages: crate::replica::Store,
     pub(crate) inbox: crate::inbox::Inbox,
+    /// Changes on their way to the push task, which sends them to the members.
+    pub(crate) pushes: sync::Pushes,
 }
 
 impl Node {

@@ -157,6 +157,10 @@ impl Invitations {
 
 /// A sliding-window limit on pairing attempts, per peer and overall, so that nobody can
 /// try codes quickly (the 128-bit secret makes guessing hopeless anyway).
+///
+/// Only an attempt on an open invitation (one that tries its secret) counts overall: one
+/// that names none costs its peer alone, or throwaway identities sending garbage would
+/// spend the overall budget and lock every real joiner out.
 #[derive(Debug)]
 pub struct RateLimit {
     per_peer: usize,
@@ -164,6 +168,10 @@ pub struct RateLimit {
     window: Duration,
     seen: Mutex<Attempts>,
 }
+
+/// Most peers whose recent attempts are remembered: past it, the one that tried least
+/// recently is forgotten (as good as a fresh identity, which costs nothing anyway).
+const MAX_PEERS_REMEMBERED: usize = 4096;
 
 /// When recent attempts were made, per peer and overall.
 #[derive(Debug, Default)]
@@ -182,8 +190,19 @@ impl RateLimit {
         }
     }
 
-    /// Counts an attempt by `peer`; `false` when it is over either limit.
+    /// Counts an attempt by `peer` on an open invitation; `false` when it is over either
+    /// limit.
     pub fn allow(&self, peer: PeerId) -> bool {
+        self.charge(peer, true)
+    }
+
+    /// Counts an attempt by `peer` that names no open invitation (or is no pairing start
+    /// at all): against the peer's limit only.
+    pub fn allow_peer_only(&self, peer: PeerId) -> bool {
+        self.charge(peer, false)
+    }
+
+    fn charge(&self, peer: PeerId, overall: bool) -> bool {
         let now = Instant::now();
         let mut seen = lock(&self.seen);
         let Attempts {
@@ -199,16 +218,31 @@ impl RateLimit {
             }
         };
         fresh(all);
-        peers.retain(|_, q| {
-            fresh(q);
-            !q.is_empty()
-        });
+        if let Some(mine) = peers.get_mut(&peer) {
+            fresh(mine);
+        } else if peers.len() >= MAX_PEERS_REMEMBERED {
+            peers.retain(|_, q| {
+                fresh(q);
+                !q.is_empty()
+            });
+            if peers.len() >= MAX_PEERS_REMEMBERED {
+                let least_recent = peers
+                    .iter()
+                    .min_by_key(|(_, q)| q.back().copied())
+                    .map(|(p, _)| *p);
+                if let Some(p) = least_recent {
+                    peers.remove(&p);
+                }
+            }
+        }
         let mine = peers.entry(peer).or_default();
-        if mine.len() >= self.per_peer || all.len() >= self.overall {
+        if mine.len() >= self.per_peer || (overall && all.len() >= self.overall) {
             return false;
         }
         mine.push_back(now);
-        all.push_back(now);
+        if overall {
+            all.push_back(now);
+        }
         true
     }
 }
@@ -269,5 +303,36 @@ mod tests {
         assert!(!limit.allow(a), "third attempt by one peer");
         assert!(limit.allow(b));
         assert!(!limit.allow(b), "over the overall limit");
+    }
+
+    #[test]
+    fn attempts_that_name_no_invitation_cost_only_their_peer() {
+        let limit = RateLimit::new(5, 30, Duration::from_secs(60));
+        // Six throwaway identities, each spending its whole budget on garbage.
+        for _ in 0..6 {
+            let throwaway = PeerId::random();
+            for _ in 0..5 {
+                assert!(limit.allow_peer_only(throwaway));
+            }
+            assert!(!limit.allow_peer_only(throwaway), "each is stopped");
+            assert!(!limit.allow(throwaway), "on real invitations too");
+        }
+        assert!(limit.allow(PeerId::random()), "the real joiner is not");
+    }
+
+    #[test]
+    fn the_peers_remembered_are_bounded() {
+        let limit = RateLimit::new(1, usize::MAX, Duration::from_secs(60));
+        let first = PeerId::random();
+        assert!(limit.allow_peer_only(first));
+        assert!(!limit.allow_peer_only(first));
+        for _ in 0..MAX_PEERS_REMEMBERED {
+            assert!(limit.allow_peer_only(PeerId::random()));
+        }
+        assert_eq!(lock(&limit.seen).per_peer.len(), MAX_PEERS_REMEMBERED);
+        assert!(
+            limit.allow_peer_only(first),
+            "the least recent was forgotten"
+        );
     }
 }

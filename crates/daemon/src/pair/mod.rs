@@ -3,6 +3,7 @@
 
 mod handshake;
 mod invitations;
+mod places;
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,10 +30,14 @@ use crate::{
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long the joiner waits for a connection to the inviter.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
-/// How long a joiner may take to send its first message.
-const START_DEADLINE: Duration = Duration::from_secs(5);
-/// Pairing streams served at once; more are dropped unanswered.
-const MAX_ATTEMPTS_AT_ONCE: usize = 16;
+/// How long a joiner may take to send its first message: it sends it as soon as the
+/// stream is open, so a stream silent for longer is no joiner.
+const START_DEADLINE: Duration = Duration::from_secs(2);
+/// Pairing streams served at once, waiting ones included (see `places`); more are dropped
+/// unanswered.
+const MAX_ATTEMPTS_AT_ONCE: usize = 256;
+/// How long a refusal may take to send.
+const REFUSE_DEADLINE: Duration = Duration::from_secs(5);
 /// Most addresses taken from a peer's hello.
 const MAX_HELLO_ADDRS: usize = 16;
 
@@ -61,27 +66,63 @@ pub async fn serve(node: Arc<Node>) {
     let Some(mut incoming) = node.mesh.accept(protocol::PAIR) else {
         return;
     };
-    // Anyone may open a pair stream, and each may take up to DEADLINE: cap them.
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ATTEMPTS_AT_ONCE));
-    while let Some((peer, stream)) = incoming.next().await {
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+    // Anyone may open a pair stream, and each may take up to DEADLINE: cap them, and
+    // keep silent ones from crowding joiners out (see `places`).
+    let places = places::Places::default();
+    let mut attempts = tokio::task::JoinSet::new();
+    loop {
+        let (peer, stream) = tokio::select! {
+            next = incoming.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+            Some(_) = attempts.join_next(), if !attempts.is_empty() => continue,
+        };
+        if attempts.len() >= MAX_ATTEMPTS_AT_ONCE {
             tracing::debug!(%peer, "too many pairing attempts at once; dropping one");
             continue;
+        }
+        let Some(place) = places.take(peer) else {
+            tracing::debug!(%peer, "too many pairing streams from one peer; dropping one");
+            continue;
         };
-        let node = node.clone();
-        tokio::spawn(async move {
-            if tokio::time::timeout(DEADLINE, answer(&node, peer, stream))
-                .await
-                .is_err()
-            {
-                tracing::debug!(%peer, "pairing attempt timed out");
+        let (place, node) = (Arc::new(place), node.clone());
+        let task = attempts.spawn({
+            let place = place.clone();
+            async move {
+                if tokio::time::timeout(DEADLINE, attempt(&node, peer, stream, &place))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "pairing attempt timed out");
+                }
             }
-            drop(permit);
         });
+        place.served_by(task);
     }
 }
 
-async fn answer(node: &Arc<Node>, peer: PeerId, mut stream: Stream) {
+/// Serves one pairing stream, from its first message on.
+async fn attempt(node: &Arc<Node>, peer: PeerId, mut stream: Stream, place: &places::Place) {
+    // The first frame is read even from a peer about to be refused: a stream closed unread
+    // can stop the peer's write (QUIC's STOP_SENDING) before it reads the refusal.
+    let start =
+        match tokio::time::timeout(START_DEADLINE, framed::read(&mut stream, MAX_FRAME)).await {
+            Ok(start) => start,
+            Err(_) => return,
+        };
+    if !place.started() {
+        return;
+    }
+    answer(node, peer, &mut stream, start).await;
+}
+
+async fn answer(
+    node: &Arc<Node>,
+    peer: PeerId,
+    stream: &mut Stream,
+    start: Result<Option<Message>, framed::ReadError>,
+) {
     let deny = |reason: &str| {
         node.audit.record(
             Some(peer),
@@ -92,42 +133,50 @@ async fn answer(node: &Arc<Node>, peer: PeerId, mut stream: Stream) {
             Some(reason.to_owned()),
         );
     };
-    // The first frame is read even from a peer about to be refused: a stream closed unread
-    // can stop the peer's write (QUIC's STOP_SENDING) before it reads the refusal.
-    // A joiner sends its start at once; an idle stream must not hold a slot for long.
-    let start =
-        match tokio::time::timeout(START_DEADLINE, framed::read(&mut stream, MAX_FRAME)).await {
-            Ok(start) => start,
-            Err(_) => return,
-        };
-    if !node.pair_attempts.allow(peer) {
-        let reason = "too many pairing attempts; wait a minute";
-        deny(reason);
-        refuse(&mut stream, reason).await;
-        return;
-    }
+    const TOO_MANY: &str = "too many pairing attempts; wait a minute";
+    // An attempt that names no open invitation costs its peer alone; one on an open
+    // invitation counts overall too, before its secret is tried.
     let (invite, noise) = match start {
         Ok(Some(Message::Start { invite, noise })) => (invite, noise),
-        Ok(_) => {
-            deny("malformed pairing request");
-            refuse(&mut stream, "expected a pairing start").await;
-            return;
-        }
-        Err(e) => {
-            deny(&format!("malformed pairing request: {e}"));
-            refuse(&mut stream, "malformed pairing request").await;
+        other => {
+            let (reason, said) = if !node.pair_attempts.allow_peer_only(peer) {
+                (TOO_MANY.to_owned(), TOO_MANY)
+            } else if let Err(e) = other {
+                (
+                    format!("malformed pairing request: {e}"),
+                    "malformed pairing request",
+                )
+            } else {
+                (
+                    "malformed pairing request".to_owned(),
+                    "expected a pairing start",
+                )
+            };
+            deny(&reason);
+            refuse(stream, said).await;
             return;
         }
     };
     let claim = match node.invitations.claim(&invite) {
-        Ok(claim) => claim,
+        Ok(claim) if node.pair_attempts.allow(peer) => claim,
+        Ok(claim) => {
+            node.invitations.release(&claim);
+            deny(TOO_MANY);
+            refuse(stream, TOO_MANY).await;
+            return;
+        }
         Err(e) => {
-            deny(&e.to_string());
-            refuse(&mut stream, &e.to_string()).await;
+            let reason = if node.pair_attempts.allow_peer_only(peer) {
+                e.to_string()
+            } else {
+                TOO_MANY.to_owned()
+            };
+            deny(&reason);
+            refuse(stream, &reason).await;
             return;
         }
     };
-    match inviter_handshake(node, peer, &mut stream, &claim, &noise).await {
+    match inviter_handshake(node, peer, stream, &claim, &noise).await {
         Ok(paired) => {
             node.audit.record(
                 Some(peer),
@@ -142,7 +191,7 @@ async fn answer(node: &Arc<Node>, peer: PeerId, mut stream: Stream) {
         Err(reason) => {
             node.invitations.release(&claim);
             deny(&reason);
-            refuse(&mut stream, &reason).await;
+            refuse(stream, &reason).await;
         }
     }
 }
@@ -383,12 +432,13 @@ fn unexpected(message: Message) -> JoinError {
 /// Sends a refusal and closes the stream gracefully: a dropped stream is reset, and a reset
 /// can discard the refusal before the other side reads it.
 async fn refuse(stream: &mut Stream, reason: &str) {
-    let _ = send(
-        stream,
-        &Message::Refused {
-            reason: reason.to_owned(),
-        },
-    )
+    let refusal = Message::Refused {
+        reason: reason.to_owned(),
+    };
+    // A peer that does not read must not hold the place for long.
+    let _ = tokio::time::timeout(REFUSE_DEADLINE, async {
+        let _ = send(stream, &refusal).await;
+        let _ = stream.close().await;
+    })
     .await;
-    let _ = stream.close().await;
 }
