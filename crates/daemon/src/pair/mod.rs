@@ -123,15 +123,11 @@ async fn answer(
     stream: &mut Stream,
     start: Result<Option<Message>, framed::ReadError>,
 ) {
+    // A joiner is most often a stranger, and fresh peer IDs cost nothing: refusals are
+    // written within the audit log's limits on strangers.
     let deny = |reason: &str| {
-        node.audit.record(
-            Some(peer),
-            None,
-            "pair",
-            "",
-            Outcome::Denied,
-            Some(reason.to_owned()),
-        );
+        node.audit
+            .refuse_stranger(peer, "pair", "", reason.to_owned());
     };
     const TOO_MANY: &str = "too many pairing attempts; wait a minute";
     // An attempt that names no open invitation costs its peer alone; one on an open
