@@ -148,7 +148,7 @@ async fn ten_thousand_strangers_cannot_starve_a_node() -> anyhow::Result<()> {
     // A sliding window: a new identity starts as soon as one has connected (or failed).
     let mut connecting = futures::stream::FuturesUnordered::new();
     let mut started = 0;
-    while started < IDENTITIES || !connecting.is_empty() {
+    loop {
         let time_up = began.elapsed() > FLOOD_BUDGET;
         while started < IDENTITIES && !time_up && connecting.len() < AT_ONCE {
             let (report, stranger) = spawn_stranger(target, addr.clone(), held.clone());
@@ -156,10 +156,13 @@ async fn ten_thousand_strangers_cannot_starve_a_node() -> anyhow::Result<()> {
             kept.push_back(stranger);
             started += 1;
         }
-        match futures::StreamExt::next(&mut connecting).await {
-            Some(Ok(true)) => connected += 1,
-            Some(_) => refused += 1,
-            None => {}
+        // Nothing connecting and nothing more to start: the flood is over.
+        let Some(report) = futures::StreamExt::next(&mut connecting).await else {
+            break;
+        };
+        match report {
+            Ok(true) => connected += 1,
+            _ => refused += 1,
         }
         if (connected + refused) % 50 != 0 {
             continue;
