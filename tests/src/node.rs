@@ -242,6 +242,29 @@ impl Node {
         Ok(())
     }
 
+    /// `loopsy trust add` of `other` here, by its peer ID and TCP address, with `extra`
+    /// flags (`--allow`, say): this node then trusts and dials it.
+    pub fn trust_add(&self, other: &Node, extra: &[&str]) -> anyhow::Result<()> {
+        let addr = other.tcp_addr()?.to_string();
+        let mut args = vec![
+            "trust",
+            "add",
+            &other.peer_id,
+            "--name",
+            &other.name,
+            "--addr",
+            &addr,
+        ];
+        args.extend(extra);
+        let out = self.cli(&args);
+        anyhow::ensure!(
+            out.status.success(),
+            "trust add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// `loopsy trust ls --json`.
     pub fn trusted(&self) -> Vec<Value> {
         self.json(&["trust", "ls", "--json"])

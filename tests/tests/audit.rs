@@ -3,26 +3,6 @@
 
 use loopsy_tests::node::{Node, Options};
 
-/// Lets `node` reach `other` by peer ID (a one-sided `trust add`).
-fn knows(node: &Node, other: &Node) -> anyhow::Result<()> {
-    let addr = other.tcp_addr()?.to_string();
-    let out = node.cli(&[
-        "trust",
-        "add",
-        &other.peer_id,
-        "--name",
-        &other.name,
-        "--addr",
-        &addr,
-    ]);
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 #[test]
 fn an_argv_cannot_forge_an_audit_line() -> anyhow::Result<()> {
     let alpha = Node::start(Options::isolated("alpha"))?;
@@ -53,7 +33,8 @@ fn an_argv_cannot_forge_an_audit_line() -> anyhow::Result<()> {
 fn a_stranger_cannot_flush_the_history() -> anyhow::Result<()> {
     let alpha = Node::start(Options::isolated("alpha"))?;
     let stranger = Node::start(Options::isolated("stranger"))?;
-    knows(&stranger, &alpha)?;
+    // The stranger trusts alpha (alpha does not trust it) and so dials it.
+    stranger.trust_add(&alpha, &[])?;
     let before = alpha.audit().len();
     for _ in 0..60 {
         let out = stranger.cli(&["exec", "alpha", "--", "true"]);

@@ -18,28 +18,6 @@ fn listed(node: &Node, peer_id: &str) -> Option<Value> {
     node.trusted().into_iter().find(|p| p["peer_id"] == peer_id)
 }
 
-/// `loopsy trust add` of `other` on `node`, by peer ID and TCP address.
-fn trust_add(node: &Node, other: &Node, extra: &[&str]) -> anyhow::Result<()> {
-    let addr = other.tcp_addr()?.to_string();
-    let mut args = vec![
-        "trust",
-        "add",
-        &other.peer_id,
-        "--name",
-        &other.name,
-        "--addr",
-        &addr,
-    ];
-    args.extend(extra);
-    let out = node.cli(&args);
-    anyhow::ensure!(
-        out.status.success(),
-        "trust add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// Pairs `joiner` with `inviter` by a code made with `loopsy pair ARGS..`.
 fn pair(inviter: &Node, joiner: &Node, args: &[&str]) -> anyhow::Result<()> {
     let mut all = vec!["--ttl", "60s"];
@@ -76,8 +54,8 @@ fn a_member_without_admit_cannot_mint_a_device() -> anyhow::Result<()> {
     assert_eq!(on_charlie["via"], "introduced by alpha");
 
     // bravo vouches for a key of its own, which trusts alpha back.
-    trust_add(&bravo, &shadow, &[])?;
-    trust_add(&shadow, &alpha, &[])?;
+    bravo.trust_add(&shadow, &[])?;
+    shadow.trust_add(&alpha, &[])?;
     // alpha and charlie hold bravo's record (it spread), yet trust nobody on bravo's word:
     // bravo holds no `admit` anywhere.
     for node in [&alpha, &charlie] {

@@ -90,6 +90,21 @@ fn stopping() -> Response {
     error(ErrorCode::Unavailable, "the node is shutting down")
 }
 
+/// Addresses as a user gave them, or which one is not an address.
+fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, control::Error> {
+    addrs
+        .iter()
+        .map(|addr| {
+            addr.parse::<Multiaddr>().map_err(|_| {
+                control::Error::new(
+                    ErrorCode::InvalidArgument,
+                    format!("`{addr}` is not an address like /ip4/192.0.2.7/tcp/7717"),
+                )
+            })
+        })
+        .collect()
+}
+
 fn parse_allow(allow: Option<Vec<String>>) -> Result<Option<Caps>, control::Error> {
     allow
         .map(|a| caps::parse(&a))
@@ -329,20 +344,8 @@ async fn trust_add(
             "give the device a name with --name",
         );
     }
-    let mut parsed = Vec::new();
-    for addr in addrs {
-        match addr.parse::<Multiaddr>() {
-            Ok(a) => parsed.push(a),
-            Err(_) => {
-                return error(
-                    ErrorCode::InvalidArgument,
-                    format!("`{addr}` is not an address like /ip4/192.0.2.7/tcp/7717"),
-                );
-            }
-        }
-    }
-    let allow = match parse_allow(allow) {
-        Ok(allow) => allow,
+    let (parsed, allow) = match parse_addrs(addrs).and_then(|a| Ok((a, parse_allow(allow)?))) {
+        Ok(parsed) => parsed,
         Err(e) => return Response::Error(e),
     };
     let known = node.trust.is_member(&peer);
@@ -405,20 +408,8 @@ async fn trust_set(
     if name.as_ref().is_some_and(String::is_empty) {
         return error(ErrorCode::InvalidArgument, "a name cannot be empty");
     }
-    let mut parsed = Vec::new();
-    for addr in addrs {
-        match addr.parse::<Multiaddr>() {
-            Ok(a) => parsed.push(a),
-            Err(_) => {
-                return error(
-                    ErrorCode::InvalidArgument,
-                    format!("`{addr}` is not an address like /ip4/192.0.2.7/tcp/7717"),
-                );
-            }
-        }
-    }
-    let allow = match parse_allow(allow) {
-        Ok(allow) => allow,
+    let (parsed, allow) = match parse_addrs(addrs).and_then(|a| Ok((a, parse_allow(allow)?))) {
+        Ok(parsed) => parsed,
         Err(e) => return Response::Error(e),
     };
     let changed = [
