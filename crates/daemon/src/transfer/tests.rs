@@ -328,17 +328,23 @@ where
     F: FnOnce(Pipe) -> Fut,
     Fut: Future<Output = ()>,
 {
+    hostile_into(Dest::local(dest.to_path_buf()), expect, script).await
+}
+
+async fn hostile_into<F, Fut>(
+    dest: Dest,
+    expect: Expect,
+    script: F,
+) -> Result<Summary, TransferError>
+where
+    F: FnOnce(Pipe) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let (a, b) = pipe();
     let progress = Progress::default();
     let (_, received) = tokio::join!(
         script(a),
-        receive::receive(
-            b,
-            Dest::local(dest.to_path_buf()),
-            Receive::default(),
-            expect,
-            &progress
-        )
+        receive::receive(b, dest, Receive::default(), expect, &progress)
     );
     received
 }
@@ -686,17 +692,20 @@ fn a_chunk_is_handed_over_at_once_and_small_pieces_in_bulk() {
     assert_eq!(handover.take().len(), super::Handover::<()>::PIECES);
 }
 
-/// The offer `[Symlink "x" -> outside, File "x/authorized_keys"]` into a destination that
-/// is not there yet: the top entry becomes the destination itself, and nothing may then be
-/// written through it.
-async fn through_a_top_level_link(tag: &str, expect: Expect) {
+/// The offer `[Symlink "x" -> outside, File "x/authorized_keys"]` into `new`, a destination
+/// that is not there yet: the top entry becomes the destination itself, and nothing may
+/// then be written through it. `dest` makes the destination from the directory `new` is to
+/// be in (a write root, on the serving side of a push).
+async fn through_a_top_level_link(tag: &str, dest: impl FnOnce(&Path) -> Dest, expect: Expect) {
     let dir = temp(tag);
     let outside = dir.join("outside");
     fs::create_dir(&outside).unwrap();
-    let dest = dir.join("new");
+    let root = dir.join("root");
+    fs::create_dir(&root).unwrap();
+    let dest = dest(&root);
     let target = outside.as_os_str().as_bytes().to_vec();
     let entries = vec![link(b"x", &target), file(b"x/authorized_keys", 4)];
-    let result = hostile_to(&dest, expect, |mut peer| async move {
+    let result = hostile_into(dest, expect, |mut peer| async move {
         let Some(Reply::Plan { .. }) = offer(&mut peer, entries).await else {
             return;
         };
@@ -730,7 +739,13 @@ async fn through_a_top_level_link(tag: &str, expect: Expect) {
 
 #[tokio::test]
 async fn a_push_cannot_write_through_a_link_it_made_the_destination() {
-    through_a_top_level_link("top-push", anything()).await;
+    // As the serving side takes a push: `PEER:new`, inside its write root.
+    let served = |root: &Path| {
+        let roots = [root.to_path_buf()];
+        let requested = super::confine::requested(&roots, b"new").unwrap();
+        super::confine::writable(&roots, &Default::default(), &requested).unwrap()
+    };
+    through_a_top_level_link("top-push", served, anything()).await;
 }
 
 #[tokio::test]
@@ -741,7 +756,9 @@ async fn a_pull_cannot_write_through_a_link_it_made_the_destination() {
         reports: true,
         homes: Default::default(),
     };
-    through_a_top_level_link("top-pull", asked).await;
+    // As `loopsy cp -r PEER:x ROOT/new` takes it.
+    let named = |root: &Path| Dest::local(root.join("new"));
+    through_a_top_level_link("top-pull", named, asked).await;
 }
 
 #[tokio::test]
