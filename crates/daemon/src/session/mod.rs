@@ -220,12 +220,26 @@ impl Sessions {
         {
             return Err(format!("this device runs {MAX_RUNNING} sessions already"));
         }
+        let name = name
+            .map(|n| loopsy_mesh::sanitize_name(&n))
+            .filter(|n| !n.is_empty());
+        // A name picks one running session: `attach agent` must not meet two.
+        if let Some(name) = &name {
+            let taken = self
+                .lock()
+                .iter()
+                .any(|h| h.session.is_running() && h.session.info().name.as_ref() == Some(name));
+            if taken {
+                return Err(format!(
+                    "a running session here is already called `{name}`: pick another name, \
+                     or attach to that one"
+                ));
+            }
+        }
         let now = clock::now_secs();
         let info = Info {
             id: new_id(),
-            name: name
-                .map(|n| loopsy_mesh::sanitize_name(&n))
-                .filter(|n| !n.is_empty()),
+            name,
             command,
             status: Status::Running,
             created: now,
@@ -456,6 +470,14 @@ pub async fn handle<R, W>(
             let _ = put(&mut writer, &Reply::Sessions { sessions }).await;
         }
         Request::Kill { session } => match node.sessions.resolve(&session, reach) {
+            Ok(found) if !found.is_running() => {
+                let how = match found.info().status {
+                    Status::Exited { code: Some(code) } => format!(" (exit code {code})"),
+                    _ => String::new(),
+                };
+                let said = format!("session {} had already ended{how}", found.id());
+                error(&mut writer, &said).await
+            }
             Ok(found) => {
                 audit("session kill", found.id(), Outcome::Ok, None);
                 found.kill().await;
