@@ -1,19 +1,40 @@
-//! Strangers run in-process: devices with fresh identities, paired with nobody, made of
-//! the mesh crate alone, as a hostile peer would be (fresh peer IDs cost nothing).
+//! Hostile peers run in-process, made of the mesh crate alone: strangers with fresh
+//! identities, paired with nobody (fresh peer IDs cost nothing), and a paired device's
+//! identity run by other code than loopsy's.
 
 use std::time::Duration;
 
 use loopsy_mesh::{Config, Keypair, Mesh, MeshEvent, MeshTask, Multiaddr, PeerId};
 
-/// A mesh node with a fresh identity, listening on loopback only.
-pub fn start() -> anyhow::Result<(Mesh, MeshTask)> {
+/// A mesh node with `keypair`, called `name`, listening on loopback only.
+fn mesh(keypair: Keypair, name: &str) -> anyhow::Result<(Mesh, MeshTask)> {
     Ok(Mesh::start(Config {
-        keypair: Keypair::generate_ed25519(),
-        name: "stranger".into(),
+        keypair,
+        name: name.into(),
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         mdns: false,
         relays: Vec::new(),
     })?)
+}
+
+/// A mesh node with a fresh identity, listening on loopback only.
+pub fn start() -> anyhow::Result<(Mesh, MeshTask)> {
+    mesh(Keypair::generate_ed25519(), "stranger")
+}
+
+/// A paired device's identity (`keypair`, taken from its stopped node's home) run by
+/// hostile code, connected to `target` at `addr`.
+pub async fn impersonating(
+    keypair: Keypair,
+    name: &str,
+    target: PeerId,
+    addr: Multiaddr,
+) -> anyhow::Result<(Mesh, MeshTask)> {
+    let (mesh, task) = mesh(keypair, name)?;
+    mesh.connect(target, vec![addr])
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    Ok((mesh, task))
 }
 
 /// A fresh stranger connected to `target`, or `None` when the connection was refused or

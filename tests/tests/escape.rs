@@ -9,9 +9,10 @@ use std::{fs, os::unix::ffi::OsStrExt, path::Path, time::Duration};
 
 use futures::{AsyncWriteExt, StreamExt};
 use loopsy_daemon::transfer::tree::chunk_hash;
-use loopsy_mesh::{Config, Mesh, MeshTask, PeerId, Stream, framed, identity};
+use loopsy_mesh::{Mesh, MeshTask, PeerId, Stream, framed, identity};
 use loopsy_tests::{
     node::{Node, Options},
+    stranger,
     temp::TempDir,
     wait_for,
 };
@@ -34,17 +35,7 @@ async fn alpha_and_hostile_bravo(tmp: &TempDir) -> anyhow::Result<(Node, Mesh, M
     let key = identity::load_or_create(&bravo.home().join("identity.key"))?;
     bravo.stop()?;
     let target: PeerId = alpha.peer_id.parse()?;
-    let (hostile, task) = Mesh::start(Config {
-        keypair: key,
-        name: "bravo".into(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        mdns: false,
-        relays: Vec::new(),
-    })?;
-    hostile
-        .connect(target, vec![alpha.tcp_addr()?])
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let (hostile, task) = stranger::impersonating(key, "bravo", target, alpha.tcp_addr()?).await?;
     Ok((alpha, hostile, task, target))
 }
 

@@ -5,10 +5,11 @@
 use std::time::{Duration, Instant};
 
 use futures::AsyncWriteExt;
-use loopsy_mesh::{Config, Mesh, identity};
+use loopsy_mesh::identity;
 use loopsy_tests::{
     node::{Node, Options},
     proc::rss_kib,
+    stranger,
 };
 use loopsy_wire::protocol;
 
@@ -24,17 +25,7 @@ async fn a_member_that_floods_and_lies_cannot_starve_or_swell_a_node() -> anyhow
     bravo.stop()?;
     let target: libp2p::PeerId = alpha.peer_id.parse()?;
     let addr = alpha.tcp_addr()?;
-    let (hostile, _task) = Mesh::start(Config {
-        keypair: key,
-        name: "bravo".into(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        mdns: false,
-        relays: Vec::new(),
-    })?;
-    hostile
-        .connect(target, vec![addr])
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let (hostile, _task) = stranger::impersonating(key, "bravo", target, addr).await?;
     let before = rss_kib(alpha.pid());
 
     // Thousands of streams opened at once, held open and never read, on every application

@@ -4,10 +4,11 @@
 
 use std::{io::Read, process::ExitStatus, time::Duration};
 
-use loopsy_mesh::{Config, Mesh, framed, identity};
+use loopsy_mesh::{framed, identity};
 use loopsy_tests::{
     attach::Attached,
     node::{Node, Options, Reaped},
+    stranger,
     temp::TempDir,
     wait_for,
 };
@@ -160,18 +161,8 @@ async fn own_sessions_reaches_only_the_sessions_that_device_started() -> anyhow:
     // What alpha lists for bravo, asked with bravo's key: its own session alone.
     let key = identity::load_or_create(&b.home().join("identity.key"))?;
     tokio::task::spawn_blocking(move || b.stop()).await??;
-    let (bravo, _task) = Mesh::start(Config {
-        keypair: key,
-        name: "bravo".into(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        mdns: false,
-        relays: Vec::new(),
-    })?;
     let target: libp2p::PeerId = a.peer_id.parse()?;
-    bravo
-        .connect(target, vec![a.tcp_addr()?])
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let (bravo, _task) = stranger::impersonating(key, "bravo", target, a.tcp_addr()?).await?;
     let mut stream = bravo.open_stream(target, protocol::SESSION).await?;
     let verdict: Option<Admission> = framed::read(&mut stream, admission::MAX_FRAME).await?;
     assert!(matches!(verdict, Some(Admission::Accepted)), "{verdict:?}");

@@ -414,6 +414,19 @@ mod tests {
         Store::load("test", (None, None), path, keypair, limits, |_, _| true).unwrap()
     }
 
+    /// `store` as a restart would load it from its file.
+    fn reload(store: &Store, keypair: Keypair) -> Store {
+        Store::load(
+            "test",
+            (None, None),
+            store.file.path().to_path_buf(),
+            keypair,
+            store.limits,
+            |_, _| true,
+        )
+        .unwrap()
+    }
+
     fn state(store: &Store) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         store
             .lock()
@@ -430,15 +443,7 @@ mod tests {
         a.put(b"k", Some(b"v".to_vec()), None).unwrap();
         a.put(b"gone", Some(b"x".to_vec()), None).unwrap();
         a.put(b"gone", None, None).unwrap();
-        let again = Store::load(
-            "test",
-            (None, None),
-            a.file.path().to_path_buf(),
-            keypair,
-            a.limits,
-            |_, _| true,
-        )
-        .unwrap();
+        let again = reload(&a, keypair);
         assert_eq!(again.get(b"k").unwrap().value.unwrap().as_ref(), b"v");
         assert!(again.get(b"gone").is_none());
         assert_eq!(again.digest().len(), 2, "the deletion is remembered");
@@ -510,15 +515,7 @@ mod tests {
             }
         }
         a.saved();
-        let again = Store::load(
-            "test",
-            (None, None),
-            a.file.path().to_path_buf(),
-            keypair,
-            a.limits,
-            |_, _| true,
-        )
-        .unwrap();
+        let again = reload(&a, keypair);
         let now = clock::now_ms() + clock::MAX_SKEW_MS;
         assert!(again.get(b"theirs").is_none(), "dropped");
         let mine = again.get(b"mine").expect("kept, dated anew");

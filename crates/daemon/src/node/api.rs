@@ -570,13 +570,7 @@ async fn msg_send(node: &Arc<Node>, query: &str, text: &str) -> Response {
     };
     // What the peer said it grants this device when they paired: a device that does not
     // take messages from here would refuse this one (and audit it) when it arrived.
-    let they_allow = node
-        .trust
-        .list()
-        .into_iter()
-        .find(|l| l.member.peer_id == peer)
-        .and_then(|l| l.settings.they_allow);
-    if let Some(granted) = they_allow
+    if let Some(granted) = node.trust.they_allow(&peer)
         && !granted.iter().any(|c| c == "msg" || c == "all")
     {
         let name = node.peer_name(&peer).unwrap_or_else(|| query.to_owned());

@@ -170,6 +170,14 @@ impl Trust {
             .map(caps::parse_known)
     }
 
+    /// What `peer` said it grants this device when they paired, if they paired directly.
+    pub fn they_allow(&self, peer: &PeerId) -> Option<Vec<String>> {
+        self.lock()
+            .settings
+            .get(peer)
+            .and_then(|s| s.they_allow.clone())
+    }
+
     /// A member's changes to the exec policy.
     pub fn exec_overrides(&self, peer: &PeerId) -> Option<crate::exec::policy::Overrides> {
         self.lock().settings.get(peer).and_then(|s| s.exec.clone())
