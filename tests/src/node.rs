@@ -215,6 +215,7 @@ impl Node {
             child,
             lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)),
             code: String::new(),
+            short_code: None,
         };
         let first = invite
             .lines
@@ -222,6 +223,7 @@ impl Node {
             .context("no output from loopsy pair")??;
         let first: Value = serde_json::from_str(&first)?;
         invite.code = first["code"].as_str().context("code")?.to_owned();
+        invite.short_code = first["short_code"].as_str().map(str::to_owned);
         Ok(invite)
     }
 
@@ -363,6 +365,8 @@ pub struct Invite {
     pub child: Child,
     pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
     pub code: String,
+    /// The short code for a device that sees this one (`NAME N-NNN-NNN-NNN`).
+    pub short_code: Option<String>,
 }
 
 impl Invite {

@@ -113,6 +113,175 @@ fn pairing_on_a_lan_spreads_membership_and_revocation() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until `me` sees a device named `name` on the LAN, as `pair join` by short code
+/// needs.
+fn wait_to_see(me: &Node, other: &Node) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{} to see {} by name", me.name, other.name),
+        Duration::from_secs(20),
+        || {
+            me.peer(&other.peer_id)
+                .filter(|p| p["online"] == true && p["name"] == other.name.as_str())
+        },
+    )?;
+    Ok(())
+}
+
+/// `loopsy pair join WORDS.. --json`, the code given as several arguments, as a user types
+/// it unquoted: whether it succeeded, and its error.
+fn join_words(joiner: &Node, code: &str) -> (bool, String) {
+    let mut args = vec!["pair", "join"];
+    args.extend(code.split_whitespace());
+    args.push("--json");
+    let out = joiner.cli(&args);
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let error = said["error"].as_str().unwrap_or_default().to_owned();
+    (out.status.success(), error)
+}
+
+/// The short code with its secret's last digit changed.
+fn wrong_digit(short: &str) -> String {
+    let mut wrong = short.to_owned();
+    let last = wrong.pop().and_then(|c| c.to_digit(10)).expect("a digit");
+    wrong.push(char::from_digit((last + 1) % 10, 10).expect("a digit"));
+    wrong
+}
+
+#[test]
+fn a_short_code_pairs_a_device_in_sight_and_a_wrong_one_withdraws_it() -> anyhow::Result<()> {
+    let Some(mut lab) = Lab::new("short") else {
+        return Ok(());
+    };
+    let hosts = [lab.host("a")?, lab.host("b")?, lab.host("c")?];
+    lab.lan(
+        "lan",
+        &[
+            (&hosts[0], "eth0", "10.79.0.1/24"),
+            (&hosts[1], "eth0", "10.79.0.2/24"),
+            (&hosts[2], "eth0", "10.79.0.3/24"),
+        ],
+    )?;
+    let a = Node::start(Options::named("alpha").netns(&hosts[0]))?;
+    let b = Node::start(Options::named("bravo").netns(&hosts[1]))?;
+    let c = Node::start(Options::named("charlie").netns(&hosts[2]))?;
+    wait_to_see(&b, &a)?;
+    wait_to_see(&c, &a)?;
+
+    // Bravo pairs by the short code, typed unquoted, as the user reads it off alpha.
+    let mut invite = a.invite(&["--ttl", "60s"])?;
+    let short = invite.short_code.clone().expect("a short code");
+    let (name, digits) = short.rsplit_once(' ').expect("NAME N-NNN-NNN-NNN");
+    assert_eq!(name, "alpha");
+    let shape: String = digits
+        .chars()
+        .map(|c| if c.is_ascii_digit() { 'N' } else { c })
+        .collect();
+    assert_eq!(shape, "N-NNN-NNN-NNN", "{short}");
+    let out = b.cli(&["pair", "join", "alpha", digits, "--json"]);
+    let joined: Value = serde_json::from_slice(&out.stdout)?;
+    assert!(out.status.success(), "{joined}");
+    let invited = invite.result()?;
+    assert_eq!(joined["paired"], true);
+    assert_eq!(joined["name"], "alpha");
+    assert_eq!(invited["peer_id"], b.peer_id.as_str());
+    assert_eq!(joined["check_code"], invited["check_code"]);
+    assert!(has_peer(&a.trusted(), &b.peer_id) && has_peer(&b.trusted(), &a.peer_id));
+    drop(invite);
+
+    // Charlie mistypes a digit: each try says so, and the third withdraws the short code.
+    let refused = "the other device refused: wrong pairing code; ";
+    let invite = a.invite(&["--ttl", "60s"])?;
+    let short = invite.short_code.clone().expect("a short code");
+    for left in [
+        "2 more tries before the short code is withdrawn",
+        "one more try before the short code is withdrawn",
+        "the short code is now withdrawn: make a new one with `loopsy pair` on the other \
+         device (its long code still works)",
+    ] {
+        let (ok, error) = join_words(&c, &wrong_digit(&short));
+        assert!(!ok);
+        assert_eq!(error, format!("{refused}{left}"));
+    }
+    let (ok, error) = join_words(&c, &short);
+    assert!(!ok, "the right short code no longer works");
+    assert_eq!(
+        error,
+        "the other device refused: unknown, used or withdrawn short pairing code; make a new \
+         one with `loopsy pair` on the other device"
+    );
+    assert!(!has_peer(&a.trusted(), &c.peer_id));
+    assert!(
+        a.audit()
+            .iter()
+            .any(|e| e["action"] == "pair" && e["result"] == "denied"),
+        "alpha's audit log has the wrong tries"
+    );
+    // The long code of the same invitation still works.
+    let mut invite = invite;
+    let (ok, out) = c.join(&invite.code);
+    assert!(ok, "{out}");
+    assert_eq!(invite.result()?["peer_id"], c.peer_id.as_str());
+    Ok(())
+}
+
+#[test]
+fn a_short_code_names_exactly_one_device_in_sight() -> anyhow::Result<()> {
+    let Some(mut lab) = Lab::new("shortname") else {
+        return Ok(());
+    };
+    let hosts = [lab.host("a")?, lab.host("b")?, lab.host("c")?];
+    lab.lan(
+        "lan",
+        &[
+            (&hosts[0], "eth0", "10.80.0.1/24"),
+            (&hosts[1], "eth0", "10.80.0.2/24"),
+            (&hosts[2], "eth0", "10.80.0.3/24"),
+        ],
+    )?;
+    let a = Node::start(Options::named("alpha").netns(&hosts[0]))?;
+    let b = Node::start(Options::named("bravo").netns(&hosts[1]))?;
+    wait_to_see(&b, &a)?;
+
+    let (ok, error) = join_words(&b, "zulu 1-234-567-890");
+    assert!(!ok);
+    assert_eq!(
+        error,
+        "no device named 'zulu' is in sight (see `loopsy peers`); on the same network it shows \
+         up within seconds, otherwise use the long code (LOOPSY1-...)"
+    );
+    let (ok, error) = join_words(&b, "bravo 1-234-567-890");
+    assert!(!ok);
+    assert_eq!(
+        error,
+        "this is this device's own pairing code; use it on the other device"
+    );
+    let (ok, error) = join_words(&b, "alpha 1-234-567-89");
+    assert!(!ok);
+    assert!(
+        error.starts_with("the short pairing code is mistyped"),
+        "{error}"
+    );
+
+    // A second device calls itself alpha: the name no longer says which.
+    let twin = Node::start(Options::named("alpha").netns(&hosts[2]))?;
+    wait_to_see(&b, &twin)?;
+    let (ok, error) = join_words(&b, "Alpha 1-234-567-890");
+    assert!(!ok);
+    let mut ids = [a.peer_id.as_str(), twin.peer_id.as_str()];
+    let listed = |ids: [&str; 2]| {
+        format!(
+            "2 devices in sight are named 'Alpha' ({}); use the long code (LOOPSY1-...) to \
+             pick the right one",
+            ids.join(", ")
+        )
+    };
+    let expected_one = listed(ids);
+    ids.reverse();
+    assert!(error == expected_one || error == listed(ids), "{error}");
+    assert!(a.trusted().is_empty() && b.trusted().is_empty());
+    Ok(())
+}
+
 /// The N in `trust rm`'s "closed N connections".
 fn closed_connections(said: &str) -> u32 {
     said.split("closed ")

@@ -302,6 +302,9 @@ pub struct Invitation {
     pub code: String,
     /// RFC 3339, UTC.
     pub expires: String,
+    /// The same invitation for a device that sees this one: `NAME N-NNN-NNN-NNN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_code: Option<String>,
 }
 
 /// A completed pairing.

@@ -9,6 +9,14 @@
 //! [`Hello`]; the joiner sends its own `Hello` sealed under the new keys; the inviter seals
 //! a [`Done`]. Both then show the same [`check_code`] of the handshake hash. A wrong secret
 //! fails the first message's authentication: the inviter answers [`Message::Refused`].
+//!
+//! A [`ShortCode`] (`alpha 1-472-135-890`) is for a device that already sees the inviter:
+//! its secret is too short to key Noise directly (whoever saw the first message could test
+//! guesses offline), so it keys a SPAKE2 exchange first. The joiner sends
+//! [`Message::ShortStart`] with the nameplate and its SPAKE2 message; the inviter answers
+//! [`Message::Pake`] with its own. Both derive the Noise key from SPAKE2's key ([`short_psk`]),
+//! and the flow above goes on with the joiner's first handshake message in a
+//! [`Message::Noise`]. A wrong code costs the guesser one online attempt and teaches nothing.
 
 use data_encoding::BASE32_NOPAD;
 use serde::{Deserialize, Serialize};
@@ -165,6 +173,101 @@ pub fn psk(invite: &[u8; INVITE_ID_LEN], secret: &[u8; SECRET_LEN]) -> [u8; 32] 
     h.finalize().into()
 }
 
+/// Digits of a short code's secret: 10^9 codes, about 30 bits.
+pub const SHORT_DIGITS: usize = 9;
+/// The largest nameplate: it tells the inviter which of its open short codes is meant.
+pub const MAX_NAMEPLATE: u16 = 999;
+/// Longest short code text accepted.
+pub const MAX_SHORT_TEXT: usize = 256;
+/// Largest SPAKE2 message accepted (an Ed25519 point and a side byte take 33).
+pub const MAX_PAKE: usize = 64;
+
+/// A short pairing code for a device the joiner already sees: the inviter's name, a
+/// nameplate, and a nine-digit secret, as `alpha 1-472-135-890`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortCode {
+    /// The name the inviter announces (a name may hold spaces).
+    pub name: String,
+    pub nameplate: u16,
+    /// Below 10^[`SHORT_DIGITS`].
+    pub secret: u32,
+}
+
+/// Text that is not a short code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShortCodeError {
+    /// Nothing in it looks like a short code's digits (it may be a long code).
+    #[error("not a short pairing code")]
+    NotShort,
+    #[error(
+        "the short pairing code is mistyped: it reads NAME N-NNN-NNN-NNN, as `loopsy pair` \
+         shows it (alpha 1-472-135-890)"
+    )]
+    Mistyped,
+}
+
+impl ShortCode {
+    /// The code as people type it: `NAME N-NNN-NNN-NNN`.
+    pub fn to_text(&self) -> String {
+        let s = format!("{:0width$}", self.secret, width = SHORT_DIGITS);
+        format!(
+            "{} {}-{}-{}-{}",
+            self.name,
+            self.nameplate,
+            &s[..3],
+            &s[3..6],
+            &s[6..]
+        )
+    }
+
+    /// Reads a code: the name, then the digits as the last word (dashes optional after the
+    /// nameplate's), forgiving the spaces around them.
+    pub fn from_text(text: &str) -> Result<Self, ShortCodeError> {
+        if text.len() > MAX_SHORT_TEXT {
+            return Err(ShortCodeError::NotShort);
+        }
+        let text = text.trim();
+        let (name, digits) = text.rsplit_once(char::is_whitespace).unwrap_or(("", text));
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '-') {
+            return Err(ShortCodeError::NotShort);
+        }
+        let name = name.trim();
+        let (nameplate, secret) = digits.split_once('-').ok_or(ShortCodeError::Mistyped)?;
+        let secret: String = secret.chars().filter(|c| *c != '-').collect();
+        if name.is_empty() || nameplate.is_empty() || secret.len() != SHORT_DIGITS {
+            return Err(ShortCodeError::Mistyped);
+        }
+        let nameplate = nameplate
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_NAMEPLATE).contains(n))
+            .ok_or(ShortCodeError::Mistyped)?;
+        let secret = secret.parse().map_err(|_| ShortCodeError::Mistyped)?;
+        Ok(Self {
+            name: name.to_owned(),
+            nameplate,
+            secret,
+        })
+    }
+
+    /// The SPAKE2 password: the nameplate and the secret, in a domain of their own.
+    pub fn password(&self) -> Vec<u8> {
+        let mut out = b"loopsy short code v1".to_vec();
+        out.extend(self.nameplate.to_be_bytes());
+        out.extend(self.secret.to_be_bytes());
+        out
+    }
+}
+
+/// The Noise pre-shared key of a short code's pairing: 32 bytes from SPAKE2's key (which is
+/// bound to the code and to both peer IDs).
+pub fn short_psk(pake_key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"loopsy pair short psk v1");
+    h.update(pake_key);
+    h.finalize().into()
+}
+
 /// The handshake prologue: binds the handshake to the two peer IDs the libp2p connection
 /// authenticated, so it cannot be replayed or relayed between another pair of devices.
 pub fn prologue(inviter: &[u8], joiner: &[u8]) -> Vec<u8> {
@@ -198,7 +301,8 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         noise: Vec<u8>,
     },
-    /// Inviter: the second handshake message, carrying its sealed [`Hello`].
+    /// Inviter: the second handshake message, carrying its sealed [`Hello`]. Joiner, after
+    /// a short code's [`Message::Pake`]: the first handshake message.
     Noise {
         #[serde(with = "serde_bytes")]
         noise: Vec<u8>,
@@ -210,6 +314,17 @@ pub enum Message {
     },
     /// Inviter: no pairing, and why.
     Refused { reason: String },
+    /// Joiner, for a [`ShortCode`]: which short code, and its SPAKE2 message.
+    ShortStart {
+        nameplate: u16,
+        #[serde(with = "serde_bytes")]
+        pake: Vec<u8>,
+    },
+    /// Inviter: its SPAKE2 message.
+    Pake {
+        #[serde(with = "serde_bytes")]
+        pake: Vec<u8>,
+    },
 }
 
 /// What each side tells the other about itself inside the handshake.
@@ -280,7 +395,70 @@ mod tests {
         assert_eq!(Code::from_text("LOOPSY1-!!"), Err(CodeError::Mistyped));
     }
 
+    #[test]
+    fn short_codes_read_as_typed() {
+        let code = ShortCode {
+            name: "my laptop".into(),
+            nameplate: 4,
+            secret: 7_213_589,
+        };
+        assert_eq!(code.to_text(), "my laptop 4-007-213-589");
+        for typed in [
+            "my laptop 4-007-213-589",
+            "  my laptop   4-007213589 ",
+            "my laptop\t4-007-213589",
+        ] {
+            assert_eq!(ShortCode::from_text(typed), Ok(code.clone()), "{typed}");
+        }
+    }
+
+    #[test]
+    fn short_code_errors_are_told_apart() {
+        for long in ["LOOPSY1-AAAA", "hello", "alpha", "", "alpha beta"] {
+            assert_eq!(ShortCode::from_text(long), Err(ShortCodeError::NotShort));
+        }
+        for typo in [
+            "alpha 4721358904",
+            "alpha 4-721-358-90",
+            "alpha 4-721-358-9041",
+            "alpha 0-721-358-904",
+            "alpha 1000-721-358-904",
+            "alpha -721-358-904",
+            "4-721-358-904 ",
+        ] {
+            assert_eq!(
+                ShortCode::from_text(typo),
+                Err(ShortCodeError::Mistyped),
+                "{typo}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_psk_known_answer() {
+        let psk = short_psk(&[3; 32]);
+        assert_eq!(
+            data_encoding::HEXLOWER.encode(&psk[..8]),
+            "c6f146c0974aa008"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn short_codes_round_trip(
+            name in "[a-z][a-z0-9 ]{0,20}[a-z]",
+            nameplate in 1..=MAX_NAMEPLATE,
+            secret in 0..1_000_000_000u32,
+        ) {
+            let code = ShortCode { name, nameplate, secret };
+            prop_assert_eq!(ShortCode::from_text(&code.to_text()), Ok(code));
+        }
+
+        #[test]
+        fn garbage_short_codes_never_panic(s in "\\PC{0,300}") {
+            let _ = ShortCode::from_text(&s);
+        }
+
         #[test]
         fn code_round_trips(code in code()) {
             let text = code.to_text();

@@ -1,5 +1,5 @@
-//! `loopsy pair`: show a code (and its QR) for another device to join; `loopsy pair join
-//! CODE`: use one.
+//! `loopsy pair`: show a code (and its QR, and a short code for a device that sees this
+//! one) for another device to join; `loopsy pair join CODE`: use one.
 
 use std::{io::Write, process::ExitCode, time::Duration};
 
@@ -8,7 +8,7 @@ use loopsy_daemon::{
     Home, clock,
     control::{self, ClientError, Connection},
 };
-use loopsy_wire::control::{ErrorCode, Paired, Request, Response};
+use loopsy_wire::control::{ErrorCode, Invitation, Paired, Request, Response};
 use serde_json::json;
 
 /// Pair a device with this one: show a pairing code and wait for it.
@@ -28,7 +28,7 @@ pub struct Cmd {
     /// Let several devices use the code until it expires.
     #[arg(long)]
     multi: bool,
-    /// First line: {"code", "expires"}; then one line per result.
+    /// First line: {"code", "expires", "short_code"}; then one line per result.
     #[arg(long)]
     json: bool,
 }
@@ -37,8 +37,10 @@ pub struct Cmd {
 enum Join {
     /// Pair with the device that shows CODE.
     Join {
-        /// The code the other device shows (LOOPSY1-...).
-        code: String,
+        /// The code the other device shows: the long one (LOOPSY1-...), or the short one
+        /// (NAME N-NNN-NNN-NNN, quoted or not) when this device sees that one.
+        #[arg(required = true, num_args = 1.., value_name = "CODE")]
+        code: Vec<String>,
         /// Capabilities to grant that device; the config's defaults when omitted.
         #[arg(long, value_name = "CAPS")]
         allow: Vec<String>,
@@ -59,7 +61,7 @@ impl Cmd {
                 code,
                 allow: a,
                 json,
-            }) => join(home, code, allow(a), json).await,
+            }) => join(home, code.join(" "), allow(a), json).await,
             None => self.invite(home).await,
         }
     }
@@ -76,9 +78,13 @@ impl Cmd {
             _ => anyhow::bail!("the node did not answer with a pairing code"),
         };
         if self.json {
-            line(&json!({"code": invitation.code, "expires": invitation.expires}));
+            line(&json!({
+                "code": invitation.code,
+                "expires": invitation.expires,
+                "short_code": invitation.short_code,
+            }));
         } else {
-            show_invitation(&invitation.code, &invitation.expires, self.multi);
+            show_invitation(&invitation, self.multi);
         }
         let mut paired = 0;
         loop {
@@ -164,8 +170,14 @@ fn line(value: &serde_json::Value) {
     let _ = out.flush();
 }
 
-fn show_invitation(code: &str, expires: &str, multi: bool) {
+fn show_invitation(invitation: &Invitation, multi: bool) {
+    let (code, expires) = (&invitation.code, &invitation.expires);
     println!("On the other device, run:\n\n    loopsy pair join {code}\n");
+    if let Some(short) = &invitation.short_code {
+        println!(
+            "or, if that device sees this one (`loopsy peers` there lists it), the short code:\n\n    loopsy pair join {short}\n"
+        );
+    }
     if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
         use qrcode::render::unicode::Dense1x2;
         // One module a column, two a row, and a quiet zone of four modules each side.

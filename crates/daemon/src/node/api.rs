@@ -238,9 +238,18 @@ async fn invite(
         secret: claim.secret,
         expires,
     };
+    // A short code beside the long one, for a device that sees this one (see `pair::short`).
+    let (short_code, _withdraw_short) = match node.invitations.open_short(&claim, &node.name) {
+        Ok((short, withdraw)) => (Some(short.to_text()), Some(withdraw)),
+        Err(e) => {
+            tracing::debug!(error = %e, "no short pairing code");
+            (None, None)
+        }
+    };
     let invitation = Invitation {
         code: code.to_text(),
         expires: clock::rfc3339(expires),
+        short_code,
     };
     if reply.send(&Response::Invitation(invitation)).await.is_err() {
         return;
@@ -282,7 +291,11 @@ async fn join(node: &Arc<Node>, code: &str, allow: Option<Vec<String>>) -> Respo
         Ok(paired) => Response::Paired(paired),
         Err(e) => {
             let code = match e {
-                pair::JoinError::Code(_) | pair::JoinError::OwnCode => ErrorCode::InvalidArgument,
+                pair::JoinError::Code(_)
+                | pair::JoinError::ShortCode(_)
+                | pair::JoinError::OwnCode => ErrorCode::InvalidArgument,
+                pair::JoinError::Find(pair::FindError::NotInSight(_)) => ErrorCode::NotFound,
+                pair::JoinError::Find(pair::FindError::Several { .. }) => ErrorCode::Ambiguous,
                 pair::JoinError::Expired(_) => ErrorCode::Expired,
                 pair::JoinError::Unreachable(_) => ErrorCode::Unreachable,
                 pair::JoinError::Refused(_) => ErrorCode::Refused,

@@ -53,6 +53,8 @@ pub enum ClaimError {
 #[derive(Debug, Default, Clone)]
 pub struct Invitations {
     open: Arc<Mutex<HashMap<[u8; INVITE_ID_LEN], Open>>>,
+    /// Their short codes (see `short`).
+    pub(super) short: super::short::ShortCodes,
 }
 
 /// Withdraws its invitation when dropped (the `loopsy pair` client went away).

@@ -4,6 +4,7 @@
 mod handshake;
 mod invitations;
 mod places;
+mod short;
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,12 +12,13 @@ use futures::{AsyncWriteExt, StreamExt};
 use loopsy_mesh::{Multiaddr, OpenStreamError, PeerId, Stream, framed};
 use loopsy_wire::{
     control::Paired,
-    pair::{self, Code, CodeError, Done, Hello, MAX_FRAME, Message},
+    pair::{self, Code, CodeError, Done, Hello, MAX_FRAME, Message, ShortCode, ShortCodeError},
     protocol,
 };
 use serde_bytes::ByteBuf;
 
 pub use invitations::{Invitations, RateLimit};
+pub use short::FindError;
 
 use crate::{
     audit::Outcome,
@@ -40,12 +42,19 @@ const MAX_ATTEMPTS_AT_ONCE: usize = 256;
 const REFUSE_DEADLINE: Duration = Duration::from_secs(5);
 /// Most addresses taken from a peer's hello.
 const MAX_HELLO_ADDRS: usize = 16;
+/// What a peer over the pairing rate limit is told.
+const TOO_MANY: &str = "too many pairing attempts; wait a minute";
 
 /// Pairing with another device's code failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     #[error(transparent)]
     Code(#[from] CodeError),
+    #[error(transparent)]
+    ShortCode(#[from] ShortCodeError),
+    /// No single device in sight goes by a short code's name.
+    #[error(transparent)]
+    Find(#[from] FindError),
     #[error("the pairing code expired at {0}; ask for a new one")]
     Expired(String),
     #[error("this is this device's own pairing code; use it on the other device")]
@@ -123,17 +132,14 @@ async fn answer(
     stream: &mut Stream,
     start: Result<Option<Message>, framed::ReadError>,
 ) {
-    // A joiner is most often a stranger, and fresh peer IDs cost nothing: refusals are
-    // written within the audit log's limits on strangers.
-    let deny = |reason: &str| {
-        node.audit
-            .refuse_stranger(peer, "pair", "", reason.to_owned());
-    };
-    const TOO_MANY: &str = "too many pairing attempts; wait a minute";
     // An attempt that names no open invitation costs its peer alone; one on an open
     // invitation counts overall too, before its secret is tried.
     let (invite, noise) = match start {
         Ok(Some(Message::Start { invite, noise })) => (invite, noise),
+        // Short codes (see `short`).
+        Ok(Some(Message::ShortStart { nameplate, pake })) => {
+            return short::answer(node, peer, stream, nameplate, &pake).await;
+        }
         other => {
             let (reason, said) = if !node.pair_attempts.allow_peer_only(peer) {
                 (TOO_MANY.to_owned(), TOO_MANY)
@@ -148,60 +154,73 @@ async fn answer(
                     "expected a pairing start",
                 )
             };
-            deny(&reason);
+            node.audit.refuse_stranger(peer, "pair", "", reason.clone());
             refuse(stream, said).await;
             return;
         }
     };
-    let claim = match node.invitations.claim(&invite) {
-        Ok(claim) if node.pair_attempts.allow(peer) => claim,
-        Ok(claim) => {
-            node.invitations.release(&claim);
-            deny(TOO_MANY);
-            refuse(stream, TOO_MANY).await;
-            return;
-        }
-        Err(e) => {
-            let reason = if node.pair_attempts.allow_peer_only(peer) {
-                e.to_string()
-            } else {
-                TOO_MANY.to_owned()
-            };
-            deny(&reason);
-            refuse(stream, &reason).await;
-            return;
-        }
+    let claim = match claim(node, peer, &invite) {
+        Ok(claim) => claim,
+        Err(reason) => return deny(node, peer, stream, &reason).await,
     };
-    match inviter_handshake(node, peer, stream, &claim, &noise).await {
+    let psk = pair::psk(&claim.id, &claim.secret);
+    match inviter_handshake(node, peer, stream, &claim, &psk, &noise).await {
         Ok(paired) => {
-            node.audit.record(
-                Some(peer),
-                Some(paired.name.clone()),
-                "pair",
-                "invited",
-                Outcome::Ok,
-                None,
-            );
+            record_invited(node, peer, &paired);
             node.invitations.complete(&claim, paired);
         }
         Err(reason) => {
             node.invitations.release(&claim);
-            deny(&reason);
-            refuse(stream, &reason).await;
+            deny(node, peer, stream, &reason).await;
         }
     }
 }
 
+/// Takes the invitation `invite` for `peer`'s attempt, within the rate limits; the refusal
+/// to tell otherwise.
+fn claim(node: &Node, peer: PeerId, invite: &[u8]) -> Result<invitations::Claim, String> {
+    match node.invitations.claim(invite) {
+        Ok(claim) if node.pair_attempts.allow(peer) => Ok(claim),
+        Ok(claim) => {
+            node.invitations.release(&claim);
+            Err(TOO_MANY.to_owned())
+        }
+        Err(_) if !node.pair_attempts.allow_peer_only(peer) => Err(TOO_MANY.to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Refuses a pairing attempt, in the audit log and to the peer. A joiner is most often a
+/// stranger, and fresh peer IDs cost nothing: refusals are written within the audit log's
+/// limits on strangers.
+async fn deny(node: &Node, peer: PeerId, stream: &mut Stream, reason: &str) {
+    node.audit
+        .refuse_stranger(peer, "pair", "", reason.to_owned());
+    refuse(stream, reason).await;
+}
+
+fn record_invited(node: &Node, peer: PeerId, paired: &Paired) {
+    node.audit.record(
+        Some(peer),
+        Some(paired.name.clone()),
+        "pair",
+        "invited",
+        Outcome::Ok,
+        None,
+    );
+}
+
+/// The inviter's Noise handshake, keyed by `psk`, from the joiner's first message.
 async fn inviter_handshake(
     node: &Arc<Node>,
     peer: PeerId,
     stream: &mut Stream,
     claim: &invitations::Claim,
+    psk: &[u8; 32],
     noise: &[u8],
 ) -> Result<Paired, String> {
-    let psk = pair::psk(&claim.id, &claim.secret);
     let me = node.mesh.peer_id().to_bytes();
-    let mut hs = handshake::inviter(&psk, &me, &peer.to_bytes()).map_err(|e| e.0)?;
+    let mut hs = handshake::inviter(psk, &me, &peer.to_bytes()).map_err(|e| e.0)?;
     handshake::read(&mut hs, noise).map_err(|_| "wrong pairing code".to_owned())?;
     let grants = claim
         .allow
@@ -235,8 +254,15 @@ async fn inviter_handshake(
     })
 }
 
-/// Pairs with the device that made `text`, granting it `allow` (or the defaults).
+/// Pairs with the device that made `text` (a long code, or a short one for a device in
+/// sight), granting it `allow` (or the defaults).
 pub async fn join(node: &Arc<Node>, text: &str, allow: Option<Caps>) -> Result<Paired, JoinError> {
+    // Short codes (see `short`).
+    match ShortCode::from_text(text) {
+        Ok(short) => return short::join(node, &short, allow).await,
+        Err(ShortCodeError::NotShort) => {}
+        Err(mistyped) => return Err(mistyped.into()),
+    }
     let code = Code::from_text(text)?;
     let inviter =
         PeerId::from_bytes(&code.inviter).map_err(|_| CodeError::Malformed("inviter peer ID"))?;
@@ -278,6 +304,23 @@ async fn joiner_handshake(
     code: &Code,
     allow: Option<Caps>,
 ) -> Result<Paired, JoinError> {
+    let mut stream = open_pair_stream(node, inviter, addrs).await?;
+    let psk = pair::psk(&code.invite, &code.secret);
+    joiner_noise(node, &mut stream, inviter, &psk, allow, |noise| {
+        Message::Start {
+            invite: code.invite.to_vec(),
+            noise,
+        }
+    })
+    .await
+}
+
+/// Connects to `inviter` (through `addrs` and the addresses known) and opens a pair stream.
+async fn open_pair_stream(
+    node: &Node,
+    inviter: PeerId,
+    addrs: Vec<Multiaddr>,
+) -> Result<Stream, JoinError> {
     match tokio::time::timeout(CONNECT_DEADLINE, node.mesh.connect(inviter, addrs)).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(JoinError::Unreachable(e)),
@@ -286,29 +329,33 @@ async fn joiner_handshake(
     }
     // Once more if the stream was lost in negotiation: it may have picked a connection
     // that was closing (one the mesh let go for a better one). Nothing was sent on it.
-    let mut stream = match node.mesh.open_stream(inviter, protocol::PAIR).await {
+    match node.mesh.open_stream(inviter, protocol::PAIR).await {
         Err(OpenStreamError::Io(e)) => {
             tracing::debug!(%inviter, error = %e, "pairing stream lost; opening again");
             node.mesh.open_stream(inviter, protocol::PAIR).await
         }
         opened => opened,
     }
-    .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+    .map_err(|e| JoinError::Unreachable(e.to_string()))
+}
+
+/// The joiner's Noise handshake keyed by `psk` on an open pair stream, its first message
+/// sent in the frame `first` makes of it, then the hellos.
+async fn joiner_noise(
+    node: &Arc<Node>,
+    stream: &mut Stream,
+    inviter: PeerId,
+    psk: &[u8; 32],
+    allow: Option<Caps>,
+    first: impl FnOnce(Vec<u8>) -> Message,
+) -> Result<Paired, JoinError> {
     let failed = |e: handshake::CryptoError| JoinError::Failed(e.0);
-    let psk = pair::psk(&code.invite, &code.secret);
     let me = node.mesh.peer_id().to_bytes();
-    let mut hs = handshake::joiner(&psk, &code.inviter, &me).map_err(failed)?;
-    let first = handshake::write(&mut hs, &[]).map_err(failed)?;
-    let sent = send(
-        &mut stream,
-        &Message::Start {
-            invite: code.invite.to_vec(),
-            noise: first,
-        },
-    )
-    .await;
+    let mut hs = handshake::joiner(psk, &inviter.to_bytes(), &me).map_err(failed)?;
+    let message = handshake::write(&mut hs, &[]).map_err(failed)?;
+    let sent = send(stream, &first(message)).await;
     // Even when the send failed, the inviter may have said why.
-    let answer = receive(&mut stream).await;
+    let answer = receive(stream).await;
     let theirs: Hello = match (answer, sent) {
         (Ok(message), _) => match message {
             Message::Noise { noise } => {
@@ -332,10 +379,10 @@ async fn joiner_handshake(
         .unwrap_or_else(|| node.default_grants());
     let hello = node.hello(&grants).await;
     let sealed = handshake::seal(&mut transport, &hello).map_err(failed)?;
-    send(&mut stream, &Message::Sealed { data: sealed })
+    send(stream, &Message::Sealed { data: sealed })
         .await
         .map_err(JoinError::Failed)?;
-    let done: Done = match receive(&mut stream).await? {
+    let done: Done = match receive(stream).await? {
         Message::Sealed { data } => handshake::open(&mut transport, &data).map_err(failed)?,
         other => return Err(unexpected(other)),
     };
