@@ -179,6 +179,9 @@ pub const SHORT_DIGITS: usize = 9;
 pub const MAX_NAMEPLATE: u16 = 999;
 /// Longest short code text accepted.
 pub const MAX_SHORT_TEXT: usize = 256;
+/// Longest name in a short code accepted (device names are shorter), so that a code read
+/// always writes back within [`MAX_SHORT_TEXT`].
+pub const MAX_SHORT_NAME: usize = 128;
 /// Largest SPAKE2 message accepted (an Ed25519 point and a side byte take 33).
 pub const MAX_PAKE: usize = 64;
 
@@ -232,6 +235,9 @@ impl ShortCode {
             return Err(ShortCodeError::NotShort);
         }
         let name = name.trim();
+        if name.len() > MAX_SHORT_NAME {
+            return Err(ShortCodeError::NotShort);
+        }
         let (nameplate, secret) = digits.split_once('-').ok_or(ShortCodeError::Mistyped)?;
         let secret: String = secret.chars().filter(|c| *c != '-').collect();
         if name.is_empty() || nameplate.is_empty() || secret.len() != SHORT_DIGITS {
