@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use loopsy_tests::{
     netlab::Lab,
-    node::{Node, Options},
+    node::{Invite, Node, Options},
     wait_for,
 };
 use loopsy_wire::pair::Code;
@@ -139,6 +139,19 @@ fn join_words(joiner: &Node, code: &str) -> (bool, String) {
     (out.status.success(), error)
 }
 
+/// The first line a waiting `loopsy pair` prints on stderr, once it does.
+fn first_stderr_line(invite: &mut Invite) -> std::sync::mpsc::Receiver<String> {
+    let stderr = invite.child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut line).is_ok() {
+            let _ = tx.send(line.trim_end().to_owned());
+        }
+    });
+    rx
+}
+
 /// The short code with its secret's last digit changed.
 fn wrong_digit(short: &str) -> String {
     let mut wrong = short.to_owned();
@@ -190,7 +203,8 @@ fn a_short_code_pairs_a_device_in_sight_and_a_wrong_one_withdraws_it() -> anyhow
 
     // Charlie mistypes a digit: each try says so, and the third withdraws the short code.
     let refused = "the other device refused: wrong pairing code; ";
-    let invite = a.invite(&["--ttl", "60s"])?;
+    let mut invite = a.invite(&["--ttl", "60s"])?;
+    let inviter_said = first_stderr_line(&mut invite);
     let short = invite.short_code.clone().expect("a short code");
     for left in [
         "2 more tries before the short code is withdrawn",
@@ -202,6 +216,12 @@ fn a_short_code_pairs_a_device_in_sight_and_a_wrong_one_withdraws_it() -> anyhow
         assert!(!ok);
         assert_eq!(error, format!("{refused}{left}"));
     }
+    assert_eq!(
+        inviter_said.recv_timeout(Duration::from_secs(10))?,
+        "loopsy: the short code was tried wrongly 3 times and is withdrawn; the long code \
+         still works",
+        "alpha's `loopsy pair` says so"
+    );
     let (ok, error) = join_words(&c, &short);
     assert!(!ok, "the right short code no longer works");
     assert_eq!(
@@ -217,7 +237,6 @@ fn a_short_code_pairs_a_device_in_sight_and_a_wrong_one_withdraws_it() -> anyhow
         "alpha's audit log has the wrong tries"
     );
     // The long code of the same invitation still works.
-    let mut invite = invite;
     let (ok, out) = c.join(&invite.code);
     assert!(ok, "{out}");
     assert_eq!(invite.result()?["peer_id"], c.peer_id.as_str());

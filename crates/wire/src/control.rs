@@ -255,6 +255,11 @@ pub enum Response {
         sessions: Vec<HostedSession>,
     },
     Error(Error),
+    /// During `pair_invite`: the short code was withdrawn after wrong tries; the long code
+    /// still works.
+    ShortCodeWithdrawn {
+        message: String,
+    },
 }
 
 /// How far a copy has come.

@@ -105,6 +105,10 @@ impl Cmd {
                     paired += 1;
                     report(&p, self.json);
                 }
+                // On stderr: stdout keeps one line per result.
+                Ok(Some(Response::ShortCodeWithdrawn { message })) => {
+                    eprintln!("loopsy: {message}");
+                }
                 Ok(_) => break,
                 Err(ClientError::Refused(e)) if e.code == ErrorCode::Expired => {
                     if self.json {

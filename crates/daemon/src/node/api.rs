@@ -239,7 +239,7 @@ async fn invite(
         expires,
     };
     // A short code beside the long one, for a device that sees this one (see `pair::short`).
-    let (short_code, _withdraw_short) = match node.invitations.open_short(&claim, &node.name) {
+    let (short_code, mut withdraw_short) = match node.invitations.open_short(&claim, &node.name) {
         Ok((short, withdraw)) => (Some(short.to_text()), Some(withdraw)),
         Err(e) => {
             tracing::debug!(error = %e, "no short pairing code");
@@ -261,6 +261,16 @@ async fn invite(
         tokio::select! {
             _ = reply.closed() => return,
             _ = &mut deadline => break,
+            _ = short_withdrawn(&mut withdraw_short) => {
+                let message = format!(
+                    "the short code was tried wrongly {} times and is withdrawn; the long \
+                     code still works",
+                    pair::short::MAX_FAILURES
+                );
+                if reply.send(&Response::ShortCodeWithdrawn { message }).await.is_err() {
+                    return;
+                }
+            }
             event = events.recv() => match event {
                 Some(p) => {
                     paired += 1;
@@ -279,6 +289,14 @@ async fn invite(
                 "the pairing code expired before a device used it",
             )
             .await;
+    }
+}
+
+/// Returns once the short code is withdrawn for its wrong tries (never without one).
+async fn short_withdrawn(withdraw: &mut Option<pair::short::Withdraw>) {
+    match withdraw {
+        Some(withdraw) => withdraw.withdrawn().await,
+        None => std::future::pending().await,
     }
 }
 

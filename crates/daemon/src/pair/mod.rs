@@ -4,7 +4,7 @@
 mod handshake;
 mod invitations;
 mod places;
-mod short;
+pub mod short;
 
 use std::{sync::Arc, time::Duration};
 

@@ -18,6 +18,7 @@ use loopsy_wire::{
     pair::{INVITE_ID_LEN, MAX_FRAME, MAX_NAMEPLATE, MAX_PAKE, Message, ShortCode, short_psk},
 };
 use spake2::{Ed25519Group, Identity, Password, Spake2};
+use tokio::sync::oneshot;
 
 use super::{Invitations, JoinError, handshake::CryptoError, invitations::Claim};
 use crate::{audit::Outcome, caps::Caps, node::Node};
@@ -41,13 +42,32 @@ struct Entry {
     invite: [u8; INVITE_ID_LEN],
     secret: u32,
     failures: u32,
+    /// Told when the code is withdrawn for its failures.
+    withdrawn: oneshot::Sender<()>,
 }
 
-/// Withdraws its short code when dropped (the invitation ended).
+/// Withdraws its short code when dropped (the invitation ended); tells when the code was
+/// withdrawn for its failures.
 #[derive(Debug)]
 pub struct Withdraw {
     open: Arc<Mutex<HashMap<u16, Entry>>>,
     nameplate: u16,
+    withdrawn: Option<oneshot::Receiver<()>>,
+}
+
+impl Withdraw {
+    /// Returns once the short code is withdrawn after [`MAX_FAILURES`] failed attempts;
+    /// never otherwise.
+    pub async fn withdrawn(&mut self) {
+        if let Some(told) = self.withdrawn.as_mut()
+            && told.await.is_ok()
+        {
+            self.withdrawn = None;
+            return;
+        }
+        self.withdrawn = None;
+        std::future::pending().await
+    }
 }
 
 impl Drop for Withdraw {
@@ -76,17 +96,20 @@ impl ShortCodes {
         let nameplate = (1..=MAX_NAMEPLATE)
             .find(|n| !open.contains_key(n))
             .ok_or("too many short pairing codes are open")?;
+        let (told, withdrawn) = oneshot::channel();
         open.insert(
             nameplate,
             Entry {
                 invite,
                 secret,
                 failures: 0,
+                withdrawn: told,
             },
         );
         let withdraw = Withdraw {
             open: self.open.clone(),
             nameplate,
+            withdrawn: Some(withdrawn),
         };
         Ok((nameplate, secret, withdraw))
     }
@@ -106,7 +129,9 @@ impl ShortCodes {
         };
         entry.failures += 1;
         if entry.failures >= MAX_FAILURES {
-            open.remove(&nameplate);
+            if let Some(entry) = open.remove(&nameplate) {
+                let _ = entry.withdrawn.send(());
+            }
             tracing::warn!(
                 nameplate,
                 "a short pairing code failed {MAX_FAILURES} times; it is withdrawn"
@@ -397,6 +422,13 @@ mod tests {
     use super::*;
     use crate::clock;
 
+    /// Whether `future` is ready at its first poll.
+    fn ready_at_once(future: impl std::future::Future<Output = ()>) -> bool {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        future.as_mut().poll(&mut cx).is_ready()
+    }
+
     fn code(secret: u32) -> ShortCode {
         ShortCode {
             name: "alpha".into(),
@@ -481,7 +513,7 @@ mod tests {
         let (claim, _events, _withdraw) = invitations
             .open(clock::now_secs() + 60, None, false)
             .unwrap();
-        let (code, withdraw_short) = invitations.open_short(&claim, "alpha").unwrap();
+        let (code, mut withdraw_short) = invitations.open_short(&claim, "alpha").unwrap();
         assert_eq!(code.nameplate, 1, "the lowest nameplate is free");
         let (second, _keep) = invitations.open_short(&claim, "alpha").unwrap();
         assert_eq!(second.nameplate, 2);
@@ -492,8 +524,13 @@ mod tests {
         assert_eq!(short.failed(1), Left::Withdrawn);
         assert_eq!(short.lookup(1), None, "withdrawn after {MAX_FAILURES}");
         assert!(short.lookup(2).is_some(), "the other code is not");
+        assert!(
+            ready_at_once(withdraw_short.withdrawn()),
+            "the inviter is told"
+        );
         drop(withdraw_short);
-        let (third, withdraw) = invitations.open_short(&claim, "alpha").unwrap();
+        let (third, mut withdraw) = invitations.open_short(&claim, "alpha").unwrap();
+        assert!(!ready_at_once(withdraw.withdrawn()), "not before");
         assert_eq!(third.nameplate, 1, "a nameplate is free again");
         drop(withdraw);
         assert_eq!(short.lookup(1), None, "gone with its guard");
