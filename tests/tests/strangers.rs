@@ -3,7 +3,8 @@
 //! of their connections (file descriptors stay bounded), lets newcomers in all the same
 //! (they could be joiners), and serves its member as fast as before. Nor can they lock
 //! pairing out: garbage from throwaway identities and pairing streams held silent leave
-//! a real joiner to pair at once.
+//! a real joiner to pair at once, and garbage SPAKE2 messages spend a short code's tries
+//! but not its invitation's long code.
 
 use std::{
     collections::VecDeque,
@@ -357,5 +358,58 @@ async fn silent_pairing_streams_do_not_keep_a_joiner_out() -> anyhow::Result<()>
         ms(took),
         held.len()
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_pake_messages_spend_a_short_code_and_nothing_more() -> anyhow::Result<()> {
+    let alpha = Node::start(Options::isolated("alpha"))?;
+    let bravo = Node::start(Options::isolated("bravo"))?;
+    let target: PeerId = alpha.peer_id.parse()?;
+    let addr = alpha.tcp_addr()?;
+    let mut invite = alpha.invite(&["--ttl", "60s"])?;
+    let short = invite.short_code.clone().context("a short code")?;
+    let nameplate = pair::ShortCode::from_text(&short)?.nameplate;
+
+    let strangers = throwaways(target, &addr, 2).await?;
+    let refusal = |mesh: &loopsy_mesh::Mesh, nameplate: u16, pake: Vec<u8>| {
+        let mesh = mesh.clone();
+        async move {
+            let mut stream = mesh.open_stream(target, protocol::PAIR).await?;
+            let start = pair::Message::ShortStart { nameplate, pake };
+            framed::write(&mut stream, &start, pair::MAX_FRAME).await?;
+            match framed::read(&mut stream, pair::MAX_FRAME).await? {
+                Some(pair::Message::Refused { reason }) => anyhow::Ok(reason),
+                other => anyhow::bail!("not a refusal: {other:?}"),
+            }
+        }
+    };
+    // A nameplate that is not open costs nothing but the stranger's own budget.
+    let said = refusal(&strangers[0].0, nameplate + 1, vec![0x41; 33]).await?;
+    assert_eq!(
+        said,
+        "unknown, used or withdrawn short pairing code; make a new one with `loopsy pair` on \
+         the other device"
+    );
+    // Malformed SPAKE2 messages (the wrong side, cut short, oversized) each spend a try.
+    let tries = [
+        (vec![0x42; 33], "malformed SPAKE2 message", "2 more tries"),
+        (vec![0x41; 2], "malformed SPAKE2 message", "one more try"),
+        (
+            vec![0x41; 500],
+            "SPAKE2 message too large",
+            "is now withdrawn",
+        ),
+    ];
+    for (i, (pake, what, left)) in tries.into_iter().enumerate() {
+        let said = refusal(&strangers[i % 2].0, nameplate, pake).await?;
+        assert!(said.starts_with(what) && said.contains(left), "{said}");
+    }
+    let said = refusal(&strangers[1].0, nameplate, vec![0x41; 33]).await?;
+    assert!(said.starts_with("unknown, used or withdrawn"), "{said}");
+    // The node serves on, and the long code of the invitation pairs.
+    let (ok, out) = bravo.join(&invite.code);
+    assert!(ok, "{out}");
+    assert_eq!(invite.result()?["paired"], true);
     Ok(())
 }
