@@ -88,8 +88,12 @@ export class Mesh {
     if (targets.length === 0) {
       throw new Error('the device has no address a browser can dial (it needs a WebSocket listener or a relay)')
     }
-    const stream = await this.node.dialProtocol(targets, protocol, { signal: AbortSignal.timeout(20_000) })
-    return framed(stream)
+    try {
+      const stream = await this.node.dialProtocol(targets, protocol, { signal: AbortSignal.timeout(20_000) })
+      return framed(stream)
+    } catch (error) {
+      throw new Error(`cannot reach the device: ${describe(error)}`)
+    }
   }
 
   /** Opens session streams to `device`, for the session client. */
@@ -123,6 +127,14 @@ export function dialable (addrs: Uint8Array[]): Multiaddr[] {
     }
   }
   return out
+}
+
+/** What went wrong, in words: a failed WebSocket rejects with a bare event. */
+export function describe (error: unknown): string {
+  if (error instanceof AggregateError && error.errors.length > 0) return error.errors.map(describe).join('; ')
+  if (error instanceof Error) return error.message
+  if (typeof Event !== 'undefined' && error instanceof Event) return `the connection failed (${error.type})`
+  return String(error)
 }
 
 export { PairError }

@@ -108,6 +108,9 @@ export class Attachment {
     }
   }
 
+  /** Whether a stream to the host is open now (keys typed meanwhile have nowhere to go). */
+  get connected (): boolean { return this.stream !== null }
+
   async keys (data: Uint8Array): Promise<void> { await this.send({ type: 'keys', data }) }
 
   async resize (rows: number, cols: number): Promise<void> {

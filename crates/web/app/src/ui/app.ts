@@ -2,7 +2,7 @@
 // the mesh, and one attached session at a time. Every element the browser tests use carries
 // a `data-testid` (docs in crates/web/README.md).
 
-import { Mesh } from '../net/mesh.js'
+import { Mesh, describe } from '../net/mesh.js'
 import type { PairedDevice } from '../net/devices.js'
 import { IndexedDbStore } from '../net/store.js'
 import { peerIdText } from '../replica/peer-id.js'
@@ -22,7 +22,7 @@ function $<T extends HTMLElement = HTMLElement> (id: string): T {
 
 function showError (error: unknown): void {
   const box = $('error')
-  box.textContent = error instanceof Error ? error.message : String(error)
+  box.textContent = describe(error)
   box.hidden = false
 }
 
@@ -47,13 +47,18 @@ class App {
     $('refresh').addEventListener('click', () => { void this.refresh() })
     $('session-new').addEventListener('click', () => { void this.newSession() })
     $('detach').addEventListener('click', () => { void this.detach() })
+    // A pairing link opened while the page is already open changes only the fragment.
+    addEventListener('hashchange', () => { void this.pairFromFragment() })
+    if (!await this.pairFromFragment()) await this.refresh()
+  }
+
+  private async pairFromFragment (): Promise<boolean> {
     const code = codeFromFragment(location.hash)
-    if (code !== null) {
-      // The code is used once: off the address bar, so a reload or a shared link does not carry it.
-      history.replaceState(null, '', location.pathname + location.search)
-      await this.pair(code)
-    }
-    await this.refresh()
+    if (code === null) return false
+    // The code is used once: off the address bar, so a reload or a shared link does not carry it.
+    history.replaceState(null, '', location.pathname + location.search)
+    await this.pair(code)
+    return true
   }
 
   private async pair (code: string): Promise<void> {
@@ -180,7 +185,8 @@ class App {
     $('attached-name').textContent = session.info.name ?? session.info.id
     let attachment: Attachment | null = null
     const terminal = new SessionTerminal($('terminal'), $('keybar'), data => {
-      attachment?.keys(data).catch(showError)
+      // Keys typed while reconnecting are dropped, not queued: they would land late.
+      if (attachment?.connected === true) attachment.keys(data).catch(showError)
     })
     const fit = $<HTMLInputElement>('fit').checked
     const size = fit ? terminal.fittingSize() : { rows: 0, cols: 0 }
