@@ -1,5 +1,6 @@
-// Builds the bundle into ../dist: index.html, app.js, app.css. Deterministic (no dates, no
-// absolute paths, no source maps), so CI can rebuild and compare with what is committed.
+// Builds the bundle into ../dist (or $LOOPSY_WEB_DIST): index.html, app.js, app.css.
+// Deterministic (no dates, no absolute paths, no source maps), so CI can rebuild it elsewhere
+// and compare with what is committed.
 
 import { build } from 'esbuild'
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -7,7 +8,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const here = dirname(fileURLToPath(import.meta.url))
-const dist = join(here, '..', 'dist')
+const dist = process.env.LOOPSY_WEB_DIST ?? join(here, '..', 'dist')
 mkdirSync(dist, { recursive: true })
 
 await build({
