@@ -119,3 +119,14 @@ test('a refusal by the gate is told with its reason', async () => {
   }
   await assert.rejects(listSessions(open), /not paired with this device/)
 })
+
+test('a host\'s oversized terminal is cut to the session limits before the terminal sees it', async () => {
+  const sizes: Array<[number, number]> = []
+  const { open } = host(async (s) => {
+    await s.write({ type: 'attached', info: infoValue(info), offset: 0, screen: utf8(''), rows: 65535, cols: 65535 }, MAX_FRAME)
+    await s.write({ type: 'exited', code: 0 }, MAX_FRAME)
+  })
+  const screen = { redraw: (_: Uint8Array, rows: number, cols: number) => { sizes.push([rows, cols]) }, output: () => {} }
+  await new Attachment(open, { session: 'x', rows: 0, cols: 0, screen }).run()
+  assert.deepEqual(sizes, [[500, 1000]])
+})

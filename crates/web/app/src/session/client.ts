@@ -138,7 +138,9 @@ export class Attachment {
   private attached (reply: Extract<Reply, { type: 'attached' }>): void {
     this.info = reply.info
     if (reply.screen !== null) {
-      this.options.screen.redraw(reply.screen, reply.rows, reply.cols)
+      // A host's size beyond the session limits would have the terminal allocate for it.
+      const size = clampSize(reply.rows, reply.cols)
+      this.options.screen.redraw(reply.screen, size.rows, size.cols)
     } else if (this.offset === null || reply.offset !== this.offset) {
       // Resumed output must start where ours stopped; anything else would skip or repeat.
       throw new SessionError('the host resumed at another offset than asked')

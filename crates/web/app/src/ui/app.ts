@@ -47,6 +47,8 @@ class App {
     $('refresh').addEventListener('click', () => { void this.refresh() })
     $('session-new').addEventListener('click', () => { void this.newSession() })
     $('detach').addEventListener('click', () => { void this.detach() })
+    $('fit').addEventListener('change', () => { this.refit() })
+    addEventListener('resize', () => { this.refit() })
     // A pairing link opened while the page is already open changes only the fragment.
     addEventListener('hashchange', () => { void this.pairFromFragment() })
     if (!await this.pairFromFragment()) await this.refresh()
@@ -213,6 +215,20 @@ class App {
       lastOffset = attachment.offset
       await new Promise(resolve => setTimeout(resolve, RETRY_MS[Math.min(tries, RETRY_MS.length - 1)]))
     }
+  }
+
+  /**
+   * With "fit" on, the session takes this screen's size (the host resizes it for every
+   * client); off, it is left as the others set it.
+   */
+  private refit (): void {
+    const current = this.attached
+    if (current === null) return
+    const size = $<HTMLInputElement>('fit').checked ? current.terminal.fittingSize() : { rows: 0, cols: 0 }
+    if (size.rows > 0 && size.cols > 0) current.terminal.term.resize(size.cols, size.rows)
+    current.attachment.resize(size.rows, size.cols).catch(() => {
+      // Not connected now: the size goes with the next attach.
+    })
   }
 
   private async detach (): Promise<void> {
