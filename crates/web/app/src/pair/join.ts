@@ -66,7 +66,10 @@ export async function join (stream: FramedStream, options: JoinOptions): Promise
 
 /** Encrypts a message (its CBOR, unframed) with the handshake's keys. */
 export function seal (transport: Transport, message: unknown): Uint8Array {
-  return transport.send.encrypt(new Uint8Array(0), encodeCbor(message))
+  const plain = encodeCbor(message)
+  // A Noise message, tag included, is at most 65535 bytes.
+  if (plain.length + 16 > MAX_NOISE) throw new PairError('message too large to seal')
+  return transport.send.encrypt(new Uint8Array(0), plain)
 }
 
 /** Decrypts a sealed message and decodes its CBOR. */

@@ -2,7 +2,7 @@
 // Rust declarations, so the bytes match.
 
 import { MalformedError } from '../wire/cbor.js'
-import { type Fields, bytes, int, list, object, optional, tag, text, textItem, uint, uintValue } from '../wire/shape.js'
+import { type Fields, bytes, int, list, object, optional, tag, text, textItem, uint } from '../wire/shape.js'
 
 export const MAX_ROWS = 500
 export const MAX_COLS = 1000
@@ -137,5 +137,3 @@ function readStatus (value: unknown): Status {
     default: throw new MalformedError('unknown session status')
   }
 }
-
-export { uintValue }
