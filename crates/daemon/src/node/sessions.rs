@@ -71,12 +71,17 @@ pub(super) async fn session(
 /// Every session of the mesh, from the replicated registry (this device's own first
 /// brought up to date).
 pub(super) async fn list(node: &Arc<Node>) -> Response {
+    Response::Sessions {
+        sessions: hosted(node).await.into_iter().map(Into::into).collect(),
+    }
+}
+
+/// Every session of the mesh with its host, this device's own brought up to date first.
+async fn hosted(node: &Arc<Node>) -> Vec<HostedSession> {
     let publishing = node.clone();
     let _ =
         tokio::task::spawn_blocking(move || crate::session::registry::publish(&publishing)).await;
-    Response::Sessions {
-        sessions: crate::session::registry::hosted(node).await,
-    }
+    crate::session::registry::hosted(node).await
 }
 
 /// The sessions of every connected member, asked directly (a member that does not answer
@@ -128,9 +133,7 @@ async fn locate(node: &Arc<Node>, query: &str) -> Result<Option<(PeerId, String)
     {
         return Ok(None);
     }
-    let Response::Sessions { mut sessions } = list(node).await else {
-        return Err(control::Error::new(ErrorCode::Internal, "no session list"));
-    };
+    let mut sessions = hosted(node).await;
     // A session started a moment ago may not have reached this device's registry yet:
     // then the connected devices are asked directly.
     let known = |sessions: &[HostedSession]| {
