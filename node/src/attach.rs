@@ -70,9 +70,10 @@ impl Reconnect {
         self.since.elapsed() > self.limit
     }
 
-    /// The status line, drawn over itself (no newline).
+    /// The status line, drawn over itself (no newline), in whole seconds that add up to
+    /// the limit.
     fn status(&self, session: &str) -> String {
-        let tried = self.since.elapsed();
+        let tried = Duration::from_secs(self.since.elapsed().as_secs());
         format!(
             "\r\x1b[K[reattaching to session {session}: trying for {}, giving up in {}; \
              Ctrl-\\ detaches]",
@@ -113,6 +114,8 @@ pub async fn run(
         keys,
         input_ended: false,
         reconnect: None,
+        host_name: None,
+        status_shown: String::new(),
         say: Say(tokio::io::stderr()),
     };
     let mut pause = Duration::from_millis(100);
@@ -167,9 +170,16 @@ pub async fn run(
                         reconnect
                     }
                     None => {
+                        // Named by the registry, where the node found the session.
+                        let host = host_of(&client, &id).await;
+                        let on = host
+                            .as_deref()
+                            .map(|h| format!(" on {h}"))
+                            .unwrap_or_default();
+                        state.host_name = host;
                         let text = format!(
-                            "\r\n[connection lost: {reason}; reattaching to session {id} for up \
-                             to {}]\r\n",
+                            "\r\n[connection lost: {reason}; reattaching to session {id}{on} \
+                             for up to {}]\r\n",
                             span(reattach_for)
                         );
                         state.say.say(&text).await;
@@ -192,7 +202,7 @@ pub async fn run(
                 if state
                     .reconnecting(tokio::time::sleep(pause))
                     .await
-                    .is_none()
+                    .is_detached()
                 {
                     state
                         .say
@@ -210,22 +220,46 @@ pub async fn run(
     }
 }
 
+/// How a wait while reconnecting ended.
+enum Waited<T> {
+    Done(T),
+    /// Ctrl-\ was typed.
+    Detached,
+    /// The time for reattaching ran out.
+    TimeUp,
+}
+
+impl<T> Waited<T> {
+    fn is_detached(&self) -> bool {
+        matches!(self, Waited::Detached)
+    }
+}
+
 /// Why a hung-up session ended, when its host went away with it.
 enum Gone {
     Host(String),
     ThisNode,
 }
 
+/// The name of the device that hosts session `id`, as this node's registry has it.
+async fn host_of(client: &Client, id: &str) -> Option<String> {
+    let sessions = client.sessions().await.ok()?;
+    sessions.into_iter().find(|s| s.id == id).map(|s| s.host)
+}
+
 /// Whether the host of session `id` stopped (a stopping node hangs up its sessions, then
-/// leaves): watched for a moment, as its connection closes after the hang-up.
+/// leaves): watched for a moment, as its connection closes after the hang-up. The host is
+/// known from the replicated registry (a session started a moment ago may reach it late).
 async fn host_gone(client: &Client, id: &str) -> Option<Gone> {
     let deadline = Instant::now() + HOST_GONE_WITHIN;
     while Instant::now() < deadline {
         match client.sessions().await {
             Ok(sessions) => {
-                let host = sessions.into_iter().find(|s| s.id == id)?;
-                if !host.host_online {
-                    return Some(Gone::Host(host.host));
+                let listed = sessions.into_iter().find(|s| s.id == id);
+                if let Some(session) = listed
+                    && !session.host_online
+                {
+                    return Some(Gone::Host(session.host));
                 }
             }
             Err(Error::NoNode { .. } | Error::Connect { .. } | Error::Receive(_)) => {
@@ -252,29 +286,38 @@ struct Attachment {
     input_ended: bool,
     /// Set while a dropped connection is being picked up again.
     reconnect: Option<Reconnect>,
+    /// The host's name, once a dropped connection made it worth asking.
+    host_name: Option<String>,
+    /// The status line as last drawn, so that it is drawn again only when it changes.
+    status_shown: String,
     say: Say,
 }
 
 impl Attachment {
-    /// Runs `work`; while reconnecting, the status line is redrawn each second and Ctrl-\
-    /// is heard. `None` when Ctrl-\ detached.
-    async fn reconnecting<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
-        if self.reconnect.is_none() {
-            return Some(work.await);
-        }
-        tokio::pin!(work);
+    /// Runs `work`; while reconnecting, the status line is redrawn each second, Ctrl-\
+    /// is heard, and `work` may take no longer than the time left.
+    async fn reconnecting<T>(&mut self, work: impl Future<Output = T>) -> Waited<T> {
+        let Some(reconnect) = &self.reconnect else {
+            return Waited::Done(work.await);
+        };
+        let time_up = tokio::time::sleep_until((reconnect.since + reconnect.limit).into());
+        tokio::pin!(work, time_up);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                done = &mut work => return Some(done),
+                done = &mut work => return Waited::Done(done),
+                _ = &mut time_up => return Waited::TimeUp,
                 _ = tick.tick() => {
                     if let Some(reconnect) = &self.reconnect {
                         let line = reconnect.status(&self.session);
-                        self.say.say(&line).await;
+                        if line != self.status_shown {
+                            self.say.say(&line).await;
+                            self.status_shown = line;
+                        }
                     }
                 }
                 typed = self.keys.recv(), if !self.input_ended => match typed {
-                    Some(typed) if typed.contains(&DETACH) => return None,
+                    Some(typed) if typed.contains(&DETACH) => return Waited::Detached,
                     // Keys typed while there is no session to take them are dropped.
                     Some(_) => {}
                     None => self.input_ended = true,
@@ -293,8 +336,12 @@ impl Attachment {
             cols,
         };
         let opened = match self.reconnecting(client.attach(to)).await {
-            Some(opened) => opened,
-            None => return End::Detached(""),
+            Waited::Done(opened) => opened,
+            Waited::Detached => return End::Detached(""),
+            Waited::TimeUp => {
+                let host = self.host_name.as_deref().unwrap_or("the host");
+                return End::Lost(format!("{host} did not answer in time"));
+            }
         };
         let (mut output, mut input) = match opened {
             Ok(halves) => halves,
