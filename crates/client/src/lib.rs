@@ -14,6 +14,8 @@ pub mod exec;
 mod requests;
 pub mod session;
 pub mod streams;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
