@@ -140,27 +140,15 @@ pub async fn run(
                     Some(HUNG_UP) => host_gone(&client, &id).await,
                     _ => None,
                 };
-                let text = match (exit, gone) {
-                    (_, Some(Gone::Host(host))) => format!(
-                        "[session {id} ended: its host {host} stopped, which hung up its \
-                         program (exit code {HUNG_UP})]"
-                    ),
-                    (_, Some(Gone::ThisNode)) => format!(
-                        "[session {id} ended: this device's node stopped, which hung up its \
-                         program (exit code {HUNG_UP})]"
-                    ),
-                    (Some(exit), None) => format!("[session {id} exited with code {exit}]"),
-                    (None, None) => format!(
-                        "[session {id} ended: its host lost the program (its node stopped \
-                         while it ran)]"
-                    ),
-                };
+                let text = ended(&id, exit, gone);
                 state.say.say(&format!("\r\n{text}\r\n")).await;
                 // No code: the host lost the program; that is not a success.
                 return ExitCode::from(exit.unwrap_or(1).clamp(0, 255) as u8);
             }
             End::Failed(message, exit) => {
-                state.say.say(&format!("\r\nloopsy: {message}\r\n")).await;
+                // Below the session's screen, when there was one.
+                let gap = if state.attached_once { "\r\n" } else { "" };
+                state.say.say(&format!("{gap}loopsy: {message}\r\n")).await;
                 return ExitCode::from(exit);
             }
             End::Lost(reason) if state.attached_once => {
@@ -217,6 +205,24 @@ pub async fn run(
                 return ExitCode::from(code::LOOPSY);
             }
         }
+    }
+}
+
+/// The last line of a session that ended while attached: why, in words.
+fn ended(id: &str, exit: Option<i32>, gone: Option<Gone>) -> String {
+    match (exit, gone) {
+        (_, Some(Gone::Host(host))) => format!(
+            "[session {id} ended: its host {host} stopped, which hung up its program (exit \
+             code {HUNG_UP})]"
+        ),
+        (_, Some(Gone::ThisNode)) => format!(
+            "[session {id} ended: this device's node stopped, which hung up its program (exit \
+             code {HUNG_UP})]"
+        ),
+        (Some(exit), None) => format!("[session {id} exited with code {exit}]"),
+        (None, None) => format!(
+            "[session {id} ended: its host lost the program (its node stopped while it ran)]"
+        ),
     }
 }
 
@@ -442,5 +448,41 @@ async fn read_keys(keys: mpsc::Sender<Vec<u8>>) {
         if n == 0 || keys.send(buffer[..n].to_vec()).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_counts_whole_seconds_that_add_up_to_the_limit() {
+        let reconnect = Reconnect {
+            since: Instant::now() - Duration::from_millis(61_700),
+            limit: Duration::from_secs(120),
+            reason: String::new(),
+        };
+        assert_eq!(
+            reconnect.status("k3j2"),
+            "\r\x1b[K[reattaching to session k3j2: trying for 1m01s, giving up in 59s; \
+             Ctrl-\\ detaches]"
+        );
+        assert!(!reconnect.given_up());
+        assert_eq!(span(Duration::from_secs(120)), "2m00s");
+    }
+
+    #[test]
+    fn a_session_that_ended_says_why() {
+        let host = Some(Gone::Host("alpha".into()));
+        assert_eq!(
+            ended("k3j2", Some(HUNG_UP), host),
+            "[session k3j2 ended: its host alpha stopped, which hung up its program (exit \
+             code 129)]"
+        );
+        assert_eq!(
+            ended("k3j2", Some(0), None),
+            "[session k3j2 exited with code 0]"
+        );
+        assert!(ended("k3j2", None, None).contains("its host lost the program"));
     }
 }
