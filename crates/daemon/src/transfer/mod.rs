@@ -29,14 +29,17 @@ use std::{
 };
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use loopsy_mesh::{PeerId, Stream, framed};
+use loopsy_mesh::{Stream, framed};
 use loopsy_wire::{
     frame,
     transfer::{self, CHUNK, Digest, MAX_FRAME, Outcome, Request},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{audit::Outcome as Audited, caps::Caps, node::Node};
+use crate::{
+    audit::Outcome as Audited,
+    service::{Peer, Service},
+};
 use confine::Escape;
 use homes::Homes;
 use walk::WalkError;
@@ -260,10 +263,34 @@ fn lost(e: io::Error) -> TransferError {
     TransferError::Connection(e.to_string())
 }
 
+/// The transfer service: the file roots from the config (each peer's own come with its
+/// stream), and the Loopsy homes no copy reaches.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    policy: policy::Policy,
+    homes: Homes,
+}
+
+impl Transfer {
+    pub fn new(policy: policy::Policy, homes: Homes) -> Self {
+        Self { policy, homes }
+    }
+}
+
+impl Service for Transfer {
+    fn serve(
+        self: Arc<Self>,
+        peer: Peer,
+        stream: Stream,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move { serve(&self, &peer, stream).await })
+    }
+}
+
 /// Serves one transfer stream from an admitted peer: a push stores into its write roots
 /// (which depend on what else it may do here), a pull sends from its read roots, and
 /// neither reaches a Loopsy home. Every copy and every refusal is audited.
-pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, grants: Caps) {
+async fn serve(service: &Transfer, peer: &Peer, mut stream: Stream) {
     let request = match tokio::time::timeout(
         REQUEST_DEADLINE,
         framed::read::<Request, _>(&mut stream, MAX_FRAME),
@@ -273,10 +300,10 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, grants: Ca
         Ok(Ok(Some(request))) => request,
         _ => return,
     };
-    let roots = node
-        .files_policy
-        .roots(node.trust.files_overrides(&peer).as_ref(), &grants);
-    let homes = node.homes.clone();
+    let roots = service
+        .policy
+        .roots(peer.policies.files.as_ref(), &peer.grants);
+    let homes = service.homes.clone();
     let progress = Progress::default();
     let mut note = String::new();
     let (action, detail, result) = match request {
@@ -352,9 +379,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, grants: Ca
         Err(e) => (Audited::Failed, Some(e.to_string())),
     };
     let moved = result.as_ref().map_or(0, |s| s.transferred);
-    node.audit.record(
-        Some(peer),
-        node.peer_name(&peer),
+    peer.audit.record(
         action,
         format!(
             "{detail} ({} files, {moved} bytes{note})",

@@ -1,0 +1,243 @@
+//! Keeps the mesh together: dials members that are not connected (with backoff), runs
+//! anti-entropy when a member connects and now and then, keeps this device's own member
+//! record current, and cuts connections to devices that stop being members. It also tells
+//! the mesh who the members are, so that its limits on strangers never shut them out.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use loopsy_mesh::{Mesh, MeshEvent, PeerId};
+use tokio::{sync::broadcast::error::RecvError, task::JoinSet, time::Instant};
+
+use crate::{
+    addrs,
+    audit::{Audit, Outcome},
+    dial::connected_members,
+    session::registry::Registry,
+    sync::{self, Engine, Pushes},
+    trust::Trust,
+};
+
+/// How often the keeper looks around.
+const TICK: Duration = Duration::from_secs(5);
+/// Ticks between full anti-entropy rounds.
+const ROUND: u32 = 12;
+/// How long a pairing takes to settle on both sides.
+const SETTLE: Duration = Duration::from_secs(1);
+/// How long a member that refused this device is left alone.
+const SHUN: Duration = Duration::from_secs(600);
+/// Longest wait between attempts to reach an unreachable member.
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+/// What the keeper works with.
+pub struct Keeper {
+    pub mesh: Mesh,
+    pub trust: Arc<Trust>,
+    pub audit: Arc<Audit>,
+    pub engine: Arc<Engine>,
+    pub registry: Arc<Registry>,
+    pub pushes: Pushes,
+    /// This device's name, for its own member record.
+    pub name: String,
+}
+
+impl Keeper {
+    /// Keeps the mesh together until the mesh or the trust store stops; every dial and
+    /// exchange it starts is its own, and ends with it.
+    pub async fn run(self) {
+        let keeper = &self;
+        let mut tasks = JoinSet::new();
+        let mut events = keeper.mesh.events();
+        let mut changes = keeper.trust.subscribe();
+        // Members and their names (kept to name them in the log once they are gone).
+        let mut names = member_names(keeper);
+        let mut members: BTreeSet<PeerId> = names.keys().copied().collect();
+        tell_mesh(keeper, &members).await;
+        // Members whose gate refused this device (it was revoked, or has not been paired back):
+        // left alone for a while instead of redialled and refused again and again.
+        let (refused_tx, mut refused) = tokio::sync::mpsc::channel::<PeerId>(64);
+        let mut shunned: HashMap<PeerId, Instant> = HashMap::new();
+        let mut retry: HashMap<PeerId, (Instant, Duration)> = HashMap::new();
+        let mut tick = tokio::time::interval(TICK);
+        let mut ticks: u32 = 0;
+        loop {
+            tokio::select! {
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                event = events.recv() => match event {
+                    Ok(MeshEvent::Connected { peer }) if keeper.trust.is_member(&peer) => {
+                        retry.remove(&peer);
+                        if shunned.get(&peer).is_none_or(|until| *until <= Instant::now()) {
+                            reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+                Some(peer) = refused.recv() => {
+                    tracing::info!(%peer, "refused by a member; leaving it alone for a while");
+                    shunned.insert(peer, Instant::now() + SHUN);
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now_names = member_names(keeper);
+                    let now: BTreeSet<PeerId> = now_names.keys().copied().collect();
+                    if now != members {
+                        tell_mesh(keeper, &now).await;
+                    }
+                    for gone in members.difference(&now) {
+                        tracing::info!(peer = %gone, "no longer a member: closing its connections");
+                        let mesh = keeper.mesh.clone();
+                        let gone = *gone;
+                        tasks.spawn(async move {
+                            let _ = mesh.disconnect(gone).await;
+                        });
+                        keeper.audit.record(
+                            Some(gone),
+                            names.get(&gone).cloned(),
+                            "member removed",
+                            "",
+                            Outcome::Ok,
+                            Some("revoked".into()),
+                        );
+                    }
+                    let connected = connected_members(&keeper.mesh, &keeper.trust).await;
+                    for new in now.difference(&members) {
+                        if connected.contains(new) {
+                            // Just paired: give the other side a moment to record the pairing
+                            // too, or its gate would refuse this exchange.
+                            reconcile(keeper, &mut tasks, *new, &refused_tx, SETTLE);
+                        } else {
+                            retry.insert(*new, (Instant::now(), TICK));
+                        }
+                    }
+                    members = now;
+                    names = now_names;
+                }
+                _ = tick.tick() => {
+                    describe_self(keeper).await;
+                    // Sessions that ended, or whose clients or activity changed.
+                    keeper.registry.publish_soon();
+                    if ticks.is_multiple_of(ROUND) {
+                        let now = Instant::now();
+                        shunned.retain(|_, until| *until > now);
+                        for peer in connected_members(&keeper.mesh, &keeper.trust).await {
+                            if !shunned.contains_key(&peer) {
+                                reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
+                            }
+                        }
+                    }
+                    ticks = ticks.wrapping_add(1);
+                    let wanted: BTreeSet<PeerId> =
+                        members.iter().filter(|p| !shunned.contains_key(p)).copied().collect();
+                    redial(keeper, &mut tasks, &wanted, &mut retry).await;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the mesh who the members are: they get in past its limits on strangers.
+async fn tell_mesh(keeper: &Keeper, members: &BTreeSet<PeerId>) {
+    let _ = keeper
+        .mesh
+        .set_members(members.iter().copied().collect())
+        .await;
+}
+
+fn member_names(keeper: &Keeper) -> HashMap<PeerId, String> {
+    keeper
+        .trust
+        .list()
+        .into_iter()
+        .map(|l| (l.member.peer_id, l.member.name))
+        .collect()
+}
+
+/// Runs anti-entropy with `peer` after `delay`, reporting a refusal by its gate.
+fn reconcile(
+    keeper: &Keeper,
+    tasks: &mut JoinSet<()>,
+    peer: PeerId,
+    refused: &tokio::sync::mpsc::Sender<PeerId>,
+    delay: Duration,
+) {
+    let (engine, mesh) = (keeper.engine.clone(), keeper.mesh.clone());
+    let refused = refused.clone();
+    tasks.spawn(async move {
+        tokio::time::sleep(delay).await;
+        match engine.reconcile(&mesh, peer).await {
+            Ok(()) => {}
+            Err(sync::SyncError::Refused(reason)) => {
+                tracing::debug!(%peer, %reason, "anti-entropy refused");
+                let _ = refused.try_send(peer);
+            }
+            Err(error) => tracing::debug!(%peer, %error, "anti-entropy failed"),
+        }
+    });
+}
+
+/// Dials members that are not connected and whose backoff has passed.
+async fn redial(
+    keeper: &Keeper,
+    tasks: &mut JoinSet<()>,
+    members: &BTreeSet<PeerId>,
+    retry: &mut HashMap<PeerId, (Instant, Duration)>,
+) {
+    let seen = keeper.mesh.peers().await.unwrap_or_default();
+    let connected: BTreeSet<PeerId> = seen
+        .iter()
+        .filter(|p| p.is_connected() && members.contains(&p.peer_id))
+        .map(|p| p.peer_id)
+        .collect();
+    let now = Instant::now();
+    retry.retain(|peer, _| members.contains(peer) && !connected.contains(peer));
+    for peer in members.difference(&connected) {
+        let (due, delay) = retry.entry(*peer).or_insert((now, TICK));
+        if *due > now {
+            continue;
+        }
+        *due = now + *delay;
+        *delay = (*delay * 2).min(MAX_BACKOFF);
+        // What the member records say, then what this node saw itself (identify, mDNS).
+        let mut addrs = keeper
+            .trust
+            .member(peer)
+            .map(|m| m.addrs)
+            .unwrap_or_default();
+        if let Some(seen) = seen.iter().find(|p| p.peer_id == *peer) {
+            let more: Vec<_> = seen
+                .addrs
+                .iter()
+                .filter(|a| !addrs.contains(a))
+                .cloned()
+                .collect();
+            addrs.extend(more);
+        }
+        let mesh = keeper.mesh.clone();
+        let peer = *peer;
+        tracing::debug!(%peer, "dialling a member");
+        tasks.spawn(async move {
+            let outcome = mesh.connect(peer, addrs).await;
+            tracing::debug!(%peer, ?outcome, "dial of a member ended");
+        });
+    }
+}
+
+/// Publishes this device's name and addresses when they changed (never an empty list,
+/// as while the node is still starting to listen).
+async fn describe_self(keeper: &Keeper) {
+    let addrs = addrs::advertised(&keeper.mesh).await;
+    if addrs.is_empty() {
+        return;
+    }
+    match keeper.trust.describe_self(&keeper.name, &addrs) {
+        Ok(Some(record)) => keeper.pushes.members(&[record], None),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot update this device's member record"),
+    }
+}
