@@ -24,6 +24,8 @@ mod seal;
 pub mod service;
 pub mod session;
 mod sync;
+#[cfg(test)]
+mod testing;
 pub mod transfer;
 pub mod trust;
 

@@ -7,6 +7,8 @@ pub mod client;
 pub mod policy;
 mod process;
 mod serve;
+#[cfg(test)]
+mod serve_tests;
 
 use std::{
     collections::HashMap,

@@ -253,7 +253,7 @@ async fn invite(
     let (claim, mut events, _withdraw) =
         match node.pairing.invitations().open(expires, allow, multi) {
             Ok(opened) => opened,
-            Err(e) => return reply.error(ErrorCode::Unavailable, e).await,
+            Err(e) => return reply.error(ErrorCode::Unavailable, e.to_string()).await,
         };
     let code = Code {
         inviter: node.mesh.peer_id().to_bytes(),

@@ -8,6 +8,8 @@ mod handshake;
 mod invitations;
 mod places;
 mod serve;
+#[cfg(test)]
+mod serve_tests;
 
 use std::{sync::Arc, time::Duration};
 

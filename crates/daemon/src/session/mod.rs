@@ -17,6 +17,8 @@ pub mod client;
 pub mod host;
 pub mod registry;
 mod serve;
+#[cfg(test)]
+mod serve_tests;
 
 use std::{
     path::PathBuf,

@@ -18,6 +18,8 @@
 mod client;
 pub mod push;
 mod serve;
+#[cfg(test)]
+mod serve_tests;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

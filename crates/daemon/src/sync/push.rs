@@ -55,6 +55,20 @@ pub struct Pushes(tokio::sync::mpsc::Sender<Queued>);
 #[derive(Debug)]
 pub struct PushQueue(tokio::sync::mpsc::Receiver<Queued>);
 
+#[cfg(test)]
+impl PushQueue {
+    /// The next change queued, if any: its collection, how many records, and the member
+    /// it is not for.
+    pub fn try_next(&mut self) -> Option<(&'static str, usize, Option<PeerId>)> {
+        let queued = self.0.try_recv().ok()?;
+        Some((
+            queued.push.collection,
+            queued.push.records.len(),
+            queued.except,
+        ))
+    }
+}
+
 /// The queue between [`Pushes::push`] and [`Engine::run_pushes`].
 pub fn pushes() -> (Pushes, PushQueue) {
     let (tx, rx) = tokio::sync::mpsc::channel(CHANGES_WAITING);
