@@ -148,6 +148,51 @@ fn unreachable(name: &str, error: &str) -> String {
     format!("cannot reach {name}: {why}")
 }
 
+/// Why a dial failed, in a few words and the first address tried ("connection refused at
+/// /ip4/192.0.2.7/tcp/7717"): libp2p's dial errors list every address with its
+/// transport's error, in words meant for developers.
+pub fn why_unreachable(error: &str) -> String {
+    let lower = error.to_ascii_lowercase();
+    let why = [
+        ("connection refused", "connection refused"),
+        ("no route to host", "no route to host"),
+        ("network is unreachable", "network unreachable"),
+        ("timed out", "timed out"),
+        ("timeout", "timed out"),
+        ("no addresses", "no address known"),
+        ("noaddresses", "no address known"),
+        (
+            "too many connection attempts",
+            "too many connection attempts at once",
+        ),
+    ]
+    .iter()
+    .find(|(needle, _)| lower.contains(needle))
+    .map_or("dial failed", |(_, said)| said);
+    let mut starts: Vec<usize> = ["/ip4/", "/ip6/", "/dns4/", "/dns6/", "/dns/"]
+        .iter()
+        .flat_map(|start| error.match_indices(start).map(|(at, _)| at))
+        .collect();
+    // In the order the error lists them.
+    starts.sort_unstable();
+    let addrs: Vec<&str> = starts
+        .into_iter()
+        .map(|at| {
+            let rest = &error[at..];
+            let end = rest
+                .find(|c: char| c.is_whitespace() || matches!(c, ',' | ')' | ']' | '('))
+                .unwrap_or(rest.len());
+            let addr = rest[..end].trim_end_matches(':');
+            addr.find("/p2p/").map_or(addr, |p2p| &addr[..p2p])
+        })
+        .collect();
+    match addrs.as_slice() {
+        [] => why.to_owned(),
+        [one] => format!("{why} at {one}"),
+        [first, rest @ ..] => format!("{why} at {first} (and {} more addresses)", rest.len()),
+    }
+}
+
 /// Members with a connection now.
 pub async fn connected_members(mesh: &Mesh, trust: &Trust) -> Vec<PeerId> {
     mesh.peers()

@@ -15,7 +15,7 @@ use tokio::{sync::broadcast::error::RecvError, task::JoinSet, time::Instant};
 use crate::{
     addrs,
     audit::{Audit, Outcome},
-    dial::connected_members,
+    dial::{connected_members, why_unreachable},
     session::registry::Registry,
     sync::{self, Engine, Pushes},
     trust::Trust,
@@ -61,14 +61,22 @@ impl Keeper {
         let (refused_tx, mut refused) = tokio::sync::mpsc::channel::<PeerId>(64);
         let mut shunned: HashMap<PeerId, Instant> = HashMap::new();
         let mut retry: HashMap<PeerId, (Instant, Duration)> = HashMap::new();
+        // How each redial ended, and why each member that cannot be reached cannot.
+        let (dialed_tx, mut dialed) = tokio::sync::mpsc::channel::<Dialed>(64);
+        let mut unreachable = Unreachable::default();
         let mut tick = tokio::time::interval(TICK);
         let mut ticks: u32 = 0;
         loop {
             tokio::select! {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some((peer, outcome)) = dialed.recv() => {
+                    let next = retry.get(&peer).map(|(due, _)| due.saturating_duration_since(Instant::now()));
+                    unreachable.dialled(&keeper.shown(&peer), peer, outcome, next);
+                }
                 event = events.recv() => match event {
                     Ok(MeshEvent::Connected { peer }) if keeper.trust.is_member(&peer) => {
                         retry.remove(&peer);
+                        unreachable.dialled(&keeper.shown(&peer), peer, Ok(()), None);
                         if shunned.get(&peer).is_none_or(|until| *until <= Instant::now()) {
                             reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
                         }
@@ -134,10 +142,62 @@ impl Keeper {
                     ticks = ticks.wrapping_add(1);
                     let wanted: BTreeSet<PeerId> =
                         members.iter().filter(|p| !shunned.contains_key(p)).copied().collect();
-                    redial(keeper, &mut tasks, &wanted, &mut retry).await;
+                    redial(keeper, &mut tasks, &wanted, &mut retry, &dialed_tx).await;
+                unreachable.forget_all_but(&members);
                 }
             }
         }
+    }
+}
+
+impl Keeper {
+    /// A member's name, or its peer ID.
+    fn shown(&self, peer: &PeerId) -> String {
+        self.trust.name_of(peer).unwrap_or_else(|| peer.to_base58())
+    }
+}
+
+/// How a dial of a member ended: connected, or the mesh's reason why not.
+type Dialed = (PeerId, Result<(), String>);
+
+/// Why each member that cannot be reached cannot, as last logged: a reason is logged when
+/// it changes (and when the member is reachable again), not on every retry.
+#[derive(Debug, Default)]
+struct Unreachable(HashMap<PeerId, String>);
+
+impl Unreachable {
+    /// Takes the outcome of a dial of `peer` (called `name`), retried after `next`.
+    fn dialled(
+        &mut self,
+        name: &str,
+        peer: PeerId,
+        outcome: Result<(), String>,
+        next: Option<Duration>,
+    ) -> Option<String> {
+        let said = match outcome {
+            Ok(()) => self
+                .0
+                .remove(&peer)
+                .map(|_| format!("{name} is reachable again")),
+            Err(error) => {
+                let why = why_unreachable(&error);
+                let again = self.0.get(&peer) == Some(&why);
+                self.0.insert(peer, why.clone());
+                let next = next
+                    .map(|n| format!("; next try in {} s", n.as_secs().max(1)))
+                    .unwrap_or_default();
+                (!again).then(|| format!("{name} unreachable: {why}{next}"))
+            }
+        };
+        if let Some(said) = &said {
+            tracing::info!(%peer, "{said}");
+        }
+        said
+    }
+
+    /// Forgets devices that are no longer members.
+    fn forget_all_but(&mut self, members: &BTreeSet<PeerId>) {
+        self.0.retain(|peer, _| members.contains(peer));
     }
 }
 
@@ -187,6 +247,7 @@ async fn redial(
     tasks: &mut JoinSet<()>,
     members: &BTreeSet<PeerId>,
     retry: &mut HashMap<PeerId, (Instant, Duration)>,
+    dialed: &tokio::sync::mpsc::Sender<Dialed>,
 ) {
     let seen = keeper.mesh.peers().await.unwrap_or_default();
     let connected: BTreeSet<PeerId> = seen
@@ -221,9 +282,13 @@ async fn redial(
         let mesh = keeper.mesh.clone();
         let peer = *peer;
         tracing::debug!(%peer, "dialling a member");
+        let dialed = dialed.clone();
         tasks.spawn(async move {
             let outcome = mesh.connect(peer, addrs).await;
             tracing::debug!(%peer, ?outcome, "dial of a member ended");
+            if let Ok(outcome) = outcome {
+                let _ = dialed.try_send((peer, outcome));
+            }
         });
     }
 }
@@ -239,5 +304,44 @@ async fn describe_self(keeper: &Keeper) {
         Ok(Some(record)) => keeper.pushes.members(&[record], None),
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "cannot update this device's member record"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFUSED: &str = "Failed to negotiate transport protocol(s): [(/ip4/192.0.2.7/tcp/7717/p2p/12D3KooWQVMzxLeujssVnLhrU26J5Ud7jbDLoLZUkwxuYddFcWwq: : Connection refused (os error 111))]";
+
+    #[test]
+    fn why_a_member_cannot_be_reached_is_said_once_per_change() {
+        let mut unreachable = Unreachable::default();
+        let bravo = PeerId::random();
+        let in_30 = Some(Duration::from_secs(30));
+        let said = unreachable.dialled("bravo", bravo, Err(REFUSED.into()), in_30);
+        assert_eq!(
+            said.as_deref(),
+            Some(
+                "bravo unreachable: connection refused at /ip4/192.0.2.7/tcp/7717; next try in 30 s"
+            )
+        );
+        let in_60 = Some(Duration::from_secs(60));
+        assert_eq!(
+            unreachable.dialled("bravo", bravo, Err(REFUSED.into()), in_60),
+            None,
+            "not every retry"
+        );
+        let other = "Failed to negotiate transport protocol(s): [(/ip4/198.51.100.1/tcp/7717: : No route to host (os error 113))]";
+        let said = unreachable.dialled("bravo", bravo, Err(other.into()), in_60);
+        assert_eq!(
+            said.as_deref(),
+            Some(
+                "bravo unreachable: no route to host at /ip4/198.51.100.1/tcp/7717; next try in 60 s"
+            ),
+            "a new reason is said"
+        );
+        let said = unreachable.dialled("bravo", bravo, Ok(()), None);
+        assert_eq!(said.as_deref(), Some("bravo is reachable again"));
+        assert_eq!(unreachable.dialled("bravo", bravo, Ok(()), None), None);
     }
 }
