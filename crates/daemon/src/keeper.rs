@@ -76,7 +76,7 @@ impl Keeper {
                 event = events.recv() => match event {
                     Ok(MeshEvent::Connected { peer }) if keeper.trust.is_member(&peer) => {
                         retry.remove(&peer);
-                        unreachable.dialled(&keeper.shown(&peer), peer, Ok(()), None);
+                        unreachable.dialled(&keeper.shown(&peer), peer, None, None);
                         if shunned.get(&peer).is_none_or(|until| *until <= Instant::now()) {
                             reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
                         }
@@ -157,8 +157,8 @@ impl Keeper {
     }
 }
 
-/// How a dial of a member ended: connected, or the mesh's reason why not.
-type Dialed = (PeerId, Result<(), String>);
+/// How a dial of a member ended: `None` when connected, else the mesh's reason why not.
+type Dialed = (PeerId, Option<String>);
 
 /// Why each member that cannot be reached cannot, as last logged: a reason is logged when
 /// it changes (and when the member is reachable again), not on every retry.
@@ -166,20 +166,20 @@ type Dialed = (PeerId, Result<(), String>);
 struct Unreachable(HashMap<PeerId, String>);
 
 impl Unreachable {
-    /// Takes the outcome of a dial of `peer` (called `name`), retried after `next`.
+    /// Takes how a dial of `peer` (called `name`) ended, retried after `next`.
     fn dialled(
         &mut self,
         name: &str,
         peer: PeerId,
-        outcome: Result<(), String>,
+        failure: Option<String>,
         next: Option<Duration>,
     ) -> Option<String> {
-        let said = match outcome {
-            Ok(()) => self
+        let said = match failure {
+            None => self
                 .0
                 .remove(&peer)
                 .map(|_| format!("{name} is reachable again")),
-            Err(error) => {
+            Some(error) => {
                 let why = why_unreachable(&error);
                 let again = self.0.get(&peer) == Some(&why);
                 self.0.insert(peer, why.clone());
@@ -287,7 +287,7 @@ async fn redial(
             let outcome = mesh.connect(peer, addrs).await;
             tracing::debug!(%peer, ?outcome, "dial of a member ended");
             if let Ok(outcome) = outcome {
-                let _ = dialed.try_send((peer, outcome));
+                let _ = dialed.try_send((peer, outcome.err()));
             }
         });
     }
@@ -318,7 +318,7 @@ mod tests {
         let mut unreachable = Unreachable::default();
         let bravo = PeerId::random();
         let in_30 = Some(Duration::from_secs(30));
-        let said = unreachable.dialled("bravo", bravo, Err(REFUSED.into()), in_30);
+        let said = unreachable.dialled("bravo", bravo, Some(REFUSED.into()), in_30);
         assert_eq!(
             said.as_deref(),
             Some(
@@ -327,12 +327,12 @@ mod tests {
         );
         let in_60 = Some(Duration::from_secs(60));
         assert_eq!(
-            unreachable.dialled("bravo", bravo, Err(REFUSED.into()), in_60),
+            unreachable.dialled("bravo", bravo, Some(REFUSED.into()), in_60),
             None,
             "not every retry"
         );
         let other = "Failed to negotiate transport protocol(s): [(/ip4/198.51.100.1/tcp/7717: : No route to host (os error 113))]";
-        let said = unreachable.dialled("bravo", bravo, Err(other.into()), in_60);
+        let said = unreachable.dialled("bravo", bravo, Some(other.into()), in_60);
         assert_eq!(
             said.as_deref(),
             Some(
@@ -340,8 +340,8 @@ mod tests {
             ),
             "a new reason is said"
         );
-        let said = unreachable.dialled("bravo", bravo, Ok(()), None);
+        let said = unreachable.dialled("bravo", bravo, None, None);
         assert_eq!(said.as_deref(), Some("bravo is reachable again"));
-        assert_eq!(unreachable.dialled("bravo", bravo, Ok(()), None), None);
+        assert_eq!(unreachable.dialled("bravo", bravo, None, None), None);
     }
 }

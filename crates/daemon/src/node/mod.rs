@@ -80,7 +80,7 @@ pub enum NodeError {
     #[error("cannot open the control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
     #[error("--relay: {0}")]
-    Relay(String),
+    Relay(#[from] crate::config::BadRelay),
 }
 
 /// What a started node tells whoever started it.
@@ -109,7 +109,7 @@ pub async fn run(
         config.listen = overrides.listen;
     }
     if !overrides.relays.is_empty() {
-        crate::config::check_relays(&overrides.relays).map_err(NodeError::Relay)?;
+        crate::config::check_relays(&overrides.relays)?;
         config.relays = overrides.relays;
     }
     config.mdns &= !overrides.no_mdns;

@@ -97,7 +97,7 @@ impl Trust {
             reason,
         };
         let file = StateFile::new(path.clone(), 0o600);
-        let stored = store::load(&file).map_err(invalid)?;
+        let stored = store::load(&file).map_err(|e| invalid(e.to_string()))?;
         let me = keypair.public().to_peer_id();
         let mut members = members::Members::new(me, accept_introductions, defaults);
         let mut settings = BTreeMap::new();
