@@ -89,7 +89,7 @@ impl Handler for Api {
                 return crate::exec::client::exec(&node.dialer, &peer, start, reply).await;
             }
             Request::Copy(copy) => {
-                return super::copy::copy(&node.dialer, &node.homes, copy, reply).await;
+                return crate::transfer::client::copy(&node.dialer, &node.homes, copy, reply).await;
             }
             Request::Session { peer, request } => {
                 return node.sessions.session(peer, request, reply).await;

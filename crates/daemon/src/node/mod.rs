@@ -4,7 +4,6 @@
 //! everything in order. Nothing else in the daemon imports it.
 
 mod api;
-mod copy;
 
 use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc};
 

@@ -7,6 +7,7 @@
 //! and on the one that serves it ([`serve`], confined to the peer's file roots by
 //! [`confine`], and kept out of every Loopsy home by [`homes`]).
 
+pub mod client;
 pub mod confine;
 pub mod dirs;
 pub mod homes;
