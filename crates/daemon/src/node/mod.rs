@@ -3,8 +3,6 @@
 //! the services with the gate, serves the control socket until told to stop, and stops
 //! everything in order. Nothing else in the daemon imports it.
 
-mod api;
-
 use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc};
 
 use loopsy_mesh::{Mesh, Multiaddr, identity};
@@ -12,6 +10,7 @@ use loopsy_wire::{control, protocol};
 use tokio::{net::UnixListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::control::api::Api;
 use crate::{
     Home,
     audit::Audit,
@@ -33,7 +32,6 @@ use crate::{
     transfer::{Transfer, homes::Homes},
     trust::{Trust, TrustError},
 };
-use api::Api;
 /// The session registry's bounds: sessions of all devices, and bytes per session.
 const REGISTRY_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 4096,
