@@ -10,13 +10,12 @@ use loopsy_wire::{control, protocol};
 use tokio::{net::UnixListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::api::Api;
 use crate::{
     Home,
     audit::Audit,
     caps::{self, Capability},
     config::{Config, ConfigError},
-    control::serve,
+    control::{api::Api, serve},
     ctx::Ctx,
     dial::Dialer,
     exec::Exec,
@@ -32,6 +31,7 @@ use crate::{
     transfer::{Transfer, homes::Homes},
     trust::{Trust, TrustError},
 };
+
 /// The session registry's bounds: sessions of all devices, and bytes per session.
 const REGISTRY_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 4096,
