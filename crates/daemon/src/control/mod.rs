@@ -6,6 +6,7 @@
 //! streams) and the daemon closes. The socket is private to the owner (mode 0600 inside a
 //! 0700 directory): whoever can open it has the node's full authority.
 
+pub(crate) mod api;
 mod server;
 
 pub use server::{Gone, Handler, Reply, serve};
