@@ -1,40 +1,44 @@
 //! Attached to a session: the screen restored, then its output as it comes, keys in, and
 //! the window size followed. When the connection drops (the network, or this device's own
 //! node restarting) it attaches again by itself from the last byte it showed, so nothing
-//! is lost and nothing shown twice. `Ctrl-\` detaches and leaves the session running.
+//! is lost and nothing shown twice; meanwhile a status line says how long it has tried and
+//! how long it will go on. `Ctrl-\` detaches and leaves the session running. Every way
+//! out ends with a line that says why.
 
 use std::{
+    future::Future,
     process::ExitCode,
     time::{Duration, Instant},
 };
 
-use loopsy_daemon::{
-    Home,
-    control::{ClientError, Connection},
+use loopsy_client::{
+    Client, Error,
+    session::{Attach, Event},
 };
-use loopsy_mesh::framed;
-use loopsy_wire::{
-    control::{ErrorCode, Request, Response},
-    session::{self, Input, MAX_FRAME, Reply},
-};
-use serde_bytes::ByteBuf;
+use loopsy_daemon::Home;
+use loopsy_wire::control::ErrorCode;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-use crate::term;
+use crate::{remote::code, term};
 
 /// The key that detaches: Ctrl-\ (as dtach).
 pub const DETACH: u8 = 0x1c;
-/// How long to keep trying to attach again after the connection dropped.
-const RECONNECT_FOR: Duration = Duration::from_secs(120);
+/// How long to keep trying to attach again after the connection dropped, unless told.
+pub const REATTACH_FOR: Duration = Duration::from_secs(120);
+/// After its program was hung up, how long to watch whether the host went away with it.
+const HOST_GONE_WITHIN: Duration = Duration::from_secs(2);
+/// The exit code of a program ended by a hang-up (128 + SIGHUP), as a stopping node
+/// ends its sessions.
+const HUNG_UP: i32 = 129;
 
 /// How one attachment ended.
 enum End {
-    Detached,
+    /// By Ctrl-\, or by the end of input; the text says which.
+    Detached(&'static str),
     Exited(Option<i32>),
     /// Worth trying again, from where the output stopped.
     Lost(String),
@@ -47,16 +51,59 @@ enum End {
 struct Say(tokio::io::Stderr);
 
 impl Say {
-    async fn say(&mut self, text: &[u8]) {
-        let _ = self.0.write_all(text).await;
+    async fn say(&mut self, text: &str) {
+        let _ = self.0.write_all(text.as_bytes()).await;
         let _ = self.0.flush().await;
     }
 }
 
-/// Attaches to `session` (on `host`, or wherever it is) until detached or the session ends.
-pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode {
+/// A dropped connection being picked up again.
+struct Reconnect {
+    since: Instant,
+    limit: Duration,
+    /// Why the last try failed.
+    reason: String,
+}
+
+impl Reconnect {
+    fn given_up(&self) -> bool {
+        self.since.elapsed() > self.limit
+    }
+
+    /// The status line, drawn over itself (no newline), in whole seconds that add up to
+    /// the limit.
+    fn status(&self, session: &str) -> String {
+        let tried = Duration::from_secs(self.since.elapsed().as_secs());
+        format!(
+            "\r\x1b[K[reattaching to session {session}: trying for {}, giving up in {}; \
+             Ctrl-\\ detaches]",
+            span(tried),
+            span(self.limit.saturating_sub(tried))
+        )
+    }
+}
+
+/// `45s`, `1m05s`: whole seconds, for people.
+fn span(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+/// Attaches to `session` (on `host`, or wherever it is) until detached or the session
+/// ends; after a dropped connection, tries again for `reattach_for`.
+pub async fn run(
+    home: &Home,
+    host: Option<String>,
+    session: String,
+    reattach_for: Duration,
+) -> ExitCode {
+    let client = crate::client(home);
     let _raw = term::RawMode::enable();
-    let (keys_in, mut keys) = mpsc::channel::<Vec<u8>>(64);
+    let (keys_in, keys) = mpsc::channel::<Vec<u8>>(64);
     tokio::spawn(read_keys(keys_in));
     let mut state = Attachment {
         session,
@@ -64,78 +111,171 @@ pub async fn run(home: &Home, host: Option<String>, session: String) -> ExitCode
         at: None,
         attached_once: false,
         live: false,
+        keys,
+        input_ended: false,
+        reconnect: None,
+        host_name: None,
+        status_shown: String::new(),
+        say: Say(tokio::io::stderr()),
     };
-    let mut lost_since: Option<Instant> = None;
     let mut pause = Duration::from_millis(100);
     loop {
         state.live = false;
-        let end = state.attach_once(home, &mut keys).await;
+        let end = state.attach_once(&client).await;
         if state.live {
             // It got back in: a later drop starts a fresh count.
-            lost_since = None;
             pause = Duration::from_millis(100);
         }
-        let mut err = Say(tokio::io::stderr());
+        let id = state.session.clone();
         match end {
-            End::Detached => {
-                err.say(format!("\r\n[detached from session {}]\r\n", state.session).as_bytes())
+            End::Detached(how) => {
+                state
+                    .say
+                    .say(&format!("\r\n[detached from session {id}{how}]\r\n"))
                     .await;
                 return ExitCode::SUCCESS;
             }
-            End::Exited(code) => {
-                let text = match code {
-                    Some(code) => format!(
-                        "\r\n[session {} exited with code {code}]\r\n",
-                        state.session
-                    ),
-                    None => format!("\r\n[session {} is over]\r\n", state.session),
+            End::Exited(exit) => {
+                let gone = match exit {
+                    Some(HUNG_UP) => host_gone(&client, &id).await,
+                    _ => None,
                 };
-                err.say(text.as_bytes()).await;
+                let text = ended(&id, exit, gone);
+                state.say.say(&format!("\r\n{text}\r\n")).await;
                 // No code: the host lost the program; that is not a success.
-                return ExitCode::from(code.unwrap_or(1).clamp(0, 255) as u8);
+                return ExitCode::from(exit.unwrap_or(1).clamp(0, 255) as u8);
             }
-            End::Failed(message, code) => {
-                err.say(format!("loopsy: {message}\r\n").as_bytes()).await;
-                return ExitCode::from(code);
+            End::Failed(message, exit) => {
+                // Below the session's screen, when there was one.
+                let gap = if state.attached_once { "\r\n" } else { "" };
+                state.say.say(&format!("{gap}loopsy: {message}\r\n")).await;
+                return ExitCode::from(exit);
             }
             End::Lost(reason) if state.attached_once => {
-                let since = *lost_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > RECONNECT_FOR {
-                    err.say(format!("loopsy: gave up reattaching: {reason}\r\n").as_bytes())
-                        .await;
-                    return ExitCode::from(crate::remote::code::LOOPSY);
-                }
-                if pause == Duration::from_millis(100) {
-                    err.say(
-                        format!("\r\n[connection lost: {reason}; reattaching…]\r\n").as_bytes(),
-                    )
-                    .await;
-                }
-                // Ctrl-\ still detaches while waiting.
-                let sleep = tokio::time::sleep(pause);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        typed = keys.recv() => match typed {
-                            Some(typed) if typed.contains(&DETACH) => {
-                                err.say(b"\r\n[detached]\r\n").await;
-                                return ExitCode::SUCCESS;
-                            }
-                            Some(_) => {}
-                            None => sleep.as_mut().await,
-                        },
+                let reconnect = match &mut state.reconnect {
+                    Some(reconnect) => {
+                        reconnect.reason = reason;
+                        reconnect
                     }
+                    None => {
+                        // Named by the registry, where the node found the session.
+                        let host = host_of(&client, &id).await;
+                        let on = host
+                            .as_deref()
+                            .map(|h| format!(" on {h}"))
+                            .unwrap_or_default();
+                        state.host_name = host;
+                        let text = format!(
+                            "\r\n[connection lost: {reason}; reattaching to session {id}{on} \
+                             for up to {}]\r\n",
+                            span(reattach_for)
+                        );
+                        state.say.say(&text).await;
+                        state.reconnect.insert(Reconnect {
+                            since: Instant::now(),
+                            limit: reattach_for,
+                            reason,
+                        })
+                    }
+                };
+                if reconnect.given_up() {
+                    let text = format!(
+                        "\r\x1b[Kloopsy: gave up reattaching to session {id} after {}: {}\r\n",
+                        span(reconnect.since.elapsed()),
+                        reconnect.reason
+                    );
+                    state.say.say(&text).await;
+                    return ExitCode::from(code::LOOPSY);
+                }
+                if state
+                    .reconnecting(tokio::time::sleep(pause))
+                    .await
+                    .is_detached()
+                {
+                    state
+                        .say
+                        .say(&format!("\r\n[detached from session {id}]\r\n"))
+                        .await;
+                    return ExitCode::SUCCESS;
                 }
                 pause = (pause * 2).min(Duration::from_secs(2));
-                continue;
             }
             End::Lost(reason) => {
-                err.say(format!("loopsy: {reason}\r\n").as_bytes()).await;
-                return ExitCode::from(crate::remote::code::LOOPSY);
+                state.say.say(&format!("loopsy: {reason}\r\n")).await;
+                return ExitCode::from(code::LOOPSY);
             }
         }
     }
+}
+
+/// The last line of a session that ended while attached: why, in words.
+fn ended(id: &str, exit: Option<i32>, gone: Option<Gone>) -> String {
+    match (exit, gone) {
+        (_, Some(Gone::Host(host))) => format!(
+            "[session {id} ended: its host {host} stopped, which hung up its program (exit \
+             code {HUNG_UP})]"
+        ),
+        (_, Some(Gone::ThisNode)) => format!(
+            "[session {id} ended: this device's node stopped, which hung up its program (exit \
+             code {HUNG_UP})]"
+        ),
+        (Some(exit), None) => format!("[session {id} exited with code {exit}]"),
+        (None, None) => format!(
+            "[session {id} ended: its host lost the program (its node stopped while it ran)]"
+        ),
+    }
+}
+
+/// How a wait while reconnecting ended.
+enum Waited<T> {
+    Done(T),
+    /// Ctrl-\ was typed.
+    Detached,
+    /// The time for reattaching ran out.
+    TimeUp,
+}
+
+impl<T> Waited<T> {
+    fn is_detached(&self) -> bool {
+        matches!(self, Waited::Detached)
+    }
+}
+
+/// Why a hung-up session ended, when its host went away with it.
+enum Gone {
+    Host(String),
+    ThisNode,
+}
+
+/// The name of the device that hosts session `id`, as this node's registry has it.
+async fn host_of(client: &Client, id: &str) -> Option<String> {
+    let sessions = client.sessions().await.ok()?;
+    sessions.into_iter().find(|s| s.id == id).map(|s| s.host)
+}
+
+/// Whether the host of session `id` stopped (a stopping node hangs up its sessions, then
+/// leaves): watched for a moment, as its connection closes after the hang-up. The host is
+/// known from the replicated registry (a session started a moment ago may reach it late).
+async fn host_gone(client: &Client, id: &str) -> Option<Gone> {
+    let deadline = Instant::now() + HOST_GONE_WITHIN;
+    while Instant::now() < deadline {
+        match client.sessions().await {
+            Ok(sessions) => {
+                let listed = sessions.into_iter().find(|s| s.id == id);
+                if let Some(session) = listed
+                    && !session.host_online
+                {
+                    return Some(Gone::Host(session.host));
+                }
+            }
+            Err(Error::NoNode { .. } | Error::Connect { .. } | Error::Receive(_)) => {
+                return Some(Gone::ThisNode);
+            }
+            Err(_) => return None,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 /// Where an attachment stands across reconnections.
@@ -147,64 +287,112 @@ struct Attachment {
     attached_once: bool,
     /// Whether the current try got in.
     live: bool,
+    keys: mpsc::Receiver<Vec<u8>>,
+    /// Stdin ended (a pipe or /dev/null, not a terminal).
+    input_ended: bool,
+    /// Set while a dropped connection is being picked up again.
+    reconnect: Option<Reconnect>,
+    /// The host's name, once a dropped connection made it worth asking.
+    host_name: Option<String>,
+    /// The status line as last drawn, so that it is drawn again only when it changes.
+    status_shown: String,
+    say: Say,
 }
 
 impl Attachment {
-    async fn attach_once(&mut self, home: &Home, keys: &mut mpsc::Receiver<Vec<u8>>) -> End {
+    /// Runs `work`; while reconnecting, the status line is redrawn each second, Ctrl-\
+    /// is heard, and `work` may take no longer than the time left.
+    async fn reconnecting<T>(&mut self, work: impl Future<Output = T>) -> Waited<T> {
+        let Some(reconnect) = &self.reconnect else {
+            return Waited::Done(work.await);
+        };
+        let time_up = tokio::time::sleep_until((reconnect.since + reconnect.limit).into());
+        tokio::pin!(work, time_up);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                done = &mut work => return Waited::Done(done),
+                _ = &mut time_up => return Waited::TimeUp,
+                _ = tick.tick() => {
+                    if let Some(reconnect) = &self.reconnect {
+                        let line = reconnect.status(&self.session);
+                        if line != self.status_shown {
+                            self.say.say(&line).await;
+                            self.status_shown = line;
+                        }
+                    }
+                }
+                typed = self.keys.recv(), if !self.input_ended => match typed {
+                    Some(typed) if typed.contains(&DETACH) => return Waited::Detached,
+                    // Keys typed while there is no session to take them are dropped.
+                    Some(_) => {}
+                    None => self.input_ended = true,
+                },
+            }
+        }
+    }
+
+    async fn attach_once(&mut self, client: &Client) -> End {
         let (rows, cols) = term::size();
-        let request = Request::Session {
-            peer: self.host.clone(),
-            request: session::Request::Attach {
-                session: self.session.clone(),
-                offset: self.at,
-                rows,
-                cols,
-            },
+        let to = Attach {
+            session: self.session.clone(),
+            host: self.host.clone(),
+            offset: self.at,
+            rows,
+            cols,
         };
-        let mut connection = match Connection::open(home, request).await {
-            Ok(c) => c,
-            Err(e) => return End::Lost(e.to_string()),
+        let opened = match self.reconnecting(client.attach(to)).await {
+            Waited::Done(opened) => opened,
+            Waited::Detached => return End::Detached(""),
+            Waited::TimeUp => {
+                let host = self.host_name.as_deref().unwrap_or("the host");
+                return End::Lost(format!("{host} did not answer in time"));
+            }
         };
-        match connection.next().await {
-            Ok(Some(Response::Stream { .. })) => {}
-            Err(ClientError::Refused(e)) => {
-                let code = if e.code == ErrorCode::Refused {
-                    126
+        let (mut output, mut input) = match opened {
+            Ok(halves) => halves,
+            Err(Error::Refused(e)) => {
+                let exit = if e.code == ErrorCode::Refused {
+                    code::REFUSED
                 } else {
-                    255
+                    code::LOOPSY
                 };
                 return match e.code {
                     ErrorCode::Unreachable | ErrorCode::Unavailable => End::Lost(e.message),
                     // A node that just restarted may not know where the session is yet.
                     ErrorCode::NotFound if self.attached_once => End::Lost(e.message),
-                    _ => End::Failed(e.message, code),
+                    _ => End::Failed(e.message, exit),
                 };
             }
             Err(e) => return End::Lost(e.to_string()),
-            Ok(_) => return End::Failed("the node gave an unexpected answer".into(), 255),
-        }
-        let (reader, writer) = connection.into_stream().into_split();
-        let (mut reader, mut writer) = (reader.compat(), writer.compat_write());
+        };
         let mut stdout = tokio::io::stdout();
         let mut resizes = signal(SignalKind::window_change()).ok();
-        // Input that ended (stdin a pipe or /dev/null) detaches, but only once attached:
-        // a refusal or an unknown session is reported, not hidden behind a detach.
-        let mut input_ended = false;
         loop {
-            if input_ended && self.live {
-                return End::Detached;
+            // Input that ended (stdin a pipe or /dev/null) detaches, but only once
+            // attached: a refusal or an unknown session is reported, not hidden.
+            if self.input_ended && self.live {
+                return End::Detached(": its input ended");
             }
             tokio::select! {
-                reply = framed::read::<Reply, _>(&mut reader, MAX_FRAME) => {
-                    let shown = match reply {
-                        Ok(Some(Reply::Attached { info, offset, screen, .. })) => {
+                event = output.next() => {
+                    let shown = match event {
+                        Ok(Some(Event::Attached { info, offset, screen, .. })) => {
                             self.session = info.id;
                             self.attached_once = true;
                             self.live = true;
                             self.at = Some(offset);
-                            screen.map(ByteBuf::into_vec)
+                            if let Some(reconnect) = self.reconnect.take() {
+                                let text = format!(
+                                    "\r\x1b[K[reattached to session {} after {}]\r\n",
+                                    self.session,
+                                    span(reconnect.since.elapsed())
+                                );
+                                self.say.say(&text).await;
+                            }
+                            screen
                         }
-                        Ok(Some(Reply::Output { offset, data })) => {
+                        Ok(Some(Event::Output { offset, data })) => {
                             let at = self.at.unwrap_or(offset);
                             let end = offset + data.len() as u64;
                             self.at = Some(end.max(at));
@@ -212,42 +400,40 @@ impl Attachment {
                             let skip = usize::try_from(at.saturating_sub(offset)).unwrap_or(usize::MAX);
                             data.get(skip..).map(<[u8]>::to_vec)
                         }
-                        Ok(Some(Reply::Exited { code })) => return End::Exited(code),
-                        Ok(Some(Reply::Error { message })) => return End::Failed(message, 255),
-                        Ok(Some(_)) => return End::Failed("an unexpected message".into(), 255),
-                        Ok(None) => return End::Lost("the stream ended".into()),
+                        Ok(Some(Event::Exited { code })) => return End::Exited(code),
+                        Ok(None) => return End::Lost("the host's stream ended".into()),
+                        Err(e @ (Error::Host(_) | Error::Unexpected { .. })) => {
+                            return End::Failed(e.to_string(), code::LOOPSY);
+                        }
                         Err(e) => return End::Lost(e.to_string()),
                     };
                     if let Some(bytes) = shown
                         && (stdout.write_all(&bytes).await.is_err() || stdout.flush().await.is_err())
                     {
-                        return End::Failed("cannot write to the terminal".into(), 255);
+                        return End::Failed("cannot write to the terminal".into(), code::LOOPSY);
                     }
                 }
-                typed = keys.recv(), if !input_ended => match typed {
+                typed = self.keys.recv(), if !self.input_ended => match typed {
                     Some(mut typed) => {
                         let detach = typed.iter().position(|&b| b == DETACH);
                         if let Some(at) = detach {
                             typed.truncate(at);
                         }
-                        if !typed.is_empty() {
-                            let input = Input::Keys { data: ByteBuf::from(typed) };
-                            if framed::write(&mut writer, &input, MAX_FRAME).await.is_err() {
-                                return End::Lost("cannot send keys".into());
-                            }
+                        if !typed.is_empty() && input.keys(&typed).await.is_err() {
+                            return End::Lost("cannot send keys to the host".into());
                         }
                         if detach.is_some() {
-                            return End::Detached;
+                            return End::Detached("");
                         }
                     }
                     // No more input (stdin is a pipe or /dev/null, not a terminal): leave
                     // the session running, as Ctrl-\ would; a script that types into a
                     // session keeps its stdin open for as long as it watches.
-                    None => input_ended = true,
+                    None => self.input_ended = true,
                 },
                 Some(()) = async { resizes.as_mut()?.recv().await } => {
                     let (rows, cols) = term::size();
-                    let _ = framed::write(&mut writer, &Input::Resize { rows, cols }, MAX_FRAME).await;
+                    let _ = input.resize(rows, cols).await;
                 }
             }
         }
@@ -262,5 +448,41 @@ async fn read_keys(keys: mpsc::Sender<Vec<u8>>) {
         if n == 0 || keys.send(buffer[..n].to_vec()).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_counts_whole_seconds_that_add_up_to_the_limit() {
+        let reconnect = Reconnect {
+            since: Instant::now() - Duration::from_millis(61_700),
+            limit: Duration::from_secs(120),
+            reason: String::new(),
+        };
+        assert_eq!(
+            reconnect.status("k3j2"),
+            "\r\x1b[K[reattaching to session k3j2: trying for 1m01s, giving up in 59s; \
+             Ctrl-\\ detaches]"
+        );
+        assert!(!reconnect.given_up());
+        assert_eq!(span(Duration::from_secs(120)), "2m00s");
+    }
+
+    #[test]
+    fn a_session_that_ended_says_why() {
+        let host = Some(Gone::Host("alpha".into()));
+        assert_eq!(
+            ended("k3j2", Some(HUNG_UP), host),
+            "[session k3j2 ended: its host alpha stopped, which hung up its program (exit \
+             code 129)]"
+        );
+        assert_eq!(
+            ended("k3j2", Some(0), None),
+            "[session k3j2 exited with code 0]"
+        );
+        assert!(ended("k3j2", None, None).contains("its host lost the program"));
     }
 }

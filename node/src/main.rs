@@ -173,6 +173,11 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A client of the node whose home is `home`.
+pub(crate) fn client(home: &Home) -> loopsy_client::Client {
+    loopsy_client::Client::new(home.socket(), home.dir().to_owned(), home.flag_hint())
+}
+
 /// The daemon gets worker threads; a client command, one thread, for a fast start.
 fn runtime(is_daemon: bool) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if is_daemon {

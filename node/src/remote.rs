@@ -4,21 +4,20 @@
 
 use std::process::ExitCode;
 
-use loopsy_daemon::{
-    Home,
-    control::{ClientError, Connection},
+use loopsy_client::{
+    Error,
+    exec::{Event, Input},
 };
-use loopsy_mesh::framed;
+use loopsy_daemon::Home;
 use loopsy_wire::{
-    control::{ErrorCode, Request, Response},
-    exec::{CHUNK, MAX_FRAME, Reply, Request as Input, Start},
+    control::ErrorCode,
+    exec::{CHUNK, Start},
 };
 use tokio::{
     io::AsyncReadExt,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::term;
 
@@ -34,32 +33,34 @@ pub mod code {
     pub const LOOPSY: u8 = 255;
 }
 
+/// What goes to the program, in order, from the tasks that forward stdin and signals.
+enum Order {
+    Stdin(Vec<u8>),
+    Eof,
+    Signal(i32),
+    Resize(u16, u16),
+}
+
 /// Runs `start` on `peer`; `raw` puts the local terminal in raw mode (shells and `-t`).
 pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode {
     let pty = start.pty.is_some();
-    let mut connection = match Connection::open(home, Request::Exec { peer, start }).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e.to_string(), code::LOOPSY),
-    };
-    match connection.next().await {
-        Ok(Some(Response::Stream { .. })) => {}
-        Err(ClientError::Refused(e)) if e.code == ErrorCode::Refused => {
+    let (output, input) = match crate::client(home).exec(peer, start).await {
+        Ok(halves) => halves,
+        Err(Error::Refused(e)) if e.code == ErrorCode::Refused => {
             return fail(&e.message, code::REFUSED);
         }
         Err(e) => return fail(&e.to_string(), code::LOOPSY),
-        Ok(_) => return fail("the node gave an unexpected answer", code::LOOPSY),
-    }
-    let (from_node, to_node) = connection.into_stream().into_split();
-    let (input, orders) = mpsc::channel::<Input>(16);
-    tokio::spawn(send_orders(to_node, orders));
-    tokio::spawn(forward_stdin(input.clone()));
+    };
+    let (orders_in, orders) = mpsc::channel::<Order>(16);
+    tokio::spawn(send_orders(input, orders));
+    tokio::spawn(forward_stdin(orders_in.clone()));
     if pty {
-        tokio::spawn(forward_resizes(input.clone()));
+        tokio::spawn(forward_resizes(orders_in.clone()));
     } else {
-        tokio::spawn(forward_signals(input.clone()));
+        tokio::spawn(forward_signals(orders_in.clone()));
     }
     let _raw = raw.then(term::RawMode::enable);
-    let code = receive(from_node).await;
+    let code = receive(output).await;
     drop(_raw);
     code
 }
@@ -105,7 +106,7 @@ fn output_writer() -> (mpsc::Sender<Out>, tokio::task::JoinHandle<bool>) {
 }
 
 /// Reads the program's output and end.
-async fn receive(from_node: tokio::net::unix::OwnedReadHalf) -> ExitCode {
+async fn receive(from_node: loopsy_client::exec::Output) -> ExitCode {
     let (out, writer) = output_writer();
     let code = relay_output(from_node, out).await;
     // Everything written before the exit code is returned.
@@ -116,92 +117,64 @@ async fn receive(from_node: tokio::net::unix::OwnedReadHalf) -> ExitCode {
 }
 
 async fn relay_output(
-    from_node: tokio::net::unix::OwnedReadHalf,
+    mut from_node: loopsy_client::exec::Output,
     out: mpsc::Sender<Out>,
 ) -> ExitCode {
-    let mut from_node = from_node.compat();
     loop {
-        let reply = match framed::read::<Reply, _>(&mut from_node, MAX_FRAME).await {
-            Ok(Some(reply)) => reply,
-            Ok(None) => return fail("the connection to the peer was lost", code::LOOPSY),
-            Err(e) => {
-                return fail(
-                    &format!("the connection to the peer failed: {e}"),
-                    code::LOOPSY,
-                );
-            }
+        let event = match from_node.next().await {
+            Ok(event) => event,
+            // 127 says the program is not there, as a shell says; a working directory
+            // that is not there is another failure to start.
+            Err(e) if e.is_missing_program() => return fail(&e.to_string(), code::NOT_FOUND),
+            Err(e @ Error::NotStarted { .. }) => return fail(&e.to_string(), code::REFUSED),
+            Err(e) => return fail(&e.to_string(), code::LOOPSY),
         };
-        match reply {
-            Reply::Started { .. } => {}
-            Reply::Stdout { data } => {
-                if out.send(Out::Stdout(data)).await.is_err() {
-                    return ExitCode::from(code::LOOPSY);
-                }
-            }
-            Reply::Stderr { data } => {
-                if out.send(Out::Stderr(data)).await.is_err() {
-                    return ExitCode::from(code::LOOPSY);
-                }
-            }
-            Reply::Refused { reason } => {
-                // 127 says the program is not there, as a shell says; a working directory
-                // that is not there is another failure to start.
-                let code = if reason.starts_with("cannot start") && reason.contains("No such file")
-                {
-                    code::NOT_FOUND
-                } else {
-                    code::REFUSED
-                };
-                return fail(&reason, code);
-            }
-            Reply::Exited {
-                code,
-                signal,
-                timed_out,
-            } => {
-                if timed_out {
+        let chunk = match event {
+            Event::Stdout(data) => Out::Stdout(data),
+            Event::Stderr(data) => Out::Stderr(data),
+            Event::Exited(exit) => {
+                if exit.timed_out {
                     return fail("the program was killed at its timeout", code::TIMED_OUT);
                 }
-                return match (code, signal) {
+                return match (exit.code, exit.signal) {
                     (Some(code), _) => ExitCode::from(code as u8),
                     (None, Some(signal)) => ExitCode::from(128u8.wrapping_add(signal as u8)),
                     _ => ExitCode::from(code::LOOPSY),
                 };
             }
+        };
+        if out.send(chunk).await.is_err() {
+            return ExitCode::from(code::LOOPSY);
         }
     }
 }
 
-/// Writes every order for the program, in order, to the node.
-async fn send_orders(to_node: tokio::net::unix::OwnedWriteHalf, mut orders: mpsc::Receiver<Input>) {
-    let mut to_node = to_node.compat_write();
+/// Sends every order for the program, in order, to the node.
+async fn send_orders(mut input: Input, mut orders: mpsc::Receiver<Order>) {
     while let Some(order) = orders.recv().await {
-        if framed::write(&mut to_node, &order, MAX_FRAME)
-            .await
-            .is_err()
-        {
+        let sent = match order {
+            Order::Stdin(data) => input.stdin(&data).await,
+            Order::Eof => input.eof().await,
+            Order::Signal(number) => input.signal(number).await,
+            Order::Resize(rows, cols) => input.resize(rows, cols).await,
+        };
+        if sent.is_err() {
             return;
         }
     }
 }
 
-async fn forward_stdin(input: mpsc::Sender<Input>) {
+async fn forward_stdin(orders: mpsc::Sender<Order>) {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; CHUNK];
     loop {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => {
-                let _ = input.send(Input::StdinEof).await;
+                let _ = orders.send(Order::Eof).await;
                 return;
             }
             Ok(n) => {
-                if input
-                    .send(Input::Stdin {
-                        data: buf[..n].to_vec(),
-                    })
-                    .await
-                    .is_err()
-                {
+                if orders.send(Order::Stdin(buf[..n].to_vec())).await.is_err() {
                     return;
                 }
             }
@@ -210,7 +183,7 @@ async fn forward_stdin(input: mpsc::Sender<Input>) {
 }
 
 /// Ctrl-C and friends go to the remote process group, as they would to a local program.
-async fn forward_signals(input: mpsc::Sender<Input>) {
+async fn forward_signals(orders: mpsc::Sender<Order>) {
     let kinds = [
         (SignalKind::interrupt(), 2),
         (SignalKind::terminate(), 15),
@@ -230,7 +203,7 @@ async fn forward_signals(input: mpsc::Sender<Input>) {
         let (got, _, _) = futures::future::select_all(waits).await;
         match got {
             Some(number) => {
-                if input.send(Input::Signal { signal: number }).await.is_err() {
+                if orders.send(Order::Signal(number)).await.is_err() {
                     return;
                 }
             }
@@ -239,13 +212,13 @@ async fn forward_signals(input: mpsc::Sender<Input>) {
     }
 }
 
-async fn forward_resizes(input: mpsc::Sender<Input>) {
+async fn forward_resizes(orders: mpsc::Sender<Order>) {
     let Ok(mut winch) = signal(SignalKind::window_change()) else {
         return;
     };
     while winch.recv().await.is_some() {
         let (rows, cols) = term::size();
-        if input.send(Input::Resize { rows, cols }).await.is_err() {
+        if orders.send(Order::Resize(rows, cols)).await.is_err() {
             return;
         }
     }

@@ -118,10 +118,9 @@ fn small_commands_do_what_a_user_expects() -> anyhow::Result<()> {
         started.elapsed() < Duration::from_secs(10),
         "attach < /dev/null hung"
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("detached"),
-        "{out:?}"
-    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    let detached = format!("[detached from session {}: its input ended]", id.trim());
+    assert!(said.contains(&detached), "{said}");
     let listed = alpha.ok(&["session", "ls", "--json"]);
     assert!(listed.contains("\"running\""), "{listed}");
     Ok(())

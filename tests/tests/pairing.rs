@@ -558,6 +558,18 @@ fn paired_devices_reconnect_after_a_restart() -> anyhow::Result<()> {
         || a.peer(&b_id).filter(|p| p["online"] == false),
     )?;
     assert_eq!(offline["paired"], true, "still paired while offline");
+    // Alpha's keeper says why it cannot reach bravo, in words, once per reason.
+    wait_for(
+        "alpha to log why bravo is unreachable",
+        Duration::from_secs(30),
+        || a.log().contains("bravo unreachable: ").then_some(()),
+    )?;
+    let log = a.log();
+    let said = log
+        .lines()
+        .find(|l| l.contains("bravo unreachable: "))
+        .unwrap_or_default();
+    assert!(said.contains("next try in"), "{said}");
 
     // Bravo comes back on another port; it remembers alpha and dials it.
     let b = Node::start(Options::isolated("bravo").home(&b_home))?;
@@ -571,5 +583,8 @@ fn paired_devices_reconnect_after_a_restart() -> anyhow::Result<()> {
                 .filter(|p| p["paired"] == true && p["online"] == true)
         })?;
     }
+    wait_for("alpha to log bravo back", Duration::from_secs(10), || {
+        a.log().contains("bravo is reachable again").then_some(())
+    })?;
     Ok(())
 }

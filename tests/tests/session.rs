@@ -80,6 +80,11 @@ fn sessions_are_shared_and_survive_a_cut_without_a_lost_or_repeated_byte() -> an
     wait_for("output after the cut", Duration::from_secs(60), || {
         (counted(&watching.text()).len() > before + 200).then_some(())
     })?;
+    let said = watching.said();
+    assert!(
+        said.contains(&format!("[reattached to session {counter} after ")),
+        "{said}"
+    );
     let text = watching.text();
     drop(watching);
     let numbers = counted(&text);
@@ -245,5 +250,188 @@ fn an_attached_client_says_when_the_host_dies() -> anyhow::Result<()> {
         said.contains("connection lost").then_some(said)
     })?;
     assert!(said.contains("reattaching"), "{said}");
+    Ok(())
+}
+
+#[test]
+fn session_new_and_session_ls_print_one_shape() -> anyhow::Result<()> {
+    let a = Node::start(Options::isolated("alpha"))?;
+    let b = Node::start(Options::isolated("bravo"))?;
+    a.pair_with(&b)?;
+    let alpha_id = a.json(&["id", "--json"])?["peer_id"].clone();
+    let created = b.json(&[
+        "session", "new", "--on", "alpha", "--name", "shape", "--json", "--", "sleep", "60",
+    ])?;
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let listed = wait_for("bravo to list it", Duration::from_secs(20), || {
+        session(&sessions(&b), &id).cloned()
+    })?;
+    let keys = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&created),
+        [
+            "clients",
+            "code",
+            "command",
+            "created",
+            "host",
+            "host_last_seen",
+            "host_online",
+            "host_peer_id",
+            "id",
+            "last_activity",
+            "name",
+            "status"
+        ]
+    );
+    assert_eq!(keys(&created), keys(&listed), "{created}\n{listed}");
+    for field in [
+        "id",
+        "name",
+        "host",
+        "host_peer_id",
+        "host_online",
+        "command",
+        "status",
+        "code",
+        "created",
+    ] {
+        assert_eq!(
+            created[field], listed[field],
+            "{field}: {created}\n{listed}"
+        );
+    }
+    assert_eq!(created["host"], "alpha");
+    assert_eq!(created["host_peer_id"], alpha_id);
+    assert_eq!(created["status"], "running");
+    let created_at = created["created"].as_str().expect("a time");
+    assert!(
+        created_at.len() == 20 && created_at.ends_with('Z') && created_at.as_bytes()[10] == b'T',
+        "RFC 3339: {created_at}"
+    );
+
+    // A session on this device names this device as its host.
+    let here = a.json(&["session", "new", "--json", "--", "sleep", "60"])?;
+    assert_eq!(here["host"], "alpha");
+    assert_eq!(here["host_peer_id"], alpha_id);
+    Ok(())
+}
+
+/// Reads the terminal until `want` shows (or panics with what it showed).
+async fn read_until(pty: &mut pty_process::Pty, screen: &mut String, want: &str, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    while !screen.contains(want) {
+        match tokio::time::timeout_at(deadline, pty.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => screen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => panic!("never saw {want:?} on the terminal: {screen:?}"),
+        }
+    }
+}
+
+/// `loopsy attach` on a terminal of its own.
+fn attach_on_a_terminal(
+    node: &Node,
+    args: &[&str],
+) -> anyhow::Result<(pty_process::Pty, tokio::process::Child)> {
+    let (pty, pts) = pty_process::open()?;
+    pty.resize(pty_process::Size::new(24, 200))?;
+    let child = pty_process::Command::new(loopsy_tests::bin::loopsy())
+        .arg("--home")
+        .arg(node.home())
+        .arg("attach")
+        .args(args)
+        .spawn(pts)?;
+    Ok((pty, child))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_says_in_words_when_the_host_stops() -> anyhow::Result<()> {
+    let (a, b) = tokio::task::spawn_blocking(|| -> anyhow::Result<(Node, Node)> {
+        let a = Node::start(Options::isolated("alpha"))?;
+        let b = Node::start(Options::isolated("bravo"))?;
+        a.pair_with(&b)?;
+        Ok((a, b))
+    })
+    .await??;
+    let script = "echo up-and-running; exec sleep 600";
+    let id = new_session(&b, &["--on", "alpha", "--", "sh", "-c", script]);
+    let (mut pty, mut child) = attach_on_a_terminal(&b, &[&id])?;
+    let mut screen = String::new();
+    read_until(
+        &mut pty,
+        &mut screen,
+        "up-and-running",
+        Duration::from_secs(20),
+    )
+    .await;
+    // The client learns the host's name from bravo's registry.
+    let listed = tokio::task::spawn_blocking(move || {
+        let found = wait_for("bravo to list the session", Duration::from_secs(20), || {
+            session(&sessions(&b), &id).map(|_| ())
+        });
+        (b, id, found)
+    });
+    let (b, id, found) = listed.await?;
+    found?;
+    // Stopped cleanly: the host hangs its sessions up, then leaves.
+    tokio::task::spawn_blocking(move || a.stop()).await??;
+    let said = format!(
+        "[session {id} ended: its host alpha stopped, which hung up its program (exit code 129)]"
+    );
+    read_until(&mut pty, &mut screen, &said, Duration::from_secs(20)).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+    assert_eq!(status.code(), Some(129));
+    drop(b);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattaching_says_how_long_it_tried_and_ends_with_a_reason() -> anyhow::Result<()> {
+    let (a, b) = tokio::task::spawn_blocking(|| -> anyhow::Result<(Node, Node)> {
+        let a = Node::start(Options::isolated("alpha"))?;
+        let b = Node::start(Options::isolated("bravo"))?;
+        a.pair_with(&b)?;
+        Ok((a, b))
+    })
+    .await??;
+    let script = "echo up-and-running; exec sleep 600";
+    let id = new_session(&b, &["--on", "alpha", "--", "sh", "-c", script]);
+    let (mut pty, mut child) = attach_on_a_terminal(&b, &[&id, "--reattach-for", "4s"])?;
+    let mut screen = String::new();
+    read_until(
+        &mut pty,
+        &mut screen,
+        "up-and-running",
+        Duration::from_secs(20),
+    )
+    .await;
+    // The host dies (kill -9): no hang-up, no goodbye; the client keeps trying, and says
+    // for how long, then gives up with the last reason.
+    let mut a = a;
+    tokio::task::spawn_blocking(move || a.kill()).await?;
+    let lost = "[connection lost: ";
+    read_until(&mut pty, &mut screen, lost, Duration::from_secs(20)).await;
+    let reattaching = format!("; reattaching to session {id} on alpha for up to 4s]");
+    read_until(&mut pty, &mut screen, &reattaching, Duration::from_secs(5)).await;
+    let status_line =
+        format!("[reattaching to session {id}: trying for 1s, giving up in 3s; Ctrl-\\ detaches]");
+    read_until(&mut pty, &mut screen, &status_line, Duration::from_secs(5)).await;
+    let gave_up = format!("loopsy: gave up reattaching to session {id} after ");
+    read_until(&mut pty, &mut screen, &gave_up, Duration::from_secs(20)).await;
+    read_until(&mut pty, &mut screen, "\r\n", Duration::from_secs(1)).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+    assert_eq!(status.code(), Some(255));
+    let last = screen[screen.rfind(&gave_up).expect("said")..].to_owned();
+    assert!(
+        last.trim_end().len() > gave_up.len() + "4s: ".len(),
+        "a reason: {last:?}"
+    );
+    drop(b);
     Ok(())
 }

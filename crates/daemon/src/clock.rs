@@ -60,22 +60,25 @@ fn civil(secs: u64) -> (String, u64) {
     (format!("{year:04}-{month:02}-{day:02}"), secs % 86_400)
 }
 
+/// Text that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a duration like 90s, 10m or 2h")]
+pub struct NotADuration(pub String);
+
 /// Parses durations as users write them: `90`, `90s`, `10m`, `2h`, `1d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, NotADuration> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 90s, 10m or 2h"))?;
+    let n: u64 = number.parse().map_err(|_| NotADuration(text.to_owned()))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
         "d" => n.saturating_mul(86_400),
-        _ => return Err(format!("`{text}` is not a duration like 90s, 10m or 2h")),
+        _ => return Err(NotADuration(text.to_owned())),
     };
     Ok(Duration::from_secs(secs))
 }

@@ -71,7 +71,27 @@ pub enum ConfigError {
     #[error(
         "{path} is not a valid config file: {reason}; fix it, or move it away to start over with defaults"
     )]
-    Invalid { path: PathBuf, reason: String },
+    Invalid { path: PathBuf, reason: Invalid },
+}
+
+/// What is wrong with config text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Toml(String),
+    #[error("grants.allow: {0}")]
+    Grants(#[from] crate::caps::UnknownCapability),
+    #[error("relays: {0}")]
+    Relay(#[from] BadRelay),
+}
+
+/// A relay address a node cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRelay {
+    #[error("{0} does not end in /p2p/<the relay's peer ID>; use the address loopsy-relay prints")]
+    NoPeerId(Multiaddr),
+    #[error("{0} does not start with an IP address (/ip4/... or /ip6/...); names are not resolved")]
+    NoIp(Multiaddr),
 }
 
 impl Config {
@@ -90,10 +110,11 @@ impl Config {
     }
 
     /// Parses and checks config text: any text gives a config or says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.message().to_owned())?;
-        crate::caps::parse(&config.grants.allow).map_err(|e| format!("grants.allow: {e}"))?;
-        check_relays(&config.relays).map_err(|reason| format!("relays: {reason}"))?;
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| Invalid::Toml(e.message().to_owned()))?;
+        crate::caps::parse(&config.grants.allow)?;
+        check_relays(&config.relays)?;
         Ok(config)
     }
 
@@ -141,23 +162,17 @@ const HEADER: &str = "\
 
 /// Relay addresses must name the relay (a reservation is made with that peer) and give
 /// its IP address (a node resolves no names).
-pub fn check_relays(relays: &[Multiaddr]) -> Result<(), String> {
+pub fn check_relays(relays: &[Multiaddr]) -> Result<(), BadRelay> {
     use loopsy_mesh::multiaddr::Protocol;
     for relay in relays {
         if !matches!(relay.iter().last(), Some(Protocol::P2p(_))) {
-            return Err(format!(
-                "{relay} does not end in /p2p/<the relay's peer ID>; use the address \
-                 loopsy-relay prints"
-            ));
+            return Err(BadRelay::NoPeerId(relay.clone()));
         }
         if !matches!(
             relay.iter().next(),
             Some(Protocol::Ip4(_) | Protocol::Ip6(_))
         ) {
-            return Err(format!(
-                "{relay} does not start with an IP address (/ip4/... or /ip6/...); names \
-                 are not resolved"
-            ));
+            return Err(BadRelay::NoIp(relay.clone()));
         }
     }
     Ok(())

@@ -205,7 +205,10 @@ impl StateFile {
     /// replaced by its previous copy when that one does (with a warning; the damaged file
     /// is kept as `NAME.corrupt`), and is an error naming both otherwise. Temporary files
     /// left by a writer that died are removed.
-    pub fn load<T>(&self, parse: impl Fn(&[u8]) -> Result<T, String>) -> io::Result<Option<T>> {
+    pub fn load<T, E: std::fmt::Display>(
+        &self,
+        parse: impl Fn(&[u8]) -> Result<T, E>,
+    ) -> io::Result<Option<T>> {
         self.remove_leftovers();
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
@@ -214,7 +217,7 @@ impl StateFile {
         };
         let error = match parse(&bytes) {
             Ok(value) => return Ok(Some(value)),
-            Err(error) => error,
+            Err(error) => error.to_string(),
         };
         let prev = sibling(&self.path, ".prev")?;
         let previous = match fs::read(&prev) {

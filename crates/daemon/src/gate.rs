@@ -5,18 +5,20 @@
 
 use std::sync::Arc;
 
-use futures::{AsyncWriteExt, StreamExt, future::BoxFuture};
-use loopsy_mesh::{PeerId, Stream, framed};
+use futures::{AsyncWriteExt, StreamExt};
+use loopsy_mesh::{Mesh, PeerId, Stream, framed};
 use loopsy_wire::{
     admission::{self, Admission},
     protocol,
 };
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    audit::Outcome,
+    audit::{Audit, Outcome},
     caps::{Capability, Caps},
-    node::Node,
+    service::{Peer, PeerAudit, Service},
+    trust::Trust,
 };
 
 /// Streams served at once per protocol.
@@ -105,147 +107,227 @@ pub fn need(protocol: &str) -> Option<Need> {
     }
 }
 
-/// Checks `peer` against the trust store for `protocol`: its grants, or why not.
-pub fn check(node: &Node, peer: &PeerId, protocol: &str) -> Result<Caps, String> {
-    let Some(grants) = node.trust.grants(peer) else {
-        return Err("not paired with this device".into());
+/// Why the gate refused a stream; said to the peer and written in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not paired with this device")]
+    NotPaired,
+    #[error("the `{0}` capability is not granted")]
+    NotGranted(Capability),
+    #[error("none of the {} capabilities is granted", names(.0))]
+    NoneGranted(&'static [Capability]),
+    #[error("{0} is not an application protocol")]
+    NotApplication(String),
+}
+
+fn names(caps: &[Capability]) -> String {
+    caps.iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a peer with `grants` (`None`: not a member) gets on `protocol`: its grants, or why not.
+pub fn check(grants: Option<Caps>, protocol: &str) -> Result<Caps, Refusal> {
+    let Some(grants) = grants else {
+        return Err(Refusal::NotPaired);
     };
     match need(protocol) {
         Some(Need::Member) => Ok(grants),
         Some(Need::Capability(cap)) if grants.contains(&cap) => Ok(grants),
-        Some(Need::Capability(cap)) => Err(format!("the `{cap}` capability is not granted")),
+        Some(Need::Capability(cap)) => Err(Refusal::NotGranted(cap)),
         Some(Need::AnyOf(caps)) if caps.iter().any(|c| grants.contains(c)) => Ok(grants),
-        Some(Need::AnyOf(caps)) => Err(format!(
-            "none of the {} capabilities is granted",
-            caps.iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        None => Err(format!("{protocol} is not an application protocol")),
+        Some(Need::AnyOf(caps)) => Err(Refusal::NoneGranted(caps)),
+        None => Err(Refusal::NotApplication(protocol.to_owned())),
     }
 }
 
-/// Serves one admitted stream.
-pub type Service =
-    Arc<dyn Fn(Arc<Node>, PeerId, Stream, Caps) -> BoxFuture<'static, ()> + Send + Sync>;
+/// The gate: admits streams against the trust store, audits refusals, and hands admitted
+/// streams to their [`Service`] with the peer's context.
+pub struct Gate {
+    mesh: Mesh,
+    trust: Arc<Trust>,
+    audit: Arc<Audit>,
+}
 
-/// Accepts `protocol` streams until the mesh stops: each is admitted or refused through the
-/// gate, and admitted ones go to `service` (or are told the protocol is not served yet).
-/// Past a peer's share of places, or all of them, a stream waits for one (a hundred execs
-/// at once run 32 at a time), and is told the device is busy if none comes in time.
-pub async fn serve(node: Arc<Node>, protocol: &'static str, service: Option<Service>) {
-    let Some(mut incoming) = node.mesh.accept(protocol) else {
-        tracing::error!(protocol, "already accepting this protocol");
-        return;
-    };
-    let slots = Arc::new(Semaphore::new(MAX_STREAMS));
-    let held = Arc::new(Semaphore::new(MAX_HELD));
-    let per_peer = Arc::new(PerPeer::default());
-    while let Some((peer, mut stream)) = incoming.next().await {
-        let Ok(hold) = held.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, protocol, "too many streams waiting; dropping one");
-            continue;
-        };
-        let node = node.clone();
-        let service = service.clone();
-        let (slots, per_peer) = (slots.clone(), per_peer.clone());
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + WAIT_FOR_PLACE;
-            let place = per_peer.wait(peer, deadline).await;
-            let permit = match place {
-                Some(_) => tokio::time::timeout_at(deadline, slots.acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-                None => None,
-            };
-            let (Some(place), Some(permit)) = (place, permit) else {
-                tracing::warn!(%peer, protocol, "no place for a stream in time; busy");
-                let busy = Admission::Refused {
-                    reason: format!(
-                        "busy: this device serves at most {MAX_STREAMS_PER_PEER} {protocol} \
-                         streams from yours at once, and none ended in time; try again"
-                    ),
-                };
-                let _ = framed::write(&mut stream, &busy, admission::MAX_FRAME).await;
-                drop(stream.close().await);
-                return;
-            };
-            let verdict = check(&node, &peer, protocol);
-            let reply = match (&verdict, &service) {
-                (Err(reason), _) => {
-                    if node.trust.is_member(&peer) {
-                        node.audit.record(
-                            Some(peer),
-                            node.peer_name(&peer),
-                            action(protocol),
-                            protocol,
-                            Outcome::Denied,
-                            Some(reason.clone()),
-                        );
-                    } else {
-                        node.audit.refuse_stranger(
-                            peer,
-                            action(protocol),
-                            protocol,
-                            reason.clone(),
-                        );
-                    }
-                    Admission::Refused {
-                        reason: reason.clone(),
-                    }
-                }
-                (Ok(_), None) => Admission::Refused {
-                    reason: format!("this device does not serve {protocol} yet"),
-                },
-                (Ok(_), Some(_)) => Admission::Accepted,
-            };
-            // Watched from before the service starts, so no departure is missed.
-            let departure = Departure::watch(&node, peer);
-            let sent = framed::write(&mut stream, &reply, admission::MAX_FRAME).await;
-            match (verdict, service, sent) {
-                (Ok(grants), Some(service), Ok(())) => {
-                    // A stream whose connection closed never wakes its reader: the service
-                    // is dropped (and with it what it runs) when the peer leaves instead.
-                    let served = service(node.clone(), peer, stream, grants);
-                    tokio::select! {
-                        _ = served => {}
-                        _ = departure.wait(&node) => {
-                            tracing::debug!(%peer, protocol, "peer left: service ended");
-                        }
-                    }
-                }
-                // Closed, not dropped: a reset could discard the refusal unread.
-                _ => drop(stream.close().await),
-            }
-            drop((permit, place, hold));
-        });
+impl Gate {
+    pub fn new(mesh: Mesh, trust: Arc<Trust>, audit: Arc<Audit>) -> Self {
+        Self { mesh, trust, audit }
     }
+
+    /// Accepts `protocol` streams until the mesh stops or `stop` is cancelled: each is
+    /// admitted or refused, and admitted ones go to `service` (or are told the protocol is
+    /// not served yet). Past a peer's share of places, or all of them, a stream waits for
+    /// one (a hundred execs at once run 32 at a time), and is told the device is busy if
+    /// none comes in time. Every stream's task belongs to this loop: when it ends, they go.
+    pub async fn serve(
+        self: Arc<Self>,
+        protocol: &'static str,
+        service: Option<Arc<dyn Service>>,
+        stop: CancellationToken,
+    ) {
+        let Some(mut incoming) = self.mesh.accept(protocol) else {
+            tracing::error!(protocol, "already accepting this protocol");
+            return;
+        };
+        let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+        let held = Arc::new(Semaphore::new(MAX_HELD));
+        let per_peer = Arc::new(PerPeer::default());
+        let mut streams = JoinSet::new();
+        loop {
+            let (peer, stream) = tokio::select! {
+                next = incoming.next() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                Some(_) = streams.join_next(), if !streams.is_empty() => continue,
+                _ = stop.cancelled() => break,
+            };
+            let Ok(hold) = held.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, protocol, "too many streams waiting; dropping one");
+                continue;
+            };
+            let place = Waiting {
+                slots: slots.clone(),
+                per_peer: per_peer.clone(),
+                hold,
+            };
+            let stop = stop.clone();
+            streams.spawn(
+                self.clone()
+                    .admit(protocol, service.clone(), peer, stream, place, stop),
+            );
+        }
+    }
+
+    /// Serves one stream: a place, the verdict, then the service until it ends or the peer
+    /// leaves.
+    async fn admit(
+        self: Arc<Self>,
+        protocol: &'static str,
+        service: Option<Arc<dyn Service>>,
+        peer: PeerId,
+        mut stream: Stream,
+        waiting: Waiting,
+        stop: CancellationToken,
+    ) {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_PLACE;
+        let place = waiting.per_peer.wait(peer, deadline).await;
+        let permit = match place {
+            Some(_) => tokio::time::timeout_at(deadline, waiting.slots.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        let (Some(place), Some(permit)) = (place, permit) else {
+            tracing::warn!(%peer, protocol, "no place for a stream in time; busy");
+            let busy = Admission::Refused {
+                reason: format!(
+                    "busy: this device serves at most {MAX_STREAMS_PER_PEER} {protocol} \
+                     streams from yours at once, and none ended in time; try again"
+                ),
+            };
+            let _ = framed::write(&mut stream, &busy, admission::MAX_FRAME).await;
+            drop(stream.close().await);
+            return;
+        };
+        let verdict = check(self.trust.grants(&peer), protocol);
+        let name = self.trust.name_of(&peer);
+        let reply = match (&verdict, &service) {
+            (Err(reason), _) => {
+                if self.trust.is_member(&peer) {
+                    self.audit.record(
+                        Some(peer),
+                        name.clone(),
+                        action(protocol),
+                        protocol,
+                        Outcome::Denied,
+                        Some(reason.to_string()),
+                    );
+                } else {
+                    self.audit.refuse_stranger(
+                        peer,
+                        action(protocol),
+                        protocol,
+                        reason.to_string(),
+                    );
+                }
+                Admission::Refused {
+                    reason: reason.to_string(),
+                }
+            }
+            (Ok(_), None) => Admission::Refused {
+                reason: format!("this device does not serve {protocol} yet"),
+            },
+            (Ok(_), Some(_)) => Admission::Accepted,
+        };
+        // Watched from before the service starts, so no departure is missed.
+        let departure = Departure::watch(&self.mesh, &self.trust, peer);
+        let sent = framed::write(&mut stream, &reply, admission::MAX_FRAME).await;
+        match (verdict, service, sent) {
+            (Ok(grants), Some(service), Ok(())) => {
+                let departed = stop.child_token();
+                let cx = Peer {
+                    id: peer,
+                    name: name.clone(),
+                    grants,
+                    policies: self.trust.policies(&peer),
+                    audit: PeerAudit::new(self.audit.clone(), peer, name),
+                    departed: departed.clone(),
+                };
+                // A stream whose connection closed never wakes its reader: the service is
+                // dropped (and with it what it runs) when the peer leaves instead.
+                let served = service.serve(cx, stream);
+                tokio::select! {
+                    _ = served => {}
+                    _ = departure.wait() => {
+                        tracing::debug!(%peer, protocol, "peer left: service ended");
+                    }
+                    _ = stop.cancelled() => {}
+                }
+                departed.cancel();
+            }
+            // Closed, not dropped: a reset could discard the refusal unread.
+            _ => drop(stream.close().await),
+        }
+        drop((permit, place, waiting.hold));
+    }
+}
+
+/// What a stream holds while it waits for its place.
+struct Waiting {
+    slots: Arc<Semaphore>,
+    per_peer: Arc<PerPeer>,
+    hold: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The end of a peer's stay: its last connection closed, or (when asked) it stopped being
 /// a member.
-pub(crate) struct Departure {
+pub struct Departure {
     peer: PeerId,
     membership: bool,
+    mesh: Mesh,
+    trust: Arc<Trust>,
     events: tokio::sync::broadcast::Receiver<loopsy_mesh::MeshEvent>,
-    trust: tokio::sync::watch::Receiver<u64>,
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Departure {
     /// Watches for the peer's last connection closing, and for it leaving the mesh.
-    pub(crate) fn watch(node: &Node, peer: PeerId) -> Self {
-        Self::connection(node, peer).and_membership()
+    pub fn watch(mesh: &Mesh, trust: &Arc<Trust>, peer: PeerId) -> Self {
+        Self::connection(mesh, trust, peer).and_membership()
     }
 
     /// Watches for the peer's last connection closing.
-    pub(crate) fn connection(node: &Node, peer: PeerId) -> Self {
+    pub fn connection(mesh: &Mesh, trust: &Arc<Trust>, peer: PeerId) -> Self {
         Self {
             peer,
             membership: false,
-            events: node.mesh.events(),
-            trust: node.trust.subscribe(),
+            mesh: mesh.clone(),
+            trust: trust.clone(),
+            events: mesh.events(),
+            changes: trust.subscribe(),
         }
     }
 
@@ -254,7 +336,7 @@ impl Departure {
         self
     }
 
-    pub(crate) async fn wait(mut self, node: &Node) {
+    pub async fn wait(mut self) {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             tokio::select! {
@@ -263,15 +345,17 @@ impl Departure {
                     Ok(_) => {}
                     // Events were missed: ask whether the peer is still connected.
                     Err(RecvError::Lagged(_)) => {
-                        let peers = node.mesh.peers().await.unwrap_or_default();
+                        let peers = self.mesh.peers().await.unwrap_or_default();
                         if !peers.iter().any(|p| p.peer_id == self.peer && p.is_connected()) {
                             return;
                         }
                     }
                     Err(RecvError::Closed) => return,
                 },
-                changed = self.trust.changed() => {
-                    if changed.is_err() || (self.membership && !node.trust.is_member(&self.peer)) {
+                changed = self.changes.changed() => {
+                    if changed.is_err()
+                        || (self.membership && !self.trust.is_member(&self.peer))
+                    {
                         return;
                     }
                 }

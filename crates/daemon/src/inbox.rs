@@ -30,8 +30,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     clock,
     fsutil::{self, StateFile},
-    node::Node,
+    replica::Store,
     seal, sync,
+    trust::Trust,
 };
 
 /// How long a message (and its acknowledgement) is kept by the members in between.
@@ -244,78 +245,137 @@ impl Inbox {
     }
 }
 
-/// Moves messages for this device into its inbox, and acknowledges them; runs whenever
-/// the `msg` collection changes.
-pub async fn deliver(node: Arc<Node>) {
-    let mut changes = node.messages.subscribe();
-    loop {
-        collect(&node);
-        if changes.changed().await.is_err() {
-            return;
-        }
-    }
+/// Messages: the replicated `msg` collection, and this device's inbox.
+pub struct Messages {
+    store: Arc<Store>,
+    inbox: Inbox,
+    trust: Arc<Trust>,
+    pushes: sync::Pushes,
 }
 
-fn collect(node: &Arc<Node>) {
-    let me = node.mesh.peer_id();
-    // Into the inbox first (one write for all), then acknowledged.
-    let mut received = Vec::new();
-    let mut to_ack = Vec::new();
-    for record in node.messages.live(b"m/") {
-        let Some(value) = record.value.as_ref() else {
-            continue;
-        };
-        if node.inbox.unreadable().contains(&record.signature[..]) {
-            continue;
+impl Messages {
+    pub fn new(store: Arc<Store>, inbox: Inbox, trust: Arc<Trust>, pushes: sync::Pushes) -> Self {
+        Self {
+            store,
+            inbox,
+            trust,
+            pushes,
         }
-        let Some(Key::Message { sender, id }) = parse_key(&record.key) else {
-            continue;
-        };
-        let Ok(message) = ciborium::from_reader::<Message, _>(&value[..]) else {
-            // Also the messages in the clear from before they were sealed.
-            let key = String::from_utf8_lossy(&record.key);
-            tracing::debug!(%key, "ignoring a record that is not a sealed message");
-            node.inbox.mark_unreadable(&record.signature);
-            continue;
-        };
-        // The store's rule holds the author to the key; checked again, it costs nothing.
-        if message.to != me.to_bytes() || record.author.as_slice() != sender.to_bytes() {
-            continue;
-        }
-        // Opened once: a message already in the inbox only needs its acknowledgement.
-        if !node.inbox.contains(&sender, &id) {
-            match open(&node.inbox.keypair, &record.author, &record.key, &message) {
-                Ok(contents) => received.push(Received {
-                    id: id.clone(),
-                    from: node
-                        .peer_name(&sender)
-                        .unwrap_or_else(|| sender.to_base58()),
-                    from_peer_id: sender.to_base58(),
-                    text: contents.text,
-                    sent_ms: contents.sent_ms,
-                    received_ms: clock::now_ms(),
-                }),
-                Err(error) => {
-                    tracing::debug!(%error, id, "dropping a message that does not open");
-                    node.inbox.mark_unreadable(&record.signature);
-                    continue;
-                }
+    }
+
+    /// The messages this device received.
+    pub fn inbox(&self) -> Vec<Received> {
+        self.inbox.list()
+    }
+
+    /// Bumped on every change of the collection.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.subscribe()
+    }
+
+    /// Moves messages for this device into its inbox, and acknowledges them; runs whenever
+    /// the `msg` collection changes.
+    pub async fn deliver(self: Arc<Self>) {
+        let mut changes = self.store.subscribe();
+        loop {
+            self.collect();
+            if changes.changed().await.is_err() {
+                return;
             }
         }
-        let ack = ack_key(&me, &sender, &id);
-        if node.messages.get(&ack).is_none() {
-            to_ack.push((ack, record.expires));
+    }
+
+    fn collect(&self) {
+        let me = self.trust.me();
+        // Into the inbox first (one write for all), then acknowledged.
+        let mut received = Vec::new();
+        let mut to_ack = Vec::new();
+        for record in self.store.live(b"m/") {
+            let Some(value) = record.value.as_ref() else {
+                continue;
+            };
+            if self.inbox.unreadable().contains(&record.signature[..]) {
+                continue;
+            }
+            let Some(Key::Message { sender, id }) = parse_key(&record.key) else {
+                continue;
+            };
+            let Ok(message) = ciborium::from_reader::<Message, _>(&value[..]) else {
+                // Also the messages in the clear from before they were sealed.
+                let key = String::from_utf8_lossy(&record.key);
+                tracing::debug!(%key, "ignoring a record that is not a sealed message");
+                self.inbox.mark_unreadable(&record.signature);
+                continue;
+            };
+            // The store's rule holds the author to the key; checked again, it costs nothing.
+            if message.to != me.to_bytes() || record.author.as_slice() != sender.to_bytes() {
+                continue;
+            }
+            // Opened once: a message already in the inbox only needs its acknowledgement.
+            if !self.inbox.contains(&sender, &id) {
+                match open(&self.inbox.keypair, &record.author, &record.key, &message) {
+                    Ok(contents) => received.push(Received {
+                        id: id.clone(),
+                        from: self
+                            .trust
+                            .name_of(&sender)
+                            .unwrap_or_else(|| sender.to_base58()),
+                        from_peer_id: sender.to_base58(),
+                        text: contents.text,
+                        sent_ms: contents.sent_ms,
+                        received_ms: clock::now_ms(),
+                    }),
+                    Err(error) => {
+                        tracing::debug!(%error, id, "dropping a message that does not open");
+                        self.inbox.mark_unreadable(&record.signature);
+                        continue;
+                    }
+                }
+            }
+            let ack = ack_key(&me, &sender, &id);
+            if self.store.get(&ack).is_none() {
+                to_ack.push((ack, record.expires));
+            }
+        }
+        if !received.is_empty() {
+            self.inbox.add(received);
+        }
+        let acks: Vec<_> = to_ack
+            .into_iter()
+            .filter_map(|(key, expires)| self.store.put(&key, Some(Vec::new()), expires).ok())
+            .collect();
+        if !acks.is_empty() {
+            self.pushes.push(sync::MESSAGES, acks, None);
         }
     }
-    if !received.is_empty() {
-        node.inbox.add(received);
+
+    /// Sends `text` to `to`: the message ID.
+    pub fn send(&self, to: PeerId, text: &str) -> Result<String, MessageError> {
+        if text.len() > MAX_TEXT {
+            return Err(MessageError::TooLong);
+        }
+        let mut bytes = [0u8; 12];
+        let _ = getrandom::fill(&mut bytes);
+        let id = data_encoding::HEXLOWER.encode(&bytes);
+        let me = self.trust.me();
+        let key = message_key(&me, &id);
+        let now = clock::now_ms();
+        let contents = Contents {
+            text: text.to_owned(),
+            sent_ms: now,
+        };
+        let message = seal_message(&me, &to, &key, &contents)?;
+        let mut value = Vec::new();
+        ciborium::into_writer(&message, &mut value)
+            .map_err(|e| MessageError::Encode(e.to_string()))?;
+        let record = self.store.put(&key, Some(value), Some(now + KEEP_MS))?;
+        self.pushes.push(sync::MESSAGES, vec![record], None);
+        Ok(id)
     }
-    let acks: Vec<_> = to_ack
-        .into_iter()
-        .filter_map(|(key, expires)| node.messages.put(&key, Some(Vec::new()), expires).ok())
-        .collect();
-    if !acks.is_empty() {
-        sync::push(node, sync::MESSAGES, acks, None);
+
+    /// Whether the recipient acknowledged this device's message `id`.
+    pub fn delivered(&self, id: &str) -> bool {
+        acknowledged(&self.store, &self.trust.me(), id)
     }
 }
 
@@ -376,38 +436,6 @@ fn open(
         return Err(MessageError::TooLong);
     }
     Ok(contents)
-}
-
-/// Sends `text` to `to`: the message ID. (The error is a string for the control API.)
-pub fn send(node: &Arc<Node>, to: PeerId, text: &str) -> Result<String, String> {
-    write(node, to, text).map_err(|e| e.to_string())
-}
-
-fn write(node: &Arc<Node>, to: PeerId, text: &str) -> Result<String, MessageError> {
-    if text.len() > MAX_TEXT {
-        return Err(MessageError::TooLong);
-    }
-    let mut bytes = [0u8; 12];
-    let _ = getrandom::fill(&mut bytes);
-    let id = data_encoding::HEXLOWER.encode(&bytes);
-    let me = node.mesh.peer_id();
-    let key = message_key(&me, &id);
-    let now = clock::now_ms();
-    let contents = Contents {
-        text: text.to_owned(),
-        sent_ms: now,
-    };
-    let message = seal_message(&me, &to, &key, &contents)?;
-    let mut value = Vec::new();
-    ciborium::into_writer(&message, &mut value).map_err(|e| MessageError::Encode(e.to_string()))?;
-    let record = node.messages.put(&key, Some(value), Some(now + KEEP_MS))?;
-    sync::push(node, sync::MESSAGES, vec![record], None);
-    Ok(id)
-}
-
-/// Whether the recipient acknowledged this device's message `id`.
-pub fn delivered(node: &Node, id: &str) -> bool {
-    acknowledged(&node.messages, &node.mesh.peer_id(), id)
 }
 
 /// Whether `messages` holds the acknowledgement of `me`'s message `id` by the recipient the

@@ -254,37 +254,47 @@ impl Store {
 
     /// Checks a record from a peer: size, date, signature, the collection's rule; `Ok(false)`
     /// for one that expired (nothing wrong with it, just no longer needed).
-    fn valid(&self, record: &Record, now: u64) -> Result<bool, String> {
+    fn valid(&self, record: &Record, now: u64) -> Result<bool, Invalid> {
+        let name = self.name;
         if !record.within_limits()
             || record
                 .value
                 .as_ref()
                 .is_some_and(|v| v.len() > self.limits.value)
         {
-            return Err(format!("{} record over its size limits", self.name));
+            return Err(Invalid::TooLarge(name));
         }
         if record.clock.ms > now.saturating_add(clock::MAX_SKEW_MS) {
-            return Err(format!(
-                "{} record dated {}, more than the allowed clock skew ahead of this device",
-                self.name,
-                clock::rfc3339_ms(record.clock.ms)
-            ));
+            let dated = clock::rfc3339_ms(record.clock.ms);
+            return Err(Invalid::Ahead(name, dated));
         }
-        let author = PeerId::from_bytes(&record.author)
-            .map_err(|_| format!("{} record with a malformed author", self.name))?;
+        let author =
+            PeerId::from_bytes(&record.author).map_err(|_| Invalid::MalformedAuthor(name))?;
         let signed = public_key(&author)
             .is_some_and(|key| key.verify(&record.signed_bytes(self.name), &record.signature));
         if !signed {
-            return Err(format!(
-                "{} record whose signature does not verify",
-                self.name
-            ));
+            return Err(Invalid::Unsigned(name));
         }
         if !(self.rule)(record, &author) {
-            return Err(format!("{} record its author may not write", self.name));
+            return Err(Invalid::NotTheAuthors(name));
         }
         Ok(record.expires.is_none_or(|e| e > now))
     }
+}
+
+/// Why a record from a peer was refused (the collection's name first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0} record over its size limits")]
+    TooLarge(&'static str),
+    #[error("{0} record dated {1}, more than the allowed clock skew ahead of this device")]
+    Ahead(&'static str, String),
+    #[error("{0} record with a malformed author")]
+    MalformedAuthor(&'static str),
+    #[error("{0} record whose signature does not verify")]
+    Unsigned(&'static str),
+    #[error("{0} record its author may not write")]
+    NotTheAuthors(&'static str),
 }
 
 fn is_live(record: &Record, now: u64) -> bool {
@@ -371,7 +381,7 @@ impl Store {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(reason) => {
-                        refused.push(reason);
+                        refused.push(reason.to_string());
                         continue;
                     }
                 }

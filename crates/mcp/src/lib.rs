@@ -16,7 +16,9 @@ mod scratch;
 pub mod stdio;
 mod tools;
 
-use loopsy_daemon::Home;
+use std::path::PathBuf;
+
+use loopsy_client::Client;
 use rmcp::{
     ServerHandler, ServiceExt,
     handler::server::router::tool::ToolRouter,
@@ -26,24 +28,28 @@ use rmcp::{
 
 pub use stdio::MAX_LINE;
 
-/// The MCP server: a client of the node whose state directory is `home`.
+/// The MCP server: a client of one node.
 #[derive(Clone)]
 pub struct Loopsy {
-    home: Home,
+    client: Client,
+    /// Where files on their way to or from `read_file` and `write_file` wait (in the
+    /// node's home, which the node may read and write).
+    scratch: PathBuf,
     tool_router: ToolRouter<Self>,
 }
 
 impl Loopsy {
-    pub fn new(home: Home) -> Self {
+    pub fn new(client: Client, scratch: PathBuf) -> Self {
         Self {
-            home,
+            client,
+            scratch,
             tool_router: Self::tool_router(),
         }
     }
 
-    /// A scratch directory for a file on its way, in the node's home.
+    /// A scratch directory for a file on its way.
     fn scratch(&self) -> Result<scratch::Scratch, String> {
-        scratch::Scratch::new(&self.home.dir().join("mcp"))
+        scratch::Scratch::new(&self.scratch)
             .map_err(|e| format!("cannot make a scratch directory: {e}"))
     }
 }
@@ -102,10 +108,10 @@ const INSTRUCTIONS: &str = "Loopsy joins this user's devices into one private me
     Each device decides what this one may do there.";
 
 /// Serves MCP on stdin and stdout until the client closes stdin.
-pub async fn serve(home: Home) -> Result<(), std::io::Error> {
+pub async fn serve(client: Client, scratch: PathBuf) -> Result<(), std::io::Error> {
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let transport = stdio::Stdio::new(stdin, tokio::io::stdout());
-    let server = Loopsy::new(home)
+    let server = Loopsy::new(client, scratch)
         .serve(transport)
         .await
         .map_err(std::io::Error::other)?;

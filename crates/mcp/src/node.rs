@@ -1,33 +1,24 @@
-//! What the tools ask of the local node, through its control API: the same requests the
-//! CLI makes, so a peer's capabilities and policies apply to an agent exactly as to a user.
-//! Every answer an agent gets is bounded here.
+//! What the tools ask of the local node, through the client library the CLI uses too: the
+//! same requests, so a peer's capabilities and policies apply to an agent exactly as to a
+//! user. What is the agent's own lives here: every answer it gets is bounded, a program's
+//! input is given whole, and a session's screen is rebuilt as text.
 
 use std::{ops::ControlFlow, time::Duration};
 
-use futures::{AsyncReadExt, AsyncWriteExt, future};
-use loopsy_daemon::{
-    Home,
-    control::{self, Connection},
+use loopsy_client::{
+    Client, exec,
+    session::{Attach, Event},
+    streams::CopyEvent,
 };
-use loopsy_mesh::framed;
 use loopsy_wire::{
-    control::{Copied, CopiedFile, Copy, CopyProgress, Request, Response},
-    exec::{self, Start},
-    session::{self, Input, Reply},
+    control::{Copied, CopiedFile, Copy, CopyProgress},
+    exec::Start,
+    session,
 };
-use serde_bytes::ByteBuf;
 use tokio::time::Instant;
-use tokio_util::compat::TokioAsyncReadCompatExt;
 
 /// What went wrong, in words for the agent: the node's own message where it gave one.
 pub type Failure = String;
-
-/// One request, one response.
-pub async fn ask(home: &Home, request: Request) -> Result<Response, Failure> {
-    control::request(home, request)
-        .await
-        .map_err(|e| e.to_string())
-}
 
 /// Output kept up to a limit, counting what was cut.
 #[derive(Debug)]
@@ -80,57 +71,40 @@ pub struct Ran {
 /// output stream. Output past the limit is read and dropped, so the program never blocks
 /// on a full pipe.
 pub async fn exec(
-    home: &Home,
+    client: &Client,
     peer: String,
     start: Start,
     stdin: Vec<u8>,
     limit: usize,
 ) -> Result<Ran, Failure> {
-    let stream = open_stream(home, Request::Exec { peer, start }).await?;
-    let (mut from, mut to) = stream.split();
+    let (mut output, mut input) = client.exec(peer, start).await.map_err(|e| e.to_string())?;
     // A program may end (or be refused) without reading its input: a failed send only
-    // stops the feeding, and the replies say what happened.
+    // stops the feeding, and the output says what happened.
     let feed = async move {
-        for piece in stdin.chunks(exec::CHUNK) {
-            let data = piece.to_vec();
-            let stdin = exec::Request::Stdin { data };
-            if framed::write(&mut to, &stdin, exec::MAX_FRAME)
-                .await
-                .is_err()
-            {
-                break;
-            }
+        if input.stdin(&stdin).await.is_ok() {
+            let _ = input.eof().await;
         }
-        let _ = framed::write(&mut to, &exec::Request::StdinEof, exec::MAX_FRAME).await;
         // Held open: closing the connection would kill the program.
-        future::pending::<()>().await;
+        std::future::pending::<()>().await;
     };
     let (mut stdout, mut stderr) = (Capped::new(limit), Capped::new(limit));
     let read = async {
         loop {
-            match framed::read::<exec::Reply, _>(&mut from, exec::MAX_FRAME).await {
-                Ok(Some(exec::Reply::Started { .. })) => {}
-                Ok(Some(exec::Reply::Stdout { data })) => stdout.push(&data),
-                Ok(Some(exec::Reply::Stderr { data })) => stderr.push(&data),
-                Ok(Some(exec::Reply::Refused { reason })) => return Err(reason),
-                Ok(Some(exec::Reply::Exited {
-                    code,
-                    signal,
-                    timed_out,
-                })) => return Ok((code, signal, timed_out)),
-                Ok(None) => return Err("the connection was lost before the program ended".into()),
-                Err(e) => return Err(format!("the connection broke: {e}")),
+            match output.next().await.map_err(|e| e.to_string())? {
+                exec::Event::Stdout(data) => stdout.push(&data),
+                exec::Event::Stderr(data) => stderr.push(&data),
+                exec::Event::Exited(exit) => return Ok::<_, Failure>(exit),
             }
         }
     };
-    let (code, signal, timed_out) = tokio::select! {
+    let exit = tokio::select! {
         ended = read => ended?,
         _ = feed => unreachable!("feeding never ends by itself"),
     };
     Ok(Ran {
-        code,
-        signal,
-        timed_out,
+        code: exit.code,
+        signal: exit.signal,
+        timed_out: exit.timed_out,
         stdout,
         stderr,
     })
@@ -146,23 +120,21 @@ pub struct CopyDone {
 /// Runs a copy. `watch` sees each progress report and may stop the copy with a reason;
 /// at most `listed` files are kept of the report, failed ones first.
 pub async fn copy(
-    home: &Home,
+    client: &Client,
     copy: Copy,
     listed: usize,
     mut watch: impl FnMut(&CopyProgress) -> ControlFlow<Failure>,
 ) -> Result<CopyDone, Failure> {
-    let mut connection = Connection::open(home, Request::Copy(copy))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut run = client.copy(copy).await.map_err(|e| e.to_string())?;
     let mut files: Vec<CopiedFile> = Vec::new();
     loop {
-        match connection.next().await.map_err(|e| e.to_string())? {
-            Some(Response::CopyProgress(now)) => {
+        match run.next().await.map_err(|e| e.to_string())? {
+            CopyEvent::Progress(now) => {
                 if let ControlFlow::Break(reason) = watch(&now) {
                     return Err(reason);
                 }
             }
-            Some(Response::CopiedFiles { files: batch }) => {
+            CopyEvent::Files(batch) => {
                 for file in batch {
                     let failed = file.outcome == "failed";
                     if files.len() < listed {
@@ -174,28 +146,11 @@ pub async fn copy(
                     }
                 }
             }
-            Some(Response::Copied(totals)) => {
+            CopyEvent::Done(totals) => {
                 files.sort_by_key(|f| f.outcome != "failed");
                 return Ok(CopyDone { totals, files });
             }
-            Some(_) => return Err("the node gave an unexpected answer".into()),
-            None => return Err("the node closed the connection before the copy ended".into()),
         }
-    }
-}
-
-/// Sends one session request and reads its one reply.
-pub async fn session(
-    home: &Home,
-    peer: Option<String>,
-    request: session::Request,
-) -> Result<Reply, Failure> {
-    let mut stream = open_stream(home, Request::Session { peer, request }).await?;
-    match framed::read::<Reply, _>(&mut stream, session::MAX_FRAME).await {
-        Ok(Some(Reply::Error { message })) => Err(message),
-        Ok(Some(reply)) => Ok(reply),
-        Ok(None) => Err("the host closed the stream without answering".into()),
-        Err(e) => Err(format!("the host's answer could not be read: {e}")),
     }
 }
 
@@ -225,27 +180,27 @@ pub struct Watch {
 /// output as `watch` says, and detaches. The screen is rebuilt here from the host's
 /// snapshot and the output after it, so the text is what an attached user would see.
 pub async fn look(
-    home: &Home,
+    client: &Client,
     peer: Option<String>,
     session: String,
     keys: Vec<u8>,
     watch: Watch,
 ) -> Result<Look, Failure> {
-    let request = session::Request::Attach {
+    let to = Attach {
         session,
+        host: peer,
         offset: None,
         rows: 0,
         cols: 0,
     };
-    let stream = open_stream(home, Request::Session { peer, request }).await?;
-    let (mut from, mut to) = stream.split();
-    let Some(Reply::Attached {
+    let (mut from, mut to) = client.attach(to).await.map_err(|e| e.to_string())?;
+    let Some(Event::Attached {
         info,
         screen,
         rows,
         cols,
         ..
-    }) = next_reply(&mut from).await?
+    }) = from.next().await.map_err(|e| e.to_string())?
     else {
         return Err("the host did not attach".into());
     };
@@ -262,56 +217,36 @@ pub async fn look(
     let deadline = Instant::now() + watch.most;
     // A program that reads nothing stops the typing (the host holds a few MiB): it may
     // take no longer than the watch.
-    let typing = async {
-        for piece in keys.chunks(session::CHUNK) {
-            let input = Input::Keys {
-                data: ByteBuf::from(piece),
-            };
-            framed::write(&mut to, &input, session::MAX_FRAME).await?;
-        }
-        Ok::<_, framed::WriteError>(())
-    };
-    match tokio::time::timeout_at(deadline, typing).await {
+    match tokio::time::timeout_at(deadline, to.keys(&keys)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("cannot type into the session: {e}")),
         Err(_) => return Err("the session's program is not reading its input".into()),
     }
     while look.exited.is_none() {
         let until = deadline.min(Instant::now() + watch.quiet);
-        let Ok(reply) = tokio::time::timeout_at(until, next_reply(&mut from)).await else {
+        let Ok(event) = tokio::time::timeout_at(until, from.next()).await else {
             break;
         };
-        match reply? {
-            Some(Reply::Output { data, .. }) => terminal.process(&data),
-            Some(Reply::Attached {
+        match event.map_err(|e| format!("the session's stream broke: {e}"))? {
+            Some(Event::Output { data, .. }) => terminal.process(&data),
+            Some(Event::Attached {
                 screen, rows, cols, ..
             }) => {
                 terminal = redraw(rows, cols, screen);
                 (look.rows, look.cols) = terminal.screen().size();
             }
-            Some(Reply::Exited { code }) => look.exited = Some(code),
-            Some(_) => {}
+            Some(Event::Exited { code }) => look.exited = Some(code),
             None => break,
         }
     }
-    let _ = to.close().await;
+    to.close().await;
     let screen = terminal.screen();
     look.text = text_of(screen);
     look.cursor = screen.cursor_position();
     Ok(look)
 }
 
-async fn next_reply(
-    from: &mut (impl futures::AsyncRead + Unpin),
-) -> Result<Option<Reply>, Failure> {
-    match framed::read::<Reply, _>(from, session::MAX_FRAME).await {
-        Ok(Some(Reply::Error { message })) => Err(message),
-        Ok(reply) => Ok(reply),
-        Err(e) => Err(format!("the session's stream broke: {e}")),
-    }
-}
-
-fn redraw(rows: u16, cols: u16, screen: Option<ByteBuf>) -> vt100::Parser {
+fn redraw(rows: u16, cols: u16, screen: Option<Vec<u8>>) -> vt100::Parser {
     // A host that gives no size gets the common one; none gets more than a session may
     // have (the emulator holds every cell).
     let (rows, cols) = if rows == 0 || cols == 0 {
@@ -330,20 +265,6 @@ fn redraw(rows: u16, cols: u16, screen: Option<ByteBuf>) -> vt100::Parser {
 fn text_of(screen: &vt100::Screen) -> String {
     let contents = screen.contents();
     contents.trim_end().to_owned()
-}
-
-/// Makes a request whose answer is a relayed stream.
-async fn open_stream(
-    home: &Home,
-    request: Request,
-) -> Result<tokio_util::compat::Compat<tokio::net::UnixStream>, Failure> {
-    let mut connection = Connection::open(home, request)
-        .await
-        .map_err(|e| e.to_string())?;
-    match connection.next().await.map_err(|e| e.to_string())? {
-        Some(Response::Stream { .. }) => Ok(connection.into_stream().compat()),
-        _ => Err("the node gave an unexpected answer".into()),
-    }
 }
 
 #[cfg(test)]
@@ -368,7 +289,7 @@ mod tests {
         let mut source = vt100::Parser::new(6, 20, 0);
         source.process(b"$ echo hi\r\nhi\r\n$ ");
         let snapshot = source.screen().state_formatted();
-        let mut terminal = redraw(6, 20, Some(ByteBuf::from(snapshot)));
+        let mut terminal = redraw(6, 20, Some(snapshot));
         terminal.process(b"ls\r\nfile\r\n$ ");
         assert_eq!(text_of(terminal.screen()), "$ echo hi\nhi\n$ ls\nfile\n$");
     }

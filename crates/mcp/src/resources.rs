@@ -83,7 +83,7 @@ pub async fn read(server: &Loopsy, uri: &str) -> Result<ReadResourceResult, Erro
             most: Duration::ZERO,
         };
         let look = node::look(
-            &server.home,
+            &server.client,
             Some(host.into()),
             id.into(),
             Vec::new(),

@@ -5,9 +5,9 @@ use std::{ops::ControlFlow, time::Duration};
 
 use data_encoding::BASE64;
 use loopsy_wire::{
-    control::{self, CtxEntry, InboxMessage, Location, Request, Response},
+    control::{self, CtxEntry, InboxMessage, Location},
     exec::Start,
-    session::{self, Reply, Status},
+    session::Status,
 };
 use rmcp::{
     Json, handler::server::wrapper::Parameters, schemars, schemars::JsonSchema, tool, tool_router,
@@ -226,6 +226,8 @@ pub struct Sessions {
     pub truncated: bool,
 }
 
+/// A session, in the one shape of `loopsy session ls --json` and the control API
+/// (`loopsy_wire::control::Session`, which has no JSON schema of its own to publish).
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SessionInfo {
     pub id: String,
@@ -233,31 +235,41 @@ pub struct SessionInfo {
     /// The hosting device's name and peer ID.
     pub host: String,
     pub host_peer_id: String,
+    /// Whether the host is this device or connected to it now.
     pub host_online: bool,
+    /// For an offline host: when this device last heard from it (RFC 3339).
+    pub host_last_seen: Option<String>,
     pub command: Vec<String>,
     /// `running` or `exited`.
     pub status: String,
-    pub exit_code: Option<i32>,
+    /// The exit code once exited (128+N for signal N).
+    pub code: Option<i32>,
+    /// RFC 3339.
+    pub created: String,
+    pub last_activity: String,
     /// Clients attached now.
     pub clients: u32,
 }
 
-impl SessionInfo {
-    fn new(info: session::Info, host: String, host_peer_id: String, online: bool) -> Self {
-        let (status, exit_code) = match info.status {
-            Status::Running => ("running", None),
-            Status::Exited { code } => ("exited", code),
+impl From<control::Session> for SessionInfo {
+    fn from(s: control::Session) -> Self {
+        let status = match s.status {
+            control::SessionStatus::Running => "running",
+            control::SessionStatus::Exited => "exited",
         };
         Self {
-            id: info.id,
-            name: info.name,
-            host,
-            host_peer_id,
-            host_online: online,
-            command: info.command,
+            id: s.id,
+            name: s.name,
+            host: s.host,
+            host_peer_id: s.host_peer_id,
+            host_online: s.host_online,
+            host_last_seen: s.host_last_seen,
+            command: s.command,
             status: status.into(),
-            exit_code,
-            clients: info.clients,
+            code: s.code,
+            created: s.created,
+            last_activity: s.last_activity,
+            clients: s.clients,
         }
     }
 }
@@ -278,13 +290,6 @@ pub struct StartArgs {
     pub rows: Option<u16>,
     #[serde(default)]
     pub cols: Option<u16>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Started {
-    pub id: String,
-    pub name: Option<String>,
-    pub command: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -481,7 +486,7 @@ impl Loopsy {
             pty: None,
         };
         let stdin = args.stdin.unwrap_or_default().into_bytes();
-        let ran = node::exec(&self.home, args.peer, start, stdin, limit).await?;
+        let ran = node::exec(&self.client, args.peer, start, stdin, limit).await?;
         Ok(Json(ExecResult {
             exit_code: ran.code,
             signal: ran.signal,
@@ -516,7 +521,7 @@ impl Loopsy {
             sha256: false,
             fsync: false,
         };
-        let done = node::copy(&self.home, copy, 1, |now| {
+        let done = node::copy(&self.client, copy, 1, |now| {
             if now.bytes > READ_FETCH_MAX {
                 ControlFlow::Break(format!(
                     "{} is {} bytes; read_file reads files up to {READ_FETCH_MAX} bytes: use \
@@ -581,7 +586,7 @@ impl Loopsy {
             sha256: false,
             fsync: false,
         };
-        let done = node::copy(&self.home, copy, 1, |_| ControlFlow::Continue(())).await?;
+        let done = node::copy(&self.client, copy, 1, |_| ControlFlow::Continue(())).await?;
         let file = one_file(done)?;
         Ok(Json(Written {
             path: file.path,
@@ -606,7 +611,7 @@ impl Loopsy {
             sha256: false,
             fsync: false,
         };
-        let done = node::copy(&self.home, copy, LISTED, |_| ControlFlow::Continue(())).await?;
+        let done = node::copy(&self.client, copy, LISTED, |_| ControlFlow::Continue(())).await?;
         Ok(Json(CopyResult {
             file_count: done.totals.file_count,
             failed: done.totals.failed,
@@ -646,21 +651,18 @@ impl Loopsy {
     async fn session_start(
         &self,
         Parameters(args): Parameters<StartArgs>,
-    ) -> Result<Json<Started>, String> {
-        let request = session::Request::New {
-            name: args.name,
-            argv: args.command.unwrap_or_default(),
-            rows: args.rows.unwrap_or(SESSION_SIZE.0),
-            cols: args.cols.unwrap_or(SESSION_SIZE.1),
-        };
-        match node::session(&self.home, args.peer, request).await? {
-            Reply::Created(info) => Ok(Json(Started {
-                id: info.id,
-                name: info.name,
-                command: info.command,
-            })),
-            _ => Err("the host gave an unexpected answer".into()),
-        }
+    ) -> Result<Json<SessionInfo>, String> {
+        let size = (
+            args.rows.unwrap_or(SESSION_SIZE.0),
+            args.cols.unwrap_or(SESSION_SIZE.1),
+        );
+        let argv = args.command.unwrap_or_default();
+        let session = self
+            .client
+            .session_new(args.peer, args.name, argv, size)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(session.into()))
     }
 
     #[tool(
@@ -679,7 +681,7 @@ impl Loopsy {
             quiet: Duration::from_millis(args.quiet_ms.unwrap_or(300).min(WAIT_MAX)),
             most: Duration::from_millis(args.wait_ms.unwrap_or(5000).min(WAIT_MAX)),
         };
-        let look = node::look(&self.home, args.peer, args.session, keys, watch).await?;
+        let look = node::look(&self.client, args.peer, args.session, keys, watch).await?;
         Ok(Json(screen(look)))
     }
 
@@ -696,7 +698,7 @@ impl Loopsy {
             quiet: wait,
             most: wait,
         };
-        let look = node::look(&self.home, args.peer, args.session, Vec::new(), watch).await?;
+        let look = node::look(&self.client, args.peer, args.session, Vec::new(), watch).await?;
         Ok(Json(screen(look)))
     }
 
@@ -705,15 +707,13 @@ impl Loopsy {
         &self,
         Parameters(args): Parameters<KillArgs>,
     ) -> Result<Json<Done>, String> {
-        let request = session::Request::Kill {
-            session: args.session.clone(),
-        };
-        match node::session(&self.home, args.peer, request).await? {
-            Reply::Killed => Ok(Json(Done {
-                message: format!("ended session {}", args.session),
-            })),
-            _ => Err("the host gave an unexpected answer".into()),
-        }
+        self.client
+            .session_kill(args.peer, args.session.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(Done {
+            message: format!("ended session {}", args.session),
+        }))
     }
 
     #[tool(
@@ -724,11 +724,12 @@ impl Loopsy {
         &self,
         Parameters(args): Parameters<KeyArgs>,
     ) -> Result<Json<ContextEntry>, String> {
-        let mut entries = self.ctx(Request::CtxGet { key: args.key }).await?;
-        entries
-            .pop()
-            .map(|e| Json(e.into()))
-            .ok_or_else(|| "the node gave no entry".to_owned())
+        let entry = self
+            .client
+            .ctx_get(args.key)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(entry.into()))
     }
 
     #[tool(
@@ -739,16 +740,12 @@ impl Loopsy {
         &self,
         Parameters(args): Parameters<SetArgs>,
     ) -> Result<Json<ContextEntry>, String> {
-        let request = Request::CtxSet {
-            key: args.key,
-            value: args.value,
-            ttl_secs: args.ttl_secs,
-        };
-        let mut entries = self.ctx(request).await?;
-        entries
-            .pop()
-            .map(|e| Json(e.into()))
-            .ok_or_else(|| "the node gave no entry".to_owned())
+        let entry = self
+            .client
+            .ctx_set(args.key, args.value, args.ttl_secs)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(entry.into()))
     }
 
     #[tool(
@@ -759,10 +756,11 @@ impl Loopsy {
         &self,
         Parameters(args): Parameters<ListArgs>,
     ) -> Result<Json<Context>, String> {
-        let request = Request::CtxList {
-            prefix: args.prefix.unwrap_or_default(),
-        };
-        let entries = self.ctx(request).await?;
+        let entries = self
+            .client
+            .ctx_list(args.prefix.unwrap_or_default())
+            .await
+            .map_err(|e| e.to_string())?;
         let (entries, truncated) =
             within_budget(entries.into_iter().map(ContextEntry::from).collect());
         Ok(Json(Context { entries, truncated }))
@@ -773,10 +771,12 @@ impl Loopsy {
         &self,
         Parameters(args): Parameters<KeyArgs>,
     ) -> Result<Json<Done>, String> {
-        match node::ask(&self.home, Request::CtxRemove { key: args.key }).await? {
-            Response::Done { message } => Ok(Json(Done { message })),
-            _ => Err("the node gave an unexpected answer".into()),
-        }
+        let message = self
+            .client
+            .ctx_remove(args.key)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(Done { message }))
     }
 
     #[tool(
@@ -784,21 +784,20 @@ impl Loopsy {
                           with msg_inbox or `loopsy msg inbox`)."
     )]
     async fn msg_send(&self, Parameters(args): Parameters<SendArgs>) -> Result<Json<Sent>, String> {
-        let request = Request::MsgSend {
-            peer: args.peer,
-            text: args.text,
-        };
-        match node::ask(&self.home, request).await? {
-            Response::MsgSent { id, delivered } => Ok(Json(Sent { id, delivered })),
-            _ => Err("the node gave an unexpected answer".into()),
-        }
+        let sent = self
+            .client
+            .msg_send(args.peer, args.text)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(Sent {
+            id: sent.id,
+            delivered: sent.delivered,
+        }))
     }
 
     #[tool(description = "Read the messages other devices sent to this one, newest last.")]
     async fn msg_inbox(&self) -> Result<Json<Inbox>, String> {
-        let Response::Inbox { messages } = node::ask(&self.home, Request::MsgInbox).await? else {
-            return Err("the node gave an unexpected answer".into());
-        };
+        let messages = self.client.msg_inbox().await.map_err(|e| e.to_string())?;
         // Newest last: keep the newest that fit.
         let newest_first = messages.into_iter().rev().map(Message::from).collect();
         let (mut messages, truncated) = within_budget(newest_first);
@@ -815,27 +814,12 @@ const WAIT_MAX: u64 = 60_000;
 
 impl Loopsy {
     pub(crate) async fn peer_list(&self) -> Result<Vec<control::Peer>, Failure> {
-        match node::ask(&self.home, Request::Peers).await? {
-            Response::Peers { peers } => Ok(peers),
-            _ => Err("the node gave an unexpected answer".into()),
-        }
+        self.client.peers().await.map_err(|e| e.to_string())
     }
 
     pub(crate) async fn session_entries(&self) -> Result<Vec<SessionInfo>, Failure> {
-        match node::ask(&self.home, Request::SessionList).await? {
-            Response::Sessions { sessions } => Ok(sessions
-                .into_iter()
-                .map(|s| SessionInfo::new(s.session, s.host, s.host_peer_id, s.host_online))
-                .collect()),
-            _ => Err("the node gave an unexpected answer".into()),
-        }
-    }
-
-    async fn ctx(&self, request: Request) -> Result<Vec<CtxEntry>, Failure> {
-        match node::ask(&self.home, request).await? {
-            Response::Ctx { entries } => Ok(entries),
-            _ => Err("the node gave an unexpected answer".into()),
-        }
+        let sessions = self.client.sessions().await.map_err(|e| e.to_string())?;
+        Ok(sessions.into_iter().map(SessionInfo::from).collect())
     }
 }
 

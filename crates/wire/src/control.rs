@@ -170,7 +170,89 @@ pub struct CtxEntry {
     pub expires: Option<String>,
 }
 
-/// A session and the device that hosts it.
+/// A session as every client sees it: in the control API's `sessions`, in
+/// `loopsy session ls --json` and `session new --json`, and in the MCP tools. One flat
+/// shape with times in RFC 3339, built from the host's [`crate::session::Info`] by
+/// [`Session::from`] (see `docs/control-api.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub name: Option<String>,
+    /// The hosting device's name and peer ID.
+    pub host: String,
+    pub host_peer_id: String,
+    /// Whether the host is this device or connected to it now.
+    pub host_online: bool,
+    /// For a host that is offline: when this device last heard from it (RFC 3339).
+    pub host_last_seen: Option<String>,
+    pub command: Vec<String>,
+    pub status: SessionStatus,
+    /// The exit code once exited (128+N for signal N); none while running, or when the
+    /// host lost the program (its node stopped while it ran).
+    pub code: Option<i32>,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub last_activity: String,
+    /// Clients attached now.
+    pub clients: u32,
+}
+
+/// Whether a session's program still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Running,
+    Exited,
+}
+
+impl From<HostedSession> for Session {
+    fn from(hosted: HostedSession) -> Self {
+        let info = hosted.session;
+        let (status, code) = match info.status {
+            crate::session::Status::Running => (SessionStatus::Running, None),
+            crate::session::Status::Exited { code } => (SessionStatus::Exited, code),
+        };
+        Self {
+            id: info.id,
+            name: info.name,
+            host: hosted.host,
+            host_peer_id: hosted.host_peer_id,
+            host_online: hosted.host_online,
+            host_last_seen: hosted.last_seen,
+            command: info.command,
+            status,
+            code,
+            created: rfc3339(info.created),
+            last_activity: rfc3339(info.last_activity),
+            clients: info.clients,
+        }
+    }
+}
+
+/// `2026-11-25T07:30:53Z` for seconds since the epoch (days from civil, run backwards:
+/// Howard Hinnant's algorithm).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let of_day = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// A session and the device that hosts it, as the host's registry record has it: the
+/// daemon's own view, which the API answers as a [`Session`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostedSession {
     /// The host's name and peer ID.
@@ -252,7 +334,7 @@ pub enum Response {
         messages: Vec<InboxMessage>,
     },
     Sessions {
-        sessions: Vec<HostedSession>,
+        sessions: Vec<Session>,
     },
     Error(Error),
     /// During `pair_invite`: the short code was withdrawn after wrong tries; the long code
@@ -549,6 +631,48 @@ mod tests {
             ("op".into(), "id".into()),
         ]));
         assert_eq!(decode_request(&ok), Ok(Request::Id));
+    }
+
+    #[test]
+    fn a_session_is_one_flat_shape_with_rfc3339_times() {
+        let hosted = HostedSession {
+            host: "alpha".into(),
+            host_peer_id: "12D3KooW".into(),
+            host_online: false,
+            last_seen: Some("2026-12-06T09:00:00.000Z".into()),
+            session: crate::session::Info {
+                id: "k3j2".into(),
+                name: Some("agent".into()),
+                command: vec!["claude".into()],
+                status: crate::session::Status::Exited { code: Some(3) },
+                created: 1_796_533_224,
+                last_activity: 951_782_400,
+                clients: 0,
+            },
+        };
+        let listed = Session::from(hosted);
+        assert_eq!(listed.created, "2026-12-06T05:00:24Z");
+        assert_eq!(listed.last_activity, "2000-02-29T00:00:00Z");
+        let json = cbor_map(&listed);
+        assert_eq!(json["status"], ciborium::Value::from("exited"));
+        assert_eq!(json["code"], ciborium::Value::from(3));
+        assert_eq!(
+            json["host_last_seen"],
+            ciborium::Value::from("2026-12-06T09:00:00.000Z")
+        );
+        assert_eq!(round_trip(&listed), listed);
+    }
+
+    /// The CBOR map of `value`, by key, as a client in another language reads it.
+    fn cbor_map<T: Serialize>(value: &T) -> std::collections::BTreeMap<String, ciborium::Value> {
+        let mut body = Vec::new();
+        ciborium::into_writer(value, &mut body).expect("encode");
+        let map: ciborium::Value = ciborium::from_reader(&body[..]).expect("decode");
+        map.into_map()
+            .expect("a map")
+            .into_iter()
+            .map(|(k, v)| (k.as_text().expect("text key").to_owned(), v))
+            .collect()
     }
 
     #[test]

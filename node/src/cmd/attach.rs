@@ -1,9 +1,9 @@
 //! `loopsy attach SESSION`: this terminal on a session hosted anywhere in the mesh.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
-use loopsy_daemon::Home;
+use loopsy_daemon::{Home, clock};
 
 /// Attach to a session: its screen at once, then live. Ctrl-\ detaches and leaves it
 /// running; a dropped connection is picked up again by itself, losing no output.
@@ -14,10 +14,13 @@ pub struct Cmd {
     /// The device that hosts it (default: found by asking the connected devices).
     #[arg(long, value_name = "PEER")]
     on: Option<String>,
+    /// After a dropped connection, how long to keep trying to attach again (90s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = clock::parse_duration, default_value = "2m")]
+    reattach_for: Duration,
 }
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        Ok(crate::attach::run(&home, self.on, self.session).await)
+        Ok(crate::attach::run(&home, self.on, self.session, self.reattach_for).await)
     }
 }

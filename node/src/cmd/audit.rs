@@ -3,8 +3,8 @@
 use std::{io::Write, process::ExitCode};
 
 use clap::Args;
-use loopsy_daemon::{Home, clock, control::Connection};
-use loopsy_wire::control::{AuditEntry, Request, Response};
+use loopsy_daemon::{Home, clock};
+use loopsy_wire::control::AuditEntry;
 
 /// Show the audit log of everything peers did or tried here.
 #[derive(Debug, Args)]
@@ -25,26 +25,17 @@ pub struct Cmd {
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        let mut connection = Connection::open(
-            &home,
-            Request::Audit {
-                follow: self.follow,
-                since: match (self.since, self.follow) {
-                    (Some(ago), _) => Some(clock::rfc3339_ms(
-                        clock::now_ms().saturating_sub(ago.as_millis() as u64),
-                    )),
-                    // Following starts from now: the history is one `loopsy audit` away.
-                    (None, true) => Some(clock::rfc3339_ms(clock::now_ms())),
-                    (None, false) => None,
-                },
-            },
-        )
-        .await?;
+        let since = match (self.since, self.follow) {
+            (Some(ago), _) => Some(clock::rfc3339_ms(
+                clock::now_ms().saturating_sub(ago.as_millis() as u64),
+            )),
+            // Following starts from now: the history is one `loopsy audit` away.
+            (None, true) => Some(clock::rfc3339_ms(clock::now_ms())),
+            (None, false) => None,
+        };
+        let mut feed = crate::client(&home).audit(self.follow, since).await?;
         let mut all = Vec::new();
-        while let Some(response) = connection.next().await? {
-            let Response::Audit { mut entries } = response else {
-                anyhow::bail!("the node answered with something other than audit entries");
-            };
+        while let Some(mut entries) = feed.next().await? {
             if let Some(peer) = &self.peer {
                 entries.retain(|e| about(e, peer));
             }

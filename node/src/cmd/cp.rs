@@ -4,8 +4,9 @@ use std::{io::IsTerminal, path::Path, process::ExitCode, time::Duration};
 
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use loopsy_daemon::{Home, control::Connection};
-use loopsy_wire::control::{Copied, CopiedFile, Copy, Location, Request, Response};
+use loopsy_client::streams::CopyEvent;
+use loopsy_daemon::Home;
+use loopsy_wire::control::{Copied, CopiedFile, Copy, Location};
 use serde::Serialize;
 
 /// Copy files and directories between this device and a peer. A path on a peer is written
@@ -56,14 +57,14 @@ impl Cmd {
             peer: None,
             path: String::new(),
         });
-        let request = Request::Copy(Copy {
+        let request = Copy {
             sources: locations,
             dest,
             recursive: self.recursive,
             no_clobber: self.no_clobber,
             sha256: self.sha256,
             fsync: self.fsync,
-        });
+        };
         let outcome = self.copy(&home, request).await;
         let (files, totals) = match outcome {
             Ok(done) => done,
@@ -107,28 +108,20 @@ impl Cmd {
 
 impl Cmd {
     /// Runs the copy, with a progress bar on a terminal: its files and totals.
-    async fn copy(
-        &self,
-        home: &Home,
-        request: Request,
-    ) -> anyhow::Result<(Vec<CopiedFile>, Copied)> {
-        let mut connection = Connection::open(home, request).await?;
+    async fn copy(&self, home: &Home, request: Copy) -> anyhow::Result<(Vec<CopiedFile>, Copied)> {
+        let mut run = crate::client(home).copy(request).await?;
         let bar = (!self.json && std::io::stderr().is_terminal()).then(progress_bar);
         let mut files = Vec::new();
         let totals = loop {
-            let response = match connection.next().await {
-                Ok(Some(response)) => response,
-                Ok(None) => {
-                    clear(&bar);
-                    anyhow::bail!("the node ended the copy without a summary")
-                }
+            let event = match run.next().await {
+                Ok(event) => event,
                 Err(e) => {
                     clear(&bar);
                     return Err(e.into());
                 }
             };
-            match response {
-                Response::CopyProgress(now) => {
+            match event {
+                CopyEvent::Progress(now) => {
                     if let Some(bar) = &bar {
                         // Shown once there is something to show: an empty bar, filling.
                         if bar.is_hidden() && now.bytes > 0 {
@@ -138,12 +131,8 @@ impl Cmd {
                         bar.set_position(now.done);
                     }
                 }
-                Response::CopiedFiles { files: more } => files.extend(more),
-                Response::Copied(totals) => break totals,
-                _ => {
-                    clear(&bar);
-                    anyhow::bail!("the node answered with something other than a copy")
-                }
+                CopyEvent::Files(more) => files.extend(more),
+                CopyEvent::Done(totals) => break totals,
             }
         };
         clear(&bar);

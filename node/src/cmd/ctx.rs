@@ -4,8 +4,8 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Args, Subcommand};
-use loopsy_daemon::{Home, clock, control};
-use loopsy_wire::control::{CtxEntry, Request, Response};
+use loopsy_daemon::{Home, clock};
+use loopsy_wire::control::{CtxEntry, ErrorCode};
 
 /// The shared context: keys every device of the mesh sees (the last write wins).
 #[derive(Debug, Args)]
@@ -52,6 +52,7 @@ enum Action {
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        let client = crate::client(&home);
         match self.action {
             Action::Set { key, value, ttl } => {
                 let value = if value == "-" {
@@ -62,21 +63,14 @@ impl Cmd {
                 } else {
                     value
                 };
-                let request = Request::CtxSet {
-                    key,
-                    value,
-                    ttl_secs: ttl.map(|t| t.as_secs().max(1)),
-                };
-                control::request(&home, request).await?;
+                let ttl_secs = ttl.map(|t| t.as_secs().max(1));
+                client.ctx_set(key, value, ttl_secs).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Action::Get { key, json } => {
-                let response = control::request(&home, Request::CtxGet { key: key.clone() }).await;
-                let entries = match response {
-                    Ok(Response::Ctx { entries }) => entries,
-                    Err(control::ClientError::Refused(e))
-                        if e.code == loopsy_wire::control::ErrorCode::NotFound =>
-                    {
+                let entry = match client.ctx_get(key.clone()).await {
+                    Ok(entry) => entry,
+                    Err(loopsy_client::Error::Refused(e)) if e.code == ErrorCode::NotFound => {
                         if json {
                             crate::output::json(&serde_json::json!({
                                 "key": key,
@@ -87,21 +81,16 @@ impl Cmd {
                         return Ok(ExitCode::FAILURE);
                     }
                     Err(e) => return Err(e.into()),
-                    Ok(_) => anyhow::bail!("the node gave an unexpected answer"),
                 };
-                match entries.first() {
-                    Some(entry) if json => crate::output::json(entry)?,
-                    Some(entry) => println!("{}", entry.value),
-                    None => return Ok(ExitCode::FAILURE),
+                if json {
+                    crate::output::json(&entry)?;
+                } else {
+                    println!("{}", entry.value);
                 }
                 Ok(ExitCode::SUCCESS)
             }
             Action::Ls { prefix, json } => {
-                let Response::Ctx { entries } =
-                    control::request(&home, Request::CtxList { prefix }).await?
-                else {
-                    anyhow::bail!("the node gave an unexpected answer");
-                };
+                let entries = client.ctx_list(prefix).await?;
                 if json {
                     crate::output::json(&entries)?;
                 } else {
@@ -110,7 +99,7 @@ impl Cmd {
                 Ok(ExitCode::SUCCESS)
             }
             Action::Rm { key } => {
-                control::request(&home, Request::CtxRemove { key }).await?;
+                client.ctx_remove(key).await?;
                 Ok(ExitCode::SUCCESS)
             }
         }

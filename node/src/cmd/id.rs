@@ -3,12 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use loopsy_daemon::{
-    Home,
-    config::Config,
-    control::{self, ClientError},
-};
-use loopsy_wire::control::{Identity, Request, Response};
+use loopsy_client::Error;
+use loopsy_daemon::{Home, config::Config};
+use loopsy_wire::control::Identity;
 
 use crate::output;
 
@@ -22,12 +19,11 @@ pub struct Cmd {
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        let id = match control::request(&home, Request::Id).await {
-            Ok(Response::Id(id)) => id,
-            Ok(_) => anyhow::bail!("the node answered with something other than its identity"),
+        let id = match crate::client(&home).id().await {
+            Ok(id) => id,
             // No node running: the identity is in the home all the same (made now if this
             // is the first use, as `loopsy node` would).
-            Err(ClientError::NoNode { .. }) => offline(&home)?,
+            Err(Error::NoNode { .. }) => offline(&home)?,
             Err(e) => return Err(e.into()),
         };
         if self.json {

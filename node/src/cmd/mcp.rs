@@ -12,7 +12,7 @@ pub struct Cmd {}
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        loopsy_mcp::serve(home).await?;
+        loopsy_mcp::serve(crate::client(&home), home.dir().join("mcp")).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

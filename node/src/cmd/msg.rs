@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use loopsy_daemon::{Home, control};
-use loopsy_wire::control::{Request, Response};
+use loopsy_daemon::Home;
 
 /// Messages between devices: delivered at once when the device is reachable, or kept by
 /// the mesh (for 30 days) until it is.
@@ -37,13 +36,10 @@ enum Action {
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        let client = crate::client(&home);
         match self.action {
             Action::Send { peer, text, json } => {
-                let Response::MsgSent { id, delivered } =
-                    control::request(&home, Request::MsgSend { peer, text }).await?
-                else {
-                    anyhow::bail!("the node gave an unexpected answer");
-                };
+                let loopsy_client::Sent { id, delivered } = client.msg_send(peer, text).await?;
                 if json {
                     crate::output::json(&serde_json::json!({"id": id, "delivered": delivered}))?;
                 } else if delivered {
@@ -54,11 +50,7 @@ impl Cmd {
                 Ok(ExitCode::SUCCESS)
             }
             Action::Inbox { json } => {
-                let Response::Inbox { messages } =
-                    control::request(&home, Request::MsgInbox).await?
-                else {
-                    anyhow::bail!("the node gave an unexpected answer");
-                };
+                let messages = client.msg_inbox().await?;
                 if json {
                     crate::output::json(&messages)?;
                 } else {

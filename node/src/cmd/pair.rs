@@ -4,11 +4,9 @@
 use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::{Args, Subcommand};
-use loopsy_daemon::{
-    Home, clock,
-    control::{self, ClientError, Connection},
-};
-use loopsy_wire::control::{ErrorCode, Invitation, Paired, Request, Response};
+use loopsy_client::{Error, streams::InviteEvent};
+use loopsy_daemon::{Home, clock};
+use loopsy_wire::control::{ErrorCode, Invitation, Paired};
 use serde_json::json;
 
 /// Pair a device with this one: show a pairing code and wait for it.
@@ -67,16 +65,10 @@ impl Cmd {
     }
 
     async fn invite(self, home: Home) -> anyhow::Result<ExitCode> {
-        let request = Request::PairInvite {
-            ttl_secs: self.ttl.as_secs(),
-            allow: allow(self.allow),
-            multi: self.multi,
-        };
-        let mut connection = Connection::open(&home, request).await?;
-        let invitation = match connection.next().await? {
-            Some(Response::Invitation(invitation)) => invitation,
-            _ => anyhow::bail!("the node did not answer with a pairing code"),
-        };
+        let mut invite = crate::client(&home)
+            .pair_invite(self.ttl.as_secs(), allow(self.allow), self.multi)
+            .await?;
+        let invitation = invite.invitation.clone();
         if self.json {
             line(&json!({
                 "code": invitation.code,
@@ -89,10 +81,10 @@ impl Cmd {
         let mut paired = 0;
         loop {
             let next = tokio::select! {
-                next = connection.next() => next,
+                next = invite.next() => next,
                 _ = tokio::signal::ctrl_c() => {
                     // Dropping the connection withdraws the code at the node.
-                    drop(connection);
+                    drop(invite);
                     if self.json {
                         line(&json!({"paired": false, "error": "withdrawn"}));
                     }
@@ -101,16 +93,16 @@ impl Cmd {
                 }
             };
             match next {
-                Ok(Some(Response::Paired(p))) => {
+                Ok(Some(InviteEvent::Paired(p))) => {
                     paired += 1;
                     report(&p, self.json);
                 }
                 // On stderr: stdout keeps one line per result.
-                Ok(Some(Response::ShortCodeWithdrawn { message })) => {
+                Ok(Some(InviteEvent::ShortCodeWithdrawn { message })) => {
                     eprintln!("loopsy: {message}");
                 }
-                Ok(_) => break,
-                Err(ClientError::Refused(e)) if e.code == ErrorCode::Expired => {
+                Ok(None) => break,
+                Err(Error::Refused(e)) if e.code == ErrorCode::Expired => {
                     if self.json {
                         line(&json!({"paired": false, "error": e.message}));
                     } else {
@@ -135,12 +127,11 @@ async fn join(
     allow: Option<Vec<String>>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    match control::request(&home, Request::PairJoin { code, allow }).await {
-        Ok(Response::Paired(p)) => {
+    match crate::client(&home).pair_join(code, allow).await {
+        Ok(p) => {
             report(&p, json);
             Ok(ExitCode::SUCCESS)
         }
-        Ok(_) => anyhow::bail!("the node answered with something other than a pairing"),
         Err(e) if json => {
             line(&json!({"paired": false, "error": e.to_string()}));
             eprintln!("loopsy: {e}");

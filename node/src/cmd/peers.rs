@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use loopsy_daemon::{Home, Multiaddr, control};
-use loopsy_wire::control::{Connection, Request, Response};
+use loopsy_daemon::{Home, Multiaddr};
+use loopsy_wire::control::{Connection, Request};
 
 use crate::output;
 
@@ -43,9 +43,7 @@ impl Cmd {
             };
             return crate::cmd::trust::done(&home, request).await;
         }
-        let Response::Peers { peers } = control::request(&home, Request::Peers).await? else {
-            anyhow::bail!("the node answered with something other than its peers");
-        };
+        let peers = crate::client(&home).peers().await?;
         if self.json {
             output::json(&peers)?;
             return Ok(ExitCode::SUCCESS);

@@ -3,14 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use loopsy_daemon::{Home, clock, control::Connection};
-use loopsy_mesh::framed;
-use loopsy_wire::{
-    control::{Request, Response},
-    session::{self, MAX_FRAME, Reply, Status},
-};
-use serde::Serialize;
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use loopsy_daemon::Home;
+use loopsy_wire::control::{Session, SessionStatus};
 
 use crate::term;
 
@@ -34,7 +28,7 @@ enum Action {
         /// Attach to it at once.
         #[arg(long)]
         attach: bool,
-        /// Print the session as JSON.
+        /// Print the session as JSON, in the shape `session ls --json` lists it.
         #[arg(long)]
         json: bool,
         /// The program and its arguments.
@@ -47,8 +41,8 @@ enum Action {
     },
     /// Every session in the mesh, from the replicated registry (hosts offline included).
     Ls {
-        /// One JSON array: id, name, host, host_peer_id, host_online, command, status,
-        /// code, created, last_activity, clients.
+        /// One JSON array of sessions: id, name, host, host_peer_id, host_online,
+        /// host_last_seen, command, status, code, created, last_activity, clients.
         #[arg(long)]
         json: bool,
     },
@@ -62,27 +56,9 @@ enum Action {
     },
 }
 
-/// A session as `ls --json` prints it.
-#[derive(Serialize)]
-struct Listed {
-    id: String,
-    name: Option<String>,
-    host: String,
-    host_peer_id: String,
-    /// Whether the host is this device or connected to it now.
-    host_online: bool,
-    /// For an offline host: when this device last heard from it.
-    host_last_seen: Option<String>,
-    command: Vec<String>,
-    status: &'static str,
-    code: Option<i32>,
-    created: String,
-    last_activity: String,
-    clients: u32,
-}
-
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
+        let client = crate::client(&home);
         match self.action {
             Action::New {
                 on,
@@ -91,120 +67,65 @@ impl Cmd {
                 json,
                 command,
             } => {
-                let (rows, cols) = term::size();
-                let request = session::Request::New {
-                    name,
-                    argv: command,
-                    rows,
-                    cols,
-                };
-                let Reply::Created(info) = ask(&home, on.clone(), request).await? else {
-                    anyhow::bail!("the host gave an unexpected answer");
-                };
+                let session = client
+                    .session_new(on.clone(), name, command, term::size())
+                    .await?;
                 if json {
-                    crate::output::json(&info)?;
+                    crate::output::json(&session)?;
                 } else {
-                    println!("{}", info.id);
+                    println!("{}", session.id);
                 }
                 if attach {
-                    return Ok(crate::attach::run(&home, on, info.id).await);
+                    let reattach_for = crate::attach::REATTACH_FOR;
+                    return Ok(crate::attach::run(&home, on, session.id, reattach_for).await);
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Action::Ls { json } => list(&home, json).await,
-            Action::Kill { session, on } => {
-                let request = session::Request::Kill {
-                    session: session.clone(),
-                };
-                match ask(&home, on, request).await? {
-                    Reply::Killed => {
-                        println!("ended session {session}");
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    _ => anyhow::bail!("the host gave an unexpected answer"),
+            Action::Ls { json } => {
+                let sessions = client.sessions().await?;
+                if json {
+                    crate::output::json(&sessions)?;
+                } else {
+                    table(&sessions);
                 }
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Kill { session, on } => {
+                client.session_kill(on, session.clone()).await?;
+                println!("ended session {session}");
+                Ok(ExitCode::SUCCESS)
             }
         }
     }
 }
 
-/// Sends one session request and reads its one reply.
-async fn ask(
-    home: &Home,
-    peer: Option<String>,
-    request: session::Request,
-) -> anyhow::Result<Reply> {
-    let mut connection = Connection::open(home, Request::Session { peer, request }).await?;
-    let Some(Response::Stream { .. }) = connection.next().await? else {
-        anyhow::bail!("the node gave an unexpected answer");
-    };
-    let mut stream = connection.into_stream().compat();
-    match framed::read::<Reply, _>(&mut stream, MAX_FRAME).await? {
-        Some(Reply::Error { message }) => anyhow::bail!("{message}"),
-        Some(reply) => Ok(reply),
-        None => anyhow::bail!("the host closed the stream without answering"),
-    }
-}
-
-async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
-    let response = loopsy_daemon::control::request(home, Request::SessionList).await?;
-    let Response::Sessions { sessions } = response else {
-        anyhow::bail!("the node answered with something other than sessions");
-    };
-    let listed: Vec<Listed> = sessions
-        .into_iter()
-        .map(|hosted| {
-            let s = hosted.session;
-            let (status, code) = match s.status {
-                Status::Running => ("running", None),
-                Status::Exited { code } => ("exited", code),
-            };
-            Listed {
-                id: s.id,
-                name: s.name,
-                host: hosted.host,
-                host_peer_id: hosted.host_peer_id,
-                host_online: hosted.host_online,
-                host_last_seen: hosted.last_seen,
-                command: s.command,
-                status,
-                code,
-                created: clock::rfc3339(s.created),
-                last_activity: clock::rfc3339(s.last_activity),
-                clients: s.clients,
-            }
-        })
-        .collect();
-    if json {
-        crate::output::json(&listed)?;
-    } else {
-        let mut rows = vec![
-            [
-                "ID", "NAME", "HOST", "COMMAND", "STATUS", "CREATED", "CLIENTS",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ];
-        for s in &listed {
-            let mut status = match s.code {
-                Some(code) => format!("{} ({code})", s.status),
-                None => s.status.to_owned(),
-            };
-            if !s.host_online {
-                let seen = s.host_last_seen.as_deref().unwrap_or("never");
-                status.push_str(&format!(", host offline (last seen {seen})"));
-            }
-            rows.push(vec![
-                s.id.clone(),
-                s.name.clone().unwrap_or_else(|| "-".into()),
-                s.host.clone(),
-                s.command.join(" "),
-                status,
-                s.created.clone(),
-                s.clients.to_string(),
-            ]);
+fn table(sessions: &[Session]) {
+    let mut rows = vec![
+        [
+            "ID", "NAME", "HOST", "COMMAND", "STATUS", "CREATED", "CLIENTS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in sessions {
+        let mut status = match (s.status, s.code) {
+            (SessionStatus::Running, _) => "running".to_owned(),
+            (SessionStatus::Exited, Some(code)) => format!("exited ({code})"),
+            (SessionStatus::Exited, None) => "exited".to_owned(),
+        };
+        if !s.host_online {
+            let seen = s.host_last_seen.as_deref().unwrap_or("never");
+            status.push_str(&format!(", host offline (last seen {seen})"));
         }
-        crate::output::table(&rows);
+        rows.push(vec![
+            s.id.clone(),
+            s.name.clone().unwrap_or_else(|| "-".into()),
+            s.host.clone(),
+            s.command.join(" "),
+            status,
+            s.created.clone(),
+            s.clients.to_string(),
+        ]);
     }
-    Ok(ExitCode::SUCCESS)
+    crate::output::table(&rows);
 }

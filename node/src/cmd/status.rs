@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use loopsy_daemon::{Home, control};
-use loopsy_wire::control::{NatStatus, Request, Response};
+use loopsy_daemon::Home;
+use loopsy_wire::control::NatStatus;
 
 use crate::output;
 
@@ -18,9 +18,7 @@ pub struct Cmd {
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        let Response::Status(status) = control::request(&home, Request::Status).await? else {
-            anyhow::bail!("the node answered with something other than its status");
-        };
+        let status = crate::client(&home).status().await?;
         if self.json {
             output::json(&status)?;
             return Ok(ExitCode::SUCCESS);

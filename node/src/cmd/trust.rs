@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use loopsy_daemon::{Home, Multiaddr, control};
-use loopsy_wire::control::{Request, Response};
+use loopsy_daemon::{Home, Multiaddr};
+use loopsy_wire::control::Request;
 
 use crate::output;
 
@@ -98,17 +98,12 @@ impl Cmd {
 }
 
 pub(crate) async fn done(home: &Home, request: Request) -> anyhow::Result<ExitCode> {
-    match control::request(home, request).await? {
-        Response::Done { message } => println!("{message}"),
-        _ => anyhow::bail!("the node gave an unexpected answer"),
-    }
+    println!("{}", crate::client(home).done(request).await?);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
-    let Response::Trust { peers } = control::request(home, Request::TrustList).await? else {
-        anyhow::bail!("the node answered with something other than its trust store");
-    };
+    let peers = crate::client(home).trust_list().await?;
     if json {
         output::json(&peers)?;
         return Ok(ExitCode::SUCCESS);

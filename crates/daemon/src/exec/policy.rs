@@ -48,23 +48,23 @@ pub const SAFE_ENV: &[&str] = &["TERM", "LANG", "LANGUAGE", "LC_*", "TZ", "COLUM
 /// Checks the environment a peer asks for: every key is a name (not empty, no `=`, no NUL:
 /// `PATH=/x:` would otherwise become a second `PATH`), and with a program list every key
 /// is allowed by [`SAFE_ENV`] or the policy's `env`.
-fn check_env(env: &[(String, String)], policy: &Policy) -> Result<(), String> {
+fn check_env(env: &[(String, String)], policy: &Policy) -> Result<(), Denied> {
     let matches = |pattern: &str, key: &str| match pattern.strip_suffix('*') {
         Some(prefix) => key.starts_with(prefix),
         None => pattern == key,
     };
     for (key, value) in env {
         if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-            return Err(format!(
+            return Err(Denied(format!(
                 "`{}` is not an environment variable name",
                 key.escape_debug()
-            ));
+            )));
         }
         let allowed = policy.allows_any_program()
             || SAFE_ENV.iter().any(|p| matches(p, key))
             || policy.env.iter().any(|p| matches(p, key));
         if !allowed {
-            return Err(format!(
+            return Err(Denied(format!(
                 "exec policy: setting {key} is not allowed with a program list (allowed: {}{})",
                 SAFE_ENV.join(", "),
                 policy
@@ -72,11 +72,16 @@ fn check_env(env: &[(String, String)], policy: &Policy) -> Result<(), String> {
                     .iter()
                     .map(|e| format!(", {e}"))
                     .collect::<String>()
-            ));
+            )));
         }
     }
     Ok(())
 }
+
+/// Why the exec policy (or the peer's grants) refuse a request, naming the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
 
 /// Per-peer changes to the policy, in the trust store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,9 +155,10 @@ impl WorkingDir {
 impl Approved {
     /// Opens the working directory and checks again that what was opened lies inside
     /// the root.
-    pub fn working_dir(&self) -> Result<WorkingDir, String> {
+    pub fn working_dir(&self) -> Result<WorkingDir, Denied> {
         use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
-        let failed = |e: std::io::Error| format!("working directory {}: {e}", self.cwd.display());
+        let failed =
+            |e: std::io::Error| Denied(format!("working directory {}: {e}", self.cwd.display()));
         let dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
@@ -161,11 +167,11 @@ impl Approved {
         let fd = format!("/proc/self/fd/{}", dir.as_raw_fd());
         let path = match std::fs::read_link(&fd) {
             Ok(real) if !real.starts_with(&self.root) => {
-                return Err(format!(
+                return Err(Denied(format!(
                     "exec policy: working directory {} is outside the exec root {}",
                     real.display(),
                     self.root.display()
-                ));
+                )));
             }
             Ok(_) => PathBuf::from(format!(
                 "/proc/{}/fd/{}",
@@ -180,9 +186,9 @@ impl Approved {
 }
 
 /// Checks `start` against `policy` and the peer's grants; the error names the rule.
-pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, String> {
+pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, Denied> {
     if !start.within_limits() {
-        return Err("the request exceeds the size limits".into());
+        return Err(Denied("the request exceeds the size limits".into()));
     }
     let login_shell = start.argv.is_empty();
     let need = if login_shell {
@@ -191,16 +197,16 @@ pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, 
         Capability::Exec
     };
     if !grants.contains(&need) {
-        return Err(format!("the `{need}` capability is not granted"));
+        return Err(Denied(format!("the `{need}` capability is not granted")));
     }
     let (program, args, arg0) = if login_shell {
         let shell = login_shell_path();
         // A shell runs anything: a program list that leaves it out means no shells.
         if !policy.allows_any_program() && !shell_allowed(&shell, &policy.allow) {
-            return Err(format!(
+            return Err(Denied(format!(
                 "exec policy: the login shell `{shell}` is not in the allowed programs ({})",
                 policy.allow.join(", ")
-            ));
+            )));
         }
         let name = Path::new(&shell)
             .file_name()
@@ -210,10 +216,10 @@ pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, 
     } else {
         let program = start.argv[0].clone();
         if !policy.allows_any_program() && !program_allowed(&program, &policy.allow) {
-            return Err(format!(
+            return Err(Denied(format!(
                 "exec policy: `{program}` is not in the allowed programs ({})",
                 policy.allow.join(", ")
-            ));
+            )));
         }
         (program, start.argv[1..].to_vec(), None)
     };
@@ -236,13 +242,13 @@ pub fn check(start: &Start, policy: &Policy, grants: &Caps) -> Result<Approved, 
     };
     let cwd = cwd
         .canonicalize()
-        .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
+        .map_err(|e| Denied(format!("working directory {}: {e}", cwd.display())))?;
     if !cwd.starts_with(&root) {
-        return Err(format!(
+        return Err(Denied(format!(
             "exec policy: working directory {} is outside the exec root {}",
             cwd.display(),
             root.display()
-        ));
+        )));
     }
     let timeout_secs = match (start.timeout_secs, policy.max_secs) {
         (t, 0) => t,
@@ -348,7 +354,10 @@ mod tests {
         assert!(check(&start(&["echo", "hi"]), &policy, &all()).is_ok());
         assert!(check(&start(&["/usr/bin/env"]), &policy, &all()).is_ok());
         let err = check(&start(&["rm", "-rf", "/"]), &policy, &all()).unwrap_err();
-        assert!(err.contains("`rm` is not in the allowed programs"), "{err}");
+        assert!(
+            err.0.contains("`rm` is not in the allowed programs"),
+            "{err}"
+        );
         assert!(
             check(&start(&["/tmp/echo"]), &policy, &all()).is_err(),
             "not by a path"
@@ -368,7 +377,7 @@ mod tests {
         let mut outside = start(&["true"]);
         outside.cwd = Some("/tmp/../etc".into());
         let err = check(&outside, &policy, &all()).unwrap_err();
-        assert!(err.contains("outside the exec root"), "{err}");
+        assert!(err.0.contains("outside the exec root"), "{err}");
     }
 
     #[test]
@@ -394,7 +403,7 @@ mod tests {
         };
         let err = check(&start(&[]), &listing(&["true"]), &all()).unwrap_err();
         assert!(
-            err.contains(&format!(
+            err.0.contains(&format!(
                 "the login shell `{shell}` is not in the allowed programs"
             )),
             "{err}"
@@ -502,7 +511,7 @@ mod tests {
         std::fs::remove_dir(root.join("sub")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
         let err = approved.working_dir().unwrap_err();
-        assert!(err.contains("outside the exec root"), "{err}");
+        assert!(err.0.contains("outside the exec root"), "{err}");
         std::fs::remove_dir_all(&base).ok();
     }
 }

@@ -1,33 +1,37 @@
-//! Running a node: take the home's lock, load identity, config and trust, start the mesh,
-//! the protocol services and the control socket, and serve until told to stop.
+//! Running a node: the composition root. It takes the home's lock, loads identity, config
+//! and trust, starts the mesh, builds every component with the handles it needs, registers
+//! the services with the gate, serves the control socket until told to stop, and stops
+//! everything in order. Nothing else in the daemon imports it.
 
-mod api;
-mod copy;
-mod ctx;
-mod keeper;
-mod sessions;
+use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc};
 
-use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc, time::Duration};
-
-use loopsy_mesh::{Mesh, Multiaddr, PeerId, identity, multiaddr::Protocol};
-use loopsy_wire::{control, member::Record, pair::Hello, protocol};
+use loopsy_mesh::{Mesh, Multiaddr, identity};
+use loopsy_wire::{control, protocol};
 use tokio::{net::UnixListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     Home,
     audit::Audit,
-    caps::{self, Capability, Caps},
+    caps::{self, Capability},
     config::{Config, ConfigError},
-    control::serve,
-    gate,
+    control::{api::Api, serve},
+    ctx::Ctx,
+    dial::Dialer,
+    exec::Exec,
+    gate::Gate,
+    inbox::{Inbox, Messages},
+    keeper::Keeper,
     lock::{LockError, NodeLock},
-    pair::{self, Invitations, RateLimit},
-    sync::{self, Collection},
+    pair::Pairing,
+    replica::Store,
+    service::{Service, Tasks},
+    session::{SessionService, Sessions, client::SessionClient, registry::Registry},
+    sync::{self, Collection, Engine},
+    transfer::{Transfer, homes::Homes},
     trust::{Trust, TrustError},
 };
 
-/// Most addresses this device hands out (in codes, hellos and its member record).
-const MAX_ADVERTISED: usize = 8;
 /// The session registry's bounds: sessions of all devices, and bytes per session.
 const REGISTRY_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 4096,
@@ -73,7 +77,7 @@ pub enum NodeError {
     #[error("cannot open the control socket {path}: {source}")]
     Socket { path: PathBuf, source: io::Error },
     #[error("--relay: {0}")]
-    Relay(String),
+    Relay(#[from] crate::config::BadRelay),
 }
 
 /// What a started node tells whoever started it.
@@ -102,7 +106,7 @@ pub async fn run(
         config.listen = overrides.listen;
     }
     if !overrides.relays.is_empty() {
-        crate::config::check_relays(&overrides.relays).map_err(NodeError::Relay)?;
+        crate::config::check_relays(&overrides.relays)?;
         config.relays = overrides.relays;
     }
     config.mdns &= !overrides.no_mdns;
@@ -116,23 +120,25 @@ pub async fn run(
         defaults.clone(),
     )?;
 
-    let ctx = crate::replica::Store::load(
+    let trust = Arc::new(trust);
+    let audit = Arc::new(Audit::new(home.audit()));
+    let ctx = Arc::new(Store::load(
         sync::CTX,
         (Some(Capability::Ctx), Some(Capability::Ctx)),
         home.ctx(),
         keypair.clone(),
         CTX_LIMITS,
         |_, _| true,
-    )?;
-    let registry = crate::replica::Store::load(
+    )?);
+    let registry = Arc::new(Store::load(
         sync::SESSIONS,
         (None, Some(Capability::Sessions)),
         home.registry(),
         keypair.clone(),
         REGISTRY_LIMITS,
         crate::session::registry::written_by_host,
-    )?;
-    let messages = crate::replica::Store::load(
+    )?);
+    let messages = Arc::new(Store::load(
         sync::MESSAGES,
         // Carried by every member: sealed to their recipients, they tell carriers little.
         (Some(Capability::Msg), None),
@@ -141,8 +147,8 @@ pub async fn run(
         MESSAGE_LIMITS,
         // A message is its sender's to write, an acknowledgement its recipient's.
         crate::inbox::written_by_entitled,
-    )?;
-    let inbox = crate::inbox::Inbox::load(home.inbox(), keypair.clone())?;
+    )?);
+    let inbox = Inbox::load(home.inbox(), keypair.clone())?;
     let (pushes, push_queue) = sync::pushes();
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
@@ -151,75 +157,116 @@ pub async fn run(
         mdns: config.mdns,
         relays: config.relays.clone(),
     })?;
-    let node = Arc::new(Node {
-        mesh,
-        name,
-        home: home.clone(),
-        started: std::time::Instant::now(),
-        trust,
-        defaults,
-        audit: Audit::new(home.audit()),
-        invitations: Invitations::default(),
-        pair_attempts: RateLimit::new(5, 30, Duration::from_secs(60)),
-        exec_policy: config.exec.clone(),
-        running: crate::exec::Running::default(),
-        files_policy: config.files.clone(),
-        homes: crate::transfer::homes::Homes::new(home.dir()),
-        sessions: Arc::new(crate::session::Sessions::load(home.sessions())),
-        ctx,
+
+    // The components, each given the few handles it needs.
+    let collections: Vec<Arc<dyn Collection>> = vec![
+        trust.clone(),
+        registry.clone(),
+        ctx.clone(),
+        messages.clone(),
+    ];
+    let engine = Arc::new(Engine::new(
+        trust.clone(),
+        audit.clone(),
+        collections,
+        pushes.clone(),
+    ));
+    let sessions = Arc::new(Sessions::load(home.sessions()));
+    let registry = Arc::new(Registry::new(
         registry,
+        sessions.clone(),
+        name.clone(),
+        trust.clone(),
+        mesh.clone(),
+        pushes.clone(),
+    ));
+    let session = Arc::new(SessionService::new(
+        sessions.clone(),
+        config.exec.clone(),
+        registry.wake(),
+    ));
+    let homes = Homes::new(home.dir());
+    let exec = Arc::new(Exec::new(config.exec.clone()));
+    let transfer = Arc::new(Transfer::new(config.files.clone(), homes.clone()));
+    let pairing = Arc::new(Pairing::new(
+        name.clone(),
+        defaults,
+        trust.clone(),
+        audit.clone(),
+        pushes.clone(),
+        Arc::new(mesh.clone()),
+    ));
+    let messages = Arc::new(Messages::new(
         messages,
         inbox,
-        pushes,
-    });
+        trust.clone(),
+        pushes.clone(),
+    ));
+    let gate = Arc::new(Gate::new(mesh.clone(), trust.clone(), audit.clone()));
 
+    // The services, and the tasks that keep the mesh and its state together.
+    let stop = CancellationToken::new();
     let mut services = JoinSet::new();
-    services.spawn(pair::serve(node.clone()));
-    let sync_service: gate::Service =
-        Arc::new(|node, peer, stream, grants| Box::pin(sync::serve(node, peer, stream, grants)));
-    services.spawn(gate::serve(
-        node.clone(),
-        protocol::SYNC,
-        Some(sync_service),
-    ));
-    let exec_service: gate::Service = Arc::new(|node, peer, stream, grants| {
-        Box::pin(crate::exec::serve(node, peer, stream, grants))
+    services.spawn(pairing.clone().serve(mesh.clone()));
+    let served: [(&'static str, Arc<dyn Service>); 4] = [
+        (protocol::SYNC, engine.clone()),
+        (protocol::EXEC, exec),
+        (protocol::TRANSFER, transfer),
+        (protocol::SESSION, session.clone()),
+    ];
+    for (protocol, service) in served {
+        services.spawn(gate.clone().serve(protocol, Some(service), stop.clone()));
+    }
+    let keeper = Keeper {
+        mesh: mesh.clone(),
+        trust: trust.clone(),
+        audit: audit.clone(),
+        engine: engine.clone(),
+        registry: registry.clone(),
+        pushes: pushes.clone(),
+        name: name.clone(),
+    };
+    services.spawn(keeper.run());
+    services.spawn(engine.run_pushes(mesh.clone(), push_queue));
+    services.spawn(messages.clone().deliver());
+    services.spawn(registry.clone().run());
+
+    let identity = control::Identity {
+        peer_id: mesh.peer_id().to_base58(),
+        name: name.clone(),
+    };
+    let dialer = Dialer::new(mesh.clone(), trust.clone(), name.clone());
+    let api = Arc::new(Api {
+        identity: identity.clone(),
+        mesh: mesh.clone(),
+        name: name.clone(),
+        home: home.clone(),
+        started: std::time::Instant::now(),
+        trust: trust.clone(),
+        audit,
+        pushes: pushes.clone(),
+        pairing,
+        dialer: dialer.clone(),
+        sessions: SessionClient::new(dialer, session, registry),
+        ctx: Ctx::new(ctx, pushes, trust, name),
+        messages,
+        homes,
+        tasks: Tasks::default(),
     });
-    services.spawn(gate::serve(
-        node.clone(),
-        protocol::EXEC,
-        Some(exec_service),
-    ));
-    let transfer_service: gate::Service = Arc::new(|node, peer, stream, grants| {
-        Box::pin(crate::transfer::serve(node, peer, stream, grants))
-    });
-    services.spawn(gate::serve(
-        node.clone(),
-        protocol::TRANSFER,
-        Some(transfer_service),
-    ));
-    let session_service: gate::Service = Arc::new(|node, peer, stream, grants| {
-        Box::pin(crate::session::serve(node, peer, stream, grants))
-    });
-    services.spawn(gate::serve(
-        node.clone(),
-        protocol::SESSION,
-        Some(session_service),
-    ));
-    services.spawn(keeper::run(node.clone()));
-    services.spawn(sync::run_pushes(node.clone(), push_queue));
-    services.spawn(crate::inbox::deliver(node.clone()));
 
     let socket = home.socket();
     let listener = bind_socket(&socket)?;
     on_start(&Started {
-        identity: node.identity(),
+        identity,
         socket: socket.clone(),
     });
-    serve(listener, Arc::new(api::Api(node.clone())), shutdown).await;
+    serve(listener, api.clone(), shutdown).await;
 
+    // Stopped in order: the programs, then what serves and keeps the mesh, then the mesh.
     tracing::info!("shutting down");
-    node.sessions.end_all().await;
+    sessions.end_all().await;
+    stop.cancel();
+    api.tasks.shutdown().await;
     services.shutdown().await;
     let _ = fs::remove_file(&socket);
     mesh_task.shutdown().await;
@@ -241,133 +288,4 @@ fn bind_socket(path: &PathBuf) -> Result<UnixListener, NodeError> {
     let listener = UnixListener::bind(path).map_err(err)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
-}
-
-/// A running node's shared state.
-pub struct Node {
-    pub(crate) mesh: Mesh,
-    pub(crate) name: String,
-    pub(crate) home: Home,
-    pub(crate) started: std::time::Instant,
-    pub(crate) trust: Trust,
-    /// What members may do here unless the trust store says otherwise.
-    pub(crate) defaults: Caps,
-    pub(crate) audit: Audit,
-    pub(crate) invitations: Invitations,
-    pub(crate) pair_attempts: RateLimit,
-    /// The exec policy from the config, before per-peer overrides.
-    pub(crate) exec_policy: crate::exec::policy::Policy,
-    pub(crate) running: crate::exec::Running,
-    /// The file roots from the config, before per-peer overrides.
-    pub(crate) files_policy: crate::transfer::policy::Policy,
-    /// The Loopsy homes no copy reaches, this node's own among them.
-    pub(crate) homes: crate::transfer::homes::Homes,
-    /// The sessions this device hosts.
-    pub(crate) sessions: Arc<crate::session::Sessions>,
-    /// The shared context, replicated.
-    pub(crate) ctx: crate::replica::Store,
-    /// Every device's sessions, replicated; each host writes its own.
-    pub(crate) registry: crate::replica::Store,
-    /// Messages in transit and their acknowledgements, replicated.
-    pub(crate) messages: crate::replica::Store,
-    pub(crate) inbox: crate::inbox::Inbox,
-    /// Changes on their way to the push task, which sends them to the members.
-    pub(crate) pushes: sync::Pushes,
-}
-
-impl Node {
-    fn identity(&self) -> control::Identity {
-        control::Identity {
-            peer_id: self.mesh.peer_id().to_base58(),
-            name: self.name.clone(),
-        }
-    }
-
-    /// A member's name, for logs.
-    pub(crate) fn peer_name(&self, peer: &PeerId) -> Option<String> {
-        self.trust.member(peer).map(|m| m.name)
-    }
-
-    pub(crate) fn default_grants(&self) -> Caps {
-        self.defaults.clone()
-    }
-
-    /// The addresses to give other devices: every address it listens on that another
-    /// device could dial, most useful first (LAN and public before loopback).
-    pub(crate) async fn advertised_addrs(&self) -> Vec<Multiaddr> {
-        let Ok(status) = self.mesh.status().await else {
-            return Vec::new();
-        };
-        let mut addrs: Vec<Multiaddr> = Vec::new();
-        let candidates = status
-            .external_addrs
-            .into_iter()
-            .chain(status.relayed_addrs)
-            .chain(status.listen_addrs);
-        for addr in candidates.filter(|a| !is_undialable(a)) {
-            if !addrs.contains(&addr) {
-                addrs.push(addr);
-            }
-        }
-        // A stable order: the self-record is republished only when the set really changes.
-        // Relayed addresses come first, so that they fit in a pairing code: they are the
-        // ones that reach this device from another network.
-        addrs.sort_by_cached_key(|a| {
-            (
-                loopsy_mesh::is_loopback(a),
-                !loopsy_mesh::is_relayed(a),
-                a.to_string(),
-            )
-        });
-        addrs.truncate(MAX_ADVERTISED);
-        addrs
-    }
-
-    /// This device's hello for a pairing: its name, what it grants, where to reach it.
-    pub(crate) async fn hello(&self, grants: &Caps) -> Hello {
-        pair::hello(&self.name, grants, &self.advertised_addrs().await)
-    }
-
-    /// Spreads new member records to the connected members, but `except`.
-    pub(crate) fn spread_members(self: &Arc<Self>, records: Vec<Record>, except: Option<PeerId>) {
-        let encoded = records.iter().map(sync::encode_record).collect();
-        sync::push(self, sync::MEMBERS, encoded, except);
-    }
-
-    /// A replicated collection by name.
-    pub(crate) fn collection(&self, name: &str) -> Option<&dyn Collection> {
-        match name {
-            sync::MEMBERS => Some(&self.trust),
-            sync::CTX => Some(&self.ctx),
-            sync::SESSIONS => Some(&self.registry),
-            sync::MESSAGES => Some(&self.messages),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn collection_names(&self) -> [&'static str; 4] {
-        [sync::MEMBERS, sync::SESSIONS, sync::CTX, sync::MESSAGES]
-    }
-
-    /// Members with a connection now.
-    pub(crate) async fn connected_members(&self) -> Vec<PeerId> {
-        self.mesh
-            .peers()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| p.is_connected() && self.trust.is_member(&p.peer_id))
-            .map(|p| p.peer_id)
-            .collect()
-    }
-}
-
-/// IPv6 link-local addresses need an interface scope that a multiaddr cannot carry;
-/// unspecified addresses name no host at all.
-fn is_undialable(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| match p {
-        Protocol::Ip6(ip) => (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_unspecified(),
-        Protocol::Ip4(ip) => ip.is_unspecified(),
-        _ => false,
-    })
 }

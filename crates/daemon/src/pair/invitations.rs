@@ -74,6 +74,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An invitation could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("no randomness for a code: {0}")]
+    Random(String),
+    #[error("{0} invitations are open already")]
+    TooMany(usize),
+}
+
 impl Invitations {
     /// Opens an invitation with fresh random ID and secret.
     pub fn open(
@@ -81,11 +90,11 @@ impl Invitations {
         expires: u64,
         allow: Option<Caps>,
         multi: bool,
-    ) -> Result<(Claim, mpsc::Receiver<Paired>, Withdraw), String> {
+    ) -> Result<(Claim, mpsc::Receiver<Paired>, Withdraw), OpenError> {
         let mut id = [0u8; INVITE_ID_LEN];
         let mut secret = [0u8; SECRET_LEN];
-        getrandom::fill(&mut id).map_err(|e| e.to_string())?;
-        getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
+        getrandom::fill(&mut id).map_err(|e| OpenError::Random(e.to_string()))?;
+        getrandom::fill(&mut secret).map_err(|e| OpenError::Random(e.to_string()))?;
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let claim = Claim {
             id,
@@ -98,7 +107,7 @@ impl Invitations {
         let now = clock::now_secs();
         open.retain(|_, o| o.expires > now);
         if open.len() >= MAX_OPEN {
-            return Err(format!("{MAX_OPEN} invitations are open already"));
+            return Err(OpenError::TooMany(MAX_OPEN));
         }
         open.insert(
             id,

@@ -12,7 +12,8 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use loopsy_mesh::{PeerId, Stream, framed};
+use futures::{AsyncRead, AsyncWrite};
+use loopsy_mesh::{Mesh, PeerId, framed};
 use loopsy_wire::{
     control::Paired,
     pair::{INVITE_ID_LEN, MAX_FRAME, MAX_NAMEPLATE, MAX_PAKE, Message, ShortCode, short_psk},
@@ -20,8 +21,11 @@ use loopsy_wire::{
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 use tokio::sync::oneshot;
 
-use super::{Invitations, JoinError, handshake::CryptoError, invitations::Claim};
-use crate::{audit::Outcome, caps::Caps, node::Node};
+use super::{
+    DEADLINE, Invitations, JoinError, PairError, Pairing, TOO_MANY, client::open_pair_stream,
+    handshake::CryptoError, invitations::Claim, receive, send, unexpected,
+};
+use crate::{audit::Outcome, caps::Caps};
 
 /// Attempts on one short code that may fail before it is withdrawn: a mistyped digit or
 /// two is forgiven, and a guesser's odds stay at 3 in 10^9 per code.
@@ -239,77 +243,176 @@ impl Drop for Attempt<'_> {
     }
 }
 
-/// Serves a joiner's [`Message::ShortStart`]: claims the short code's invitation, runs
-/// SPAKE2, then the long code's handshake keyed by its result.
-pub(super) async fn answer(
-    node: &Arc<Node>,
-    peer: PeerId,
-    stream: &mut Stream,
-    nameplate: u16,
-    pake: &[u8],
-) {
-    let Some((invite, secret)) = node.invitations.short.lookup(nameplate) else {
-        let reason = match node.pair_attempts.allow_peer_only(peer) {
-            true => UNKNOWN,
-            false => super::TOO_MANY,
-        };
-        return super::deny(node, peer, stream, reason).await;
-    };
-    let claim = match super::claim(node, peer, &invite) {
-        Ok(claim) => claim,
-        Err(reason) => return super::deny(node, peer, stream, &reason).await,
-    };
-    let attempt = Attempt {
-        invitations: &node.invitations,
-        claim,
-        nameplate,
-        open: true,
-    };
-    let code = ShortCode {
-        name: String::new(),
-        nameplate,
-        secret,
-    };
-    match handshake(node, peer, stream, &attempt.claim, &code, pake).await {
-        Ok(paired) => {
-            super::record_invited(node, peer, &paired);
-            attempt.paired(paired);
-        }
-        Err(reason) => {
-            let said = match attempt.failed() {
-                Left::Tries(1) => {
-                    format!("{reason}; one more try before the short code is withdrawn")
-                }
-                Left::Tries(n) => {
-                    format!("{reason}; {n} more tries before the short code is withdrawn")
-                }
-                Left::Withdrawn => format!(
-                    "{reason}; the short code is now withdrawn: make a new one with `loopsy pair` \
-                     on the other device (its long code still works)"
-                ),
+impl Pairing {
+    /// A short code for the invitation of `claim`, named after this device; withdrawn when
+    /// the returned guard drops.
+    pub fn open_short(&self, claim: &Claim) -> Result<(ShortCode, Withdraw), String> {
+        self.invitations.open_short(claim, &self.name)
+    }
+
+    /// Serves a joiner's [`Message::ShortStart`]: claims the short code's invitation, runs
+    /// SPAKE2, then the long code's handshake keyed by its result.
+    pub(super) async fn answer_short<S>(
+        &self,
+        peer: PeerId,
+        stream: &mut S,
+        nameplate: u16,
+        pake: &[u8],
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some((invite, secret)) = self.invitations.short.lookup(nameplate) else {
+            let reason = match self.attempts.allow_peer_only(peer) {
+                true => UNKNOWN,
+                false => TOO_MANY,
             };
-            super::deny(node, peer, stream, &said).await;
+            return self.deny(peer, stream, reason).await;
+        };
+        let claim = match self.claim(peer, &invite) {
+            Ok(claim) => claim,
+            Err(reason) => return self.deny(peer, stream, &reason).await,
+        };
+        let attempt = Attempt {
+            invitations: &self.invitations,
+            claim,
+            nameplate,
+            open: true,
+        };
+        let code = ShortCode {
+            name: String::new(),
+            nameplate,
+            secret,
+        };
+        match self
+            .short_handshake(peer, stream, &attempt.claim, &code, pake)
+            .await
+        {
+            Ok(paired) => {
+                self.record_invited(peer, &paired);
+                attempt.paired(paired);
+            }
+            Err(reason) => {
+                let said = match attempt.failed() {
+                    Left::Tries(1) => {
+                        format!("{reason}; one more try before the short code is withdrawn")
+                    }
+                    Left::Tries(n) => {
+                        format!("{reason}; {n} more tries before the short code is withdrawn")
+                    }
+                    Left::Withdrawn => format!(
+                        "{reason}; the short code is now withdrawn: make a new one with \
+                         `loopsy pair` on the other device (its long code still works)"
+                    ),
+                };
+                self.deny(peer, stream, &said).await;
+            }
         }
     }
-}
 
-async fn handshake(
-    node: &Arc<Node>,
-    peer: PeerId,
-    stream: &mut Stream,
-    claim: &Claim,
-    code: &ShortCode,
-    theirs: &[u8],
-) -> Result<Paired, String> {
-    let me = node.mesh.peer_id().to_bytes();
-    let (state, mine) = pake_inviter(code, &peer.to_bytes(), &me);
-    let psk = pake_finish(state, theirs).map_err(|e| e.0)?;
-    super::send(stream, &Message::Pake { pake: mine }).await?;
-    let noise = match framed::read(stream, MAX_FRAME).await {
-        Ok(Some(Message::Noise { noise })) => noise,
-        _ => return Err("the joiner broke off the handshake".into()),
-    };
-    super::inviter_handshake(node, peer, stream, claim, &psk, &noise).await
+    async fn short_handshake<S>(
+        &self,
+        peer: PeerId,
+        stream: &mut S,
+        claim: &Claim,
+        code: &ShortCode,
+        theirs: &[u8],
+    ) -> Result<Paired, PairError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let me = self.me.to_bytes();
+        let (state, mine) = pake_inviter(code, &peer.to_bytes(), &me);
+        let psk = pake_finish(state, theirs)?;
+        send(stream, &Message::Pake { pake: mine }).await?;
+        let noise = match framed::read(stream, MAX_FRAME).await {
+            Ok(Some(Message::Noise { noise })) => noise,
+            _ => return Err(PairError::BrokeOff),
+        };
+        self.inviter_handshake(peer, stream, claim, &psk, &noise)
+            .await
+    }
+
+    /// The one device in sight (connected, or announced on the LAN) that goes by `name`.
+    async fn find(&self, mesh: &Mesh, name: &str) -> Result<PeerId, JoinError> {
+        let peers = mesh
+            .peers()
+            .await
+            .map_err(|e| JoinError::Failed(e.to_string()))?;
+        let named: Vec<PeerId> = peers
+            .iter()
+            .filter(|p| p.is_connected() || p.on_lan)
+            .filter(|p| p.name.as_deref().is_some_and(|n| same_name(n, name)))
+            .map(|p| p.peer_id)
+            .collect();
+        match named[..] {
+            [peer] => Ok(peer),
+            [] if same_name(&self.name, name) => Err(JoinError::OwnCode),
+            [] => Err(FindError::NotInSight(name.to_owned()).into()),
+            _ => Err(FindError::Several {
+                name: name.to_owned(),
+                count: named.len(),
+                ids: named
+                    .iter()
+                    .map(|p| p.to_base58())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into()),
+        }
+    }
+
+    /// Pairs with the device in sight that shows `code`, granting it `allow` (or the
+    /// defaults).
+    pub(super) async fn join_short(
+        &self,
+        mesh: &Mesh,
+        code: &ShortCode,
+        allow: Option<Caps>,
+    ) -> Result<Paired, JoinError> {
+        let inviter = self.find(mesh, &code.name).await?;
+        let result = tokio::time::timeout(DEADLINE, self.join_peer(mesh, inviter, code, allow))
+            .await
+            .unwrap_or_else(|_| {
+                Err(JoinError::Failed(
+                    "the other device stopped answering".into(),
+                ))
+            });
+        let (outcome, reason) = match &result {
+            Ok(_) => (Outcome::Ok, None),
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        };
+        let name = result.as_ref().ok().map(|p| p.name.clone());
+        self.audit
+            .record(Some(inviter), name, "pair", "joined", outcome, reason);
+        result
+    }
+
+    async fn join_peer(
+        &self,
+        mesh: &Mesh,
+        inviter: PeerId,
+        code: &ShortCode,
+        allow: Option<Caps>,
+    ) -> Result<Paired, JoinError> {
+        let mut stream = open_pair_stream(mesh, inviter, Vec::new()).await?;
+        let (state, mine) = pake_joiner(code, &self.me.to_bytes(), &inviter.to_bytes());
+        let start = Message::ShortStart {
+            nameplate: code.nameplate,
+            pake: mine,
+        };
+        let sent = send(&mut stream, &start).await;
+        let theirs = match (receive(&mut stream).await, sent) {
+            (Ok(Message::Pake { pake }), _) => pake,
+            (Ok(other), _) => return Err(unexpected(other)),
+            (Err(_), Err(send_error)) => return Err(JoinError::Failed(send_error.to_string())),
+            (Err(e), Ok(())) => return Err(e),
+        };
+        let psk = pake_finish(state, &theirs).map_err(|e| JoinError::Failed(e.0))?;
+        self.joiner_noise(&mut stream, inviter, &psk, allow, |noise| Message::Noise {
+            noise,
+        })
+        .await
+    }
 }
 
 /// Why no device could be picked for a short code's name.
@@ -331,90 +434,9 @@ pub enum FindError {
     },
 }
 
-/// The one device in sight (connected, or announced on the LAN) that goes by `name`.
-async fn find(node: &Node, name: &str) -> Result<PeerId, JoinError> {
-    let peers = node
-        .mesh
-        .peers()
-        .await
-        .map_err(|e| JoinError::Failed(e.to_string()))?;
-    let named: Vec<PeerId> = peers
-        .iter()
-        .filter(|p| p.is_connected() || p.on_lan)
-        .filter(|p| p.name.as_deref().is_some_and(|n| same_name(n, name)))
-        .map(|p| p.peer_id)
-        .collect();
-    match named[..] {
-        [peer] => Ok(peer),
-        [] if same_name(&node.name, name) => Err(JoinError::OwnCode),
-        [] => Err(FindError::NotInSight(name.to_owned()).into()),
-        _ => Err(FindError::Several {
-            name: name.to_owned(),
-            count: named.len(),
-            ids: named
-                .iter()
-                .map(|p| p.to_base58())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-        .into()),
-    }
-}
-
 /// Names as people type them: case aside, and the spaces around them.
 fn same_name(a: &str, b: &str) -> bool {
     a.trim().to_lowercase() == b.trim().to_lowercase()
-}
-
-/// Pairs with the device in sight that shows `code`, granting it `allow` (or the defaults).
-pub(super) async fn join(
-    node: &Arc<Node>,
-    code: &ShortCode,
-    allow: Option<Caps>,
-) -> Result<Paired, JoinError> {
-    let inviter = find(node, &code.name).await?;
-    let result = tokio::time::timeout(super::DEADLINE, join_peer(node, inviter, code, allow))
-        .await
-        .unwrap_or_else(|_| {
-            Err(JoinError::Failed(
-                "the other device stopped answering".into(),
-            ))
-        });
-    let (outcome, reason) = match &result {
-        Ok(_) => (Outcome::Ok, None),
-        Err(e) => (Outcome::Failed, Some(e.to_string())),
-    };
-    let name = result.as_ref().ok().map(|p| p.name.clone());
-    node.audit
-        .record(Some(inviter), name, "pair", "joined", outcome, reason);
-    result
-}
-
-async fn join_peer(
-    node: &Arc<Node>,
-    inviter: PeerId,
-    code: &ShortCode,
-    allow: Option<Caps>,
-) -> Result<Paired, JoinError> {
-    let mut stream = super::open_pair_stream(node, inviter, Vec::new()).await?;
-    let me = node.mesh.peer_id().to_bytes();
-    let (state, mine) = pake_joiner(code, &me, &inviter.to_bytes());
-    let start = Message::ShortStart {
-        nameplate: code.nameplate,
-        pake: mine,
-    };
-    let sent = super::send(&mut stream, &start).await;
-    let theirs = match (super::receive(&mut stream).await, sent) {
-        (Ok(Message::Pake { pake }), _) => pake,
-        (Ok(other), _) => return Err(super::unexpected(other)),
-        (Err(_), Err(send_error)) => return Err(JoinError::Failed(send_error)),
-        (Err(e), Ok(())) => return Err(e),
-    };
-    let psk = pake_finish(state, &theirs).map_err(|e| JoinError::Failed(e.0))?;
-    super::joiner_noise(node, &mut stream, inviter, &psk, allow, |noise| {
-        Message::Noise { noise }
-    })
-    .await
 }
 
 #[cfg(test)]

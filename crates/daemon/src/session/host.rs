@@ -102,7 +102,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts `program` on a new PTY of `rows` × `cols`.
+    /// Starts `program` on a new PTY of `rows` × `cols`: the session, and the pumps that
+    /// carry its input and output, for its owner to run.
     pub fn start(
         info: Info,
         program: &str,
@@ -111,7 +112,7 @@ impl Session {
         cwd: &std::path::Path,
         rows: u16,
         cols: u16,
-    ) -> std::io::Result<Arc<Self>> {
+    ) -> std::io::Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static)> {
         let (rows, cols) = bounded(rows, cols);
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
         pty.resize(pty_process::Size::new(rows, cols))
@@ -148,7 +149,7 @@ impl Session {
             sid,
         });
         // Ends when the session is dropped, or the terminal is gone.
-        tokio::spawn(async move {
+        let typing = async move {
             loop {
                 let done = tokio::select! {
                     keys = typed.recv() => match keys {
@@ -169,9 +170,9 @@ impl Session {
                     return;
                 }
             }
-        });
+        };
         let pump = session.clone();
-        tokio::spawn(async move {
+        let pumping = async move {
             let mut buffer = vec![0u8; 64 * 1024];
             // The program's end, not the terminal's: a background job may hold the terminal
             // open after the program is gone.
@@ -201,8 +202,11 @@ impl Session {
                 Err(_) => None,
             };
             pump.ended(code);
-        });
-        Ok(session)
+        };
+        let pumps = async move {
+            futures::future::join(typing, pumping).await;
+        };
+        Ok((session, pumps))
     }
 
     /// A session known only from the record a previous run of the node left: over.
@@ -388,7 +392,7 @@ mod tests {
             last_activity: 0,
             clients: 0,
         };
-        let session = Session::start(
+        let (session, pumps) = Session::start(
             info,
             "true",
             &[],
@@ -398,6 +402,7 @@ mod tests {
             u16::MAX,
         )
         .unwrap();
+        let _pumps = tokio::spawn(pumps);
         assert_eq!(session.lock().screen.screen().size(), (MAX_ROWS, MAX_COLS));
         session.resize(0, 0);
         assert_eq!(session.lock().screen.screen().size(), (1, 1));

@@ -1,7 +1,8 @@
 //! Persistent terminal sessions (`/loopsy/session/1`, the flow is in
 //! `loopsy_wire::session`). This device hosts its sessions in [`host::Session`]s, which
-//! outlive every client; [`handle`] serves one request, from a peer's stream or, for a
-//! session on this device, from the local control connection itself.
+//! outlive every client; the [`SessionService`] serves them ([`serve`]: one request, from
+//! a peer's stream or, for a session on this device, from the local control connection
+//! itself), and [`client`] opens a session on another device for this device's user.
 //!
 //! Which sessions exist is kept in `sessions.json` in the home. The programs do not outlive
 //! the node: when it stops they are hung up, and a session recorded as running when the
@@ -12,8 +13,12 @@
 //! a peer with only `own-sessions` reaches those it started itself. Who started each is
 //! kept on this device alone, never in the replicated registry.
 
+pub mod client;
 pub mod host;
 pub mod registry;
+mod serve;
+#[cfg(test)]
+mod serve_tests;
 
 use std::{
     path::PathBuf,
@@ -22,27 +27,20 @@ use std::{
 };
 
 use data_encoding::BASE32_NOPAD;
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use loopsy_mesh::{PeerId, Stream, framed};
-use loopsy_wire::{
-    exec,
-    session::{CHUNK, Info, Input, MAX_FRAME, Reply, Request, Status},
-};
+use futures::{AsyncRead, AsyncWrite, future::BoxFuture};
+use loopsy_mesh::{PeerId, Stream};
+use loopsy_wire::session::{Info, Request, Status};
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use crate::{
-    audit::Outcome,
     caps::{Capability, Caps},
     clock,
     exec::policy::{self, Policy},
     fsutil,
-    node::Node,
+    service::{Peer, Service, Tasks},
 };
 use host::Session;
-
-/// How long a client may take to say what it wants.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+use registry::Wake;
 /// Ended sessions kept in the list.
 const KEEP_ENDED: usize = 32;
 /// Running sessions at once.
@@ -111,10 +109,64 @@ pub enum Unresolved {
     Ambiguous { query: String, ids: Vec<String> },
 }
 
+/// Why a session was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Denied(#[from] policy::Denied),
+    #[error("this device runs {0} sessions already")]
+    Full(usize),
+    #[error(
+        "a running session here is already called `{0}`: pick another name, or attach to that one"
+    )]
+    NameTaken(String),
+    #[error("cannot start {program}: {reason}")]
+    Start { program: String, reason: String },
+}
+
+/// The session service: this device's sessions, the exec policy they start under, and
+/// the registry that tells the mesh about them.
+pub struct SessionService {
+    sessions: Arc<Sessions>,
+    policy: Policy,
+    registry: Wake,
+}
+
+impl SessionService {
+    pub fn new(sessions: Arc<Sessions>, policy: Policy, registry: Wake) -> Self {
+        Self {
+            sessions,
+            policy,
+            registry,
+        }
+    }
+
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// Answers a request of this device's own user, on its control connection.
+    pub async fn handle_local<R, W>(&self, request: Request, reader: R, writer: W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        serve::handle(self, None, request, reader, writer).await;
+    }
+}
+
+impl Service for SessionService {
+    fn serve(self: Arc<Self>, peer: Peer, stream: Stream) -> BoxFuture<'static, ()> {
+        Box::pin(async move { serve::serve(&self, &peer, stream).await })
+    }
+}
+
 /// This device's sessions.
 pub struct Sessions {
     file: fsutil::StateFile,
     all: Mutex<Vec<Hosted>>,
+    /// Each running session's programs, and the watch that records its end.
+    tasks: Tasks,
 }
 
 impl Sessions {
@@ -137,6 +189,7 @@ impl Sessions {
         let sessions = Self {
             file,
             all: Mutex::new(hosted.collect()),
+            tasks: Tasks::default(),
         };
         sessions.save();
         sessions
@@ -210,7 +263,7 @@ impl Sessions {
         rows: u16,
         cols: u16,
         started_by: Option<PeerId>,
-    ) -> Result<Info, String> {
+    ) -> Result<Info, SessionError> {
         if self
             .lock()
             .iter()
@@ -218,7 +271,7 @@ impl Sessions {
             .count()
             >= MAX_RUNNING
         {
-            return Err(format!("this device runs {MAX_RUNNING} sessions already"));
+            return Err(SessionError::Full(MAX_RUNNING));
         }
         let name = name
             .map(|n| loopsy_mesh::sanitize_name(&n))
@@ -230,10 +283,7 @@ impl Sessions {
                 .iter()
                 .any(|h| h.session.is_running() && h.session.info().name.as_ref() == Some(name));
             if taken {
-                return Err(format!(
-                    "a running session here is already called `{name}`: pick another name, \
-                     or attach to that one"
-                ));
+                return Err(SessionError::NameTaken(name.clone()));
             }
         }
         let now = clock::now_secs();
@@ -247,7 +297,7 @@ impl Sessions {
             clients: 0,
         };
         let cwd = approved.working_dir()?;
-        let session = Session::start(
+        let (session, pumps) = Session::start(
             info,
             &approved.program,
             &approved.args,
@@ -256,7 +306,11 @@ impl Sessions {
             rows,
             cols,
         )
-        .map_err(|e| format!("cannot start {}: {e}", approved.program))?;
+        .map_err(|e| SessionError::Start {
+            program: approved.program.clone(),
+            reason: e.to_string(),
+        })?;
+        self.tasks.spawn(pumps);
         {
             let mut all = self.lock();
             all.push(Hosted {
@@ -273,11 +327,14 @@ impl Sessions {
             });
         }
         self.save();
-        let sessions = self.clone();
+        // Weak: the store owns this task, which must not keep the store alive.
+        let sessions = Arc::downgrade(self);
         let mut marks = session.marks();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let _ = marks.wait_for(|m| m.exited.is_some()).await;
-            sessions.save();
+            if let Some(sessions) = sessions.upgrade() {
+                sessions.save();
+            }
         });
         Ok(session.info())
     }
@@ -293,6 +350,7 @@ impl Sessions {
         for hosted in &all {
             hosted.session.signal(rustix::process::Signal::KILL);
         }
+        self.tasks.shutdown().await;
     }
 }
 
@@ -348,302 +406,6 @@ fn new_id() -> String {
     BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
 }
 
-/// Serves one session stream from an admitted peer.
-pub async fn serve(node: Arc<Node>, peer: PeerId, stream: Stream, grants: Caps) {
-    let (mut reader, writer) = stream.split();
-    let request = tokio::time::timeout(
-        REQUEST_DEADLINE,
-        framed::read::<Request, _>(&mut reader, MAX_FRAME),
-    )
-    .await;
-    if let Ok(Ok(Some(request))) = request {
-        handle(&node, Some((peer, grants)), request, reader, writer).await;
-    }
-}
-
-/// Answers `request`, from a peer with its grants here (or from this device's own user).
-pub async fn handle<R, W>(
-    node: &Arc<Node>,
-    from: Option<(PeerId, Caps)>,
-    request: Request,
-    reader: R,
-    mut writer: W,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let peer = from.as_ref().map(|(peer, _)| *peer);
-    let audit = |action: &str, args: String, outcome: Outcome, reason: Option<String>| {
-        if let Some(peer) = peer {
-            node.audit.record(
-                Some(peer),
-                node.peer_name(&peer),
-                action,
-                args,
-                outcome,
-                reason,
-            );
-        }
-    };
-    if !request.within_limits() {
-        return error(&mut writer, "the request exceeds the size limits").await;
-    }
-    // The gate lets in only peers with one of the two grants; this holds without it.
-    let Some(reach) = Reach::of(from.as_ref()) else {
-        let reason = "neither the `sessions` nor the `own-sessions` capability is granted";
-        audit(
-            "session",
-            String::new(),
-            Outcome::Denied,
-            Some(reason.into()),
-        );
-        return error(&mut writer, reason).await;
-    };
-    // A session out of reach is audited here, and answered as if it did not exist.
-    let unresolved = |action: &str, why: &Unresolved| {
-        if let Unresolved::OutOfReach { id, .. } = why {
-            let reason = "started by another; this peer may use only the sessions it started";
-            audit(action, id.clone(), Outcome::Denied, Some(reason.into()));
-        }
-    };
-    match request {
-        Request::New {
-            name,
-            argv,
-            rows,
-            cols,
-        } => {
-            // Peers run what the exec policy and their grants allow (a login shell needs
-            // `shell` and a program list that names it, a program `exec`); this device's
-            // own user anything. The session remembers the peer that started it.
-            let (policy, grants) = match &from {
-                Some((peer, grants)) => (
-                    node.exec_policy
-                        .with(node.trust.exec_overrides(peer).as_ref()),
-                    grants.clone(),
-                ),
-                None => (
-                    Policy::default(),
-                    Caps::from([Capability::Exec, Capability::Shell]),
-                ),
-            };
-            let start = exec::Start {
-                argv: argv.clone(),
-                cwd: None,
-                env: Vec::new(),
-                timeout_secs: None,
-                pty: None,
-            };
-            let shown = if argv.is_empty() {
-                "(login shell)".to_owned()
-            } else {
-                argv.join(" ")
-            };
-            let started = policy::check(&start, &policy, &grants).and_then(|approved| {
-                let command = if argv.is_empty() {
-                    vec![approved.program.clone()]
-                } else {
-                    argv
-                };
-                node.sessions
-                    .start(name, &approved, command, rows, cols, peer)
-            });
-            match started {
-                Ok(info) => {
-                    registry::publish_soon(node);
-                    audit(
-                        "session new",
-                        format!("{} {shown}", info.id),
-                        Outcome::Ok,
-                        None,
-                    );
-                    let _ = put(&mut writer, &Reply::Created(info)).await;
-                }
-                Err(reason) => {
-                    audit("session new", shown, Outcome::Denied, Some(reason.clone()));
-                    error(&mut writer, &reason).await;
-                }
-            }
-        }
-        Request::List => {
-            let sessions = node.sessions.list(reach);
-            let _ = put(&mut writer, &Reply::Sessions { sessions }).await;
-        }
-        Request::Kill { session } => match node.sessions.resolve(&session, reach) {
-            Ok(found) if !found.is_running() => {
-                let how = match found.info().status {
-                    Status::Exited { code: Some(code) } => format!(" (exit code {code})"),
-                    _ => String::new(),
-                };
-                let said = format!("session {} had already ended{how}", found.id());
-                error(&mut writer, &said).await
-            }
-            Ok(found) => {
-                audit("session kill", found.id(), Outcome::Ok, None);
-                found.kill().await;
-                registry::publish_soon(node);
-                let _ = put(&mut writer, &Reply::Killed).await;
-            }
-            Err(why) => {
-                unresolved("session kill", &why);
-                error(&mut writer, &why.to_string()).await
-            }
-        },
-        Request::Attach {
-            session,
-            offset,
-            rows,
-            cols,
-        } => match node.sessions.resolve(&session, reach) {
-            Ok(found) => {
-                audit("session attach", found.id(), Outcome::Ok, None);
-                attach(node, found, offset, rows, cols, reader, &mut writer).await;
-                registry::publish_soon(node);
-            }
-            Err(why) => {
-                unresolved("session attach", &why);
-                error(&mut writer, &why.to_string()).await
-            }
-        },
-    }
-    let _ = writer.close().await;
-}
-
-async fn put<W: AsyncWrite + Unpin>(writer: &mut W, reply: &Reply) -> Result<(), ()> {
-    framed::write(writer, reply, MAX_FRAME)
-        .await
-        .map_err(|_| ())
-}
-
-async fn error<W: AsyncWrite + Unpin>(writer: &mut W, message: &str) {
-    let message = message.to_owned();
-    let _ = put(writer, &Reply::Error { message }).await;
-}
-
-/// Keeps a client's count while it is attached.
-struct Attached(Arc<Session>);
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        self.0.client_left();
-    }
-}
-
-/// Serves one attached client: the screen (or the output since `offset`), then the output
-/// as it comes, and the client's keys and sizes to the program.
-async fn attach<R, W>(
-    node: &Arc<Node>,
-    session: Arc<Session>,
-    offset: Option<u64>,
-    rows: u16,
-    cols: u16,
-    mut reader: R,
-    writer: &mut W,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    session.client_joined();
-    let _attached = Attached(session.clone());
-    // A client with no terminal of its own (an agent reading the screen) sends 0 × 0 and
-    // leaves the size to the others.
-    if rows > 0 && cols > 0 {
-        session.resize(rows, cols);
-    }
-    let mut marks = session.marks();
-    let resumed = offset.filter(|&o| session.output(o, 0).is_some());
-    let (attached, mut at) = match resumed {
-        Some(offset) => {
-            let (rows, cols) = session.size();
-            let reply = Reply::Attached {
-                info: session.info(),
-                offset,
-                screen: None,
-                rows,
-                cols,
-            };
-            (reply, offset)
-        }
-        None => redraw(&session),
-    };
-    if put(writer, &attached).await.is_err() {
-        return;
-    }
-    // The client count changed: after the screen went out, so it costs the client nothing.
-    registry::publish_soon(node);
-    let inputs = async {
-        loop {
-            match framed::read::<Input, _>(&mut reader, MAX_FRAME).await {
-                Ok(Some(Input::Keys { data })) => session.keys(data.into_vec()).await,
-                Ok(Some(Input::Resize { rows, cols })) if rows > 0 && cols > 0 => {
-                    session.resize(rows, cols)
-                }
-                Ok(Some(Input::Resize { .. })) => {}
-                _ => return,
-            }
-        }
-    };
-    let outputs = async {
-        loop {
-            let mark = *marks.borrow_and_update();
-            while at < mark.end {
-                let reply = match session.output(at, CHUNK) {
-                    Some(data) => {
-                        let reply = Reply::Output {
-                            offset: at,
-                            data: ByteBuf::from(data),
-                        };
-                        at += reply_len(&reply);
-                        reply
-                    }
-                    // This client fell further behind than the ring holds: it gets the
-                    // screen as it is now, and goes on from there.
-                    None => {
-                        let (reply, offset) = redraw(&session);
-                        at = offset;
-                        reply
-                    }
-                };
-                if put(writer, &reply).await.is_err() {
-                    return;
-                }
-            }
-            if let Some(code) = mark.exited {
-                let _ = put(writer, &Reply::Exited { code }).await;
-                return;
-            }
-            if marks.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        _ = inputs => {}
-        _ = outputs => {}
-    }
-}
-
-/// The session's screen as it is now, for a client that starts from it, and the offset
-/// output goes on from.
-fn redraw(session: &Session) -> (Reply, u64) {
-    let screen = session.screen();
-    let reply = Reply::Attached {
-        info: session.info(),
-        offset: screen.offset,
-        screen: Some(ByteBuf::from(screen.bytes)),
-        rows: screen.rows,
-        cols: screen.cols,
-    };
-    (reply, screen.offset)
-}
-
-fn reply_len(reply: &Reply) -> u64 {
-    match reply {
-        Reply::Output { data, .. } => data.len() as u64,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,6 +439,7 @@ mod tests {
         let (p, q) = (PeerId::random(), PeerId::random());
         let sessions = Sessions {
             file: fsutil::StateFile::new(file(tag), 0o600),
+            tasks: Tasks::default(),
             all: Mutex::new(vec![
                 ended("mine", "work", None),
                 ended("ofpee", "work", Some(p)),

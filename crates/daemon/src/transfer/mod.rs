@@ -4,15 +4,17 @@
 //! written beside its destination and renamed into place only once whole and verified,
 //! through directory descriptors that never follow a link ([`dirs`]).
 //! The same two functions run on the device that opened the copy (on the user's own files)
-//! and on the one that serves it ([`serve`], confined to the peer's file roots by
+//! and on the one that serves it ([`Transfer`], confined to the peer's file roots by
 //! [`confine`], and kept out of every Loopsy home by [`homes`]).
 
+pub mod client;
 pub mod confine;
 pub mod dirs;
 pub mod homes;
 pub mod policy;
 pub mod receive;
 pub mod send;
+mod serve;
 #[cfg(test)]
 mod tests;
 pub mod tree;
@@ -20,7 +22,6 @@ pub mod walk;
 
 use std::{
     io,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -29,25 +30,24 @@ use std::{
 };
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use loopsy_mesh::{PeerId, Stream, framed};
+use loopsy_mesh::framed;
 use loopsy_wire::{
     frame,
-    transfer::{self, CHUNK, Digest, MAX_FRAME, Outcome, Request},
+    transfer::{CHUNK, Digest, MAX_FRAME, Outcome},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{audit::Outcome as Audited, caps::Caps, node::Node};
 use confine::Escape;
 use homes::Homes;
 use walk::WalkError;
+
+pub use serve::Transfer;
 
 /// Longest wait for the other side's next message: generous, since a side may be hashing a
 /// long prefix to resume from meanwhile; a peer that leaves ends the copy at once anyway.
 const IDLE: Duration = Duration::from_secs(600);
 /// Most bytes of names one copy may offer, which bounds what a receiver keeps per copy.
 const MAX_NAME_BYTES: usize = 32 * 1024 * 1024;
-/// How long a client may take to say what to copy.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why a copy stopped.
 #[derive(Debug, thiserror::Error)]
@@ -258,123 +258,4 @@ async fn flush<W: AsyncWrite + Unpin>(writer: &mut W) -> Result<(), TransferErro
 
 fn lost(e: io::Error) -> TransferError {
     TransferError::Connection(e.to_string())
-}
-
-/// Serves one transfer stream from an admitted peer: a push stores into its write roots
-/// (which depend on what else it may do here), a pull sends from its read roots, and
-/// neither reaches a Loopsy home. Every copy and every refusal is audited.
-pub async fn serve(node: Arc<Node>, peer: PeerId, mut stream: Stream, grants: Caps) {
-    let request = match tokio::time::timeout(
-        REQUEST_DEADLINE,
-        framed::read::<Request, _>(&mut stream, MAX_FRAME),
-    )
-    .await
-    {
-        Ok(Ok(Some(request))) => request,
-        _ => return,
-    };
-    let roots = node
-        .files_policy
-        .roots(node.trust.files_overrides(&peer).as_ref(), &grants);
-    let homes = node.homes.clone();
-    let progress = Progress::default();
-    let mut note = String::new();
-    let (action, detail, result) = match request {
-        Request::Push { dest, options } => {
-            let shown = confine::shown(&dest);
-            let expect = Expect {
-                names: None,
-                recursive: true,
-                reports: false,
-                homes: homes.clone(),
-            };
-            let place = match roots.make_drop() {
-                Ok(()) => confine::requested(&roots.write, &dest)
-                    .and_then(|path| confine::writable(&roots.write, &homes, &path))
-                    .map_err(TransferError::from),
-                Err(e) => Err(TransferError::Destination(format!(
-                    "cannot make the drop directory: {e}"
-                ))),
-            };
-            let result = match place {
-                Ok(path) => receive::receive(stream, path, options, expect, &progress).await,
-                Err(e) => refuse(stream, e, receive::refuse).await,
-            };
-            ("cp push", shown, result)
-        }
-        Request::Pull { sources, options } => {
-            let sources: Vec<Vec<u8>> = sources.into_iter().map(|s| s.into_vec()).collect();
-            let shown = sources
-                .iter()
-                .map(|s| confine::shown(s))
-                .collect::<Vec<_>>()
-                .join(" ");
-            // Off the async threads: a walk may visit a million entries.
-            let read = roots.read.clone();
-            let offered = tokio::task::spawn_blocking(move || {
-                if sources.len() > transfer::MAX_SOURCES {
-                    return Err(TransferError::Destination(format!(
-                        "more than {} sources",
-                        transfer::MAX_SOURCES
-                    )));
-                }
-                let paths = sources
-                    .iter()
-                    .map(|source| {
-                        let path = confine::requested(&read, source)?;
-                        Ok(confine::within(&read, &homes, &path)?)
-                    })
-                    .collect::<Result<Vec<PathBuf>, TransferError>>()?;
-                let walked = walk::for_peer(&paths, options.recursive, &homes)?;
-                Ok((walked, paths.len() as u32))
-            })
-            .await
-            .unwrap_or_else(|e| Err(TransferError::Destination(e.to_string())));
-            let result = match offered {
-                Ok((walked, count)) => {
-                    if walked.homes_left_out > 0 {
-                        note = format!("; Loopsy homes left out: {}", walked.homes_left_out);
-                    }
-                    send::send(stream, walked.items, count, options, false, &progress).await
-                }
-                Err(e) => refuse(stream, e, send::refuse).await,
-            };
-            ("cp pull", shown, result)
-        }
-    };
-    let (outcome, reason) = match &result {
-        Ok(summary) if summary.failed == 0 => (Audited::Ok, None),
-        Ok(summary) => (
-            Audited::Failed,
-            Some(format!("{} files failed", summary.failed)),
-        ),
-        Err(TransferError::Escape(e)) => (Audited::Denied, Some(e.to_string())),
-        Err(e) => (Audited::Failed, Some(e.to_string())),
-    };
-    let moved = result.as_ref().map_or(0, |s| s.transferred);
-    node.audit.record(
-        Some(peer),
-        node.peer_name(&peer),
-        action,
-        format!(
-            "{detail} ({} files, {moved} bytes{note})",
-            progress.files.load(Ordering::Relaxed)
-        ),
-        outcome,
-        reason,
-    );
-}
-
-/// Tells the other side why the copy cannot start, and passes the error on.
-async fn refuse<F, Fut>(
-    stream: Stream,
-    error: TransferError,
-    tell: F,
-) -> Result<Summary, TransferError>
-where
-    F: FnOnce(Stream, String) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    tell(stream, error.to_string()).await;
-    Err(error)
 }

@@ -69,6 +69,13 @@ struct State {
     settings: BTreeMap<PeerId, PeerSettings>,
 }
 
+/// A member's own policies here, over the config's (`trust set` writes them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policies {
+    pub exec: Option<crate::exec::policy::Overrides>,
+    pub files: Option<crate::transfer::policy::Overrides>,
+}
+
 /// The trust store of a running node.
 pub struct Trust {
     keypair: Keypair,
@@ -90,7 +97,7 @@ impl Trust {
             reason,
         };
         let file = StateFile::new(path.clone(), 0o600);
-        let stored = store::load(&file).map_err(invalid)?;
+        let stored = store::load(&file).map_err(|e| invalid(e.to_string()))?;
         let me = keypair.public().to_peer_id();
         let mut members = members::Members::new(me, accept_introductions, defaults);
         let mut settings = BTreeMap::new();
@@ -176,6 +183,25 @@ impl Trust {
             .settings
             .get(peer)
             .and_then(|s| s.they_allow.clone())
+    }
+
+    /// A member's name, for logs.
+    pub fn name_of(&self, peer: &PeerId) -> Option<String> {
+        self.lock()
+            .members
+            .trusted()
+            .get(peer)
+            .map(|m| m.name.clone())
+    }
+
+    /// A member's own exec and file policies.
+    pub fn policies(&self, peer: &PeerId) -> Policies {
+        let state = self.lock();
+        let settings = state.settings.get(peer);
+        Policies {
+            exec: settings.and_then(|s| s.exec.clone()),
+            files: settings.and_then(|s| s.files.clone()),
+        }
     }
 
     /// A member's changes to the exec policy.

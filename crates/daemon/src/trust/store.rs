@@ -83,29 +83,54 @@ const ENDS_MARKED: &str =
 /// The last line: TOML cut at the end of a line still parses, with members missing.
 const END: &str = "# end of the trust store";
 
+/// What is wrong with a store's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not text: {0}")]
+    NotText(#[from] std::str::Utf8Error),
+    #[error("the store is cut short: no `{END}` line")]
+    CutShort,
+    #[error("{0}")]
+    Toml(String),
+    #[error("record {index}: {reason}")]
+    Record { index: usize, reason: BadRecord },
+}
+
+/// What is wrong with one record of the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRecord {
+    #[error("`{0}` is not a peer ID")]
+    PeerId(String),
+    #[error("`{0}` is not an address")]
+    Addr(String),
+    #[error("the signature is not hex")]
+    Signature,
+}
+
 /// Reads the store (or its previous copy, if the store does not parse); a missing file is an
 /// empty store.
-pub fn load(file: &fsutil::StateFile) -> Result<Stored, String> {
-    file.load(|bytes| {
-        std::str::from_utf8(bytes)
-            .map_err(|e| e.to_string())
-            .and_then(parse)
-    })
-    .map(Option::unwrap_or_default)
-    .map_err(|e| e.to_string())
+pub fn load(file: &fsutil::StateFile) -> io::Result<Stored> {
+    file.load(|bytes| parse(std::str::from_utf8(bytes)?))
+        .map(Option::unwrap_or_default)
 }
 
 /// Parses a store's text: any text gives a store or an error saying what is wrong.
-pub fn parse(text: &str) -> Result<Stored, String> {
+pub fn parse(text: &str) -> Result<Stored, StoreError> {
     if text.lines().any(|l| l == ENDS_MARKED) && !text.lines().any(|l| l == END) {
-        return Err(format!("the store is cut short: no `{END}` line"));
+        return Err(StoreError::CutShort);
     }
-    let file: FileText = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    let file: FileText =
+        toml::from_str(text).map_err(|e| StoreError::Toml(e.message().to_owned()))?;
     let records = file
         .record
         .iter()
         .enumerate()
-        .map(|(i, r)| from_text(r).map_err(|e| format!("record {}: {e}", i + 1)))
+        .map(|(i, r)| {
+            from_text(r).map_err(|reason| StoreError::Record {
+                index: i + 1,
+                reason,
+            })
+        })
         .collect::<Result<_, _>>()?;
     Ok(Stored {
         peers: file.peer,
@@ -141,11 +166,11 @@ fn to_text(r: &Record) -> Option<RecordText> {
     })
 }
 
-fn from_text(r: &RecordText) -> Result<Record, String> {
+fn from_text(r: &RecordText) -> Result<Record, BadRecord> {
     let peer = |s: &str| {
         s.parse::<PeerId>()
             .map(|p| ByteBuf::from(p.to_bytes()))
-            .map_err(|_| format!("`{s}` is not a peer ID"))
+            .map_err(|_| BadRecord::PeerId(s.to_owned()))
     };
     let addrs = r
         .addrs
@@ -153,7 +178,7 @@ fn from_text(r: &RecordText) -> Result<Record, String> {
         .map(|a| {
             a.parse::<Multiaddr>()
                 .map(|a| ByteBuf::from(a.to_vec()))
-                .map_err(|_| format!("`{a}` is not an address"))
+                .map_err(|_| BadRecord::Addr(a.clone()))
         })
         .collect::<Result<_, _>>()?;
     Ok(Record {
@@ -167,7 +192,7 @@ fn from_text(r: &RecordText) -> Result<Record, String> {
         signature: ByteBuf::from(
             HEXLOWER
                 .decode(r.signature.as_bytes())
-                .map_err(|_| "the signature is not hex".to_owned())?,
+                .map_err(|_| BadRecord::Signature)?,
         ),
     })
 }
@@ -197,7 +222,7 @@ mod tests {
         let text = String::from_utf8(encode(&stored).unwrap()).unwrap();
         assert_eq!(parse(&text).unwrap().peers, stored.peers);
         let cut = text.trim_end().strip_suffix(END).unwrap();
-        assert!(parse(cut).unwrap_err().contains("cut short"));
+        assert!(parse(cut).unwrap_err().to_string().contains("cut short"));
         // Files of older versions end with no mark.
         let old = cut.replace(ENDS_MARKED, "");
         assert_eq!(parse(&old).unwrap().peers, stored.peers);
@@ -207,7 +232,7 @@ mod tests {
     fn a_record_that_is_not_one_is_named() {
         let text = "[[record]]\nkind = \"member\"\n";
         let error = parse(text).expect_err("not a record");
-        assert!(!error.is_empty());
+        assert!(!error.to_string().is_empty());
         assert!(parse("").expect("empty").records.is_empty());
     }
 }

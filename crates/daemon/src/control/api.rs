@@ -2,22 +2,27 @@
 
 use std::{sync::Arc, time::Duration};
 
-use loopsy_mesh::{Link, Multiaddr, PeerId};
+use loopsy_mesh::{Link, Mesh, Multiaddr, PeerId};
 use loopsy_wire::{
     control::{self, Connection, ErrorCode, Invitation, NatStatus, Request, Response, TrustedPeer},
-    exec,
     pair::Code,
-    protocol,
 };
 
-use super::Node;
 use crate::{
-    audit::Outcome,
+    Home,
+    audit::{Audit, Outcome},
     caps::{self, Caps},
     clock,
     control::{Handler, Reply},
-    gate, pair,
-    trust::{PeerSettings, ResolveError, Via},
+    ctx::Ctx,
+    dial::Dialer,
+    inbox::Messages,
+    pair::{self, Pairing},
+    service::Tasks,
+    session::client::SessionClient,
+    sync::Pushes,
+    transfer::homes::Homes,
+    trust::{PeerSettings, ResolveError, Trust, Via},
 };
 
 /// Shortest and longest a pairing code may live, single-use or `--multi`: long enough to
@@ -25,19 +30,38 @@ use crate::{
 /// chat log is soon worth nothing.
 const MIN_TTL: Duration = Duration::from_secs(30);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long a command waits for a connection to its peer.
+/// How long `trust set` waits for a connection to the member at its new addresses.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// Audit entries per response frame.
 const AUDIT_BATCH: usize = 256;
 
-/// The daemon's answerer on the control socket.
-pub struct Api(pub Arc<Node>);
+/// The daemon's answerer on the control socket: each request goes to the component that
+/// owns what it asks about.
+pub struct Api {
+    pub identity: control::Identity,
+    pub mesh: Mesh,
+    pub name: String,
+    pub home: Home,
+    pub started: std::time::Instant,
+    pub trust: Arc<Trust>,
+    pub audit: Arc<Audit>,
+    pub pushes: Pushes,
+    pub pairing: Arc<Pairing>,
+    pub dialer: Dialer,
+    pub sessions: SessionClient,
+    pub ctx: Ctx,
+    pub messages: Arc<Messages>,
+    /// The Loopsy homes a pull keeps out of.
+    pub homes: Homes,
+    /// Dials it started in the background (`trust add`).
+    pub tasks: Tasks,
+}
 
 impl Handler for Api {
     async fn handle(&self, request: Request, reply: &mut Reply) {
-        let node = &self.0;
+        let node = self;
         let response = match request {
-            Request::Id => Response::Id(node.identity()),
+            Request::Id => Response::Id(node.identity.clone()),
             Request::Status => status(node).await,
             Request::Peers => peers(node).await,
             Request::PairInvite {
@@ -61,20 +85,24 @@ impl Handler for Api {
             } => trust_set(node, &peer, name, &addrs, allow).await,
             Request::TrustRemove { peer } => trust_remove(node, &peer).await,
             Request::Audit { follow, since } => return audit(node, follow, since, reply).await,
-            Request::Exec { peer, start } => return exec(node, &peer, start, reply).await,
-            Request::Copy(copy) => return super::copy::copy(node, copy, reply).await,
-            Request::Session { peer, request } => {
-                return super::sessions::session(node, peer, request, reply).await;
+            Request::Exec { peer, start } => {
+                return crate::exec::client::exec(&node.dialer, &peer, start, reply).await;
             }
-            Request::SessionList => super::sessions::list(node).await,
+            Request::Copy(copy) => {
+                return crate::transfer::client::copy(&node.dialer, &node.homes, copy, reply).await;
+            }
+            Request::Session { peer, request } => {
+                return node.sessions.session(peer, request, reply).await;
+            }
+            Request::SessionList => node.sessions.list().await,
             Request::CtxSet {
                 key,
                 value,
                 ttl_secs,
-            } => super::ctx::set(node, &key, &value, ttl_secs),
-            Request::CtxGet { key } => super::ctx::get(node, &key),
-            Request::CtxList { prefix } => super::ctx::list(node, &prefix),
-            Request::CtxRemove { key } => super::ctx::remove(node, &key),
+            } => node.ctx.set(&key, &value, ttl_secs),
+            Request::CtxGet { key } => node.ctx.get(&key),
+            Request::CtxList { prefix } => node.ctx.list(&prefix),
+            Request::CtxRemove { key } => node.ctx.remove(&key),
             Request::MsgSend { peer, text } => msg_send(node, &peer, &text).await,
             Request::MsgInbox => msg_inbox(node),
         };
@@ -112,7 +140,7 @@ fn parse_allow(allow: Option<Vec<String>>) -> Result<Option<Caps>, control::Erro
         .map_err(|e| control::Error::new(ErrorCode::InvalidArgument, e.to_string()))
 }
 
-async fn status(node: &Node) -> Response {
+async fn status(node: &Api) -> Response {
     let Ok(net) = node.mesh.status().await else {
         return stopping();
     };
@@ -137,7 +165,7 @@ async fn status(node: &Node) -> Response {
 }
 
 /// Paired devices (online or not) and devices seen on the network.
-async fn peers(node: &Node) -> Response {
+async fn peers(node: &Api) -> Response {
     let Ok(mut seen) = node.mesh.peers().await else {
         return stopping();
     };
@@ -204,7 +232,7 @@ fn connection(link: Link) -> Connection {
 /// Shows a code, then reports each device that pairs with it until it expires or the
 /// client hangs up (which withdraws it).
 async fn invite(
-    node: &Arc<Node>,
+    node: &Api,
     ttl_secs: u64,
     allow: Option<Vec<String>>,
     multi: bool,
@@ -222,14 +250,16 @@ async fn invite(
         return reply.error(ErrorCode::InvalidArgument, message).await;
     }
     let expires = clock::now_secs() + ttl.as_secs();
-    let (claim, mut events, _withdraw) = match node.invitations.open(expires, allow, multi) {
-        Ok(opened) => opened,
-        Err(e) => return reply.error(ErrorCode::Unavailable, e).await,
-    };
+    let (claim, mut events, _withdraw) =
+        match node.pairing.invitations().open(expires, allow, multi) {
+            Ok(opened) => opened,
+            Err(e) => return reply.error(ErrorCode::Unavailable, e.to_string()).await,
+        };
     let code = Code {
         inviter: node.mesh.peer_id().to_bytes(),
         addrs: node
-            .advertised_addrs()
+            .pairing
+            .advertised()
             .await
             .iter()
             .map(|a| a.to_vec())
@@ -239,7 +269,7 @@ async fn invite(
         expires,
     };
     // A short code beside the long one, for a device that sees this one (see `pair::short`).
-    let (short_code, mut withdraw_short) = match node.invitations.open_short(&claim, &node.name) {
+    let (short_code, mut withdraw_short) = match node.pairing.open_short(&claim) {
         Ok((short, withdraw)) => (Some(short.to_text()), Some(withdraw)),
         Err(e) => {
             tracing::debug!(error = %e, "no short pairing code");
@@ -300,12 +330,12 @@ async fn short_withdrawn(withdraw: &mut Option<pair::short::Withdraw>) {
     }
 }
 
-async fn join(node: &Arc<Node>, code: &str, allow: Option<Vec<String>>) -> Response {
+async fn join(node: &Api, code: &str, allow: Option<Vec<String>>) -> Response {
     let allow = match parse_allow(allow) {
         Ok(allow) => allow,
         Err(e) => return Response::Error(e),
     };
-    match pair::join(node, code, allow).await {
+    match node.pairing.join(&node.mesh, code, allow).await {
         Ok(paired) => Response::Paired(paired),
         Err(e) => {
             let code = match e {
@@ -324,7 +354,7 @@ async fn join(node: &Arc<Node>, code: &str, allow: Option<Vec<String>>) -> Respo
     }
 }
 
-fn trust_list(node: &Node) -> Response {
+fn trust_list(node: &Api) -> Response {
     let list = node.trust.list();
     let name_of = |peer: &PeerId| {
         list.iter()
@@ -350,7 +380,7 @@ fn trust_list(node: &Node) -> Response {
 }
 
 async fn trust_add(
-    node: &Arc<Node>,
+    node: &Api,
     peer_id: &str,
     name: &str,
     addrs: &[String],
@@ -393,7 +423,7 @@ async fn trust_add(
         Ok(record) => record,
         Err(e) => return error(ErrorCode::Internal, e.to_string()),
     };
-    node.spread_members(vec![record], None);
+    node.pushes.members(&[record], None);
     node.audit.record(
         Some(peer),
         Some(name.clone()),
@@ -407,7 +437,7 @@ async fn trust_add(
         None,
     );
     let mesh = node.mesh.clone();
-    tokio::spawn(async move {
+    node.tasks.spawn(async move {
         let _ = mesh.connect(peer, parsed).await;
     });
     let message = if known {
@@ -424,7 +454,7 @@ async fn trust_add(
 
 /// `trust set`: a member's name here, addresses (dialled at once), grants.
 async fn trust_set(
-    node: &Arc<Node>,
+    node: &Api,
     query: &str,
     name: Option<String>,
     addrs: &[String],
@@ -460,11 +490,11 @@ async fn trust_set(
         );
     }
     match node.trust.set(peer, name, &parsed, allow) {
-        Ok(Some(record)) => node.spread_members(vec![record], None),
+        Ok(Some(record)) => node.pushes.members(&[record], None),
         Ok(None) => {}
         Err(e) => return error(ErrorCode::Internal, e.to_string()),
     }
-    let shown = node.peer_name(&peer).unwrap_or_default();
+    let shown = node.trust.name_of(&peer).unwrap_or_default();
     node.audit.record(
         Some(peer),
         Some(shown.clone()),
@@ -484,13 +514,13 @@ async fn trust_set(
     Response::Done { message }
 }
 
-async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {
+async fn trust_remove(node: &Api, query: &str) -> Response {
     let peer = match node.trust.resolve(query) {
         Ok(peer) => peer,
         Err(e @ ResolveError::NotFound(_)) => return error(ErrorCode::NotFound, e.to_string()),
         Err(e @ ResolveError::Ambiguous(..)) => return error(ErrorCode::Ambiguous, e.to_string()),
     };
-    let name = node.peer_name(&peer);
+    let name = node.trust.name_of(&peer);
     // Counted first: the keeper also reacts to the revocation, and may close them first.
     let closed = node
         .mesh
@@ -504,7 +534,7 @@ async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {
         Ok(revoked) => revoked,
         Err(e) => return error(ErrorCode::Internal, e.to_string()),
     };
-    node.spread_members(vec![record], Some(peer));
+    node.pushes.members(&[record], Some(peer));
     // Returns once every connection to it is closed (or none was left to close).
     let _ = tokio::time::timeout(Duration::from_secs(5), node.mesh.disconnect(peer)).await;
     node.audit.record(
@@ -548,7 +578,7 @@ async fn trust_remove(node: &Arc<Node>, query: &str) -> Response {
 }
 
 /// Sends the log on disk, then with `follow` every new entry until the client hangs up.
-async fn audit(node: &Node, follow: bool, since: Option<String>, reply: &mut Reply) {
+async fn audit(node: &Api, follow: bool, since: Option<String>, reply: &mut Reply) {
     let mut live = node.audit.subscribe();
     let mut entries = node.audit.read_all();
     // Times are RFC 3339 in UTC with milliseconds, so they order as text.
@@ -593,7 +623,7 @@ async fn audit(node: &Node, follow: bool, since: Option<String>, reply: &mut Rep
 /// How long `msg send` waits for the recipient's acknowledgement.
 const DELIVERY_WAIT: Duration = Duration::from_secs(3);
 
-async fn msg_send(node: &Arc<Node>, query: &str, text: &str) -> Response {
+async fn msg_send(node: &Api, query: &str, text: &str) -> Response {
     let peer = match node.trust.resolve(query) {
         Ok(peer) => peer,
         Err(e @ ResolveError::NotFound(_)) => return error(ErrorCode::NotFound, e.to_string()),
@@ -604,7 +634,10 @@ async fn msg_send(node: &Arc<Node>, query: &str, text: &str) -> Response {
     if let Some(granted) = node.trust.they_allow(&peer)
         && !granted.iter().any(|c| c == "msg" || c == "all")
     {
-        let name = node.peer_name(&peer).unwrap_or_else(|| query.to_owned());
+        let name = node
+            .trust
+            .name_of(&peer)
+            .unwrap_or_else(|| query.to_owned());
         return error(
             ErrorCode::Refused,
             format!(
@@ -618,27 +651,27 @@ async fn msg_send(node: &Arc<Node>, query: &str, text: &str) -> Response {
             ),
         );
     }
-    let id = match crate::inbox::send(node, peer, text) {
+    let id = match node.messages.send(peer, text) {
         Ok(id) => id,
-        Err(e) => return error(ErrorCode::InvalidArgument, e),
+        Err(e) => return error(ErrorCode::InvalidArgument, e.to_string()),
     };
     let mut changes = node.messages.subscribe();
     let acked = tokio::time::timeout(DELIVERY_WAIT, async {
-        while !crate::inbox::delivered(node, &id) {
+        while !node.messages.delivered(&id) {
             if changes.changed().await.is_err() {
                 break;
             }
         }
     })
     .await;
-    let delivered = acked.is_ok() && crate::inbox::delivered(node, &id);
+    let delivered = acked.is_ok() && node.messages.delivered(&id);
     Response::MsgSent { id, delivered }
 }
 
-fn msg_inbox(node: &Node) -> Response {
+fn msg_inbox(node: &Api) -> Response {
     let messages = node
-        .inbox
-        .list()
+        .messages
+        .inbox()
         .into_iter()
         .map(|m| control::InboxMessage {
             id: m.id,
@@ -649,122 +682,4 @@ fn msg_inbox(node: &Node) -> Response {
         })
         .collect();
     Response::Inbox { messages }
-}
-
-/// Opens an exec stream to a peer, sends the start, and once the peer's gate lets it in,
-/// relays the client's connection to it.
-async fn exec(node: &Arc<Node>, query: &str, start: exec::Start, reply: &mut Reply) {
-    let first = exec::Request::Start(start);
-    let (peer, stream) = match open(node, query, protocol::EXEC, &first, exec::MAX_FRAME).await {
-        Ok(opened) => opened,
-        Err(e) => return drop(reply.send(&Response::Error(e)).await),
-    };
-    let started = Response::Stream {
-        protocol: protocol::EXEC.to_owned(),
-    };
-    let departure = gate::Departure::connection(node, peer);
-    if reply.send(&started).await.is_ok() {
-        // A stream whose connection closed may never wake its reader.
-        tokio::select! {
-            _ = reply.splice(stream) => {}
-            _ = departure.wait(node) => {}
-        }
-    }
-}
-
-/// Connects to the peer a user means, opens a `protocol` stream, and sends `first`: the
-/// stream once the peer's gate let it in.
-pub(super) async fn open<T: serde::Serialize>(
-    node: &Arc<Node>,
-    query: &str,
-    protocol: &'static str,
-    first: &T,
-    max: usize,
-) -> Result<(PeerId, loopsy_mesh::Stream), control::Error> {
-    let failed = |code, message: String| control::Error::new(code, message);
-    let peer = target(node, query)?;
-    let addrs = node
-        .trust
-        .member(&peer)
-        .map(|m| m.addrs)
-        .unwrap_or_default();
-    let name = node.peer_name(&peer).unwrap_or_else(|| query.to_owned());
-    match tokio::time::timeout(CONNECT_DEADLINE, node.mesh.connect(peer, addrs)).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => {
-            tracing::info!(%peer, error = %e, "cannot reach a peer");
-            return Err(failed(ErrorCode::Unreachable, unreachable(&name, &e)));
-        }
-        Ok(Err(_)) => {
-            return Err(failed(
-                ErrorCode::Unavailable,
-                "the node is shutting down".into(),
-            ));
-        }
-        Err(_) => {
-            return Err(failed(
-                ErrorCode::Unreachable,
-                format!(
-                    "{name} did not answer within {}s: it may be offline, or its network \
-                     drops what this device sends",
-                    CONNECT_DEADLINE.as_secs()
-                ),
-            ));
-        }
-    }
-    match gate::open(&node.mesh, peer, protocol, first, max).await {
-        Ok(stream) => Ok((peer, stream)),
-        Err(gate::NotAdmitted::Refused(reason)) => Err(failed(
-            ErrorCode::Refused,
-            format!("{query} refused: {reason}"),
-        )),
-        Err(broken) => {
-            tracing::info!(%peer, error = %broken, "no stream to a peer");
-            Err(failed(
-                ErrorCode::Unreachable,
-                unreachable(&name, &broken.to_string()),
-            ))
-        }
-    }
-}
-
-/// Why a peer could not be reached, in words: libp2p's dial errors list every address
-/// with its transport's error, which says little to a person (the log has it whole).
-fn unreachable(name: &str, error: &str) -> String {
-    let why = if error.contains("Connection refused") {
-        "nothing answers at its known addresses: it is probably not running, or it moved to \
-         other ports (see `loopsy peers`)"
-    } else if error.contains("No route to host") || error.contains("Network is unreachable") {
-        "its known addresses are not reachable from this network"
-    } else if error.contains("no addresses") || error.contains("NoAddresses") {
-        "no address is known for it: mDNS has not seen it and it has no relay address"
-    } else if error.contains("timed out") || error.contains("Timeout") {
-        "it did not answer in time"
-    } else {
-        "it is offline or unreachable"
-    };
-    format!("cannot reach {name}: {why}")
-}
-
-/// The peer a user means: a member by name, ID or prefix, or any full peer ID.
-pub(super) fn target(node: &Node, query: &str) -> Result<PeerId, control::Error> {
-    let me = node.mesh.peer_id();
-    if query == node.name || query == me.to_base58() {
-        return Err(control::Error::new(
-            ErrorCode::InvalidArgument,
-            format!("`{query}` is this device; run the command here directly"),
-        ));
-    }
-    match node.trust.resolve(query) {
-        Ok(peer) => Ok(peer),
-        Err(ResolveError::NotFound(_)) => query.parse::<PeerId>().map_err(|_| {
-            control::Error::new(
-                ErrorCode::NotFound,
-                format!("no paired device is called `{query}`; see `loopsy peers`"),
-            )
-        }),
-        Err(e @ ResolveError::Ambiguous(..)) => {
-            Err(control::Error::new(ErrorCode::Ambiguous, e.to_string()))
-        }
-    }
 }

@@ -6,7 +6,7 @@
 use std::{
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -18,12 +18,12 @@ use loopsy_wire::{
 };
 use serde_bytes::ByteBuf;
 
-use super::{Node, api::open};
 use crate::{
     control::Reply,
-    gate,
+    dial::Dialer,
     transfer::{
-        Expect, FileReport, Progress, Summary, TransferError, dirs::Dest, receive, send, walk,
+        Expect, FileReport, Progress, Summary, TransferError, dirs::Dest, homes::Homes, receive,
+        send, walk,
     },
 };
 
@@ -38,14 +38,16 @@ enum Direction {
     Pull { sources: Vec<String>, dest: PathBuf },
 }
 
-pub(super) async fn copy(node: &Arc<Node>, request: control::Copy, reply: &mut Reply) {
+/// Runs the copy the CLI asked for, telling it how far it came, then what was copied;
+/// `homes` are the Loopsy homes a pull keeps out of.
+pub async fn copy(dialer: &Dialer, homes: &Homes, request: control::Copy, reply: &mut Reply) {
     let (peer, direction) = match direction(&request) {
         Ok(found) => found,
         Err(e) => return drop(reply.send(&Response::Error(e)).await),
     };
     let began = Instant::now();
     let progress = Progress::default();
-    let work = run(node, &peer, direction, &request, &progress);
+    let work = run(dialer, homes, &peer, direction, &request, &progress);
     tokio::pin!(work);
     let mut tick = tokio::time::interval(TICK);
     let result = loop {
@@ -141,7 +143,8 @@ fn direction(request: &control::Copy) -> Result<(String, Direction), control::Er
 }
 
 async fn run(
-    node: &Arc<Node>,
+    dialer: &Dialer,
+    homes: &Homes,
     query: &str,
     direction: Direction,
     request: &control::Copy,
@@ -168,25 +171,27 @@ async fn run(
                 dest: bytes(&dest),
                 options: receiving,
             };
-            let (peer, stream) =
-                open(node, query, protocol::TRANSFER, &first, transfer::MAX_FRAME).await?;
+            let (peer, stream) = dialer
+                .open(query, protocol::TRANSFER, &first, transfer::MAX_FRAME)
+                .await?;
             until_gone(
-                node,
+                dialer,
                 peer,
                 send::send(stream, items, count, sending, true, progress),
             )
             .await
         }
         Direction::Pull { sources, dest } => {
-            let expect = expect(&sources, &dest, request.recursive, node)?;
+            let expect = expect(&sources, &dest, request.recursive, homes)?;
             let first = transfer::Request::Pull {
                 sources: sources.iter().map(|s| bytes(s)).collect(),
                 options: sending,
             };
-            let (peer, stream) =
-                open(node, query, protocol::TRANSFER, &first, transfer::MAX_FRAME).await?;
+            let (peer, stream) = dialer
+                .open(query, protocol::TRANSFER, &first, transfer::MAX_FRAME)
+                .await?;
             until_gone(
-                node,
+                dialer,
                 peer,
                 receive::receive(stream, Dest::local(dest), receiving, expect, progress),
             )
@@ -203,7 +208,7 @@ fn expect(
     sources: &[String],
     dest: &Path,
     recursive: bool,
-    node: &Node,
+    homes: &Homes,
 ) -> Result<Expect, control::Error> {
     let names: Option<Vec<Vec<u8>>> = sources
         .iter()
@@ -222,20 +227,20 @@ fn expect(
         names,
         recursive,
         reports: true,
-        homes: node.homes.clone(),
+        homes: homes.clone(),
     })
 }
 
 /// Runs a copy until it ends, or the peer's connection does (whose stream may never wake).
 async fn until_gone(
-    node: &Arc<Node>,
+    dialer: &Dialer,
     peer: loopsy_mesh::PeerId,
     copy: impl Future<Output = Result<Summary, TransferError>>,
 ) -> Result<Summary, control::Error> {
-    let departure = gate::Departure::connection(node, peer);
+    let departure = dialer.departure(peer);
     tokio::select! {
         result = copy => result.map_err(failure),
-        _ = departure.wait(node) => Err(failure(TransferError::Connection(
+        _ = departure.wait() => Err(failure(TransferError::Connection(
             "the other device went away".into(),
         ))),
     }

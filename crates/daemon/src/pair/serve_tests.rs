@@ -1,0 +1,198 @@
+//! Pairing's two sides over an in-memory stream: the joiner's handshake against the
+//! inviter's serving side, and what the inviter says to a joiner it refuses.
+
+use std::sync::Arc;
+
+use libp2p::identity::Keypair;
+use loopsy_mesh::{Multiaddr, PeerId, framed};
+use loopsy_wire::pair::{Code, MAX_FRAME, Message};
+
+use super::{JoinError, Pairing};
+use crate::{
+    audit::Audit,
+    caps, clock,
+    sync::pushes,
+    testing::{self, Pipe},
+    trust::Trust,
+};
+
+struct Device {
+    id: PeerId,
+    pairing: Pairing,
+    trust: Arc<Trust>,
+    audit: Arc<Audit>,
+}
+
+fn device(dir: &std::path::Path, name: &str) -> Device {
+    let keypair = Keypair::generate_ed25519();
+    let id = keypair.public().to_peer_id();
+    let defaults = caps::parse(&["ctx".to_owned()]).unwrap();
+    let trust = Arc::new(
+        Trust::load(
+            dir.join(format!("{name}.toml")),
+            keypair,
+            true,
+            defaults.clone(),
+        )
+        .unwrap(),
+    );
+    let audit = Arc::new(Audit::new(dir.join(format!("{name}.log"))));
+    let addr: Multiaddr = "/ip4/192.0.2.7/tcp/7717".parse().unwrap();
+    let (pushes, _) = pushes();
+    let pairing = Pairing::new(
+        name.to_owned(),
+        defaults,
+        trust.clone(),
+        audit.clone(),
+        pushes,
+        Arc::new(vec![addr]),
+    );
+    Device {
+        id,
+        pairing,
+        trust,
+        audit,
+    }
+}
+
+/// A code for an invitation of `inviter`'s that grants `allow`.
+fn invite(
+    inviter: &Device,
+    allow: &[&str],
+) -> (
+    Code,
+    tokio::sync::mpsc::Receiver<loopsy_wire::control::Paired>,
+    impl Drop,
+) {
+    let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
+    let expires = clock::now_secs() + 60;
+    let (claim, events, withdraw) = inviter
+        .pairing
+        .invitations()
+        .open(expires, Some(caps::parse(&allow).unwrap()), false)
+        .unwrap();
+    let code = Code {
+        inviter: inviter.id.to_bytes(),
+        addrs: Vec::new(),
+        invite: claim.id,
+        secret: claim.secret,
+        expires,
+    };
+    (code, events, withdraw)
+}
+
+/// The inviter's side of one pairing stream, from its first message on.
+async fn serve(inviter: &Device, joiner: PeerId, mut stream: Pipe) {
+    let start = framed::read(&mut stream, MAX_FRAME).await;
+    inviter.pairing.answer(joiner, &mut stream, start).await;
+}
+
+#[tokio::test]
+async fn a_joiner_with_the_code_and_its_inviter_trust_each_other() {
+    let dir = testing::scratch("pair-ok");
+    let (alpha, bravo) = (device(&dir, "alpha"), device(&dir, "bravo"));
+    let (code, mut events, _withdraw) = invite(&alpha, &["exec"]);
+    let (mut joining, inviting) = testing::pipe();
+    let (joined, ()) = tokio::join!(
+        bravo
+            .pairing
+            .handshake_as_joiner(&mut joining, alpha.id, &code, None),
+        serve(&alpha, bravo.id, inviting),
+    );
+    let joined = joined.expect("paired");
+    let told = events.try_recv().expect("the inviter's user is told");
+    assert_eq!(
+        joined.check_code, told.check_code,
+        "both show one check code"
+    );
+    assert_eq!(
+        (joined.name.as_str(), told.name.as_str()),
+        ("alpha", "bravo")
+    );
+    let granted = alpha
+        .trust
+        .grants(&bravo.id)
+        .expect("bravo is a member of alpha's");
+    assert_eq!(caps::names(&granted), ["exec"], "what the code said");
+    let granted = bravo
+        .trust
+        .grants(&alpha.id)
+        .expect("alpha is a member of bravo's");
+    assert_eq!(caps::names(&granted), ["ctx"], "bravo's defaults");
+    let addrs = bravo.trust.member(&alpha.id).unwrap().addrs;
+    assert_eq!(
+        addrs,
+        ["/ip4/192.0.2.7/tcp/7717".parse::<Multiaddr>().unwrap()]
+    );
+    assert_eq!(
+        bravo.trust.they_allow(&alpha.id),
+        Some(vec!["exec".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_pairs_nothing_and_is_audited() {
+    let dir = testing::scratch("pair-wrong");
+    let (alpha, bravo) = (device(&dir, "alpha"), device(&dir, "bravo"));
+    let (mut code, _events, _withdraw) = invite(&alpha, &["exec"]);
+    code.secret[0] ^= 1;
+    let (mut joining, inviting) = testing::pipe();
+    let (joined, ()) = tokio::join!(
+        bravo
+            .pairing
+            .handshake_as_joiner(&mut joining, alpha.id, &code, None),
+        serve(&alpha, bravo.id, inviting),
+    );
+    assert!(
+        matches!(&joined, Err(JoinError::Refused(reason)) if reason == "wrong pairing code"),
+        "{joined:?}"
+    );
+    assert!(!alpha.trust.is_member(&bravo.id));
+    assert!(!bravo.trust.is_member(&alpha.id));
+    let entries = alpha.audit.read_all();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].result, "denied");
+    assert_eq!(entries[0].reason.as_deref(), Some("wrong pairing code"));
+    assert!(
+        bravo.audit.read_all().is_empty(),
+        "the joiner's audit is `join`'s to write"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_does_not_start_a_pairing_is_refused() {
+    let dir = testing::scratch("pair-garbage");
+    let alpha = device(&dir, "alpha");
+    let stranger = PeerId::random();
+    let (mut joining, inviting) = testing::pipe();
+    let noise = Message::Noise { noise: vec![0; 48] };
+    framed::write(&mut joining, &noise, MAX_FRAME)
+        .await
+        .unwrap();
+    let ((), reply) = tokio::join!(
+        serve(&alpha, stranger, inviting),
+        framed::read::<Message, _>(&mut joining, MAX_FRAME),
+    );
+    assert!(
+        matches!(reply, Ok(Some(Message::Refused { ref reason })) if reason == "expected a pairing start"),
+        "{reply:?}"
+    );
+    // An invitation that is not open is no better.
+    let (mut joining, inviting) = testing::pipe();
+    let start = Message::Start {
+        invite: vec![7; 8],
+        noise: vec![0; 48],
+    };
+    framed::write(&mut joining, &start, MAX_FRAME)
+        .await
+        .unwrap();
+    let ((), reply) = tokio::join!(
+        serve(&alpha, stranger, inviting),
+        framed::read::<Message, _>(&mut joining, MAX_FRAME),
+    );
+    assert!(
+        matches!(reply, Ok(Some(Message::Refused { .. }))),
+        "{reply:?}"
+    );
+    assert_eq!(alpha.audit.read_all().len(), 2);
+}

@@ -1,0 +1,140 @@
+// The browser as a libp2p peer of the mesh: its own Ed25519 identity, WebSocket (and circuit
+// relay) transports, Noise and Yamux as a node has them. It dials a device's WebSocket
+// address with the device's peer ID pinned (Noise then proves who answered) and opens the
+// Loopsy protocols on it. Nothing dials the browser: it has no address to listen on.
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { identify } from '@libp2p/identify'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { webSockets } from '@libp2p/websockets'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { type Code, codeFromText } from '../pair/code.js'
+import { type Hello } from '../pair/messages.js'
+import { PairError, join } from '../pair/join.js'
+import { peerIdText } from '../replica/peer-id.js'
+import { pull } from '../replica/sync.js'
+import type { OpenStream } from '../session/client.js'
+import type { FramedStream } from '../wire/framed.js'
+import { loadOrCreateIdentity } from './identity.js'
+import { type PairedDevice, loadDevices, saveDevice } from './devices.js'
+import type { Store } from './store.js'
+import { framed } from './stream.js'
+
+/** The protocols, as `crates/wire/src/protocol.rs` names them. */
+export const PAIR = '/loopsy/pair/1'
+export const SESSION = '/loopsy/session/1'
+export const SYNC = '/loopsy/sync/1'
+
+export interface MeshOptions {
+  /** This browser's name in the mesh, told to the devices it pairs with. */
+  name: string
+}
+
+export class Mesh {
+  private constructor (
+    readonly node: Libp2p,
+    private readonly store: Store,
+    private readonly options: MeshOptions
+  ) {}
+
+  static async start (store: Store, options: MeshOptions): Promise<Mesh> {
+    const privateKey: PrivateKey = await loadOrCreateIdentity(store)
+    const node = await createLibp2p({
+      privateKey,
+      addresses: { listen: [] },
+      transports: [webSockets(), circuitRelayTransport()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      // Devices on the LAN have private addresses, which js-libp2p refuses by default in a
+      // browser; every dial here names a device the user paired with (or its code).
+      connectionGater: { denyDialMultiaddr: async () => false },
+      // The standard identify protocol (`/ipfs/id/1.0.0`), as the node's libp2p speaks it.
+      services: { identify: identify() },
+      nodeInfo: { name: 'loopsy-web', version: '0.1.0', userAgent: 'loopsy-web/0.1.0' }
+    })
+    return new Mesh(node, store, options)
+  }
+
+  /** This browser's peer ID, as bytes (what a device's connection authenticates). */
+  get peerId (): Uint8Array { return this.node.peerId.toMultihash().bytes }
+
+  /** Pairs with the device that shows `text` (from `loopsy pair`); the check code to compare. */
+  async pair (text: string): Promise<{ device: PairedDevice, checkCode: string }> {
+    const code: Code = codeFromText(text)
+    if (code.expires <= BigInt(Math.floor(Date.now() / 1000))) {
+      throw new PairError('the pairing code expired; ask for a new one')
+    }
+    const stream = await this.open({ peerId: code.inviter, addrs: code.addrs }, PAIR)
+    try {
+      const hello: Hello = { name: this.options.name, grants: [], addrs: [] }
+      const paired = await join(stream, { code, me: this.peerId, hello })
+      const device: PairedDevice = { peerId: code.inviter, name: paired.theirs.name, addrs: [...code.addrs, ...paired.theirs.addrs] }
+      await saveDevice(this.store, device)
+      return { device, checkCode: paired.checkCode }
+    } finally {
+      await stream.close().catch(() => {})
+    }
+  }
+
+  devices (): Promise<PairedDevice[]> { return loadDevices(this.store) }
+
+  /** Opens `protocol` on the device, dialing it if need be with its peer ID pinned. */
+  async open (device: Pick<PairedDevice, 'peerId' | 'addrs'>, protocol: string): Promise<FramedStream> {
+    const id = peerIdText(device.peerId)
+    const targets = dialable(device.addrs).map(a => a.encapsulate(`/p2p/${id}`))
+    if (targets.length === 0) {
+      throw new Error('the device has no address a browser can dial (it needs a WebSocket listener or a relay)')
+    }
+    try {
+      const stream = await this.node.dialProtocol(targets, protocol, { signal: AbortSignal.timeout(20_000) })
+      return framed(stream)
+    } catch (error) {
+      throw new Error(`cannot reach the device: ${describe(error)}`)
+    }
+  }
+
+  /** Opens session streams to `device`, for the session client. */
+  sessions (device: PairedDevice): OpenStream {
+    return async () => await this.open(device, SESSION)
+  }
+
+  /** Every record of `collection` that `device` shares with this browser. */
+  async pull (device: PairedDevice, collection: string): Promise<Uint8Array[]> {
+    return await pull(await this.open(device, SYNC), collection)
+  }
+
+  async stop (): Promise<void> { await this.node.stop() }
+}
+
+/** The addresses a browser can dial: WebSocket (plain or TLS) or a relay circuit. */
+export function dialable (addrs: Uint8Array[]): Multiaddr[] {
+  const out: Multiaddr[] = []
+  for (const bytes of addrs) {
+    let ma: Multiaddr
+    try {
+      ma = multiaddr(bytes)
+    } catch {
+      continue
+    }
+    const names = ma.getComponents().map(c => c.name)
+    if (names.includes('p2p-circuit') || names.includes('ws') || names.includes('wss')) {
+      // A trailing /p2p/ of the device itself is added again, pinned, by the caller.
+      const last = ma.getComponents().at(-1)
+      out.push(last?.name === 'p2p' ? ma.decapsulateCode(last.code) : ma)
+    }
+  }
+  return out
+}
+
+/** What went wrong, in words: a failed WebSocket rejects with a bare event. */
+export function describe (error: unknown): string {
+  if (error instanceof AggregateError && error.errors.length > 0) return error.errors.map(describe).join('; ')
+  if (error instanceof Error) return error.message
+  if (typeof Event !== 'undefined' && error instanceof Event) return `the connection failed (${error.type})`
+  return String(error)
+}
+
+export { PairError }

@@ -1,0 +1,253 @@
+// The page: pairing from the link's fragment or a typed code, the devices and sessions of
+// the mesh, and one attached session at a time. Every element the browser tests use carries
+// a `data-testid` (docs in crates/web/README.md).
+
+import { Mesh, describe } from '../net/mesh.js'
+import type { PairedDevice } from '../net/devices.js'
+import { IndexedDbStore } from '../net/store.js'
+import { peerIdText } from '../replica/peer-id.js'
+import { type HostedSession, MEMBERS, SESSIONS, devices as memberDevices, registrySessions } from '../replica/records.js'
+import { Attachment, listSessions, request } from '../session/client.js'
+import { codeFromFragment } from './keys.js'
+import { SessionTerminal } from './terminal.js'
+
+/** How long to wait before attaching again after a lost connection, growing to the last. */
+const RETRY_MS = [250, 500, 1000, 2000, 5000]
+
+function $<T extends HTMLElement = HTMLElement> (id: string): T {
+  const element = document.getElementById(id)
+  if (element === null) throw new Error(`the page has no #${id}`)
+  return element as T
+}
+
+function showError (error: unknown): void {
+  const box = $('error')
+  box.textContent = describe(error)
+  box.hidden = false
+}
+
+function clearError (): void { $('error').hidden = true }
+
+const idOf = (bytes: Uint8Array): string => peerIdText(bytes)
+
+class App {
+  /** Devices by peer ID: the paired ones, and the members their records name. */
+  private devices = new Map<string, PairedDevice & { online?: boolean }>()
+  private sessions: HostedSession[] = []
+  private attached: { attachment: Attachment, terminal: SessionTerminal } | null = null
+
+  constructor (private readonly mesh: Mesh) {}
+
+  async start (): Promise<void> {
+    $('me').textContent = `this browser: ${this.mesh.node.peerId.toString()}`
+    $('pair-form').addEventListener('submit', event => {
+      event.preventDefault()
+      void this.pair($<HTMLInputElement>('pair-code').value)
+    })
+    $('refresh').addEventListener('click', () => { void this.refresh() })
+    $('session-new').addEventListener('click', () => { void this.newSession() })
+    $('detach').addEventListener('click', () => { void this.detach() })
+    $('fit').addEventListener('change', () => { this.refit() })
+    addEventListener('resize', () => { this.refit() })
+    // A pairing link opened while the page is already open changes only the fragment.
+    addEventListener('hashchange', () => { void this.pairFromFragment() })
+    if (!await this.pairFromFragment()) await this.refresh()
+  }
+
+  private async pairFromFragment (): Promise<boolean> {
+    const code = codeFromFragment(location.hash)
+    if (code === null) return false
+    // The code is used once: off the address bar, so a reload or a shared link does not carry it.
+    history.replaceState(null, '', location.pathname + location.search)
+    await this.pair(code)
+    return true
+  }
+
+  private async pair (code: string): Promise<void> {
+    clearError()
+    try {
+      const { device, checkCode } = await this.mesh.pair(code)
+      $('check-code').textContent = checkCode
+      $('pair-result').hidden = false
+      this.devices.set(idOf(device.peerId), device)
+      await this.refresh()
+    } catch (error) {
+      showError(error)
+    }
+  }
+
+  /** Devices and sessions, from the first paired device that answers. */
+  async refresh (): Promise<void> {
+    const paired = await this.mesh.devices()
+    for (const d of paired) this.devices.set(idOf(d.peerId), { ...this.devices.get(idOf(d.peerId)), ...d })
+    let sessions: HostedSession[] | null = null
+    for (const device of paired) {
+      try {
+        const members = memberDevices(await this.mesh.pull(device, MEMBERS))
+        for (const m of members) {
+          const known = this.devices.get(idOf(m.peerId))
+          this.devices.set(idOf(m.peerId), { ...m, ...known, addrs: known?.addrs.length ? known.addrs : m.addrs })
+        }
+        sessions = registrySessions(await this.mesh.pull(device, SESSIONS), Date.now())
+        this.mark(device, true)
+        break
+      } catch {
+        this.mark(device, false)
+      }
+    }
+    if (sessions === null) sessions = await this.listEach(paired)
+    this.sessions = sessions
+    this.render()
+  }
+
+  /** Without the registry, each paired device's own sessions. */
+  private async listEach (paired: PairedDevice[]): Promise<HostedSession[]> {
+    const out: HostedSession[] = []
+    for (const device of paired) {
+      try {
+        for (const info of await listSessions(this.mesh.sessions(device))) out.push({ host: device.peerId, info })
+        this.mark(device, true)
+      } catch {
+        this.mark(device, false)
+      }
+    }
+    return out
+  }
+
+  private mark (device: PairedDevice, online: boolean): void {
+    const known = this.devices.get(idOf(device.peerId))
+    if (known !== undefined) known.online = online
+  }
+
+  private render (): void {
+    const list = $('devices')
+    const select = $<HTMLSelectElement>('new-on')
+    list.replaceChildren()
+    select.replaceChildren()
+    for (const [id, device] of this.devices) {
+      const item = document.createElement('li')
+      item.dataset.testid = 'device'
+      item.textContent = device.name
+      item.className = device.online === true ? 'online' : 'offline'
+      item.title = id
+      list.append(item)
+      const option = document.createElement('option')
+      option.value = id
+      option.textContent = device.name
+      select.append(option)
+    }
+    const sessions = $('sessions')
+    sessions.replaceChildren()
+    for (const s of this.sessions) {
+      const item = document.createElement('li')
+      item.dataset.testid = 'session'
+      item.textContent = s.info.name ?? s.info.id
+      const detail = document.createElement('span')
+      detail.className = 'muted'
+      const state = s.info.status.state === 'running' ? 'running' : 'ended'
+      detail.textContent = `${this.devices.get(idOf(s.host))?.name ?? 'unknown device'} · ${s.info.command.join(' ') || 'shell'} · ${state}`
+      item.append(detail)
+      item.addEventListener('click', () => { void this.attach(s) })
+      sessions.append(item)
+    }
+  }
+
+  private hostOf (session: HostedSession): PairedDevice {
+    const device = this.devices.get(idOf(session.host))
+    if (device === undefined) throw new Error('the session\'s device is not known to this browser')
+    return device
+  }
+
+  private async newSession (): Promise<void> {
+    clearError()
+    try {
+      const device = this.devices.get($<HTMLSelectElement>('new-on').value)
+      if (device === undefined) throw new Error('choose a device first')
+      const command = $<HTMLInputElement>('new-command').value.trim()
+      const argv = command === '' ? [] : command.split(/\s+/)
+      const reply = await request(this.mesh.sessions(device), { op: 'new', name: null, argv, rows: 24, cols: 80 })
+      await this.refresh()
+      if (reply.type === 'created') await this.attach({ host: device.peerId, info: reply.info })
+    } catch (error) {
+      showError(error)
+    }
+  }
+
+  private async attach (session: HostedSession): Promise<void> {
+    clearError()
+    await this.detach()
+    let device: PairedDevice
+    try {
+      device = this.hostOf(session)
+    } catch (error) {
+      showError(error)
+      return
+    }
+    $('attached').hidden = false
+    $('attached-name').textContent = session.info.name ?? session.info.id
+    let attachment: Attachment | null = null
+    const terminal = new SessionTerminal($('terminal'), $('keybar'), data => {
+      // Keys typed while reconnecting are dropped, not queued: they would land late.
+      if (attachment?.connected === true) attachment.keys(data).catch(showError)
+    })
+    const fit = $<HTMLInputElement>('fit').checked
+    const size = fit ? terminal.fittingSize() : { rows: 0, cols: 0 }
+    attachment = new Attachment(this.mesh.sessions(device), { session: session.info.id, ...size, screen: terminal.screen })
+    this.attached = { attachment, terminal }
+    void this.keepAttached(attachment)
+  }
+
+  /** Attaches again from the output offset whenever the connection is lost. */
+  private async keepAttached (attachment: Attachment): Promise<void> {
+    let lastOffset = attachment.offset
+    for (let tries = 0; ; tries++) {
+      let end
+      try {
+        end = await attachment.run()
+      } catch (error) {
+        showError(error)
+        return
+      }
+      if (end.why === 'exited') { showError(`the session ended${end.code === null ? '' : ` (exit code ${end.code})`}`); return }
+      if (end.why === 'detached') return
+      // A connection that carried output was worth having: back to the shortest wait.
+      if (attachment.offset !== lastOffset) tries = 0
+      lastOffset = attachment.offset
+      await new Promise(resolve => setTimeout(resolve, RETRY_MS[Math.min(tries, RETRY_MS.length - 1)]))
+    }
+  }
+
+  /**
+   * With "fit" on, the session takes this screen's size (the host resizes it for every
+   * client); off, it is left as the others set it.
+   */
+  private refit (): void {
+    const current = this.attached
+    if (current === null) return
+    const size = $<HTMLInputElement>('fit').checked ? current.terminal.fittingSize() : { rows: 0, cols: 0 }
+    if (size.rows > 0 && size.cols > 0) current.terminal.term.resize(size.cols, size.rows)
+    current.attachment.resize(size.rows, size.cols).catch(() => {
+      // Not connected now: the size goes with the next attach.
+    })
+  }
+
+  private async detach (): Promise<void> {
+    const current = this.attached
+    this.attached = null
+    if (current === null) return
+    await current.attachment.detach()
+    current.terminal.dispose()
+    $('attached').hidden = true
+  }
+}
+
+async function main (): Promise<void> {
+  try {
+    const mesh = await Mesh.start(await IndexedDbStore.open(), { name: 'browser' })
+    await new App(mesh).start()
+  } catch (error) {
+    showError(error)
+  }
+}
+
+void main()

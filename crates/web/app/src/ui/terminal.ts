@@ -1,0 +1,70 @@
+// The attached session's terminal: xterm.js with its default DOM renderer (so the element's
+// text is the screen, which the browser tests read), the key bar, and the size policy: the
+// phone does not resize the desktop's session unless asked (0 × 0 keeps the host's size).
+
+import { FitAddon } from '@xterm/addon-fit'
+import { Terminal } from '@xterm/xterm'
+import type { Screen } from '../session/client.js'
+import { barKey, isBarKey, withCtrl } from './keys.js'
+
+export class SessionTerminal {
+  readonly term: Terminal
+  private readonly fit = new FitAddon()
+  private ctrl = false
+  private readonly encoder = new TextEncoder()
+
+  constructor (
+    container: HTMLElement,
+    private readonly keybar: HTMLElement,
+    private readonly send: (data: Uint8Array) => void
+  ) {
+    this.term = new Terminal({ convertEol: false, scrollback: 5000, fontSize: 14, cursorBlink: true })
+    this.term.loadAddon(this.fit)
+    this.term.open(container)
+    this.term.onData(data => { this.type(data) })
+    keybar.addEventListener('click', this.onBar)
+  }
+
+  /** What the session client draws into. */
+  readonly screen: Screen = {
+    redraw: (screen, rows, cols) => {
+      this.term.reset()
+      if (rows > 0 && cols > 0) this.term.resize(cols, rows)
+      this.term.write(screen)
+    },
+    output: (data) => { this.term.write(data) }
+  }
+
+  /** The size that fits the element, for a session this phone may resize. */
+  fittingSize (): { rows: number, cols: number } {
+    const size = this.fit.proposeDimensions()
+    return size === undefined ? { rows: 0, cols: 0 } : { rows: size.rows, cols: size.cols }
+  }
+
+  dispose (): void {
+    this.keybar.removeEventListener('click', this.onBar)
+    this.term.dispose()
+  }
+
+  private type (data: string): void {
+    if (this.ctrl) {
+      data = withCtrl(data)
+      this.setCtrl(false)
+    }
+    this.send(this.encoder.encode(data))
+  }
+
+  private readonly onBar = (event: Event): void => {
+    const button = (event.target as HTMLElement).closest('button')
+    const key = button?.dataset.key
+    if (key === undefined) return
+    if (key === 'ctrl') this.setCtrl(!this.ctrl)
+    else if (isBarKey(key)) this.send(this.encoder.encode(barKey(key)))
+    this.term.focus()
+  }
+
+  private setCtrl (on: boolean): void {
+    this.ctrl = on
+    this.keybar.querySelector('[data-key="ctrl"]')?.setAttribute('aria-pressed', String(on))
+  }
+}
