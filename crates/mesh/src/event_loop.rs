@@ -35,9 +35,11 @@ use tokio::{
 };
 
 use crate::{
-    MeshEvent, Nat, NetworkStatus, agent,
+    MeshEvent, Nat, NetworkStatus,
+    addr::is_relayed,
+    agent,
     behaviour::{Behaviour, BehaviourEvent},
-    peers::{PeerState, Peers, is_relayed},
+    peers::{PeerState, Peers},
 };
 
 /// A request to the event loop.
@@ -428,7 +430,7 @@ impl EventLoop {
                 tracing::info!(%address, "no longer listening");
                 // An address of this device went away (it moved to another network, say):
                 // connections from it are dead, and nothing would tell for half a minute.
-                if !crate::peers::is_loopback(&address) {
+                if !crate::addr::is_loopback(&address) {
                     self.swarm.behaviour_mut().alive.check_all();
                 }
             }

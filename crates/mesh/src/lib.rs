@@ -8,6 +8,7 @@
 //! or accepts application streams through libp2p-stream's control without going through
 //! the loop at all.
 
+mod addr;
 mod agent;
 mod alive;
 mod behaviour;
@@ -22,10 +23,11 @@ mod tls;
 
 use std::{collections::HashSet, time::Duration};
 
+pub use addr::{is_loopback, is_relayed};
 pub use agent::{MAX_NAME_LEN, is_deceptive, sanitize_name};
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
-pub use peers::{Link, PeerState, is_loopback, is_relayed};
+pub use peers::{Link, PeerState};
 
 use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux};
 use tokio::{

@@ -9,7 +9,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
 
-use crate::keep::Rank;
+use crate::addr::{Rank, ip, is_relayed};
 
 /// Most peers remembered; past it, the longest-unseen unconnected peer is forgotten.
 pub const MAX_PEERS: usize = 512;
@@ -109,24 +109,6 @@ impl Entry {
             on_lan: !self.mdns_addrs.is_empty(),
         }
     }
-}
-
-fn ip(addr: &Multiaddr) -> Option<IpAddr> {
-    match addr.iter().next()? {
-        Protocol::Ip4(ip) => Some(ip.into()),
-        Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    }
-}
-
-/// Whether an address goes through a relay circuit.
-pub fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
-/// Whether an address is this machine's own loopback.
-pub fn is_loopback(addr: &Multiaddr) -> bool {
-    ip(addr).is_some_and(|ip| ip.is_loopback())
 }
 
 /// The peer table.
