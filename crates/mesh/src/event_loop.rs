@@ -68,6 +68,10 @@ pub(crate) enum Command {
         members: HashSet<PeerId>,
         reply: oneshot::Sender<()>,
     },
+    Forget {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// How often devices seen on the LAN but not connected are dialled again.
@@ -84,6 +88,8 @@ const RELAY_AFTER: Duration = Duration::from_millis(500);
 const RELAYED_GRACE: Duration = Duration::from_secs(2);
 /// Waits before taking a lost relay reservation again.
 const RESERVE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// Longest a stopping node waits for its connections to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Most per-peer timers pending at once (relay reservations, few and configured, are
 /// never refused): past it, a relayed dial waits for the next connect to ask again.
 const MAX_TIMERS: usize = 1024;
@@ -186,6 +192,11 @@ impl EventLoop {
                     for (peer, addrs) in self.peers.on_lan_unconnected() {
                         self.dial_discovered(peer, addrs);
                     }
+                    let limits = &self.swarm.behaviour().limits;
+                    let now = std::time::Instant::now();
+                    for peer in self.peers.forget_stale(now, |p| limits.spared(p)) {
+                        tracing::debug!(%peer, "not heard of for a while: forgotten");
+                    }
                 }
                 _ = silent.tick() => {
                     let now = std::time::Instant::now();
@@ -196,10 +207,31 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                _ = &mut self.shutdown => break,
+                _ = &mut self.shutdown => {
+                    self.close_all().await;
+                    break;
+                }
             }
         }
         tracing::debug!("mesh event loop stopped");
+    }
+
+    /// Closes every connection and lets the closes go out, for [`CLOSE_GRACE`] at most: a
+    /// QUIC connection merely dropped says nothing, and its peer would list this device
+    /// online until its checks time out, a quarter of a minute later.
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let grace = tokio::time::sleep(CLOSE_GRACE);
+        tokio::pin!(grace);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = self.swarm.select_next_some() => {}
+                _ = &mut grace => break,
+            }
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -217,6 +249,12 @@ impl EventLoop {
             Command::SetMembers { members, reply } => {
                 self.swarm.behaviour_mut().limits.set_members(members);
                 let _ = reply.send(());
+            }
+            Command::Forget { peer, reply } => {
+                // Gone from the table at once; its connections follow (a stranger that
+                // connects again shows again).
+                let _ = self.swarm.disconnect_peer_id(peer);
+                let _ = reply.send(self.peers.forget(&peer));
             }
             Command::Disconnect { peer, reply } => {
                 let open = self.peers.connection_count(&peer);

@@ -27,7 +27,7 @@ pub use addr::{is_loopback, is_relayed};
 pub use agent::{MAX_NAME_LEN, is_deceptive, sanitize_name};
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
-pub use peers::{Link, PeerState};
+pub use peers::{FORGET_AFTER, Link, PeerState, matching};
 
 use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux};
 use tokio::{
@@ -271,6 +271,12 @@ impl Mesh {
     /// were.
     pub async fn disconnect(&self, peer: PeerId) -> Result<usize, Stopped> {
         self.ask(|reply| Command::Disconnect { peer, reply }).await
+    }
+
+    /// Drops `peer` from [`Mesh::peers`] and closes its connections: whether it was
+    /// listed. It shows again if it connects or is announced again.
+    pub async fn forget(&self, peer: PeerId) -> Result<bool, Stopped> {
+        self.ask(|reply| Command::Forget { peer, reply }).await
     }
 
     /// Tells the mesh which peers are members: they are always let in, whatever the

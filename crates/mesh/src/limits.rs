@@ -121,7 +121,8 @@ impl Behaviour {
         }
     }
 
-    fn spared(&self, peer: &PeerId) -> bool {
+    /// A member or a configured relay.
+    pub(crate) fn spared(&self, peer: &PeerId) -> bool {
         self.members.contains(peer) || self.relays.contains(peer)
     }
 
