@@ -40,6 +40,7 @@ use crate::{
     agent,
     behaviour::{Behaviour, BehaviourEvent},
     peers::{PeerState, Peers},
+    report::Chain,
 };
 
 /// A request to the event loop.
@@ -408,6 +409,7 @@ impl EventLoop {
         match self.swarm.listen_on(circuit) {
             Ok(id) => relay.listener = Some(id),
             Err(error) => {
+                let error = Chain(&error);
                 tracing::warn!(relay = %relay.addr, %error, "cannot use the relay");
                 let wait = relay.backoff;
                 relay.backoff = (wait * 2).min(RESERVE_BACKOFF.1);
@@ -476,7 +478,7 @@ impl EventLoop {
                 listener_id,
                 reason,
                 ..
-            } => self.on_listener_closed(listener_id, reason.err().map(|e| e.to_string())),
+            } => self.on_listener_closed(listener_id, reason.err().map(|e| Chain(&e).to_string())),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -490,7 +492,7 @@ impl EventLoop {
                     ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
                     _ => endpoint.get_remote_address().clone(),
                 };
-                tracing::debug!(%peer_id, %addr, ?connection_id, "connected");
+                tracing::debug!(%peer_id, %addr, %connection_id, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
                 // A peer that connects anew may have moved, leaving the older paths dead.
                 self.swarm
@@ -523,7 +525,9 @@ impl EventLoop {
                 ..
             } => {
                 let addr = endpoint.get_remote_address();
-                tracing::debug!(%peer_id, %addr, ?connection_id, ?cause, "connection closed");
+                let cause = cause.as_ref().map(|c| Chain(c).to_string());
+                let cause = cause.as_deref().unwrap_or("closed by either end");
+                tracing::debug!(%peer_id, %addr, %connection_id, cause, "connection closed");
                 self.peers.disconnected(peer_id, connection_id);
                 // A condemned connection was counted as gone already.
                 if !self.condemned.remove(&connection_id) && !self.connected(&peer_id) {
@@ -541,7 +545,9 @@ impl EventLoop {
                 connection_id,
                 error,
             } => {
-                tracing::debug!(?peer_id, %error, "dial failed");
+                let peer = peer_id.map(|p| p.to_string());
+                let shown = Chain(&error);
+                tracing::debug!(peer = peer.as_deref(), error = %shown, "dial failed");
                 let Some(peer) = peer_id else {
                     return;
                 };
@@ -581,10 +587,16 @@ impl EventLoop {
             return;
         };
         let relay = &mut self.relays[index];
-        tracing::info!(relay = %relay.addr, ?error, "relay reservation lost; taking another");
+        let wait = relay.backoff;
+        let error = error.as_deref();
+        let retry = format!("{wait:.0?}");
+        if relay.reserved {
+            tracing::info!(relay = %relay.addr, error, %retry, "relay reservation lost; taking another");
+        } else {
+            tracing::info!(relay = %relay.addr, error, %retry, "no reservation on the relay (unreachable, or it refused)");
+        }
         relay.listener = None;
         relay.reserved = false;
-        let wait = relay.backoff;
         relay.backoff = (wait * 2).min(RESERVE_BACKOFF.1);
         self.schedule(wait, Due::Reserve { relay: index });
     }
@@ -614,7 +626,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Alive(crate::alive::Dead { peer, connection }) => {
-                tracing::info!(%peer, ?connection, "a connection failed its check; closing it");
+                tracing::info!(%peer, %connection, "a connection failed its check; closing it");
                 self.condemn(peer, connection);
             }
             BehaviourEvent::Ping(ping::Event {
@@ -632,6 +644,7 @@ impl EventLoop {
             }) if !matches!(error, ping::Failure::Unsupported) => {
                 // A path that stopped carrying anything (its address went away, a NAT
                 // forgot it): closed, so that the peer is reached another way.
+                let error = Chain(&error);
                 tracing::info!(%peer, %error, "pings fail; closing the connection");
                 self.condemn(peer, connection);
             }
@@ -659,7 +672,14 @@ impl EventLoop {
                     autonat::NatStatus::Private => Nat::Private,
                     autonat::NatStatus::Unknown => Nat::Unknown,
                 };
-                tracing::info!(nat = ?self.nat, "reachability");
+                let nat = match self.nat {
+                    Nat::Public => "public: other devices can dial this one",
+                    Nat::Private => {
+                        "private: behind a NAT, reached through relays or hole punching"
+                    }
+                    Nat::Unknown => "unknown",
+                };
+                tracing::info!(%nat, "reachability");
             }
             _ => {}
         }
@@ -668,11 +688,17 @@ impl EventLoop {
     fn on_punch(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
         match result {
             Ok(_) => {
-                let took = self.relayed_since.remove(&peer).map(|t| t.elapsed());
-                tracing::info!(%peer, ?took, "hole punched: direct connection");
+                let took = match self.relayed_since.remove(&peer) {
+                    Some(since) => format!("{:.1?}", since.elapsed()),
+                    None => "?".into(),
+                };
+                tracing::info!(%peer, %took, "hole punched: direct connection");
             }
             // Tried again on the next relayed connection to the peer.
-            Err(error) => tracing::info!(%peer, %error, "hole punching failed; staying relayed"),
+            Err(error) => {
+                let error = Chain(&error);
+                tracing::info!(%peer, %error, "hole punching failed; staying relayed");
+            }
         }
     }
 

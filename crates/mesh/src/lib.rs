@@ -18,6 +18,7 @@ pub mod identity;
 mod keep;
 mod limits;
 pub mod peers;
+pub mod report;
 mod streams;
 mod tls;
 
@@ -198,12 +199,14 @@ impl Mesh {
                 Ok(_) => listening += 1,
                 Err(error) => match with_any_port(&addr) {
                     Some(fallback) if swarm.listen_on(fallback.clone()).is_ok() => {
-                        tracing::warn!(%addr, %fallback, ?error, "cannot listen; using another port");
+                        let error = report::Chain(&error);
+                        tracing::warn!(%addr, %fallback, %error, "cannot listen; using another port");
                         listening += 1;
                     }
                     _ => {
-                        tracing::warn!(%addr, ?error, "cannot listen");
-                        last_error = format!("{addr}: {error:?}");
+                        let error = report::Chain(&error);
+                        tracing::warn!(%addr, %error, "cannot listen");
+                        last_error = format!("{addr}: {error}");
                     }
                 },
             }

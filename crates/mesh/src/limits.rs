@@ -180,7 +180,7 @@ impl Behaviour {
             return false;
         };
         held.closing = true;
-        tracing::debug!(peer = %held.peer, ?id, "too many strangers: closing the oldest");
+        tracing::debug!(peer = %held.peer, %id, "too many strangers: closing the oldest");
         self.evict.push_back((held.peer, id));
         if let Some(waker) = self.waker.take() {
             waker.wake();
