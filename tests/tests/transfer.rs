@@ -404,3 +404,81 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() -> anyhow::Result<()
     assert_eq!(fs::read(root_a.join("small"))?, b"fits");
     Ok(())
 }
+
+/// `loopsy cp ARGS..` from `node` as a person runs it: exit code and stderr.
+fn cp_plain(node: &Node, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["cp"];
+    all.extend_from_slice(args);
+    let out = node.cli(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn a_trailing_slash_names_a_directory_and_failures_read_as_cp_words() -> anyhow::Result<()> {
+    let tmp = TempDir::new("cp-words");
+    let (root_a, local) = (tmp.path().join("alpha-root"), tmp.path().join("local"));
+    let a = node_with_root("alpha", &root_a, None)?;
+    let b = Node::start(Options::isolated("bravo"))?;
+    a.pair_with(&b)?;
+    fs::create_dir_all(&local)?;
+    fs::write(local.join("f1.txt"), "one")?;
+    fs::write(root_a.join("there.txt"), "there")?;
+    let (f1, missing_here) = (local.join("f1.txt"), local.join("nothere"));
+    let (into_new, root) = (local.join("newdir/"), path(&root_a));
+    let cases: [(&[&str], String); 7] = [
+        // A trailing `/` names a directory, both ways: never a new file of that name.
+        (
+            &[path(&f1), "alpha:newdir/"],
+            format!("alpha: {root}/newdir/: no such directory"),
+        ),
+        (
+            &["alpha:there.txt", path(&into_new)],
+            format!("{}: no such directory", path(&into_new)),
+        ),
+        (
+            &[path(&f1), "alpha:there.txt/"],
+            format!("alpha: {root}/there.txt/: not a directory"),
+        ),
+        // Missing files, on either side, in the words cp uses.
+        (
+            &["alpha:nothere", path(&local)],
+            format!("alpha: {root}/nothere: no such file or directory"),
+        ),
+        (
+            &["alpha:there.txt/x", path(&local)],
+            format!("alpha: {root}/there.txt/x: not a directory"),
+        ),
+        (
+            &[path(&missing_here), "alpha:"],
+            format!("{}: no such file or directory", path(&missing_here)),
+        ),
+        (
+            &[path(&f1), path(&f1), "alpha:nodir"],
+            format!("alpha: {root}/nodir: no such directory"),
+        ),
+    ];
+    for (args, said) in cases {
+        let (code, err) = cp_plain(&b, args);
+        assert_eq!(
+            (code, err.as_str()),
+            (1, format!("loopsy: {said}\n").as_str()),
+            "{args:?}"
+        );
+        // Under --json the failure is JSON too, with the same words.
+        let (code, json, _) = cp(&b, args);
+        assert_eq!(code, 1, "{args:?}");
+        assert_eq!(json["error"], said.as_str(), "{args:?}");
+        assert_eq!(json["files"], serde_json::json!([]), "{args:?}");
+    }
+    assert!(!root_a.join("newdir").exists() && !local.join("newdir").exists());
+    assert!(!root_a.join("nodir").exists());
+    assert_eq!(fs::read(root_a.join("there.txt"))?, b"there");
+
+    // Into a directory that is there, a trailing `/` is only what it says.
+    fs::create_dir(root_a.join("inbox"))?;
+    let (code, err) = cp_plain(&b, &[path(&f1), "alpha:inbox/"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read(root_a.join("inbox/f1.txt"))?, b"one");
+    Ok(())
+}

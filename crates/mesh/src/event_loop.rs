@@ -35,9 +35,12 @@ use tokio::{
 };
 
 use crate::{
-    MeshEvent, Nat, NetworkStatus, agent,
+    MeshEvent, Nat, NetworkStatus,
+    addr::is_relayed,
+    agent,
     behaviour::{Behaviour, BehaviourEvent},
-    peers::{PeerState, Peers, is_relayed},
+    peers::{PeerState, Peers},
+    report::Chain,
 };
 
 /// A request to the event loop.
@@ -66,6 +69,10 @@ pub(crate) enum Command {
         members: HashSet<PeerId>,
         reply: oneshot::Sender<()>,
     },
+    Forget {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// How often devices seen on the LAN but not connected are dialled again.
@@ -82,6 +89,8 @@ const RELAY_AFTER: Duration = Duration::from_millis(500);
 const RELAYED_GRACE: Duration = Duration::from_secs(2);
 /// Waits before taking a lost relay reservation again.
 const RESERVE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// Longest a stopping node waits for its connections to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Most per-peer timers pending at once (relay reservations, few and configured, are
 /// never refused): past it, a relayed dial waits for the next connect to ask again.
 const MAX_TIMERS: usize = 1024;
@@ -184,6 +193,11 @@ impl EventLoop {
                     for (peer, addrs) in self.peers.on_lan_unconnected() {
                         self.dial_discovered(peer, addrs);
                     }
+                    let limits = &self.swarm.behaviour().limits;
+                    let now = std::time::Instant::now();
+                    for peer in self.peers.forget_stale(now, |p| limits.spared(p)) {
+                        tracing::debug!(%peer, "not heard of for a while: forgotten");
+                    }
                 }
                 _ = silent.tick() => {
                     let now = std::time::Instant::now();
@@ -194,10 +208,31 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                _ = &mut self.shutdown => break,
+                _ = &mut self.shutdown => {
+                    self.close_all().await;
+                    break;
+                }
             }
         }
         tracing::debug!("mesh event loop stopped");
+    }
+
+    /// Closes every connection and lets the closes go out, for [`CLOSE_GRACE`] at most: a
+    /// QUIC connection merely dropped says nothing, and its peer would list this device
+    /// online until its checks time out, a quarter of a minute later.
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let grace = tokio::time::sleep(CLOSE_GRACE);
+        tokio::pin!(grace);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = self.swarm.select_next_some() => {}
+                _ = &mut grace => break,
+            }
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -215,6 +250,12 @@ impl EventLoop {
             Command::SetMembers { members, reply } => {
                 self.swarm.behaviour_mut().limits.set_members(members);
                 let _ = reply.send(());
+            }
+            Command::Forget { peer, reply } => {
+                // Gone from the table at once; its connections follow (a stranger that
+                // connects again shows again).
+                let _ = self.swarm.disconnect_peer_id(peer);
+                let _ = reply.send(self.peers.forget(&peer));
             }
             Command::Disconnect { peer, reply } => {
                 let open = self.peers.connection_count(&peer);
@@ -368,6 +409,7 @@ impl EventLoop {
         match self.swarm.listen_on(circuit) {
             Ok(id) => relay.listener = Some(id),
             Err(error) => {
+                let error = Chain(&error);
                 tracing::warn!(relay = %relay.addr, %error, "cannot use the relay");
                 let wait = relay.backoff;
                 relay.backoff = (wait * 2).min(RESERVE_BACKOFF.1);
@@ -428,7 +470,7 @@ impl EventLoop {
                 tracing::info!(%address, "no longer listening");
                 // An address of this device went away (it moved to another network, say):
                 // connections from it are dead, and nothing would tell for half a minute.
-                if !crate::peers::is_loopback(&address) {
+                if !crate::addr::is_loopback(&address) {
                     self.swarm.behaviour_mut().alive.check_all();
                 }
             }
@@ -436,7 +478,7 @@ impl EventLoop {
                 listener_id,
                 reason,
                 ..
-            } => self.on_listener_closed(listener_id, reason.err().map(|e| e.to_string())),
+            } => self.on_listener_closed(listener_id, reason.err().map(|e| Chain(&e).to_string())),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -450,7 +492,7 @@ impl EventLoop {
                     ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
                     _ => endpoint.get_remote_address().clone(),
                 };
-                tracing::debug!(%peer_id, %addr, ?connection_id, "connected");
+                tracing::debug!(%peer_id, %addr, %connection_id, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
                 // A peer that connects anew may have moved, leaving the older paths dead.
                 self.swarm
@@ -483,7 +525,9 @@ impl EventLoop {
                 ..
             } => {
                 let addr = endpoint.get_remote_address();
-                tracing::debug!(%peer_id, %addr, ?connection_id, ?cause, "connection closed");
+                let cause = cause.as_ref().map(|c| Chain(c).to_string());
+                let cause = cause.as_deref().unwrap_or("closed by either end");
+                tracing::debug!(%peer_id, %addr, %connection_id, cause, "connection closed");
                 self.peers.disconnected(peer_id, connection_id);
                 // A condemned connection was counted as gone already.
                 if !self.condemned.remove(&connection_id) && !self.connected(&peer_id) {
@@ -501,7 +545,9 @@ impl EventLoop {
                 connection_id,
                 error,
             } => {
-                tracing::debug!(?peer_id, %error, "dial failed");
+                let peer = peer_id.map(|p| p.to_string());
+                let shown = Chain(&error);
+                tracing::debug!(peer = peer.as_deref(), error = %shown, "dial failed");
                 let Some(peer) = peer_id else {
                     return;
                 };
@@ -541,10 +587,16 @@ impl EventLoop {
             return;
         };
         let relay = &mut self.relays[index];
-        tracing::info!(relay = %relay.addr, ?error, "relay reservation lost; taking another");
+        let wait = relay.backoff;
+        let error = error.as_deref();
+        let retry = format!("{wait:.0?}");
+        if relay.reserved {
+            tracing::info!(relay = %relay.addr, error, %retry, "relay reservation lost; taking another");
+        } else {
+            tracing::info!(relay = %relay.addr, error, %retry, "no reservation on the relay (unreachable, or it refused)");
+        }
         relay.listener = None;
         relay.reserved = false;
-        let wait = relay.backoff;
         relay.backoff = (wait * 2).min(RESERVE_BACKOFF.1);
         self.schedule(wait, Due::Reserve { relay: index });
     }
@@ -574,7 +626,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Alive(crate::alive::Dead { peer, connection }) => {
-                tracing::info!(%peer, ?connection, "a connection failed its check; closing it");
+                tracing::info!(%peer, %connection, "a connection failed its check; closing it");
                 self.condemn(peer, connection);
             }
             BehaviourEvent::Ping(ping::Event {
@@ -592,6 +644,7 @@ impl EventLoop {
             }) if !matches!(error, ping::Failure::Unsupported) => {
                 // A path that stopped carrying anything (its address went away, a NAT
                 // forgot it): closed, so that the peer is reached another way.
+                let error = Chain(&error);
                 tracing::info!(%peer, %error, "pings fail; closing the connection");
                 self.condemn(peer, connection);
             }
@@ -619,7 +672,14 @@ impl EventLoop {
                     autonat::NatStatus::Private => Nat::Private,
                     autonat::NatStatus::Unknown => Nat::Unknown,
                 };
-                tracing::info!(nat = ?self.nat, "reachability");
+                let nat = match self.nat {
+                    Nat::Public => "public: other devices can dial this one",
+                    Nat::Private => {
+                        "private: behind a NAT, reached through relays or hole punching"
+                    }
+                    Nat::Unknown => "unknown",
+                };
+                tracing::info!(%nat, "reachability");
             }
             _ => {}
         }
@@ -628,11 +688,17 @@ impl EventLoop {
     fn on_punch(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
         match result {
             Ok(_) => {
-                let took = self.relayed_since.remove(&peer).map(|t| t.elapsed());
-                tracing::info!(%peer, ?took, "hole punched: direct connection");
+                let took = match self.relayed_since.remove(&peer) {
+                    Some(since) => format!("{:.1?}", since.elapsed()),
+                    None => "?".into(),
+                };
+                tracing::info!(%peer, %took, "hole punched: direct connection");
             }
             // Tried again on the next relayed connection to the peer.
-            Err(error) => tracing::info!(%peer, %error, "hole punching failed; staying relayed"),
+            Err(error) => {
+                let error = Chain(&error);
+                tracing::info!(%peer, %error, "hole punching failed; staying relayed");
+            }
         }
     }
 

@@ -30,8 +30,7 @@ use std::{
 
 use libp2p::{
     Multiaddr, PeerId,
-    core::{ConnectedPoint, Endpoint, transport::PortUse, upgrade::DeniedUpgrade},
-    multiaddr::Protocol,
+    core::{Endpoint, transport::PortUse, upgrade::DeniedUpgrade},
     swarm::{
         ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent,
         ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler,
@@ -39,39 +38,7 @@ use libp2p::{
     },
 };
 
-/// How good a connection is; lower is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Rank {
-    Tcp,
-    Quic,
-    Relayed,
-}
-
-impl Rank {
-    pub(crate) fn of(addr: &Multiaddr) -> Self {
-        let tcp = addr.iter().any(|p| matches!(p, Protocol::Tcp(_)));
-        let websocket = addr
-            .iter()
-            .any(|p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)));
-        if crate::peers::is_relayed(addr) {
-            Rank::Relayed
-        } else if tcp && !websocket {
-            Rank::Tcp
-        } else {
-            // QUIC, and any other transport a peer may announce: not preferred.
-            Rank::Quic
-        }
-    }
-
-    pub(crate) fn of_connection(endpoint: &ConnectedPoint) -> Self {
-        // An inbound circuit names only the peer; ours names the relay, and both carry
-        // `/p2p-circuit`, which is all the rank looks at.
-        Self::of(match endpoint {
-            ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => local_addr,
-            other => other.get_remote_address(),
-        })
-    }
-}
+use crate::addr::Rank;
 
 #[derive(Debug)]
 pub(crate) struct Behaviour {
@@ -239,21 +206,6 @@ mod tests {
         s.parse().expect("address")
     }
 
-    #[test]
-    fn ranks_tcp_over_quic_over_relayed() {
-        assert_eq!(Rank::of(&addr("/ip4/10.0.0.2/tcp/4001")), Rank::Tcp);
-        assert_eq!(
-            Rank::of(&addr("/ip4/10.0.0.2/udp/4001/quic-v1")),
-            Rank::Quic
-        );
-        assert_eq!(
-            Rank::of(&addr(
-                "/ip4/10.0.0.1/udp/4001/quic-v1/p2p/12D3KooWPGwyNicktAhymDYfnPBWSUiyeou7BGjHcjvWiwATU6jW/p2p-circuit"
-            )),
-            Rank::Relayed
-        );
-    }
-
     /// Two peer IDs, the smaller first.
     fn ordered() -> (PeerId, PeerId) {
         let (a, b) = (PeerId::random(), PeerId::random());
@@ -321,11 +273,5 @@ mod tests {
         };
         assert_eq!(kept(&at_small, large), [id(1)], "X alone");
         assert_eq!(kept(&at_large, small), [id(1), id(2)], "X and Y, not Z");
-    }
-
-    #[test]
-    fn only_real_tcp_ranks_as_tcp() {
-        assert_eq!(Rank::of(&addr("/ip4/10.0.0.2/tcp/1/ws")), Rank::Quic);
-        assert_eq!(Rank::of(&addr("/dns4/example.com/tcp/1")), Rank::Tcp);
     }
 }

@@ -8,6 +8,7 @@
 //! or accepts application streams through libp2p-stream's control without going through
 //! the loop at all.
 
+mod addr;
 mod agent;
 mod alive;
 mod behaviour;
@@ -17,15 +18,17 @@ pub mod identity;
 mod keep;
 mod limits;
 pub mod peers;
+pub mod report;
 mod streams;
 mod tls;
 
 use std::{collections::HashSet, time::Duration};
 
+pub use addr::{is_loopback, is_relayed};
 pub use agent::{MAX_NAME_LEN, is_deceptive, sanitize_name};
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
-pub use peers::{Link, PeerState, is_loopback, is_relayed};
+pub use peers::{FORGET_AFTER, Link, PeerState, matching};
 
 use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux};
 use tokio::{
@@ -196,12 +199,14 @@ impl Mesh {
                 Ok(_) => listening += 1,
                 Err(error) => match with_any_port(&addr) {
                     Some(fallback) if swarm.listen_on(fallback.clone()).is_ok() => {
-                        tracing::warn!(%addr, %fallback, ?error, "cannot listen; using another port");
+                        let error = report::Chain(&error);
+                        tracing::warn!(%addr, %fallback, %error, "cannot listen; using another port");
                         listening += 1;
                     }
                     _ => {
-                        tracing::warn!(%addr, ?error, "cannot listen");
-                        last_error = format!("{addr}: {error:?}");
+                        let error = report::Chain(&error);
+                        tracing::warn!(%addr, %error, "cannot listen");
+                        last_error = format!("{addr}: {error}");
                     }
                 },
             }
@@ -269,6 +274,12 @@ impl Mesh {
     /// were.
     pub async fn disconnect(&self, peer: PeerId) -> Result<usize, Stopped> {
         self.ask(|reply| Command::Disconnect { peer, reply }).await
+    }
+
+    /// Drops `peer` from [`Mesh::peers`] and closes its connections: whether it was
+    /// listed. It shows again if it connects or is announced again.
+    pub async fn forget(&self, peer: PeerId) -> Result<bool, Stopped> {
+        self.ask(|reply| Command::Forget { peer, reply }).await
     }
 
     /// Tells the mesh which peers are members: they are always let in, whatever the

@@ -121,7 +121,8 @@ impl Behaviour {
         }
     }
 
-    fn spared(&self, peer: &PeerId) -> bool {
+    /// A member or a configured relay.
+    pub(crate) fn spared(&self, peer: &PeerId) -> bool {
         self.members.contains(peer) || self.relays.contains(peer)
     }
 
@@ -179,7 +180,7 @@ impl Behaviour {
             return false;
         };
         held.closing = true;
-        tracing::debug!(peer = %held.peer, ?id, "too many strangers: closing the oldest");
+        tracing::debug!(peer = %held.peer, %id, "too many strangers: closing the oldest");
         self.evict.push_back((held.peer, id));
         if let Some(waker) = self.waker.take() {
             waker.wake();

@@ -9,12 +9,15 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
 
-use crate::keep::Rank;
+use crate::addr::{Rank, ip, is_relayed};
 
 /// Most peers remembered; past it, the longest-unseen unconnected peer is forgotten.
 pub const MAX_PEERS: usize = 512;
 /// Most addresses remembered per peer.
 pub const MAX_ADDRS: usize = 16;
+/// How long a device that is not a member stays listed once nothing is heard of it: no
+/// connection, no mDNS announcement (which lapses a minute after the device stops).
+pub const FORGET_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// How a peer is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,20 +35,40 @@ pub struct PeerState {
     pub name: Option<String>,
     /// Known addresses; the one of the connection in use first.
     pub addrs: Vec<Multiaddr>,
+    /// How it is reached now; `Link::None` when it is not: online means connected.
     pub link: Link,
     /// Open connections, and how many of them go through a relay.
     pub connections: usize,
     pub relayed_connections: usize,
     pub rtt: Option<Duration>,
-    /// Currently announced by mDNS.
+    /// Currently announced by mDNS (which goes on for a minute after a device stops).
     pub on_lan: bool,
 }
 
 impl PeerState {
-    /// Connected now.
+    /// Connected now: online, as `loopsy peers` says it.
     pub fn is_connected(&self) -> bool {
         self.link != Link::None
     }
+}
+
+/// The peers a person means by `query`: the one with that exact peer ID or name, else
+/// every one whose peer ID or name starts with it.
+pub fn matching<'a>(query: &str, peers: &'a [PeerState]) -> Vec<&'a PeerState> {
+    let named = |p: &PeerState, test: &dyn Fn(&str) -> bool| {
+        test(&p.peer_id.to_base58()) || p.name.as_deref().is_some_and(test)
+    };
+    let exact: Vec<_> = peers
+        .iter()
+        .filter(|p| named(p, &|text| text == query))
+        .collect();
+    if !exact.is_empty() || query.is_empty() {
+        return exact;
+    }
+    peers
+        .iter()
+        .filter(|p| named(p, &|text| text.starts_with(query)))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -111,24 +134,6 @@ impl Entry {
     }
 }
 
-fn ip(addr: &Multiaddr) -> Option<IpAddr> {
-    match addr.iter().next()? {
-        Protocol::Ip4(ip) => Some(ip.into()),
-        Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    }
-}
-
-/// Whether an address goes through a relay circuit.
-pub fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
-/// Whether an address is this machine's own loopback.
-pub fn is_loopback(addr: &Multiaddr) -> bool {
-    ip(addr).is_some_and(|ip| ip.is_loopback())
-}
-
 /// The peer table.
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
@@ -166,7 +171,33 @@ impl Peers {
     pub fn expired(&mut self, peer: PeerId, addr: &Multiaddr) {
         if let Some(entry) = self.entries.get_mut(&peer) {
             entry.mdns_addrs.remove(addr);
+            entry.last_seen = Instant::now();
         }
+    }
+
+    /// Drops a peer; whether it was known. Its connections are the caller's to close.
+    pub fn forget(&mut self, peer: &PeerId) -> bool {
+        self.entries.remove(peer).is_some()
+    }
+
+    /// Drops the peers not heard of for [`FORGET_AFTER`] (unconnected, not announced on
+    /// the LAN) but those `spared` (members, whom the daemon lists whatever this says).
+    pub fn forget_stale(&mut self, now: Instant, spared: impl Fn(&PeerId) -> bool) -> Vec<PeerId> {
+        let stale: Vec<PeerId> = self
+            .entries
+            .iter()
+            .filter(|(peer, e)| {
+                e.connections.is_empty()
+                    && e.mdns_addrs.is_empty()
+                    && now.saturating_duration_since(e.last_seen) >= FORGET_AFTER
+                    && !spared(peer)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in &stale {
+            self.entries.remove(peer);
+        }
+        stale
     }
 
     pub fn connected(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr) {
@@ -351,6 +382,52 @@ mod tests {
         peers.discovered(peer, addr(&format!("/ip4/10.0.0.1/tcp/7/p2p/{peer}")));
         peers.identified(peer, None, vec![addr("/ip4/10.0.0.1/tcp/7")]);
         assert_eq!(peers.snapshot()[0].addrs, [addr("/ip4/10.0.0.1/tcp/7")]);
+    }
+
+    #[test]
+    fn unheard_of_strangers_are_forgotten_but_members_and_the_present_stay() {
+        let mut peers = Peers::default();
+        let (stranger, member, on_lan, connected) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let lan = addr("/ip4/10.0.0.3/tcp/1");
+        for peer in [stranger, member, on_lan] {
+            peers.discovered(peer, lan.clone());
+        }
+        peers.connected(connected, ConnectionId::new_unchecked(1), lan.clone());
+        // The stranger and the member stopped: their announcements lapsed.
+        peers.expired(stranger, &lan);
+        peers.expired(member, &lan);
+        let spared = |p: &PeerId| *p == member;
+        let soon = Instant::now() + FORGET_AFTER / 2;
+        assert!(peers.forget_stale(soon, spared).is_empty(), "not yet");
+        let later = Instant::now() + FORGET_AFTER;
+        assert_eq!(peers.forget_stale(later, spared), [stranger]);
+        let mut left: Vec<PeerId> = peers.snapshot().iter().map(|p| p.peer_id).collect();
+        let mut kept = vec![member, on_lan, connected];
+        left.sort();
+        kept.sort();
+        assert_eq!(left, kept);
+        assert!(peers.forget(&on_lan) && !peers.forget(&on_lan));
+    }
+
+    #[test]
+    fn a_peer_is_found_by_exact_id_or_name_then_by_prefix() {
+        let mut peers = Peers::default();
+        let (alpha, alps) = (PeerId::random(), PeerId::random());
+        peers.identified(alpha, Some("alpha".into()), Vec::new());
+        peers.identified(alps, Some("alps".into()), Vec::new());
+        let all = peers.snapshot();
+        let found =
+            |q: &str| -> Vec<PeerId> { matching(q, &all).iter().map(|p| p.peer_id).collect() };
+        assert_eq!(found("alpha"), [alpha]);
+        assert_eq!(found(&alps.to_base58()), [alps]);
+        assert_eq!(found("alp").len(), 2, "ambiguous");
+        assert_eq!(found("alph"), [alpha]);
+        assert!(found("bravo").is_empty() && found("").is_empty());
     }
 
     #[test]

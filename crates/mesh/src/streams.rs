@@ -24,7 +24,7 @@ use libp2p::{
     },
 };
 
-use crate::keep::Rank;
+use crate::addr::Rank;
 
 type Inner = libp2p_stream::Behaviour;
 

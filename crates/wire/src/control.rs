@@ -143,6 +143,10 @@ pub enum Request {
     MsgSend { peer: String, text: String },
     /// Answers `inbox`.
     MsgInbox,
+    /// Drops a device that is not a member (name, peer ID or unique prefix) from `peers`,
+    /// closing its connections: a stranger, or a device revoked since. Answers `done`; a
+    /// member is refused (`trust_remove` it first).
+    PeersForget { peer: String },
 }
 
 /// A message in this device's inbox.

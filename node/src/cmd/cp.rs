@@ -11,8 +11,8 @@ use serde::Serialize;
 
 /// Copy files and directories between this device and a peer. A path on a peer is written
 /// PEER:PATH (relative to its first file root, usually its home). Like scp: several sources
-/// go into a directory; a single source to a name that is not a directory takes that name;
-/// modes and times are kept; links inside a tree are copied as links. Existing files are
+/// go into a directory; a single source to a name that is not a directory takes that name
+/// (a DEST ending in / must be an existing directory); modes and times are kept; links inside a tree are copied as links. Existing files are
 /// replaced unless --no-clobber. An interrupted copy resumes when run again.
 #[derive(Debug, Args)]
 #[command(override_usage = "loopsy cp [OPTIONS] SRC... DEST")]

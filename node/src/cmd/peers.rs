@@ -14,7 +14,8 @@ use crate::output;
 pub struct Cmd {
     #[command(subcommand)]
     action: Option<Action>,
-    /// One JSON array of peers: name, peer_id, paired, online, connection, addrs, rtt_ms.
+    /// One JSON array of peers: name, peer_id, paired, online (connected now),
+    /// connection, addrs, rtt_ms.
     #[arg(long)]
     json: bool,
 }
@@ -30,18 +31,31 @@ enum Action {
         #[arg(required = true, value_name = "ADDR")]
         addr: Vec<Multiaddr>,
     },
+    /// Drop a device that is not a member from the list, and close its connections: a
+    /// stranger, or a device revoked with `trust rm`. It shows again if it connects or is
+    /// seen on the LAN. (Devices not heard of for 10 minutes drop out by themselves.)
+    Forget {
+        /// The device: a name, a peer ID, or a unique prefix of either.
+        peer: String,
+    },
 }
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        if let Some(Action::Connect { peer, addr }) = self.action {
-            let request = Request::TrustSet {
-                peer,
-                name: None,
-                addrs: addr.iter().map(ToString::to_string).collect(),
-                allow: None,
-            };
-            return crate::cmd::trust::done(&home, request).await;
+        match self.action {
+            Some(Action::Connect { peer, addr }) => {
+                let request = Request::TrustSet {
+                    peer,
+                    name: None,
+                    addrs: addr.iter().map(ToString::to_string).collect(),
+                    allow: None,
+                };
+                return crate::cmd::trust::done(&home, request).await;
+            }
+            Some(Action::Forget { peer }) => {
+                return crate::cmd::trust::done(&home, Request::PeersForget { peer }).await;
+            }
+            None => {}
         }
         let peers = crate::client(&home).peers().await?;
         if self.json {

@@ -105,6 +105,7 @@ impl Handler for Api {
             Request::CtxRemove { key } => node.ctx.remove(&key),
             Request::MsgSend { peer, text } => msg_send(node, &peer, &text).await,
             Request::MsgInbox => msg_inbox(node),
+            Request::PeersForget { peer } => peers_forget(node, &peer).await,
         };
         let _ = reply.send(&response).await;
     }
@@ -192,7 +193,7 @@ async fn peers(node: &Api) -> Response {
                 .or_else(|| live.as_ref().and_then(|p| p.name.clone())),
             peer_id: member.peer_id.to_base58(),
             paired: true,
-            online: live.as_ref().is_some_and(|p| p.is_connected() || p.on_lan),
+            online: live.as_ref().is_some_and(|p| p.is_connected()),
             connection: live
                 .as_ref()
                 .map_or(Connection::None, |p| connection(p.link)),
@@ -207,7 +208,7 @@ async fn peers(node: &Api) -> Response {
     }
     for peer in seen {
         peers.push(control::Peer {
-            online: peer.is_connected() || peer.on_lan,
+            online: peer.is_connected(),
             name: peer.name,
             peer_id: peer.peer_id.to_base58(),
             paired: false,
@@ -219,6 +220,48 @@ async fn peers(node: &Api) -> Response {
         });
     }
     Response::Peers { peers }
+}
+
+/// Drops a device that is not a member from the peers listed (and closes its connections).
+async fn peers_forget(node: &Api, query: &str) -> Response {
+    if let Ok(member) = node.trust.resolve(query) {
+        let name = node.dialer.shown(&member);
+        let message = format!(
+            "{name} is a member of the mesh: revoke it first (`loopsy trust rm {name}`), \
+             then `loopsy peers forget` drops it from the list"
+        );
+        return error(ErrorCode::Refused, message);
+    }
+    let Ok(seen) = node.mesh.peers().await else {
+        return stopping();
+    };
+    let peer = match loopsy_mesh::matching(query, &seen).as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return error(
+                ErrorCode::NotFound,
+                format!("no device `{query}` is listed"),
+            );
+        }
+        many => {
+            let named: Vec<String> = many
+                .iter()
+                .map(|p| format!("{} ({})", p.name.as_deref().unwrap_or("?"), p.peer_id))
+                .collect();
+            let message = format!("`{query}` matches {}: give more of it", named.join(", "));
+            return error(ErrorCode::Ambiguous, message);
+        }
+    };
+    if node.mesh.forget(peer.peer_id).await.is_err() {
+        return stopping();
+    }
+    let name = peer.name.unwrap_or_default();
+    Response::Done {
+        message: format!(
+            "forgot {name} ({}); it is listed again if it connects or is seen on the LAN",
+            peer.peer_id
+        ),
+    }
 }
 
 fn connection(link: Link) -> Connection {

@@ -238,8 +238,16 @@ async fn until_gone(
     copy: impl Future<Output = Result<Summary, TransferError>>,
 ) -> Result<Summary, control::Error> {
     let departure = dialer.departure(peer);
+    // What the peer said is about its own files: say whose.
+    let from_peer = |e| match e {
+        TransferError::Peer(said) => failure(TransferError::Peer(format!(
+            "{}: {said}",
+            dialer.shown(&peer)
+        ))),
+        e => failure(e),
+    };
     tokio::select! {
-        result = copy => result.map_err(failure),
+        result = copy => result.map_err(from_peer),
         _ = departure.wait() => Err(failure(TransferError::Connection(
             "the other device went away".into(),
         ))),

@@ -34,7 +34,9 @@ pub enum Escape {
          reachable through `files`"
     )]
     Home { path: String, home: String },
-    #[error("cannot check `{path}`: {reason}")]
+    /// Not a refusal: the path cannot be looked at (missing, a file where a directory
+    /// should be, no permission), said in plain words ([`super::words`]).
+    #[error("{path}: {reason}")]
     Io { path: String, reason: String },
 }
 
@@ -112,7 +114,11 @@ pub fn writable(roots: &[PathBuf], homes: &Homes, requested: &Path) -> Result<De
         .strip_prefix(&root)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    Ok(Dest { from: root, below })
+    Ok(Dest {
+        from: root,
+        below,
+        dir: super::dirs::names_a_directory(requested),
+    })
 }
 
 /// The real path of the root `real` lies in.
@@ -139,7 +145,7 @@ fn outside(roots: &[PathBuf], requested: &Path) -> Escape {
 pub fn within(roots: &[PathBuf], homes: &Homes, requested: &Path) -> Result<PathBuf, Escape> {
     let real = requested.canonicalize().map_err(|e| Escape::Io {
         path: requested.display().to_string(),
-        reason: e.to_string(),
+        reason: super::words::io(&e),
     })?;
     if root_of(roots, &real).is_some() {
         homes.outside(&real)?;

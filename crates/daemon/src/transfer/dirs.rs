@@ -50,12 +50,16 @@ pub struct Dest {
     /// Below `from`, reached without following any link: directories, then the
     /// destination (empty: `from` itself).
     pub below: PathBuf,
+    /// Named with a trailing `/`: as with `cp` and `scp`, the destination must be a
+    /// directory that exists, never a new name.
+    pub dir: bool,
 }
 
 impl Dest {
     /// A destination the user named on this device: the user's own path, links and all
     /// (a link to a directory copies into it), down to the destination itself.
     pub fn local(path: PathBuf) -> Self {
+        let dir = names_a_directory(&path);
         match path.file_name() {
             Some(name) if !path.is_dir() => {
                 let from = match path.parent() {
@@ -66,19 +70,31 @@ impl Dest {
                 Self {
                     below: PathBuf::from(name),
                     from,
+                    dir,
                 }
             }
             _ => Self {
                 from: path,
                 below: PathBuf::new(),
+                dir,
             },
         }
     }
 
-    /// Where it is, for messages.
+    /// Where it is, for messages (with the `/` it was named with).
     pub fn shown(&self) -> PathBuf {
-        self.from.join(&self.below)
+        let shown = self.from.join(&self.below);
+        if self.dir && !names_a_directory(&shown) {
+            return shown.join("");
+        }
+        shown
     }
+}
+
+/// Whether a path ends in `/` (or `/.`), which makes it a directory's name alone.
+pub fn names_a_directory(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    bytes.ends_with(b"/") || bytes.ends_with(b"/.")
 }
 
 /// The directories below a base directory, reached without following links and kept out
@@ -246,7 +262,7 @@ impl Dirs {
             }),
             Err(e) => Err(Escape::Io {
                 path: rel.display().to_string(),
-                reason: e.to_string(),
+                reason: super::words::io(&e),
             }),
         }
     }

@@ -88,7 +88,7 @@ impl Homes {
 fn cannot_check(path: &Path, e: io::Error) -> Escape {
     Escape::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        reason: super::words::io(&e),
     }
 }
 

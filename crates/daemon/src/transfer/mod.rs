@@ -19,6 +19,7 @@ mod serve;
 mod tests;
 pub mod tree;
 pub mod walk;
+pub mod words;
 
 use std::{
     io,
@@ -54,7 +55,7 @@ const MAX_NAME_BYTES: usize = 32 * 1024 * 1024;
 pub enum TransferError {
     /// A path that would leave the roots.
     #[error("refused: {0}")]
-    Escape(#[from] Escape),
+    Escape(Escape),
     #[error(transparent)]
     Walk(#[from] WalkError),
     /// What the other side said when it gave up.
@@ -70,6 +71,16 @@ pub enum TransferError {
     Destination(String),
     #[error("the other device sent nothing for {} s", IDLE.as_secs())]
     Timeout,
+}
+
+impl From<Escape> for TransferError {
+    fn from(e: Escape) -> Self {
+        match e {
+            // A path that is missing or unreadable is no refusal: it reads as `cp` says it.
+            Escape::Io { .. } => Self::Destination(e.to_string()),
+            e => Self::Escape(e),
+        }
+    }
 }
 
 impl TransferError {

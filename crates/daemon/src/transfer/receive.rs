@@ -214,9 +214,8 @@ impl Placement {
     fn new(dest: Dest, sources: u32, expect: Expect) -> Result<Self, TransferError> {
         let shown = dest.shown();
         let missing = |dir: &Path, e: io::Error| match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
-                TransferError::Destination(format!("{}: no such directory", dir.display()))
-            }
+            io::ErrorKind::NotFound => no_such_directory(dir),
+            io::ErrorKind::NotADirectory => not_a_directory(dir),
             _ => TransferError::io(dir, e),
         };
         let mut dirs =
@@ -233,8 +232,12 @@ impl Placement {
                             .map_err(|e| TransferError::io(&shown, e))?;
                         (Some(dir), None)
                     }
+                    // Named as a directory, it must be one.
+                    Ok(_) if dest.dir => return Err(not_a_directory(&shown)),
+                    Err(Errno::NOENT) if dest.dir => return Err(no_such_directory(&shown)),
                     // Anything else is replaced (a link too, never followed).
-                    Ok(_) | Err(Errno::NOENT) => (None, Some((parent, name.to_owned()))),
+                    Ok(_) => (None, Some((parent, name.to_owned(), true))),
+                    Err(Errno::NOENT) => (None, Some((parent, name.to_owned(), false))),
                     Err(e) => return Err(TransferError::io(&shown, e.into())),
                 }
             }
@@ -242,12 +245,13 @@ impl Placement {
         };
         let dirs = match (into, &rename) {
             (Some(dir), _) => dirs.rebase(&dest.below, dir),
-            (None, Some((parent, _))) => {
+            (None, Some((parent, _, exists))) => {
+                // Several sources go into a directory, which this is not.
+                if sources > 1 && *exists {
+                    return Err(not_a_directory(&shown));
+                }
                 if sources > 1 {
-                    return Err(TransferError::Destination(format!(
-                        "{} is not a directory",
-                        shown.display()
-                    )));
+                    return Err(no_such_directory(&shown));
                 }
                 let at = dirs
                     .dir(parent)?
@@ -258,7 +262,7 @@ impl Placement {
         };
         Ok(Self {
             dirs: Mutex::new(dirs),
-            rename: rename.map(|(_, name)| name),
+            rename: rename.map(|(_, name, _)| name),
             expect,
         })
     }
@@ -299,6 +303,14 @@ impl Placement {
             }
         })
     }
+}
+
+fn no_such_directory(dir: &Path) -> TransferError {
+    TransferError::Destination(format!("{}: no such directory", dir.display()))
+}
+
+fn not_a_directory(dir: &Path) -> TransferError {
+    TransferError::Destination(format!("{}: not a directory", dir.display()))
 }
 
 /// The directory an entry goes in, and its name there.

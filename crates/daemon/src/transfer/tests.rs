@@ -233,17 +233,49 @@ async fn scp_rules_for_the_destination_and_no_clobber() {
     .await;
     r.unwrap();
     assert_eq!(fs::read(dir.join("renamed")).unwrap(), b"new a");
-    // Two sources need a directory.
+    // Two sources need a directory: one that exists, and is one.
     let (_, r) = copy(
         &[a.clone(), b.clone()],
         &dir.join("nodir"),
         Receive::default(),
     )
     .await;
-    assert!(
-        matches!(r, Err(TransferError::Destination(ref m)) if m.contains("not a directory")),
-        "{r:?}"
-    );
+    let missing = format!("{}: no such directory", dir.join("nodir").display());
+    assert_eq!(r.map(|_| ()).map_err(|e| e.to_string()), Err(missing));
+    let (_, r) = copy(
+        &[a.clone(), b.clone()],
+        &dir.join("renamed"),
+        Receive::default(),
+    )
+    .await;
+    let file = format!("{}: not a directory", dir.join("renamed").display());
+    assert_eq!(r.map(|_| ()).map_err(|e| e.to_string()), Err(file));
+    // A trailing `/` names a directory, which must be there, as with cp and scp: never a
+    // new file of that name.
+    for (dest, why) in [
+        ("newdir/", "no such directory"),
+        ("renamed/", "not a directory"),
+    ] {
+        let (_, r) = copy(
+            std::slice::from_ref(&a),
+            &dir.join(dest),
+            Receive::default(),
+        )
+        .await;
+        let said = format!("{}: {why}", dir.join(dest).display());
+        assert_eq!(r.map(|_| ()).map_err(|e| e.to_string()), Err(said));
+    }
+    assert!(!dir.join("newdir").exists());
+    assert_eq!(fs::read(dir.join("renamed")).unwrap(), b"new a");
+    fs::create_dir(dir.join("there")).unwrap();
+    let (_, r) = copy(
+        std::slice::from_ref(&a),
+        &dir.join("there/"),
+        Receive::default(),
+    )
+    .await;
+    r.unwrap();
+    assert_eq!(fs::read(dir.join("there/a")).unwrap(), b"new a");
     // No clobber keeps what is there.
     let into = dir.join("into");
     fs::create_dir(&into).unwrap();

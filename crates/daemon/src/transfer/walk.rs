@@ -31,7 +31,7 @@ pub struct Item {
 /// A source that cannot be offered.
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", super::words::io(source))]
     Io { path: String, source: io::Error },
     #[error("{0} is a directory (copy it with -r)")]
     Directory(String),

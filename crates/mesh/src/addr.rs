@@ -1,0 +1,101 @@
+//! What an address says about a connection over it: whether it goes through a relay or
+//! stays on this machine, and how good a connection it makes ([`Rank`]). Pure, so that
+//! the peer table, `keep` and `streams` share one reading of addresses.
+
+use std::net::IpAddr;
+
+use libp2p::{Multiaddr, core::ConnectedPoint, multiaddr::Protocol};
+
+/// The IP an address starts with, if it starts with one.
+pub(crate) fn ip(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
+/// Whether an address goes through a relay circuit.
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// Whether an address is this machine's own loopback.
+pub fn is_loopback(addr: &Multiaddr) -> bool {
+    ip(addr).is_some_and(|ip| ip.is_loopback())
+}
+
+/// How good a connection is; lower is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Rank {
+    Tcp,
+    Quic,
+    Relayed,
+}
+
+impl Rank {
+    pub(crate) fn of(addr: &Multiaddr) -> Self {
+        let tcp = addr.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+        let websocket = addr
+            .iter()
+            .any(|p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)));
+        if is_relayed(addr) {
+            Rank::Relayed
+        } else if tcp && !websocket {
+            Rank::Tcp
+        } else {
+            // QUIC, and any other transport a peer may announce: not preferred.
+            Rank::Quic
+        }
+    }
+
+    pub(crate) fn of_connection(endpoint: &ConnectedPoint) -> Self {
+        // An inbound circuit names only the peer; ours names the relay, and both carry
+        // `/p2p-circuit`, which is all the rank looks at.
+        Self::of(match endpoint {
+            ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => local_addr,
+            other => other.get_remote_address(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Multiaddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn ranks_tcp_over_quic_over_relayed() {
+        assert_eq!(Rank::of(&addr("/ip4/10.0.0.2/tcp/4001")), Rank::Tcp);
+        assert_eq!(
+            Rank::of(&addr("/ip4/10.0.0.2/udp/4001/quic-v1")),
+            Rank::Quic
+        );
+        assert_eq!(
+            Rank::of(&addr(
+                "/ip4/10.0.0.1/udp/4001/quic-v1/p2p/12D3KooWPGwyNicktAhymDYfnPBWSUiyeou7BGjHcjvWiwATU6jW/p2p-circuit"
+            )),
+            Rank::Relayed
+        );
+    }
+
+    #[test]
+    fn only_real_tcp_ranks_as_tcp() {
+        assert_eq!(Rank::of(&addr("/ip4/10.0.0.2/tcp/1/ws")), Rank::Quic);
+        assert_eq!(Rank::of(&addr("/dns4/example.com/tcp/1")), Rank::Tcp);
+    }
+
+    #[test]
+    fn relayed_and_loopback_addresses_are_told_apart() {
+        let circuit = addr(
+            "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
+        );
+        assert!(is_relayed(&circuit) && !is_loopback(&circuit));
+        assert!(is_loopback(&addr("/ip6/::1/udp/1/quic-v1")));
+        assert!(!is_relayed(&addr("/ip4/127.0.0.1/tcp/1")));
+        assert_eq!(ip(&addr("/dns4/example.com/tcp/1")), None);
+    }
+}
