@@ -1,5 +1,6 @@
 //! Pairing's two sides over an in-memory stream: the joiner's handshake against the
-//! inviter's serving side, and what the inviter says to a joiner it refuses.
+//! inviter's serving side, by long code and by short code, and what the inviter says to a
+//! joiner it refuses.
 
 use std::sync::Arc;
 
@@ -195,4 +196,79 @@ async fn a_stream_that_does_not_start_a_pairing_is_refused() {
         "{reply:?}"
     );
     assert_eq!(alpha.audit.read_all().len(), 2);
+}
+
+/// A short code for a new invitation of `inviter`'s, its events, and both guards.
+fn invite_short(
+    inviter: &Device,
+) -> (
+    loopsy_wire::pair::ShortCode,
+    tokio::sync::mpsc::Receiver<loopsy_wire::control::Paired>,
+    impl Drop,
+    impl Drop,
+) {
+    let (claim, events, withdraw) = inviter
+        .pairing
+        .invitations()
+        .open(clock::now_secs() + 60, None, false)
+        .unwrap();
+    let (short, withdraw_short) = inviter.pairing.open_short(&claim).unwrap();
+    (short, events, withdraw, withdraw_short)
+}
+
+#[tokio::test]
+async fn a_short_code_pairs_over_spake2_and_a_wrong_one_says_the_tries_left() {
+    let dir = testing::scratch("pair-short");
+    let (alpha, bravo) = (device(&dir, "alpha"), device(&dir, "bravo"));
+    let (short, mut events, _withdraw, _withdraw_short) = invite_short(&alpha);
+    assert_eq!(short.name, "alpha");
+
+    let mut wrong = short.clone();
+    wrong.secret = (wrong.secret + 1) % 1_000_000_000;
+    let (mut joining, inviting) = testing::pipe();
+    let (joined, ()) = tokio::join!(
+        bravo
+            .pairing
+            .short_handshake_as_joiner(&mut joining, alpha.id, &wrong, None),
+        serve(&alpha, bravo.id, inviting),
+    );
+    assert!(
+        matches!(&joined, Err(JoinError::Refused(reason))
+            if reason == "wrong pairing code; 2 more tries before the short code is withdrawn"),
+        "{joined:?}"
+    );
+    assert!(!alpha.trust.is_member(&bravo.id));
+
+    let (mut joining, inviting) = testing::pipe();
+    let (joined, ()) = tokio::join!(
+        bravo
+            .pairing
+            .short_handshake_as_joiner(&mut joining, alpha.id, &short, None),
+        serve(&alpha, bravo.id, inviting),
+    );
+    let joined = joined.expect("paired");
+    let told = events.try_recv().expect("the inviter's user is told");
+    assert_eq!(joined.check_code, told.check_code);
+    assert!(alpha.trust.is_member(&bravo.id) && bravo.trust.is_member(&alpha.id));
+}
+
+#[tokio::test]
+async fn a_short_code_is_bound_to_the_peer_ids_of_the_stream() {
+    let dir = testing::scratch("pair-short-relayed");
+    let (alpha, bravo) = (device(&dir, "alpha"), device(&dir, "bravo"));
+    let (short, _events, _withdraw, _withdraw_short) = invite_short(&alpha);
+    // Alpha sees the stream come from another peer than bravo (a device in the middle
+    // relaying bravo's messages): the right code pairs nothing.
+    let (mut joining, inviting) = testing::pipe();
+    let (joined, ()) = tokio::join!(
+        bravo
+            .pairing
+            .short_handshake_as_joiner(&mut joining, alpha.id, &short, None),
+        serve(&alpha, PeerId::random(), inviting),
+    );
+    assert!(
+        matches!(&joined, Err(JoinError::Refused(reason)) if reason.starts_with("wrong pairing code")),
+        "{joined:?}"
+    );
+    assert!(!alpha.trust.is_member(&bravo.id));
 }

@@ -395,20 +395,36 @@ impl Pairing {
         allow: Option<Caps>,
     ) -> Result<Paired, JoinError> {
         let mut stream = open_pair_stream(mesh, inviter, Vec::new()).await?;
+        self.short_handshake_as_joiner(&mut stream, inviter, code, allow)
+            .await
+    }
+
+    /// The joiner's side of a short code on an open pairing stream to `inviter`: SPAKE2,
+    /// then the handshake keyed by it, and the pairing recorded.
+    pub(super) async fn short_handshake_as_joiner<S>(
+        &self,
+        stream: &mut S,
+        inviter: PeerId,
+        code: &ShortCode,
+        allow: Option<Caps>,
+    ) -> Result<Paired, JoinError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let (state, mine) = pake_joiner(code, &self.me.to_bytes(), &inviter.to_bytes());
         let start = Message::ShortStart {
             nameplate: code.nameplate,
             pake: mine,
         };
-        let sent = send(&mut stream, &start).await;
-        let theirs = match (receive(&mut stream).await, sent) {
+        let sent = send(stream, &start).await;
+        let theirs = match (receive(stream).await, sent) {
             (Ok(Message::Pake { pake }), _) => pake,
             (Ok(other), _) => return Err(unexpected(other)),
             (Err(_), Err(send_error)) => return Err(JoinError::Failed(send_error.to_string())),
             (Err(e), Ok(())) => return Err(e),
         };
         let psk = pake_finish(state, &theirs).map_err(|e| JoinError::Failed(e.0))?;
-        self.joiner_noise(&mut stream, inviter, &psk, allow, |noise| Message::Noise {
+        self.joiner_noise(stream, inviter, &psk, allow, |noise| Message::Noise {
             noise,
         })
         .await
