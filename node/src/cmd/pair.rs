@@ -65,6 +65,10 @@ impl Cmd {
     }
 
     async fn invite(self, home: Home) -> anyhow::Result<ExitCode> {
+        // Listening for Ctrl-C before the code shows: a Ctrl-C as soon as it shows must
+        // withdraw it in words, not kill the process (the default action until then).
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut invite = crate::client(&home)
             .pair_invite(self.ttl.as_secs(), allow(self.allow), self.multi)
             .await?;
@@ -82,7 +86,7 @@ impl Cmd {
         loop {
             let next = tokio::select! {
                 next = invite.next() => next,
-                _ = tokio::signal::ctrl_c() => {
+                _ = interrupt.recv() => {
                     // Dropping the connection withdraws the code at the node.
                     drop(invite);
                     if self.json {
