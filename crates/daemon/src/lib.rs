@@ -16,6 +16,7 @@ mod gate;
 pub mod home;
 pub mod inbox;
 mod keeper;
+pub mod live;
 mod lock;
 pub mod node;
 mod pair;

@@ -3,6 +3,8 @@
 //! the services with the gate, serves the control socket until told to stop, and stops
 //! everything in order. Nothing else in the daemon imports it.
 
+mod reload;
+
 use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc};
 
 use loopsy_mesh::{Mesh, Multiaddr, identity};
@@ -99,6 +101,7 @@ pub async fn run(
     let _lock = NodeLock::acquire(&home)?;
     let keypair = identity::load_or_create(&home.identity_key())?;
     let mut config = Config::load_or_create(&home)?;
+    let on_disk = config.clone();
     if let Some(name) = overrides.name {
         config.name = name;
     }
@@ -180,14 +183,17 @@ pub async fn run(
         mesh.clone(),
         pushes.clone(),
     ));
+    // Shared with the reload on SIGHUP.
+    let exec_policy = crate::live::Live::new(config.exec.clone());
+    let files_policy = crate::live::Live::new(config.files.clone());
     let session = Arc::new(SessionService::new(
         sessions.clone(),
-        config.exec.clone(),
+        exec_policy.clone(),
         registry.wake(),
     ));
     let homes = Homes::new(home.dir());
-    let exec = Arc::new(Exec::new(config.exec.clone()));
-    let transfer = Arc::new(Transfer::new(config.files.clone(), homes.clone()));
+    let exec = Arc::new(Exec::new(exec_policy.clone()));
+    let transfer = Arc::new(Transfer::new(files_policy.clone(), homes.clone()));
     let pairing = Arc::new(Pairing::new(
         name.clone(),
         defaults,
@@ -230,6 +236,14 @@ pub async fn run(
     services.spawn(engine.run_pushes(mesh.clone(), push_queue));
     services.spawn(messages.clone().deliver());
     services.spawn(registry.clone().run());
+    let reloader = reload::Reloader {
+        home: home.clone(),
+        on_disk,
+        trust: trust.clone(),
+        exec: exec_policy,
+        files: files_policy,
+    };
+    services.spawn(reloader.run(stop.clone()));
 
     let identity = control::Identity {
         peer_id: mesh.peer_id().to_base58(),
