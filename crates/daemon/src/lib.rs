@@ -20,6 +20,7 @@ pub mod live;
 mod lock;
 pub mod node;
 mod pair;
+mod ports;
 pub mod replica;
 mod seal;
 pub mod service;

@@ -153,10 +153,11 @@ pub async fn run(
     )?);
     let inbox = Inbox::load(home.inbox(), keypair.clone())?;
     let (pushes, push_queue) = sync::pushes();
+    let ports = crate::ports::Ports::load(home.ports());
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
         name: name.clone(),
-        listen: config.listen.clone(),
+        listen: ports.pin(&config.listen),
         mdns: config.mdns,
         relays: config.relays.clone(),
     })?;
@@ -236,6 +237,7 @@ pub async fn run(
     services.spawn(engine.run_pushes(mesh.clone(), push_queue));
     services.spawn(messages.clone().deliver());
     services.spawn(registry.clone().run());
+    services.spawn(ports.keep(mesh.clone(), config.listen.clone()));
     let reloader = reload::Reloader {
         home: home.clone(),
         on_disk,
