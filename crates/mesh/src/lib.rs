@@ -166,6 +166,12 @@ impl Mesh {
             )
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_quic()
+            // Names in addresses (/dns4/relay.example.net/...) resolve through the
+            // system's resolver, /etc/hosts first.
+            .with_dns()
+            .map_err(|e| {
+                StartError::Transport(format!("cannot read the system's DNS settings: {e}"))
+            })?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_behaviour(|key, relay| {
