@@ -1,5 +1,6 @@
 //! Stable ports: a node listening on port 0 asks for the same ports at its next start, so
-//! its members find it again where they last saw it, with no `trust set --addr`.
+//! its members find it again where they last saw it, with no `trust set --addr`; and
+//! `loopsy peers` says when it last saw a device that is away.
 
 use std::time::Duration;
 
@@ -23,8 +24,20 @@ fn devices_restarted_on_port_0_find_each_other_again() -> anyhow::Result<()> {
         })?;
     }
 
-    // Both restart (no mDNS: each knows the other only by the addresses it saw).
+    // Both restart (no mDNS: each knows the other only by the addresses it saw). While
+    // alpha is away, bravo says when it last saw it.
+    let alpha_id = alpha.peer_id.clone();
     alpha.stop()?;
+    let gone = wait_for("bravo to see alpha go", Duration::from_secs(15), || {
+        bravo.peer(&alpha_id).filter(|p| p["connection"] == "none")
+    })?;
+    let last_seen = gone["last_seen"].as_str().unwrap_or_default().to_owned();
+    assert!(last_seen.ends_with('Z') && last_seen.len() == 24, "{gone}");
+    let table = bravo.ok(&["peers"]);
+    assert!(
+        table.contains("SEEN") && table.contains(&last_seen[11..16]),
+        "{table}"
+    );
     bravo.stop()?;
     let alpha = Node::start(Options::isolated("alpha").home(&alpha_home))?;
     let bravo = Node::start(Options::isolated("bravo").home(&bravo_home))?;
