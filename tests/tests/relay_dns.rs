@@ -108,3 +108,55 @@ fn a_node_holds_a_reservation_on_each_of_two_relays_named_by_dns() -> anyhow::Re
     }
     Ok(())
 }
+
+/// The relays a node holds a reservation on now.
+fn reservations(node: &Node) -> Option<Vec<String>> {
+    let status = node.json(&["status", "--json"]).ok()?;
+    Some(
+        status["relay_reservations"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+#[test]
+fn sighup_moves_the_reservation_to_the_relay_now_in_the_config() -> anyhow::Result<()> {
+    let Some(mut lab) = Lab::new("relay-reload") else {
+        return Ok(());
+    };
+    let ns = lab.host("box")?;
+    let _hosts = Hosts::write(
+        &ns,
+        "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
+    )?;
+    let dir = TempDir::new("relay-reload");
+    let (_one, one_id) = relay(&ns, &dir.path().join("one"), 4001)?;
+    let (_two, two_id) = relay(&ns, &dir.path().join("two"), 4002)?;
+    let one = format!("/dns4/relay-one.loopsy.test/tcp/4001/p2p/{one_id}");
+    let two = format!("/dns4/relay-two.loopsy.test/tcp/4002/p2p/{two_id}");
+    let home = dir.path().join("alpha");
+    std::fs::create_dir_all(&home)?;
+    let config = |relay: &str| format!("relays = [\"{relay}\"]\n");
+    std::fs::write(home.join("config.toml"), config(&one))?;
+    let node = Node::start(Options::named("alpha").netns(&ns).home(&home).args(&[
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ]))?;
+    wait_for(
+        "a reservation on relay one",
+        Duration::from_secs(30),
+        || (reservations(&node)? == [one.clone()]).then_some(()),
+    )?;
+
+    std::fs::write(home.join("config.toml"), config(&two))?;
+    loopsy_tests::node::signal(node.pid(), "HUP");
+    wait_for(
+        "the reservation to move to relay two",
+        Duration::from_secs(30),
+        || (reservations(&node)? == [two.clone()]).then_some(()),
+    )?;
+    Ok(())
+}

@@ -284,6 +284,12 @@ impl Mesh {
             .await
     }
 
+    /// Replaces the relays this node holds a reservation on (a reloaded config): each new
+    /// one is asked for a reservation, and one no longer listed is let go.
+    pub async fn set_relays(&self, relays: Vec<Multiaddr>) -> Result<(), Stopped> {
+        self.ask(|reply| Command::SetRelays { relays, reply }).await
+    }
+
     /// Network events from now on.
     pub fn events(&self) -> broadcast::Receiver<MeshEvent> {
         self.events.subscribe()

@@ -102,6 +102,7 @@ pub async fn run(
     let keypair = identity::load_or_create(&home.identity_key())?;
     let mut config = Config::load_or_create(&home)?;
     let on_disk = config.clone();
+    let relays_from_flags = !overrides.relays.is_empty();
     if let Some(name) = overrides.name {
         config.name = name;
     }
@@ -244,6 +245,8 @@ pub async fn run(
         trust: trust.clone(),
         exec: exec_policy,
         files: files_policy,
+        mesh: mesh.clone(),
+        relays_from_flags,
     };
     services.spawn(reloader.run(stop.clone()));
 

@@ -1,13 +1,15 @@
 //! SIGHUP: the node re-reads `config.toml` and `trust.toml` and applies, without a
 //! restart and without touching running sessions or copies, what can change live: the
-//! default grants and introductions, the exec and file policies, and each member's
-//! grants, name and policies in the trust store. A stream already admitted keeps what it
+//! default grants and introductions, the exec and file policies, the relays (a
+//! reservation taken on each new one, one let go), and each member's grants, name and
+//! policies in the trust store. A stream already admitted keeps what it
 //! was admitted with; the next one is checked against the new settings. What needs a
 //! restart (name, listen addresses, mDNS) is said in the log. A file that does not parse
 //! changes nothing, and says why.
 
 use std::sync::Arc;
 
+use loopsy_mesh::Mesh;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -23,6 +25,10 @@ pub struct Reloader {
     pub trust: Arc<Trust>,
     pub exec: Live<ExecPolicy>,
     pub files: Live<FilesPolicy>,
+    /// For the relays.
+    pub mesh: Mesh,
+    /// This run's relays came from `--relay`, which config.toml's do not replace.
+    pub relays_from_flags: bool,
 }
 
 impl Reloader {
@@ -44,14 +50,14 @@ impl Reloader {
                         return;
                     }
                     tracing::info!("SIGHUP: reloading config.toml and trust.toml");
-                    self.reload();
+                    self.reload().await;
                 }
             }
         }
     }
 
     /// Applies the home's files as they are now; logs each change.
-    pub fn reload(&mut self) {
+    pub async fn reload(&mut self) {
         let path = self.home.config();
         let config = match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
@@ -94,6 +100,14 @@ impl Reloader {
         match self.trust.reload(config.accept_introductions, defaults) {
             Ok(members) => changes.extend(members),
             Err(error) => tracing::error!(%error, "trust.toml not reloaded"),
+        }
+        if config.relays != self.on_disk.relays {
+            if self.relays_from_flags {
+                tracing::warn!("relays changed in config.toml; this run uses --relay's instead");
+            } else if self.mesh.set_relays(config.relays.clone()).await.is_ok() {
+                let relays: Vec<String> = config.relays.iter().map(ToString::to_string).collect();
+                changes.push(format!("relays: [{}]", relays.join(", ")));
+            }
         }
         let restart = [
             ("name", config.name != self.on_disk.name),
