@@ -82,24 +82,29 @@ impl Reloader {
             self.files.set(config.files.clone());
             changes.push("file roots (config.toml [files])".to_owned());
         }
-        if config.grants != self.on_disk.grants {
-            changes.push(format!(
-                "default grants: [{}] (were [{}])",
-                config.grants.allow.join(","),
-                self.on_disk.grants.allow.join(",")
-            ));
-        }
-        if config.accept_introductions != self.on_disk.accept_introductions {
-            changes.push(format!(
-                "accept_introductions: {}",
-                config.accept_introductions
-            ));
-        }
-        // Checked when parsed.
+        // The defaults live in the trust store: they apply with it, or not at all.
         let defaults = caps::parse(&config.grants.allow).unwrap_or_default();
         match self.trust.reload(config.accept_introductions, defaults) {
-            Ok(members) => changes.extend(members),
-            Err(error) => tracing::error!(%error, "trust.toml not reloaded"),
+            Ok(members) => {
+                if config.grants != self.on_disk.grants {
+                    changes.push(format!(
+                        "default grants: [{}] (were [{}])",
+                        config.grants.allow.join(","),
+                        self.on_disk.grants.allow.join(",")
+                    ));
+                }
+                if config.accept_introductions != self.on_disk.accept_introductions {
+                    changes.push(format!(
+                        "accept_introductions: {}",
+                        config.accept_introductions
+                    ));
+                }
+                changes.extend(members);
+            }
+            Err(error) => tracing::error!(
+                %error,
+                "trust.toml not reloaded, nor the default grants; fix it and send SIGHUP again"
+            ),
         }
         if config.relays != self.on_disk.relays {
             if self.relays_from_flags {
