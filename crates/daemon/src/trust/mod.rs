@@ -581,6 +581,65 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_takes_grants_from_the_edited_file_and_refuses_a_broken_one() {
+        let dir = std::env::temp_dir().join(format!("loopsy-trust-reload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trust.toml");
+        let me = Keypair::generate_ed25519();
+        let one = Keypair::generate_ed25519().public().to_peer_id();
+        let trust = load(&path, &me).unwrap();
+        let settings = PeerSettings {
+            peer_id: one.to_base58(),
+            ..PeerSettings::default()
+        };
+        trust.admit(one, "one", &[], settings).unwrap();
+        assert_eq!(trust.grants(&one), Some(caps::all()));
+        let all = || caps::parse(&["all".to_owned()]).unwrap();
+        let with_allow = |allow: &str| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let line = format!("peer_id = \"{}\"", one.to_base58());
+            assert!(text.contains(&line), "{text}");
+            std::fs::write(
+                &path,
+                text.replace(&line, &format!("{line}\nallow = {allow}")),
+            )
+            .unwrap();
+        };
+
+        // Edited by hand: `ctx` only, at once, and said.
+        let changes = trust.changes.subscribe();
+        with_allow("[\"ctx\"]");
+        let said = trust.reload(true, all()).unwrap();
+        assert_eq!(
+            trust.grants(&one),
+            Some(caps::parse(&["ctx".to_owned()]).unwrap())
+        );
+        assert!(
+            said.iter().any(|c| c.starts_with("one may now do [ctx]")),
+            "{said:?}"
+        );
+        assert!(changes.has_changed().unwrap(), "watchers are told");
+
+        // Nothing changed: nothing said.
+        assert_eq!(trust.reload(true, all()).unwrap(), Vec::<String>::new());
+
+        // An unknown capability: an error, and the grants stay.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("allow = [\"ctx\"]", "allow = [\"exce\"]"),
+        )
+        .unwrap();
+        assert!(trust.reload(true, all()).is_err());
+        assert_eq!(
+            trust.grants(&one),
+            Some(caps::parse(&["ctx".to_owned()]).unwrap())
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn a_torn_store_loads_its_previous_copy_but_a_forged_one_stops_the_node() {
         let dir = std::env::temp_dir().join(format!("loopsy-trust-torn-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
