@@ -47,6 +47,7 @@ enum Command {
     Ctx(cmd::ctx::Cmd),
     Msg(cmd::msg::Cmd),
     Mcp(cmd::mcp::Cmd),
+    Service(cmd::service::Cmd),
     Completions(cmd::completions::Cmd),
     Man(cmd::man::Cmd),
 }
@@ -169,6 +170,7 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Ctx(cmd) => cmd.run(home).await,
         Command::Msg(cmd) => cmd.run(home).await,
         Command::Mcp(cmd) => cmd.run(home).await,
+        Command::Service(cmd) => cmd.run(home).await,
         Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
     }
 }

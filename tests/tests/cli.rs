@@ -257,9 +257,13 @@ fn members_are_renamed_readdressed_and_regranted_by_hand() -> anyhow::Result<()>
     assert!(said.contains("member already"), "{said}");
     assert_eq!(listed(&alpha)["name"], "desk");
 
-    // Both restart on new ports: neither finds the other, until told where.
+    // Both restart on new ports (their saved ones deleted): neither finds the other,
+    // until told where.
     let bravo_id = bravo.peer_id.clone();
     drop((alpha, bravo));
+    for home in [&alpha_home, &bravo_home] {
+        std::fs::remove_file(home.join("ports.toml"))?;
+    }
     let alpha = Node::start(Options::isolated("alpha").home(&alpha_home))?;
     let bravo = Node::start(Options::isolated("bravo").home(&bravo_home))?;
     std::thread::sleep(Duration::from_secs(2));

@@ -90,7 +90,10 @@ pub enum Invalid {
 pub enum BadRelay {
     #[error("{0} does not end in /p2p/<the relay's peer ID>; use the address loopsy-relay prints")]
     NoPeerId(Multiaddr),
-    #[error("{0} does not start with an IP address (/ip4/... or /ip6/...); names are not resolved")]
+    #[error(
+        "{0} does not start with an IP address or a name (/ip4/..., /ip6/..., /dns4/..., \
+         /dns6/... or /dns/...)"
+    )]
     NoIp(Multiaddr),
 }
 
@@ -148,7 +151,8 @@ const HEADER: &str = "\
 # listen: libp2p addresses to listen on (a taken port falls back to a free one)
 # mdns:   find and announce devices on the local network
 # relays: loopsy-relay addresses (ending in /p2p/<id>) to be reachable through from
-#         other networks, e.g. [\"/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo...\"]
+#         other networks, a reservation on each, e.g.
+#         [\"/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo...\", \"/dns4/relay.example.net/tcp/4001/p2p/12D3Koo...\"]
 # accept_introductions: trust devices that another of your devices paired with
 # [grants] allow: what your devices may do here (exec, shell, files, sessions, ctx, msg,
 #         own-sessions, admit, all or none); `loopsy trust add --allow` sets it for one device
@@ -161,7 +165,7 @@ const HEADER: &str = "\
 ";
 
 /// Relay addresses must name the relay (a reservation is made with that peer) and give
-/// its IP address (a node resolves no names).
+/// its IP address or a DNS name (resolved by the system's resolver, `/etc/hosts` first).
 pub fn check_relays(relays: &[Multiaddr]) -> Result<(), BadRelay> {
     use loopsy_mesh::multiaddr::Protocol;
     for relay in relays {
@@ -170,7 +174,13 @@ pub fn check_relays(relays: &[Multiaddr]) -> Result<(), BadRelay> {
         }
         if !matches!(
             relay.iter().next(),
-            Some(Protocol::Ip4(_) | Protocol::Ip6(_))
+            Some(
+                Protocol::Ip4(_)
+                    | Protocol::Ip6(_)
+                    | Protocol::Dns(_)
+                    | Protocol::Dns4(_)
+                    | Protocol::Dns6(_)
+            )
         ) {
             return Err(BadRelay::NoIp(relay.clone()));
         }
@@ -237,6 +247,29 @@ mod tests {
         let second = Config::load_or_create(&home).expect("load");
         assert_eq!(first, second);
         fs::remove_dir_all(home.dir()).ok();
+    }
+
+    #[test]
+    fn relays_are_named_by_ip_or_dns_and_end_in_their_peer_id() {
+        let id = "12D3KooWQVMzxLeujssVnLhrU26J5Ud7jbDLoLZUkwxuYddFcWwq";
+        let ok = |a: &str| check_relays(&[a.parse().expect("addr")]);
+        for good in [
+            "/ip4/203.0.113.5",
+            "/ip6/2001:db8::1",
+            "/dns4/relay.example.net",
+            "/dns6/r.example",
+            "/dns/r.example",
+        ] {
+            assert_eq!(ok(&format!("{good}/tcp/4001/p2p/{id}")), Ok(()), "{good}");
+        }
+        assert!(matches!(
+            ok("/dns4/relay.example.net/tcp/4001"),
+            Err(BadRelay::NoPeerId(_))
+        ));
+        assert!(matches!(
+            ok(&format!("/tcp/4001/p2p/{id}")),
+            Err(BadRelay::NoIp(_))
+        ));
     }
 
     #[test]

@@ -127,6 +127,11 @@ impl Home {
     }
 
     /// The control API's Unix socket.
+    /// The ports this node got for listen addresses with port 0 (see `ports.rs`).
+    pub fn ports(&self) -> PathBuf {
+        self.dir.join("ports.toml")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("control.sock")
     }

@@ -73,6 +73,10 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
     },
+    SetRelays {
+        relays: Vec<Multiaddr>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// How often devices seen on the LAN but not connected are dialled again.
@@ -115,6 +119,24 @@ struct Relay {
     backoff: Duration,
 }
 
+impl Relay {
+    fn new(addr: Multiaddr) -> Self {
+        Self {
+            addr,
+            listener: None,
+            reserved: false,
+            backoff: RESERVE_BACKOFF.0,
+        }
+    }
+
+    fn peer_id(&self) -> Option<PeerId> {
+        match self.addr.iter().last() {
+            Some(Protocol::P2p(peer)) => Some(peer),
+            _ => None,
+        }
+    }
+}
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -154,15 +176,7 @@ impl EventLoop {
             events,
             waiting: HashMap::new(),
             closing: HashMap::new(),
-            relays: relays
-                .into_iter()
-                .map(|addr| Relay {
-                    addr,
-                    listener: None,
-                    reserved: false,
-                    backoff: RESERVE_BACKOFF.0,
-                })
-                .collect(),
+            relays: relays.into_iter().map(Relay::new).collect(),
             nat: Nat::Unknown,
             timers: Vec::new(),
             dials: HashMap::new(),
@@ -256,6 +270,10 @@ impl EventLoop {
                 // connects again shows again).
                 let _ = self.swarm.disconnect_peer_id(peer);
                 let _ = reply.send(self.peers.forget(&peer));
+            }
+            Command::SetRelays { relays, reply } => {
+                self.set_relays(relays);
+                let _ = reply.send(());
             }
             Command::Disconnect { peer, reply } => {
                 let open = self.peers.connection_count(&peer);
@@ -397,6 +415,38 @@ impl EventLoop {
                 .filter(|r| r.reserved)
                 .map(|r| r.addr.clone())
                 .collect(),
+        }
+    }
+
+    /// Takes `addrs` as the relays: a relay kept keeps its reservation, a new one is asked
+    /// for one, and the listener through a relay no longer listed is closed.
+    fn set_relays(&mut self, mut addrs: Vec<Multiaddr>) {
+        let mut seen = HashSet::new();
+        addrs.retain(|a| seen.insert(a.clone()));
+        let mut old = std::mem::take(&mut self.relays);
+        for relay in old.iter().filter(|r| !addrs.contains(&r.addr)) {
+            tracing::info!(relay = %relay.addr, "relay no longer configured; letting it go");
+            if let Some(listener) = relay.listener {
+                self.swarm.remove_listener(listener);
+            }
+        }
+        self.relays = addrs
+            .into_iter()
+            .map(|addr| match old.iter().position(|r| r.addr == addr) {
+                Some(index) => old.swap_remove(index),
+                None => Relay::new(addr),
+            })
+            .collect();
+        // Pending retries name relays by position, which may have changed: every relay
+        // without a listener is asked again now.
+        self.timers
+            .retain(|(_, due)| !matches!(due, Due::Reserve { .. }));
+        let ids: Vec<PeerId> = self.relays.iter().filter_map(Relay::peer_id).collect();
+        self.swarm.behaviour_mut().limits.set_relays(ids);
+        for index in 0..self.relays.len() {
+            if self.relays[index].listener.is_none() {
+                self.reserve(index);
+            }
         }
     }
 

@@ -169,6 +169,12 @@ impl Mesh {
             )
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_quic()
+            // Names in addresses (/dns4/relay.example.net/...) resolve through the
+            // system's resolver, /etc/hosts first.
+            .with_dns()
+            .map_err(|e| {
+                StartError::Transport(format!("cannot read the system's DNS settings: {e}"))
+            })?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_behaviour(|key, relay| {
@@ -287,6 +293,12 @@ impl Mesh {
     pub async fn set_members(&self, members: HashSet<PeerId>) -> Result<(), Stopped> {
         self.ask(|reply| Command::SetMembers { members, reply })
             .await
+    }
+
+    /// Replaces the relays this node holds a reservation on (a reloaded config): each new
+    /// one is asked for a reservation, and one no longer listed is let go.
+    pub async fn set_relays(&self, relays: Vec<Multiaddr>) -> Result<(), Stopped> {
+        self.ask(|reply| Command::SetRelays { relays, reply }).await
     }
 
     /// Network events from now on.

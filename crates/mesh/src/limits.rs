@@ -110,6 +110,12 @@ impl Behaviour {
         }
     }
 
+    /// Replaces the configured relays (a reloaded config); connections already counted
+    /// stay as they were counted.
+    pub(crate) fn set_relays(&mut self, relays: impl IntoIterator<Item = PeerId>) {
+        self.relays = relays.into_iter().collect();
+    }
+
     /// Replaces the members, who are always let in; strangers past the cap (a member just
     /// removed, say) are closed, oldest first.
     pub(crate) fn set_members(&mut self, members: HashSet<PeerId>) {

@@ -43,6 +43,9 @@ pub struct PeerState {
     pub rtt: Option<Duration>,
     /// Currently announced by mDNS (which goes on for a minute after a device stops).
     pub on_lan: bool,
+    /// How long ago this node last had news of it (a connection, a disconnection, an
+    /// mDNS announcement); zero while connected.
+    pub seen_ago: Duration,
 }
 
 impl PeerState {
@@ -130,6 +133,11 @@ impl Entry {
             relayed_connections: self.connections.values().filter(|a| is_relayed(a)).count(),
             rtt: self.rtt.filter(|_| link != Link::None),
             on_lan: !self.mdns_addrs.is_empty(),
+            seen_ago: if link == Link::None {
+                self.last_seen.elapsed()
+            } else {
+                Duration::ZERO
+            },
         }
     }
 }

@@ -497,6 +497,10 @@ pub struct Peer {
     pub connections: u32,
     #[serde(default)]
     pub relayed_connections: u32,
+    /// When this node last had news of it (RFC 3339): now while connected; none when it
+    /// has not seen it since it started.
+    #[serde(default)]
+    pub last_seen: Option<String>,
 }
 
 /// How this node is connected to a peer.
@@ -587,6 +591,7 @@ mod tests {
             rtt_ms: Some(0.4),
             connections: 2,
             relayed_connections: 1,
+            last_seen: Some("2026-12-06T09:00:00.000Z".into()),
         };
         for response in [
             Response::Peers { peers: vec![peer] },

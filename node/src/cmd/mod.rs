@@ -13,6 +13,7 @@ pub mod msg;
 pub mod node;
 pub mod pair;
 pub mod peers;
+pub mod service;
 pub mod session;
 pub mod shell;
 pub mod status;

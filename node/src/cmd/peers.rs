@@ -15,7 +15,7 @@ pub struct Cmd {
     #[command(subcommand)]
     action: Option<Action>,
     /// One JSON array of peers: name, peer_id, paired, online (connected now),
-    /// connection, addrs, rtt_ms.
+    /// connection, addrs, rtt_ms, last_seen (RFC 3339).
     #[arg(long)]
     json: bool,
 }
@@ -75,6 +75,7 @@ impl Cmd {
                 "ONLINE",
                 "CONNECTION",
                 "RTT",
+                "SEEN",
                 "ADDRESS",
             ]
             .map(String::from)
@@ -93,10 +94,50 @@ impl Cmd {
                 }
                 .into(),
                 peer.rtt_ms.map_or("-".into(), |ms| format!("{ms:.1}ms")),
+                seen(peer.connection, peer.last_seen.as_deref()),
                 peer.addrs.first().cloned().unwrap_or_else(|| "-".into()),
             ]);
         }
         output::table(&rows);
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// When a peer was last seen, short: `now` while connected, the time (UTC) for today,
+/// else the date; `-` when this node has not seen it since it started.
+fn seen(connection: Connection, last_seen: Option<&str>) -> String {
+    if connection != Connection::None {
+        return "now".into();
+    }
+    let Some(at) = last_seen.filter(|at| at.len() >= 19 && at.is_char_boundary(19)) else {
+        return "-".into();
+    };
+    let today = loopsy_daemon::clock::rfc3339(loopsy_daemon::clock::now_secs());
+    match (at.get(..10), at.get(11..19)) {
+        (Some(date), Some(time)) if today.starts_with(date) => format!("{time}Z"),
+        (Some(date), _) => date.into(),
+        _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_seen_is_now_a_time_today_or_a_date() {
+        let today = loopsy_daemon::clock::rfc3339_ms(loopsy_daemon::clock::now_ms());
+        assert_eq!(seen(Connection::Direct, None), "now");
+        assert_eq!(seen(Connection::None, None), "-");
+        assert_eq!(
+            seen(Connection::None, Some(&today)),
+            format!("{}Z", &today[11..19])
+        );
+        assert_eq!(
+            seen(Connection::None, Some("2001-02-03T04:05:06.007Z")),
+            "2001-02-03"
+        );
+        assert_eq!(seen(Connection::None, Some("garbage")), "-");
+        assert_eq!(seen(Connection::None, Some("2001-02-03T04:05:0é")), "-");
     }
 }

@@ -204,6 +204,7 @@ async fn peers(node: &Api) -> Response {
                 .map(|d| d.as_secs_f64() * 1000.0),
             connections: live.as_ref().map_or(0, |p| p.connections as u32),
             relayed_connections: live.as_ref().map_or(0, |p| p.relayed_connections as u32),
+            last_seen: live.as_ref().map(|p| seen_at(p.seen_ago)),
         });
     }
     for peer in seen {
@@ -217,6 +218,7 @@ async fn peers(node: &Api) -> Response {
             rtt_ms: peer.rtt.map(|d| d.as_secs_f64() * 1000.0),
             connections: peer.connections as u32,
             relayed_connections: peer.relayed_connections as u32,
+            last_seen: Some(seen_at(peer.seen_ago)),
         });
     }
     Response::Peers { peers }
@@ -262,6 +264,12 @@ async fn peers_forget(node: &Api, query: &str) -> Response {
             peer.peer_id
         ),
     }
+}
+
+/// The wall-clock time `ago` before now, in RFC 3339.
+fn seen_at(ago: std::time::Duration) -> String {
+    let ago = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX);
+    crate::clock::rfc3339_ms(crate::clock::now_ms().saturating_sub(ago))
 }
 
 fn connection(link: Link) -> Connection {

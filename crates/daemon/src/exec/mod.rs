@@ -41,14 +41,14 @@ pub enum ExecError {
 /// stream), and the programs running per peer.
 #[derive(Debug, Default)]
 pub struct Exec {
-    policy: policy::Policy,
+    policy: crate::live::Live<policy::Policy>,
     running: Running,
 }
 
 impl Exec {
-    pub fn new(policy: policy::Policy) -> Self {
+    pub fn new(policy: impl Into<crate::live::Live<policy::Policy>>) -> Self {
         Self {
-            policy,
+            policy: policy.into(),
             running: Running::default(),
         }
     }

@@ -47,7 +47,7 @@ where
         peer.audit
             .record("exec", summary.clone(), outcome, Some(reason));
     };
-    let policy = exec.policy.with(peer.policies.exec.as_ref());
+    let policy = exec.policy.get().with(peer.policies.exec.as_ref());
     let approved = match policy::check(&start, &policy, &peer.grants) {
         Ok(approved) => approved,
         Err(rule) => {

@@ -3,6 +3,8 @@
 //! the services with the gate, serves the control socket until told to stop, and stops
 //! everything in order. Nothing else in the daemon imports it.
 
+mod reload;
+
 use std::{fs, io, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc};
 
 use loopsy_mesh::{Mesh, Multiaddr, identity};
@@ -99,6 +101,8 @@ pub async fn run(
     let _lock = NodeLock::acquire(&home)?;
     let keypair = identity::load_or_create(&home.identity_key())?;
     let mut config = Config::load_or_create(&home)?;
+    let on_disk = config.clone();
+    let relays_from_flags = !overrides.relays.is_empty();
     if let Some(name) = overrides.name {
         config.name = name;
     }
@@ -150,10 +154,11 @@ pub async fn run(
     )?);
     let inbox = Inbox::load(home.inbox(), keypair.clone())?;
     let (pushes, push_queue) = sync::pushes();
+    let ports = crate::ports::Ports::load(home.ports());
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
         keypair,
         name: name.clone(),
-        listen: config.listen.clone(),
+        listen: ports.pin(&config.listen),
         mdns: config.mdns,
         relays: config.relays.clone(),
     })?;
@@ -180,14 +185,17 @@ pub async fn run(
         mesh.clone(),
         pushes.clone(),
     ));
+    // Shared with the reload on SIGHUP.
+    let exec_policy = crate::live::Live::new(config.exec.clone());
+    let files_policy = crate::live::Live::new(config.files.clone());
     let session = Arc::new(SessionService::new(
         sessions.clone(),
-        config.exec.clone(),
+        exec_policy.clone(),
         registry.wake(),
     ));
     let homes = Homes::new(home.dir());
-    let exec = Arc::new(Exec::new(config.exec.clone()));
-    let transfer = Arc::new(Transfer::new(config.files.clone(), homes.clone()));
+    let exec = Arc::new(Exec::new(exec_policy.clone()));
+    let transfer = Arc::new(Transfer::new(files_policy.clone(), homes.clone()));
     let pairing = Arc::new(Pairing::new(
         name.clone(),
         defaults,
@@ -230,6 +238,17 @@ pub async fn run(
     services.spawn(engine.run_pushes(mesh.clone(), push_queue));
     services.spawn(messages.clone().deliver());
     services.spawn(registry.clone().run());
+    services.spawn(ports.keep(mesh.clone(), config.listen.clone()));
+    let reloader = reload::Reloader {
+        home: home.clone(),
+        on_disk,
+        trust: trust.clone(),
+        exec: exec_policy,
+        files: files_policy,
+        mesh: mesh.clone(),
+        relays_from_flags,
+    };
+    services.spawn(reloader.run(stop.clone()));
 
     let identity = control::Identity {
         peer_id: mesh.peer_id().to_base58(),

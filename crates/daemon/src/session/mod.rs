@@ -128,15 +128,19 @@ pub enum SessionError {
 /// the registry that tells the mesh about them.
 pub struct SessionService {
     sessions: Arc<Sessions>,
-    policy: Policy,
+    policy: crate::live::Live<Policy>,
     registry: Wake,
 }
 
 impl SessionService {
-    pub fn new(sessions: Arc<Sessions>, policy: Policy, registry: Wake) -> Self {
+    pub fn new(
+        sessions: Arc<Sessions>,
+        policy: impl Into<crate::live::Live<Policy>>,
+        registry: Wake,
+    ) -> Self {
         Self {
             sessions,
-            policy,
+            policy: policy.into(),
             registry,
         }
     }

@@ -89,7 +89,7 @@ pub(super) async fn handle<R, W>(
             // own user anything. The session remembers the peer that started it.
             let (policy, grants) = match from {
                 Some(peer) => (
-                    service.policy.with(peer.policies.exec.as_ref()),
+                    service.policy.get().with(peer.policies.exec.as_ref()),
                     peer.grants.clone(),
                 ),
                 None => (

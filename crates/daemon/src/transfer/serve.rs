@@ -26,13 +26,16 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// stream), and the Loopsy homes no copy reaches.
 #[derive(Debug, Clone)]
 pub struct Transfer {
-    policy: policy::Policy,
+    policy: crate::live::Live<policy::Policy>,
     homes: Homes,
 }
 
 impl Transfer {
-    pub fn new(policy: policy::Policy, homes: Homes) -> Self {
-        Self { policy, homes }
+    pub fn new(policy: impl Into<crate::live::Live<policy::Policy>>, homes: Homes) -> Self {
+        Self {
+            policy: policy.into(),
+            homes,
+        }
     }
 }
 
@@ -61,6 +64,7 @@ async fn serve(service: &Transfer, peer: &Peer, mut stream: Stream) {
     };
     let roots = service
         .policy
+        .get()
         .roots(peer.policies.files.as_ref(), &peer.grants);
     let homes = service.homes.clone();
     let progress = Progress::default();

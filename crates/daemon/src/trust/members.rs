@@ -123,6 +123,13 @@ impl Members {
         &self.defaults
     }
 
+    /// Takes new defaults and introduction rule (a reloaded config).
+    pub fn configure(&mut self, accept_introductions: bool, defaults: Caps) {
+        self.accept_introductions = accept_introductions;
+        self.defaults = defaults;
+        self.recompute();
+    }
+
     /// Sets (or with `None` forgets) what this device grants `peer`, in place of the defaults.
     pub fn choose(&mut self, peer: PeerId, grants: Option<Caps>) {
         match grants {

@@ -53,6 +53,47 @@ pub struct Listed {
     pub settings: PeerSettings,
 }
 
+/// What a reload changed about members, one line each.
+fn reload_changes(
+    before: &BTreeMap<PeerId, Member>,
+    after: &BTreeMap<PeerId, Member>,
+    old: &BTreeMap<PeerId, PeerSettings>,
+    new: &BTreeMap<PeerId, PeerSettings>,
+) -> Vec<String> {
+    let grants = |caps: &Caps| caps::names(caps).join(",");
+    let mut changes = Vec::new();
+    for (peer, was) in before {
+        match after.get(peer) {
+            None => changes.push(format!("{} ({peer}) is no longer a member", was.name)),
+            Some(now) if now.grants != was.grants => changes.push(format!(
+                "{} may now do [{}] (was [{}])",
+                now.name,
+                grants(&now.grants),
+                grants(&was.grants)
+            )),
+            Some(now) if now.name != was.name => {
+                changes.push(format!("{} ({peer}) is now called {}", was.name, now.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for (peer, now) in after.iter().filter(|(p, _)| !before.contains_key(p)) {
+        changes.push(format!("{} ({peer}) is a member again", now.name));
+    }
+    let peers: std::collections::BTreeSet<&PeerId> = old.keys().chain(new.keys()).collect();
+    let policies = |s: Option<&PeerSettings>| s.map(|s| (s.exec.clone(), s.files.clone()));
+    for peer in peers {
+        if policies(old.get(peer)) != policies(new.get(peer)) {
+            let name = after.get(peer).or(before.get(peer)).map(|m| m.name.clone());
+            changes.push(format!(
+                "policies of {} changed",
+                name.unwrap_or_else(|| peer.to_string())
+            ));
+        }
+    }
+    changes
+}
+
 /// A peer name that does not pick one member.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
@@ -230,6 +271,58 @@ impl Trust {
                     .unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Re-reads this device's own settings per peer from `trust.toml` (edited by hand,
+    /// say) and takes `defaults` and `accept_introductions` from a reloaded config: what a
+    /// member may do changes for the next stream it opens, and streams already open stay.
+    /// Records are not re-read: they are this node's to write, and it holds the newest.
+    /// Returns what changed, in words; a file that does not parse changes nothing.
+    pub fn reload(
+        &self,
+        accept_introductions: bool,
+        defaults: Caps,
+    ) -> Result<Vec<String>, TrustError> {
+        let path = self.file.path().to_owned();
+        let invalid = |reason: String| TrustError::Invalid {
+            path: path.clone(),
+            reason,
+        };
+        let stored = store::load(&self.file).map_err(|e| invalid(e.to_string()))?;
+        let mut settings = BTreeMap::new();
+        for peer in stored.peers {
+            let id = peer
+                .peer_id
+                .parse::<PeerId>()
+                .map_err(|_| invalid(format!("`{}` is not a peer ID", peer.peer_id)))?;
+            if let Some(allow) = &peer.allow {
+                caps::parse(allow).map_err(|e| invalid(e.to_string()))?;
+            }
+            settings.insert(id, peer);
+        }
+        let mut state = self.lock();
+        let before = state.members.trusted().clone();
+        let old_settings = std::mem::take(&mut state.settings);
+        state.members.configure(accept_introductions, defaults);
+        for peer in old_settings.keys().filter(|p| !settings.contains_key(p)) {
+            state.members.choose(*peer, None);
+            state.members.alias(*peer, None);
+        }
+        for (peer, new) in &settings {
+            let chosen = new.allow.as_deref().map(caps::parse_known);
+            state.members.choose(*peer, chosen);
+            state.members.alias(
+                *peer,
+                new.name.clone().map(|n| loopsy_mesh::sanitize_name(&n)),
+            );
+        }
+        let changes = reload_changes(&before, state.members.trusted(), &old_settings, &settings);
+        state.settings = settings;
+        drop(state);
+        if !changes.is_empty() {
+            self.changed();
+        }
+        Ok(changes)
     }
 
     /// Trusts `peer` directly (by pairing or `trust add`) and returns the record to spread.
@@ -485,6 +578,65 @@ mod tests {
     fn load(path: &std::path::Path, me: &Keypair) -> Result<Trust, TrustError> {
         let defaults = caps::parse(&["all".to_owned()]).unwrap();
         Trust::load(path.to_path_buf(), me.clone(), true, defaults)
+    }
+
+    #[test]
+    fn a_reload_takes_grants_from_the_edited_file_and_refuses_a_broken_one() {
+        let dir = std::env::temp_dir().join(format!("loopsy-trust-reload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trust.toml");
+        let me = Keypair::generate_ed25519();
+        let one = Keypair::generate_ed25519().public().to_peer_id();
+        let trust = load(&path, &me).unwrap();
+        let settings = PeerSettings {
+            peer_id: one.to_base58(),
+            ..PeerSettings::default()
+        };
+        trust.admit(one, "one", &[], settings).unwrap();
+        assert_eq!(trust.grants(&one), Some(caps::all()));
+        let all = || caps::parse(&["all".to_owned()]).unwrap();
+        let with_allow = |allow: &str| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let line = format!("peer_id = \"{}\"", one.to_base58());
+            assert!(text.contains(&line), "{text}");
+            std::fs::write(
+                &path,
+                text.replace(&line, &format!("{line}\nallow = {allow}")),
+            )
+            .unwrap();
+        };
+
+        // Edited by hand: `ctx` only, at once, and said.
+        let changes = trust.changes.subscribe();
+        with_allow("[\"ctx\"]");
+        let said = trust.reload(true, all()).unwrap();
+        assert_eq!(
+            trust.grants(&one),
+            Some(caps::parse(&["ctx".to_owned()]).unwrap())
+        );
+        assert!(
+            said.iter().any(|c| c.starts_with("one may now do [ctx]")),
+            "{said:?}"
+        );
+        assert!(changes.has_changed().unwrap(), "watchers are told");
+
+        // Nothing changed: nothing said.
+        assert_eq!(trust.reload(true, all()).unwrap(), Vec::<String>::new());
+
+        // An unknown capability: an error, and the grants stay.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("allow = [\"ctx\"]", "allow = [\"exce\"]"),
+        )
+        .unwrap();
+        assert!(trust.reload(true, all()).is_err());
+        assert_eq!(
+            trust.grants(&one),
+            Some(caps::parse(&["ctx".to_owned()]).unwrap())
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
