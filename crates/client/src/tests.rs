@@ -78,6 +78,7 @@ fn info() -> Info {
         created: 0,
         last_activity: 0,
         clients: 0,
+        waiting: None,
     }
 }
 

@@ -411,6 +411,17 @@ pub struct SendArgs {
     pub text: String,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NotifyArgs {
+    /// What to tell the person, short.
+    pub text: String,
+    /// A short title.
+    pub title: Option<String>,
+    /// One of this device's sessions (ID, name or unique prefix): it shows as waiting until
+    /// someone attaches or types. By default, the session this server runs in, if any.
+    pub session: Option<String>,
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Sent {
     pub id: String,
@@ -793,6 +804,25 @@ impl Loopsy {
             id: sent.id,
             delivered: sent.delivered,
         }))
+    }
+
+    #[tool(
+        description = "Tell the person, on every device of the mesh, that you need them \
+                       (a question, a permission, a finished task): an attention event, \
+                       shown by `loopsy events` and delivered as a desktop notification \
+                       or to a webhook where configured."
+    )]
+    async fn notify(&self, Parameters(args): Parameters<NotifyArgs>) -> Result<Json<Done>, String> {
+        let session = args
+            .session
+            .or_else(|| std::env::var("LOOPSY_SESSION").ok())
+            .filter(|s| !s.is_empty());
+        let message = self
+            .client
+            .notify(session, args.title, args.text)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(Done { message }))
     }
 
     #[tool(description = "Read the messages other devices sent to this one, newest last.")]

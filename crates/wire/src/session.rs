@@ -79,6 +79,10 @@ pub struct Info {
     pub created: u64,
     pub last_activity: u64,
     pub clients: u32,
+    /// Set while the program waits for its person: since its first bell, notification or
+    /// end that no client has answered by typing or attaching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::attention::Waiting>,
 }
 
 /// Host to client.
@@ -144,6 +148,7 @@ mod tests {
             created: 1,
             last_activity: 2,
             clients: 1,
+            waiting: None,
         };
         for reply in [
             Reply::Attached {

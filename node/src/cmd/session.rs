@@ -42,7 +42,7 @@ enum Action {
     /// Every session in the mesh, from the replicated registry (hosts offline included).
     Ls {
         /// One JSON array of sessions: id, name, host, host_peer_id, host_online,
-        /// host_last_seen, command, status, code, created, last_activity, clients.
+        /// host_last_seen, command, status, code, created, last_activity, clients, waiting.
         #[arg(long)]
         json: bool,
     },
@@ -113,6 +113,14 @@ fn table(sessions: &[Session]) {
             (SessionStatus::Exited, Some(code)) => format!("exited ({code})"),
             (SessionStatus::Exited, None) => "exited".to_owned(),
         };
+        if let Some(waiting) = &s.waiting {
+            status.push_str(&format!(", waiting since {}", waiting.since));
+            if let Some(text) = &waiting.text {
+                status.push_str(&format!(" ({}: {text})", waiting.kind.name()));
+            } else {
+                status.push_str(&format!(" ({})", waiting.kind.name()));
+            }
+        }
         if !s.host_online {
             let seen = s.host_last_seen.as_deref().unwrap_or("never");
             status.push_str(&format!(", host offline (last seen {seen})"));

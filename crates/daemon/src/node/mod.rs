@@ -148,6 +148,15 @@ pub async fn run(
         // A message is its sender's to write, an acknowledgement its recipient's.
         crate::inbox::written_by_entitled,
     )?);
+    let events = Arc::new(Store::load(
+        crate::attention::EVENTS,
+        // Like the registry: an event names a session and what its program printed.
+        (None, Some(Capability::Sessions)),
+        home.events(),
+        keypair.clone(),
+        crate::attention::LIMITS,
+        crate::attention::written_by_host,
+    )?);
     let inbox = Inbox::load(home.inbox(), keypair.clone())?;
     let (pushes, push_queue) = sync::pushes();
     let (mesh, mesh_task) = Mesh::start(loopsy_mesh::Config {
@@ -164,6 +173,7 @@ pub async fn run(
         registry.clone(),
         ctx.clone(),
         messages.clone(),
+        events.clone(),
     ];
     let engine = Arc::new(Engine::new(
         trust.clone(),
@@ -171,7 +181,8 @@ pub async fn run(
         collections,
         pushes.clone(),
     ));
-    let sessions = Arc::new(Sessions::load(home.sessions()));
+    let (alerts, raised) = crate::session::attention::Alerts::channel();
+    let sessions = Arc::new(Sessions::load(home.sessions()).with_alerts(alerts));
     let registry = Arc::new(Registry::new(
         registry,
         sessions.clone(),
@@ -183,6 +194,14 @@ pub async fn run(
     let session = Arc::new(SessionService::new(
         sessions.clone(),
         config.exec.clone(),
+        registry.wake(),
+    ));
+    let events = Arc::new(crate::attention::Events::new(
+        events,
+        name.clone(),
+        trust.clone(),
+        pushes.clone(),
+        sessions.clone(),
         registry.wake(),
     ));
     let homes = Homes::new(home.dir());
@@ -230,6 +249,7 @@ pub async fn run(
     services.spawn(engine.run_pushes(mesh.clone(), push_queue));
     services.spawn(messages.clone().deliver());
     services.spawn(registry.clone().run());
+    services.spawn(events.clone().run(raised));
 
     let identity = control::Identity {
         peer_id: mesh.peer_id().to_base58(),
@@ -252,6 +272,7 @@ pub async fn run(
         messages,
         homes,
         tasks: Tasks::default(),
+        events,
     });
 
     let socket = home.socket();

@@ -17,7 +17,9 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+use super::attention::{Alerts, Call, Raised, Scanner};
 use crate::clock;
+use loopsy_wire::attention::{Kind, Waiting};
 
 /// Output bytes a session keeps for clients that resume.
 pub const RING: usize = 4 * 1024 * 1024;
@@ -86,6 +88,7 @@ struct State {
     ring: Ring,
     screen: vt100::Parser,
     info: Info,
+    scanner: Scanner,
 }
 
 /// A running (or ended) session.
@@ -99,19 +102,22 @@ pub struct Session {
     /// The program's terminal session (its ID is the program's PID): every process in it,
     /// background jobs included, ends with the session.
     sid: Option<Pid>,
+    /// Where its calls for attention go.
+    alerts: Alerts,
 }
 
 impl Session {
-    /// Starts `program` on a new PTY of `rows` × `cols`: the session, and the pumps that
-    /// carry its input and output, for its owner to run.
+    /// Starts `program` on a new PTY of `rows` × `cols`, its calls for attention going to
+    /// `alerts`: the session, and the pumps that carry its input and output, for its owner
+    /// to run.
     pub fn start(
         info: Info,
         program: &str,
         args: &[String],
         arg0: Option<&str>,
         cwd: &std::path::Path,
-        rows: u16,
-        cols: u16,
+        (rows, cols): (u16, u16),
+        alerts: Alerts,
     ) -> std::io::Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static)> {
         let (rows, cols) = bounded(rows, cols);
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
@@ -138,6 +144,7 @@ impl Session {
                 },
                 screen: vt100::Parser::new(rows, cols, SCROLLBACK),
                 info,
+                scanner: Scanner::default(),
             }),
             marks: watch::channel(Mark {
                 end: 0,
@@ -147,6 +154,7 @@ impl Session {
             keys,
             size,
             sid,
+            alerts,
         });
         // Ends when the session is dropped, or the terminal is gone.
         let typing = async move {
@@ -228,6 +236,7 @@ impl Session {
                     clients: 0,
                     ..info
                 },
+                scanner: Scanner::default(),
             }),
             marks: watch::channel(Mark {
                 end: 0,
@@ -237,6 +246,7 @@ impl Session {
             keys,
             size: watch::channel((24, 80)).0,
             sid: None,
+            alerts: Alerts::default(),
         })
     }
 
@@ -245,19 +255,58 @@ impl Session {
     }
 
     fn record(&self, data: &[u8]) {
-        let end = {
+        let (end, signals) = {
             let mut state = self.lock();
             state.ring.push(data);
             state.screen.process(data);
             state.info.last_activity = clock::now_secs();
-            state.ring.end()
+            let signals = state.scanner.scan(data, std::time::Instant::now());
+            (state.ring.end(), signals)
         };
         self.marks.send_modify(|mark| mark.end = end);
+        for signal in signals {
+            self.raise(signal);
+        }
     }
 
     fn ended(&self, code: Option<i32>) {
         self.lock().info.status = Status::Exited { code };
         self.marks.send_modify(|mark| mark.exited = Some(code));
+        let text = match code {
+            Some(code) => format!("exited with code {code}"),
+            None => "exited".to_owned(),
+        };
+        self.raise(Call {
+            kind: Kind::Exit,
+            title: None,
+            text: Some(text),
+        });
+    }
+
+    /// Marks the session as waiting (from its first unanswered call on), and tells the
+    /// node.
+    pub fn raise(&self, call: Call) {
+        let (session, name) = {
+            let mut state = self.lock();
+            if state.info.waiting.is_none() {
+                state.info.waiting = Some(Waiting {
+                    since_ms: clock::now_ms(),
+                    kind: call.kind,
+                    text: call.text.clone().or_else(|| call.title.clone()),
+                });
+            }
+            (state.info.id.clone(), state.info.name.clone())
+        };
+        self.alerts.raise(Raised {
+            session,
+            name,
+            call,
+        });
+    }
+
+    /// A client answered (typed or attached): the session no longer waits. Whether it did.
+    pub fn answered(&self) -> bool {
+        self.lock().info.waiting.take().is_some()
     }
 
     pub fn info(&self) -> Info {
@@ -391,6 +440,7 @@ mod tests {
             created: 0,
             last_activity: 0,
             clients: 0,
+            waiting: None,
         };
         let (session, pumps) = Session::start(
             info,
@@ -398,8 +448,8 @@ mod tests {
             &[],
             None,
             std::path::Path::new("/"),
-            u16::MAX,
-            u16::MAX,
+            (u16::MAX, u16::MAX),
+            Alerts::default(),
         )
         .unwrap();
         let _pumps = tokio::spawn(pumps);

@@ -219,6 +219,8 @@ async fn attach<R, W>(
 {
     session.client_joined();
     let _attached = Attached(session.clone());
+    // Someone came to look: the session no longer waits (the publication below says so).
+    session.answered();
     // A client with no terminal of its own (an agent reading the screen) sends 0 × 0 and
     // leaves the size to the others.
     if rows > 0 && cols > 0 {
@@ -248,7 +250,13 @@ async fn attach<R, W>(
     let inputs = async {
         loop {
             match framed::read::<Input, _>(&mut reader, MAX_FRAME).await {
-                Ok(Some(Input::Keys { data })) => session.keys(data.into_vec()).await,
+                Ok(Some(Input::Keys { data })) => {
+                    // A person typed: the session no longer waits for them.
+                    if session.answered() {
+                        service.registry.publish_soon();
+                    }
+                    session.keys(data.into_vec()).await
+                }
                 Ok(Some(Input::Resize { rows, cols })) if rows > 0 && cols > 0 => {
                     session.resize(rows, cols)
                 }
