@@ -193,3 +193,174 @@ fn notify_from_a_hook_script_reaches_every_device() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
     Ok(())
 }
+
+/// A node whose home's config has `notify` settings, plus more environment.
+fn node_with_notify(name: &str, dir: &TempDir, notify: &str, env: &[(&str, &str)]) -> Node {
+    let home = dir.path().join(name);
+    std::fs::create_dir_all(&home).expect("a home");
+    std::fs::write(home.join("config.toml"), format!("[notify]\n{notify}")).expect("a config");
+    let mut options = Options::isolated(name).home(&home);
+    for (key, value) in env {
+        options = options.env(key, value);
+    }
+    Node::start(options).expect("a node")
+}
+
+/// An HTTP listener that answers every request 200 and hands over what it got.
+fn webhook_listener() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            // Headers, then the body that Content-Length announces.
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|l| l.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&request).into_owned());
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn an_event_is_posted_to_the_webhook_ntfy_style() -> anyhow::Result<()> {
+    let (port, requests) = webhook_listener();
+    let dir = TempDir::new("webhook");
+    let a = node_with_notify(
+        "alpha",
+        &dir,
+        &format!("desktop = false\nwebhook = \"http://127.0.0.1:{port}/agents\"\n"),
+        &[],
+    );
+    let b = Node::start(Options::isolated("bravo"))?;
+    a.pair_with(&b)?;
+    // Raised on bravo, delivered by alpha.
+    b.ok(&[
+        "notify",
+        "--title",
+        "Claude Code",
+        "Claude needs your permission",
+    ]);
+    let request = requests.recv_timeout(Duration::from_secs(20))?;
+    let (head, body) = request.split_once("\r\n\r\n").expect("a request");
+    let lines: Vec<&str> = head.lines().collect();
+    assert_eq!(lines[0], "POST /agents HTTP/1.1");
+    assert!(lines.contains(&"Title: Claude Code (bravo)"), "{head}");
+    assert!(lines.contains(&"Priority: 4"), "{head}");
+    assert!(lines.iter().any(|l| l.starts_with("Tags: ")), "{head}");
+    assert_eq!(body, "Claude needs your permission");
+    // An https:// webhook is refused when the config is read, saying why.
+    let home = dir.path().join("charlie");
+    std::fs::create_dir_all(&home)?;
+    std::fs::write(
+        home.join("config.toml"),
+        "[notify]\nwebhook = \"https://ntfy.sh/x\"\n",
+    )?;
+    let out = std::process::Command::new(loopsy_tests::bin::loopsy())
+        .arg("--home")
+        .arg(&home)
+        .args(["node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"));
+    Ok(())
+}
+
+#[test]
+fn an_event_is_shown_by_the_desktop_notification_service() -> anyhow::Result<()> {
+    let python = std::path::Path::new("/usr/bin/python3");
+    let listener_script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/python/notification_listener.py"
+    );
+    let has = |program: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        has("dbus-daemon") && python.exists(),
+        "this test needs dbus-daemon and /usr/bin/python3 with python3-dbus and python3-gi \
+         (Debian: apt-get install dbus python3-dbus python3-gi)"
+    );
+    // A private session bus, and a notification server on it.
+    let bus = std::process::Command::new("dbus-daemon")
+        .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+        .output()?;
+    assert!(
+        bus.status.success(),
+        "dbus-daemon: {}",
+        String::from_utf8_lossy(&bus.stderr)
+    );
+    let said = String::from_utf8_lossy(&bus.stdout).into_owned();
+    let mut said = said.lines();
+    let address = said.next().expect("the bus address").to_owned();
+    let bus_pid: i32 = said
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("its pid");
+    struct Bus(i32);
+    impl Drop for Bus {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+    let _bus = Bus(bus_pid);
+    let mut server = std::process::Command::new(python)
+        .arg(listener_script)
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = server.stdout.take().expect("stdout");
+    let _server = Reaped(server);
+    let (tx, shown) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(value) = serde_json::from_str(&line) {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    let ready = shown.recv_timeout(Duration::from_secs(20));
+    assert!(
+        ready.is_ok_and(|r| r["ready"] == true),
+        "the notification listener did not start (python3-dbus and python3-gi installed?)"
+    );
+
+    // Desktop notifications are on by default where there is a session bus.
+    let dir = TempDir::new("desktop");
+    let a = node_with_notify("alpha", &dir, "", &[("DBUS_SESSION_BUS_ADDRESS", &address)]);
+    let script = "sleep 1; printf '\\033]777;notify;Build;All green\\007'; exec sleep 600";
+    a.ok(&["session", "new", "--name", "ci", "--", "sh", "-c", script]);
+    let notification = shown.recv_timeout(Duration::from_secs(20))?;
+    assert_eq!(notification["app"], "Loopsy");
+    assert_eq!(notification["summary"], "Build (ci on alpha)");
+    assert_eq!(notification["body"], "All green");
+    Ok(())
+}

@@ -9,6 +9,8 @@
 //! its own; what it raises beyond that is dropped (logged), on top of the sessions' own
 //! rate limit.
 
+pub mod deliver;
+
 use std::{collections::HashSet, sync::Arc};
 
 use loopsy_mesh::PeerId;

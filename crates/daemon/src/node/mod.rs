@@ -250,6 +250,10 @@ pub async fn run(
     services.spawn(messages.clone().deliver());
     services.spawn(registry.clone().run());
     services.spawn(events.clone().run(raised));
+    services.spawn(crate::attention::deliver::run(
+        events.clone(),
+        config.notify.clone(),
+    ));
 
     let identity = control::Identity {
         peer_id: mesh.peer_id().to_base58(),
