@@ -192,6 +192,7 @@ pub async fn look(
         offset: None,
         rows: 0,
         cols: 0,
+        read_only: false,
     };
     let (mut from, mut to) = client.attach(to).await.map_err(|e| e.to_string())?;
     let Some(Event::Attached {

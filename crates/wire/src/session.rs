@@ -45,6 +45,11 @@ pub enum Request {
         offset: Option<u64>,
         rows: u16,
         cols: u16,
+        /// Watch only: the host takes no keys and no sizes from this client, and its
+        /// attaching does not answer a session that waits. Absent when false, so that a
+        /// plain attach is what it was.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
     },
 }
 

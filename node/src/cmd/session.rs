@@ -77,7 +77,9 @@ impl Cmd {
                 }
                 if attach {
                     let reattach_for = crate::attach::REATTACH_FOR;
-                    return Ok(crate::attach::run(&home, on, session.id, reattach_for).await);
+                    return Ok(
+                        crate::attach::run(&home, on, session.id, reattach_for, false).await,
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -84,6 +84,8 @@ impl Reach {
             Some((peer, grants)) if grants.contains(&Capability::OwnSessions) => {
                 Some(Reach::StartedBy(*peer))
             }
+            // Every session, to watch only (the service enforces that).
+            Some((_, grants)) if grants.contains(&Capability::View) => Some(Reach::Every),
             Some(_) => None,
         }
     }

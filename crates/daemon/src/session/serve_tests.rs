@@ -77,6 +77,7 @@ async fn a_session_is_started_listed_attached_and_killed() {
         offset: None,
         rows: 24,
         cols: 80,
+        read_only: false,
     };
     framed::write(&mut client, &attach, MAX_FRAME)
         .await
@@ -168,6 +169,7 @@ async fn a_peer_with_own_sessions_cannot_see_or_reach_another_peers() {
             offset: None,
             rows: 0,
             cols: 0,
+            read_only: false,
         },
     ] {
         let reply = ask(&service, &other, request).await;
