@@ -199,7 +199,10 @@ impl Output {
             })),
             Reply::Exited { code } => Ok(Some(Event::Exited { code })),
             Reply::Error { message } => Err(Error::Host(message)),
-            Reply::Created(_) | Reply::Sessions { .. } | Reply::Killed => Err(Error::Unexpected {
+            Reply::Created(_)
+            | Reply::Sessions { .. }
+            | Reply::Killed
+            | Reply::Recording { .. } => Err(Error::Unexpected {
                 wanted: "a session's output",
             }),
         }

@@ -51,6 +51,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         read_only: bool,
     },
+    /// The output the host still holds, with the time each piece came: answered by
+    /// [`Reply::Recording`] frames, the last with `last` set.
+    Export {
+        session: String,
+    },
 }
 
 /// What a client sends while attached.
@@ -121,6 +126,23 @@ pub enum Reply {
     Error {
         message: String,
     },
+    /// Part of an export: the terminal's size, when the session started, and output pieces
+    /// each with the milliseconds since the epoch at which the host read it.
+    Recording {
+        rows: u16,
+        cols: u16,
+        /// Seconds since the epoch.
+        created: u64,
+        pieces: Vec<Piece>,
+        last: bool,
+    },
+}
+
+/// A piece of a session's output and when it came (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub time_ms: u64,
+    pub data: ByteBuf,
 }
 
 impl Request {
@@ -133,7 +155,9 @@ impl Request {
                     && argv.iter().all(|a| a.len() <= crate::exec::MAX_ARG_LEN)
             }
             Request::List => true,
-            Request::Kill { session } | Request::Attach { session, .. } => session.len() <= 256,
+            Request::Kill { session }
+            | Request::Attach { session, .. }
+            | Request::Export { session } => session.len() <= 256,
         }
     }
 }

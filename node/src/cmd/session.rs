@@ -1,4 +1,4 @@
-//! `loopsy session new/ls/kill`: persistent terminal sessions on any device of the mesh.
+//! `loopsy session new/ls/kill/export`: persistent terminal sessions on any device of the mesh.
 
 use std::process::ExitCode;
 
@@ -54,6 +54,18 @@ enum Action {
         #[arg(long, value_name = "PEER")]
         on: Option<String>,
     },
+    /// Write the output the host still holds (up to 4 MiB) as an asciicast v2 recording,
+    /// timed as it came: `asciinema play FILE` replays it.
+    Export {
+        /// The session: its ID, its name, or a unique prefix.
+        session: String,
+        /// The device that hosts it (default: found by asking).
+        #[arg(long, value_name = "PEER")]
+        on: Option<String>,
+        /// Where to write it (default: stdout).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 impl Cmd {
@@ -95,6 +107,24 @@ impl Cmd {
             Action::Kill { session, on } => {
                 client.session_kill(on, session.clone()).await?;
                 println!("ended session {session}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Export {
+                session,
+                on,
+                output,
+            } => {
+                let cast = client.session_export(on, session).await?.asciicast();
+                match output {
+                    Some(path) => std::fs::write(&path, cast)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                    None => {
+                        use std::io::Write;
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(cast.as_bytes())?;
+                        out.flush()?;
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
         }

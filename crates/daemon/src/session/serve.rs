@@ -8,7 +8,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use loopsy_mesh::framed;
 use loopsy_wire::{
     exec,
-    session::{CHUNK, Input, MAX_FRAME, Reply, Request, Status},
+    session::{CHUNK, Input, MAX_FRAME, Piece, Reply, Request, Status},
 };
 use serde_bytes::ByteBuf;
 
@@ -189,6 +189,16 @@ pub(super) async fn handle<R, W>(
                 error(&mut writer, &why.to_string()).await
             }
         },
+        Request::Export { session } => match service.sessions.resolve(&session, reach) {
+            Ok(found) => {
+                audit("session export", found.id(), Outcome::Ok, None);
+                export(&found, &mut writer).await;
+            }
+            Err(why) => {
+                unresolved("session export", &why);
+                error(&mut writer, &why.to_string()).await
+            }
+        },
         Request::Attach {
             session,
             offset,
@@ -343,6 +353,39 @@ async fn attach<R, W>(
         _ = inputs => {}
         _ = outputs => {}
     }
+}
+
+/// Sends the output the session still holds, with its times, in frames of about [`CHUNK`].
+async fn export<W: AsyncWrite + Unpin>(session: &Session, writer: &mut W) {
+    let (rows, cols, created, pieces) = session.recording(CHUNK);
+    let frame = |pieces: Vec<Piece>, last: bool| Reply::Recording {
+        rows,
+        cols,
+        created,
+        pieces,
+        last,
+    };
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for (time_ms, data) in pieces {
+        // A piece costs its bytes and its framing (a time, a length: at most 16 bytes).
+        let cost = data.len() + 16;
+        if size + cost > CHUNK && !batch.is_empty() {
+            if put(writer, &frame(std::mem::take(&mut batch), false))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            size = 0;
+        }
+        size += cost;
+        batch.push(Piece {
+            time_ms,
+            data: ByteBuf::from(data),
+        });
+    }
+    let _ = put(writer, &frame(batch, true)).await;
 }
 
 /// The session's screen as it is now, for a client that starts from it, and the offset
