@@ -364,3 +364,47 @@ fn an_event_is_shown_by_the_desktop_notification_service() -> anyhow::Result<()>
     assert_eq!(notification["body"], "All green");
     Ok(())
 }
+
+/// The bench's figure: from a bell in a session on alpha to the event printed by bravo's
+/// `loopsy events --follow`, over 30 sessions (each rings once), p50 and p95.
+#[test]
+#[ignore = "a measurement: cargo nextest run -p loopsy-tests --test attention --run-ignored only --no-capture"]
+fn bell_to_event_delay_between_two_devices() -> anyhow::Result<()> {
+    const RINGS: usize = 30;
+    let a = Node::start(Options::isolated("alpha"))?;
+    let b = Node::start(Options::isolated("bravo"))?;
+    a.pair_with(&b)?;
+    let follower = Follower::start(&b);
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..RINGS {
+        a.ok(&[
+            "session",
+            "new",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.3; printf '\\a'; exec sleep 600",
+        ]);
+    }
+    let delays = wait_for("every bell on bravo", Duration::from_secs(60), || {
+        let seen = follower.seen.lock().expect("seen");
+        let mut delays: Vec<u64> = seen
+            .iter()
+            .filter(|(e, _)| e["kind"] == "bell")
+            .map(|(e, read)| read.saturating_sub(e["time_ms"].as_u64().unwrap_or(0)))
+            .collect();
+        (delays.len() >= RINGS).then(|| {
+            delays.sort_unstable();
+            delays
+        })
+    })?;
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "bell to event on another device, {} events: p50 {} ms, p95 {} ms, max {} ms",
+        delays.len(),
+        at(0.5),
+        at(0.95),
+        delays[delays.len() - 1]
+    );
+    Ok(())
+}

@@ -44,9 +44,15 @@ pub const LIMITS: Limits = Limits {
     value: 2048,
 };
 
-/// The collection's rule: a host writes only its own events.
+/// The collection's rule: a host writes only its own events, and each expires within
+/// [`KEEP_MS`] of when it was written (so that no member can fill the collection for
+/// longer than that).
 pub fn written_by_host(record: &loopsy_wire::replica::Record, author: &PeerId) -> bool {
-    record.key.starts_with(&prefix(author))
+    let lives = record.value.is_none()
+        || record
+            .expires
+            .is_some_and(|e| e <= record.clock.ms.saturating_add(KEEP_MS));
+    lives && record.key.starts_with(&prefix(author))
 }
 
 /// This device's view of the mesh's events, and its way to raise its own.
@@ -268,5 +274,45 @@ pub async fn stream(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use loopsy_wire::replica::{Clock, Record};
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+
+    fn record(author: &PeerId, expires: Option<u64>) -> Record {
+        Record {
+            key: ByteBuf::from(event_key(author, 1_000, "e1")),
+            value: Some(ByteBuf::from(vec![1])),
+            clock: Clock {
+                ms: 1_000,
+                ..Clock::default()
+            },
+            author: ByteBuf::from(author.to_bytes()),
+            expires,
+            signature: ByteBuf::new(),
+        }
+    }
+
+    #[test]
+    fn a_host_writes_only_its_own_events_and_none_for_longer_than_an_hour() {
+        let (host, other) = (PeerId::random(), PeerId::random());
+        assert!(written_by_host(
+            &record(&host, Some(1_000 + KEEP_MS)),
+            &host
+        ));
+        assert!(!written_by_host(
+            &record(&host, Some(1_000 + KEEP_MS)),
+            &other
+        ));
+        assert!(!written_by_host(
+            &record(&host, Some(1_001 + KEEP_MS)),
+            &host
+        ));
+        assert!(!written_by_host(&record(&host, None), &host), "for ever");
     }
 }
