@@ -249,6 +249,19 @@ pub struct SessionInfo {
     pub last_activity: String,
     /// Clients attached now.
     pub clients: u32,
+    /// Set while the session's program waits for its person (a bell, a notification, its
+    /// end) and no client has typed or attached since.
+    pub waiting: Option<Waiting>,
+}
+
+/// Since when a session waits, and why.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Waiting {
+    /// RFC 3339.
+    pub since: String,
+    /// `bell`, `notify`, `exit` or `note`.
+    pub kind: String,
+    pub text: Option<String>,
 }
 
 impl From<control::Session> for SessionInfo {
@@ -270,6 +283,11 @@ impl From<control::Session> for SessionInfo {
             created: s.created,
             last_activity: s.last_activity,
             clients: s.clients,
+            waiting: s.waiting.map(|w| Waiting {
+                since: w.since,
+                kind: w.kind.name().into(),
+                text: w.text,
+            }),
         }
     }
 }
