@@ -248,6 +248,8 @@ async fn desktop(event: &MeshEvent) -> Result<(), String> {
                     "/org/freedesktop/Notifications",
                     "--method",
                     "org.freedesktop.Notifications.Notify",
+                    // The arguments follow: an expiry of -1 is no option.
+                    "--",
                     "Loopsy",
                     "0",
                     "",
