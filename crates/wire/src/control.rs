@@ -246,10 +246,13 @@ impl From<HostedSession> for Session {
             created: rfc3339(info.created),
             last_activity: rfc3339(info.last_activity),
             clients: info.clients,
+            // The host's text: a terminal shows it, so no escapes.
             waiting: info.waiting.map(|w| SessionWaiting {
                 since: rfc3339(w.since_ms / 1000),
                 kind: w.kind,
-                text: w.text,
+                text: w
+                    .text
+                    .map(|t| crate::attention::clean(&t, crate::attention::MAX_TEXT)),
             }),
         }
     }
@@ -671,6 +674,33 @@ mod tests {
             ("op".into(), "id".into()),
         ]));
         assert_eq!(decode_request(&ok), Ok(Request::Id));
+    }
+
+    #[test]
+    fn a_hosts_waiting_text_reaches_clients_without_escapes() {
+        let hosted = HostedSession {
+            host: "alpha".into(),
+            host_peer_id: "12D3KooW".into(),
+            host_online: true,
+            last_seen: None,
+            session: crate::session::Info {
+                id: "k3j2".into(),
+                name: None,
+                command: vec!["sh".into()],
+                status: crate::session::Status::Running,
+                created: 0,
+                last_activity: 0,
+                clients: 0,
+                waiting: Some(crate::attention::Waiting {
+                    since_ms: 1_796_533_224_000,
+                    kind: crate::attention::Kind::Notify,
+                    text: Some("a\x1b[2J\rb".into()),
+                }),
+            },
+        };
+        let waiting = Session::from(hosted).waiting.expect("waiting");
+        assert_eq!(waiting.text.as_deref(), Some("a [2J b"));
+        assert_eq!(waiting.since, "2026-12-06T05:00:24Z");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use loopsy_mesh::PeerId;
 use loopsy_wire::{
     attention::{Event, Kind, MAX_TEXT, MAX_TITLE, clean},
     control::{self, ErrorCode, MeshEvent, Response},
+    session::MAX_NAME,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -212,11 +213,15 @@ impl Events {
         } else if let Some(name) = self.trust.name_of(&host) {
             event.host = name;
         } else {
-            event.host = clean(&event.host, loopsy_wire::session::MAX_NAME);
+            event.host = clean(&event.host, MAX_NAME);
         }
-        // Another host's texts are cleaned here too: they reach terminals and notifications.
+        // Another host's texts are cleaned here too: they reach terminals, notifications and
+        // webhook headers.
         event.title = event.title.map(|t| clean(&t, MAX_TITLE));
         event.text = event.text.map(|t| clean(&t, MAX_TEXT));
+        event.session = event.session.map(|s| clean(&s, MAX_NAME));
+        event.session_name = event.session_name.map(|s| clean(&s, MAX_NAME));
+        event.id = clean(&event.id, MAX_NAME);
         Some(MeshEvent {
             time: clock::rfc3339_ms(event.time_ms),
             host_peer_id: host.to_base58(),
