@@ -100,6 +100,7 @@ pub async fn run(
     host: Option<String>,
     session: String,
     reattach_for: Duration,
+    read_only: bool,
 ) -> ExitCode {
     let client = crate::client(home);
     let _raw = term::RawMode::enable();
@@ -114,6 +115,7 @@ pub async fn run(
         keys,
         input_ended: false,
         reconnect: None,
+        read_only,
         host_name: None,
         status_shown: String::new(),
         say: Say(tokio::io::stderr()),
@@ -292,6 +294,8 @@ struct Attachment {
     input_ended: bool,
     /// Set while a dropped connection is being picked up again.
     reconnect: Option<Reconnect>,
+    /// Watch only: keys other than the detach key, and sizes, are not sent.
+    read_only: bool,
     /// The host's name, once a dropped connection made it worth asking.
     host_name: Option<String>,
     /// The status line as last drawn, so that it is drawn again only when it changes.
@@ -340,6 +344,7 @@ impl Attachment {
             offset: self.at,
             rows,
             cols,
+            read_only: self.read_only,
         };
         let opened = match self.reconnecting(client.attach(to)).await {
             Waited::Done(opened) => opened,
@@ -419,6 +424,9 @@ impl Attachment {
                         if let Some(at) = detach {
                             typed.truncate(at);
                         }
+                        if self.read_only {
+                            typed.clear();
+                        }
                         if !typed.is_empty() && input.keys(&typed).await.is_err() {
                             return End::Lost("cannot send keys to the host".into());
                         }
@@ -432,8 +440,10 @@ impl Attachment {
                     None => self.input_ended = true,
                 },
                 Some(()) = async { resizes.as_mut()?.recv().await } => {
-                    let (rows, cols) = term::size();
-                    let _ = input.resize(rows, cols).await;
+                    if !self.read_only {
+                        let (rows, cols) = term::size();
+                        let _ = input.resize(rows, cols).await;
+                    }
                 }
             }
         }

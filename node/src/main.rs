@@ -50,6 +50,8 @@ enum Command {
     Service(cmd::service::Cmd),
     Completions(cmd::completions::Cmd),
     Man(cmd::man::Cmd),
+    Events(cmd::events::Cmd),
+    Notify(cmd::notify::Cmd),
 }
 
 /// How a command ends when its reader went away (`loopsy audit | head`): quietly, with the
@@ -171,6 +173,8 @@ async fn run(home: Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Msg(cmd) => cmd.run(home).await,
         Command::Mcp(cmd) => cmd.run(home).await,
         Command::Service(cmd) => cmd.run(home).await,
+        Command::Events(cmd) => cmd.run(home).await,
+        Command::Notify(cmd) => cmd.run(home).await,
         Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
     }
 }

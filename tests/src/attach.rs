@@ -37,10 +37,16 @@ fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
 
 impl Attached {
     pub fn start(node: &Node, session: &str) -> Self {
+        Self::start_with(node, session, &[])
+    }
+
+    /// `loopsy attach SESSION FLAGS..`.
+    pub fn start_with(node: &Node, session: &str, flags: &[&str]) -> Self {
         let mut child: Child = Command::new(bin::loopsy())
             .arg("--home")
             .arg(node.home())
             .args(["attach", session])
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

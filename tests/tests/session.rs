@@ -285,7 +285,8 @@ fn session_new_and_session_ls_print_one_shape() -> anyhow::Result<()> {
             "id",
             "last_activity",
             "name",
-            "status"
+            "status",
+            "waiting"
         ]
     );
     assert_eq!(keys(&created), keys(&listed), "{created}\n{listed}");

@@ -11,6 +11,7 @@
 mod connection;
 mod error;
 pub mod exec;
+pub mod recording;
 mod requests;
 pub mod session;
 pub mod streams;

@@ -108,6 +108,22 @@ impl Client {
             Response::MsgSent { id, delivered } => Sent { id, delivered })
     }
 
+    /// Raises an attention event on this device (for one of its sessions, when `session`
+    /// names one); every device of the mesh sees it.
+    pub async fn notify(
+        &self,
+        session: Option<String>,
+        title: Option<String>,
+        text: String,
+    ) -> Result<String, Error> {
+        let request = Request::Notify {
+            session,
+            title,
+            text,
+        };
+        ask!(self, request, "`done`", Response::Done { message } => message)
+    }
+
     /// This device's inbox, oldest first.
     pub async fn msg_inbox(&self) -> Result<Vec<InboxMessage>, Error> {
         ask!(self, Request::MsgInbox, "its inbox", Response::Inbox { messages } => messages)

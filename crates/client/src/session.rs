@@ -49,6 +49,8 @@ pub struct Attach {
     /// The terminal's size; 0 × 0 leaves the size to the other clients.
     pub rows: u16,
     pub cols: u16,
+    /// Watch only: the host takes no keys or sizes from this client.
+    pub read_only: bool,
 }
 
 impl Client {
@@ -127,6 +129,7 @@ impl Client {
                 offset: to.offset,
                 rows: to.rows,
                 cols: to.cols,
+                read_only: to.read_only,
             },
         };
         let (reader, writer) = Connection::open(self, request).await?.hand_over().await?;
@@ -196,7 +199,10 @@ impl Output {
             })),
             Reply::Exited { code } => Ok(Some(Event::Exited { code })),
             Reply::Error { message } => Err(Error::Host(message)),
-            Reply::Created(_) | Reply::Sessions { .. } | Reply::Killed => Err(Error::Unexpected {
+            Reply::Created(_)
+            | Reply::Sessions { .. }
+            | Reply::Killed
+            | Reply::Recording { .. } => Err(Error::Unexpected {
                 wanted: "a session's output",
             }),
         }

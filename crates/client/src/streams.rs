@@ -2,7 +2,8 @@
 //! audit log (followed or not), a pairing invitation and the devices that use it.
 
 use loopsy_wire::control::{
-    AuditEntry, Copied, CopiedFile, Copy, CopyProgress, Invitation, Paired, Request, Response,
+    AuditEntry, Copied, CopiedFile, Copy, CopyProgress, Invitation, MeshEvent, Paired, Request,
+    Response,
 };
 
 use crate::{Client, Connection, Error};
@@ -43,6 +44,22 @@ impl AuditFeed {
             Some(Response::Audit { entries }) => Ok(Some(entries)),
             Some(_) => Err(Error::Unexpected {
                 wanted: "audit entries",
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The mesh's attention events as they come.
+pub struct EventFeed(Connection);
+
+impl EventFeed {
+    /// The next events; `None` at the end (after the past ones, when not followed).
+    pub async fn next(&mut self) -> Result<Option<Vec<MeshEvent>>, Error> {
+        match self.0.next().await? {
+            Some(Response::Events { events }) => Ok(Some(events)),
+            Some(_) => Err(Error::Unexpected {
+                wanted: "attention events",
             }),
             None => Ok(None),
         }
@@ -91,6 +108,13 @@ impl Client {
     pub async fn audit(&self, follow: bool, since: Option<String>) -> Result<AuditFeed, Error> {
         let request = Request::Audit { follow, since };
         Ok(AuditFeed(Connection::open(self, request).await?))
+    }
+
+    /// The mesh's attention events from `since_ms` (milliseconds since the epoch; none of
+    /// the past without it); with `follow`, new ones as they arrive.
+    pub async fn events(&self, follow: bool, since_ms: Option<u64>) -> Result<EventFeed, Error> {
+        let request = Request::Events { follow, since_ms };
+        Ok(EventFeed(Connection::open(self, request).await?))
     }
 
     /// Makes a pairing code for `ttl_secs`, granting `allow` (the defaults when `None`).

@@ -78,6 +78,7 @@ fn info() -> Info {
         created: 0,
         last_activity: 0,
         clients: 0,
+        waiting: None,
     }
 }
 
@@ -245,6 +246,7 @@ async fn the_hosts_error_while_attached_is_an_error_and_output_is_typed() {
         offset: None,
         rows: 0,
         cols: 0,
+        read_only: false,
     };
     let (mut output, _input) = place.client().attach(to).await.expect("attached");
     let Some(crate::session::Event::Attached { offset, screen, .. }) =

@@ -28,10 +28,13 @@ pub enum Capability {
     /// Vouch for devices: a device this peer introduces becomes a member here (with at most
     /// what this peer holds here), and its revocations count here.
     Admit,
+    /// List and watch every session here, and receive the registry and attention events:
+    /// never type, resize, start or end one.
+    View,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Exec,
         Capability::Shell,
         Capability::Files,
@@ -40,6 +43,7 @@ impl Capability {
         Capability::Ctx,
         Capability::Msg,
         Capability::Admit,
+        Capability::View,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +56,7 @@ impl Capability {
             Capability::Ctx => "ctx",
             Capability::Msg => "msg",
             Capability::Admit => "admit",
+            Capability::View => "view",
         }
     }
 }
@@ -65,8 +70,8 @@ impl fmt::Display for Capability {
 /// A capability name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown capability `{0}`: use exec, shell, files, sessions, own-sessions, ctx, msg, admit, \
-     all or none"
+    "unknown capability `{0}`: use exec, shell, files, sessions, own-sessions, view, ctx, msg, \
+     admit, all or none"
 )]
 pub struct UnknownCapability(pub String);
 

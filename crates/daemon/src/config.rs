@@ -40,6 +40,9 @@ pub struct Config {
     /// Where members may copy files from and to.
     #[serde(default)]
     pub files: crate::transfer::policy::Policy,
+    /// Where this device delivers the mesh's attention events: `desktop`, `webhook`.
+    #[serde(default)]
+    pub notify: crate::attention::deliver::Settings,
 }
 
 /// Default grants for members.
@@ -83,6 +86,8 @@ pub enum Invalid {
     Grants(#[from] crate::caps::UnknownCapability),
     #[error("relays: {0}")]
     Relay(#[from] BadRelay),
+    #[error("notify.webhook: {0}")]
+    Webhook(#[from] crate::attention::deliver::BadWebhook),
 }
 
 /// A relay address a node cannot use.
@@ -109,6 +114,7 @@ impl Config {
             grants: Grants::default(),
             exec: crate::exec::policy::Policy::default(),
             files: crate::transfer::policy::Policy::default(),
+            notify: crate::attention::deliver::Settings::default(),
         }
     }
 
@@ -118,6 +124,9 @@ impl Config {
             toml::from_str(text).map_err(|e| Invalid::Toml(e.message().to_owned()))?;
         crate::caps::parse(&config.grants.allow)?;
         check_relays(&config.relays)?;
+        if let Some(url) = &config.notify.webhook {
+            crate::attention::deliver::Webhook::parse(url)?;
+        }
         Ok(config)
     }
 

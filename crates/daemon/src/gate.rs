@@ -98,9 +98,11 @@ pub fn need(protocol: &str) -> Option<Need> {
         protocol::EXEC => Some(Need::AnyOf(&[Capability::Exec, Capability::Shell])),
         protocol::TRANSFER => Some(Need::Capability(Capability::Files)),
         // `own-sessions` reaches only the sessions the peer started: the service filters.
+        // `view` only lists and watches: the service refuses the rest.
         protocol::SESSION => Some(Need::AnyOf(&[
             Capability::Sessions,
             Capability::OwnSessions,
+            Capability::View,
         ])),
         protocol::SYNC => Some(Need::Member),
         _ => None,

@@ -156,6 +156,11 @@ impl Home {
         self.dir.join("messages.cbor")
     }
 
+    /// This device's copy of the mesh's recent attention events.
+    pub fn events(&self) -> PathBuf {
+        self.dir.join("events.cbor")
+    }
+
     pub fn inbox(&self) -> PathBuf {
         self.dir.join("inbox.json")
     }

@@ -3,6 +3,7 @@
 //! local programs use. [`node::run`] ties them to the mesh.
 
 mod addrs;
+pub mod attention;
 pub mod audit;
 pub mod caps;
 pub mod clock;

@@ -7,7 +7,7 @@
 //!
 //! Tools: `peers`, `exec`, `read_file`, `write_file`, `copy`, `session_list`,
 //! `session_start`, `session_keys`, `session_screen`, `session_kill`, `ctx_get`, `ctx_set`,
-//! `ctx_list`, `ctx_delete`, `msg_send`, `msg_inbox`. Resources: `loopsy://peers`,
+//! `ctx_list`, `ctx_delete`, `msg_send`, `msg_inbox`, `notify`. Resources: `loopsy://peers`,
 //! `loopsy://sessions`, and `loopsy://sessions/HOST_PEER_ID/ID` for each session's screen.
 
 mod node;

@@ -192,6 +192,8 @@ pub async fn look(
         offset: None,
         rows: 0,
         cols: 0,
+        // Only looking is no answer to a session that waits; typing is.
+        read_only: keys.is_empty(),
     };
     let (mut from, mut to) = client.attach(to).await.map_err(|e| e.to_string())?;
     let Some(Event::Attached {

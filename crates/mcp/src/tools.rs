@@ -249,6 +249,19 @@ pub struct SessionInfo {
     pub last_activity: String,
     /// Clients attached now.
     pub clients: u32,
+    /// Set while the session's program waits for its person (a bell, a notification, its
+    /// end) and no client has typed or attached since.
+    pub waiting: Option<Waiting>,
+}
+
+/// Since when a session waits, and why.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Waiting {
+    /// RFC 3339.
+    pub since: String,
+    /// `bell`, `notify`, `exit` or `note`.
+    pub kind: String,
+    pub text: Option<String>,
 }
 
 impl From<control::Session> for SessionInfo {
@@ -270,6 +283,11 @@ impl From<control::Session> for SessionInfo {
             created: s.created,
             last_activity: s.last_activity,
             clients: s.clients,
+            waiting: s.waiting.map(|w| Waiting {
+                since: w.since,
+                kind: w.kind.name().into(),
+                text: w.text,
+            }),
         }
     }
 }
@@ -409,6 +427,17 @@ pub struct SendArgs {
     /// The device: its name, peer ID, or a unique prefix.
     pub peer: String,
     pub text: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NotifyArgs {
+    /// What to tell the person, short.
+    pub text: String,
+    /// A short title.
+    pub title: Option<String>,
+    /// One of this device's sessions (ID, name or unique prefix): it shows as waiting until
+    /// someone attaches or types. By default, the session this server runs in, if any.
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -793,6 +822,25 @@ impl Loopsy {
             id: sent.id,
             delivered: sent.delivered,
         }))
+    }
+
+    #[tool(
+        description = "Tell the person, on every device of the mesh, that you need them \
+                       (a question, a permission, a finished task): an attention event, \
+                       shown by `loopsy events` and delivered as a desktop notification \
+                       or to a webhook where configured."
+    )]
+    async fn notify(&self, Parameters(args): Parameters<NotifyArgs>) -> Result<Json<Done>, String> {
+        let session = args
+            .session
+            .or_else(|| std::env::var("LOOPSY_SESSION").ok())
+            .filter(|s| !s.is_empty());
+        let message = self
+            .client
+            .notify(session, args.title, args.text)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(Done { message }))
     }
 
     #[tool(description = "Read the messages other devices sent to this one, newest last.")]

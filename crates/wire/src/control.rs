@@ -147,6 +147,23 @@ pub enum Request {
     /// closing its connections: a stranger, or a device revoked since. Answers `done`; a
     /// member is refused (`trust_remove` it first).
     PeersForget { peer: String },
+    /// Attention events of the whole mesh: answers `events` frames, oldest first. Without
+    /// `since_ms` (milliseconds since the epoch) only new ones, so without `follow` none;
+    /// with `follow`, new events as they arrive.
+    Events {
+        follow: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
+    },
+    /// Raise an attention event on this device (`loopsy notify`), optionally for one of its
+    /// sessions (an ID, a name or a unique prefix): answers `done`.
+    Notify {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        text: String,
+    },
 }
 
 /// A message in this device's inbox.
@@ -199,6 +216,10 @@ pub struct Session {
     pub last_activity: String,
     /// Clients attached now.
     pub clients: u32,
+    /// Set while the program waits for its person (a bell, a notification, its end) and no
+    /// client has typed or attached since.
+    #[serde(default)]
+    pub waiting: Option<SessionWaiting>,
 }
 
 /// Whether a session's program still runs.
@@ -229,13 +250,21 @@ impl From<HostedSession> for Session {
             created: rfc3339(info.created),
             last_activity: rfc3339(info.last_activity),
             clients: info.clients,
+            // The host's text: a terminal shows it, so no escapes.
+            waiting: info.waiting.map(|w| SessionWaiting {
+                since: rfc3339(w.since_ms / 1000),
+                kind: w.kind,
+                text: w
+                    .text
+                    .map(|t| crate::attention::clean(&t, crate::attention::MAX_TEXT)),
+            }),
         }
     }
 }
 
 /// `2026-11-25T07:30:53Z` for seconds since the epoch (days from civil, run backwards:
 /// Howard Hinnant's algorithm).
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -346,6 +375,28 @@ pub enum Response {
     ShortCodeWithdrawn {
         message: String,
     },
+    Events {
+        events: Vec<MeshEvent>,
+    },
+}
+
+/// An attention event as a client sees it: the host's event, the host named as this device
+/// knows it, and the time in RFC 3339 too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshEvent {
+    #[serde(flatten)]
+    pub event: crate::attention::Event,
+    pub host_peer_id: String,
+    pub time: String,
+}
+
+/// A session's waiting state as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionWaiting {
+    /// RFC 3339, UTC.
+    pub since: String,
+    pub kind: crate::attention::Kind,
+    pub text: Option<String>,
 }
 
 /// How far a copy has come.
@@ -643,6 +694,33 @@ mod tests {
     }
 
     #[test]
+    fn a_hosts_waiting_text_reaches_clients_without_escapes() {
+        let hosted = HostedSession {
+            host: "alpha".into(),
+            host_peer_id: "12D3KooW".into(),
+            host_online: true,
+            last_seen: None,
+            session: crate::session::Info {
+                id: "k3j2".into(),
+                name: None,
+                command: vec!["sh".into()],
+                status: crate::session::Status::Running,
+                created: 0,
+                last_activity: 0,
+                clients: 0,
+                waiting: Some(crate::attention::Waiting {
+                    since_ms: 1_796_533_224_000,
+                    kind: crate::attention::Kind::Notify,
+                    text: Some("a\x1b[2J\rb".into()),
+                }),
+            },
+        };
+        let waiting = Session::from(hosted).waiting.expect("waiting");
+        assert_eq!(waiting.text.as_deref(), Some("a [2J b"));
+        assert_eq!(waiting.since, "2026-12-06T05:00:24Z");
+    }
+
+    #[test]
     fn a_session_is_one_flat_shape_with_rfc3339_times() {
         let hosted = HostedSession {
             host: "alpha".into(),
@@ -657,6 +735,7 @@ mod tests {
                 created: 1_796_533_224,
                 last_activity: 951_782_400,
                 clients: 0,
+                waiting: None,
             },
         };
         let listed = Session::from(hosted);

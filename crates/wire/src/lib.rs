@@ -17,6 +17,7 @@
 //! - [`sync`]: the replication protocol's messages.
 
 pub mod admission;
+pub mod attention;
 pub mod control;
 pub mod exec;
 pub mod frame;

@@ -45,6 +45,16 @@ pub enum Request {
         offset: Option<u64>,
         rows: u16,
         cols: u16,
+        /// Watch only: the host takes no keys and no sizes from this client, and its
+        /// attaching does not answer a session that waits. Absent when false, so that a
+        /// plain attach is what it was.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
+    },
+    /// The output the host still holds, with the time each piece came: answered by
+    /// [`Reply::Recording`] frames, the last with `last` set.
+    Export {
+        session: String,
     },
 }
 
@@ -79,6 +89,10 @@ pub struct Info {
     pub created: u64,
     pub last_activity: u64,
     pub clients: u32,
+    /// Set while the program waits for its person: since its first bell, notification or
+    /// end that no client has answered by typing or attaching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::attention::Waiting>,
 }
 
 /// Host to client.
@@ -112,6 +126,23 @@ pub enum Reply {
     Error {
         message: String,
     },
+    /// Part of an export: the terminal's size, when the session started, and output pieces
+    /// each with the milliseconds since the epoch at which the host read it.
+    Recording {
+        rows: u16,
+        cols: u16,
+        /// Seconds since the epoch.
+        created: u64,
+        pieces: Vec<Piece>,
+        last: bool,
+    },
+}
+
+/// A piece of a session's output and when it came (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub time_ms: u64,
+    pub data: ByteBuf,
 }
 
 impl Request {
@@ -124,7 +155,9 @@ impl Request {
                     && argv.iter().all(|a| a.len() <= crate::exec::MAX_ARG_LEN)
             }
             Request::List => true,
-            Request::Kill { session } | Request::Attach { session, .. } => session.len() <= 256,
+            Request::Kill { session }
+            | Request::Attach { session, .. }
+            | Request::Export { session } => session.len() <= 256,
         }
     }
 }
@@ -144,6 +177,7 @@ mod tests {
             created: 1,
             last_activity: 2,
             clients: 1,
+            waiting: None,
         };
         for reply in [
             Reply::Attached {

@@ -17,10 +17,21 @@ pub struct Cmd {
     /// After a dropped connection, how long to keep trying to attach again (90s, 10m).
     #[arg(long, value_name = "DURATION", value_parser = clock::parse_duration, default_value = "2m")]
     reattach_for: Duration,
+    /// Watch only: nothing typed reaches the session (Ctrl-\ still detaches), the terminal
+    /// keeps its size, and a waiting session goes on waiting.
+    #[arg(long)]
+    read_only: bool,
 }
 
 impl Cmd {
     pub async fn run(self, home: Home) -> anyhow::Result<ExitCode> {
-        Ok(crate::attach::run(&home, self.on, self.session, self.reattach_for).await)
+        Ok(crate::attach::run(
+            &home,
+            self.on,
+            self.session,
+            self.reattach_for,
+            self.read_only,
+        )
+        .await)
     }
 }

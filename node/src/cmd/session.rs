@@ -1,4 +1,4 @@
-//! `loopsy session new/ls/kill`: persistent terminal sessions on any device of the mesh.
+//! `loopsy session new/ls/kill/export`: persistent terminal sessions on any device of the mesh.
 
 use std::process::ExitCode;
 
@@ -42,7 +42,7 @@ enum Action {
     /// Every session in the mesh, from the replicated registry (hosts offline included).
     Ls {
         /// One JSON array of sessions: id, name, host, host_peer_id, host_online,
-        /// host_last_seen, command, status, code, created, last_activity, clients.
+        /// host_last_seen, command, status, code, created, last_activity, clients, waiting.
         #[arg(long)]
         json: bool,
     },
@@ -53,6 +53,18 @@ enum Action {
         /// The device that hosts it (default: found by asking).
         #[arg(long, value_name = "PEER")]
         on: Option<String>,
+    },
+    /// Write the output the host still holds (up to 4 MiB) as an asciicast v2 recording,
+    /// timed as it came: `asciinema play FILE` replays it.
+    Export {
+        /// The session: its ID, its name, or a unique prefix.
+        session: String,
+        /// The device that hosts it (default: found by asking).
+        #[arg(long, value_name = "PEER")]
+        on: Option<String>,
+        /// Where to write it (default: stdout).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -77,7 +89,9 @@ impl Cmd {
                 }
                 if attach {
                     let reattach_for = crate::attach::REATTACH_FOR;
-                    return Ok(crate::attach::run(&home, on, session.id, reattach_for).await);
+                    return Ok(
+                        crate::attach::run(&home, on, session.id, reattach_for, false).await,
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -93,6 +107,24 @@ impl Cmd {
             Action::Kill { session, on } => {
                 client.session_kill(on, session.clone()).await?;
                 println!("ended session {session}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Export {
+                session,
+                on,
+                output,
+            } => {
+                let cast = client.session_export(on, session).await?.asciicast();
+                match output {
+                    Some(path) => std::fs::write(&path, cast)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                    None => {
+                        use std::io::Write;
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(cast.as_bytes())?;
+                        out.flush()?;
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -113,6 +145,14 @@ fn table(sessions: &[Session]) {
             (SessionStatus::Exited, Some(code)) => format!("exited ({code})"),
             (SessionStatus::Exited, None) => "exited".to_owned(),
         };
+        if let Some(waiting) = &s.waiting {
+            status.push_str(&format!(", waiting since {}", waiting.since));
+            if let Some(text) = &waiting.text {
+                status.push_str(&format!(" ({}: {text})", waiting.kind.name()));
+            } else {
+                status.push_str(&format!(" ({})", waiting.kind.name()));
+            }
+        }
         if !s.host_online {
             let seen = s.host_last_seen.as_deref().unwrap_or("never");
             status.push_str(&format!(", host offline (last seen {seen})"));

@@ -55,6 +55,8 @@ pub struct Api {
     pub homes: Homes,
     /// Dials it started in the background (`trust add`).
     pub tasks: Tasks,
+    /// The mesh's attention events.
+    pub events: Arc<crate::attention::Events>,
 }
 
 impl Handler for Api {
@@ -106,6 +108,14 @@ impl Handler for Api {
             Request::MsgSend { peer, text } => msg_send(node, &peer, &text).await,
             Request::MsgInbox => msg_inbox(node),
             Request::PeersForget { peer } => peers_forget(node, &peer).await,
+            Request::Events { follow, since_ms } => {
+                return crate::attention::stream(&node.events, follow, since_ms, reply).await;
+            }
+            Request::Notify {
+                session,
+                title,
+                text,
+            } => node.events.notify(session, title, text).await,
         };
         let _ = reply.send(&response).await;
     }

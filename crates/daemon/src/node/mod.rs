@@ -152,6 +152,15 @@ pub async fn run(
         // A message is its sender's to write, an acknowledgement its recipient's.
         crate::inbox::written_by_entitled,
     )?);
+    let events = Arc::new(Store::load(
+        crate::attention::EVENTS,
+        // Like the registry: an event names a session and what its program printed.
+        (None, Some(Capability::Sessions)),
+        home.events(),
+        keypair.clone(),
+        crate::attention::LIMITS,
+        crate::attention::written_by_host,
+    )?);
     let inbox = Inbox::load(home.inbox(), keypair.clone())?;
     let (pushes, push_queue) = sync::pushes();
     let ports = crate::ports::Ports::load(home.ports());
@@ -169,6 +178,7 @@ pub async fn run(
         registry.clone(),
         ctx.clone(),
         messages.clone(),
+        events.clone(),
     ];
     let engine = Arc::new(Engine::new(
         trust.clone(),
@@ -176,7 +186,8 @@ pub async fn run(
         collections,
         pushes.clone(),
     ));
-    let sessions = Arc::new(Sessions::load(home.sessions()));
+    let (alerts, raised) = crate::session::attention::Alerts::channel();
+    let sessions = Arc::new(Sessions::load(home.sessions()).with_alerts(alerts));
     let registry = Arc::new(Registry::new(
         registry,
         sessions.clone(),
@@ -191,6 +202,14 @@ pub async fn run(
     let session = Arc::new(SessionService::new(
         sessions.clone(),
         exec_policy.clone(),
+        registry.wake(),
+    ));
+    let events = Arc::new(crate::attention::Events::new(
+        events,
+        name.clone(),
+        trust.clone(),
+        pushes.clone(),
+        sessions.clone(),
         registry.wake(),
     ));
     let homes = Homes::new(home.dir());
@@ -249,6 +268,11 @@ pub async fn run(
         relays_from_flags,
     };
     services.spawn(reloader.run(stop.clone()));
+    services.spawn(events.clone().run(raised));
+    services.spawn(crate::attention::deliver::run(
+        events.clone(),
+        config.notify.clone(),
+    ));
 
     let identity = control::Identity {
         peer_id: mesh.peer_id().to_base58(),
@@ -271,6 +295,7 @@ pub async fn run(
         messages,
         homes,
         tasks: Tasks::default(),
+        events,
     });
 
     let socket = home.socket();

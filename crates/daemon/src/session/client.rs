@@ -40,16 +40,19 @@ impl SessionClient {
                 Ok(peer) => Some(peer),
                 Err(e) => return drop(reply.send(&Response::Error(e)).await),
             },
-            (None, Request::Attach { session, .. } | Request::Kill { session }) => {
-                match self.locate(session).await {
-                    Ok(Some((peer, id))) => {
-                        *session = id;
-                        Some(peer)
-                    }
-                    Ok(None) => None,
-                    Err(e) => return drop(reply.send(&Response::Error(e)).await),
+            (
+                None,
+                Request::Attach { session, .. }
+                | Request::Kill { session }
+                | Request::Export { session },
+            ) => match self.locate(session).await {
+                Ok(Some((peer, id))) => {
+                    *session = id;
+                    Some(peer)
                 }
-            }
+                Ok(None) => None,
+                Err(e) => return drop(reply.send(&Response::Error(e)).await),
+            },
             (None, _) => None,
         };
         let stream_follows = Response::Stream {

@@ -17,7 +17,9 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+use super::attention::{Alerts, Call, Raised, Scanner};
 use crate::clock;
+use loopsy_wire::attention::{Kind, Waiting};
 
 /// Output bytes a session keeps for clients that resume.
 pub const RING: usize = 4 * 1024 * 1024;
@@ -51,10 +53,18 @@ pub struct Screen {
     pub cols: u16,
 }
 
-/// Output kept for clients: the bytes from `start` to `start + bytes.len()`.
+/// Time marks a ring keeps at most: past that, the two oldest pieces are taken as one.
+const MAX_MARKS: usize = 65_536;
+
+/// Output kept for clients: the bytes from `start` to `start + bytes.len()`, and when each
+/// piece of them came (for recordings).
+#[derive(Default)]
 struct Ring {
     start: u64,
     bytes: VecDeque<u8>,
+    /// `(offset, milliseconds since the epoch)`: the output from each offset on, up to the
+    /// next mark, came then. The first may lie before `start` (its piece was cut).
+    marks: VecDeque<(u64, u64)>,
 }
 
 impl Ring {
@@ -62,13 +72,42 @@ impl Ring {
         self.start + self.bytes.len() as u64
     }
 
-    fn push(&mut self, data: &[u8]) {
+    fn push(&mut self, data: &[u8], time_ms: u64) {
+        // Pieces of the same millisecond are one.
+        if !data.is_empty() && self.marks.back().is_none_or(|&(_, t)| t != time_ms) {
+            if self.marks.len() >= MAX_MARKS {
+                self.marks.remove(1);
+            }
+            self.marks.push_back((self.end(), time_ms));
+        }
         self.bytes.extend(data);
         let over = self.bytes.len().saturating_sub(RING);
         if over > 0 {
             self.bytes.drain(..over);
             self.start += over as u64;
         }
+        while self.marks.len() > 1 && self.marks[1].0 <= self.start {
+            self.marks.pop_front();
+        }
+    }
+
+    /// The bytes held, in pieces of at most `max` bytes, each with its time.
+    fn pieces(&self, max: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut pieces = Vec::new();
+        for (i, &(from, time)) in self.marks.iter().enumerate() {
+            let to = self.marks.get(i + 1).map_or(self.end(), |&(next, _)| next);
+            let mut at = from.max(self.start);
+            while at < to {
+                let len = usize::try_from(to - at)
+                    .unwrap_or(usize::MAX)
+                    .min(max.max(1));
+                if let Some(bytes) = self.read(at, len) {
+                    pieces.push((time, bytes));
+                }
+                at += len as u64;
+            }
+        }
+        pieces
     }
 
     /// Up to `max` bytes from `offset`; `None` once they have left the ring.
@@ -86,6 +125,7 @@ struct State {
     ring: Ring,
     screen: vt100::Parser,
     info: Info,
+    scanner: Scanner,
 }
 
 /// A running (or ended) session.
@@ -99,19 +139,22 @@ pub struct Session {
     /// The program's terminal session (its ID is the program's PID): every process in it,
     /// background jobs included, ends with the session.
     sid: Option<Pid>,
+    /// Where its calls for attention go.
+    alerts: Alerts,
 }
 
 impl Session {
-    /// Starts `program` on a new PTY of `rows` × `cols`: the session, and the pumps that
-    /// carry its input and output, for its owner to run.
+    /// Starts `program` on a new PTY of `rows` × `cols`, its calls for attention going to
+    /// `alerts`: the session, and the pumps that carry its input and output, for its owner
+    /// to run.
     pub fn start(
         info: Info,
         program: &str,
         args: &[String],
         arg0: Option<&str>,
         cwd: &std::path::Path,
-        rows: u16,
-        cols: u16,
+        (rows, cols): (u16, u16),
+        alerts: Alerts,
     ) -> std::io::Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static)> {
         let (rows, cols) = bounded(rows, cols);
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
@@ -132,12 +175,10 @@ impl Session {
         let (size, mut sizes) = watch::channel((rows, cols));
         let session = Arc::new(Self {
             state: Mutex::new(State {
-                ring: Ring {
-                    start: 0,
-                    bytes: VecDeque::new(),
-                },
+                ring: Ring::default(),
                 screen: vt100::Parser::new(rows, cols, SCROLLBACK),
                 info,
+                scanner: Scanner::default(),
             }),
             marks: watch::channel(Mark {
                 end: 0,
@@ -147,6 +188,7 @@ impl Session {
             keys,
             size,
             sid,
+            alerts,
         });
         // Ends when the session is dropped, or the terminal is gone.
         let typing = async move {
@@ -218,16 +260,14 @@ impl Session {
         };
         Arc::new(Self {
             state: Mutex::new(State {
-                ring: Ring {
-                    start: 0,
-                    bytes: VecDeque::new(),
-                },
+                ring: Ring::default(),
                 screen: vt100::Parser::new(24, 80, 0),
                 info: Info {
                     status: Status::Exited { code: exited },
                     clients: 0,
                     ..info
                 },
+                scanner: Scanner::default(),
             }),
             marks: watch::channel(Mark {
                 end: 0,
@@ -237,6 +277,7 @@ impl Session {
             keys,
             size: watch::channel((24, 80)).0,
             sid: None,
+            alerts: Alerts::default(),
         })
     }
 
@@ -245,19 +286,58 @@ impl Session {
     }
 
     fn record(&self, data: &[u8]) {
-        let end = {
+        let (end, signals) = {
             let mut state = self.lock();
-            state.ring.push(data);
+            state.ring.push(data, clock::now_ms());
             state.screen.process(data);
             state.info.last_activity = clock::now_secs();
-            state.ring.end()
+            let signals = state.scanner.scan(data, std::time::Instant::now());
+            (state.ring.end(), signals)
         };
         self.marks.send_modify(|mark| mark.end = end);
+        for signal in signals {
+            self.raise(signal);
+        }
     }
 
     fn ended(&self, code: Option<i32>) {
         self.lock().info.status = Status::Exited { code };
         self.marks.send_modify(|mark| mark.exited = Some(code));
+        let text = match code {
+            Some(code) => format!("exited with code {code}"),
+            None => "exited".to_owned(),
+        };
+        self.raise(Call {
+            kind: Kind::Exit,
+            title: None,
+            text: Some(text),
+        });
+    }
+
+    /// Marks the session as waiting (from its first unanswered call on), and tells the
+    /// node.
+    pub fn raise(&self, call: Call) {
+        let (session, name) = {
+            let mut state = self.lock();
+            if state.info.waiting.is_none() {
+                state.info.waiting = Some(Waiting {
+                    since_ms: clock::now_ms(),
+                    kind: call.kind,
+                    text: call.text.clone().or_else(|| call.title.clone()),
+                });
+            }
+            (state.info.id.clone(), state.info.name.clone())
+        };
+        self.alerts.raise(Raised {
+            session,
+            name,
+            call,
+        });
+    }
+
+    /// A client answered (typed or attached): the session no longer waits. Whether it did.
+    pub fn answered(&self) -> bool {
+        self.lock().info.waiting.take().is_some()
     }
 
     pub fn info(&self) -> Info {
@@ -298,6 +378,14 @@ impl Session {
     /// The screen's text, for programs that read it.
     pub fn text(&self) -> String {
         self.lock().screen.screen().contents()
+    }
+
+    /// What the session's terminal holds for a recording: its size, when it started, and
+    /// the output still in the ring in pieces of at most `max` bytes, each with its time.
+    pub fn recording(&self, max: usize) -> (u16, u16, u64, Vec<(u64, Vec<u8>)>) {
+        let state = self.lock();
+        let (rows, cols) = state.screen.screen().size();
+        (rows, cols, state.info.created, state.ring.pieces(max))
     }
 
     /// Output from `offset`, at most `max` bytes; `None` once it has left the ring.
@@ -391,6 +479,7 @@ mod tests {
             created: 0,
             last_activity: 0,
             clients: 0,
+            waiting: None,
         };
         let (session, pumps) = Session::start(
             info,
@@ -398,8 +487,8 @@ mod tests {
             &[],
             None,
             std::path::Path::new("/"),
-            u16::MAX,
-            u16::MAX,
+            (u16::MAX, u16::MAX),
+            Alerts::default(),
         )
         .unwrap();
         let _pumps = tokio::spawn(pumps);
@@ -412,18 +501,46 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_the_newest_bytes_with_their_offsets() {
-        let mut ring = Ring {
-            start: 0,
-            bytes: VecDeque::new(),
-        };
-        ring.push(b"hello");
+        let mut ring = Ring::default();
+        ring.push(b"hello", 1);
         assert_eq!(ring.read(1, 3).unwrap(), b"ell");
         assert_eq!(ring.read(5, 3).unwrap(), b"");
         assert_eq!(ring.read(6, 3), None);
-        ring.push(&vec![b'x'; RING]);
+        ring.push(&vec![b'x'; RING], 2);
         assert_eq!(ring.start, 5);
         assert_eq!(ring.read(4, 1), None, "left the ring");
         assert_eq!(ring.read(5, 2).unwrap(), b"xx");
         assert_eq!(ring.end(), 5 + RING as u64);
     }
+
+    #[test]
+    fn the_ring_keeps_when_each_piece_came() {
+        let mut ring = Ring::default();
+        ring.push(b"ab", 10);
+        ring.push(b"c", 10);
+        ring.push(b"defg", 20);
+        assert_eq!(
+            ring.pieces(3),
+            [
+                (10, b"abc".to_vec()),
+                (20, b"def".to_vec()),
+                (20, b"g".to_vec())
+            ]
+        );
+        // A piece cut by the ring keeps its time for what is left of it.
+        ring.push(&vec![b'x'; RING - 2], 30);
+        let pieces = ring.pieces(RING);
+        assert_eq!(pieces[0], (20, b"fg".to_vec()));
+        assert_eq!(pieces[1].0, 30);
+        assert_eq!(pieces.len(), 2);
+        // Marks stay bounded, however many pieces come.
+        for t in 0..(MAX_MARKS as u64 + 10) {
+            ring.push(b"y", 100 + t);
+        }
+        assert!(ring.marks.len() <= MAX_MARKS);
+        let total: usize = ring.pieces(CHUNK_TEST).iter().map(|(_, b)| b.len()).sum();
+        assert_eq!(total, RING);
+    }
+
+    const CHUNK_TEST: usize = 64 * 1024;
 }

@@ -13,6 +13,7 @@
 //! a peer with only `own-sessions` reaches those it started itself. Who started each is
 //! kept on this device alone, never in the replicated registry.
 
+pub mod attention;
 pub mod client;
 pub mod host;
 pub mod registry;
@@ -83,6 +84,8 @@ impl Reach {
             Some((peer, grants)) if grants.contains(&Capability::OwnSessions) => {
                 Some(Reach::StartedBy(*peer))
             }
+            // Every session, to watch only (the service enforces that).
+            Some((_, grants)) if grants.contains(&Capability::View) => Some(Reach::Every),
             Some(_) => None,
         }
     }
@@ -171,6 +174,8 @@ pub struct Sessions {
     all: Mutex<Vec<Hosted>>,
     /// Each running session's programs, and the watch that records its end.
     tasks: Tasks,
+    /// Where the sessions' calls for attention go.
+    alerts: attention::Alerts,
 }
 
 impl Sessions {
@@ -194,9 +199,16 @@ impl Sessions {
             file,
             all: Mutex::new(hosted.collect()),
             tasks: Tasks::default(),
+            alerts: attention::Alerts::default(),
         };
         sessions.save();
         sessions
+    }
+
+    /// Sends the calls for attention of sessions started from now on to `alerts`.
+    pub fn with_alerts(mut self, alerts: attention::Alerts) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Hosted>> {
@@ -299,6 +311,7 @@ impl Sessions {
             created: now,
             last_activity: now,
             clients: 0,
+            waiting: None,
         };
         let cwd = approved.working_dir()?;
         let (session, pumps) = Session::start(
@@ -307,8 +320,8 @@ impl Sessions {
             &approved.args,
             approved.arg0.as_deref(),
             cwd.path(),
-            rows,
-            cols,
+            (rows, cols),
+            self.alerts.clone(),
         )
         .map_err(|e| SessionError::Start {
             program: approved.program.clone(),
@@ -423,6 +436,7 @@ mod tests {
             created: 1,
             last_activity: 1,
             clients: 0,
+            waiting: None,
         };
         Hosted {
             session: Session::ended_before(info),
@@ -444,6 +458,7 @@ mod tests {
         let sessions = Sessions {
             file: fsutil::StateFile::new(file(tag), 0o600),
             tasks: Tasks::default(),
+            alerts: attention::Alerts::default(),
             all: Mutex::new(vec![
                 ended("mine", "work", None),
                 ended("ofpee", "work", Some(p)),

@@ -14,13 +14,13 @@ use super::Sessions;
 use crate::{clock, dial::connected_members, replica::Store, sync, trust::Trust};
 
 /// A session's key: the host's peer ID (length first), then the session's ID.
-fn key(host: &PeerId, id: &str) -> Vec<u8> {
+pub(crate) fn key(host: &PeerId, id: &str) -> Vec<u8> {
     let mut key = prefix(host);
     key.extend_from_slice(id.as_bytes());
     key
 }
 
-fn prefix(host: &PeerId) -> Vec<u8> {
+pub(crate) fn prefix(host: &PeerId) -> Vec<u8> {
     let host = host.to_bytes();
     let mut key = Vec::with_capacity(host.len() + 16);
     key.push(host.len() as u8);
@@ -29,7 +29,7 @@ fn prefix(host: &PeerId) -> Vec<u8> {
 }
 
 /// The host of a key, if it is one.
-fn host_of(key: &[u8]) -> Option<PeerId> {
+pub(crate) fn host_of(key: &[u8]) -> Option<PeerId> {
     let (&len, rest) = key.split_first()?;
     PeerId::from_bytes(rest.get(..usize::from(len))?).ok()
 }

@@ -8,7 +8,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use loopsy_mesh::framed;
 use loopsy_wire::{
     exec,
-    session::{CHUNK, Input, MAX_FRAME, Reply, Request, Status},
+    session::{CHUNK, Input, MAX_FRAME, Piece, Reply, Request, Status},
 };
 use serde_bytes::ByteBuf;
 
@@ -70,6 +70,13 @@ pub(super) async fn handle<R, W>(
         );
         return error(&mut writer, reason).await;
     };
+    // A peer granted only `view` lists and watches: it starts, types in and ends nothing.
+    let watch_only = from.is_some_and(|p| {
+        !p.grants.contains(&Capability::Sessions)
+            && !p.grants.contains(&Capability::OwnSessions)
+            && p.grants.contains(&Capability::View)
+    });
+    const WATCH_ONLY: &str = "this device may only watch sessions here (the `view` capability)";
     // A session out of reach is audited here, and answered as if it did not exist.
     let unresolved = |action: &str, why: &Unresolved| {
         if let Unresolved::OutOfReach { id, .. } = why {
@@ -78,6 +85,25 @@ pub(super) async fn handle<R, W>(
         }
     };
     match request {
+        Request::New { argv, .. } if watch_only => {
+            let shown = argv.join(" ");
+            audit(
+                "session new",
+                shown,
+                Outcome::Denied,
+                Some(WATCH_ONLY.into()),
+            );
+            error(&mut writer, WATCH_ONLY).await;
+        }
+        Request::Kill { session } if watch_only => {
+            audit(
+                "session kill",
+                session,
+                Outcome::Denied,
+                Some(WATCH_ONLY.into()),
+            );
+            error(&mut writer, WATCH_ONLY).await;
+        }
         Request::New {
             name,
             argv,
@@ -163,15 +189,33 @@ pub(super) async fn handle<R, W>(
                 error(&mut writer, &why.to_string()).await
             }
         },
+        Request::Export { session } => match service.sessions.resolve(&session, reach) {
+            Ok(found) => {
+                audit("session export", found.id(), Outcome::Ok, None);
+                export(&found, &mut writer).await;
+            }
+            Err(why) => {
+                unresolved("session export", &why);
+                error(&mut writer, &why.to_string()).await
+            }
+        },
         Request::Attach {
             session,
             offset,
             rows,
             cols,
+            read_only,
         } => match service.sessions.resolve(&session, reach) {
             Ok(found) => {
-                audit("session attach", found.id(), Outcome::Ok, None);
-                attach(service, found, offset, rows, cols, reader, &mut writer).await;
+                let read_only = read_only || watch_only;
+                let action = if read_only {
+                    "session watch"
+                } else {
+                    "session attach"
+                };
+                audit(action, found.id(), Outcome::Ok, None);
+                let size = (!read_only && rows > 0 && cols > 0).then_some((rows, cols));
+                attach(service, found, offset, size, read_only, reader, &mut writer).await;
                 service.registry.publish_soon();
             }
             Err(why) => {
@@ -204,13 +248,15 @@ impl Drop for Attached {
 }
 
 /// Serves one attached client: the screen (or the output since `offset`), then the output
-/// as it comes, and the client's keys and sizes to the program.
+/// as it comes, and the client's keys and sizes to the program. A client with no `size`
+/// leaves the terminal's size to the others; one that only watches (`size` is `None` for it
+/// too) has its keys and sizes dropped, and its coming answers no waiting.
 async fn attach<R, W>(
     service: &SessionService,
     session: Arc<Session>,
     offset: Option<u64>,
-    rows: u16,
-    cols: u16,
+    size: Option<(u16, u16)>,
+    read_only: bool,
     mut reader: R,
     writer: &mut W,
 ) where
@@ -219,9 +265,13 @@ async fn attach<R, W>(
 {
     session.client_joined();
     let _attached = Attached(session.clone());
+    // Someone came to answer: the session no longer waits (the publication below says so).
+    if !read_only {
+        session.answered();
+    }
     // A client with no terminal of its own (an agent reading the screen) sends 0 × 0 and
     // leaves the size to the others.
-    if rows > 0 && cols > 0 {
+    if let Some((rows, cols)) = size {
         session.resize(rows, cols);
     }
     let mut marks = session.marks();
@@ -248,7 +298,15 @@ async fn attach<R, W>(
     let inputs = async {
         loop {
             match framed::read::<Input, _>(&mut reader, MAX_FRAME).await {
-                Ok(Some(Input::Keys { data })) => session.keys(data.into_vec()).await,
+                // A watcher's keys and sizes reach nothing.
+                Ok(Some(_)) if read_only => {}
+                Ok(Some(Input::Keys { data })) => {
+                    // A person typed: the session no longer waits for them.
+                    if session.answered() {
+                        service.registry.publish_soon();
+                    }
+                    session.keys(data.into_vec()).await
+                }
                 Ok(Some(Input::Resize { rows, cols })) if rows > 0 && cols > 0 => {
                     session.resize(rows, cols)
                 }
@@ -295,6 +353,39 @@ async fn attach<R, W>(
         _ = inputs => {}
         _ = outputs => {}
     }
+}
+
+/// Sends the output the session still holds, with its times, in frames of about [`CHUNK`].
+async fn export<W: AsyncWrite + Unpin>(session: &Session, writer: &mut W) {
+    let (rows, cols, created, pieces) = session.recording(CHUNK);
+    let frame = |pieces: Vec<Piece>, last: bool| Reply::Recording {
+        rows,
+        cols,
+        created,
+        pieces,
+        last,
+    };
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for (time_ms, data) in pieces {
+        // A piece costs its bytes and its framing (a time, a length: at most 16 bytes).
+        let cost = data.len() + 16;
+        if size + cost > CHUNK && !batch.is_empty() {
+            if put(writer, &frame(std::mem::take(&mut batch), false))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            size = 0;
+        }
+        size += cost;
+        batch.push(Piece {
+            time_ms,
+            data: ByteBuf::from(data),
+        });
+    }
+    let _ = put(writer, &frame(batch, true)).await;
 }
 
 /// The session's screen as it is now, for a client that starts from it, and the offset

@@ -77,6 +77,7 @@ async fn a_session_is_started_listed_attached_and_killed() {
         offset: None,
         rows: 24,
         cols: 80,
+        read_only: false,
     };
     framed::write(&mut client, &attach, MAX_FRAME)
         .await
@@ -168,6 +169,7 @@ async fn a_peer_with_own_sessions_cannot_see_or_reach_another_peers() {
             offset: None,
             rows: 0,
             cols: 0,
+            read_only: false,
         },
     ] {
         let reply = ask(&service, &other, request).await;
@@ -207,4 +209,115 @@ async fn what_a_peer_may_not_run_starts_no_session() {
         "{reply:?}"
     );
     assert!(service.sessions.list(super::Reach::Every).is_empty());
+}
+
+/// Polls `check` for up to ten seconds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_view_peer_watches_and_exports_but_its_keys_and_coming_change_nothing() {
+    let (service, dir) = service("session-view");
+    let audit = testing::audit(&dir);
+    let owner = testing::peer(&["sessions", "exec"], &audit);
+    let viewer = testing::peer(&["view"], &audit);
+    let echo = new("echo", &["sh", "-c", "printf 'up\\a\\n'; exec cat"]);
+    let Reply::Created(info) = ask(&service, &owner, echo).await else {
+        panic!("not created");
+    };
+    let session = service
+        .sessions
+        .resolve(&info.id, super::Reach::Every)
+        .unwrap();
+    eventually("the bell makes it wait", || {
+        session.info().waiting.is_some()
+    })
+    .await;
+
+    // The viewer asks for a plain attach, and types: it gets a watch, and nothing arrives.
+    let (mut client, server) = testing::pipe();
+    let attach = Request::Attach {
+        session: "echo".into(),
+        offset: None,
+        rows: 5,
+        cols: 20,
+        read_only: false,
+    };
+    framed::write(&mut client, &attach, MAX_FRAME)
+        .await
+        .unwrap();
+    let keys = Input::Keys {
+        data: ByteBuf::from(b"typed-by-viewer\n".to_vec()),
+    };
+    let watching = async {
+        assert!(matches!(
+            next(&mut client).await,
+            Some(Reply::Attached { .. })
+        ));
+        framed::write(&mut client, &keys, MAX_FRAME).await.unwrap();
+        framed::write(&mut client, &Input::Resize { rows: 5, cols: 20 }, MAX_FRAME)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.close().await.unwrap();
+    };
+    tokio::join!(serve(&service, &viewer, server), watching);
+    let output = String::from_utf8_lossy(&session.output(0, 1 << 20).unwrap()).into_owned();
+    assert!(!output.contains("typed-by-viewer"), "{output:?}");
+    assert_ne!(session.size(), (5, 20), "a watcher sizes nothing");
+    assert!(
+        session.info().waiting.is_some(),
+        "a watcher answers nothing"
+    );
+
+    // It may export, and may neither start nor end a session.
+    let exported = ask(
+        &service,
+        &viewer,
+        Request::Export {
+            session: info.id.clone(),
+        },
+    )
+    .await;
+    let Reply::Recording { pieces, last, .. } = exported else {
+        panic!("{exported:?}");
+    };
+    assert!(last);
+    let recorded: Vec<u8> = pieces.iter().flat_map(|p| p.data.to_vec()).collect();
+    assert!(String::from_utf8_lossy(&recorded).contains("up"));
+    for request in [
+        new("mine", &["true"]),
+        Request::Kill {
+            session: info.id.clone(),
+        },
+    ] {
+        let reply = ask(&service, &viewer, request).await;
+        assert!(
+            matches!(&reply, Reply::Error { message } if message.contains("only watch")),
+            "{reply:?}"
+        );
+    }
+    assert!(session.is_running());
+    let actions: Vec<(String, String)> = audit
+        .read_all()
+        .into_iter()
+        .map(|e| (e.action, format!("{:?}", e.result)))
+        .collect();
+    for action in [
+        "session watch",
+        "session export",
+        "session new",
+        "session kill",
+    ] {
+        assert!(
+            actions.iter().any(|(a, _)| a == action),
+            "{action} audited: {actions:?}"
+        );
+    }
+    session.kill().await;
 }

@@ -78,7 +78,12 @@ pub struct Merged {
 
 /// Whether a member with `grants` here may receive and pass on `collection`.
 fn may_share(collection: &dyn Collection, grants: Option<&Caps>) -> bool {
-    grants.is_some_and(|g| collection.serves().is_none_or(|c| g.contains(&c)))
+    grants.is_some_and(|g| {
+        collection.serves().is_none_or(|c| {
+            // A device that may watch the sessions may know which there are, and their events.
+            g.contains(&c) || (c == Capability::Sessions && g.contains(&Capability::View))
+        })
+    })
 }
 
 /// Compares two digests: the keys whose records `mine` should send, and the keys it wants.
