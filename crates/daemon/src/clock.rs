@@ -21,43 +21,15 @@ pub fn now_secs() -> u64 {
     now_ms() / 1000
 }
 
+/// `2026-11-25T07:30:53Z` for a time in seconds since the epoch: the wire's own format,
+/// so the daemon and its clients write times alike.
+pub use loopsy_wire::control::rfc3339;
+
 /// `2026-11-25T07:30:53.123Z` for a time in milliseconds since the epoch.
 pub fn rfc3339_ms(ms: u64) -> String {
-    let (date, secs_of_day) = civil(ms / 1000);
-    format!(
-        "{date}T{:02}:{:02}:{:02}.{:03}Z",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60,
-        ms % 1000
-    )
-}
-
-/// `2026-11-25T07:30:53Z` for a time in seconds since the epoch.
-pub fn rfc3339(secs: u64) -> String {
-    let (date, secs_of_day) = civil(secs);
-    format!(
-        "{date}T{:02}:{:02}:{:02}Z",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60
-    )
-}
-
-/// The calendar date (as text) and the second of the day, from Howard Hinnant's
-/// days-from-civil algorithm run backwards.
-fn civil(secs: u64) -> (String, u64) {
-    let days = (secs / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (format!("{year:04}-{month:02}-{day:02}"), secs % 86_400)
+    let whole = rfc3339(ms / 1000);
+    let seconds = whole.trim_end_matches('Z');
+    format!("{seconds}.{:03}Z", ms % 1000)
 }
 
 /// Text that is not a duration.
