@@ -1,5 +1,6 @@
 // The devices this browser paired with, kept in the store as CBOR.
 
+import { equal } from '../bytes.js'
 import { decodeCbor, encodeCbor } from '../wire/cbor.js'
 import { bytes, bytesItem, list, object, text } from '../wire/shape.js'
 import type { Store } from './store.js'
@@ -27,8 +28,7 @@ export async function loadDevices (store: Store): Promise<PairedDevice[]> {
 
 /** Adds the device, or replaces what was known of it. */
 export async function saveDevice (store: Store, device: PairedDevice): Promise<void> {
-  const same = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((v, i) => v === b[i])
-  const devices = (await loadDevices(store)).filter(d => !same(d.peerId, device.peerId))
+  const devices = (await loadDevices(store)).filter(d => !equal(d.peerId, device.peerId))
   devices.push(device)
   await store.put(KEY, encodeCbor(devices.map(d => ({ peer_id: d.peerId, name: d.name, addrs: d.addrs }))))
 }

@@ -2,7 +2,7 @@
 // registry's last-writer-wins records (`crates/wire/src/replica.rs`) and member records
 // (`crates/wire/src/member.rs`). A record whose signature does not verify is dropped.
 
-import { concat, utf8 } from '../bytes.js'
+import { concat, equal, utf8 } from '../bytes.js'
 import { type Info, readInfo } from '../session/messages.js'
 import { decodeCbor, encodeCbor } from '../wire/cbor.js'
 import { type Fields, bool, bytes, bytesItem, list, object, optional, text, textItem, uint } from '../wire/shape.js'
@@ -62,7 +62,7 @@ export function registrySessions (encoded: Uint8Array[], nowMs: number): HostedS
       record = readReplicaRecord(bytes)
       if (record.value === null || (record.expires !== null && record.expires <= nowMs)) continue
       const host = hostOf(record.key)
-      if (host === null || !sameBytes(host, record.author)) continue
+      if (host === null || !equal(host, record.author)) continue
       if (!verifiedBy(record.author, replicaSignedBytes(record, SESSIONS), record.signature)) continue
       info = readInfo(decodeCbor(record.value))
     } catch {
@@ -145,8 +145,4 @@ export function devices (encoded: Uint8Array[]): Device[] {
     .filter(r => !r.revoked)
     .map(r => ({ peerId: r.subject, name: r.name, addrs: r.addrs }))
     .sort((a, b) => a.name.localeCompare(b.name))
-}
-
-function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i])
 }
