@@ -3,6 +3,8 @@ import { test } from 'node:test'
 import { ed25519 } from '@noble/curves/ed25519.js'
 import { concat, utf8 } from '../src/bytes.js'
 import { type MemberRecord, type ReplicaRecord, devices, memberSignedBytes, registrySessions, replicaSignedBytes } from '../src/replica/records.js'
+import { knownDevices } from '../src/net/devices.js'
+import { peerIdText } from '../src/replica/peer-id.js'
 import { infoValue } from '../src/session/messages.js'
 import { encodeCbor } from '../src/wire/cbor.js'
 
@@ -68,4 +70,24 @@ test('a revocation later than the admission removes the device', () => {
   assert.deepEqual(devices([member(false, 1)]).map(d => d.name), ['phone'])
   assert.deepEqual(devices([member(false, 1), member(true, 2)]), [])
   assert.deepEqual(devices([member(true, 1), member(false, 2)]).map(d => d.name), ['phone'])
+})
+
+test('a member revoked or moved since the last answer is not kept, and pairing\'s word wins', () => {
+  const member = (revoked: boolean, at: number, addr: number): Uint8Array => {
+    const r: MemberRecord = { subject: other.peerId, author: host.peerId, name: 'phone', addrs: [Uint8Array.of(addr)], revoked, at, allow: null, signature: new Uint8Array(0) }
+    r.signature = ed25519.sign(memberSignedBytes(r), host.secret)
+    return encodeCbor({ subject: r.subject, author: r.author, name: r.name, addrs: r.addrs, revoked: r.revoked, at: r.at, signature: r.signature })
+  }
+  const paired = [{ peerId: host.peerId, name: 'desktop', addrs: [] }]
+  const first = knownDevices(paired, devices([member(false, 1, 1)]))
+  assert.deepEqual([...first.values()].map(d => d.name), ['desktop', 'phone'])
+  // The device moved: its new addresses, not the first ones.
+  const moved = knownDevices(paired, devices([member(false, 1, 1), member(false, 2, 2)]))
+  assert.deepEqual(moved.get(peerIdText(other.peerId))?.addrs, [Uint8Array.of(2)])
+  // Then revoked: gone from the list, though an earlier answer named it.
+  const revoked = knownDevices(paired, devices([member(false, 1, 1), member(true, 3, 1)]))
+  assert.deepEqual([...revoked.values()].map(d => d.name), ['desktop'])
+  // A paired device keeps the name pairing gave it; with no address of its own it takes the record's.
+  const named = knownDevices([{ peerId: other.peerId, name: 'my phone', addrs: [] }], devices([member(false, 1, 7)]))
+  assert.deepEqual([...named.values()], [{ peerId: other.peerId, name: 'my phone', addrs: [Uint8Array.of(7)] }])
 })

@@ -1,6 +1,7 @@
 // The devices this browser paired with, kept in the store as CBOR.
 
 import { equal } from '../bytes.js'
+import { peerIdText } from '../replica/peer-id.js'
 import { decodeCbor, encodeCbor } from '../wire/cbor.js'
 import { bytes, bytesItem, list, object, text } from '../wire/shape.js'
 import type { Store } from './store.js'
@@ -31,4 +32,21 @@ export async function saveDevice (store: Store, device: PairedDevice): Promise<v
   const devices = (await loadDevices(store)).filter(d => !equal(d.peerId, device.peerId))
   devices.push(device)
   await store.put(KEY, encodeCbor(devices.map(d => ({ peer_id: d.peerId, name: d.name, addrs: d.addrs }))))
+}
+
+/**
+ * The devices to show and dial, by peer ID text: the paired ones as pairing told them, then
+ * the members the latest records name. A paired device keeps its name, and its addresses
+ * unless pairing gave none. Built afresh from each answer, so a member revoked or moved
+ * since an earlier one is not kept.
+ */
+export function knownDevices (paired: PairedDevice[], members: PairedDevice[]): Map<string, PairedDevice> {
+  const out = new Map<string, PairedDevice>()
+  for (const d of paired) out.set(peerIdText(d.peerId), d)
+  for (const m of members) {
+    const id = peerIdText(m.peerId)
+    const known = out.get(id)
+    out.set(id, known === undefined ? m : { ...known, addrs: known.addrs.length > 0 ? known.addrs : m.addrs })
+  }
+  return out
 }

@@ -3,10 +3,10 @@
 // a `data-testid` (docs in crates/web/README.md).
 
 import { Mesh, describe } from '../net/mesh.js'
-import type { PairedDevice } from '../net/devices.js'
+import { type PairedDevice, knownDevices } from '../net/devices.js'
 import { IndexedDbStore } from '../net/store.js'
 import { peerIdText } from '../replica/peer-id.js'
-import { type HostedSession, MEMBERS, SESSIONS, devices as memberDevices, registrySessions } from '../replica/records.js'
+import { type Device, type HostedSession, MEMBERS, SESSIONS, devices as memberDevices, registrySessions } from '../replica/records.js'
 import { Attachment, listSessions, request } from '../session/client.js'
 import { codeFromFragment } from './keys.js'
 import { SessionTerminal } from './terminal.js'
@@ -32,7 +32,11 @@ const idOf = (bytes: Uint8Array): string => peerIdText(bytes)
 
 class App {
   /** Devices by peer ID: the paired ones, and the members their records name. */
-  private devices = new Map<string, PairedDevice & { online?: boolean }>()
+  private devices = new Map<string, PairedDevice>()
+  /** The members named by the last device that answered (kept while none answers). */
+  private members: Device[] = []
+  /** Whether each paired device answered the last refresh. */
+  private online = new Map<string, boolean>()
   private sessions: HostedSession[] = []
   private attached: { attachment: Attachment, terminal: SessionTerminal } | null = null
 
@@ -79,15 +83,10 @@ class App {
   /** Devices and sessions, from the first paired device that answers. */
   async refresh (): Promise<void> {
     const paired = await this.mesh.devices()
-    for (const d of paired) this.devices.set(idOf(d.peerId), { ...this.devices.get(idOf(d.peerId)), ...d })
     let sessions: HostedSession[] | null = null
     for (const device of paired) {
       try {
-        const members = memberDevices(await this.mesh.pull(device, MEMBERS))
-        for (const m of members) {
-          const known = this.devices.get(idOf(m.peerId))
-          this.devices.set(idOf(m.peerId), { ...m, ...known, addrs: known?.addrs.length ? known.addrs : m.addrs })
-        }
+        this.members = memberDevices(await this.mesh.pull(device, MEMBERS))
         sessions = registrySessions(await this.mesh.pull(device, SESSIONS), Date.now())
         this.mark(device, true)
         break
@@ -95,6 +94,7 @@ class App {
         this.mark(device, false)
       }
     }
+    this.devices = knownDevices(paired, this.members)
     if (sessions === null) sessions = await this.listEach(paired)
     this.sessions = sessions
     this.render()
@@ -115,8 +115,7 @@ class App {
   }
 
   private mark (device: PairedDevice, online: boolean): void {
-    const known = this.devices.get(idOf(device.peerId))
-    if (known !== undefined) known.online = online
+    this.online.set(idOf(device.peerId), online)
   }
 
   private render (): void {
@@ -128,7 +127,7 @@ class App {
       const item = document.createElement('li')
       item.dataset.testid = 'device'
       item.textContent = device.name
-      item.className = device.online === true ? 'online' : 'offline'
+      item.className = this.online.get(id) === true ? 'online' : 'offline'
       item.title = id
       list.append(item)
       const option = document.createElement('option')
