@@ -39,6 +39,8 @@ class App {
   private online = new Map<string, boolean>()
   private sessions: HostedSession[] = []
   private attached: { attachment: Attachment, terminal: SessionTerminal } | null = null
+  /** Counts attach requests, so that of two quick taps only the later one attaches. */
+  private attachRequests = 0
 
   constructor (private readonly mesh: Mesh) {}
 
@@ -173,8 +175,12 @@ class App {
   }
 
   private async attach (session: HostedSession): Promise<void> {
+    const turn = ++this.attachRequests
     clearError()
     await this.detach()
+    // A later tap came while the old session was being let go: that one attaches, not this
+    // (both going on would put two terminals in one element and leave one reconnecting).
+    if (turn !== this.attachRequests) return
     let device: PairedDevice
     try {
       device = this.hostOf(session)
