@@ -130,3 +130,30 @@ test('a host\'s oversized terminal is cut to the session limits before the termi
   await new Attachment(open, { session: 'x', rows: 0, cols: 0, screen }).run()
   assert.deepEqual(sizes, [[500, 1000]])
 })
+
+test('a host that resumes elsewhere than asked, or attaches with no screen, is refused', async () => {
+  // Resuming at 9 after output up to 6 would skip three bytes without a word.
+  const { open } = host(async (s, _request, n) => {
+    if (n === 1) {
+      await s.write({ type: 'attached', info: infoValue(info), offset: 0, screen: utf8(''), rows: 24, cols: 80 }, MAX_FRAME)
+      await s.write(output(0, '1\r\n2\r\n'), MAX_FRAME)
+      await s.close()
+      return
+    }
+    await s.write({ type: 'attached', info: infoValue(info), offset: 9, screen: null, rows: 24, cols: 80 }, MAX_FRAME)
+    await s.write(output(9, '4\r\n'), MAX_FRAME)
+  })
+  const { shown, screen } = recorder()
+  const attachment = new Attachment(open, { session: 'x', rows: 24, cols: 80, screen })
+  assert.equal((await attachment.run()).why, 'lost')
+  await assert.rejects(attachment.run(), /another offset/)
+  assert.equal(shown.join(''), '[redraw]1\r\n2\r\n')
+
+  const fresh = host(async (s) => {
+    await s.write({ type: 'attached', info: infoValue(info), offset: 4, screen: null, rows: 24, cols: 80 }, MAX_FRAME)
+    await s.write(output(4, 'tail'), MAX_FRAME)
+  })
+  const second = recorder()
+  await assert.rejects(new Attachment(fresh.open, { session: 'x', rows: 24, cols: 80, screen: second.screen }).run(), SessionError)
+  assert.deepEqual(second.shown, [])
+})
