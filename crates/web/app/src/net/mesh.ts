@@ -49,7 +49,9 @@ export class Mesh {
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       // Devices on the LAN have private addresses, which js-libp2p refuses by default in a
-      // browser; every dial here names a device the user paired with (or its code).
+      // browser. The addresses come from a code, a hello or a member record (which any
+      // member writes), so they are only hints: every dial pins the device's peer ID, and
+      // Noise fails unless that device answers.
       connectionGater: { denyDialMultiaddr: async () => false },
       // The standard identify protocol (`/ipfs/id/1.0.0`), as the node's libp2p speaks it.
       services: { identify: identify() },
