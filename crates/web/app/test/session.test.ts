@@ -157,3 +157,14 @@ test('a host that resumes elsewhere than asked, or attaches with no screen, is r
   await assert.rejects(new Attachment(fresh.open, { session: 'x', rows: 24, cols: 80, screen: second.screen }).run(), SessionError)
   assert.deepEqual(second.shown, [])
 })
+
+test('attaching where the gate refuses ends with its reason rather than as a lost connection', async () => {
+  // Told as "lost", the page would attach again and again, never saying why.
+  const open = async (): Promise<FramedStream> => {
+    const [client, server] = framedPair()
+    void server.write({ type: 'refused', reason: 'no session grant' }, 4096).then(async () => server.close())
+    return client
+  }
+  const { screen } = recorder()
+  await assert.rejects(new Attachment(open, { session: 'x', rows: 24, cols: 80, screen }).run(), /no session grant/)
+})

@@ -2,7 +2,7 @@
 // requests (new, list, kill), and attaching, with resumption from the output offset so that
 // after a lost connection nothing is lost and nothing repeats.
 
-import { admitted } from '../wire/admission.js'
+import { RefusedError, admitted } from '../wire/admission.js'
 import type { FramedStream } from '../wire/framed.js'
 import { type Info, type Input, MAX_FRAME, type Reply, type Request, clampSize, inputValue, readReply, requestValue } from './messages.js'
 
@@ -73,7 +73,11 @@ export class Attachment {
 
   constructor (private readonly open: OpenStream, private readonly options: AttachOptions) {}
 
-  /** Attaches (or resumes) and serves output until the stream ends; says how it ended. */
+  /**
+   * Attaches (or resumes) and serves output until the stream ends; says how it ended.
+   * Throws what retrying will not mend: the gate's refusal of a first attach, or a host
+   * breaking the protocol.
+   */
   async run (): Promise<End> {
     if (this.detached) return { why: 'detached' }
     const size = clampSize(this.options.rows, this.options.cols)
@@ -84,7 +88,12 @@ export class Attachment {
       await stream.write(requestValue({ op: 'attach', session: this.options.session, offset: this.offset, ...size }), MAX_FRAME)
       await admitted(stream)
     } catch (error) {
-      return this.detached ? { why: 'detached' } : { why: 'lost', error }
+      if (this.detached) return { why: 'detached' }
+      // Refused before ever attaching: the user asked, so tell them why rather than try
+      // again unseen. A resume keeps trying: the host may still hold the lost streams and
+      // refuse as busy for a while.
+      if (error instanceof RefusedError && this.offset === null) throw error
+      return { why: 'lost', error }
     }
     try {
       for (;;) {
