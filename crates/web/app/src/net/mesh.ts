@@ -63,12 +63,13 @@ export class Mesh {
   /** This browser's peer ID, as bytes (what a device's connection authenticates). */
   get peerId (): Uint8Array { return this.node.peerId.toMultihash().bytes }
 
-  /** Pairs with the device that shows `text` (from `loopsy pair`); the check code to compare. */
+  /**
+   * Pairs with the device that shows `text` (from `loopsy pair`); the check code to compare.
+   * The device is saved once the handshake completed (both sides proved the code's secret):
+   * the user compares the check code after, as with `loopsy join`.
+   */
   async pair (text: string): Promise<{ device: PairedDevice, checkCode: string }> {
-    const code: Code = codeFromText(text)
-    if (code.expires <= BigInt(Math.floor(Date.now() / 1000))) {
-      throw new PairError('the pairing code expired; ask for a new one')
-    }
+    const code = usableCode(text, Date.now())
     const stream = await this.open({ peerId: code.inviter, addrs: code.addrs }, PAIR)
     try {
       const hello: Hello = { name: this.options.name, grants: [], addrs: [] }
@@ -109,6 +110,18 @@ export class Mesh {
   }
 
   async stop (): Promise<void> { await this.node.stop() }
+}
+
+/**
+ * The code in `text` if it can still be used at `nowMs`: what the page shows before the
+ * user taps to pair (the inviter it leads to), and what `Mesh.pair` dials.
+ */
+export function usableCode (text: string, nowMs: number): Code {
+  const code = codeFromText(text)
+  if (code.expires <= BigInt(Math.floor(nowMs / 1000))) {
+    throw new PairError('the pairing code expired; ask for a new one')
+  }
+  return code
 }
 
 /** The addresses a browser can dial: WebSocket (plain or TLS) or a relay circuit. */

@@ -9,6 +9,7 @@ import { peerIdText } from '../replica/peer-id.js'
 import { type Device, type HostedSession, MEMBERS, SESSIONS, devices as memberDevices, registrySessions } from '../replica/records.js'
 import { Attachment, listSessions, request } from '../session/client.js'
 import { codeFromFragment } from './keys.js'
+import { pairPreview } from './pairing.js'
 import { SessionTerminal } from './terminal.js'
 
 /** How long to wait before attaching again after a lost connection, growing to the last. */
@@ -50,31 +51,52 @@ class App {
       event.preventDefault()
       void this.pair($<HTMLInputElement>('pair-code').value)
     })
+    $('pair-code').addEventListener('input', () => { this.showPairTarget() })
     $('refresh').addEventListener('click', () => { void this.refresh() })
     $('session-new').addEventListener('click', () => { void this.newSession() })
     $('detach').addEventListener('click', () => { void this.detach() })
     $('fit').addEventListener('change', () => { this.refit() })
     addEventListener('resize', () => { this.refit() })
     // A pairing link opened while the page is already open changes only the fragment.
-    addEventListener('hashchange', () => { void this.pairFromFragment() })
-    if (!await this.pairFromFragment()) await this.refresh()
+    addEventListener('hashchange', () => { this.codeFromFragment() })
+    this.codeFromFragment()
+    this.showPairTarget()
+    await this.refresh()
   }
 
-  private async pairFromFragment (): Promise<boolean> {
+  /**
+   * A code in the fragment fills the pair form and nothing more: whoever opened this window
+   * can set the fragment, so pairing waits for the user's tap (`pairing.ts`).
+   */
+  private codeFromFragment (): void {
     const code = codeFromFragment(location.hash)
-    if (code === null) return false
-    // The code is used once: off the address bar, so a reload or a shared link does not carry it.
+    if (code === null) return
+    // Off the address bar, so a reload or a shared link does not carry it.
     history.replaceState(null, '', location.pathname + location.search)
-    await this.pair(code)
-    return true
+    $<HTMLInputElement>('pair-code').value = code
+    this.showPairTarget()
+  }
+
+  /** The device the Pair button would pair with; the button only when there is one. */
+  private showPairTarget (): void {
+    const preview = pairPreview($<HTMLInputElement>('pair-code').value, Date.now())
+    // In a frame, another page could lay itself over the button and take the tap.
+    const framed = window.top !== window.self
+    $('pair-target').textContent = framed ? 'This page does not pair inside a frame: open it in its own tab.' : preview.text
+    $<HTMLButtonElement>('pair-confirm').disabled = framed || !preview.ok
   }
 
   private async pair (code: string): Promise<void> {
     clearError()
+    $('pair-result').hidden = true
     try {
+      if (window.top !== window.self) throw new Error('this page does not pair inside a frame')
       const { device, checkCode } = await this.mesh.pair(code)
+      $('paired-with').textContent = `${device.name} (${idOf(device.peerId)})`
       $('check-code').textContent = checkCode
       $('pair-result').hidden = false
+      $<HTMLInputElement>('pair-code').value = ''
+      this.showPairTarget()
       this.devices.set(idOf(device.peerId), device)
       await this.refresh()
     } catch (error) {
