@@ -25,6 +25,16 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
     ip(addr).is_some_and(|ip| ip.is_loopback())
 }
 
+/// The address that says how a connection goes: its remote address, but for an inbound
+/// circuit, which names only the peer, this node's own circuit address, which names the
+/// relay it came through.
+pub(crate) fn of_connection(endpoint: &ConnectedPoint) -> &Multiaddr {
+    match endpoint {
+        ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => local_addr,
+        other => other.get_remote_address(),
+    }
+}
+
 /// How good a connection is; lower is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Rank {
@@ -50,12 +60,7 @@ impl Rank {
     }
 
     pub(crate) fn of_connection(endpoint: &ConnectedPoint) -> Self {
-        // An inbound circuit names only the peer; ours names the relay, and both carry
-        // `/p2p-circuit`, which is all the rank looks at.
-        Self::of(match endpoint {
-            ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => local_addr,
-            other => other.get_remote_address(),
-        })
+        Self::of(of_connection(endpoint))
     }
 }
 

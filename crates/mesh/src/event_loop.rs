@@ -14,7 +14,6 @@
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, autonat,
-    core::ConnectedPoint,
     core::transport::ListenerId,
     dcutr, identify, mdns,
     multiaddr::Protocol,
@@ -36,7 +35,7 @@ use tokio::{
 
 use crate::{
     MeshEvent, Nat, NetworkStatus,
-    addr::is_relayed,
+    addr::{self, is_relayed},
     agent,
     behaviour::{Behaviour, BehaviourEvent},
     peers::{PeerState, Peers},
@@ -520,7 +519,7 @@ impl EventLoop {
                 tracing::info!(%address, "no longer listening");
                 // An address of this device went away (it moved to another network, say):
                 // connections from it are dead, and nothing would tell for half a minute.
-                if !crate::addr::is_loopback(&address) {
+                if !addr::is_loopback(&address) {
                     self.swarm.behaviour_mut().alive.check_all();
                 }
             }
@@ -536,12 +535,7 @@ impl EventLoop {
                 ..
             } => {
                 let relayed = endpoint.is_relayed();
-                // An inbound circuit names only the peer; our own circuit address says
-                // which relay it came through.
-                let addr = match &endpoint {
-                    ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
-                    _ => endpoint.get_remote_address().clone(),
-                };
+                let addr = addr::of_connection(&endpoint).clone();
                 tracing::debug!(%peer_id, %addr, %connection_id, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
                 // A peer that connects anew may have moved, leaving the older paths dead.
