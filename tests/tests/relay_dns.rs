@@ -3,16 +3,12 @@
 //! `/etc/netns/NS/hosts` in its place) and holds a reservation on each.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
-use anyhow::Context;
 use loopsy_tests::{
-    bin,
-    netlab::Lab,
+    netlab::{self, Lab},
     node::{Node, Options, Reaped},
     temp::TempDir,
     wait_for,
@@ -20,33 +16,7 @@ use loopsy_tests::{
 
 /// A relay in `ns` on 127.0.0.1:`port`; returns it with its peer ID.
 fn relay(ns: &str, home: &Path, port: u16) -> anyhow::Result<(Reaped, String)> {
-    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(bin::loopsy_relay())
-        .arg("--home")
-        .arg(home)
-        .args(["--listen", &addr, "--external-addr", &addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start loopsy-relay")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let child = Reaped(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let found = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("loopsy-relay ").map(str::to_owned));
-        let _ = tx.send(found);
-    });
-    let peer_id = rx
-        .recv_timeout(Duration::from_secs(30))
-        .ok()
-        .flatten()
-        .context("the relay prints its peer ID")?;
-    Ok((child, peer_id))
+    netlab::relay(ns, home, &[format!("/ip4/127.0.0.1/tcp/{port}")])
 }
 
 /// `/etc/netns/NS/hosts`, removed when dropped.
@@ -93,32 +63,12 @@ fn a_node_holds_a_reservation_on_each_of_two_relays_named_by_dns() -> anyhow::Re
     let reserved = wait_for(
         "a reservation on both relays",
         Duration::from_secs(30),
-        || {
-            let status = node.json(&["status", "--json"]).ok()?;
-            let reserved: Vec<String> = status["relay_reservations"]
-                .as_array()?
-                .iter()
-                .filter_map(|r| r.as_str().map(str::to_owned))
-                .collect();
-            (reserved.len() == 2).then_some(reserved)
-        },
+        || node.relay_reservations().filter(|r| r.len() == 2),
     )?;
     for name in &named {
         assert!(reserved.contains(name), "{name} not in {reserved:?}");
     }
     Ok(())
-}
-
-/// The relays a node holds a reservation on now.
-fn reservations(node: &Node) -> Option<Vec<String>> {
-    let status = node.json(&["status", "--json"]).ok()?;
-    Some(
-        status["relay_reservations"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_owned))
-            .collect(),
-    )
 }
 
 #[test]
@@ -148,7 +98,7 @@ fn sighup_moves_the_reservation_to_the_relay_now_in_the_config() -> anyhow::Resu
     wait_for(
         "a reservation on relay one",
         Duration::from_secs(30),
-        || (reservations(&node)? == [one.clone()]).then_some(()),
+        || (node.relay_reservations()? == [one.clone()]).then_some(()),
     )?;
 
     std::fs::write(home.join("config.toml"), config(&two))?;
@@ -156,7 +106,7 @@ fn sighup_moves_the_reservation_to_the_relay_now_in_the_config() -> anyhow::Resu
     wait_for(
         "the reservation to move to relay two",
         Duration::from_secs(30),
-        || (reservations(&node)? == [two.clone()]).then_some(()),
+        || (node.relay_reservations()? == [two.clone()]).then_some(()),
     )?;
     Ok(())
 }
