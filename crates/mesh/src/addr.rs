@@ -4,13 +4,21 @@
 
 use std::net::IpAddr;
 
-use libp2p::{Multiaddr, core::ConnectedPoint, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, core::ConnectedPoint, multiaddr::Protocol};
 
 /// The IP an address starts with, if it starts with one.
 pub(crate) fn ip(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(ip.into()),
         Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
+/// The peer an address ends by naming (`.../p2p/ID`), if it does.
+pub(crate) fn peer_id(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last()? {
+        Protocol::P2p(peer) => Some(peer),
         _ => None,
     }
 }
@@ -102,5 +110,13 @@ mod tests {
         assert!(is_loopback(&addr("/ip6/::1/udp/1/quic-v1")));
         assert!(!is_relayed(&addr("/ip4/127.0.0.1/tcp/1")));
         assert_eq!(ip(&addr("/dns4/example.com/tcp/1")), None);
+        let relay: PeerId = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+            .parse()
+            .expect("peer ID");
+        assert_eq!(peer_id(&circuit), None, "a circuit ends with /p2p-circuit");
+        assert_eq!(
+            peer_id(&addr(&format!("/dns4/relay.example.net/tcp/1/p2p/{relay}"))),
+            Some(relay)
+        );
     }
 }

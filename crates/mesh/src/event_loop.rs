@@ -129,10 +129,7 @@ impl Relay {
     }
 
     fn peer_id(&self) -> Option<PeerId> {
-        match self.addr.iter().last() {
-            Some(Protocol::P2p(peer)) => Some(peer),
-            _ => None,
-        }
+        addr::peer_id(&self.addr)
     }
 }
 
@@ -697,7 +694,7 @@ impl EventLoop {
                 ..
             }) => {
                 for relay in &mut self.relays {
-                    if relay.addr.iter().last() == Some(Protocol::P2p(relay_peer_id)) {
+                    if relay.peer_id() == Some(relay_peer_id) {
                         if !relay.reserved {
                             tracing::info!(relay = %relay.addr, "relay reservation accepted");
                         }
