@@ -230,15 +230,19 @@ fn run_ok(out: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `loopsy-relay` in namespace `ns`, listening on each of `addrs` and announcing them;
-/// returns it, killed when dropped, with the peer ID it prints.
-pub fn relay(ns: &str, home: &Path, addrs: &[String]) -> anyhow::Result<(Reaped, String)> {
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", ns])
-        .arg(bin::loopsy_relay())
-        .arg("--home")
-        .arg(home);
+/// A `loopsy-relay` in namespace `ns` (this process's own with `None`), listening on each
+/// of `addrs` and announcing them; returns it, killed when dropped, with the peer ID it
+/// prints once its home holds its key.
+pub fn relay(ns: Option<&str>, home: &Path, addrs: &[String]) -> anyhow::Result<(Reaped, String)> {
+    let mut command = match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(bin::loopsy_relay());
+            command
+        }
+        None => Command::new(bin::loopsy_relay()),
+    };
+    command.arg("--home").arg(home);
     for addr in addrs {
         command.args(["--listen", addr, "--external-addr", addr]);
     }

@@ -57,7 +57,7 @@ struct Relay {
 impl Relay {
     fn start(ns: &str, home: &Path) -> anyhow::Result<Self> {
         let addrs = [Transport::Tcp.relay_addr(), Transport::Quic.relay_addr()];
-        let (child, peer_id) = netlab::relay(ns, home, &addrs)?;
+        let (child, peer_id) = netlab::relay(Some(ns), home, &addrs)?;
         Ok(Self {
             _child: child,
             peer_id,

@@ -16,7 +16,7 @@ use loopsy_tests::{
 
 /// A relay in `ns` on 127.0.0.1:`port`; returns it with its peer ID.
 fn relay(ns: &str, home: &Path, port: u16) -> anyhow::Result<(Reaped, String)> {
-    netlab::relay(ns, home, &[format!("/ip4/127.0.0.1/tcp/{port}")])
+    netlab::relay(Some(ns), home, &[format!("/ip4/127.0.0.1/tcp/{port}")])
 }
 
 /// `/etc/netns/NS/hosts`, removed when dropped.
