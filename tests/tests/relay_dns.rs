@@ -14,11 +14,6 @@ use loopsy_tests::{
     wait_for,
 };
 
-/// A relay in `ns` on 127.0.0.1:`port`; returns it with its peer ID.
-fn relay(ns: &str, home: &Path, port: u16) -> anyhow::Result<(Reaped, String)> {
-    netlab::relay(Some(ns), home, &[format!("/ip4/127.0.0.1/tcp/{port}")])
-}
-
 /// `/etc/netns/NS/hosts`, removed when dropped.
 struct Hosts(PathBuf);
 
@@ -37,26 +32,58 @@ impl Drop for Hosts {
     }
 }
 
+/// A host holding two relays, `relay-one.loopsy.test` and `relay-two.loopsy.test` in its
+/// hosts file; all of it goes when dropped (the relays first, the namespace last).
+struct TwoRelays {
+    _relays: [Reaped; 2],
+    _hosts: Hosts,
+    dir: TempDir,
+    ns: String,
+    /// Each relay's address, by name, with its peer ID.
+    named: [String; 2],
+    _lab: Lab,
+}
+
+impl TwoRelays {
+    /// `None` when the tests are told to skip labs.
+    fn start(tag: &str) -> anyhow::Result<Option<Self>> {
+        let Some(mut lab) = Lab::new(tag) else {
+            return Ok(None);
+        };
+        let ns = lab.host("box")?;
+        let hosts = Hosts::write(
+            &ns,
+            "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
+        )?;
+        let dir = TempDir::new(tag);
+        let relay = |name: &str, port: u16| -> anyhow::Result<(Reaped, String)> {
+            let listen = [format!("/ip4/127.0.0.1/tcp/{port}")];
+            let (relay, id) = netlab::relay(Some(&ns), &dir.path().join(name), &listen)?;
+            let named = format!("/dns4/relay-{name}.loopsy.test/tcp/{port}/p2p/{id}");
+            Ok((relay, named))
+        };
+        let (one, one_named) = relay("one", 4001)?;
+        let (two, two_named) = relay("two", 4002)?;
+        Ok(Some(Self {
+            _relays: [one, two],
+            _hosts: hosts,
+            dir,
+            ns,
+            named: [one_named, two_named],
+            _lab: lab,
+        }))
+    }
+}
+
 #[test]
 fn a_node_holds_a_reservation_on_each_of_two_relays_named_by_dns() -> anyhow::Result<()> {
-    let Some(mut lab) = Lab::new("relay-dns") else {
+    let Some(relays) = TwoRelays::start("relay-dns")? else {
         return Ok(());
     };
-    let ns = lab.host("box")?;
-    let _hosts = Hosts::write(
-        &ns,
-        "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
-    )?;
-    let dir = TempDir::new("relay-dns");
-    let (_one, one_id) = relay(&ns, &dir.path().join("one"), 4001)?;
-    let (_two, two_id) = relay(&ns, &dir.path().join("two"), 4002)?;
-    let named = [
-        format!("/dns4/relay-one.loopsy.test/tcp/4001/p2p/{one_id}"),
-        format!("/dns4/relay-two.loopsy.test/tcp/4002/p2p/{two_id}"),
-    ];
+    let (ns, named) = (&relays.ns, &relays.named);
     let node = Node::start(
         Options::named("alpha")
-            .netns(&ns)
+            .netns(ns)
             .args(&["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(&["--relay", &named[0], "--relay", &named[1]]),
     )?;
@@ -65,7 +92,7 @@ fn a_node_holds_a_reservation_on_each_of_two_relays_named_by_dns() -> anyhow::Re
         Duration::from_secs(30),
         || node.relay_reservations().filter(|r| r.len() == 2),
     )?;
-    for name in &named {
+    for name in named {
         assert!(reserved.contains(name), "{name} not in {reserved:?}");
     }
     Ok(())
@@ -73,35 +100,27 @@ fn a_node_holds_a_reservation_on_each_of_two_relays_named_by_dns() -> anyhow::Re
 
 #[test]
 fn sighup_moves_the_reservation_to_the_relay_now_in_the_config() -> anyhow::Result<()> {
-    let Some(mut lab) = Lab::new("relay-reload") else {
+    let Some(relays) = TwoRelays::start("relay-reload")? else {
         return Ok(());
     };
-    let ns = lab.host("box")?;
-    let _hosts = Hosts::write(
-        &ns,
-        "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
-    )?;
-    let dir = TempDir::new("relay-reload");
-    let (_one, one_id) = relay(&ns, &dir.path().join("one"), 4001)?;
-    let (_two, two_id) = relay(&ns, &dir.path().join("two"), 4002)?;
-    let one = format!("/dns4/relay-one.loopsy.test/tcp/4001/p2p/{one_id}");
-    let two = format!("/dns4/relay-two.loopsy.test/tcp/4002/p2p/{two_id}");
-    let home = dir.path().join("alpha");
+    let [one, two] = &relays.named;
+    let home = relays.dir.path().join("alpha");
     std::fs::create_dir_all(&home)?;
     let config = |relay: &str| format!("relays = [\"{relay}\"]\n");
-    std::fs::write(home.join("config.toml"), config(&one))?;
-    let node = Node::start(Options::named("alpha").netns(&ns).home(&home).args(&[
-        "--no-mdns",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-    ]))?;
+    std::fs::write(home.join("config.toml"), config(one))?;
+    let node = Node::start(
+        Options::named("alpha")
+            .netns(&relays.ns)
+            .home(&home)
+            .args(&["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]),
+    )?;
     wait_for(
         "a reservation on relay one",
         Duration::from_secs(30),
         || (node.relay_reservations()? == [one.clone()]).then_some(()),
     )?;
 
-    std::fs::write(home.join("config.toml"), config(&two))?;
+    std::fs::write(home.join("config.toml"), config(two))?;
     loopsy_tests::node::signal(node.pid(), "HUP");
     wait_for(
         "the reservation to move to relay two",
