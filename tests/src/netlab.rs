@@ -6,9 +6,16 @@
 //! next lab. Tests that need a lab fail with a clear message where namespaces cannot be
 //! made, unless `LOOPSY_SKIP_NETNS=1` asks to skip them (CI does not set it).
 
-use std::process::{Command, Output};
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
 
 use anyhow::Context;
+
+use crate::{bin, node::Reaped};
 
 /// The environment variable that skips network-namespace tests where they cannot run.
 pub const SKIP_VAR: &str = "LOOPSY_SKIP_NETNS";
@@ -221,6 +228,45 @@ fn run_ok(out: Output) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
+}
+
+/// A `loopsy-relay` in namespace `ns` (this process's own with `None`), listening on each
+/// of `addrs` and announcing them; returns it, killed when dropped, with the peer ID it
+/// prints once its home holds its key.
+pub fn relay(ns: Option<&str>, home: &Path, addrs: &[String]) -> anyhow::Result<(Reaped, String)> {
+    let mut command = match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(bin::loopsy_relay());
+            command
+        }
+        None => Command::new(bin::loopsy_relay()),
+    };
+    command.arg("--home").arg(home);
+    for addr in addrs {
+        command.args(["--listen", addr, "--external-addr", addr]);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start loopsy-relay")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let child = Reaped(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let found = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("loopsy-relay ").map(str::to_owned));
+        let _ = tx.send(found);
+    });
+    let peer_id = rx
+        .recv_timeout(Duration::from_secs(30))
+        .ok()
+        .flatten()
+        .context("the relay prints its peer ID")?;
+    Ok((child, peer_id))
 }
 
 /// Runs `ip ARGS..`, turning a failure into an error with ip's own message.

@@ -308,6 +308,18 @@ impl Node {
             .find(|p| p["peer_id"] == peer_id)
     }
 
+    /// The relays this node holds a reservation on now, as `loopsy status` names them.
+    pub fn relay_reservations(&self) -> Option<Vec<String>> {
+        let status = self.json(&["status", "--json"]).ok()?;
+        let reserved = status["relay_reservations"].as_array()?;
+        Some(
+            reserved
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

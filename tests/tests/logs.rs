@@ -1,7 +1,12 @@
 //! What a node writes to its log reads as words: errors say their causes, not Rust's
 //! debug dumps of libp2p's nested errors (`Other(Right(Right(Io(Os { code: 99, ..`).
 
-use loopsy_tests::node::{Node, Options};
+use std::time::Duration;
+
+use loopsy_tests::{
+    node::{Node, Options},
+    wait_for,
+};
 
 /// What Rust's `Debug` of nested errors and options looks like.
 const DUMPS: [&str; 6] = ["Right(", "Left(", "Custom {", "Os {", "Some(", "kind: "];
@@ -18,7 +23,15 @@ fn warnings_say_what_failed_in_words() -> anyhow::Result<()> {
         "--relay",
         "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
     ]))?;
-    let log = node.log();
+    // Read once the relay has failed too, so that its error is among the lines checked.
+    let log = wait_for(
+        "the relay's failure in the log",
+        Duration::from_secs(30),
+        || {
+            let log = node.log();
+            log.contains("no reservation on the relay").then_some(log)
+        },
+    )?;
     let said = |line: &str| log.lines().any(|l| l.ends_with(line));
     for addr in ["/ip4/192.0.2.1/tcp/0", "/ip4/192.0.2.1/udp/0/quic-v1"] {
         let line = format!(

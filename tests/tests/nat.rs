@@ -9,17 +9,14 @@
 //! Each scenario prints its time to a direct connection.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use loopsy_tests::{
     attach::{Attached, assert_unbroken, counted, start_counter},
-    bin,
-    netlab::{Lab, Nat},
+    netlab::{self, Lab, Nat},
     node::{Node, Options, Reaped},
     temp::TempDir,
     wait_for,
@@ -59,34 +56,8 @@ struct Relay {
 
 impl Relay {
     fn start(ns: &str, home: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(bin::loopsy_relay())
-            .arg("--home")
-            .arg(home)
-            .args(["--listen", &Transport::Tcp.relay_addr()])
-            .args(["--listen", &Transport::Quic.relay_addr()])
-            .args(["--external-addr", &Transport::Tcp.relay_addr()])
-            .args(["--external-addr", &Transport::Quic.relay_addr()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start loopsy-relay")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let child = Reaped(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let found = BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .find_map(|l| l.strip_prefix("loopsy-relay ").map(str::to_owned));
-            let _ = tx.send(found);
-        });
-        let peer_id = rx
-            .recv_timeout(Duration::from_secs(30))
-            .ok()
-            .flatten()
-            .context("the relay prints its peer ID")?;
+        let addrs = [Transport::Tcp.relay_addr(), Transport::Quic.relay_addr()];
+        let (child, peer_id) = netlab::relay(Some(ns), home, &addrs)?;
         Ok(Self {
             _child: child,
             peer_id,
@@ -156,8 +127,7 @@ impl World {
                 .args(&["--relay", &relay_addr]),
         )?;
         wait_for("a relay reservation", Duration::from_secs(30), || {
-            let status = node.json(&["status", "--json"]).ok()?;
-            (!status["relay_reservations"].as_array()?.is_empty()).then_some(())
+            (!node.relay_reservations()?.is_empty()).then_some(())
         })?;
         Ok(node)
     }

@@ -3,51 +3,16 @@
 //! `/etc/netns/NS/hosts` in its place) and holds a reservation on each.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
-use anyhow::Context;
 use loopsy_tests::{
-    bin,
-    netlab::Lab,
+    netlab::{self, Lab},
     node::{Node, Options, Reaped},
     temp::TempDir,
     wait_for,
 };
-
-/// A relay in `ns` on 127.0.0.1:`port`; returns it with its peer ID.
-fn relay(ns: &str, home: &Path, port: u16) -> anyhow::Result<(Reaped, String)> {
-    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(bin::loopsy_relay())
-        .arg("--home")
-        .arg(home)
-        .args(["--listen", &addr, "--external-addr", &addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start loopsy-relay")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let child = Reaped(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let found = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("loopsy-relay ").map(str::to_owned));
-        let _ = tx.send(found);
-    });
-    let peer_id = rx
-        .recv_timeout(Duration::from_secs(30))
-        .ok()
-        .flatten()
-        .context("the relay prints its peer ID")?;
-    Ok((child, peer_id))
-}
 
 /// `/etc/netns/NS/hosts`, removed when dropped.
 struct Hosts(PathBuf);
@@ -67,96 +32,100 @@ impl Drop for Hosts {
     }
 }
 
+/// A host holding two relays, `relay-one.loopsy.test` and `relay-two.loopsy.test` in its
+/// hosts file; all of it goes when dropped (the relays first, the namespace last).
+struct TwoRelays {
+    _relays: [Reaped; 2],
+    _hosts: Hosts,
+    dir: TempDir,
+    ns: String,
+    /// Each relay's address, by name, with its peer ID.
+    named: [String; 2],
+    _lab: Lab,
+}
+
+impl TwoRelays {
+    /// `None` when the tests are told to skip labs.
+    fn start(tag: &str) -> anyhow::Result<Option<Self>> {
+        let Some(mut lab) = Lab::new(tag) else {
+            return Ok(None);
+        };
+        let ns = lab.host("box")?;
+        let hosts = Hosts::write(
+            &ns,
+            "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
+        )?;
+        let dir = TempDir::new(tag);
+        let relay = |name: &str, port: u16| -> anyhow::Result<(Reaped, String)> {
+            let listen = [format!("/ip4/127.0.0.1/tcp/{port}")];
+            let (relay, id) = netlab::relay(Some(&ns), &dir.path().join(name), &listen)?;
+            let named = format!("/dns4/relay-{name}.loopsy.test/tcp/{port}/p2p/{id}");
+            Ok((relay, named))
+        };
+        let (one, one_named) = relay("one", 4001)?;
+        let (two, two_named) = relay("two", 4002)?;
+        Ok(Some(Self {
+            _relays: [one, two],
+            _hosts: hosts,
+            dir,
+            ns,
+            named: [one_named, two_named],
+            _lab: lab,
+        }))
+    }
+}
+
 #[test]
 fn a_node_holds_a_reservation_on_each_of_two_relays_named_by_dns() -> anyhow::Result<()> {
-    let Some(mut lab) = Lab::new("relay-dns") else {
+    let Some(relays) = TwoRelays::start("relay-dns")? else {
         return Ok(());
     };
-    let ns = lab.host("box")?;
-    let _hosts = Hosts::write(
-        &ns,
-        "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
-    )?;
-    let dir = TempDir::new("relay-dns");
-    let (_one, one_id) = relay(&ns, &dir.path().join("one"), 4001)?;
-    let (_two, two_id) = relay(&ns, &dir.path().join("two"), 4002)?;
-    let named = [
-        format!("/dns4/relay-one.loopsy.test/tcp/4001/p2p/{one_id}"),
-        format!("/dns4/relay-two.loopsy.test/tcp/4002/p2p/{two_id}"),
-    ];
+    let (ns, named) = (&relays.ns, &relays.named);
     let node = Node::start(
         Options::named("alpha")
-            .netns(&ns)
+            .netns(ns)
             .args(&["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(&["--relay", &named[0], "--relay", &named[1]]),
     )?;
     let reserved = wait_for(
         "a reservation on both relays",
         Duration::from_secs(30),
-        || {
-            let status = node.json(&["status", "--json"]).ok()?;
-            let reserved: Vec<String> = status["relay_reservations"]
-                .as_array()?
-                .iter()
-                .filter_map(|r| r.as_str().map(str::to_owned))
-                .collect();
-            (reserved.len() == 2).then_some(reserved)
-        },
+        || node.relay_reservations().filter(|r| r.len() == 2),
     )?;
-    for name in &named {
+    for name in named {
         assert!(reserved.contains(name), "{name} not in {reserved:?}");
     }
     Ok(())
 }
 
-/// The relays a node holds a reservation on now.
-fn reservations(node: &Node) -> Option<Vec<String>> {
-    let status = node.json(&["status", "--json"]).ok()?;
-    Some(
-        status["relay_reservations"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_owned))
-            .collect(),
-    )
-}
-
 #[test]
 fn sighup_moves_the_reservation_to_the_relay_now_in_the_config() -> anyhow::Result<()> {
-    let Some(mut lab) = Lab::new("relay-reload") else {
+    let Some(relays) = TwoRelays::start("relay-reload")? else {
         return Ok(());
     };
-    let ns = lab.host("box")?;
-    let _hosts = Hosts::write(
-        &ns,
-        "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
-    )?;
-    let dir = TempDir::new("relay-reload");
-    let (_one, one_id) = relay(&ns, &dir.path().join("one"), 4001)?;
-    let (_two, two_id) = relay(&ns, &dir.path().join("two"), 4002)?;
-    let one = format!("/dns4/relay-one.loopsy.test/tcp/4001/p2p/{one_id}");
-    let two = format!("/dns4/relay-two.loopsy.test/tcp/4002/p2p/{two_id}");
-    let home = dir.path().join("alpha");
+    let [one, two] = &relays.named;
+    let home = relays.dir.path().join("alpha");
     std::fs::create_dir_all(&home)?;
     let config = |relay: &str| format!("relays = [\"{relay}\"]\n");
-    std::fs::write(home.join("config.toml"), config(&one))?;
-    let node = Node::start(Options::named("alpha").netns(&ns).home(&home).args(&[
-        "--no-mdns",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-    ]))?;
+    std::fs::write(home.join("config.toml"), config(one))?;
+    let node = Node::start(
+        Options::named("alpha")
+            .netns(&relays.ns)
+            .home(&home)
+            .args(&["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]),
+    )?;
     wait_for(
         "a reservation on relay one",
         Duration::from_secs(30),
-        || (reservations(&node)? == [one.clone()]).then_some(()),
+        || (node.relay_reservations()? == [one.clone()]).then_some(()),
     )?;
 
-    std::fs::write(home.join("config.toml"), config(&two))?;
+    std::fs::write(home.join("config.toml"), config(two))?;
     loopsy_tests::node::signal(node.pid(), "HUP");
     wait_for(
         "the reservation to move to relay two",
         Duration::from_secs(30),
-        || (reservations(&node)? == [two.clone()]).then_some(()),
+        || (node.relay_reservations()? == [two.clone()]).then_some(()),
     )?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::{
 };
 
 use loopsy_tests::{
+    netlab,
     node::{Node, Options},
     temp::TempDir,
 };
@@ -208,9 +209,11 @@ fn whatever_the_roots_say_no_path_reaches_a_loopsy_home() -> anyhow::Result<()> 
     let a = alpha(&root_a)?;
     let b = Node::start(Options::isolated("bravo"))?;
     pair_files_only(&a, &b)?;
-    // A relay's home (its key), another node's home (its marker), and files beside them.
-    fs::create_dir_all(root_a.join("relay"))?;
-    fs::write(root_a.join("relay/identity.key"), "relay key")?;
+    // A relay's home as loopsy-relay makes it, another node's home (its marker), and files
+    // beside them.
+    let listen = ["/ip4/127.0.0.1/tcp/0".to_owned()];
+    drop(netlab::relay(None, &root_a.join("relay"), &listen)?);
+    let relay_key = fs::read(root_a.join("relay/identity.key"))?;
     fs::create_dir_all(root_a.join("work/old-node"))?;
     fs::write(root_a.join("work/old-node/.loopsy-home"), "")?;
     fs::write(root_a.join("work/old-node/trust.toml"), "old")?;
@@ -266,7 +269,7 @@ fn whatever_the_roots_say_no_path_reaches_a_loopsy_home() -> anyhow::Result<()> 
 
     assert_eq!(snapshot(&state), before, "the state directory is untouched");
     assert_eq!(fs::read(root_a.join("work/old-node/trust.toml"))?, b"old");
-    assert_eq!(fs::read(root_a.join("relay/identity.key"))?, b"relay key");
+    assert_eq!(fs::read(root_a.join("relay/identity.key"))?, relay_key);
     let denied = denied_copies(&a);
     assert_eq!(denied.len(), 9, "every refusal is audited: {denied:?}");
     Ok(())

@@ -4,13 +4,21 @@
 
 use std::net::IpAddr;
 
-use libp2p::{Multiaddr, core::ConnectedPoint, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, core::ConnectedPoint, multiaddr::Protocol};
 
 /// The IP an address starts with, if it starts with one.
 pub(crate) fn ip(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(ip.into()),
         Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
+/// The peer an address ends by naming (`.../p2p/ID`), if it does.
+pub(crate) fn peer_id(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last()? {
+        Protocol::P2p(peer) => Some(peer),
         _ => None,
     }
 }
@@ -23,6 +31,16 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
 /// Whether an address is this machine's own loopback.
 pub fn is_loopback(addr: &Multiaddr) -> bool {
     ip(addr).is_some_and(|ip| ip.is_loopback())
+}
+
+/// The address that says how a connection goes: its remote address, but for an inbound
+/// circuit, which names only the peer, this node's own circuit address, which names the
+/// relay it came through.
+pub(crate) fn of_connection(endpoint: &ConnectedPoint) -> &Multiaddr {
+    match endpoint {
+        ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => local_addr,
+        other => other.get_remote_address(),
+    }
 }
 
 /// How good a connection is; lower is better.
@@ -50,12 +68,7 @@ impl Rank {
     }
 
     pub(crate) fn of_connection(endpoint: &ConnectedPoint) -> Self {
-        // An inbound circuit names only the peer; ours names the relay, and both carry
-        // `/p2p-circuit`, which is all the rank looks at.
-        Self::of(match endpoint {
-            ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => local_addr,
-            other => other.get_remote_address(),
-        })
+        Self::of(of_connection(endpoint))
     }
 }
 
@@ -97,5 +110,13 @@ mod tests {
         assert!(is_loopback(&addr("/ip6/::1/udp/1/quic-v1")));
         assert!(!is_relayed(&addr("/ip4/127.0.0.1/tcp/1")));
         assert_eq!(ip(&addr("/dns4/example.com/tcp/1")), None);
+        let relay: PeerId = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+            .parse()
+            .expect("peer ID");
+        assert_eq!(peer_id(&circuit), None, "a circuit ends with /p2p-circuit");
+        assert_eq!(
+            peer_id(&addr(&format!("/dns4/relay.example.net/tcp/1/p2p/{relay}"))),
+            Some(relay)
+        );
     }
 }

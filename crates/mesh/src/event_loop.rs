@@ -14,7 +14,6 @@
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, autonat,
-    core::ConnectedPoint,
     core::transport::ListenerId,
     dcutr, identify, mdns,
     multiaddr::Protocol,
@@ -36,7 +35,7 @@ use tokio::{
 
 use crate::{
     MeshEvent, Nat, NetworkStatus,
-    addr::is_relayed,
+    addr::{self, is_relayed},
     agent,
     behaviour::{Behaviour, BehaviourEvent},
     peers::{PeerState, Peers},
@@ -130,10 +129,7 @@ impl Relay {
     }
 
     fn peer_id(&self) -> Option<PeerId> {
-        match self.addr.iter().last() {
-            Some(Protocol::P2p(peer)) => Some(peer),
-            _ => None,
-        }
+        addr::peer_id(&self.addr)
     }
 }
 
@@ -520,7 +516,7 @@ impl EventLoop {
                 tracing::info!(%address, "no longer listening");
                 // An address of this device went away (it moved to another network, say):
                 // connections from it are dead, and nothing would tell for half a minute.
-                if !crate::addr::is_loopback(&address) {
+                if !addr::is_loopback(&address) {
                     self.swarm.behaviour_mut().alive.check_all();
                 }
             }
@@ -536,12 +532,7 @@ impl EventLoop {
                 ..
             } => {
                 let relayed = endpoint.is_relayed();
-                // An inbound circuit names only the peer; our own circuit address says
-                // which relay it came through.
-                let addr = match &endpoint {
-                    ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
-                    _ => endpoint.get_remote_address().clone(),
-                };
+                let addr = addr::of_connection(&endpoint).clone();
                 tracing::debug!(%peer_id, %addr, %connection_id, "connected");
                 self.peers.connected(peer_id, connection_id, addr);
                 // A peer that connects anew may have moved, leaving the older paths dead.
@@ -703,7 +694,7 @@ impl EventLoop {
                 ..
             }) => {
                 for relay in &mut self.relays {
-                    if relay.addr.iter().last() == Some(Protocol::P2p(relay_peer_id)) {
+                    if relay.peer_id() == Some(relay_peer_id) {
                         if !relay.reserved {
                             tracing::info!(relay = %relay.addr, "relay reservation accepted");
                         }

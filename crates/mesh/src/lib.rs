@@ -152,14 +152,7 @@ impl Mesh {
         let name = sanitize_name(&config.name);
         let mdns = config.mdns;
         // The configured relays are never counted as strangers.
-        let relay_ids: Vec<PeerId> = config
-            .relays
-            .iter()
-            .filter_map(|addr| match addr.iter().last() {
-                Some(Protocol::P2p(peer)) => Some(peer),
-                _ => None,
-            })
-            .collect();
+        let relay_ids: Vec<PeerId> = config.relays.iter().filter_map(addr::peer_id).collect();
         let mut swarm = SwarmBuilder::with_existing_identity(config.keypair)
             .with_tokio()
             .with_tcp(

@@ -9,7 +9,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, swarm::ConnectionId};
 
-use crate::addr::{Rank, ip, is_relayed};
+use crate::addr::{Rank, ip, is_relayed, peer_id};
 
 /// Most peers remembered; past it, the longest-unseen unconnected peer is forgotten.
 pub const MAX_PEERS: usize = 512;
@@ -98,7 +98,7 @@ impl Entry {
 
     fn add_addr(&mut self, mut addr: Multiaddr) {
         // The same address arrives with and without the peer's ID on the end.
-        if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        if peer_id(&addr).is_some() {
             addr.pop();
         }
         if !self.addrs.contains(&addr) {
