@@ -320,10 +320,7 @@ impl Messages {
                 match open(&self.inbox.keypair, &record.author, &record.key, &message) {
                     Ok(contents) => received.push(Received {
                         id: id.clone(),
-                        from: self
-                            .trust
-                            .name_of(&sender)
-                            .unwrap_or_else(|| sender.to_base58()),
+                        from: self.trust.shown(&sender),
                         from_peer_id: sender.to_base58(),
                         text: contents.text,
                         sent_ms: contents.sent_ms,
