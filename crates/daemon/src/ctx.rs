@@ -86,9 +86,7 @@ impl Ctx {
         let name = if author == self.trust.me() {
             self.name.clone()
         } else {
-            self.trust
-                .name_of(&author)
-                .unwrap_or_else(|| author.to_base58())
+            self.trust.shown(&author)
         };
         Some(CtxEntry {
             key: String::from_utf8_lossy(&record.key).into_owned(),

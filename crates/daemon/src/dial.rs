@@ -34,7 +34,7 @@ impl Dialer {
 
     /// A member's name, or its peer ID.
     pub fn shown(&self, peer: &PeerId) -> String {
-        self.trust.name_of(peer).unwrap_or_else(|| peer.to_base58())
+        self.trust.shown(peer)
     }
 
     /// Members with a connection now.

@@ -41,8 +41,8 @@ pub const KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const MAX_TEXT: usize = 16 * 1024;
 /// Messages an inbox keeps (the oldest go first).
 const MAX_INBOX: usize = 10_000;
-/// Unreadable records remembered (as many as the collection holds).
-const MAX_UNREADABLE: usize = 10_000;
+/// Settled records remembered (as many as the collection holds).
+const MAX_SETTLED: usize = 10_000;
 /// Tells a message's box from any other use of the device's key.
 const DOMAIN: &[u8] = b"loopsy message 1";
 
@@ -146,9 +146,10 @@ pub struct Inbox {
     /// By sender and ID ([`slot`]): a member that reuses the ID of another's message
     /// cannot take its place.
     messages: Mutex<BTreeMap<String, Received>>,
-    /// Signatures of the records that did not decode or open here: tried once, not on
-    /// every change of the collection.
-    unreadable: Mutex<HashSet<Vec<u8>>>,
+    /// Signatures of the records this device is done with (addressed to another, not
+    /// decoding or opening here, or in the inbox and acknowledged): looked at once, not
+    /// decoded again on every change of the collection.
+    settled: Mutex<HashSet<Vec<u8>>>,
 }
 
 /// Where a message sits in the inbox: its sender and its ID.
@@ -172,7 +173,7 @@ impl Inbox {
                     .map(|m| (slot(&m.from_peer_id, &m.id), m))
                     .collect(),
             ),
-            unreadable: Mutex::default(),
+            settled: Mutex::default(),
         })
     }
 
@@ -194,17 +195,18 @@ impl Inbox {
             || messages.contains_key(&slot("", id))
     }
 
-    fn unreadable(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
-        self.unreadable.lock().unwrap_or_else(|e| e.into_inner())
+    fn settled(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
+        self.settled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remembers a record (by its signature) that did not decode or open here.
-    fn mark_unreadable(&self, signature: &[u8]) {
-        let mut unreadable = self.unreadable();
-        if unreadable.len() >= MAX_UNREADABLE {
-            unreadable.clear();
+    /// Remembers a record (by its signature, which covers its key and value) that needs
+    /// nothing more from this device.
+    fn settle(&self, signature: &[u8]) {
+        let mut settled = self.settled();
+        if settled.len() >= MAX_SETTLED {
+            settled.clear();
         }
-        unreadable.insert(signature.to_vec());
+        settled.insert(signature.to_vec());
     }
 
     /// Adds the messages that are not there already, and saves the inbox once (a snapshot
@@ -294,7 +296,7 @@ impl Messages {
             let Some(value) = record.value.as_ref() else {
                 continue;
             };
-            if self.inbox.unreadable().contains(&record.signature[..]) {
+            if self.inbox.settled().contains(&record.signature[..]) {
                 continue;
             }
             let Some(Key::Message { sender, id }) = parse_key(&record.key) else {
@@ -304,11 +306,13 @@ impl Messages {
                 // Also the messages in the clear from before they were sealed.
                 let key = String::from_utf8_lossy(&record.key);
                 tracing::debug!(%key, "ignoring a record that is not a sealed message");
-                self.inbox.mark_unreadable(&record.signature);
+                self.inbox.settle(&record.signature);
                 continue;
             };
             // The store's rule holds the author to the key; checked again, it costs nothing.
             if message.to != me.to_bytes() || record.author.as_slice() != sender.to_bytes() {
+                // Carried for another: the same record never becomes this device's.
+                self.inbox.settle(&record.signature);
                 continue;
             }
             // Opened once: a message already in the inbox only needs its acknowledgement.
@@ -316,10 +320,7 @@ impl Messages {
                 match open(&self.inbox.keypair, &record.author, &record.key, &message) {
                     Ok(contents) => received.push(Received {
                         id: id.clone(),
-                        from: self
-                            .trust
-                            .name_of(&sender)
-                            .unwrap_or_else(|| sender.to_base58()),
+                        from: self.trust.shown(&sender),
                         from_peer_id: sender.to_base58(),
                         text: contents.text,
                         sent_ms: contents.sent_ms,
@@ -327,14 +328,17 @@ impl Messages {
                     }),
                     Err(error) => {
                         tracing::debug!(%error, id, "dropping a message that does not open");
-                        self.inbox.mark_unreadable(&record.signature);
+                        self.inbox.settle(&record.signature);
                         continue;
                     }
                 }
             }
             let ack = ack_key(&me, &sender, &id);
             if self.store.get(&ack).is_none() {
-                to_ack.push((ack, record.expires));
+                to_ack.push((ack, record.expires, record.signature));
+            } else {
+                // In the inbox and acknowledged: delivered once, as it should be.
+                self.inbox.settle(&record.signature);
             }
         }
         if !received.is_empty() {
@@ -342,7 +346,11 @@ impl Messages {
         }
         let acks: Vec<_> = to_ack
             .into_iter()
-            .filter_map(|(key, expires)| self.store.put(&key, Some(Vec::new()), expires).ok())
+            .filter_map(|(key, expires, signature)| {
+                let ack = self.store.put(&key, Some(Vec::new()), expires).ok()?;
+                self.inbox.settle(&signature);
+                Some(ack)
+            })
             .collect();
         if !acks.is_empty() {
             self.pushes.push(sync::MESSAGES, acks, None);
@@ -614,6 +622,56 @@ mod tests {
         let withdrawn = alpha_s.put(&key, None, None).unwrap();
         assert_eq!(carrier_s.merge(vec![withdrawn]).fresh.len(), 1);
         assert!(carrier_s.get(&key).is_none());
+    }
+
+    #[test]
+    fn a_carried_or_delivered_message_is_not_decoded_on_every_change() {
+        use crate::sync::Collection;
+        let [alpha, bravo, charlie] = [(); 3].map(|()| Keypair::generate_ed25519());
+        let [a, b, c] = [&alpha, &bravo, &charlie].map(|k| k.public().to_peer_id());
+        let alpha_s = store(&alpha);
+        let mine = message(&alpha_s, &a, &b, "0123456789abcdef01234567");
+        let theirs = message(&alpha_s, &a, &c, "76543210fedcba9876543210");
+        let dir = crate::testing::scratch("inbox-settled");
+        let trust = Trust::load(
+            dir.join("trust.toml"),
+            bravo.clone(),
+            true,
+            Default::default(),
+        )
+        .unwrap();
+        let bravo_s = Arc::new(store(&bravo));
+        bravo_s.merge(vec![mine.clone(), theirs.clone()]);
+        let inbox = Inbox::load(dir.join("inbox.json"), bravo.clone()).unwrap();
+        let (pushes, _queue) = sync::pushes();
+        let messages = Messages::new(bravo_s.clone(), inbox, Arc::new(trust), pushes);
+
+        messages.collect();
+        assert_eq!(messages.inbox().len(), 1, "bravo's own message, delivered");
+        let signature = |bytes: &ByteBuf| {
+            ciborium::from_reader::<Record, _>(&bytes[..])
+                .unwrap()
+                .signature
+                .into_vec()
+        };
+        let settled = messages.inbox.settled().clone();
+        assert!(
+            settled.contains(&signature(&theirs)),
+            "a message carried for charlie is looked at once"
+        );
+        assert!(
+            settled.contains(&signature(&mine)),
+            "a message in the inbox and acknowledged is done with"
+        );
+        messages.collect();
+        assert_eq!(messages.inbox().len(), 1);
+        assert!(
+            bravo_s
+                .get(&ack_key(&b, &a, "0123456789abcdef01234567"))
+                .is_some(),
+            "acknowledged once"
+        );
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -71,12 +71,12 @@ impl Keeper {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 Some((peer, outcome)) = dialed.recv() => {
                     let next = retry.get(&peer).map(|(due, _)| due.saturating_duration_since(Instant::now()));
-                    unreachable.dialled(&keeper.shown(&peer), peer, outcome, next);
+                    unreachable.dialled(&keeper.trust.shown(&peer), peer, outcome, next);
                 }
                 event = events.recv() => match event {
                     Ok(MeshEvent::Connected { peer }) if keeper.trust.is_member(&peer) => {
                         retry.remove(&peer);
-                        unreachable.dialled(&keeper.shown(&peer), peer, None, None);
+                        unreachable.dialled(&keeper.trust.shown(&peer), peer, None, None);
                         if shunned.get(&peer).is_none_or(|until| *until <= Instant::now()) {
                             reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
                         }
@@ -143,17 +143,10 @@ impl Keeper {
                     let wanted: BTreeSet<PeerId> =
                         members.iter().filter(|p| !shunned.contains_key(p)).copied().collect();
                     redial(keeper, &mut tasks, &wanted, &mut retry, &dialed_tx).await;
-                unreachable.forget_all_but(&members);
+                    unreachable.forget_all_but(&members);
                 }
             }
         }
-    }
-}
-
-impl Keeper {
-    /// A member's name, or its peer ID.
-    fn shown(&self, peer: &PeerId) -> String {
-        self.trust.name_of(peer).unwrap_or_else(|| peer.to_base58())
     }
 }
 

@@ -377,6 +377,11 @@ impl Store {
                     refused.push(format!("malformed {} record", self.name));
                     continue;
                 };
+                // A copy of a record held here (every member passes a change on) was
+                // verified when it came first: no signature checked again, and nothing to do.
+                if state.records.get(&record.key[..]) == Some(&record) {
+                    continue;
+                }
                 match self.valid(&record, now) {
                     Ok(true) => {}
                     Ok(false) => continue,
@@ -444,6 +449,44 @@ mod tests {
             .values()
             .map(|r| (r.key.to_vec(), r.value.as_ref().map(|v| v.to_vec())))
             .collect()
+    }
+
+    #[test]
+    fn a_copy_of_a_record_held_is_not_checked_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CHECKED: AtomicUsize = AtomicUsize::new(0);
+        let a = store("copy-from", Keypair::generate_ed25519());
+        let keypair = Keypair::generate_ed25519();
+        let path = std::env::temp_dir().join(format!(
+            "loopsy-replica-copy-{}-{}",
+            std::process::id(),
+            keypair.public().to_peer_id()
+        ));
+        let _ = fs::remove_file(&path);
+        let counting = |_: &Record, _: &PeerId| {
+            CHECKED.fetch_add(1, Ordering::Relaxed);
+            true
+        };
+        let b = Store::load("test", (None, None), path, keypair, a.limits, counting).unwrap();
+        let record = a.put(b"k", Some(b"v".to_vec()), None).unwrap();
+        assert_eq!(b.merge_now(vec![record.clone()]).fresh.len(), 1);
+        // Every member that learns a change passes it on: the same record comes again.
+        for _ in 0..3 {
+            let again = b.merge_now(vec![record.clone()]);
+            assert!(again.fresh.is_empty() && again.refused.is_empty());
+        }
+        assert_eq!(
+            CHECKED.load(Ordering::Relaxed),
+            1,
+            "checked when it came first"
+        );
+        let newer = a.put(b"k", Some(b"w".to_vec()), None).unwrap();
+        assert_eq!(b.merge_now(vec![newer]).fresh.len(), 1);
+        assert_eq!(
+            CHECKED.load(Ordering::Relaxed),
+            2,
+            "a newer record is checked"
+        );
     }
 
     #[test]

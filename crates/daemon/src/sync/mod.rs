@@ -196,7 +196,7 @@ impl Engine {
                     });
                     if !allowed {
                         let who = author
-                            .map(|a| self.trust.name_of(&a).unwrap_or_else(|| a.to_base58()))
+                            .map(|a| self.trust.shown(&a))
                             .unwrap_or_else(|| "an unknown author".into());
                         unauthorized.push(format!(
                             "{} record by {who}, which is not granted `{capability}` here",

@@ -235,6 +235,11 @@ impl Trust {
             .map(|m| m.name.clone())
     }
 
+    /// A member's name, or else the peer ID: how a peer is shown to the user and in logs.
+    pub fn shown(&self, peer: &PeerId) -> String {
+        self.name_of(peer).unwrap_or_else(|| peer.to_base58())
+    }
+
     /// A member's own exec and file policies.
     pub fn policies(&self, peer: &PeerId) -> Policies {
         let state = self.lock();
