@@ -145,7 +145,7 @@ pub async fn run(
                 let text = ended(&id, exit, gone);
                 state.say.say(&format!("\r\n{text}\r\n")).await;
                 // No code: the host lost the program; that is not a success.
-                return ExitCode::from(exit.unwrap_or(1).clamp(0, 255) as u8);
+                return ExitCode::from(exit.map_or(1, crate::remote::exit_code));
             }
             End::Failed(message, exit) => {
                 // Below the session's screen, when there was one.
