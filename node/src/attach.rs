@@ -145,7 +145,7 @@ pub async fn run(
                 let text = ended(&id, exit, gone);
                 state.say.say(&format!("\r\n{text}\r\n")).await;
                 // No code: the host lost the program; that is not a success.
-                return ExitCode::from(exit.unwrap_or(1).clamp(0, 255) as u8);
+                return ExitCode::from(exit.map_or(1, crate::remote::exit_code));
             }
             End::Failed(message, exit) => {
                 // Below the session's screen, when there was one.
@@ -398,12 +398,9 @@ impl Attachment {
                             screen
                         }
                         Ok(Some(Event::Output { offset, data })) => {
-                            let at = self.at.unwrap_or(offset);
-                            let end = offset + data.len() as u64;
-                            self.at = Some(end.max(at));
-                            // Bytes already shown before a reconnection are not shown again.
-                            let skip = usize::try_from(at.saturating_sub(offset)).unwrap_or(usize::MAX);
-                            data.get(skip..).map(<[u8]>::to_vec)
+                            let (at, fresh) = unseen(self.at, offset, &data);
+                            self.at = Some(at);
+                            fresh.map(<[u8]>::to_vec)
                         }
                         Ok(Some(Event::Exited { code })) => return End::Exited(code),
                         Ok(None) => return End::Lost("the host's stream ended".into()),
@@ -450,6 +447,16 @@ impl Attachment {
     }
 }
 
+/// Of output `data` at `offset`, the part not shown yet when `at` was shown up to, and
+/// where the shown output then ends. Bytes already shown before a reconnection are not
+/// shown again; the offsets are the host's, so no sum of them may overflow.
+fn unseen(at: Option<u64>, offset: u64, data: &[u8]) -> (u64, Option<&[u8]>) {
+    let at = at.unwrap_or(offset);
+    let end = offset.saturating_add(data.len() as u64);
+    let skip = usize::try_from(at.saturating_sub(offset)).unwrap_or(usize::MAX);
+    (end.max(at), data.get(skip..))
+}
+
 /// Reads stdin for as long as it lasts.
 async fn read_keys(keys: mpsc::Sender<Vec<u8>>) {
     let mut stdin = tokio::io::stdin();
@@ -479,6 +486,19 @@ mod tests {
         );
         assert!(!reconnect.given_up());
         assert_eq!(span(Duration::from_secs(120)), "2m00s");
+    }
+
+    #[test]
+    fn output_is_shown_once_whatever_offsets_the_host_sends() {
+        assert_eq!(unseen(None, 5, b"abc"), (8, Some(&b"abc"[..])));
+        // After a reconnection, what was shown already is skipped.
+        assert_eq!(unseen(Some(6), 5, b"abc"), (8, Some(&b"bc"[..])));
+        assert_eq!(unseen(Some(9), 5, b"abc"), (9, None));
+        // An offset at the end of the range is no overflow (a panic, in a debug build).
+        assert_eq!(
+            unseen(Some(1), u64::MAX, b"abc"),
+            (u64::MAX, Some(&b"abc"[..]))
+        );
     }
 
     #[test]

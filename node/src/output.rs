@@ -10,18 +10,42 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// Prints rows as columns padded to their widest cell, the first row being the header.
 pub fn table(rows: &[Vec<String>]) {
+    for line in lines(rows) {
+        println!("{line}");
+    }
+}
+
+/// The lines of [`table`]. Cells hold what peers named (devices, sessions, keys, commands):
+/// a control character in one would steer the terminal or break the columns, and an
+/// invisible formatting one (a bidirectional override) make it read as another, so each is
+/// shown as a space.
+fn lines(rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| {
+                    cell.chars()
+                        .map(|c| if loopsy_mesh::is_deceptive(c) { ' ' } else { c })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    rows.iter()
+        .map(|row| {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            line.join("  ").trim_end().to_owned()
+        })
+        .collect()
 }
 
 /// A labelled list: the label on the first line, the rest indented under it; `-` if empty.
@@ -30,5 +54,27 @@ pub fn field(label: &str, values: &[String]) {
     println!("{label:<10} {}", values.next().map_or("-", String::as_str));
     for value in values {
         println!("{:<10} {value}", "");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_name_in_a_table_cannot_steer_the_terminal() {
+        let rows = [
+            vec!["NAME".to_owned(), "ID".to_owned()],
+            vec!["evil\x1b]0;owned\x07\x1b[2J\r".to_owned(), "k3".to_owned()],
+        ];
+        let shown = lines(&rows);
+        assert!(
+            shown.iter().all(|l| !l.chars().any(char::is_control)),
+            "{shown:?}"
+        );
+        assert_eq!(shown[1], "evil ]0;owned  [2J   k3");
+        assert_eq!(shown[0], "NAME                 ID");
+        let reversed = lines(&[vec!["alpha\u{202e}ahpla".to_owned()]]);
+        assert_eq!(reversed, ["alpha ahpla"]);
     }
 }

@@ -65,6 +65,23 @@ pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode
     code
 }
 
+/// This process's exit status for a program that ended on a peer: its code, or 128+N for
+/// signal N, as a shell says. A number no program ends with (the peer's mistake, or a lie)
+/// is Loopsy's failure: never cut or clamped into another code, least of all 0.
+fn status(code: Option<i32>, signal: Option<i32>) -> u8 {
+    match (code, signal) {
+        (Some(code), _) => exit_code(code),
+        (None, Some(signal)) if signal > 0 => exit_code(signal.saturating_add(128)),
+        _ => code::LOOPSY,
+    }
+}
+
+/// A peer's exit code (0 to 255, with 128+N for signal N) as this process's exit status;
+/// any other number is [`code::LOOPSY`].
+pub fn exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(code::LOOPSY)
+}
+
 fn fail(message: &str, code: u8) -> ExitCode {
     eprintln!("loopsy: {message}");
     ExitCode::from(code)
@@ -136,11 +153,7 @@ async fn relay_output(
                 if exit.timed_out {
                     return fail("the program was killed at its timeout", code::TIMED_OUT);
                 }
-                return match (exit.code, exit.signal) {
-                    (Some(code), _) => ExitCode::from(code as u8),
-                    (None, Some(signal)) => ExitCode::from(128u8.wrapping_add(signal as u8)),
-                    _ => ExitCode::from(code::LOOPSY),
-                };
+                return ExitCode::from(status(exit.code, exit.signal));
             }
         };
         if out.send(chunk).await.is_err() {
@@ -221,5 +234,24 @@ async fn forward_resizes(orders: mpsc::Sender<Order>) {
         if orders.send(Order::Resize(rows, cols)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_exit_is_its_code_and_nonsense_is_never_success() {
+        assert_eq!(status(Some(0), None), 0);
+        assert_eq!(status(Some(3), None), 3);
+        assert_eq!(status(None, Some(9)), 128 + 9);
+        // Numbers no program ends with: cut to a byte, 256 and signal 128 were "success".
+        assert_eq!(status(Some(256), None), code::LOOPSY);
+        assert_eq!(status(Some(-1), None), code::LOOPSY);
+        assert_eq!(status(None, Some(128)), code::LOOPSY);
+        assert_eq!(status(None, Some(-128)), code::LOOPSY);
+        assert_eq!(status(None, None), code::LOOPSY);
+        assert_eq!(exit_code(-1), code::LOOPSY, "clamped, it was 0");
     }
 }

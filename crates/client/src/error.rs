@@ -44,6 +44,9 @@ pub enum Error {
     /// The stream to the peer broke.
     #[error("the connection to the peer failed: {0}")]
     Broken(ReadError),
+    /// The peer sent more than such an answer can hold.
+    #[error("the peer sent more than {limit} bytes of {what}, more than any host holds")]
+    TooLarge { what: &'static str, limit: usize },
     /// Input could not be sent on the stream to the peer.
     #[error("cannot send to the peer: {0}")]
     Unsent(WriteError),

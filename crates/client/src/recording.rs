@@ -7,6 +7,11 @@ use serde_json::json;
 
 use crate::{Client, Error};
 
+/// The most of a recording taken from a host, counting each piece's bytes and framing. A
+/// host keeps the last 4 MiB of a session's output; a peer that streams on past this
+/// bound is no honest host, and the export stops rather than fill this process's memory.
+pub const MAX_RECORDING: usize = 16 * 1024 * 1024;
+
 /// What a host holds of a session's output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recording {
@@ -106,6 +111,7 @@ impl Client {
             .hand_over()
             .await?;
         let mut recording = Recording::default();
+        let mut size = 0usize;
         loop {
             let frame =
                 loopsy_mesh::framed::read::<Reply, _>(&mut reader, session::MAX_FRAME).await;
@@ -118,6 +124,16 @@ impl Client {
                     last,
                 })) => {
                     (recording.rows, recording.cols, recording.created) = (rows, cols, created);
+                    // A piece costs its bytes and its framing, as the host counts it.
+                    size = pieces
+                        .iter()
+                        .fold(size, |size, p| size.saturating_add(p.data.len() + 16));
+                    if size > MAX_RECORDING {
+                        return Err(Error::TooLarge {
+                            what: "recording",
+                            limit: MAX_RECORDING,
+                        });
+                    }
                     recording.pieces.extend(pieces);
                     if last {
                         return Ok(recording);

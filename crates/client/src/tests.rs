@@ -263,3 +263,32 @@ async fn the_hosts_error_while_attached_is_an_error_and_output_is_typed() {
     let err = output.next().await.expect_err("the host's error");
     assert_eq!(err.to_string(), "the session is gone");
 }
+
+#[tokio::test]
+async fn an_export_that_never_ends_is_cut_at_its_bound() {
+    let place = Place::new("export");
+    let stream = Response::Stream {
+        protocol: "/loopsy/session/1".into(),
+    };
+    let frame = |last: bool| session::Reply::Recording {
+        rows: 24,
+        cols: 80,
+        created: 0,
+        pieces: vec![session::Piece {
+            time_ms: 0,
+            data: ByteBuf::from(vec![b'x'; 128 * 1024]),
+        }],
+        last,
+    };
+    // A host that streams on past anything a host holds, then says it is done.
+    let frames = crate::recording::MAX_RECORDING / (128 * 1024) + 2;
+    let mut replies: Vec<_> = (0..frames).map(|_| frame(false)).collect();
+    replies.push(frame(true));
+    node(&place, vec![(vec![stream], replies)]);
+    let err = place
+        .client()
+        .session_export(None, "agent".into())
+        .await
+        .expect_err("more than a host holds");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+}

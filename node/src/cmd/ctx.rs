@@ -113,12 +113,8 @@ fn table(entries: &[CtxEntry]) {
             .to_vec(),
     ];
     for e in entries {
-        let value: String = e
-            .value
-            .chars()
-            .take(60)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        // The table shows control characters as spaces.
+        let value: String = e.value.chars().take(60).collect();
         rows.push(vec![
             e.key.clone(),
             value,
