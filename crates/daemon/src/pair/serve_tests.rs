@@ -272,3 +272,43 @@ async fn a_short_code_is_bound_to_the_peer_ids_of_the_stream() {
     );
     assert!(!alpha.trust.is_member(&bravo.id));
 }
+
+#[tokio::test]
+async fn a_refusal_from_the_other_device_reaches_the_user_as_plain_text() {
+    let dir = testing::scratch("pair-refusal-text");
+    let bravo = device(&dir, "bravo");
+    let (mut joining, mut inviting) = testing::pipe();
+    // A device answering a code may say anything in its refusal: terminal escapes, and
+    // as much text as a frame holds.
+    let said = format!("no\x1b[2J\x1b]0;pwned\x07 {}", "x".repeat(10_000));
+    let refuse = async {
+        let _ = framed::read::<Message, _>(&mut inviting, MAX_FRAME).await;
+        let refusal = Message::Refused { reason: said };
+        framed::write(&mut inviting, &refusal, MAX_FRAME)
+            .await
+            .unwrap();
+    };
+    let code = Code {
+        inviter: PeerId::random().to_bytes(),
+        addrs: Vec::new(),
+        invite: [1; loopsy_wire::pair::INVITE_ID_LEN],
+        secret: [2; loopsy_wire::pair::SECRET_LEN],
+        expires: clock::now_secs() + 60,
+    };
+    let (joined, ()) = tokio::join!(
+        bravo
+            .pairing
+            .handshake_as_joiner(&mut joining, PeerId::random(), &code, None),
+        refuse,
+    );
+    let Err(JoinError::Refused(reason)) = joined else {
+        panic!("{joined:?}");
+    };
+    assert!(reason.starts_with("no"), "{reason:?}");
+    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    assert!(
+        reason.chars().count() <= super::MAX_REFUSAL,
+        "{}",
+        reason.len()
+    );
+}
