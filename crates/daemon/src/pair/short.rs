@@ -22,10 +22,10 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 use tokio::sync::oneshot;
 
 use super::{
-    DEADLINE, Invitations, JoinError, PairError, Pairing, TOO_MANY, client::open_pair_stream,
+    Invitations, JoinError, PairError, Pairing, TOO_MANY, client::open_pair_stream,
     handshake::CryptoError, invitations::Claim, receive, send, unexpected,
 };
-use crate::{audit::Outcome, caps::Caps};
+use crate::caps::Caps;
 
 /// Attempts on one short code that may fail before it is withdrawn: a mistyped digit or
 /// two is forgiven, and a guesser's odds stay at 3 in 10^9 per code.
@@ -370,21 +370,8 @@ impl Pairing {
         allow: Option<Caps>,
     ) -> Result<Paired, JoinError> {
         let inviter = self.find(mesh, &code.name).await?;
-        let result = tokio::time::timeout(DEADLINE, self.join_peer(mesh, inviter, code, allow))
+        self.audited_join(inviter, self.join_peer(mesh, inviter, code, allow))
             .await
-            .unwrap_or_else(|_| {
-                Err(JoinError::Failed(
-                    "the other device stopped answering".into(),
-                ))
-            });
-        let (outcome, reason) = match &result {
-            Ok(_) => (Outcome::Ok, None),
-            Err(e) => (Outcome::Failed, Some(e.to_string())),
-        };
-        let name = result.as_ref().ok().map(|p| p.name.clone());
-        self.audit
-            .record(Some(inviter), name, "pair", "joined", outcome, reason);
-        result
     }
 
     async fn join_peer(
