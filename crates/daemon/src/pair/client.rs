@@ -41,16 +41,27 @@ impl Pairing {
             .iter()
             .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
             .collect();
-        let result = tokio::time::timeout(
-            DEADLINE,
+        self.audited_join(
+            inviter,
             self.joiner_handshake(mesh, inviter, addrs, &code, allow),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(JoinError::Failed(
-                "the other device stopped answering".into(),
-            ))
-        });
+    }
+
+    /// Runs `attempt`, a joiner's pairing with `inviter` by either kind of code, within
+    /// [`DEADLINE`], and audits how it went.
+    pub(super) async fn audited_join(
+        &self,
+        inviter: PeerId,
+        attempt: impl Future<Output = Result<Paired, JoinError>>,
+    ) -> Result<Paired, JoinError> {
+        let result = tokio::time::timeout(DEADLINE, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(JoinError::Failed(
+                    "the other device stopped answering".into(),
+                ))
+            });
         let (outcome, reason) = match &result {
             Ok(_) => (Outcome::Ok, None),
             Err(e) => (Outcome::Failed, Some(e.to_string())),

@@ -44,6 +44,8 @@ const MAX_ATTEMPTS_AT_ONCE: usize = 256;
 const REFUSE_DEADLINE: Duration = Duration::from_secs(5);
 /// Most addresses taken from a peer's hello.
 const MAX_HELLO_ADDRS: usize = 16;
+/// Longest refusal from the other device shown to the user.
+const MAX_REFUSAL: usize = 512;
 /// What a peer over the pairing rate limit is told.
 const TOO_MANY: &str = "too many pairing attempts; wait a minute";
 
@@ -222,7 +224,10 @@ async fn receive<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Message, JoinEr
 
 fn unexpected(message: Message) -> JoinError {
     match message {
-        Message::Refused { reason } => JoinError::Refused(reason),
+        // The other device's words, shown to the user: plain text, bounded.
+        Message::Refused { reason } => {
+            JoinError::Refused(loopsy_wire::attention::clean(&reason, MAX_REFUSAL))
+        }
         _ => JoinError::Failed("unexpected message from the other device".into()),
     }
 }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use libp2p::identity::Keypair;
 use loopsy_mesh::{Multiaddr, PeerId, framed};
-use loopsy_wire::pair::{Code, MAX_FRAME, Message};
+use loopsy_wire::{
+    control::Paired,
+    pair::{Code, MAX_FRAME, Message, ShortCode},
+};
 
 use super::{JoinError, Pairing};
 use crate::{
@@ -60,11 +63,7 @@ fn device(dir: &std::path::Path, name: &str) -> Device {
 fn invite(
     inviter: &Device,
     allow: &[&str],
-) -> (
-    Code,
-    tokio::sync::mpsc::Receiver<loopsy_wire::control::Paired>,
-    impl Drop,
-) {
+) -> (Code, tokio::sync::mpsc::Receiver<Paired>, impl Drop) {
     let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
     let expires = clock::now_secs() + 60;
     let (claim, events, withdraw) = inviter
@@ -88,19 +87,56 @@ async fn serve(inviter: &Device, joiner: PeerId, mut stream: Pipe) {
     inviter.pairing.answer(joiner, &mut stream, start).await;
 }
 
+/// `joiner` uses the long `code` on `inviter`; how it went, as the joiner sees it.
+async fn join(joiner: &Device, inviter: &Device, code: &Code) -> Result<Paired, JoinError> {
+    let (mut joining, inviting) = testing::pipe();
+    let (joined, ()) = tokio::join!(
+        joiner
+            .pairing
+            .handshake_as_joiner(&mut joining, inviter.id, code, None),
+        serve(inviter, joiner.id, inviting),
+    );
+    joined
+}
+
+/// `joiner` uses the short `code` on `inviter`, which sees the stream come from `seen_as`.
+async fn join_short(
+    joiner: &Device,
+    inviter: &Device,
+    seen_as: PeerId,
+    code: &ShortCode,
+) -> Result<Paired, JoinError> {
+    let (mut joining, inviting) = testing::pipe();
+    let (joined, ()) = tokio::join!(
+        joiner
+            .pairing
+            .short_handshake_as_joiner(&mut joining, inviter.id, code, None),
+        serve(inviter, seen_as, inviting),
+    );
+    joined
+}
+
+/// What `inviter` answers `stranger`'s stream that starts with `first`.
+async fn answer_to(
+    inviter: &Device,
+    stranger: PeerId,
+    first: &Message,
+) -> Result<Option<Message>, framed::ReadError> {
+    let (mut joining, inviting) = testing::pipe();
+    framed::write(&mut joining, first, MAX_FRAME).await.unwrap();
+    let ((), reply) = tokio::join!(
+        serve(inviter, stranger, inviting),
+        framed::read::<Message, _>(&mut joining, MAX_FRAME),
+    );
+    reply
+}
+
 #[tokio::test]
 async fn a_joiner_with_the_code_and_its_inviter_trust_each_other() {
     let dir = testing::scratch("pair-ok");
     let (alpha, bravo) = (device(&dir, "alpha"), device(&dir, "bravo"));
     let (code, mut events, _withdraw) = invite(&alpha, &["exec"]);
-    let (mut joining, inviting) = testing::pipe();
-    let (joined, ()) = tokio::join!(
-        bravo
-            .pairing
-            .handshake_as_joiner(&mut joining, alpha.id, &code, None),
-        serve(&alpha, bravo.id, inviting),
-    );
-    let joined = joined.expect("paired");
+    let joined = join(&bravo, &alpha, &code).await.expect("paired");
     let told = events.try_recv().expect("the inviter's user is told");
     assert_eq!(
         joined.check_code, told.check_code,
@@ -137,13 +173,7 @@ async fn a_wrong_secret_pairs_nothing_and_is_audited() {
     let (alpha, bravo) = (device(&dir, "alpha"), device(&dir, "bravo"));
     let (mut code, _events, _withdraw) = invite(&alpha, &["exec"]);
     code.secret[0] ^= 1;
-    let (mut joining, inviting) = testing::pipe();
-    let (joined, ()) = tokio::join!(
-        bravo
-            .pairing
-            .handshake_as_joiner(&mut joining, alpha.id, &code, None),
-        serve(&alpha, bravo.id, inviting),
-    );
+    let joined = join(&bravo, &alpha, &code).await;
     assert!(
         matches!(&joined, Err(JoinError::Refused(reason)) if reason == "wrong pairing code"),
         "{joined:?}"
@@ -165,32 +195,18 @@ async fn a_stream_that_does_not_start_a_pairing_is_refused() {
     let dir = testing::scratch("pair-garbage");
     let alpha = device(&dir, "alpha");
     let stranger = PeerId::random();
-    let (mut joining, inviting) = testing::pipe();
     let noise = Message::Noise { noise: vec![0; 48] };
-    framed::write(&mut joining, &noise, MAX_FRAME)
-        .await
-        .unwrap();
-    let ((), reply) = tokio::join!(
-        serve(&alpha, stranger, inviting),
-        framed::read::<Message, _>(&mut joining, MAX_FRAME),
-    );
+    let reply = answer_to(&alpha, stranger, &noise).await;
     assert!(
         matches!(reply, Ok(Some(Message::Refused { ref reason })) if reason == "expected a pairing start"),
         "{reply:?}"
     );
     // An invitation that is not open is no better.
-    let (mut joining, inviting) = testing::pipe();
     let start = Message::Start {
         invite: vec![7; 8],
         noise: vec![0; 48],
     };
-    framed::write(&mut joining, &start, MAX_FRAME)
-        .await
-        .unwrap();
-    let ((), reply) = tokio::join!(
-        serve(&alpha, stranger, inviting),
-        framed::read::<Message, _>(&mut joining, MAX_FRAME),
-    );
+    let reply = answer_to(&alpha, stranger, &start).await;
     assert!(
         matches!(reply, Ok(Some(Message::Refused { .. }))),
         "{reply:?}"
@@ -202,8 +218,8 @@ async fn a_stream_that_does_not_start_a_pairing_is_refused() {
 fn invite_short(
     inviter: &Device,
 ) -> (
-    loopsy_wire::pair::ShortCode,
-    tokio::sync::mpsc::Receiver<loopsy_wire::control::Paired>,
+    ShortCode,
+    tokio::sync::mpsc::Receiver<Paired>,
     impl Drop,
     impl Drop,
 ) {
@@ -225,13 +241,7 @@ async fn a_short_code_pairs_over_spake2_and_a_wrong_one_says_the_tries_left() {
 
     let mut wrong = short.clone();
     wrong.secret = (wrong.secret + 1) % 1_000_000_000;
-    let (mut joining, inviting) = testing::pipe();
-    let (joined, ()) = tokio::join!(
-        bravo
-            .pairing
-            .short_handshake_as_joiner(&mut joining, alpha.id, &wrong, None),
-        serve(&alpha, bravo.id, inviting),
-    );
+    let joined = join_short(&bravo, &alpha, bravo.id, &wrong).await;
     assert!(
         matches!(&joined, Err(JoinError::Refused(reason))
             if reason == "wrong pairing code; 2 more tries before the short code is withdrawn"),
@@ -239,14 +249,9 @@ async fn a_short_code_pairs_over_spake2_and_a_wrong_one_says_the_tries_left() {
     );
     assert!(!alpha.trust.is_member(&bravo.id));
 
-    let (mut joining, inviting) = testing::pipe();
-    let (joined, ()) = tokio::join!(
-        bravo
-            .pairing
-            .short_handshake_as_joiner(&mut joining, alpha.id, &short, None),
-        serve(&alpha, bravo.id, inviting),
-    );
-    let joined = joined.expect("paired");
+    let joined = join_short(&bravo, &alpha, bravo.id, &short)
+        .await
+        .expect("paired");
     let told = events.try_recv().expect("the inviter's user is told");
     assert_eq!(joined.check_code, told.check_code);
     assert!(alpha.trust.is_member(&bravo.id) && bravo.trust.is_member(&alpha.id));
@@ -259,16 +264,50 @@ async fn a_short_code_is_bound_to_the_peer_ids_of_the_stream() {
     let (short, _events, _withdraw, _withdraw_short) = invite_short(&alpha);
     // Alpha sees the stream come from another peer than bravo (a device in the middle
     // relaying bravo's messages): the right code pairs nothing.
-    let (mut joining, inviting) = testing::pipe();
-    let (joined, ()) = tokio::join!(
-        bravo
-            .pairing
-            .short_handshake_as_joiner(&mut joining, alpha.id, &short, None),
-        serve(&alpha, PeerId::random(), inviting),
-    );
+    let joined = join_short(&bravo, &alpha, PeerId::random(), &short).await;
     assert!(
         matches!(&joined, Err(JoinError::Refused(reason)) if reason.starts_with("wrong pairing code")),
         "{joined:?}"
     );
     assert!(!alpha.trust.is_member(&bravo.id));
+}
+
+#[tokio::test]
+async fn a_refusal_from_the_other_device_reaches_the_user_as_plain_text() {
+    let dir = testing::scratch("pair-refusal-text");
+    let bravo = device(&dir, "bravo");
+    let (mut joining, mut inviting) = testing::pipe();
+    // A device answering a code may say anything in its refusal: terminal escapes, and
+    // as much text as a frame holds.
+    let said = format!("no\x1b[2J\x1b]0;pwned\x07 {}", "x".repeat(10_000));
+    let refuse = async {
+        let _ = framed::read::<Message, _>(&mut inviting, MAX_FRAME).await;
+        let refusal = Message::Refused { reason: said };
+        framed::write(&mut inviting, &refusal, MAX_FRAME)
+            .await
+            .unwrap();
+    };
+    let code = Code {
+        inviter: PeerId::random().to_bytes(),
+        addrs: Vec::new(),
+        invite: [1; loopsy_wire::pair::INVITE_ID_LEN],
+        secret: [2; loopsy_wire::pair::SECRET_LEN],
+        expires: clock::now_secs() + 60,
+    };
+    let (joined, ()) = tokio::join!(
+        bravo
+            .pairing
+            .handshake_as_joiner(&mut joining, PeerId::random(), &code, None),
+        refuse,
+    );
+    let Err(JoinError::Refused(reason)) = joined else {
+        panic!("{joined:?}");
+    };
+    assert!(reason.starts_with("no"), "{reason:?}");
+    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    assert!(
+        reason.chars().count() <= super::MAX_REFUSAL,
+        "{}",
+        reason.len()
+    );
 }

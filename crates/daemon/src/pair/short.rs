@@ -22,10 +22,10 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 use tokio::sync::oneshot;
 
 use super::{
-    DEADLINE, Invitations, JoinError, PairError, Pairing, TOO_MANY, client::open_pair_stream,
+    Invitations, JoinError, PairError, Pairing, TOO_MANY, client::open_pair_stream,
     handshake::CryptoError, invitations::Claim, receive, send, unexpected,
 };
-use crate::{audit::Outcome, caps::Caps};
+use crate::caps::Caps;
 
 /// Attempts on one short code that may fail before it is withdrawn: a mistyped digit or
 /// two is forgiven, and a guesser's odds stay at 3 in 10^9 per code.
@@ -45,9 +45,11 @@ pub struct ShortCodes {
 struct Entry {
     invite: [u8; INVITE_ID_LEN],
     secret: u32,
+    /// Wrong attempts so far; at [`MAX_FAILURES`] the code is withdrawn, but its
+    /// nameplate stays taken until its guard drops (the guard removes by nameplate).
     failures: u32,
     /// Told when the code is withdrawn for its failures.
-    withdrawn: oneshot::Sender<()>,
+    withdrawn: Option<oneshot::Sender<()>>,
 }
 
 /// Withdraws its short code when dropped (the invitation ended); tells when the code was
@@ -107,7 +109,7 @@ impl ShortCodes {
                 invite,
                 secret,
                 failures: 0,
-                withdrawn: told,
+                withdrawn: Some(told),
             },
         );
         let withdraw = Withdraw {
@@ -118,31 +120,35 @@ impl ShortCodes {
         Ok((nameplate, secret, withdraw))
     }
 
-    /// The invitation and secret of an open short code.
+    /// The invitation and secret of an open short code (not withdrawn).
     fn lookup(&self, nameplate: u16) -> Option<([u8; INVITE_ID_LEN], u32)> {
         lock(&self.open)
             .get(&nameplate)
+            .filter(|e| e.failures < MAX_FAILURES)
             .map(|e| (e.invite, e.secret))
     }
 
     /// Counts a failed attempt, withdrawing the code at [`MAX_FAILURES`].
     fn failed(&self, nameplate: u16) -> Left {
         let mut open = lock(&self.open);
-        let Some(entry) = open.get_mut(&nameplate) else {
+        let Some(entry) = open
+            .get_mut(&nameplate)
+            .filter(|e| e.failures < MAX_FAILURES)
+        else {
             return Left::Withdrawn;
         };
         entry.failures += 1;
-        if entry.failures >= MAX_FAILURES {
-            if let Some(entry) = open.remove(&nameplate) {
-                let _ = entry.withdrawn.send(());
-            }
-            tracing::warn!(
-                nameplate,
-                "a short pairing code failed {MAX_FAILURES} times; it is withdrawn"
-            );
-            return Left::Withdrawn;
+        if entry.failures < MAX_FAILURES {
+            return Left::Tries(MAX_FAILURES - entry.failures);
         }
-        Left::Tries(MAX_FAILURES - entry.failures)
+        if let Some(told) = entry.withdrawn.take() {
+            let _ = told.send(());
+        }
+        tracing::warn!(
+            nameplate,
+            "a short pairing code failed {MAX_FAILURES} times; it is withdrawn"
+        );
+        Left::Withdrawn
     }
 }
 
@@ -370,21 +376,8 @@ impl Pairing {
         allow: Option<Caps>,
     ) -> Result<Paired, JoinError> {
         let inviter = self.find(mesh, &code.name).await?;
-        let result = tokio::time::timeout(DEADLINE, self.join_peer(mesh, inviter, code, allow))
+        self.audited_join(inviter, self.join_peer(mesh, inviter, code, allow))
             .await
-            .unwrap_or_else(|_| {
-                Err(JoinError::Failed(
-                    "the other device stopped answering".into(),
-                ))
-            });
-        let (outcome, reason) = match &result {
-            Ok(_) => (Outcome::Ok, None),
-            Err(e) => (Outcome::Failed, Some(e.to_string())),
-        };
-        let name = result.as_ref().ok().map(|p| p.name.clone());
-        self.audit
-            .record(Some(inviter), name, "pair", "joined", outcome, reason);
-        result
     }
 
     async fn join_peer(
@@ -572,6 +565,31 @@ mod tests {
         assert_eq!(third.nameplate, 1, "a nameplate is free again");
         drop(withdraw);
         assert_eq!(short.lookup(1), None, "gone with its guard");
+    }
+
+    #[test]
+    fn a_withdrawn_code_ending_late_leaves_the_next_code_alone() {
+        let invitations = Invitations::default();
+        let open = || {
+            invitations
+                .open(clock::now_secs() + 60, None, false)
+                .unwrap()
+        };
+        let (first, _events, _withdraw) = open();
+        let (code, withdraw_first) = invitations.open_short(&first, "alpha").unwrap();
+        for _ in 0..MAX_FAILURES {
+            invitations.short.failed(code.nameplate);
+        }
+        // Another `loopsy pair` opens a short code while the first one's invitation (its
+        // long code) still waits; then the first invitation ends.
+        let (second, _events, _withdraw) = open();
+        let (next, _keep) = invitations.open_short(&second, "alpha").unwrap();
+        drop(withdraw_first);
+        assert_eq!(
+            invitations.short.lookup(next.nameplate),
+            Some((second.id, next.secret)),
+            "the second code still works"
+        );
     }
 
     #[test]
