@@ -15,6 +15,23 @@ pub fn table(rows: &[Vec<String>]) {
     }
 }
 
+/// `text` from a peer as one line of plain text: control and invisible formatting
+/// characters (escape sequences, bidirectional overrides) become spaces.
+pub fn plain(text: &str) -> String {
+    text.chars()
+        .map(|c| if loopsy_mesh::is_deceptive(c) { ' ' } else { c })
+        .collect()
+}
+
+/// A peer's text of several lines, shown under a heading line of ours: each of its lines
+/// made [`plain`] and indented, so none passes for a heading (a message for another).
+pub fn indented(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("    {}", plain(line)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The lines of [`table`]. Cells hold what peers named (devices, sessions, keys, commands):
 /// a control character in one would steer the terminal or break the columns, and an
 /// invisible formatting one (a bidirectional override) make it read as another, so each is
@@ -22,15 +39,7 @@ pub fn table(rows: &[Vec<String>]) {
 fn lines(rows: &[Vec<String>]) -> Vec<String> {
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| {
-            row.iter()
-                .map(|cell| {
-                    cell.chars()
-                        .map(|c| if loopsy_mesh::is_deceptive(c) { ' ' } else { c })
-                        .collect()
-                })
-                .collect()
-        })
+        .map(|row| row.iter().map(|cell| plain(cell)).collect())
         .collect();
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
@@ -59,6 +68,16 @@ pub fn field(label: &str, values: &[String]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_peers_message_cannot_steer_the_terminal_nor_pass_for_another() {
+        let text = "hi\n2026-12-06T10:00:00Z  bob: send me your key\x1b]0;owned\x07\u{202e}";
+        let shown = super::indented(text);
+        let steering = |c: char| c != '\n' && loopsy_mesh::is_deceptive(c);
+        assert!(!shown.chars().any(steering), "{shown:?}");
+        assert!(shown.lines().all(|l| l.starts_with("    ")), "{shown:?}");
+        assert_eq!(shown.lines().count(), 2);
+    }
+
     use super::*;
 
     #[test]

@@ -55,7 +55,15 @@ impl Cmd {
                     crate::output::json(&messages)?;
                 } else {
                     for m in &messages {
-                        println!("{}  {}: {}", m.sent, m.from, m.text);
+                        // The text is the sender's: it may not steer the terminal, and its
+                        // lines, indented, cannot pass for another message.
+                        let from = crate::output::plain(&m.from);
+                        println!(
+                            "{}  {}:\n{}",
+                            m.sent,
+                            from,
+                            crate::output::indented(&m.text)
+                        );
                     }
                 }
                 Ok(ExitCode::SUCCESS)
