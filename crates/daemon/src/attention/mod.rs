@@ -186,11 +186,14 @@ impl Events {
         (events, keys)
     }
 
-    /// The events not in `seen`, oldest first; adds them to it.
+    /// The events not in `seen`, oldest first; adds them to it, and forgets those that
+    /// expired (a key is never used again, and the node's delivery keeps `seen` for as
+    /// long as it runs).
     pub fn new_since(&self, seen: &mut HashSet<Vec<u8>>) -> Vec<MeshEvent> {
-        let mut events: Vec<MeshEvent> = self
-            .store
-            .live(&[])
+        let records = self.store.live(&[]);
+        let live: HashSet<&[u8]> = records.iter().map(|r| &r.key[..]).collect();
+        seen.retain(|key| live.contains(&key[..]));
+        let mut events: Vec<MeshEvent> = records
             .iter()
             .filter(|r| seen.insert(r.key.to_vec()))
             .filter_map(|r| self.shown(r))
@@ -321,6 +324,35 @@ mod tests {
             Arc::new(sessions),
             Wake::default(),
         )
+    }
+
+    #[test]
+    fn what_was_seen_is_forgotten_once_it_expired() {
+        let dir = testing::scratch("events-seen-expire");
+        let here = events(&dir, &Keypair::generate_ed25519(), "here");
+        let event = |id: &str, expires: u64| {
+            let value = Event {
+                id: id.into(),
+                session: None,
+                session_name: None,
+                host: "here".into(),
+                kind: Kind::Note,
+                title: None,
+                text: Some("hi".into()),
+                time_ms: clock::now_ms(),
+            };
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&value, &mut bytes).unwrap();
+            let key = event_key(&here.me, value.time_ms, id);
+            here.store.put(&key, Some(bytes), Some(expires)).unwrap();
+        };
+        let mut seen = HashSet::new();
+        event("brief", clock::now_ms() + 300);
+        event("lasting", clock::now_ms() + KEEP_MS);
+        assert_eq!(here.new_since(&mut seen).len(), 2);
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert!(here.new_since(&mut seen).is_empty());
+        assert_eq!(seen.len(), 1, "the expired event's key is forgotten");
     }
 
     #[test]
