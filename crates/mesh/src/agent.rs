@@ -20,13 +20,7 @@ pub(crate) fn name_from_agent(agent: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-/// Whether `c` could make text show other than it reads: control characters, and the
-/// invisible formatting ones (bidirectional overrides, zero-width characters) that let a
-/// name such as `alpha\u{202e}` or `al\u{200b}pha` pass for another.
-pub fn is_deceptive(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{061c}')
-}
+pub use loopsy_wire::attention::is_deceptive;
 
 /// Drops control and invisible formatting characters, and caps the length of a device
 /// name: names come from the network and are shown to people.

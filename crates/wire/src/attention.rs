@@ -67,9 +67,20 @@ pub struct Event {
     pub time_ms: u64,
 }
 
-/// `text` as an event may carry it: no control characters, at most `max` characters.
+/// Whether `c` could make text show other than it reads: control characters, and the
+/// invisible formatting ones (bidirectional overrides, zero-width characters) that let a
+/// name such as `alpha\u{202e}` or `al\u{200b}pha` pass for another.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{061c}')
+}
+
+/// `text` as an event may carry it: control characters made spaces, the invisible
+/// formatting ones of [`is_deceptive`] dropped (an event's texts and names come from other
+/// hosts' programs and reach terminals and notifications), at most `max` characters.
 pub fn clean(text: &str, max: usize) -> String {
     text.chars()
+        .filter(|&c| c.is_control() || !is_deceptive(c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(max)
         .collect::<String>()
@@ -85,5 +96,8 @@ mod tests {
     fn a_text_loses_its_control_characters_and_its_excess() {
         assert_eq!(clean("a\x1b[31mb\x07", 10), "a [31mb");
         assert_eq!(clean(&"é".repeat(500), MAX_TEXT).chars().count(), MAX_TEXT);
+        // Nor can it hide or reorder what it shows.
+        assert_eq!(clean("al\u{200b}pha\u{202e}lol", 10), "alphalol");
+        assert_eq!(clean("\u{2066}bravo\u{2069}\u{feff}", 10), "bravo");
     }
 }

@@ -186,11 +186,14 @@ impl Events {
         (events, keys)
     }
 
-    /// The events not in `seen`, oldest first; adds them to it.
+    /// The events not in `seen`, oldest first; adds them to it, and forgets those that
+    /// expired (a key is never used again, and the node's delivery keeps `seen` for as
+    /// long as it runs).
     pub fn new_since(&self, seen: &mut HashSet<Vec<u8>>) -> Vec<MeshEvent> {
-        let mut events: Vec<MeshEvent> = self
-            .store
-            .live(&[])
+        let records = self.store.live(&[]);
+        let live: HashSet<&[u8]> = records.iter().map(|r| &r.key[..]).collect();
+        seen.retain(|key| live.contains(&key[..]));
+        let mut events: Vec<MeshEvent> = records
             .iter()
             .filter(|r| seen.insert(r.key.to_vec()))
             .filter_map(|r| self.shown(r))
@@ -208,13 +211,16 @@ impl Events {
     fn shown(&self, record: &loopsy_wire::replica::Record) -> Option<MeshEvent> {
         let host = host_of(&record.key)?;
         let mut event: Event = ciborium::from_reader(&record.value.as_ref()?[..]).ok()?;
-        if host == self.me {
-            event.host = self.name.clone();
-        } else if let Some(name) = self.trust.name_of(&host) {
-            event.host = name;
+        // The name a host gives itself is only a claim: one this device does not know (no
+        // longer a member, its events still carried by others) is shown by its peer ID, as
+        // the registry shows its sessions, not as whichever member it says it is.
+        event.host = if host == self.me {
+            self.name.clone()
         } else {
-            event.host = clean(&event.host, MAX_NAME);
-        }
+            self.trust
+                .name_of(&host)
+                .unwrap_or_else(|| host.to_base58())
+        };
         // Another host's texts are cleaned here too: they reach terminals, notifications and
         // webhook headers.
         event.title = event.title.map(|t| clean(&t, MAX_TITLE));
@@ -284,10 +290,100 @@ pub async fn stream(
 
 #[cfg(test)]
 mod tests {
+    use libp2p::identity::Keypair;
     use loopsy_wire::replica::{Clock, Record};
     use serde_bytes::ByteBuf;
 
     use super::*;
+    use crate::{sync::Collection, testing};
+
+    /// A device's events, as `keypair`'s device named `name` keeps them in `dir`.
+    fn events(dir: &std::path::Path, keypair: &Keypair, name: &str) -> Events {
+        let store = Store::load(
+            EVENTS,
+            (None, Some(crate::caps::Capability::Sessions)),
+            dir.join(format!("{name}-events.cbor")),
+            keypair.clone(),
+            LIMITS,
+            written_by_host,
+        )
+        .unwrap();
+        let trust = Trust::load(
+            dir.join(format!("{name}-trust.toml")),
+            keypair.clone(),
+            true,
+            Default::default(),
+        )
+        .unwrap();
+        let sessions = Sessions::load(dir.join(format!("{name}-sessions.json")));
+        Events::new(
+            Arc::new(store),
+            name.into(),
+            Arc::new(trust),
+            sync::pushes().0,
+            Arc::new(sessions),
+            Wake::default(),
+        )
+    }
+
+    #[test]
+    fn what_was_seen_is_forgotten_once_it_expired() {
+        let dir = testing::scratch("events-seen-expire");
+        let here = events(&dir, &Keypair::generate_ed25519(), "here");
+        let event = |id: &str, expires: u64| {
+            let value = Event {
+                id: id.into(),
+                session: None,
+                session_name: None,
+                host: "here".into(),
+                kind: Kind::Note,
+                title: None,
+                text: Some("hi".into()),
+                time_ms: clock::now_ms(),
+            };
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&value, &mut bytes).unwrap();
+            let key = event_key(&here.me, value.time_ms, id);
+            here.store.put(&key, Some(bytes), Some(expires)).unwrap();
+        };
+        let mut seen = HashSet::new();
+        event("brief", clock::now_ms() + 300);
+        event("lasting", clock::now_ms() + KEEP_MS);
+        assert_eq!(here.new_since(&mut seen).len(), 2);
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert!(here.new_since(&mut seen).is_empty());
+        assert_eq!(seen.len(), 1, "the expired event's key is forgotten");
+    }
+
+    #[test]
+    fn an_unknown_host_is_shown_by_its_peer_id_not_the_name_it_claims() {
+        let dir = testing::scratch("events-claimed-host");
+        let (mine, theirs) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let here = events(&dir, &mine, "here");
+        // A device this one does not know, calling itself by a member's name.
+        let stranger = events(&dir, &theirs, "alpha");
+        stranger.write(
+            None,
+            None,
+            Call {
+                kind: Kind::Note,
+                title: None,
+                text: Some("approve me".into()),
+            },
+        );
+        let keys: Vec<Vec<u8>> = stranger
+            .store
+            .live(&[])
+            .iter()
+            .map(|r| r.key.to_vec())
+            .collect();
+        here.store.merge(stranger.store.records(&keys));
+        let (shown, _) = here.list(0);
+        assert_eq!(shown.len(), 1);
+        let peer = theirs.public().to_peer_id().to_base58();
+        assert_eq!(shown[0].host_peer_id, peer);
+        assert_eq!(shown[0].event.host, peer, "not the name it claims");
+    }
 
     fn record(author: &PeerId, expires: Option<u64>) -> Record {
         Record {

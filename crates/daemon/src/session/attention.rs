@@ -89,15 +89,28 @@ impl Default for Scanner {
 }
 
 impl Scanner {
-    /// The signals in the next piece of output, as allowed at `now`.
-    pub fn scan(&mut self, data: &[u8], now: Instant) -> Vec<Call> {
+    /// The signals in the next piece of output, as allowed at `now` (asked for only when
+    /// there is one: this runs on every piece a program prints).
+    pub fn scan(&mut self, data: &[u8], now: impl FnOnce() -> Instant) -> Vec<Call> {
         let mut found = Vec::new();
-        for &byte in data {
-            if let Some(signal) = self.step(byte) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.state == State::Ground {
+                // Most output is text: on to the next byte that can start something.
+                match rest.iter().position(|&b| b == BEL || b == ESC) {
+                    Some(at) => rest = &rest[at..],
+                    None => break,
+                }
+            }
+            if let Some(signal) = self.step(rest[0]) {
                 found.push(signal);
             }
+            rest = &rest[1..];
         }
-        found.retain(|_| self.limiter.allow(now));
+        if !found.is_empty() {
+            let now = now();
+            found.retain(|_| self.limiter.allow(now));
+        }
         found
     }
 
@@ -261,7 +274,10 @@ mod tests {
     fn scan_all(pieces: &[&[u8]]) -> Vec<Call> {
         let mut scanner = Scanner::default();
         let now = Instant::now();
-        pieces.iter().flat_map(|p| scanner.scan(p, now)).collect()
+        pieces
+            .iter()
+            .flat_map(|p| scanner.scan(p, || now))
+            .collect()
     }
 
     fn notify(title: Option<&str>, text: Option<&str>) -> Call {
@@ -349,7 +365,7 @@ mod tests {
         // Ten seconds of a bell every millisecond.
         for ms in 0..=10_000u64 {
             raised += scanner
-                .scan(b"\x07", start + Duration::from_millis(ms))
+                .scan(b"\x07", || start + Duration::from_millis(ms))
                 .len();
         }
         assert_eq!(
@@ -360,7 +376,7 @@ mod tests {
         // Quiet for long enough, a full burst again.
         let later = start + Duration::from_secs(60);
         assert_eq!(
-            scanner.scan(b"\x07\x07\x07\x07", later).len(),
+            scanner.scan(b"\x07\x07\x07\x07", || later).len(),
             BURST as usize
         );
     }

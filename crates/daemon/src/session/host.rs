@@ -288,10 +288,11 @@ impl Session {
     fn record(&self, data: &[u8]) {
         let (end, signals) = {
             let mut state = self.lock();
-            state.ring.push(data, clock::now_ms());
+            let now_ms = clock::now_ms();
+            state.ring.push(data, now_ms);
             state.screen.process(data);
-            state.info.last_activity = clock::now_secs();
-            let signals = state.scanner.scan(data, std::time::Instant::now());
+            state.info.last_activity = now_ms / 1000;
+            let signals = state.scanner.scan(data, std::time::Instant::now);
             (state.ring.end(), signals)
         };
         self.marks.send_modify(|mark| mark.end = end);
