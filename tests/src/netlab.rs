@@ -20,6 +20,9 @@ use crate::{bin, node::Reaped};
 /// The environment variable that skips network-namespace tests where they cannot run.
 pub const SKIP_VAR: &str = "LOOPSY_SKIP_NETNS";
 
+/// The UPnP router daemon (Debian's miniupnpd-nftables).
+const MINIUPNPD: &str = "/usr/sbin/miniupnpd";
+
 #[derive(Debug)]
 pub struct Lab {
     prefix: String,
@@ -115,6 +118,99 @@ impl Lab {
              "
         );
         nft(ns, &rules)
+    }
+
+    /// Runs a real `miniupnpd` (nftables backend) on router `ns`, made by [`Lab::nat_router`]:
+    /// devices on `lan` may ask it (UPnP IGD) to forward a port of its `wan` address to
+    /// them. Its config, pid file and log go in `dir`; it is killed when the returned
+    /// process is dropped (and with the namespace). The `wan` address must look public:
+    /// miniupnpd maps nothing behind a private one, nor would libp2p use such a mapping.
+    pub fn upnp(&self, ns: &str, lan: &str, wan: &str, dir: &Path) -> anyhow::Result<Reaped> {
+        anyhow::ensure!(
+            Path::new(MINIUPNPD).exists(),
+            "{MINIUPNPD} is missing: apt-get install -y miniupnpd-nftables"
+        );
+        // miniupnpd adds its rules to chains of its own; the router's forward chain, which
+        // drops what comes in unasked, lets in what a mapping forwards.
+        nft(
+            ns,
+            &format!(
+                "table inet miniupnpd {{
+                   chain forward {{
+                     type filter hook forward priority -1; policy accept;
+                     jump upnp_forward;
+                   }}
+                   chain upnp_forward {{
+                   }}
+                   chain prerouting {{
+                     type nat hook prerouting priority -100; policy accept;
+                     jump upnp_prerouting;
+                   }}
+                   chain upnp_prerouting {{
+                   }}
+                   chain postrouting {{
+                     type nat hook postrouting priority 99; policy accept;
+                     jump upnp_postrouting;
+                   }}
+                   chain upnp_postrouting {{
+                   }}
+                 }}
+                 add rule ip filter forward iifname \"{wan}\" ct status dnat accept
+                 "
+            ),
+        )?;
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("miniupnpd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "ext_ifname={wan}
+                 listening_ip={lan}
+                 port=0
+                 enable_upnp=yes
+                 enable_natpmp=no
+                 secure_mode=yes
+                 system_uptime=no
+                 notify_interval=60
+                 uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
+                 upnp_table_name=miniupnpd
+                 upnp_nat_table_name=miniupnpd
+                 upnp_forward_chain=upnp_forward
+                 upnp_nat_chain=upnp_prerouting
+                 upnp_nat_postrouting_chain=upnp_postrouting
+                 allow 1024-65535 0.0.0.0/0 1024-65535
+                 deny 0-65535 0.0.0.0/0 0-65535
+                 "
+            )
+            .lines()
+            .map(|l| format!("{}\n", l.trim()))
+            .collect::<String>(),
+        )?;
+        let log = std::fs::File::create(dir.join("miniupnpd.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, MINIUPNPD, "-d", "-f"])
+            .arg(&config)
+            .arg("-P")
+            .arg(dir.join("miniupnpd.pid"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start miniupnpd")?;
+        let child = Reaped(child);
+        // Listening once its HTTP port shows in the log.
+        let log = dir.join("miniupnpd.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("HTTP listening on port") {
+                return Ok(child);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "miniupnpd did not start in {ns}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Makes host `ns` a plain router (no NAT) that loses `percent` of what it forwards,

@@ -15,6 +15,7 @@ fn mesh(keypair: Keypair, name: &str) -> anyhow::Result<(Mesh, MeshTask)> {
         mdns: false,
         relays: Vec::new(),
         site: None,
+        upnp: false,
     })?)
 }
 

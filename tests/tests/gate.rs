@@ -21,6 +21,7 @@ async fn an_unpaired_device_is_refused_every_application_protocol() -> anyhow::R
         mdns: false,
         relays: Vec::new(),
         site: None,
+        upnp: false,
     })?;
     stranger
         .connect(target, vec![addr])

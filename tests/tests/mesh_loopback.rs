@@ -24,6 +24,7 @@ fn start_on(name: &str, listen: &[&str]) -> (Mesh, MeshTask) {
         mdns: false,
         relays: Vec::new(),
         site: None,
+        upnp: false,
     })
     .expect("start mesh")
 }

@@ -6,7 +6,10 @@
 //!     alpha 192.168.1.2 ── router-a ══╗                  ╔══ router-b ── 192.168.2.2 bravo
 //!                        (NAT)   10.99.0.2   relay 10.99.0.1   10.99.0.3   (NAT)
 //!
-//! Each scenario prints its time to a direct connection.
+//! Some scenarios add a second relay (10.99.0.4), or run `miniupnpd` on the routers, with
+//! a public-looking "internet" (11.99.0.0/24, routed only between the lab's namespaces:
+//! neither miniupnpd nor libp2p map a port behind a private address). Each scenario prints
+//! its time to a direct connection.
 
 use std::{
     path::Path,
@@ -23,7 +26,9 @@ use loopsy_tests::{
 };
 use serde_json::Value;
 
-const RELAY_IP: &str = "10.99.0.1";
+/// The lab's "internet": a private one, or a public-looking one for port mapping.
+const PRIVATE_NET: &str = "10.99.0";
+const PUBLIC_NET: &str = "11.99.0";
 
 /// Which transport the devices use (the relay offers both).
 #[derive(Debug, Clone, Copy)]
@@ -33,10 +38,11 @@ enum Transport {
 }
 
 impl Transport {
-    fn relay_addr(self) -> String {
+    /// The address of the relay at `ip` for this transport.
+    fn relay_addr(self, ip: &str) -> String {
         match self {
-            Transport::Tcp => format!("/ip4/{RELAY_IP}/tcp/4001"),
-            Transport::Quic => format!("/ip4/{RELAY_IP}/udp/4001/quic-v1"),
+            Transport::Tcp => format!("/ip4/{ip}/tcp/4001"),
+            Transport::Quic => format!("/ip4/{ip}/udp/4001/quic-v1"),
         }
     }
 
@@ -48,35 +54,52 @@ impl Transport {
     }
 }
 
-/// The relay, in its namespace; killed when dropped.
+/// A relay, in its namespace; killed when dropped.
 struct Relay {
     _child: Reaped,
+    ip: String,
     peer_id: String,
 }
 
 impl Relay {
-    fn start(ns: &str, home: &Path) -> anyhow::Result<Self> {
-        let addrs = [Transport::Tcp.relay_addr(), Transport::Quic.relay_addr()];
+    fn start(ns: &str, home: &Path, ip: &str) -> anyhow::Result<Self> {
+        let addrs = [
+            Transport::Tcp.relay_addr(ip),
+            Transport::Quic.relay_addr(ip),
+        ];
         let (child, peer_id) = netlab::relay(Some(ns), home, &addrs)?;
         Ok(Self {
             _child: child,
+            ip: ip.to_owned(),
             peer_id,
         })
     }
+
+    fn addr(&self, transport: Transport) -> String {
+        format!("{}/p2p/{}", transport.relay_addr(&self.ip), self.peer_id)
+    }
 }
 
-/// The lab: the relay's host, two routers, a device behind each.
+/// The lab: the relays' host, two routers, a device behind each.
 struct World {
     lab: Lab,
     relay_host: String,
+    routers: [String; 2],
     alpha_host: String,
     bravo_host: String,
+    /// The first three parts of the "internet"'s addresses.
+    net: &'static str,
     dir: TempDir,
 }
 
 impl World {
-    /// `None` when namespace tests are skipped.
+    /// Alpha behind a cone NAT, bravo behind `bravo_nat`. `None` when namespace tests are
+    /// skipped.
     fn build(tag: &str, bravo_nat: Nat) -> anyhow::Result<Option<Self>> {
+        Self::build_with(tag, [Nat::Cone, bravo_nat], PRIVATE_NET)
+    }
+
+    fn build_with(tag: &str, nats: [Nat; 2], net: &'static str) -> anyhow::Result<Option<Self>> {
         let Some(mut lab) = Lab::new(tag) else {
             return Ok(None);
         };
@@ -86,31 +109,65 @@ impl World {
         lab.lan(
             "net",
             &[
-                (&relay_host, "eth0", "10.99.0.1/24"),
-                (&router_a, "wan0", "10.99.0.2/24"),
-                (&router_b, "wan0", "10.99.0.3/24"),
+                (&relay_host, "eth0", &format!("{net}.1/24")),
+                (&router_a, "wan0", &format!("{net}.2/24")),
+                (&router_b, "wan0", &format!("{net}.3/24")),
             ],
         )?;
         lab.subnet("la", (&router_a, "lan0"), &alpha_host, "192.168.1")?;
         lab.subnet("lb", (&router_b, "lan0"), &bravo_host, "192.168.2")?;
-        lab.nat_router(&router_a, "lan0", "wan0", Nat::Cone)?;
-        lab.nat_router(&router_b, "lan0", "wan0", bravo_nat)?;
+        lab.nat_router(&router_a, "lan0", "wan0", nats[0])?;
+        lab.nat_router(&router_b, "lan0", "wan0", nats[1])?;
         Ok(Some(Self {
             lab,
             relay_host,
+            routers: [router_a, router_b],
             alpha_host,
             bravo_host,
+            net,
             dir: TempDir::new("nat"),
         }))
     }
 
     fn relay(&self) -> anyhow::Result<Relay> {
-        Relay::start(&self.relay_host, &self.dir.path().join("relay"))
+        let ip = format!("{}.1", self.net);
+        Relay::start(&self.relay_host, &self.dir.path().join("relay"), &ip)
+    }
+
+    /// A second relay, on another address of the relays' host.
+    fn second_relay(&self) -> anyhow::Result<Relay> {
+        let ip = format!("{}.4", self.net);
+        self.lab.run(
+            &self.relay_host,
+            "ip",
+            &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        )?;
+        Relay::start(&self.relay_host, &self.dir.path().join("relay2"), &ip)
+    }
+
+    /// Runs miniupnpd on both routers; killed when dropped.
+    fn upnp(&self) -> anyhow::Result<[Reaped; 2]> {
+        let [a, b] = &self.routers;
+        let dir = |name: &str| self.dir.path().join(name);
+        Ok([
+            self.lab.upnp(a, "lan0", "wan0", &dir("upnp-a"))?,
+            self.lab.upnp(b, "lan0", "wan0", &dir("upnp-b"))?,
+        ])
     }
 
     /// A device behind its router, holding a reservation on the relay; its file root (its
     /// HOME) is a directory of its own.
     fn device(&self, name: &str, relay: &Relay, transport: Transport) -> anyhow::Result<Node> {
+        self.device_with(name, &[relay], transport)
+    }
+
+    /// A device holding a reservation on each of `relays`.
+    fn device_with(
+        &self,
+        name: &str,
+        relays: &[&Relay],
+        transport: Transport,
+    ) -> anyhow::Result<Node> {
         let host = if name == "alpha" {
             &self.alpha_host
         } else {
@@ -118,17 +175,20 @@ impl World {
         };
         let root = self.dir.path().join(format!("{name}-files"));
         std::fs::create_dir_all(&root)?;
-        let relay_addr = format!("{}/p2p/{}", transport.relay_addr(), relay.peer_id);
-        let node = Node::start(
-            Options::named(name)
-                .netns(host)
-                .env("HOME", &root)
-                .args(&["--no-mdns", "--listen", transport.listen()])
-                .args(&["--relay", &relay_addr]),
+        let mut options = Options::named(name).netns(host).env("HOME", &root).args(&[
+            "--no-mdns",
+            "--listen",
+            transport.listen(),
+        ]);
+        for relay in relays {
+            options = options.args(&["--relay", &relay.addr(transport)]);
+        }
+        let node = Node::start(options)?;
+        wait_for(
+            "a reservation on each relay",
+            Duration::from_secs(30),
+            || (node.relay_reservations()?.len() == relays.len()).then_some(()),
         )?;
-        wait_for("a relay reservation", Duration::from_secs(30), || {
-            (!node.relay_reservations()?.is_empty()).then_some(())
-        })?;
         Ok(node)
     }
 
@@ -342,5 +402,151 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
     // mappings (conntrack keeps a TCP flow for days), so the new address's ports are no
     // longer mapped alike for every destination, as happens behind real routers too.
     drop(relay);
+    Ok(())
+}
+
+/// The public address of the router in front of `node`, in `status --json`'s external
+/// addresses once the router mapped a port to it.
+fn wait_mapped(node: &Node, public_ip: &str) -> anyhow::Result<()> {
+    wait_for("the router's port mapping", Duration::from_secs(40), || {
+        let status = node.json(&["status", "--json"]).ok()?;
+        let external = status["external_addrs"].as_array()?;
+        external
+            .iter()
+            .any(|a| {
+                a.as_str()
+                    .is_some_and(|a| a.contains(&format!("/{public_ip}/")))
+            })
+            .then_some(())
+    })
+}
+
+#[test]
+fn two_symmetric_nats_that_map_ports_by_upnp_connect_directly() -> anyhow::Result<()> {
+    let Some(world) = World::build_with("upnp", [Nat::Symmetric, Nat::Symmetric], PUBLIC_NET)?
+    else {
+        return Ok(());
+    };
+    let _miniupnpd = world.upnp()?;
+    let relay = world.relay()?;
+    let alpha = world.device("alpha", &relay, Transport::Tcp)?;
+    let bravo = world.device("bravo", &relay, Transport::Tcp)?;
+    let [alpha_public, bravo_public] = [format!("{PUBLIC_NET}.2"), format!("{PUBLIC_NET}.3")];
+    wait_mapped(&alpha, &alpha_public)?;
+    wait_mapped(&bravo, &bravo_public)?;
+
+    let paired = pair(&alpha, &bravo)?;
+    let took = wait_direct(&alpha, &bravo, paired)?;
+    println!(
+        "time to direct (two symmetric NATs with UPnP, from the start of pairing): {} ms",
+        took.as_millis()
+    );
+    let (_, addr) = link(&alpha, &bravo);
+    assert!(
+        addr.contains(&bravo_public),
+        "alpha reaches bravo at its router's public address: {addr}"
+    );
+    use_the_connection(&world, &alpha, "upnp")?;
+    assert_eq!(link(&alpha, &bravo).0, "direct");
+
+    let check = alpha.json(&["netcheck", "--json"])?;
+    assert_eq!(check["upnp"], "mapped", "{check}");
+    let mapped = check["mapped_addrs"].to_string();
+    assert!(mapped.contains(&alpha_public), "{check}");
+    println!("alpha's netcheck:\n{}", alpha.ok(&["netcheck"]));
+    Ok(())
+}
+
+#[test]
+fn netcheck_names_the_cone_and_the_symmetric_nat_and_why_a_path_is_relayed() -> anyhow::Result<()> {
+    let Some(world) = World::build("netcheck", Nat::Symmetric)? else {
+        return Ok(());
+    };
+    let relays = [world.relay()?, world.second_relay()?];
+    let both: Vec<&Relay> = relays.iter().collect();
+    // QUIC: it sends from its listen socket to every relay, where a TCP dial may take
+    // another port, and so tell nothing of the NAT.
+    let alpha = world.device_with("alpha", &both, Transport::Quic)?;
+    let bravo = world.device_with("bravo", &both, Transport::Quic)?;
+
+    let netcheck = |node: &Node| node.json(&["netcheck", "--json"]).ok();
+    // The relays tell where they see a device once identify ran with each.
+    let named = |node: &Node, mapping: &str| -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let check = node.json(&["netcheck", "--json"])?;
+            if check["mapping"] == mapping || Instant::now() > deadline {
+                assert_eq!(check["mapping"], mapping, "{check}");
+                return Ok(check);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let alpha_check = named(&alpha, "endpoint_independent")?;
+    let bravo_check = named(&bravo, "endpoint_dependent")?;
+    // What the verdicts rest on: the ports each relay saw the device at. Behind the cone
+    // NAT both relays saw its listen port (besides, maybe, other connections' ports);
+    // behind the symmetric one, no port twice.
+    let ports = |check: &Value, relay: &Relay| -> Vec<String> {
+        check["seen_at"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                s["relay"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&relay.peer_id))
+            })
+            .filter_map(|s| s["addr"].as_str())
+            .filter_map(|a| a.split("/udp/").nth(1).map(str::to_owned))
+            .collect()
+    };
+    let shared = |check: &Value| {
+        let [first, second] = [ports(check, &relays[0]), ports(check, &relays[1])];
+        !first.is_empty() && !second.is_empty() && first.iter().any(|p| second.contains(p))
+    };
+    assert!(shared(&alpha_check), "{alpha_check}");
+    assert!(!shared(&bravo_check), "{bravo_check}");
+    assert!(
+        alpha_check["seen_at"].to_string().contains("10.99.0.2"),
+        "{alpha_check}"
+    );
+    // Both relays reached, reserved, with a round trip once pinged.
+    wait_for("both relays' round trips", Duration::from_secs(20), || {
+        let check = netcheck(&alpha)?;
+        let relays = check["relays"].as_array()?.clone();
+        (relays.len() == 2
+            && relays
+                .iter()
+                .all(|r| r["reserved"] == true && r["rtt_ms"].is_number()))
+        .then_some(())
+    })?;
+    assert_eq!(alpha_check["mdns"], false, "{alpha_check}");
+    assert!(
+        ["searching", "no_gateway"].contains(&alpha_check["upnp"].as_str().unwrap_or("")),
+        "no router answers UPnP here: {alpha_check}"
+    );
+
+    // A member behind the symmetric NAT stays relayed, and each end says why.
+    pair(&alpha, &bravo)?;
+    let why = |node: &Node| {
+        wait_for("a failed punch explained", Duration::from_secs(40), || {
+            let check = netcheck(node)?;
+            let path = check["peers"].as_array()?.first()?.clone();
+            let why = path["why"].as_str()?.to_owned();
+            (path["connection"] == "relayed" && why.contains("hole punch failed")).then_some(why)
+        })
+    };
+    let bravo_says = why(&bravo)?;
+    assert!(
+        bravo_says.contains("this device's NAT is symmetric"),
+        "{bravo_says}"
+    );
+    let alpha_says = why(&alpha)?;
+    assert!(
+        alpha_says.contains("the other device's NAT may be symmetric"),
+        "{alpha_says}"
+    );
+    println!("bravo's netcheck:\n{}", bravo.ok(&["netcheck"]));
     Ok(())
 }

@@ -51,6 +51,7 @@ async fn connects(addr: &Multiaddr, relay: libp2p::PeerId, keypair: Keypair) -> 
         mdns: false,
         relays: Vec::new(),
         site: None,
+        upnp: false,
     })
     .expect("mesh");
     let _ = mesh.dial(addr.clone()).await.expect("mesh");
@@ -126,6 +127,7 @@ async fn a_node_connects_to_the_printed_address() {
         mdns: false,
         relays: Vec::new(),
         site: None,
+        upnp: false,
     })
     .expect("mesh");
     mesh.dial(addr.clone()).await.expect("mesh").expect("dial");

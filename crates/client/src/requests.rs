@@ -2,7 +2,8 @@
 //! nowhere else.
 
 use loopsy_wire::control::{
-    CtxEntry, Identity, InboxMessage, Paired, Peer, Request, Response, Session, Status, TrustedPeer,
+    CtxEntry, Identity, InboxMessage, NetCheck, Paired, Peer, Request, Response, Session, Status,
+    TrustedPeer,
 };
 
 use crate::{Client, Connection, Error};
@@ -44,6 +45,11 @@ impl Client {
 
     pub async fn status(&self) -> Result<Status, Error> {
         ask!(self, Request::Status, "its status", Response::Status(status) => status)
+    }
+
+    /// What this device's network allows, as the node has seen it.
+    pub async fn netcheck(&self) -> Result<NetCheck, Error> {
+        ask!(self, Request::NetCheck, "its network check", Response::NetCheck(check) => check)
     }
 
     /// Paired and discovered devices.

@@ -27,6 +27,9 @@ pub struct Config {
     /// Find and announce devices on the LAN by mDNS.
     #[serde(default = "yes")]
     pub mdns: bool,
+    /// Ask the home router to forward a port to this node (UPnP IGD).
+    #[serde(default = "yes")]
+    pub upnp: bool,
     /// Relays to be reachable through from other networks (`loopsy-relay` prints the
     /// address, ending in `/p2p/<relay id>`).
     #[serde(default)]
@@ -112,6 +115,7 @@ impl Config {
             name: host_name(),
             listen: default_listen(),
             mdns: true,
+            upnp: true,
             relays: Vec::new(),
             accept_introductions: true,
             grants: Grants::default(),
@@ -163,6 +167,8 @@ const HEADER: &str = "\
 # listen: libp2p addresses to listen on (a taken port falls back to a free one); a
 #         /tcp/N/ws address is for browsers and serves the web app on the same port
 # mdns:   find and announce devices on the local network
+# upnp:   ask the home router to forward a port here (UPnP), so that devices elsewhere
+#         connect directly even through a NAT that defeats hole punching
 # relays: loopsy-relay addresses (ending in /p2p/<id>) to be reachable through from
 #         other networks, a reservation on each, e.g.
 #         [\"/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo...\", \"/dns4/relay.example.net/tcp/4001/p2p/12D3Koo...\"]

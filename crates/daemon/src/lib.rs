@@ -19,6 +19,7 @@ pub mod inbox;
 mod keeper;
 pub mod live;
 mod lock;
+mod netcheck;
 pub mod node;
 mod pair;
 mod ports;

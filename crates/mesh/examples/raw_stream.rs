@@ -19,6 +19,7 @@ fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
         mdns: false,
         relays: Vec::new(),
         site: None,
+        upnp: false,
     })
     .expect("start a mesh")
 }

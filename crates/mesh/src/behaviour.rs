@@ -25,6 +25,8 @@ pub(crate) struct Behaviour {
     pub dcutr: dcutr::Behaviour,
     /// Whether this node is reachable from outside, as peers that dial back find.
     pub autonat: autonat::Behaviour,
+    /// A port mapped on the home router (UPnP), when enabled.
+    pub portmap: crate::portmap::Behaviour,
     /// Application protocols: one libp2p stream per operation, on the peer's best
     /// connection.
     pub streams: crate::streams::Behaviour,
@@ -92,6 +94,7 @@ impl Behaviour {
             relay,
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat,
+            portmap: crate::portmap::Behaviour::default(),
             streams: crate::streams::Behaviour::new(),
             keep: crate::keep::Behaviour::new(peer_id),
             alive: crate::alive::Behaviour::default(),

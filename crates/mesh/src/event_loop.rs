@@ -38,6 +38,7 @@ use crate::{
     addr::{self, is_relayed},
     agent,
     behaviour::{Behaviour, BehaviourEvent},
+    netcheck::{Observations, Punch},
     peers::{PeerState, Peers},
     report::Chain,
 };
@@ -75,6 +76,9 @@ pub(crate) enum Command {
     SetRelays {
         relays: Vec<Multiaddr>,
         reply: oneshot::Sender<()>,
+    },
+    NetCheck {
+        reply: oneshot::Sender<crate::netcheck::NetReport>,
     },
 }
 
@@ -154,6 +158,8 @@ pub(crate) struct EventLoop {
     relayed_since: HashMap<PeerId, Instant>,
     /// Connections closed for carrying nothing (see `condemn`), not yet reported closed.
     condemned: HashSet<ConnectionId>,
+    /// What `netcheck` reports: where relays see this node, the port mapping, punches.
+    observations: Observations,
 }
 
 impl EventLoop {
@@ -163,6 +169,7 @@ impl EventLoop {
         shutdown: oneshot::Receiver<()>,
         events: broadcast::Sender<MeshEvent>,
         relays: Vec<Multiaddr>,
+        upnp: bool,
     ) -> Self {
         Self {
             swarm,
@@ -178,6 +185,7 @@ impl EventLoop {
             dials: HashMap::new(),
             relayed_since: HashMap::new(),
             condemned: HashSet::new(),
+            observations: Observations::new(upnp),
         }
     }
 
@@ -265,11 +273,15 @@ impl EventLoop {
                 // Gone from the table at once; its connections follow (a stranger that
                 // connects again shows again).
                 let _ = self.swarm.disconnect_peer_id(peer);
+                self.observations.forget(&peer);
                 let _ = reply.send(self.peers.forget(&peer));
             }
             Command::SetRelays { relays, reply } => {
                 self.set_relays(relays);
                 let _ = reply.send(());
+            }
+            Command::NetCheck { reply } => {
+                let _ = reply.send(self.net_report());
             }
             Command::Disconnect { peer, reply } => {
                 let open = self.peers.connection_count(&peer);
@@ -422,6 +434,9 @@ impl EventLoop {
         let mut old = std::mem::take(&mut self.relays);
         for relay in old.iter().filter(|r| !addrs.contains(&r.addr)) {
             tracing::info!(relay = %relay.addr, "relay no longer configured; letting it go");
+            if let Some(id) = relay.peer_id() {
+                self.observations.relay_dropped(&id);
+            }
             if let Some(listener) = relay.listener {
                 self.swarm.remove_listener(listener);
             }
@@ -592,6 +607,14 @@ impl EventLoop {
                 let Some(peer) = peer_id else {
                     return;
                 };
+                // Reached through a relay only: this was a hole punch (DCUtR tells only the
+                // side that dialled the relay when punches fail).
+                if let (relayed, false) = self.peers.relayed_connections(&peer)
+                    && !relayed.is_empty()
+                {
+                    let punch = Punch::Failed(shown.to_string());
+                    self.observations.punched(peer, punch);
+                }
                 let left = self.dials.get_mut(&peer).map_or(0, |dials| {
                     dials.remove(&connection_id);
                     dials.len()
@@ -658,6 +681,10 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if self.relays.iter().any(|r| r.peer_id() == Some(peer_id)) {
+                    self.observations
+                        .seen_by_relay(peer_id, info.observed_addr.clone());
+                }
                 let name = agent::name_from_agent(&info.agent_version);
                 self.peers.identified(peer_id, name, info.listen_addrs);
                 let tcp = self.peers.tcp_beside_quic(&peer_id);
@@ -707,6 +734,7 @@ impl EventLoop {
                 remote_peer_id,
                 result,
             }) => self.on_punch(remote_peer_id, result),
+            BehaviourEvent::Portmap(event) => self.on_port_mapping(event),
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
                 self.nat = match new {
                     autonat::NatStatus::Public(_) => Nat::Public,
@@ -727,6 +755,11 @@ impl EventLoop {
     }
 
     fn on_punch(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
+        let punch = match &result {
+            Ok(_) => Punch::Succeeded,
+            Err(error) => Punch::Failed(Chain(error).to_string()),
+        };
+        self.observations.punched(peer, punch);
         match result {
             Ok(_) => {
                 let took = match self.relayed_since.remove(&peer) {
@@ -756,6 +789,80 @@ impl EventLoop {
             .build();
         if let Err(error) = self.swarm.dial(opts) {
             tracing::debug!(%peer, %error, "not dialling");
+        }
+    }
+}
+
+/// Port mapping and `netcheck`.
+impl EventLoop {
+    fn on_port_mapping(&mut self, event: crate::portmap::Event) {
+        use crate::portmap::Event;
+        match &event {
+            Event::NewExternalAddr { external_addr, .. } => {
+                tracing::info!(address = %external_addr, "the router mapped a port (UPnP)");
+            }
+            Event::ExpiredExternalAddr { external_addr, .. } => {
+                tracing::info!(address = %external_addr, "the router's port mapping lapsed (UPnP)");
+            }
+            Event::GatewayNotFound => tracing::debug!("no UPnP router answered"),
+            Event::NonRoutableGateway => {
+                tracing::info!("the UPnP router's own address is private: no port mapped")
+            }
+        }
+        self.observations.on_port_mapping(&event);
+    }
+
+    fn net_report(&self) -> crate::netcheck::NetReport {
+        use crate::netcheck::{self, NetReport, PeerPath, RelayState};
+        let peers = self.peers.snapshot();
+        let listen: Vec<Multiaddr> = self
+            .swarm
+            .listeners()
+            .filter(|a| !is_relayed(a))
+            .cloned()
+            .collect();
+        let relays: Vec<RelayState> = self
+            .relays
+            .iter()
+            .map(|relay| {
+                let id = relay.peer_id();
+                let state = peers.iter().find(|p| Some(p.peer_id) == id);
+                RelayState {
+                    addr: relay.addr.clone(),
+                    connected: state.is_some_and(|p| p.is_connected()),
+                    reserved: relay.reserved,
+                    rtt: state.and_then(|p| p.rtt),
+                    observed: id.map_or_else(Vec::new, |id| self.observations.seen(&id).to_vec()),
+                }
+            })
+            .collect();
+        let seen: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .relays
+            .iter()
+            .filter_map(Relay::peer_id)
+            .map(|id| (id, self.observations.seen(&id).to_vec()))
+            .collect();
+        let relay_ids: Vec<PeerId> = seen.iter().map(|(id, _)| *id).collect();
+        NetReport {
+            mapping: netcheck::mapping(&seen, &listen),
+            port_mapping: self.observations.port_mapping().clone(),
+            ipv6: listen
+                .iter()
+                .filter(|a| netcheck::is_global_ipv6(a))
+                .cloned()
+                .collect(),
+            relays,
+            mdns: self.swarm.behaviour().mdns.is_enabled(),
+            lan_devices: peers.iter().filter(|p| p.on_lan).count(),
+            peers: peers
+                .iter()
+                .filter(|p| !relay_ids.contains(&p.peer_id))
+                .map(|p| PeerPath {
+                    peer_id: p.peer_id,
+                    link: p.link,
+                    punch: self.observations.punch(&p.peer_id),
+                })
+                .collect(),
         }
     }
 }

@@ -18,7 +18,9 @@ pub mod framed;
 pub mod identity;
 mod keep;
 mod limits;
+pub mod netcheck;
 pub mod peers;
+mod portmap;
 pub mod report;
 mod streams;
 mod tls;
@@ -68,6 +70,8 @@ pub struct Config {
     /// What a WebSocket listen address (`/tcp/N/ws`) also serves to plain HTTP requests:
     /// the web app (see [`web`]).
     pub site: Option<web::Site>,
+    /// Ask the home router to map a port to this node (UPnP IGD).
+    pub upnp: bool,
 }
 
 /// The mesh could not start.
@@ -226,6 +230,10 @@ impl Mesh {
             return Err(StartError::Listen(last_error));
         }
 
+        // Before the first poll, so that every listen address is mapped.
+        if config.upnp {
+            swarm.behaviour_mut().portmap.enable();
+        }
         let peer_id = *swarm.local_peer_id();
         let streams = swarm.behaviour().streams.new_control();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -237,6 +245,7 @@ impl Mesh {
             shutdown_rx,
             events.clone(),
             config.relays,
+            config.upnp,
         );
         let handle = tokio::spawn(event_loop.run());
         let mesh = Mesh {
@@ -259,6 +268,11 @@ impl Mesh {
     /// Listen, external and relayed addresses.
     pub async fn status(&self) -> Result<NetworkStatus, Stopped> {
         self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// What this device's network allows, as the node has seen it (`loopsy netcheck`).
+    pub async fn netcheck(&self) -> Result<netcheck::NetReport, Stopped> {
+        self.ask(|reply| Command::NetCheck { reply }).await
     }
 
     /// Every peer this node knows of.

@@ -64,6 +64,9 @@ pub enum Request {
     Status,
     /// Known peers: paired and discovered.
     Peers,
+    /// What this device's network allows, as the node has seen it: answers `netcheck`.
+    #[serde(rename = "netcheck")]
+    NetCheck,
     /// Make a pairing code and wait for devices to use it: answers `invitation`, then a
     /// `paired` for each device that joins (one unless `multi`), then closes at expiry.
     /// Closing the connection withdraws the invitation.
@@ -378,6 +381,88 @@ pub enum Response {
     Events {
         events: Vec<MeshEvent>,
     },
+    #[serde(rename = "netcheck")]
+    NetCheck(NetCheck),
+}
+
+/// What this device's network allows (`loopsy netcheck`), from what the running node has
+/// seen: nothing is probed for the asking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetCheck {
+    /// How the NAT maps this device's ports, read from where the relays see it.
+    pub mapping: NatMapping,
+    /// Where each relay sees this device.
+    pub seen_at: Vec<SeenAt>,
+    /// Whether the router mapped a port (UPnP IGD).
+    pub upnp: Upnp,
+    /// The router's public addresses mapped to this device.
+    pub mapped_addrs: Vec<String>,
+    /// Global IPv6 addresses this device listens on (none: no IPv6 beyond the LAN).
+    pub ipv6_addrs: Vec<String>,
+    pub relays: Vec<RelayCheck>,
+    /// Whether LAN discovery is on, and how many devices it announces now.
+    pub mdns: bool,
+    pub lan_devices: u64,
+    /// How each member is reached, and why so.
+    pub peers: Vec<PeerPath>,
+}
+
+/// A NAT's mapping behaviour (RFC 4787).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatMapping {
+    /// Fewer than two relays told where they see this device.
+    Unknown,
+    /// Seen at its own address: no NAT.
+    None,
+    /// One public port for every destination: a "cone" NAT, hole punching works.
+    EndpointIndependent,
+    /// A public port per destination: a "symmetric" NAT, hole punching fails.
+    EndpointDependent,
+}
+
+/// The address a relay sees this device at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenAt {
+    pub relay: String,
+    pub addr: String,
+}
+
+/// What came of asking the router for a port mapping (UPnP IGD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upnp {
+    /// Switched off in the config.
+    Off,
+    /// Still looking for a router.
+    Searching,
+    /// No router answered.
+    NoGateway,
+    /// A router answered, but its own address is private (a NAT behind a NAT).
+    NotPublic,
+    /// A router answered and mapped a port (`mapped_addrs`; empty once lapsed).
+    Mapped,
+}
+
+/// A configured relay as this device finds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayCheck {
+    pub addr: String,
+    pub connected: bool,
+    /// It holds a reservation for this device (others reach it through the relay).
+    pub reserved: bool,
+    /// The last ping's round trip.
+    pub rtt_ms: Option<f64>,
+}
+
+/// How a member is reached now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPath {
+    pub name: Option<String>,
+    pub peer_id: String,
+    pub connection: Connection,
+    /// Why, in words: `relayed: hole punch failed, this device's NAT is symmetric`.
+    pub why: String,
 }
 
 /// An attention event as a client sees it: the host's event, the host named as this device

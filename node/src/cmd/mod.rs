@@ -11,6 +11,7 @@ pub mod id;
 pub mod man;
 pub mod mcp;
 pub mod msg;
+pub mod netcheck;
 pub mod node;
 pub mod notify;
 pub mod pair;

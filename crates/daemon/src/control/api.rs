@@ -66,6 +66,7 @@ impl Handler for Api {
             Request::Id => Response::Id(node.identity.clone()),
             Request::Status => status(node).await,
             Request::Peers => peers(node).await,
+            Request::NetCheck => netcheck(node).await,
             Request::PairInvite {
                 ttl_secs,
                 allow,
@@ -173,6 +174,23 @@ async fn status(node: &Api) -> Response {
         home: node.home.dir().display().to_string(),
         config: node.home.config().display().to_string(),
     })
+}
+
+/// What this device's network allows, and how each member is reached.
+async fn netcheck(node: &Api) -> Response {
+    let Ok(net) = node.mesh.netcheck().await else {
+        return stopping();
+    };
+    let members: Vec<crate::netcheck::Member> = node
+        .trust
+        .list()
+        .into_iter()
+        .map(|listed| crate::netcheck::Member {
+            peer_id: listed.member.peer_id,
+            name: Some(listed.member.name.clone()).filter(|n| !n.is_empty()),
+        })
+        .collect();
+    Response::NetCheck(crate::netcheck::report(net, &members))
 }
 
 /// Paired devices (online or not) and devices seen on the network.

@@ -171,6 +171,7 @@ pub async fn run(
         mdns: config.mdns,
         relays: config.relays.clone(),
         site: Some(loopsy_web::SITE),
+        upnp: config.upnp,
     })?;
 
     // The components, each given the few handles it needs.

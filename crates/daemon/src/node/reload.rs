@@ -118,6 +118,7 @@ impl Reloader {
             ("name", config.name != self.on_disk.name),
             ("listen", config.listen != self.on_disk.listen),
             ("mdns", config.mdns != self.on_disk.mdns),
+            ("upnp", config.upnp != self.on_disk.upnp),
         ];
         for (setting, _) in restart.iter().filter(|(_, changed)| *changed) {
             tracing::warn!(
