@@ -161,10 +161,8 @@ impl Metrics {
             CircuitReqAccepted { .. } => {
                 self.circuits.inc();
             }
-            CircuitClosed { .. } => {
-                if self.circuits.get() > 0 {
-                    self.circuits.dec();
-                }
+            CircuitClosed { .. } if self.circuits.get() > 0 => {
+                self.circuits.dec();
             }
             CircuitReqDenied { status, .. } => {
                 let reason = match status {
