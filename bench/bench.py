@@ -564,7 +564,38 @@ def bench_faults():
             if line.strip().startswith(FIGURES)]
 
 
-PARTS = ["exec", "cp", "session", "sync", "faults"]
+def bench_relay():
+    """One `loopsy-relay` holding RELAY_RESERVATIONS reservations with RELAY_CIRCUITS busy
+    circuits through it (relay-node/examples/relay_load.rs): its memory, CPU and throughput."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "loopsy-relay",
+                    "--bin", "loopsy-relay", "--example", "relay_load"], check=True)
+    out = subprocess.run(
+        ["target/release/examples/relay_load", str(RELAY_RESERVATIONS), str(RELAY_CIRCUITS),
+         str(RELAY_SECS)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit("the relay benchmark failed:\n" + out.stdout[-4000:] + out.stderr[-4000:])
+    return out.stdout.strip()
+
+
+RELAY_RESERVATIONS, RELAY_CIRCUITS, RELAY_SECS = 1000, 100, 10
+
+# How relays would scale past one machine; printed under the relay's figures.
+RELAY_FLEET = (
+    "Past one machine, relays scale out rather than up, with what nodes already do: a node"
+    " holds a reservation on every relay in its `relays` list and fails over when one dies,"
+    " and a relay may be named by DNS (`/dns4/relay.example.net/tcp/4001/p2p/ID`), the name"
+    " resolved at each dial. A fleet is then several independent `loopsy-relay` processes"
+    " (one per core is a fair start: one process's work runs mostly on one event loop),"
+    " each with its own identity and port, on as many machines as the load needs, listed"
+    " to devices by name; no state is shared between them, since a reservation lives only"
+    " on the relay that holds it and a device that loses it reserves again elsewhere. Each"
+    " relay's `[limits]` caps what one process takes on (a full relay refuses, and the"
+    " device keeps its reservations on the others), and its metrics endpoint, scraped by"
+    " one Prometheus, shows which relays are full. Relayed traffic is the fallback (most"
+    " pairs punch a direct path within a second and leave the relay), so the number that"
+    " sizes a fleet is reservations, which cost little memory and no CPU while idle.")
+
+PARTS = ["exec", "cp", "session", "sync", "faults", "relay"]
 
 
 def main():
@@ -583,6 +614,7 @@ def main():
     finally:
         lab.close()
     figures = bench_faults() if "faults" in which else []
+    relay = bench_relay() if "relay" in which else ""
     text = [f"Machine: {machine()}. One run of `bench/run`, {time.strftime('%Y-%m-%d')}.\n"]
     if rows:
         text += ["| what | loopsy | the alternative | loopsy ÷ alternative |", "|---|---|---|---|"]
@@ -597,6 +629,12 @@ def main():
         text.append("\nFaults and load, as the tests measure them (debug builds, network"
                     " namespaces; see tests/tests/nat.rs, faults.rs, load.rs, hostile.rs):\n")
         text += [f"- {line}" for line in figures]
+    if relay:
+        text += ["\n## Relay at scale\n",
+                 f"`bench/run relay` (relay-node/examples/relay_load.rs): {RELAY_RESERVATIONS}"
+                 f" reservations on one relay, then {RELAY_CIRCUITS} circuits through it"
+                 f" sending as fast as they can for {RELAY_SECS} s.\n", relay,
+                 "\n" + RELAY_FLEET]
     report = "\n".join(text)
     print(report)
     if set(which) == set(PARTS):

@@ -10,11 +10,22 @@
 //! circuit_secs = 86400         # a relayed connection is cut after this long...
 //! circuit_bytes = 0            # ...or after this many bytes each way (0: no limit)
 //!
+//! # Token buckets against floods: each holds `burst` requests, and one more comes back
+//! # every `every_secs` (renewals count). Per device (peer ID) and per IP address.
+//! [limits.rate]
+//! reservations_per_peer = { burst = 30, every_secs = 120 }
+//! reservations_per_ip = { burst = 60, every_secs = 60 }
+//! circuits_per_peer = { burst = 30, every_secs = 120 }
+//! circuits_per_ip = { burst = 60, every_secs = 60 }
+//!
 //! [access]
 //! allow = ["12D3KooW..."]      # when given, only these devices may connect at all
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9464"    # Prometheus text at /metrics; off when not given
 //! ```
 
-use std::{path::Path, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, path::Path, time::Duration};
 
 use libp2p::{PeerId, relay};
 use serde::Deserialize;
@@ -27,6 +38,8 @@ pub struct Settings {
     pub limits: Limits,
     #[serde(default)]
     pub access: Access,
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 /// How much the relay carries. The defaults suit Loopsy's fallback traffic (terminal
@@ -43,6 +56,63 @@ pub struct Limits {
     pub circuit_secs: u64,
     /// 0: no limit.
     pub circuit_bytes: u64,
+    pub rate: Rates,
+}
+
+/// How fast one device or one IP address may ask for reservations and circuits. The
+/// defaults are libp2p's: a device renews its reservation well within them, a flood does not.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rates {
+    pub reservations_per_peer: Rate,
+    pub reservations_per_ip: Rate,
+    pub circuits_per_peer: Rate,
+    pub circuits_per_ip: Rate,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        let per_peer = Rate {
+            burst: 30,
+            every_secs: 120,
+        };
+        let per_ip = Rate {
+            burst: 60,
+            every_secs: 60,
+        };
+        Self {
+            reservations_per_peer: per_peer,
+            reservations_per_ip: per_ip,
+            circuits_per_peer: per_peer,
+            circuits_per_ip: per_ip,
+        }
+    }
+}
+
+/// A token bucket: `burst` requests at once, then one more every `every_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub burst: u32,
+    pub every_secs: u64,
+}
+
+impl Rate {
+    /// As libp2p's rate limiter takes it (`parse` has refused zeroes).
+    fn bucket(self) -> (NonZeroU32, Duration) {
+        (
+            NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN),
+            Duration::from_secs(self.every_secs.max(1)),
+        )
+    }
+}
+
+/// The operator's metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Where to serve Prometheus text at `/metrics`; off when `None`.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Limits {
@@ -55,6 +125,7 @@ impl Default for Limits {
             circuits_per_peer: 16,
             circuit_secs: 24 * 3600,
             circuit_bytes: 0,
+            rate: Rates::default(),
         }
     }
 }
@@ -95,8 +166,26 @@ impl Settings {
 
     /// Parses and checks settings text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let settings: Self = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        // The whole error: its excerpt of the file shows the key with the bad value.
+        let settings: Self = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
         settings.allowed()?;
+        let rates = &settings.limits.rate;
+        for (key, rate) in [
+            ("reservations_per_peer", rates.reservations_per_peer),
+            ("reservations_per_ip", rates.reservations_per_ip),
+            ("circuits_per_peer", rates.circuits_per_peer),
+            ("circuits_per_ip", rates.circuits_per_ip),
+        ] {
+            if rate.burst == 0 {
+                return Err(format!("limits.rate.{key}.burst must be at least 1"));
+            }
+            // A day at most: a bucket that never refills is a ban, which `access` says better.
+            if rate.every_secs == 0 || rate.every_secs > 86400 {
+                return Err(format!(
+                    "limits.rate.{key}.every_secs must be between 1 and 86400"
+                ));
+            }
+        }
         // The relay protocol carries a circuit's duration in 32-bit seconds.
         if settings.limits.circuit_secs == 0 || settings.limits.circuit_secs > u64::from(u32::MAX) {
             return Err("limits.circuit_secs must be between 1 and 4294967295".into());
@@ -122,10 +211,10 @@ impl Settings {
             .map(Some)
     }
 
-    /// The limits as libp2p's relay takes them, with its default rate limits.
+    /// The limits as libp2p's relay takes them.
     pub fn relay_config(&self) -> relay::Config {
         let l = &self.limits;
-        relay::Config {
+        let config = relay::Config {
             max_reservations: l.reservations,
             max_reservations_per_peer: l.reservations_per_peer,
             reservation_duration: Duration::from_secs(l.reservation_secs),
@@ -133,8 +222,18 @@ impl Settings {
             max_circuits_per_peer: l.circuits_per_peer,
             max_circuit_duration: Duration::from_secs(l.circuit_secs),
             max_circuit_bytes: l.circuit_bytes,
-            ..relay::Config::default()
-        }
+            reservation_rate_limiters: Vec::new(),
+            circuit_src_rate_limiters: Vec::new(),
+        };
+        let rates = &l.rate;
+        let (burst, every) = rates.reservations_per_peer.bucket();
+        let config = config.reservation_rate_per_peer(burst, every);
+        let (burst, every) = rates.reservations_per_ip.bucket();
+        let config = config.reservation_rate_per_ip(burst, every);
+        let (burst, every) = rates.circuits_per_peer.bucket();
+        let config = config.circuit_src_per_peer(burst, every);
+        let (burst, every) = rates.circuits_per_ip.bucket();
+        config.circuit_src_per_ip(burst, every)
     }
 }
 
@@ -163,6 +262,21 @@ mod tests {
         assert_eq!(settings.limits.circuit_secs, 60);
         assert_eq!(settings.limits.circuits, Limits::default().circuits);
         assert_eq!(settings.relay_config().max_circuit_bytes, 1024);
+        let settings =
+            Settings::parse("[limits.rate]\ncircuits_per_ip = { burst = 5, every_secs = 9 }\n")
+                .expect("parses");
+        let rate = &settings.limits.rate;
+        assert_eq!(
+            rate.circuits_per_ip,
+            Rate {
+                burst: 5,
+                every_secs: 9
+            }
+        );
+        assert_eq!(rate.circuits_per_peer, Rates::default().circuits_per_peer);
+        let relay = settings.relay_config();
+        assert_eq!(relay.reservation_rate_limiters.len(), 2);
+        assert_eq!(relay.circuit_src_rate_limiters.len(), 2);
     }
 
     #[test]
@@ -175,6 +289,20 @@ mod tests {
             ("[limits]\ncircuit_secs = 0\n", "circuit_secs"),
             ("[limits]\ncircuit_secs = 99999999999\n", "circuit_secs"),
             ("[limits]\nbogus = 1\n", "bogus"),
+            (
+                "[limits.rate]\ncircuits_per_ip = { burst = 0, every_secs = 1 }\n",
+                "limits.rate.circuits_per_ip.burst",
+            ),
+            (
+                "[limits.rate]\nreservations_per_peer = { burst = 1, every_secs = 0 }\n",
+                "limits.rate.reservations_per_peer.every_secs",
+            ),
+            (
+                "[limits.rate]\ncircuits_per_ip = { burst = 1 }\n",
+                "circuits_per_ip",
+            ),
+            ("[limits]\ncircuits = \"many\"\n", "circuits"),
+            ("[metrics]\nlisten = \"nowhere\"\n", "listen"),
         ] {
             let error = Settings::parse(text).expect_err(text);
             assert!(error.contains(says), "{text}: {error}");

@@ -8,15 +8,22 @@
 //! relay only passes bytes along: connections through it are end-to-end encrypted.
 //! Relay v2 serves reservations only once it knows an external address, which
 //! `--external-addr` gives.
+//!
+//! Its limits and rate limits come from `relay.toml` ([`config`]); its operator watches it
+//! through Prometheus metrics ([`metrics`], served by [`http`] when asked for). [`load`]
+//! holds peers that put load on a relay, for its tests and benchmark.
 
 pub mod config;
+pub mod http;
+pub mod load;
+pub mod metrics;
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, SwarmBuilder, allow_block_list, autonat, identify,
+    Multiaddr, PeerId, SwarmBuilder, allow_block_list, autonat, identify,
     multiaddr::Protocol,
     noise, ping, relay,
     swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
@@ -34,6 +41,8 @@ pub struct Config {
     /// Public addresses to announce (the relay's own, or a port forwarded to it).
     pub external: Vec<Multiaddr>,
     pub settings: Settings,
+    /// Where to serve metrics (the flag, else `[metrics] listen`); off when `None`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The file that says a directory is a Loopsy home: a node on the same machine lets no peer
@@ -79,6 +88,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let allowed = config.settings.allowed().map_err(anyhow::Error::msg)?;
     let private = allowed.is_some();
     let relay_config = config.settings.relay_config();
+    let mut registry = libp2p::metrics::Registry::default();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -87,6 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             yamux::Config::default,
         )?
         .with_quic()
+        .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let allow = allowed.map(|peers| {
@@ -143,26 +154,66 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         );
     }
 
+    let mut metrics = metrics::Metrics::new(&mut registry, config.settings.limits.clone());
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match config.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics: listen on {addr}"))?;
+            let bound = listener.local_addr()?;
+            if !bound.ip().is_loopback() {
+                tracing::warn!(%bound, "metrics are served beyond this machine");
+            }
+            say(&format!("metrics http://{bound}/metrics"));
+            Some(tokio::spawn(http::serve(
+                listener,
+                Arc::new(registry),
+                async move {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => {
-                    say(&format!("listening {}", address.with(Protocol::P2p(peer_id))));
-                }
-                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
-                    tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
-                }
-                SwarmEvent::ExternalAddrConfirmed { address } => {
-                    tracing::info!(%address, "external address confirmed");
-                }
-                SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => log_relay(event),
-                _ => {}
-            },
+            event = swarm.select_next_some() => on_event(event, &mut metrics, peer_id),
         }
     }
+    let _ = stop_metrics.send(());
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     Ok(())
+}
+
+/// Counts an event, and logs or prints what the operator should see.
+fn on_event(event: SwarmEvent<BehaviourEvent>, metrics: &mut metrics::Metrics, local: PeerId) {
+    metrics.record(&event);
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            say(&format!("listening {}", address.with(Protocol::P2p(local))));
+        }
+        SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } => {
+            tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
+        }
+        SwarmEvent::ExternalAddrConfirmed { address } => {
+            tracing::info!(%address, "external address confirmed");
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+            metrics.record_relay(&event);
+            log_relay(event);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => metrics.record_identify(&event),
+        SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => metrics.record_ping(&event),
+        _ => {}
+    }
 }
 
 /// A line on stdout for whoever started the relay; one who stopped reading (a closed

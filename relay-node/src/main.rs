@@ -23,6 +23,10 @@ struct Cli {
     /// when there is one.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9464).
+    /// Default: `[metrics] listen` in the config; off when neither is given.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -48,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         None => loopsy_relay::Settings::default(),
     };
     let config = loopsy_relay::Config {
+        metrics: cli.metrics.or(settings.metrics.listen),
         home,
         listen: cli.listen,
         external: cli.external_addr,
