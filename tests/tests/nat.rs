@@ -440,10 +440,26 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
     let paired = pair(&alpha, &bravo)?;
     wait_direct(&alpha, &bravo, paired)?;
 
-    let attached = start_counter(&alpha, "bravo", "counter");
+    // A counter that also leaves its latest number in a file: the attach has caught up
+    // once it shows that number.
+    let latest = world.files("bravo").join("latest");
+    let script = format!(
+        "i=0; while true; do i=$((i+1)); echo n$i; echo $i > {}; sleep 0.02; done",
+        latest.display()
+    );
+    alpha.ok(&[
+        "session", "new", "--on", "bravo", "--name", "counter", "--", "sh", "-c", &script,
+    ]);
+    let attached = Attached::start(&alpha, "counter");
     wait_for("counting", Duration::from_secs(30), || {
         (counted(&attached.text()).len() > 20).then_some(())
     })?;
+    let caught_up = || {
+        let latest: u64 = std::fs::read_to_string(&latest).ok()?.trim().parse().ok()?;
+        let shown = *counted(&attached.text()).last()?;
+        // Within a few counts (each takes 20 ms and more).
+        (shown + 3 >= latest).then_some(())
+    };
 
     // alpha's interface takes another address: every connection it had is dead.
     let (_, old_path) = link(&bravo, &alpha);
@@ -460,21 +476,29 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
         &["addr", "add", "192.168.1.3/24", "dev", "eth0"],
     )?;
     lab.default_route(&world.alpha_host, "192.168.1.1")?;
-    let before = counted(&attached.text()).len();
-    wait_for("alpha back with bravo", Duration::from_secs(90), || {
-        (link(&alpha, &bravo).0 != "none" && counted(&attached.text()).len() > before + 100)
-            .then_some(())
-    })?;
+    wait_for(
+        "alpha back with bravo, caught up",
+        Duration::from_secs(90),
+        || {
+            (link(&alpha, &bravo).0 != "none" && attached.said().contains("reattached"))
+                .then_some(())?;
+            caught_up()
+        },
+    )?;
     let took = moved.elapsed();
     println!(
-        "reconnected after the address change in {} ms ({})",
+        "reconnected after the address change, the session caught up, in {} ms ({})",
         took.as_millis(),
         link(&alpha, &bravo).0
     );
     assert_unbroken(&attached.text());
-    // Both ends check their paths as soon as there is reason to doubt them (alpha lost an
-    // address; bravo saw alpha connect anew): pings alone take up to 30 s to tell.
-    assert!(took < Duration::from_secs(15), "took {took:?} to reconnect");
+    // alpha closes what was bound to its old address at once, and dials again: no check
+    // (5 s) nor ping (up to 30 s) is waited for. The target is 2 s; CI machines are slow.
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} to reconnect: {}",
+        attached.said()
+    );
     // bravo does not go on using the dead path, although closing it takes TCP minutes.
     wait_for("bravo off the dead path", Duration::from_secs(10), || {
         let (connection, path) = link(&bravo, &alpha);

@@ -8,10 +8,10 @@
 //! comes back through the relay is punched again). Once a direct connection is up, new
 //! streams go direct and a relayed connection closes when its last stream ends
 //! (`keep::Unheld`): a copy or an attach already running through the relay is not cut;
-//! past a generous grace it is closed anyway. A connection whose pings time out is closed, so that a dead
-//! path (an address that went away) gives way to a new one; where there is reason to doubt
-//! a path sooner (this device lost an address, a peer connected anew), `alive` checks it
-//! at once. A connection closed for being dead counts as gone from then on (`condemn`).
+//! past a generous grace it is closed anyway. A connection whose pings time out is
+//! closed, so that a dead path (an address that went away) gives way to a new one; where
+//! there is reason to doubt a path sooner (a peer connected anew), `alive` checks it at
+//! once, and one bound to an address this device lost is closed at once. A connection closed for being dead counts as gone from then on (`condemn`).
 
 use futures::StreamExt;
 use libp2p::{
@@ -518,8 +518,17 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "no longer listening");
                 // An address of this device went away (it moved to another network, say):
-                // connections from it are dead, and nothing would tell for half a minute.
-                if !addr::is_loopback(&address) {
+                // connections bound to it are dead, and nothing would tell for half a
+                // minute; others may have lost their route, and are checked. (Each
+                // listener reports the address: it is gone once none has it.)
+                let gone = addr::ip(&address).filter(|ip| {
+                    !ip.is_loopback()
+                        && !is_relayed(&address)
+                        && !self.swarm.listeners().any(|l| addr::ip(l) == Some(*ip))
+                });
+                if let Some(ip) = gone {
+                    self.swarm.behaviour_mut().alive.address_gone(ip);
+                } else if !addr::is_loopback(&address) {
                     self.swarm.behaviour_mut().alive.check_all();
                 }
             }
@@ -669,8 +678,12 @@ impl EventLoop {
                     self.dial_beside(peer_id, tcp, PeerCondition::NotDialing);
                 }
             }
-            BehaviourEvent::Alive(crate::alive::Dead { peer, connection }) => {
-                tracing::info!(%peer, %connection, "a connection failed its check; closing it");
+            BehaviourEvent::Alive(crate::alive::Dead {
+                peer,
+                connection,
+                why,
+            }) => {
+                tracing::info!(%peer, %connection, %why, "a dead connection; closing it");
                 self.condemn(peer, connection);
             }
             BehaviourEvent::Ping(ping::Event {
