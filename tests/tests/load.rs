@@ -13,6 +13,11 @@ use loopsy_tests::{
     temp::TempDir,
 };
 
+/// Seconds the twenty nodes are left to settle before the idle one is measured.
+const IDLE_SETTLE: u64 = 30;
+/// Seconds over which its idle CPU is measured.
+const IDLE_MEASURED: u64 = 90;
+
 fn pair(root: &std::path::Path) -> anyhow::Result<(Node, Node)> {
     std::fs::create_dir_all(root)?;
     let a = Node::start(Options::isolated("alpha"))?;
@@ -154,15 +159,30 @@ fn twenty_nodes_converge_on_a_session_and_a_key_and_idle_quietly() -> anyhow::Re
         session_took.as_millis()
     );
 
-    // Idle: connected to 19 members, nothing asked of it.
-    std::thread::sleep(Duration::from_secs(5));
+    // Idle: connected to 19 members, nothing asked of it. Its own CPU time (user and
+    // system, from /proc), so that other work on the machine does not count; over a minute
+    // and a half, so that the periodic work (pings, the keeper's rounds, AutoNAT's probes)
+    // is in it, after half a minute in which the mesh settles.
+    std::thread::sleep(Duration::from_secs(IDLE_SETTLE));
     let pid = nodes[0].pid();
+    println!("measuring the idle CPU of pid {pid}");
     let (cpu_before, wall) = (cpu_secs(pid), Instant::now());
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(IDLE_MEASURED));
     let cpu = (cpu_secs(pid) - cpu_before) / wall.elapsed().as_secs_f64() * 100.0;
     let rss = rss_mib(pid);
-    println!("an idle node with 19 members: {cpu:.1}% of a core, {rss:.0} MiB");
-    assert!(cpu < 10.0, "idle CPU {cpu:.1}%");
+    let connected = nodes[0]
+        .peers()?
+        .iter()
+        .filter(|p| p["connections"].as_u64().unwrap_or(0) > 0)
+        .count();
+    println!(
+        "an idle node with 19 members ({connected} connected): {cpu:.2}% of a core, {rss:.0} MiB"
+    );
+    assert_eq!(connected, 19, "the members stay connected while idle");
+    // 1.2% measured here (debug build, on a machine with a load of 12); the target is
+    // under 0.5% (docs/performance.md says where the time goes). This bound catches a
+    // return to the 3-5% of before.
+    assert!(cpu < 2.5, "idle CPU {cpu:.2}% of a core");
     assert!(rss < 64.0, "idle memory {rss:.0} MiB");
     Ok(())
 }

@@ -286,7 +286,8 @@ fn punches_through_two_cone_nats(transport: Transport, tag: &str) -> anyhow::Res
         "alpha reaches bravo at its router's public address: {addr}"
     );
     use_the_connection(&world, &alpha, tag)?;
-    // Still direct after all that, and the relayed connection closes (2 s after the punch).
+    // Still direct after all that, and the relayed connection closes (once the streams it
+    // carried, a pairing's and a first exchange's, end).
     assert_eq!(link(&alpha, &bravo).0, "direct");
     wait_for(
         "the relayed connection to close",
@@ -320,6 +321,144 @@ fn two_cone_nats_punch_through_over_tcp_and_survive_the_relay() -> anyhow::Resul
 #[test]
 fn two_cone_nats_punch_through_over_quic_and_survive_the_relay() -> anyhow::Result<()> {
     punches_through_two_cone_nats(Transport::Quic, "cone-quic")
+}
+
+/// Stops (or lets through again) what `router` forwards to or from `peer`: the routers
+/// cannot reach each other directly, so a hole punch waits for it.
+fn cut_direct(world: &World, router: &str, peer: &str, cut: bool) -> anyhow::Result<()> {
+    let nft = |args: &[&str]| -> anyhow::Result<()> {
+        let out = world.lab.run(router, "nft", args)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nft {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    if !cut {
+        return nft(&["delete", "table", "ip", "cut"]);
+    }
+    nft(&["add", "table", "ip", "cut"])?;
+    nft(&[
+        "add",
+        "chain",
+        "ip",
+        "cut",
+        "forward",
+        "{ type filter hook forward priority -1 ; }",
+    ])?;
+    for way in ["daddr", "saddr"] {
+        nft(&[
+            "add", "rule", "ip", "cut", "forward", "ip", way, peer, "drop",
+        ])?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_copy_and_an_attach_begun_before_the_punch_are_not_cut_by_it() -> anyhow::Result<()> {
+    let Some(world) = World::build("handover", Nat::Cone)? else {
+        return Ok(());
+    };
+    let relay = world.relay()?;
+    let alpha = world.device("alpha", &relay, Transport::Tcp)?;
+    let bravo = world.device("bravo", &relay, Transport::Tcp)?;
+    // The relay passes 4 Mbit/s: a copy through it takes seconds, a direct one does not.
+    world.lab.rate_limit(&world.relay_host, "eth0", "4mbit")?;
+    // The punch is held back until the copy and the attach run through the relay (router
+    // a's dial attempts keep their SYNs coming: the first one after the cut ends gets
+    // through).
+    let router_a = world.routers[0].clone();
+    cut_direct(&world, &router_a, "10.99.0.3", true)?;
+    pair(&alpha, &bravo)?;
+    wait_for("a relayed connection", Duration::from_secs(20), || {
+        (link(&alpha, &bravo).0 == "relayed").then_some(())
+    })?;
+
+    let attached = start_counter(&alpha, "bravo", "counter");
+    wait_for("counting", Duration::from_secs(30), || {
+        (counted(&attached.text()).len() > 10).then_some(())
+    })?;
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i * 13 % 251) as u8)
+        .collect();
+    let source = world.files("alpha").join("before.bin");
+    std::fs::write(&source, &data)?;
+    let home = alpha.home();
+    let copying = {
+        let source = source.to_string_lossy().into_owned();
+        std::thread::spawn(move || loopsy_tests::node::cli(&home, &["cp", &source, "bravo:"]))
+    };
+    // Under way through the relay.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!copying.is_finished(), "the copy is still running");
+    let uncut = Instant::now();
+    cut_direct(&world, &router_a, "10.99.0.3", false)?;
+    wait_direct(&alpha, &bravo, uncut)?;
+    println!(
+        "direct {} ms after the routers could reach each other",
+        uncut.elapsed().as_millis()
+    );
+    assert!(
+        !copying.is_finished(),
+        "the copy began before the punch is still running after it (else this test shows \
+         nothing)"
+    );
+
+    // New streams go direct: a copy begun now finishes while the first one still crawls
+    // through the relay.
+    let after = world.files("alpha").join("after.bin");
+    std::fs::write(&after, &data)?;
+    let began = Instant::now();
+    alpha.ok(&["cp", &after.to_string_lossy(), "bravo:"]);
+    let took = began.elapsed();
+    println!("a copy begun after the punch: {} ms", took.as_millis());
+    assert!(
+        !copying.is_finished() || took < Duration::from_secs(3),
+        "the copy after the punch went through the relay too ({took:?})"
+    );
+    assert!(std::fs::read(world.files("bravo").join("after.bin"))? == data);
+
+    let out = copying.join().expect("the copy's thread");
+    assert!(
+        out.status.success(),
+        "the copy begun before the punch was cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(world.files("bravo").join("before.bin"))? == data,
+        "copied intact"
+    );
+    // The attach begun before the punch was never cut either (it would have said so, and
+    // reattached).
+    let before = counted(&attached.text()).len();
+    wait_for("more counting", Duration::from_secs(10), || {
+        (counted(&attached.text()).len() > before + 20).then_some(())
+    })?;
+    assert_unbroken(&attached.text());
+    assert!(
+        !attached.said().contains("connection lost"),
+        "the attach was cut: {}",
+        attached.said()
+    );
+    let peer = alpha.peer(&bravo.peer_id).context("bravo")?;
+    assert_eq!(
+        peer["relayed_connections"], 1,
+        "the attach still holds the relayed connection: {peer}"
+    );
+    // Once the attach ends, the relayed connection carries nothing and closes.
+    drop(attached);
+    wait_for(
+        "the relayed connection to close",
+        Duration::from_secs(15),
+        || {
+            let peer = alpha.peer(&bravo.peer_id)?;
+            (peer["relayed_connections"] == 0 && peer["connection"] == "direct").then_some(())
+        },
+    )?;
+    drop(relay);
+    Ok(())
 }
 
 #[test]
@@ -358,10 +497,26 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
     let paired = pair(&alpha, &bravo)?;
     wait_direct(&alpha, &bravo, paired)?;
 
-    let attached = start_counter(&alpha, "bravo", "counter");
+    // A counter that also leaves its latest number in a file: the attach has caught up
+    // once it shows that number.
+    let latest = world.files("bravo").join("latest");
+    let script = format!(
+        "i=0; while true; do i=$((i+1)); echo n$i; echo $i > {}; sleep 0.02; done",
+        latest.display()
+    );
+    alpha.ok(&[
+        "session", "new", "--on", "bravo", "--name", "counter", "--", "sh", "-c", &script,
+    ]);
+    let attached = Attached::start(&alpha, "counter");
     wait_for("counting", Duration::from_secs(30), || {
         (counted(&attached.text()).len() > 20).then_some(())
     })?;
+    let caught_up = || {
+        let latest: u64 = std::fs::read_to_string(&latest).ok()?.trim().parse().ok()?;
+        let shown = *counted(&attached.text()).last()?;
+        // Within a few counts (each takes 20 ms and more).
+        (shown + 3 >= latest).then_some(())
+    };
 
     // alpha's interface takes another address: every connection it had is dead.
     let (_, old_path) = link(&bravo, &alpha);
@@ -378,21 +533,29 @@ fn a_device_that_changes_its_address_reconnects_and_the_session_loses_nothing() 
         &["addr", "add", "192.168.1.3/24", "dev", "eth0"],
     )?;
     lab.default_route(&world.alpha_host, "192.168.1.1")?;
-    let before = counted(&attached.text()).len();
-    wait_for("alpha back with bravo", Duration::from_secs(90), || {
-        (link(&alpha, &bravo).0 != "none" && counted(&attached.text()).len() > before + 100)
-            .then_some(())
-    })?;
+    wait_for(
+        "alpha back with bravo, caught up",
+        Duration::from_secs(90),
+        || {
+            (link(&alpha, &bravo).0 != "none" && attached.said().contains("reattached"))
+                .then_some(())?;
+            caught_up()
+        },
+    )?;
     let took = moved.elapsed();
     println!(
-        "reconnected after the address change in {} ms ({})",
+        "reconnected after the address change, the session caught up, in {} ms ({})",
         took.as_millis(),
         link(&alpha, &bravo).0
     );
     assert_unbroken(&attached.text());
-    // Both ends check their paths as soon as there is reason to doubt them (alpha lost an
-    // address; bravo saw alpha connect anew): pings alone take up to 30 s to tell.
-    assert!(took < Duration::from_secs(15), "took {took:?} to reconnect");
+    // alpha closes what was bound to its old address at once, and dials again: no check
+    // (5 s) nor ping (up to 30 s) is waited for. The target is 2 s; CI machines are slow.
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} to reconnect: {}",
+        attached.said()
+    );
     // bravo does not go on using the dead path, although closing it takes TCP minutes.
     wait_for("bravo off the dead path", Duration::from_secs(10), || {
         let (connection, path) = link(&bravo, &alpha);

@@ -81,6 +81,17 @@ impl Keeper {
                             reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
                         }
                     }
+                    // A member lost its last connection (it moved to another network,
+                    // say): dialled again now, not at the next tick, then with backoff.
+                    Ok(MeshEvent::Disconnected { peer }) if keeper.trust.is_member(&peer) => {
+                        retry.insert(peer, (Instant::now(), TICK));
+                        let wanted: BTreeSet<PeerId> = members
+                            .iter()
+                            .filter(|p| **p == peer && !shunned.contains_key(p))
+                            .copied()
+                            .collect();
+                        redial(keeper, &mut tasks, &wanted, &mut retry, &dialed_tx).await;
+                    }
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
@@ -142,6 +153,7 @@ impl Keeper {
                     ticks = ticks.wrapping_add(1);
                     let wanted: BTreeSet<PeerId> =
                         members.iter().filter(|p| !shunned.contains_key(p)).copied().collect();
+                    retry.retain(|peer, _| wanted.contains(peer));
                     redial(keeper, &mut tasks, &wanted, &mut retry, &dialed_tx).await;
                     unreachable.forget_all_but(&members);
                 }
@@ -234,7 +246,7 @@ fn reconcile(
     });
 }
 
-/// Dials members that are not connected and whose backoff has passed.
+/// Dials those of `members` that are not connected and whose backoff has passed.
 async fn redial(
     keeper: &Keeper,
     tasks: &mut JoinSet<()>,
@@ -249,7 +261,7 @@ async fn redial(
         .map(|p| p.peer_id)
         .collect();
     let now = Instant::now();
-    retry.retain(|peer, _| members.contains(peer) && !connected.contains(peer));
+    retry.retain(|peer, _| !connected.contains(peer));
     for peer in members.difference(&connected) {
         let (due, delay) = retry.entry(*peer).or_insert((now, TICK));
         if *due > now {

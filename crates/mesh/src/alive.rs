@@ -7,6 +7,11 @@
 //! has shown no sign of life (a ping answered, a check passed) for [`SILENT`] is checked
 //! too, without waiting for ping's second failure.
 //!
+//! A connection bound to an address this device no longer has is dead without a check
+//! (its packets cannot leave, and nothing answers them): [`Behaviour::address_gone`]
+//! reports it at once. Each connection's local IP is known from the transport where it
+//! says (inbound TCP), else from the route the kernel picks toward the remote address.
+//!
 //! A check opens one stream of `/loopsy/alive/1`, writes a byte and waits for it to come
 //! back; the other end echoes it. A connection that does not answer within [`TIMEOUT`]
 //! fails. A peer that does not speak the protocol still refuses it, and that answer is as
@@ -15,6 +20,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -22,7 +28,7 @@ use std::{
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, future::BoxFuture};
 use libp2p::{
     Multiaddr, PeerId, Stream, StreamProtocol,
-    core::{Endpoint, transport::PortUse, upgrade::ReadyUpgrade},
+    core::{ConnectedPoint, Endpoint, transport::PortUse, upgrade::ReadyUpgrade},
     swarm::{
         ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent,
         ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, StreamUpgradeError,
@@ -42,11 +48,51 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 /// rounds, and some.
 pub(crate) const SILENT: Duration = Duration::from_secs(12);
 
-/// A connection that failed its check.
+/// A connection that failed its check, or lost its local address.
 #[derive(Debug)]
 pub(crate) struct Dead {
     pub peer: PeerId,
     pub connection: ConnectionId,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    FailedCheck,
+    AddressGone,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Why::FailedCheck => "it failed its check",
+            Why::AddressGone => "this device no longer has its address",
+        })
+    }
+}
+
+/// The IP this device's end of a connection is bound to, where it can tell: the local
+/// address an inbound TCP connection was accepted on, else the source the kernel routes
+/// toward the remote IP now (which is the one a connection made now gets). None for a
+/// relayed connection, which lives on the connection to its relay.
+fn local_ip(endpoint: &ConnectedPoint) -> Option<IpAddr> {
+    if endpoint.is_relayed() {
+        return None;
+    }
+    if let ConnectedPoint::Listener { local_addr, .. } = endpoint
+        && let Some(ip) = crate::addr::ip(local_addr).filter(|ip| !ip.is_unspecified())
+    {
+        return Some(ip);
+    }
+    let remote = crate::addr::ip(endpoint.get_remote_address())?;
+    let any: IpAddr = match remote {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    // Connecting a UDP socket sends nothing: it only looks up the route.
+    let socket = UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    socket.connect(SocketAddr::new(remote, 9)).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 #[derive(Debug, Default)]
@@ -57,15 +103,39 @@ pub(crate) struct Behaviour {
     asked: VecDeque<(PeerId, ConnectionId)>,
     /// Connections being checked.
     checking: HashSet<ConnectionId>,
+    /// The IP each connection is bound to at this end, where known.
+    local: HashMap<ConnectionId, IpAddr>,
     dead: VecDeque<Dead>,
 }
 
 impl Behaviour {
-    fn connect(&mut self, peer: PeerId, id: ConnectionId) {
+    fn connect(&mut self, peer: PeerId, id: ConnectionId, local: Option<IpAddr>) {
         self.connections
             .entry(peer)
             .or_default()
             .insert(id, Instant::now());
+        if let Some(ip) = local {
+            self.local.insert(id, ip);
+        }
+    }
+
+    /// This device no longer has `ip`: the connections bound to it are reported dead at
+    /// once, and the others checked (a route may have gone with it).
+    pub(crate) fn address_gone(&mut self, ip: IpAddr) {
+        for (peer, ids) in &self.connections {
+            for id in ids.keys() {
+                if self.local.get(id) == Some(&ip) && !self.dead.iter().any(|d| d.connection == *id)
+                {
+                    self.dead.push_back(Dead {
+                        peer: *peer,
+                        connection: *id,
+                        why: Why::AddressGone,
+                    });
+                }
+            }
+        }
+        let gone: HashSet<ConnectionId> = self.dead.iter().map(|d| d.connection).collect();
+        self.check_where(|_, id, _| !gone.contains(&id));
     }
 
     /// Notes a sign of life on a connection (a ping answered).
@@ -120,6 +190,7 @@ impl Behaviour {
             }
         }
         self.checking.remove(&id);
+        self.local.remove(&id);
         self.asked.retain(|(_, asked)| *asked != id);
     }
 
@@ -159,7 +230,8 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(established) => {
-                self.connect(established.peer_id, established.connection_id);
+                let local = local_ip(established.endpoint);
+                self.connect(established.peer_id, established.connection_id, local);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -188,7 +260,11 @@ impl NetworkBehaviour for Behaviour {
         if alive {
             *last = Instant::now();
         } else {
-            self.dead.push_back(Dead { peer, connection });
+            self.dead.push_back(Dead {
+                peer,
+                connection,
+                why: Why::FailedCheck,
+            });
         }
     }
 
@@ -329,7 +405,7 @@ mod tests {
     fn knowing(peer: PeerId, ids: &[usize]) -> Behaviour {
         let mut alive = Behaviour::default();
         for &n in ids {
-            alive.connect(peer, ConnectionId::new_unchecked(n));
+            alive.connect(peer, ConnectionId::new_unchecked(n), None);
         }
         alive
     }
@@ -345,8 +421,8 @@ mod tests {
         let (peer, other) = (PeerId::random(), PeerId::random());
         let id = ConnectionId::new_unchecked;
         let mut alive = knowing(peer, &[1, 2]);
-        alive.connect(other, id(3));
-        alive.connect(peer, id(4));
+        alive.connect(other, id(3), None);
+        alive.connect(peer, id(4), None);
         alive.check_others(peer, id(4));
         assert_eq!(asked(&mut alive), [id(1), id(2)]);
         assert!(alive.checking(&peer) && !alive.checking(&other));
@@ -396,6 +472,48 @@ mod tests {
         alive.on_connection_handler_event(peer, id(1), true);
         alive.check_silent(first + SILENT);
         assert!(asked(&mut alive).is_empty());
+    }
+
+    #[test]
+    fn a_gone_address_kills_its_connections_and_checks_the_others() {
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        let id = ConnectionId::new_unchecked;
+        let (wifi, cable): (IpAddr, IpAddr) =
+            ("192.168.1.2".parse().unwrap(), "10.0.0.5".parse().unwrap());
+        let mut alive = Behaviour::default();
+        alive.connect(peer, id(1), Some(wifi));
+        alive.connect(peer, id(2), Some(cable));
+        alive.connect(other, id(3), Some(wifi));
+        alive.connect(other, id(4), None);
+        alive.address_gone(wifi);
+        let mut dead: Vec<_> = alive.dead.iter().map(|d| (d.connection, d.why)).collect();
+        dead.sort_by_key(|(id, _)| *id);
+        assert_eq!(dead, [(id(1), Why::AddressGone), (id(3), Why::AddressGone)]);
+        assert_eq!(asked(&mut alive), [id(2), id(4)], "the others are checked");
+        // Told again (its QUIC listener goes too): nothing twice.
+        alive.address_gone(wifi);
+        assert_eq!(alive.dead.len(), 2);
+    }
+
+    #[test]
+    fn a_connection_knows_its_local_ip() {
+        let inbound = ConnectedPoint::Listener {
+            local_addr: "/ip4/192.168.1.2/tcp/4001".parse().unwrap(),
+            send_back_addr: "/ip4/192.168.1.9/tcp/5555".parse().unwrap(),
+        };
+        assert_eq!(local_ip(&inbound), Some("192.168.1.2".parse().unwrap()));
+        let to_loopback = ConnectedPoint::Dialer {
+            address: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        assert_eq!(local_ip(&to_loopback), Some("127.0.0.1".parse().unwrap()));
+        let relayed = ConnectedPoint::Dialer {
+            address: "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit".parse().unwrap(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        assert_eq!(local_ip(&relayed), None);
     }
 
     #[test]

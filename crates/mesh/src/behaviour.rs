@@ -22,7 +22,8 @@ pub(crate) struct Behaviour {
     /// Reservations on relays, and connections through them.
     pub relay: relay::client::Behaviour,
     /// Hole punching: a relayed connection is upgraded to a direct one where NATs allow.
-    pub dcutr: dcutr::Behaviour,
+    /// Unheld: the relayed connection goes once a direct one is up and its streams end.
+    pub dcutr: crate::keep::Unheld<dcutr::Behaviour>,
     /// Whether this node is reachable from outside, as peers that dial back find.
     pub autonat: autonat::Behaviour,
     /// A port mapped on the home router (UPnP), when enabled.
@@ -92,7 +93,7 @@ impl Behaviour {
             ),
             mdns: mdns.into(),
             relay,
-            dcutr: dcutr::Behaviour::new(peer_id),
+            dcutr: crate::keep::Unheld(dcutr::Behaviour::new(peer_id)),
             autonat,
             portmap: crate::portmap::Behaviour::default(),
             streams: crate::streams::Behaviour::new(),

@@ -5,11 +5,13 @@
 //! one, with backoff, whenever one is lost). A connection to a peer tries the peer's
 //! direct addresses first and its relayed ones shortly after; a relayed connection is
 //! upgraded by DCUtR where the NATs allow (on every new relayed connection, so a peer that
-//! comes back through the relay is punched again), and once a direct connection is up the
-//! relayed ones are closed. A connection whose pings time out is closed, so that a dead
-//! path (an address that went away) gives way to a new one; where there is reason to doubt
-//! a path sooner (this device lost an address, a peer connected anew), `alive` checks it
-//! at once. A connection closed for being dead counts as gone from then on (`condemn`).
+//! comes back through the relay is punched again). Once a direct connection is up, new
+//! streams go direct and a relayed connection closes when its last stream ends
+//! (`keep::Unheld`): a copy or an attach already running through the relay is not cut;
+//! past a generous grace it is closed anyway. A connection whose pings time out is
+//! closed, so that a dead path (an address that went away) gives way to a new one; where
+//! there is reason to doubt a path sooner (a peer connected anew), `alive` checks it at
+//! once, and one bound to an address this device lost is closed at once. A connection closed for being dead counts as gone from then on (`condemn`).
 
 use futures::StreamExt;
 use libp2p::{
@@ -90,10 +92,11 @@ const MAX_WAITERS: usize = 32;
 /// into a NAT that drops it never fails, it only times out). A relayed connection that
 /// wins is upgraded by a punch where it can be, and gives way to a direct one anyway.
 const RELAY_AFTER: Duration = Duration::from_millis(500);
-/// How long a relayed connection stays beside a new direct one, so that what runs on it
-/// (a pairing handshake, say) can finish. Short: new streams may still pick it (libp2p-
-/// stream picks a connection at random), and a relay may be gone.
-const RELAYED_GRACE: Duration = Duration::from_secs(2);
+/// Longest a relayed connection stays beside a direct one. It closes by itself once its
+/// last stream ends (new streams go direct); this bounds what a relay carries for a copy
+/// or an attach that began before the punch (an attach picks up again direct, losing
+/// nothing).
+const RELAYED_GRACE: Duration = Duration::from_secs(600);
 /// Waits before taking a lost relay reservation again.
 const RESERVE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 /// Longest a stopping node waits for its connections to close.
@@ -530,8 +533,17 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "no longer listening");
                 // An address of this device went away (it moved to another network, say):
-                // connections from it are dead, and nothing would tell for half a minute.
-                if !addr::is_loopback(&address) {
+                // connections bound to it are dead, and nothing would tell for half a
+                // minute; others may have lost their route, and are checked. (Each
+                // listener reports the address: it is gone once none has it.)
+                let gone = addr::ip(&address).filter(|ip| {
+                    !ip.is_loopback()
+                        && !is_relayed(&address)
+                        && !self.swarm.listeners().any(|l| addr::ip(l) == Some(*ip))
+                });
+                if let Some(ip) = gone {
+                    self.swarm.behaviour_mut().alive.address_gone(ip);
+                } else if !addr::is_loopback(&address) {
                     self.swarm.behaviour_mut().alive.check_all();
                 }
             }
@@ -693,8 +705,12 @@ impl EventLoop {
                     self.dial_beside(peer_id, tcp, PeerCondition::NotDialing);
                 }
             }
-            BehaviourEvent::Alive(crate::alive::Dead { peer, connection }) => {
-                tracing::info!(%peer, %connection, "a connection failed its check; closing it");
+            BehaviourEvent::Alive(crate::alive::Dead {
+                peer,
+                connection,
+                why,
+            }) => {
+                tracing::info!(%peer, %connection, %why, "a dead connection; closing it");
                 self.condemn(peer, connection);
             }
             BehaviourEvent::Ping(ping::Event {

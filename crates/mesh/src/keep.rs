@@ -18,9 +18,11 @@
 //!
 //! QUIC often wins the race to connect (fewer round trips), so a peer reached over QUIC
 //! alone is dialled over TCP as well where it listens at the same IP
-//! (`Peers::tcp_beside_quic`), and the QUIC connection then gives way. Relayed connections
-//! are the exception to leaving things to the idle timeout: DCUtR holds the one it punched
-//! from open for good, so the event loop closes those itself once a direct one is up.
+//! (`Peers::tcp_beside_quic`), and the QUIC connection then gives way. The same goes for
+//! a relayed connection once a punch made a direct one: a copy or an attach running on it
+//! finishes there (new streams go direct), and it closes when its last stream ends. DCUtR
+//! would hold the relayed connection it punched from open for good, so it runs [`Unheld`]:
+//! the relayed connection stays while it is the best, `keep` holds it then.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -195,6 +197,131 @@ impl ConnectionHandler for Handler {
         _: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
         Poll::Pending
+    }
+}
+
+/// A behaviour as it is, but for its hold on connections: its handlers never keep a
+/// connection open by themselves (open streams still do). For DCUtR, whose handler holds
+/// a relayed connection open for good once it punched, so that the connection would
+/// outlive its last stream, or be cut under what runs on it.
+pub(crate) struct Unheld<B>(pub B);
+
+impl<B: NetworkBehaviour> NetworkBehaviour for Unheld<B> {
+    type ConnectionHandler = UnheldHandler<THandler<B>>;
+    type ToSwarm = B::ToSwarm;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.0.handle_pending_inbound_connection(id, local, remote)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0
+            .handle_established_inbound_connection(id, peer, local, remote)
+            .map(UnheldHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addrs: &[Multiaddr],
+        role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.0
+            .handle_pending_outbound_connection(id, peer, addrs, role)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.0
+            .handle_established_outbound_connection(id, peer, addr, role, port_use)
+            .map(UnheldHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.0.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.0.on_connection_handler_event(peer, id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.0.poll(cx)
+    }
+}
+
+/// A handler as it is, but never holding its connection open.
+pub(crate) struct UnheldHandler<H>(H);
+
+impl<H: ConnectionHandler> ConnectionHandler for UnheldHandler<H> {
+    type FromBehaviour = H::FromBehaviour;
+    type ToBehaviour = H::ToBehaviour;
+    type InboundProtocol = H::InboundProtocol;
+    type OutboundProtocol = H::OutboundProtocol;
+    type InboundOpenInfo = H::InboundOpenInfo;
+    type OutboundOpenInfo = H::OutboundOpenInfo;
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
+        self.0.listen_protocol()
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        false
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<
+        ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
+    > {
+        self.0.poll(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::ToBehaviour>> {
+        self.0.poll_close(cx)
+    }
+
+    fn on_behaviour_event(&mut self, event: Self::FromBehaviour) {
+        self.0.on_behaviour_event(event);
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<
+            Self::InboundProtocol,
+            Self::OutboundProtocol,
+            Self::InboundOpenInfo,
+            Self::OutboundOpenInfo,
+        >,
+    ) {
+        self.0.on_connection_event(event);
     }
 }
 
