@@ -190,7 +190,11 @@ pub async fn run(
         pushes.clone(),
     ));
     let (alerts, raised) = crate::session::attention::Alerts::channel();
-    let sessions = Arc::new(Sessions::load(home.sessions()).with_alerts(alerts));
+    let sessions = Arc::new(
+        Sessions::load(home.sessions())
+            .with_alerts(alerts)
+            .with_record_max(config.sessions.max_bytes()),
+    );
     let registry = Arc::new(Registry::new(
         registry,
         sessions.clone(),
