@@ -555,6 +555,12 @@ def bench_events(lab):
     try:
         (alpha, _), (bravo, _) = [start_node(lab, f"ev{i}", ns, extra=(), tag="-events")
                                   for i, ns in enumerate(line.ns)]
+        # `id` answers from the home alone: wait for the nodes themselves.
+        for home in (alpha, bravo):
+            for _ in range(200):
+                if loopsy(home, "status").returncode == 0:
+                    break
+                time.sleep(0.05)
         pair(lab, alpha, bravo)
         time.sleep(2)
         follower = lab.spawn([LOOPSY, "--home", bravo, "events", "--follow", "--json"],
