@@ -289,6 +289,15 @@ fn a_peer_cannot_keep_more_recordings_on_a_host_than_its_bound() -> anyhow::Resu
     assert!(made.status.success(), "{made:?}");
     let files = std::fs::read_dir(a.home().join("recordings"))?.count();
     assert_eq!(files, 16);
-    assert!(listed(&a, &ids[0]).is_some_and(|s| s.get("recording").is_none()));
+    wait_for(
+        "the ended one listed unrecorded",
+        Duration::from_secs(20),
+        || {
+            listed(&a, &ids[0])?
+                .get("recording")
+                .is_none()
+                .then_some(())
+        },
+    )?;
     Ok(())
 }

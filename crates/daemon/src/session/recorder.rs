@@ -353,7 +353,7 @@ mod tests {
             recordings.path("k3j2ab7q"),
             Some(PathBuf::from("/r/k3j2ab7q.cast"))
         );
-        for bad in ["", "../x", "a/b", "A", "x.cast", &"a".repeat(33)] {
+        for bad in ["", "../x", "a/b", "A", "x.cast", "a".repeat(33).as_str()] {
             assert_eq!(recordings.path(bad), None, "{bad}");
         }
     }
