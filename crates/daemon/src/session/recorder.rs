@@ -217,10 +217,13 @@ impl Recorder {
     }
 }
 
+/// Output pieces, each with its time in milliseconds since the epoch.
+pub type Pieces = Vec<(u64, Vec<u8>)>;
+
 /// The output in a recording file, as pieces timed in milliseconds since the epoch (its
 /// header's `timestamp` plus each line's seconds): its size from the header, and the
 /// pieces. Lines that do not parse (the last one, while it is being written) are skipped.
-pub fn read(path: &Path) -> io::Result<(u16, u16, Vec<(u64, Vec<u8>)>)> {
+pub fn read(path: &Path) -> io::Result<(u16, u16, Pieces)> {
     let mut reader = io::BufReader::new(File::open(path)?);
     let mut line = Vec::new();
     let mut first = true;
