@@ -718,6 +718,7 @@ mod tests {
                     kind: crate::attention::Kind::Notify,
                     text: Some("a\x1b[2J\rb".into()),
                 }),
+                recording: None,
             },
         };
         let waiting = Session::from(hosted).waiting.expect("waiting");
