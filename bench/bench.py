@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -543,6 +544,64 @@ def bench_sync(lab):
     return rows
 
 
+EVENT_RINGS = 30
+
+
+def bench_events(lab):
+    """From a bell in a session on one device to the event that `loopsy events --follow`
+    prints on another, two hosts on one LAN (network namespaces and a bridge), each bell in
+    a session of its own: p50 and p95 of (time read on bravo) - (time raised on alpha)."""
+    line = Line(2)
+    try:
+        (alpha, _), (bravo, _) = [start_node(lab, f"ev{i}", ns, extra=(), tag="-events")
+                                  for i, ns in enumerate(line.ns)]
+        # `id` answers from the home alone: wait for the nodes themselves.
+        for home in (alpha, bravo):
+            for _ in range(200):
+                if loopsy(home, "status").returncode == 0:
+                    break
+                time.sleep(0.05)
+        pair(lab, alpha, bravo)
+        time.sleep(2)
+        follower = lab.spawn([LOOPSY, "--home", bravo, "events", "--follow", "--json"],
+                             stdout=subprocess.PIPE, text=True)
+        seen = []
+
+        def read():
+            for text in follower.stdout:
+                read_ms = time.time() * 1000
+                try:
+                    event = json.loads(text)
+                except ValueError:
+                    continue
+                if event.get("kind") == "bell":
+                    seen.append(read_ms - event["time_ms"])
+
+        threading.Thread(target=read, daemon=True).start()
+        time.sleep(1)
+        for _ in range(EVENT_RINGS):
+            made = loopsy(alpha, "session", "new", "--", "sh", "-c",
+                          "sleep 0.3; printf '\\a'; exec sleep 600")
+            if made.returncode != 0:
+                sys.exit("session new failed: " + made.stderr.decode())
+            time.sleep(0.05)
+        deadline = time.time() + 60
+        while len(seen) < EVENT_RINGS and time.time() < deadline:
+            time.sleep(0.1)
+        follower.terminate()
+        if len(seen) < EVENT_RINGS:
+            sys.exit(f"only {len(seen)} of {EVENT_RINGS} bells reached the other device")
+        delays = sorted(seen)
+        p50 = delays[len(delays) // 2]
+        p95 = delays[int(len(delays) * 0.95) - 1]
+    finally:
+        line.close()
+    return [
+        ("a bell in a session to the event on another device (LAN), p50", f"{p50:.0f} ms", "", ""),
+        ("a bell in a session to the event on another device (LAN), p95", f"{p95:.0f} ms", "", ""),
+    ]
+
+
 # What the fault, load and NAT tests print about themselves, line by line.
 FIGURES = (
     "time to direct", "symmetric NAT", "reconnected after", "16 MiB through",
@@ -595,7 +654,7 @@ RELAY_FLEET = (
     " pairs punch a direct path within a second and leave the relay), so the number that"
     " sizes a fleet is reservations, which cost little memory and no CPU while idle.")
 
-PARTS = ["exec", "cp", "session", "sync", "faults", "relay"]
+PARTS = ["exec", "cp", "session", "events", "sync", "faults", "relay"]
 
 
 def main():
@@ -609,6 +668,8 @@ def main():
             rows += bench_cp(lab)
         if "session" in which:
             rows += bench_session(lab)
+        if "events" in which:
+            rows += bench_events(lab)
         if "sync" in which:
             rows += bench_sync(lab)
     finally:

@@ -8,9 +8,10 @@ use serde_json::json;
 use crate::{Client, Error};
 
 /// The most of a recording taken from a host, counting each piece's bytes and framing. A
-/// host keeps the last 4 MiB of a session's output; a peer that streams on past this
-/// bound is no honest host, and the export stops rather than fill this process's memory.
-pub const MAX_RECORDING: usize = 16 * 1024 * 1024;
+/// host keeps the last 4 MiB of a session's output, or a recording of at most 256 MiB
+/// (`session new --record`, its largest bound); a peer that streams on past this bound is
+/// no honest host, and the export stops rather than fill this process's memory.
+pub const MAX_RECORDING: usize = 272 * 1024 * 1024;
 
 /// What a host holds of a session's output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -82,13 +82,27 @@ impl Client {
         host: Option<String>,
         name: Option<String>,
         argv: Vec<String>,
+        size: (u16, u16),
+    ) -> Result<Session, Error> {
+        self.session_start(host, name, argv, size, false).await
+    }
+
+    /// [`Self::session_new`], recorded on the host when `record` is set (a host that
+    /// predates recordings answers a session whose `recording` is empty).
+    pub async fn session_start(
+        &self,
+        host: Option<String>,
+        name: Option<String>,
+        argv: Vec<String>,
         (rows, cols): (u16, u16),
+        record: bool,
     ) -> Result<Session, Error> {
         let request = session::Request::New {
             name,
             argv,
             rows,
             cols,
+            record,
         };
         let Reply::Created(info) = self.session_request(host.clone(), request).await? else {
             return Err(Error::Unexpected {
@@ -104,6 +118,23 @@ impl Client {
             last_seen: None,
             session: info,
         }))
+    }
+
+    /// Deletes a session's recording on its host: how many bytes it held.
+    pub async fn session_delete_recording(
+        &self,
+        host: Option<String>,
+        session: String,
+    ) -> Result<u64, Error> {
+        match self
+            .session_request(host, session::Request::DeleteRecording { session })
+            .await?
+        {
+            Reply::RecordingDeleted { bytes } => Ok(bytes),
+            _ => Err(Error::Unexpected {
+                wanted: "a deleted recording",
+            }),
+        }
     }
 
     /// Ends a session: a hang-up to its program, then a kill.
@@ -202,6 +233,7 @@ impl Output {
             Reply::Created(_)
             | Reply::Sessions { .. }
             | Reply::Killed
+            | Reply::RecordingDeleted { .. }
             | Reply::Recording { .. } => Err(Error::Unexpected {
                 wanted: "a session's output",
             }),

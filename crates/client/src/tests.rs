@@ -79,6 +79,7 @@ fn info() -> Info {
         last_activity: 0,
         clients: 0,
         waiting: None,
+        recording: None,
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Config {
     /// Where this device delivers the mesh's attention events: `desktop`, `webhook`.
     #[serde(default)]
     pub notify: crate::attention::deliver::Settings,
+    /// Sessions: how large a recording (`session new --record`) may grow.
+    #[serde(default)]
+    pub sessions: crate::session::recorder::Settings,
 }
 
 /// Default grants for members.
@@ -94,6 +97,8 @@ pub enum Invalid {
     Relay(#[from] BadRelay),
     #[error("notify.webhook: {0}")]
     Webhook(#[from] crate::attention::deliver::BadWebhook),
+    #[error("sessions.{0}")]
+    Recordings(#[from] crate::session::recorder::BadBound),
 }
 
 /// A relay address a node cannot use.
@@ -122,6 +127,7 @@ impl Config {
             exec: crate::exec::policy::Policy::default(),
             files: crate::transfer::policy::Policy::default(),
             notify: crate::attention::deliver::Settings::default(),
+            sessions: crate::session::recorder::Settings::default(),
         }
     }
 
@@ -134,6 +140,7 @@ impl Config {
         if let Some(url) = &config.notify.webhook {
             crate::attention::deliver::Webhook::parse(url)?;
         }
+        config.sessions.check()?;
         Ok(config)
     }
 
@@ -181,6 +188,8 @@ const HEADER: &str = "\
 # [files] read / write: directories your devices may copy from / into (`~` is home);
 #         a relative PEER:PATH starts at the first one. Without `write`, a device that
 #         may run programs (exec) writes under ~, any other into ~/Loopsy
+# [sessions] record_max_mib: the most one recording (`session new --record`) takes, in
+#         MiB (1 to 256); it stops there
 ";
 
 /// Relay addresses must name the relay (a reservation is made with that peer) and give

@@ -16,7 +16,7 @@
 //! message that was not delivered to it.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
@@ -41,6 +41,9 @@ pub const KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const MAX_TEXT: usize = 16 * 1024;
 /// Messages an inbox keeps (the oldest go first).
 const MAX_INBOX: usize = 10_000;
+/// Messages an inbox keeps from one sender (that sender's oldest go first): no member
+/// pushes the others' messages out.
+const MAX_PER_SENDER: usize = 2_500;
 /// Settled records remembered (as many as the collection holds).
 const MAX_SETTLED: usize = 10_000;
 /// Tells a message's box from any other use of the device's key.
@@ -150,6 +153,34 @@ pub struct Inbox {
     /// decoding or opening here, or in the inbox and acknowledged): looked at once, not
     /// decoded again on every change of the collection.
     settled: Mutex<HashSet<Vec<u8>>>,
+    /// Senders already logged as over their share (once each while the node runs).
+    over_share: Mutex<HashSet<String>>,
+}
+
+/// Drops each sender's oldest messages beyond `share`; the senders that had some.
+fn trim_senders(messages: &mut BTreeMap<String, Received>, share: usize) -> Vec<String> {
+    let mut by_sender: HashMap<&str, Vec<(u64, &String)>> = HashMap::new();
+    for (slot, message) in messages.iter() {
+        by_sender
+            .entry(&message.from_peer_id)
+            .or_default()
+            .push((message.received_ms, slot));
+    }
+    let mut over = Vec::new();
+    let mut drop = Vec::new();
+    for (sender, mut slots) in by_sender {
+        if slots.len() <= share {
+            continue;
+        }
+        slots.sort();
+        let excess = slots.len() - share;
+        drop.extend(slots.into_iter().take(excess).map(|(_, s)| s.clone()));
+        over.push(sender.to_owned());
+    }
+    for slot in drop {
+        messages.remove(&slot);
+    }
+    over
 }
 
 /// Where a message sits in the inbox: its sender and its ID.
@@ -174,6 +205,7 @@ impl Inbox {
                     .collect(),
             ),
             settled: Mutex::default(),
+            over_share: Mutex::default(),
         })
     }
 
@@ -222,6 +254,17 @@ impl Inbox {
                 }
                 messages.insert(slot, message);
                 added += 1;
+            }
+            for sender in trim_senders(&mut messages, MAX_PER_SENDER) {
+                let mut logged = self.over_share.lock().unwrap_or_else(|e| e.into_inner());
+                if logged.insert(sender.clone()) {
+                    tracing::warn!(
+                        %sender,
+                        share = MAX_PER_SENDER,
+                        "a member sent more messages than its share of the inbox: its oldest \
+                         are dropped (said once)"
+                    );
+                }
             }
             while messages.len() > MAX_INBOX {
                 let oldest = messages
@@ -539,6 +582,7 @@ mod tests {
         let limits = crate::replica::Limits {
             records: 100,
             value: 20 * 1024,
+            per_author: 100,
         };
         crate::replica::Store::load(
             sync::MESSAGES,
@@ -708,6 +752,36 @@ mod tests {
         ] {
             assert_eq!(parse_key(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn one_sender_cannot_push_the_others_out_of_the_inbox() {
+        let message = |sender: &str, n: u64| Received {
+            id: format!("{n:x}"),
+            from: sender.into(),
+            from_peer_id: sender.into(),
+            text: String::new(),
+            sent_ms: n,
+            received_ms: n,
+        };
+        let mut messages = BTreeMap::new();
+        messages.insert(slot("friend", "0"), message("friend", 0));
+        for n in 1..=30 {
+            messages.insert(slot("flood", &format!("{n:x}")), message("flood", n));
+        }
+        assert_eq!(trim_senders(&mut messages, 10), ["flood"]);
+        assert_eq!(messages.len(), 11);
+        assert!(
+            messages.contains_key(&slot("friend", "0")),
+            "the oldest, but not the flood's"
+        );
+        let kept: Vec<u64> = messages
+            .values()
+            .filter(|m| m.from == "flood")
+            .map(|m| m.received_ms)
+            .collect();
+        assert_eq!(kept.iter().min(), Some(&21), "the flood's newest stay");
+        assert!(trim_senders(&mut messages, 10).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! a record, or a deletion, that wins for ever.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     io,
     path::PathBuf,
     sync::{Mutex, MutexGuard},
@@ -42,6 +42,9 @@ pub struct Limits {
     pub records: usize,
     /// Largest value.
     pub value: usize,
+    /// Most records (live or deleted) by one author: no single member fills the
+    /// collection for the others. Past it, that author's oldest records go first.
+    pub per_author: usize,
 }
 
 /// Whether `author` may write `record` (beyond a valid signature): a collection's own rule.
@@ -56,6 +59,11 @@ pub enum WriteError {
     Value { max: usize },
     #[error("the {collection} collection is full ({max} records)")]
     Full {
+        collection: &'static str,
+        max: usize,
+    },
+    #[error("this device's share of the {collection} collection is full ({max} records)")]
+    Quota {
         collection: &'static str,
         max: usize,
     },
@@ -80,6 +88,8 @@ pub struct Store {
     rule: Rule,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
+    /// Authors already logged as over their quota (once each while the node runs).
+    over_quota: Mutex<HashSet<Vec<u8>>>,
 }
 
 impl Store {
@@ -146,6 +156,7 @@ impl Store {
                 clock,
             }),
             changed: watch::channel(0).0,
+            over_quota: Mutex::new(HashSet::new()),
         })
     }
 
@@ -173,11 +184,21 @@ impl Store {
         let record = {
             let mut state = self.lock();
             purge(&mut state.records);
-            if !state.records.contains_key(key) && state.records.len() >= self.limits.records {
-                return Err(WriteError::Full {
-                    collection: self.name,
-                    max: self.limits.records,
-                });
+            if !state.records.contains_key(key) {
+                if state.records.len() >= self.limits.records {
+                    return Err(WriteError::Full {
+                        collection: self.name,
+                        max: self.limits.records,
+                    });
+                }
+                let me = self.me.to_bytes();
+                let mine = state.records.values().filter(|r| r.author[..] == me[..]);
+                if mine.count() >= self.limits.per_author {
+                    return Err(WriteError::Quota {
+                        collection: self.name,
+                        max: self.limits.per_author,
+                    });
+                }
             }
             let now = clock::now_ms();
             // A clock left far ahead (this device's wall clock was wrong, and is right
@@ -370,8 +391,10 @@ impl Store {
         let now = clock::now_ms();
         let mut fresh = Vec::new();
         let mut refused = Vec::new();
+        let mut dropped: HashMap<Vec<u8>, usize> = HashMap::new();
         {
             let mut state = self.lock();
+            let mut quotas = Quotas::count(&state.records, self.limits.per_author);
             for bytes in records {
                 let Ok(record) = ciborium::from_reader::<Record, _>(&bytes[..]) else {
                     refused.push(format!("malformed {} record", self.name));
@@ -391,22 +414,152 @@ impl Store {
                     }
                 }
                 let key = record.key.to_vec();
-                let newer = match state.records.get(&key) {
+                let held = state.records.get(&key);
+                let newer = match held {
                     Some(held) => record.wins_over(held),
                     None => state.records.len() < self.limits.records,
                 };
-                if newer {
-                    // The hybrid clock's receive rule: never issue a clock below one seen.
-                    state.clock = state.clock.max(record.clock);
-                    state.records.insert(key, record);
-                    fresh.push(bytes);
+                if !newer {
+                    continue;
                 }
+                // Within its author's quota, at the cost of that author's oldest record
+                // when it is over; the record itself when it is that oldest.
+                let replaced = held.map(|h| (h.author.to_vec(), h.clock));
+                match quotas.admit(&state.records, &record, replaced) {
+                    Admit::Yes => {}
+                    Admit::InPlaceOf(oldest) => {
+                        state.records.remove(&oldest);
+                        *dropped.entry(record.author.to_vec()).or_default() += 1;
+                    }
+                    Admit::No => {
+                        *dropped.entry(record.author.to_vec()).or_default() += 1;
+                        continue;
+                    }
+                }
+                // The hybrid clock's receive rule: never issue a clock below one seen.
+                state.clock = state.clock.max(record.clock);
+                state.records.insert(key, record);
+                fresh.push(bytes);
             }
         }
+        self.log_over_quota(dropped);
         if !fresh.is_empty() {
             self.saved();
         }
         Merged { fresh, refused }
+    }
+
+    /// Says once per author (while the node runs), not per record, that its records went
+    /// over its quota here.
+    fn log_over_quota(&self, dropped: HashMap<Vec<u8>, usize>) {
+        let mut warned = self.over_quota.lock().unwrap_or_else(|e| e.into_inner());
+        for (author, records) in dropped {
+            if warned.insert(author.clone()) {
+                let author = PeerId::from_bytes(&author)
+                    .map(|p| p.to_base58())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    collection = self.name,
+                    %author,
+                    records,
+                    quota = self.limits.per_author,
+                    "a member wrote more records than its quota here: its oldest are dropped \
+                     (said once)"
+                );
+            }
+        }
+    }
+}
+
+/// Whether a record from a peer fits its author's quota.
+enum Admit {
+    Yes,
+    /// Yes, dropping this key: the author's oldest record.
+    InPlaceOf(Vec<u8>),
+    /// No: it is the author's oldest.
+    No,
+}
+
+/// Records per author during one merge, and (for authors found at their quota) their
+/// records oldest first.
+struct Quotas {
+    max: usize,
+    counts: HashMap<Vec<u8>, usize>,
+    by_age: HashMap<Vec<u8>, BTreeSet<(Clock, Vec<u8>)>>,
+}
+
+impl Quotas {
+    fn count(records: &BTreeMap<Vec<u8>, Record>, max: usize) -> Self {
+        let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+        for record in records.values() {
+            *counts.entry(record.author.to_vec()).or_default() += 1;
+        }
+        Self {
+            max,
+            counts,
+            by_age: HashMap::new(),
+        }
+    }
+
+    /// Takes `record` into the count, in place of the record of the same key by
+    /// `replaced` (its author and clock) when there is one.
+    fn admit(
+        &mut self,
+        records: &BTreeMap<Vec<u8>, Record>,
+        record: &Record,
+        replaced: Option<(Vec<u8>, Clock)>,
+    ) -> Admit {
+        let author = record.author.to_vec();
+        let key = record.key.to_vec();
+        if let Some((by, clock)) = &replaced
+            && *by == author
+        {
+            // Same author, same key: its count does not change.
+            if let Some(aged) = self.by_age.get_mut(&author) {
+                aged.remove(&(*clock, key.clone()));
+                aged.insert((record.clock, key));
+            }
+            return Admit::Yes;
+        }
+        let count = self.counts.entry(author.clone()).or_default();
+        let verdict = if *count < self.max {
+            *count += 1;
+            if let Some(aged) = self.by_age.get_mut(&author) {
+                aged.insert((record.clock, key.clone()));
+            }
+            Admit::Yes
+        } else {
+            let aged = self.by_age.entry(author.clone()).or_insert_with(|| {
+                records
+                    .values()
+                    .filter(|r| r.author[..] == author[..])
+                    .map(|r| (r.clock, r.key.to_vec()))
+                    .collect()
+            });
+            match aged.pop_first() {
+                Some((oldest, oldest_key)) if oldest < record.clock => {
+                    aged.insert((record.clock, key.clone()));
+                    Admit::InPlaceOf(oldest_key)
+                }
+                Some(oldest) => {
+                    aged.insert(oldest);
+                    Admit::No
+                }
+                None => Admit::No,
+            }
+        };
+        // Another author's record of this key gives way to it.
+        if !matches!(verdict, Admit::No)
+            && let Some((by, clock)) = replaced
+        {
+            if let Some(count) = self.counts.get_mut(&by) {
+                *count = count.saturating_sub(1);
+            }
+            if let Some(aged) = self.by_age.get_mut(&by) {
+                aged.remove(&(clock, key));
+            }
+        }
+        verdict
     }
 }
 
@@ -425,6 +578,7 @@ mod tests {
         let limits = Limits {
             records: 100,
             value: 1024,
+            per_author: 100,
         };
         Store::load("test", (None, None), path, keypair, limits, |_, _| true).unwrap()
     }
@@ -449,6 +603,66 @@ mod tests {
             .values()
             .map(|r| (r.key.to_vec(), r.value.as_ref().map(|v| v.to_vec())))
             .collect()
+    }
+
+    /// A store whose limits are `records` in all, `per_author` each.
+    fn bounded(tag: &str, keypair: Keypair, records: usize, per_author: usize) -> Store {
+        let path = std::env::temp_dir().join(format!(
+            "loopsy-replica-{tag}-{}-{}",
+            std::process::id(),
+            keypair.public().to_peer_id()
+        ));
+        let _ = fs::remove_file(&path);
+        let limits = Limits {
+            records,
+            value: 1024,
+            per_author,
+        };
+        Store::load("test", (None, None), path, keypair, limits, |_, _| true).unwrap()
+    }
+
+    #[test]
+    fn one_member_cannot_fill_another_devices_store() {
+        // A member whose own store lets it write 150 records.
+        let greedy = bounded("quota-greedy", Keypair::generate_ed25519(), 1000, 1000);
+        let here = bounded("quota-here", Keypair::generate_ed25519(), 100, 40);
+        let other = bounded("quota-other", Keypair::generate_ed25519(), 100, 40);
+        let written: Vec<ByteBuf> = (0..150)
+            .map(|i| {
+                greedy
+                    .put(format!("k{i:03}").as_bytes(), Some(vec![1]), None)
+                    .unwrap()
+            })
+            .collect();
+        // In one batch and one by one alike.
+        let merged = here.merge_now(written[..75].to_vec());
+        assert!(merged.refused.is_empty(), "no error per record");
+        for record in &written[75..] {
+            here.merge_now(vec![record.clone()]);
+        }
+        let held = state(&here);
+        assert_eq!(held.len(), 40, "its quota");
+        // Its newest records are what is left.
+        assert_eq!(held.first().unwrap().0, b"k110".to_vec());
+        assert_eq!(held.last().unwrap().0, b"k149".to_vec());
+        // An old one coming again does not push a newer one out.
+        here.merge_now(vec![written[0].clone()]);
+        assert_eq!(state(&here).first().unwrap().0, b"k110".to_vec());
+        // Another member still has room here, and so does this device.
+        let theirs = other.put(b"theirs", Some(vec![2]), None).unwrap();
+        assert_eq!(here.merge_now(vec![theirs]).fresh.len(), 1);
+        here.put(b"mine", Some(vec![3]), None).unwrap();
+        assert_eq!(state(&here).len(), 42);
+        // This device is held to its own share too, with an error that says so.
+        for i in 0..39 {
+            here.put(format!("m{i}").as_bytes(), Some(vec![3]), None)
+                .unwrap();
+        }
+        let refused = here.put(b"one-more", Some(vec![3]), None).unwrap_err();
+        assert!(
+            matches!(refused, WriteError::Quota { max: 40, .. }),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -612,6 +826,7 @@ mod tests {
         let limits = Limits {
             records: 10_000,
             value: 8 * 1024,
+            per_author: 10_000,
         };
         let a = Store::load(
             "test",

@@ -252,6 +252,17 @@ pub struct SessionInfo {
     /// Set while the session's program waits for its person (a bell, a notification, its
     /// end) and no client has typed or attached since.
     pub waiting: Option<Waiting>,
+    /// Set when the host keeps a recording of the session.
+    pub recording: Option<Recording>,
+}
+
+/// A session's recording on its host.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Recording {
+    pub bytes: u64,
+    /// The host's bound; once reached, the recording stopped (`full`).
+    pub max_bytes: u64,
+    pub full: bool,
 }
 
 /// Since when a session waits, and why.
@@ -288,6 +299,11 @@ impl From<control::Session> for SessionInfo {
                 kind: w.kind.name().into(),
                 text: w.text,
             }),
+            recording: s.recording.map(|r| Recording {
+                bytes: r.bytes,
+                max_bytes: r.max_bytes,
+                full: r.full,
+            }),
         }
     }
 }
@@ -308,6 +324,10 @@ pub struct StartArgs {
     pub rows: Option<u16>,
     #[serde(default)]
     pub cols: Option<u16>,
+    /// Keep the whole output in a recording on the host (bounded by its config), for
+    /// `loopsy session export`.
+    #[serde(default)]
+    pub record: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -688,7 +708,7 @@ impl Loopsy {
         let argv = args.command.unwrap_or_default();
         let session = self
             .client
-            .session_new(args.peer, args.name, argv, size)
+            .session_start(args.peer, args.name, argv, size, args.record)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Json(session.into()))

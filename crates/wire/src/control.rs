@@ -223,6 +223,10 @@ pub struct Session {
     /// client has typed or attached since.
     #[serde(default)]
     pub waiting: Option<SessionWaiting>,
+    /// Set when the host keeps a recording of the session (`session new --record`): its
+    /// size, the host's bound, and whether that bound stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::session::Recorded>,
 }
 
 /// Whether a session's program still runs.
@@ -261,6 +265,7 @@ impl From<HostedSession> for Session {
                     .text
                     .map(|t| crate::attention::clean(&t, crate::attention::MAX_TEXT)),
             }),
+            recording: info.recording,
         }
     }
 }
@@ -802,6 +807,7 @@ mod tests {
                     kind: crate::attention::Kind::Notify,
                     text: Some("a\x1b[2J\rb".into()),
                 }),
+                recording: None,
             },
         };
         let waiting = Session::from(hosted).waiting.expect("waiting");
@@ -825,6 +831,7 @@ mod tests {
                 last_activity: 951_782_400,
                 clients: 0,
                 waiting: None,
+                recording: None,
             },
         };
         let listed = Session::from(hosted);

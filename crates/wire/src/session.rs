@@ -32,6 +32,12 @@ pub enum Request {
         argv: Vec<String>,
         rows: u16,
         cols: u16,
+        /// Keep the whole output in a recording on the host, beyond the ring, up to the
+        /// host's size bound. Absent when false, so that a plain start is what it was (a
+        /// host that predates recordings starts the session unrecorded: the reply's
+        /// `recording` then stays empty).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        record: bool,
     },
     List,
     Kill {
@@ -54,6 +60,11 @@ pub enum Request {
     /// The output the host still holds, with the time each piece came: answered by
     /// [`Reply::Recording`] frames, the last with `last` set.
     Export {
+        session: String,
+    },
+    /// Delete the session's recording (stopping it if it is being written): answered by
+    /// [`Reply::RecordingDeleted`].
+    DeleteRecording {
         session: String,
     },
 }
@@ -93,6 +104,21 @@ pub struct Info {
     /// end that no client has answered by typing or attaching.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<crate::attention::Waiting>,
+    /// Set when the host keeps a recording of the session (`session new --record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Recorded>,
+}
+
+/// A session's recording on its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// Bytes of the recording file (asciicast v2) so far.
+    pub bytes: u64,
+    /// The host's bound on it: once reached, the recording stops (`full`).
+    pub max_bytes: u64,
+    /// The bound was reached: output after that point is not in the recording.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// Host to client.
@@ -126,6 +152,10 @@ pub enum Reply {
     Error {
         message: String,
     },
+    /// The recording is gone; it held `bytes`.
+    RecordingDeleted {
+        bytes: u64,
+    },
     /// Part of an export: the terminal's size, when the session started, and output pieces
     /// each with the milliseconds since the epoch at which the host read it.
     Recording {
@@ -157,7 +187,8 @@ impl Request {
             Request::List => true,
             Request::Kill { session }
             | Request::Attach { session, .. }
-            | Request::Export { session } => session.len() <= 256,
+            | Request::Export { session }
+            | Request::DeleteRecording { session } => session.len() <= 256,
         }
     }
 }
@@ -178,6 +209,7 @@ mod tests {
             last_activity: 2,
             clients: 1,
             waiting: None,
+            recording: None,
         };
         for reply in [
             Reply::Attached {
@@ -204,6 +236,7 @@ mod tests {
             argv: vec![],
             rows: 24,
             cols: 80,
+            record: false,
         };
         assert!(!long.within_limits());
     }

@@ -1,4 +1,5 @@
-//! `loopsy session new/ls/kill/export`: persistent terminal sessions on any device of the mesh.
+//! `loopsy session new/ls/kill/export/recordings/rm-recording`: persistent terminal sessions
+//! on any device of the mesh.
 
 use std::process::ExitCode;
 
@@ -31,6 +32,10 @@ enum Action {
         /// Print the session as JSON, in the shape `session ls --json` lists it.
         #[arg(long)]
         json: bool,
+        /// Keep the whole output in a recording on the host (up to its
+        /// `[sessions] record_max_mib`, 64 MiB by default), which `session export` writes.
+        #[arg(long)]
+        record: bool,
         /// The program and its arguments.
         #[arg(
             trailing_var_arg = true,
@@ -42,9 +47,25 @@ enum Action {
     /// Every session in the mesh, from the replicated registry (hosts offline included).
     Ls {
         /// One JSON array of sessions: id, name, host, host_peer_id, host_online,
-        /// host_last_seen, command, status, code, created, last_activity, clients, waiting.
+        /// host_last_seen, command, status, code, created, last_activity, clients, waiting,
+        /// and recording (bytes, max_bytes, full) for a recorded one.
         #[arg(long)]
         json: bool,
+    },
+    /// The sessions of the mesh that have a recording on their host: its size, and whether
+    /// it reached its bound.
+    Recordings {
+        /// The same JSON as `session ls --json`, of the recorded sessions only.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a session's recording on its host (stopping it, if the session still runs).
+    RmRecording {
+        /// The session: its ID, its name, or a unique prefix.
+        session: String,
+        /// The device that hosts it (default: found by asking).
+        #[arg(long, value_name = "PEER")]
+        on: Option<String>,
     },
     /// End a session: its program gets a hang-up, then a kill.
     Kill {
@@ -54,8 +75,9 @@ enum Action {
         #[arg(long, value_name = "PEER")]
         on: Option<String>,
     },
-    /// Write the output the host still holds (up to 4 MiB) as an asciicast v2 recording,
-    /// timed as it came: `asciinema play FILE` replays it.
+    /// Write the session's output as an asciicast v2 recording, timed as it came: its whole
+    /// recording when it was started with `--record`, else what the host still holds (up
+    /// to 4 MiB). `asciinema play FILE` replays it.
     Export {
         /// The session: its ID, its name, or a unique prefix.
         session: String,
@@ -77,11 +99,19 @@ impl Cmd {
                 name,
                 attach,
                 json,
+                record,
                 command,
             } => {
                 let session = client
-                    .session_new(on.clone(), name, command, term::size())
+                    .session_start(on.clone(), name, command, term::size(), record)
                     .await?;
+                if record && session.recording.is_none() {
+                    eprintln!(
+                        "loopsy: warning: the host started session {} without a recording \
+                         (its version predates them)",
+                        session.id
+                    );
+                }
                 if json {
                     crate::output::json(&session)?;
                 } else {
@@ -102,6 +132,25 @@ impl Cmd {
                 } else {
                     table(&sessions);
                 }
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Recordings { json } => {
+                let recorded: Vec<Session> = client
+                    .sessions()
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.recording.is_some())
+                    .collect();
+                if json {
+                    crate::output::json(&recorded)?;
+                } else {
+                    recordings_table(&recorded);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::RmRecording { session, on } => {
+                let bytes = client.session_delete_recording(on, session.clone()).await?;
+                println!("deleted the recording of session {session} ({bytes} bytes)");
                 Ok(ExitCode::SUCCESS)
             }
             Action::Kill { session, on } => {
@@ -153,6 +202,13 @@ fn table(sessions: &[Session]) {
                 status.push_str(&format!(" ({})", waiting.kind.name()));
             }
         }
+        if let Some(recording) = &s.recording {
+            status.push_str(if recording.full {
+                ", recorded (full)"
+            } else {
+                ", recording"
+            });
+        }
         if !s.host_online {
             let seen = s.host_last_seen.as_deref().unwrap_or("never");
             status.push_str(&format!(", host offline (last seen {seen})"));
@@ -168,4 +224,36 @@ fn table(sessions: &[Session]) {
         ]);
     }
     crate::output::table(&rows);
+}
+
+fn recordings_table(sessions: &[Session]) {
+    let mut rows = vec![
+        ["ID", "NAME", "HOST", "STATUS", "SIZE", "BOUND"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for s in sessions {
+        let Some(recording) = &s.recording else {
+            continue;
+        };
+        let status = match (s.status, recording.full) {
+            (_, true) => "stopped at its bound",
+            (SessionStatus::Running, false) => "recording",
+            (SessionStatus::Exited, false) => "complete",
+        };
+        rows.push(vec![
+            s.id.clone(),
+            s.name.clone().unwrap_or_else(|| "-".into()),
+            s.host.clone(),
+            status.to_owned(),
+            mib(recording.bytes),
+            mib(recording.max_bytes),
+        ]);
+    }
+    crate::output::table(&rows);
+}
+
+/// A size in MiB, one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -1,5 +1,6 @@
 //! Delivers attention events where the person is: a desktop notification on this device
-//! (the freedesktop notification service, through `notify-send` or, without it, `gdbus`),
+//! (on Linux the freedesktop notification service, through `notify-send` or, without it,
+//! `gdbus`; on macOS `osascript`'s `display notification`),
 //! and an ntfy-style webhook (`POST` with `Title`, `Priority` and `Tags` headers, the text
 //! as the body), so that a self-hosted or public ntfy server reaches a phone.
 //!
@@ -47,9 +48,11 @@ impl Settings {
     /// Whether to show desktop notifications, given this process's environment.
     pub fn desktop_on(&self) -> bool {
         self.desktop.unwrap_or_else(|| {
-            ["DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
+            // A Mac's user session always has its notification centre.
+            cfg!(target_os = "macos")
+                || ["DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY"]
+                    .iter()
+                    .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
         })
     }
 }
@@ -216,63 +219,98 @@ pub fn words(event: &MeshEvent) -> (String, String) {
     (title, body)
 }
 
-/// Shows `event` on this device's desktop.
+/// Shows `event` on this device's desktop: `osascript` on macOS; on Linux the
+/// freedesktop notification service, through `notify-send` or, where that is missing,
+/// `gdbus`.
 async fn desktop(event: &MeshEvent) -> Result<(), String> {
     let (title, body) = words(event);
-    let urgency = if priority(event.event.kind) >= 4 {
-        "critical"
+    let urgent = priority(event.event.kind) >= 4;
+    let commands = if cfg!(target_os = "macos") {
+        vec![macos_command(&title, &body)]
     } else {
-        "normal"
+        linux_commands(&title, &body, urgent)
     };
-    // Arguments, never a shell: the texts are another device's.
-    let notify_send = Command::new("notify-send")
-        .args([
-            "--app-name=Loopsy",
-            "--urgency",
-            urgency,
-            "--",
-            &title,
-            &body,
-        ])
-        .kill_on_drop(true)
-        .output();
-    let ran = match tokio::time::timeout(DEADLINE, notify_send).await {
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            let gdbus = Command::new("gdbus")
-                .args([
-                    "call",
-                    "--session",
-                    "--dest",
-                    "org.freedesktop.Notifications",
-                    "--object-path",
-                    "/org/freedesktop/Notifications",
-                    "--method",
-                    "org.freedesktop.Notifications.Notify",
-                    // The arguments follow: an expiry of -1 is no option.
-                    "--",
-                    "Loopsy",
-                    "0",
-                    "",
-                    &gvariant_string(&title),
-                    &gvariant_string(&body),
-                    "[]",
-                    "{}",
-                    "-1",
-                ])
-                .kill_on_drop(true)
-                .output();
-            tokio::time::timeout(DEADLINE, gdbus)
-                .await
-                .map_err(|_| "timed out".to_owned())?
+    let mut last = String::from("no notifier");
+    for argv in commands {
+        let Some((program, args)) = argv.split_first() else {
+            continue;
+        };
+        // Arguments, never a shell: the texts are another device's.
+        let run = Command::new(program).args(args).kill_on_drop(true).output();
+        match tokio::time::timeout(DEADLINE, run).await {
+            Err(_) => return Err("timed out".into()),
+            // This one is not installed: the next way, if there is one.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                last = format!("{program} is not installed");
+            }
+            Ok(Err(e)) => return Err(format!("{program} does not run: {e}")),
+            Ok(Ok(out)) if out.status.success() => return Ok(()),
+            Ok(Ok(out)) => return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
         }
-        Ok(ran) => ran,
-        Err(_) => return Err("timed out".into()),
-    };
-    match ran {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-        Err(e) => Err(format!("neither notify-send nor gdbus runs: {e}")),
     }
+    Err(last)
+}
+
+/// The command lines that show a notification on Linux, in the order tried: `notify-send`,
+/// then the same call through `gdbus`.
+fn linux_commands(title: &str, body: &str, urgent: bool) -> Vec<Vec<String>> {
+    let urgency = if urgent { "critical" } else { "normal" };
+    let notify_send = [
+        "notify-send",
+        "--app-name=Loopsy",
+        "--urgency",
+        urgency,
+        "--",
+        title,
+        body,
+    ];
+    let gdbus = [
+        "gdbus",
+        "call",
+        "--session",
+        "--dest",
+        "org.freedesktop.Notifications",
+        "--object-path",
+        "/org/freedesktop/Notifications",
+        "--method",
+        "org.freedesktop.Notifications.Notify",
+        // The arguments follow: an expiry of -1 is no option.
+        "--",
+        "Loopsy",
+        "0",
+        "",
+        &gvariant_string(title),
+        &gvariant_string(body),
+        "[]",
+        "{}",
+        "-1",
+    ];
+    [&notify_send[..], &gdbus[..]]
+        .iter()
+        .map(|argv| argv.iter().map(|a| a.to_string()).collect())
+        .collect()
+}
+
+/// The command line that shows a notification on macOS: `osascript` runs a fixed script
+/// that takes the title and the text as its arguments (`argv`), so that no text of
+/// another device ever becomes AppleScript source.
+fn macos_command(title: &str, body: &str) -> Vec<String> {
+    [
+        "osascript",
+        "-e",
+        "on run argv",
+        "-e",
+        "display notification (item 2 of argv) with title (item 1 of argv)",
+        "-e",
+        "end run",
+        // The end of osascript's options: a text that starts with `-` is an argument.
+        "--",
+        title,
+        body,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
 }
 
 /// A GVariant string literal, as `gdbus call` parses its arguments.
@@ -364,5 +402,48 @@ mod tests {
         assert_eq!(status_of(b"HTTP/1.1 200 OK\r\n"), Some(200));
         assert_eq!(status_of(b"garbage"), None);
         assert_eq!(gvariant_string(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn macos_texts_are_arguments_of_a_fixed_script() {
+        let hostile = r#"x" & (do shell script "rm -rf ~") & ""#;
+        let argv = macos_command("-title", hostile);
+        assert_eq!(argv[0], "osascript");
+        // The script is the same whatever the texts: they never reach its source.
+        let script: Vec<&str> = argv
+            .windows(2)
+            .filter(|w| w[0] == "-e")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(
+            script,
+            [
+                "on run argv",
+                "display notification (item 2 of argv) with title (item 1 of argv)",
+                "end run"
+            ]
+        );
+        assert_eq!(argv[argv.len() - 3..], ["--", "-title", hostile]);
+    }
+
+    #[test]
+    fn linux_tries_notify_send_then_gdbus() {
+        let commands = linux_commands("T", "b\"x", true);
+        assert_eq!(commands.len(), 2);
+        assert_eq!(
+            commands[0],
+            [
+                "notify-send",
+                "--app-name=Loopsy",
+                "--urgency",
+                "critical",
+                "--",
+                "T",
+                "b\"x"
+            ]
+        );
+        assert_eq!(commands[1][0], "gdbus");
+        assert!(commands[1].contains(&r#""b\"x""#.to_owned()));
+        assert_eq!(linux_commands("T", "b", false)[0][3], "normal");
     }
 }

@@ -43,6 +43,7 @@ pub const MAX_OWN: usize = 120;
 pub const LIMITS: Limits = Limits {
     records: 4096,
     value: 2048,
+    per_author: 256,
 };
 
 /// The collection's rule: a host writes only its own events, and each expires within
@@ -228,6 +229,14 @@ impl Events {
         event.session = event.session.map(|s| clean(&s, MAX_NAME));
         event.session_name = event.session_name.map(|s| clean(&s, MAX_NAME));
         event.id = clean(&event.id, MAX_NAME);
+        // The time is the host's word: no later than its record's clock (which this device
+        // bounded when the record came), nor than this device's clock plus the allowed
+        // skew, so that no event is "the newest" for ever.
+        let latest = record
+            .clock
+            .ms
+            .min(clock::now_ms().saturating_add(clock::MAX_SKEW_MS));
+        event.time_ms = event.time_ms.min(latest);
         Some(MeshEvent {
             time: clock::rfc3339_ms(event.time_ms),
             host_peer_id: host.to_base58(),
@@ -383,6 +392,57 @@ mod tests {
         let peer = theirs.public().to_peer_id().to_base58();
         assert_eq!(shown[0].host_peer_id, peer);
         assert_eq!(shown[0].event.host, peer, "not the name it claims");
+    }
+
+    #[test]
+    fn an_event_dated_in_the_future_is_not_the_newest_for_ever() {
+        let dir = testing::scratch("events-future");
+        let (mine, theirs) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let here = events(&dir, &mine, "here");
+        let there = events(&dir, &theirs, "there");
+        // Its record is dated now (else refused), its event a day ahead.
+        let now = clock::now_ms();
+        let value = Event {
+            id: "future".into(),
+            session: None,
+            session_name: None,
+            host: "there".into(),
+            kind: Kind::Note,
+            title: None,
+            text: Some("pinned".into()),
+            time_ms: now + 24 * 3600 * 1000,
+        };
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&value, &mut bytes).unwrap();
+        let key = event_key(&there.me, now, "future");
+        let record = there
+            .store
+            .put(&key, Some(bytes), Some(now + KEEP_MS))
+            .unwrap();
+        here.store.merge(vec![record]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        here.write(
+            None,
+            None,
+            Call {
+                kind: Kind::Note,
+                title: None,
+                text: Some("later".into()),
+            },
+        );
+        let (shown, _) = here.list(0);
+        assert_eq!(shown.len(), 2);
+        let future = shown.iter().find(|e| e.event.id == "future").unwrap();
+        assert!(
+            future.event.time_ms <= clock::now_ms() + clock::MAX_SKEW_MS,
+            "clamped: {}",
+            future.event.time_ms
+        );
+        assert_eq!(
+            shown.last().unwrap().event.text.as_deref(),
+            Some("later"),
+            "the event raised last is the newest"
+        );
     }
 
     fn record(author: &PeerId, expires: Option<u64>) -> Record {

@@ -38,16 +38,19 @@ use crate::{
 const REGISTRY_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 4096,
     value: 16 * 1024,
+    per_author: 512,
 };
 /// Messages in transit (and acknowledgements) kept for the mesh.
 const MESSAGE_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 10_000,
     value: 20 * 1024,
+    per_author: 2_500,
 };
 /// The shared context's bounds: keys, and bytes per value.
 const CTX_LIMITS: crate::replica::Limits = crate::replica::Limits {
     records: 10_000,
     value: 64 * 1024,
+    per_author: 5_000,
 };
 
 /// `loopsy node` flags that override the config for one run.
@@ -189,7 +192,11 @@ pub async fn run(
         pushes.clone(),
     ));
     let (alerts, raised) = crate::session::attention::Alerts::channel();
-    let sessions = Arc::new(Sessions::load(home.sessions()).with_alerts(alerts));
+    let sessions = Arc::new(
+        Sessions::load(home.sessions())
+            .with_alerts(alerts)
+            .with_record_max(config.sessions.max_bytes()),
+    );
     let registry = Arc::new(Registry::new(
         registry,
         sessions.clone(),

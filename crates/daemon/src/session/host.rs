@@ -17,7 +17,10 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
-use super::attention::{Alerts, Call, Raised, Scanner};
+use super::{
+    attention::{Alerts, Call, Raised, Scanner},
+    recorder::Recorder,
+};
 use crate::clock;
 use loopsy_wire::attention::{Kind, Waiting};
 
@@ -39,7 +42,7 @@ pub struct Mark {
 }
 
 /// A terminal size from a client, kept within bounds.
-fn bounded(rows: u16, cols: u16) -> (u16, u16) {
+pub(super) fn bounded(rows: u16, cols: u16) -> (u16, u16) {
     (rows.clamp(1, MAX_ROWS), cols.clamp(1, MAX_COLS))
 }
 
@@ -126,6 +129,8 @@ struct State {
     screen: vt100::Parser,
     info: Info,
     scanner: Scanner,
+    /// The whole output, beyond the ring, for a session started with `--record`.
+    recorder: Option<Recorder>,
 }
 
 /// A running (or ended) session.
@@ -145,17 +150,20 @@ pub struct Session {
 
 impl Session {
     /// Starts `program` on a new PTY of `rows` × `cols`, its calls for attention going to
-    /// `alerts`: the session, and the pumps that carry its input and output, for its owner
-    /// to run.
+    /// `alerts` and its output to `recorder` too when there is one: the session, and the
+    /// pumps that carry its input and output, for its owner to run.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
-        info: Info,
+        mut info: Info,
         program: &str,
         args: &[String],
         arg0: Option<&str>,
         cwd: &std::path::Path,
         (rows, cols): (u16, u16),
         alerts: Alerts,
+        recorder: Option<Recorder>,
     ) -> std::io::Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static)> {
+        info.recording = recorder.as_ref().map(Recorder::state);
         let (rows, cols) = bounded(rows, cols);
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
         pty.resize(pty_process::Size::new(rows, cols))
@@ -179,6 +187,7 @@ impl Session {
                 screen: vt100::Parser::new(rows, cols, SCROLLBACK),
                 info,
                 scanner: Scanner::default(),
+                recorder,
             }),
             marks: watch::channel(Mark {
                 end: 0,
@@ -268,6 +277,7 @@ impl Session {
                     ..info
                 },
                 scanner: Scanner::default(),
+                recorder: None,
             }),
             marks: watch::channel(Mark {
                 end: 0,
@@ -290,6 +300,10 @@ impl Session {
             let mut state = self.lock();
             let now_ms = clock::now_ms();
             state.ring.push(data, now_ms);
+            if let Some(recorder) = state.recorder.as_mut() {
+                recorder.output(data, now_ms);
+                state.info.recording = Some(recorder.state());
+            }
             state.screen.process(data);
             state.info.last_activity = now_ms / 1000;
             let signals = state.scanner.scan(data, std::time::Instant::now);
@@ -302,7 +316,12 @@ impl Session {
     }
 
     fn ended(&self, code: Option<i32>) {
-        self.lock().info.status = Status::Exited { code };
+        {
+            let mut state = self.lock();
+            state.info.status = Status::Exited { code };
+            // Closes the recording's file.
+            state.recorder = None;
+        }
         self.marks.send_modify(|mark| mark.exited = Some(code));
         let text = match code {
             Some(code) => format!("exited with code {code}"),
@@ -343,6 +362,13 @@ impl Session {
 
     pub fn info(&self) -> Info {
         self.lock().info.clone()
+    }
+
+    /// Stops the recording, if one is being written, and forgets it: how large it was.
+    pub fn drop_recording(&self) -> Option<u64> {
+        let mut state = self.lock();
+        state.recorder = None;
+        state.info.recording.take().map(|r| r.bytes)
     }
 
     pub fn id(&self) -> String {
@@ -481,6 +507,7 @@ mod tests {
             last_activity: 0,
             clients: 0,
             waiting: None,
+            recording: None,
         };
         let (session, pumps) = Session::start(
             info,
@@ -490,6 +517,7 @@ mod tests {
             std::path::Path::new("/"),
             (u16::MAX, u16::MAX),
             Alerts::default(),
+            None,
         )
         .unwrap();
         let _pumps = tokio::spawn(pumps);

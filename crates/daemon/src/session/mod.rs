@@ -16,6 +16,7 @@
 pub mod attention;
 pub mod client;
 pub mod host;
+pub mod recorder;
 pub mod registry;
 mod serve;
 #[cfg(test)]
@@ -125,6 +126,13 @@ pub enum SessionError {
     NameTaken(String),
     #[error("cannot start {program}: {reason}")]
     Start { program: String, reason: String },
+    #[error(
+        "this device keeps {0} recordings already, all of running sessions: end one, or delete \
+         a recording (`loopsy session rm-recording`)"
+    )]
+    RecordingsFull(usize),
+    #[error("cannot record the session: {0}")]
+    Record(String),
 }
 
 /// The session service: this device's sessions, the exec policy they start under, and
@@ -176,6 +184,8 @@ pub struct Sessions {
     tasks: Tasks,
     /// Where the sessions' calls for attention go.
     alerts: attention::Alerts,
+    /// Where recordings (`session new --record`) are kept, and their bound.
+    recordings: recorder::Recordings,
 }
 
 impl Sessions {
@@ -195,14 +205,85 @@ impl Sessions {
             // One that does not read as a peer ID was started by no peer that can ask.
             started_by: saved.started_by.and_then(|p| p.parse().ok()),
         });
+        let dir = file.path().parent().map(|p| p.join("recordings"));
+        let recordings = recorder::Recordings::new(
+            dir.unwrap_or_else(|| PathBuf::from("recordings")),
+            recorder::Settings::default().max_bytes(),
+        );
         let sessions = Self {
             file,
             all: Mutex::new(hosted.collect()),
             tasks: Tasks::default(),
             alerts: attention::Alerts::default(),
+            recordings,
         };
+        sessions.forget_unlisted_recordings();
         sessions.save();
         sessions
+    }
+
+    /// Bounds the recordings of sessions started from now on to `max_bytes` each.
+    pub fn with_record_max(mut self, max_bytes: u64) -> Self {
+        self.recordings = self.recordings.with_max(max_bytes);
+        self
+    }
+
+    /// Removes recording files that no listed session has.
+    fn forget_unlisted_recordings(&self) {
+        let kept: Vec<String> = self
+            .lock()
+            .iter()
+            .map(|h| h.session.info())
+            .filter(|i| i.recording.is_some())
+            .map(|i| i.id)
+            .collect();
+        self.recordings.forget_all_but(&kept);
+    }
+
+    /// The file of a session's recording, when it has one.
+    pub fn recording_of(&self, session: &Session) -> Option<PathBuf> {
+        let info = session.info();
+        info.recording?;
+        self.recordings.path(&info.id)
+    }
+
+    /// Stops and removes a session's recording: how large it was (`None`: it had none).
+    pub fn delete_recording(&self, session: &Session) -> Option<u64> {
+        let path = self.recordings.path(&session.id());
+        let bytes = session.drop_recording()?;
+        if let Some(path) = path
+            && let Err(error) = std::fs::remove_file(&path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot remove a recording");
+        }
+        self.save();
+        Some(bytes)
+    }
+
+    /// Makes room for one more recording: forgets the oldest of an ended session when
+    /// [`recorder::MAX_KEPT`] are kept; refuses when all of those are still being written.
+    fn room_for_a_recording(&self) -> Result<(), SessionError> {
+        let recorded: Vec<Arc<Session>> = self
+            .lock()
+            .iter()
+            .filter(|h| h.session.info().recording.is_some())
+            .map(|h| h.session.clone())
+            .collect();
+        if recorded.len() < recorder::MAX_KEPT {
+            return Ok(());
+        }
+        let oldest_ended = recorded
+            .iter()
+            .filter(|s| !s.is_running())
+            .min_by_key(|s| s.info().created);
+        match oldest_ended {
+            Some(oldest) => {
+                self.delete_recording(oldest);
+                Ok(())
+            }
+            None => Err(SessionError::RecordingsFull(recorder::MAX_KEPT)),
+        }
     }
 
     /// Sends the calls for attention of sessions started from now on to `alerts`.
@@ -270,7 +351,8 @@ impl Sessions {
     }
 
     /// Starts a session running `approved` (a program, or the login shell), started by
-    /// `started_by` (`None`: this device's own user).
+    /// `started_by` (`None`: this device's own user), recorded when `record` is set.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         self: &Arc<Self>,
         name: Option<String>,
@@ -279,6 +361,7 @@ impl Sessions {
         rows: u16,
         cols: u16,
         started_by: Option<PeerId>,
+        record: bool,
     ) -> Result<Info, SessionError> {
         if self
             .lock()
@@ -312,8 +395,20 @@ impl Sessions {
             last_activity: now,
             clients: 0,
             waiting: None,
+            recording: None,
         };
         let cwd = approved.working_dir()?;
+        let recorder = if record {
+            self.room_for_a_recording()?;
+            let (rows, cols) = host::bounded(rows, cols);
+            let recorder = self
+                .recordings
+                .start(&info.id, rows, cols, clock::now_ms())
+                .map_err(|e| SessionError::Record(e.to_string()))?;
+            Some(recorder)
+        } else {
+            None
+        };
         let (session, pumps) = Session::start(
             info,
             &approved.program,
@@ -322,13 +417,14 @@ impl Sessions {
             cwd.path(),
             (rows, cols),
             self.alerts.clone(),
+            recorder,
         )
         .map_err(|e| SessionError::Start {
             program: approved.program.clone(),
             reason: e.to_string(),
         })?;
         self.tasks.spawn(pumps);
-        {
+        let forgotten = {
             let mut all = self.lock();
             all.push(Hosted {
                 session: session.clone(),
@@ -337,11 +433,22 @@ impl Sessions {
             // Forget the oldest ended sessions.
             let ended = all.iter().filter(|h| !h.session.is_running()).count();
             let mut drop_ended = ended.saturating_sub(KEEP_ENDED);
+            let mut forgotten = Vec::new();
             all.retain(|h| {
                 let forget = drop_ended > 0 && !h.session.is_running();
                 drop_ended -= usize::from(forget);
+                if forget {
+                    forgotten.push(h.session.clone());
+                }
                 !forget
             });
+            forgotten
+        };
+        // A forgotten session's recording goes with it.
+        for session in forgotten {
+            if let Some(path) = self.recording_of(&session) {
+                let _ = std::fs::remove_file(path);
+            }
         }
         self.save();
         // Weak: the store owns this task, which must not keep the store alive.
@@ -437,6 +544,7 @@ mod tests {
             last_activity: 1,
             clients: 0,
             waiting: None,
+            recording: None,
         };
         Hosted {
             session: Session::ended_before(info),
@@ -459,6 +567,7 @@ mod tests {
             file: fsutil::StateFile::new(file(tag), 0o600),
             tasks: Tasks::default(),
             alerts: attention::Alerts::default(),
+            recordings: recorder::Recordings::new(std::env::temp_dir().join("none"), 1),
             all: Mutex::new(vec![
                 ended("mine", "work", None),
                 ended("ofpee", "work", Some(p)),

@@ -95,6 +95,15 @@ pub(super) async fn handle<R, W>(
             );
             error(&mut writer, WATCH_ONLY).await;
         }
+        Request::DeleteRecording { session } if watch_only => {
+            audit(
+                "session rm-recording",
+                session,
+                Outcome::Denied,
+                Some(WATCH_ONLY.into()),
+            );
+            error(&mut writer, WATCH_ONLY).await;
+        }
         Request::Kill { session } if watch_only => {
             audit(
                 "session kill",
@@ -109,6 +118,7 @@ pub(super) async fn handle<R, W>(
             argv,
             rows,
             cols,
+            record,
         } => {
             // Peers run what the exec policy and their grants allow (a login shell needs
             // `shell` and a program list that names it, a program `exec`); this device's
@@ -145,14 +155,19 @@ pub(super) async fn handle<R, W>(
                     };
                     service
                         .sessions
-                        .start(name, &approved, command, rows, cols, peer)
+                        .start(name, &approved, command, rows, cols, peer, record)
                 });
             match started {
                 Ok(info) => {
                     service.registry.publish_soon();
+                    let recorded = if info.recording.is_some() {
+                        " (recorded)"
+                    } else {
+                        ""
+                    };
                     audit(
                         "session new",
-                        format!("{} {shown}", info.id),
+                        format!("{}{recorded} {shown}", info.id),
                         Outcome::Ok,
                         None,
                     );
@@ -189,10 +204,28 @@ pub(super) async fn handle<R, W>(
                 error(&mut writer, &why.to_string()).await
             }
         },
+        Request::DeleteRecording { session } => match service.sessions.resolve(&session, reach) {
+            Ok(found) => match service.sessions.delete_recording(&found) {
+                Some(bytes) => {
+                    audit("session rm-recording", found.id(), Outcome::Ok, None);
+                    service.registry.publish_soon();
+                    let _ = put(&mut writer, &Reply::RecordingDeleted { bytes }).await;
+                }
+                None => {
+                    let said = format!("session {} has no recording", found.id());
+                    error(&mut writer, &said).await
+                }
+            },
+            Err(why) => {
+                unresolved("session rm-recording", &why);
+                error(&mut writer, &why.to_string()).await
+            }
+        },
         Request::Export { session } => match service.sessions.resolve(&session, reach) {
             Ok(found) => {
                 audit("session export", found.id(), Outcome::Ok, None);
-                export(&found, &mut writer).await;
+                let recording = service.sessions.recording_of(&found);
+                export(&found, recording, &mut writer).await;
             }
             Err(why) => {
                 unresolved("session export", &why);
@@ -355,9 +388,35 @@ async fn attach<R, W>(
     }
 }
 
-/// Sends the output the session still holds, with its times, in frames of about [`CHUNK`].
-async fn export<W: AsyncWrite + Unpin>(session: &Session, writer: &mut W) {
-    let (rows, cols, created, pieces) = session.recording(CHUNK);
+/// Sends the session's output with its times, in frames of about [`CHUNK`]: its whole
+/// recording when it has one (`recording`, its file), else what the ring still holds.
+async fn export<W: AsyncWrite + Unpin>(
+    session: &Session,
+    recording: Option<std::path::PathBuf>,
+    writer: &mut W,
+) {
+    let (mut rows, mut cols, created, mut pieces) = session.recording(CHUNK);
+    if let Some(path) = recording {
+        let read = tokio::task::spawn_blocking(move || super::recorder::read(&path)).await;
+        match read {
+            Ok(Ok(recorded)) => (rows, cols, pieces) = recorded,
+            Ok(Err(e)) => {
+                let said = format!("cannot read the session's recording: {e}");
+                return error(writer, &said).await;
+            }
+            Err(_) => return error(writer, "cannot read the session's recording").await,
+        }
+        // Pieces as the wire carries them: at most a chunk each.
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(time, bytes)| {
+                bytes
+                    .chunks(CHUNK)
+                    .map(|c| (time, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    }
     let frame = |pieces: Vec<Piece>, last: bool| Reply::Recording {
         rows,
         cols,

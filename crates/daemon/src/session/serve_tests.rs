@@ -47,6 +47,7 @@ fn new(name: &str, argv: &[&str]) -> Request {
         argv: argv.iter().map(|a| a.to_string()).collect(),
         rows: 24,
         cols: 80,
+        record: false,
     }
 }
 

@@ -22,6 +22,7 @@ use crate::{
 const LIMITS: Limits = Limits {
     records: 100,
     value: 1024,
+    per_author: 100,
 };
 
 /// A replicated context as `keypair`'s device keeps it.

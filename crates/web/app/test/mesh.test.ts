@@ -44,7 +44,7 @@ before(async () => {
     const s = framed(stream)
     await s.write({ type: 'accepted' }, 4096)
     await s.read(256 * 1024)
-    const info = { id: 'k3j2', name: 'agent', command: [], status: { state: 'running' as const }, created: 1, lastActivity: 2, clients: 0 }
+    const info = { id: 'k3j2', name: 'agent', command: [], status: { state: 'running' as const }, created: 1, lastActivity: 2, clients: 0, waiting: null }
     await s.write({ type: 'sessions', sessions: [infoValue(info)] }, 256 * 1024)
     await s.close()
   })

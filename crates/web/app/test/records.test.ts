@@ -16,7 +16,7 @@ function identity (byte: number): { secret: Uint8Array, peerId: Uint8Array } {
 const host = identity(1)
 const other = identity(2)
 const now = 1_764_000_000_000
-const info = { id: 'k3j2', name: 'agent', command: [], status: { state: 'running' as const }, created: 1, lastActivity: 2, clients: 0 }
+const info = { id: 'k3j2', name: 'agent', command: [], status: { state: 'running' as const }, created: 1, lastActivity: 2, clients: 0, waiting: null }
 
 /** A registry record for a session of `keyHost`, written and signed by `author`. */
 function session (author = host, keyHost = host, change: Partial<ReplicaRecord> = {}): Uint8Array {

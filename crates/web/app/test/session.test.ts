@@ -7,7 +7,7 @@ import type { FramedStream } from '../src/wire/framed.js'
 import { framedPair } from './helpers.js'
 
 const info: Info = {
-  id: 'k3j2', name: 'agent', command: [], status: { state: 'running' }, created: 1, lastActivity: 2, clients: 1
+  id: 'k3j2', name: 'agent', command: [], status: { state: 'running' }, created: 1, lastActivity: 2, clients: 1, waiting: null
 }
 
 /** A host that answers each stream it is given with `serve`; the client opens through it. */

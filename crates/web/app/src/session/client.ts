@@ -58,6 +58,8 @@ export interface AttachOptions {
   rows: number
   cols: number
   screen: Screen
+  /** Watch only: no keys and no sizes go to the host, which drops them for this client too. */
+  readOnly?: boolean
 }
 
 /**
@@ -80,12 +82,13 @@ export class Attachment {
    */
   async run (): Promise<End> {
     if (this.detached) return { why: 'detached' }
-    const size = clampSize(this.options.rows, this.options.cols)
+    const size = this.readOnly ? { rows: 0, cols: 0 } : clampSize(this.options.rows, this.options.cols)
     let stream: FramedStream
     try {
       stream = await this.open()
       this.stream = stream
-      await stream.write(requestValue({ op: 'attach', session: this.options.session, offset: this.offset, ...size }), MAX_FRAME)
+      const readOnly = this.readOnly
+      await stream.write(requestValue({ op: 'attach', session: this.options.session, offset: this.offset, ...size, readOnly }), MAX_FRAME)
       await admitted(stream)
     } catch (error) {
       if (this.detached) return { why: 'detached' }
@@ -120,9 +123,18 @@ export class Attachment {
   /** Whether a stream to the host is open now (keys typed meanwhile have nowhere to go). */
   get connected (): boolean { return this.stream !== null }
 
-  async keys (data: Uint8Array): Promise<void> { await this.send({ type: 'keys', data }) }
+  /** Whether this attachment only watches. */
+  get readOnly (): boolean { return this.options.readOnly === true }
 
+  /** Types `data`; a watch-only attachment sends nothing. */
+  async keys (data: Uint8Array): Promise<void> {
+    if (this.readOnly) return
+    await this.send({ type: 'keys', data })
+  }
+
+  /** Sizes the session's terminal; a watch-only attachment sends nothing. */
   async resize (rows: number, cols: number): Promise<void> {
+    if (this.readOnly) return
     this.options.rows = rows
     this.options.cols = cols
     const size = clampSize(rows, cols)

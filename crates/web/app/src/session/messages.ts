@@ -19,14 +19,30 @@ export type Request =
   | { op: 'new', name: string | null, argv: string[], rows: number, cols: number }
   | { op: 'list' }
   | { op: 'kill', session: string }
-  /** Without `offset`, from the current screen; with it, resume there. 0 × 0 keeps the size. */
-  | { op: 'attach', session: string, offset: number | null, rows: number, cols: number }
+  /**
+   * Without `offset`, from the current screen; with it, resume there. 0 × 0 keeps the size.
+   * `readOnly`: watch only (the host drops this client's keys and sizes).
+   */
+  | { op: 'attach', session: string, offset: number | null, rows: number, cols: number, readOnly?: boolean }
 
 export type Input =
   | { type: 'keys', data: Uint8Array }
   | { type: 'resize', rows: number, cols: number }
 
 export type Status = { state: 'running' } | { state: 'exited', code: number | null }
+
+/** What asked for a person's attention (`crates/wire/src/attention.rs`). */
+export type AttentionKind = 'bell' | 'notify' | 'exit' | 'note'
+const KINDS: readonly string[] = ['bell', 'notify', 'exit', 'note']
+/** Longest attention text a host writes. */
+const MAX_TEXT = 1024
+
+/** A session waiting for its person: since when (milliseconds since the epoch), and why. */
+export interface Waiting {
+  sinceMs: number
+  kind: AttentionKind
+  text: string | null
+}
 
 export interface Info {
   id: string
@@ -37,6 +53,8 @@ export interface Info {
   created: number
   lastActivity: number
   clients: number
+  /** Set while the program waits for its person and no client has typed or attached. */
+  waiting: Waiting | null
 }
 
 export type Reply =
@@ -54,8 +72,12 @@ export function requestValue (request: Request): Fields {
     case 'new': return { op: 'new', name: request.name, argv: request.argv, rows: request.rows, cols: request.cols }
     case 'list': return { op: 'list' }
     case 'kill': return { op: 'kill', session: request.session }
-    case 'attach':
-      return { op: 'attach', session: request.session, offset: request.offset, rows: request.rows, cols: request.cols }
+    case 'attach': {
+      const fields: Fields = { op: 'attach', session: request.session, offset: request.offset, rows: request.rows, cols: request.cols }
+      // Absent when false, as serde leaves it out: a plain attach is what it was.
+      if (request.readOnly === true) fields.read_only = true
+      return fields
+    }
   }
 }
 
@@ -112,7 +134,19 @@ function readInfoFields (f: Fields): Info {
     status: readStatus(f.status),
     created: uint(f, 'created'),
     lastActivity: uint(f, 'last_activity'),
-    clients: uint(f, 'clients', U32)
+    clients: uint(f, 'clients', U32),
+    waiting: optional(f, 'waiting', (g, k) => readWaiting(g[k]))
+  }
+}
+
+function readWaiting (value: unknown): Waiting {
+  const f = object(value, 'waiting')
+  const kind = text(f, 'kind', 16)
+  if (!KINDS.includes(kind)) throw new MalformedError('waiting: unknown kind')
+  return {
+    sinceMs: uint(f, 'since_ms'),
+    kind: kind as AttentionKind,
+    text: optional(f, 'text', (g, k) => text(g, k, MAX_TEXT))
   }
 }
 
@@ -125,7 +159,11 @@ export function infoValue (info: Info): Fields {
     status: info.status.state === 'running' ? { state: 'running' } : { state: 'exited', code: info.status.code },
     created: info.created,
     last_activity: info.lastActivity,
-    clients: info.clients
+    clients: info.clients,
+    // `skip_serializing_if = "Option::is_none"`, as the host writes it.
+    ...(info.waiting === null
+      ? {}
+      : { waiting: { since_ms: info.waiting.sinceMs, kind: info.waiting.kind, ...(info.waiting.text === null ? {} : { text: info.waiting.text }) } })
   }
 }
 

@@ -8,12 +8,15 @@ import { IndexedDbStore } from '../net/store.js'
 import { peerIdText } from '../replica/peer-id.js'
 import { type Device, type HostedSession, MEMBERS, SESSIONS, devices as memberDevices, registrySessions } from '../replica/records.js'
 import { Attachment, listSessions, request } from '../session/client.js'
+import { Attention, badgeText, browserPlatform, canAskForNotifications } from './attention.js'
 import { codeFromFragment } from './keys.js'
 import { pairPreview } from './pairing.js'
 import { SessionTerminal } from './terminal.js'
 
 /** How long to wait before attaching again after a lost connection, growing to the last. */
 const RETRY_MS = [250, 500, 1000, 2000, 5000]
+/** How often the sessions are looked at again, so that one that starts waiting shows. */
+const POLL_MS = 5000
 
 function $<T extends HTMLElement = HTMLElement> (id: string): T {
   const element = document.getElementById(id)
@@ -42,6 +45,8 @@ class App {
   private attached: { attachment: Attachment, terminal: SessionTerminal } | null = null
   /** Counts attach requests, so that of two quick taps only the later one attaches. */
   private attachRequests = 0
+  private readonly platform = browserPlatform()
+  private readonly attention = new Attention(this.platform)
 
   constructor (private readonly mesh: Mesh) {}
 
@@ -56,6 +61,9 @@ class App {
     $('session-new').addEventListener('click', () => { void this.newSession() })
     $('detach').addEventListener('click', () => { void this.detach() })
     $('fit').addEventListener('change', () => { this.refit() })
+    // Permission is asked from this tap only: browsers refuse (or remember a no) otherwise.
+    $('notify-ask').addEventListener('click', () => { void this.attention.ask().then(() => { this.render() }) })
+    setInterval(() => { void this.refresh().catch(() => {}) }, POLL_MS)
     addEventListener('resize', () => { this.refit() })
     // A pairing link opened while the page is already open changes only the fragment.
     addEventListener('hashchange', () => { this.codeFromFragment() })
@@ -122,6 +130,7 @@ class App {
     if (sessions === null) sessions = await this.listEach(paired)
     this.sessions = sessions
     this.render()
+    this.attention.update(sessions, s => this.devices.get(idOf(s.host))?.name ?? 'unknown device')
   }
 
   /** Without the registry, each paired device's own sessions. */
@@ -170,9 +179,17 @@ class App {
       const state = s.info.status.state === 'running' ? 'running' : 'ended'
       detail.textContent = `${this.devices.get(idOf(s.host))?.name ?? 'unknown device'} · ${s.info.command.join(' ') || 'shell'} · ${state}`
       item.append(detail)
+      if (s.info.waiting !== null) {
+        const badge = document.createElement('span')
+        badge.className = 'badge'
+        badge.dataset.testid = 'waiting'
+        badge.textContent = badgeText(s.info.waiting)
+        item.append(badge)
+      }
       item.addEventListener('click', () => { void this.attach(s) })
       sessions.append(item)
     }
+    $('notify-ask').hidden = !canAskForNotifications(this.platform)
   }
 
   private hostOf (session: HostedSession): PairedDevice {
@@ -213,13 +230,15 @@ class App {
     $('attached').hidden = false
     $('attached-name').textContent = session.info.name ?? session.info.id
     let attachment: Attachment | null = null
+    const readOnly = $<HTMLInputElement>('read-only').checked
+    $('attached-mode').textContent = readOnly ? 'watching (read-only)' : ''
     const terminal = new SessionTerminal($('terminal'), $('keybar'), data => {
       // Keys typed while reconnecting are dropped, not queued: they would land late.
       if (attachment?.connected === true) attachment.keys(data).catch(showError)
     })
     const fit = $<HTMLInputElement>('fit').checked
-    const size = fit ? terminal.fittingSize() : { rows: 0, cols: 0 }
-    attachment = new Attachment(this.mesh.sessions(device), { session: session.info.id, ...size, screen: terminal.screen })
+    const size = fit && !readOnly ? terminal.fittingSize() : { rows: 0, cols: 0 }
+    attachment = new Attachment(this.mesh.sessions(device), { session: session.info.id, ...size, screen: terminal.screen, readOnly })
     this.attached = { attachment, terminal }
     void this.keepAttached(attachment)
   }

@@ -96,7 +96,7 @@ function versioned (version: number): string {
 
 const info = {
   id: 'k3j2', name: 'agent', command: ['claude'], status: { state: 'running' as const },
-  created: 1764000000, lastActivity: 1764000100, clients: 1
+  created: 1764000000, lastActivity: 1764000100, clients: 1, waiting: null
 }
 const exited = { ...info, name: null, status: { state: 'exited' as const, code: 3 } }
 const frames = {
