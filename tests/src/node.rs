@@ -216,6 +216,7 @@ impl Node {
             lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)),
             code: String::new(),
             short_code: None,
+            url: None,
         };
         let first = invite
             .lines
@@ -224,6 +225,7 @@ impl Node {
         let first: Value = serde_json::from_str(&first)?;
         invite.code = first["code"].as_str().context("code")?.to_owned();
         invite.short_code = first["short_code"].as_str().map(str::to_owned);
+        invite.url = first["url"].as_str().map(str::to_owned);
         Ok(invite)
     }
 
@@ -379,6 +381,9 @@ pub struct Invite {
     pub code: String,
     /// The short code for a device that sees this one (`NAME N-NNN-NNN-NNN`).
     pub short_code: Option<String>,
+    /// The pairing link for a browser (`http://HOST:PORT/#code=…`), when the node
+    /// listens on WebSocket.
+    pub url: Option<String>,
 }
 
 impl Invite {

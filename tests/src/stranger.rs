@@ -14,6 +14,7 @@ fn mesh(keypair: Keypair, name: &str) -> anyhow::Result<(Mesh, MeshTask)> {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         mdns: false,
         relays: Vec::new(),
+        site: None,
     })?)
 }
 

@@ -20,6 +20,7 @@ async fn an_unpaired_device_is_refused_every_application_protocol() -> anyhow::R
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         mdns: false,
         relays: Vec::new(),
+        site: None,
     })?;
     stranger
         .connect(target, vec![addr])

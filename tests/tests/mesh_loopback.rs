@@ -23,6 +23,7 @@ fn start_on(name: &str, listen: &[&str]) -> (Mesh, MeshTask) {
         listen: listen.iter().map(|a| a.parse().expect("addr")).collect(),
         mdns: false,
         relays: Vec::new(),
+        site: None,
     })
     .expect("start mesh")
 }

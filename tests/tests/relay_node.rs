@@ -50,6 +50,7 @@ async fn connects(addr: &Multiaddr, relay: libp2p::PeerId, keypair: Keypair) -> 
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
         mdns: false,
         relays: Vec::new(),
+        site: None,
     })
     .expect("mesh");
     let _ = mesh.dial(addr.clone()).await.expect("mesh");
@@ -124,6 +125,7 @@ async fn a_node_connects_to_the_printed_address() {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
         mdns: false,
         relays: Vec::new(),
+        site: None,
     })
     .expect("mesh");
     mesh.dial(addr.clone()).await.expect("mesh").expect("dial");

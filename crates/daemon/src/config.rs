@@ -11,6 +11,9 @@ use crate::{Home, fsutil};
 /// The port a node listens on by default (TCP and QUIC); a taken port falls back to any.
 pub const DEFAULT_PORT: u16 = 7717;
 
+/// The port of the WebSocket listener browsers dial, which also serves the web app.
+pub const DEFAULT_WEB_PORT: u16 = 7718;
+
 /// What `config.toml` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,7 +106,7 @@ pub enum BadRelay {
 }
 
 impl Config {
-    /// Defaults for a new node: the machine's host name, every interface, port 7717.
+    /// Defaults for a new node: the machine's host name, every interface, ports 7717 and 7718.
     pub fn defaults() -> Self {
         Self {
             name: host_name(),
@@ -157,7 +160,8 @@ impl Config {
 const HEADER: &str = "\
 # Loopsy node settings. `loopsy node` flags override these for one run.
 # name:   this device's name, as other devices see it
-# listen: libp2p addresses to listen on (a taken port falls back to a free one)
+# listen: libp2p addresses to listen on (a taken port falls back to a free one); a
+#         /tcp/N/ws address is for browsers and serves the web app on the same port
 # mdns:   find and announce devices on the local network
 # relays: loopsy-relay addresses (ending in /p2p/<id>) to be reachable through from
 #         other networks, a reservation on each, e.g.
@@ -197,13 +201,16 @@ pub fn check_relays(relays: &[Multiaddr]) -> Result<(), BadRelay> {
     Ok(())
 }
 
-/// Every interface, IPv4 and IPv6, TCP and QUIC, on the default port.
+/// Every interface, IPv4 and IPv6, TCP and QUIC on the default port, and WebSocket (with
+/// the web app) on the web port.
 fn default_listen() -> Vec<Multiaddr> {
     [
         format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"),
         format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"),
         format!("/ip6/::/tcp/{DEFAULT_PORT}"),
         format!("/ip6/::/udp/{DEFAULT_PORT}/quic-v1"),
+        format!("/ip4/0.0.0.0/tcp/{DEFAULT_WEB_PORT}/ws"),
+        format!("/ip6/::/tcp/{DEFAULT_WEB_PORT}/ws"),
     ]
     .iter()
     .filter_map(|a| a.parse().ok())

@@ -18,6 +18,7 @@ fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
         listen: vec![listen.parse().expect("address")],
         mdns: false,
         relays: Vec::new(),
+        site: None,
     })
     .expect("start a mesh")
 }

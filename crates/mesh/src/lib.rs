@@ -1,8 +1,9 @@
 //! The libp2p side of a Loopsy node.
 //!
-//! [`Mesh::start`] builds the swarm (TCP with TLS or Noise, QUIC, Yamux, identify, ping,
-//! mDNS, the relay client, DCUtR hole punching, AutoNAT, and libp2p-stream for the
-//! application protocols, under limits on strangers' connections that spare members) and
+//! [`Mesh::start`] builds the swarm (TCP with TLS or Noise, QUIC, WebSocket for browsers,
+//! Yamux, identify, ping, mDNS, the relay client, DCUtR hole punching, AutoNAT, and
+//! libp2p-stream for the application protocols, under limits on strangers' connections
+//! that spare members) and
 //! hands it to one task, the event loop, which alone touches it. The returned [`Mesh`] is
 //! a cheap, cloneable handle: it asks the loop for state over a bounded channel, and opens
 //! or accepts application streams through libp2p-stream's control without going through
@@ -21,6 +22,7 @@ pub mod peers;
 pub mod report;
 mod streams;
 mod tls;
+pub mod web;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -63,6 +65,9 @@ pub struct Config {
     /// Relays to hold a reservation on (each address ends in `/p2p/<relay id>`), so that
     /// devices on other networks reach this one through them.
     pub relays: Vec<Multiaddr>,
+    /// What a WebSocket listen address (`/tcp/N/ws`) also serves to plain HTTP requests:
+    /// the web app (see [`web`]).
+    pub site: Option<web::Site>,
 }
 
 /// The mesh could not start.
@@ -151,6 +156,7 @@ impl Mesh {
     pub fn start(config: Config) -> Result<(Mesh, MeshTask), StartError> {
         let name = sanitize_name(&config.name);
         let mdns = config.mdns;
+        let site = config.site;
         // The configured relays are never counted as strangers.
         let relay_ids: Vec<PeerId> = config.relays.iter().filter_map(addr::peer_id).collect();
         let mut swarm = SwarmBuilder::with_existing_identity(config.keypair)
@@ -162,6 +168,12 @@ impl Mesh {
             )
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_quic()
+            // For browsers: WebSocket listen addresses (`/tcp/N/ws`), with the site beside.
+            .with_other_transport(|key| {
+                web::transport(key, site)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            })
+            .map_err(|e| StartError::Transport(e.to_string()))?
             // Names in addresses (/dns4/relay.example.net/...) resolve through the
             // system's resolver, /etc/hosts first.
             .with_dns()

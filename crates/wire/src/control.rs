@@ -447,6 +447,10 @@ pub struct Invitation {
     /// The same invitation for a device that sees this one: `NAME N-NNN-NNN-NNN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_code: Option<String>,
+    /// The web app with the code in its fragment, for a phone's browser (see
+    /// `loopsy_daemon::pair::link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A completed pairing.

@@ -26,7 +26,7 @@ pub struct Cmd {
     /// Let several devices use the code until it expires.
     #[arg(long)]
     multi: bool,
-    /// First line: {"code", "expires", "short_code"}; then one line per result.
+    /// First line: {"code", "expires", "short_code", "url"}; then one line per result.
     #[arg(long)]
     json: bool,
 }
@@ -35,8 +35,9 @@ pub struct Cmd {
 enum Join {
     /// Pair with the device that shows CODE.
     Join {
-        /// The code the other device shows: the long one (LOOPSY1-...), or the short one
-        /// (NAME N-NNN-NNN-NNN, quoted or not) when this device sees that one.
+        /// The code the other device shows: the long one (LOOPSY1-...) or its pairing
+        /// link (http://.../#code=LOOPSY1-...), or the short one (NAME N-NNN-NNN-NNN,
+        /// quoted or not) when this device sees that one.
         #[arg(required = true, num_args = 1.., value_name = "CODE")]
         code: Vec<String>,
         /// Capabilities to grant that device; the config's defaults when omitted.
@@ -46,6 +47,14 @@ enum Join {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The code in a pairing link (`…/#code=LOOPSY1-…`), or the text as it is.
+fn code_of(text: &str) -> String {
+    match text.split_once("#code=") {
+        Some((_, code)) => code.trim().to_owned(),
+        None => text.to_owned(),
+    }
 }
 
 fn allow(list: Vec<String>) -> Option<Vec<String>> {
@@ -59,7 +68,7 @@ impl Cmd {
                 code,
                 allow: a,
                 json,
-            }) => join(home, code.join(" "), allow(a), json).await,
+            }) => join(home, code_of(&code.join(" ")), allow(a), json).await,
             None => self.invite(home).await,
         }
     }
@@ -78,6 +87,7 @@ impl Cmd {
                 "code": invitation.code,
                 "expires": invitation.expires,
                 "short_code": invitation.short_code,
+                "url": invitation.url,
             }));
         } else {
             show_invitation(&invitation, self.multi);
@@ -177,7 +187,12 @@ fn show_invitation(invitation: &Invitation, multi: bool) {
             "or, if that device sees this one (`loopsy peers` there lists it), the short code:\n\n    loopsy pair join {short}\n"
         );
     }
-    if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
+    if let Some(url) = &invitation.url {
+        println!("or, on a phone or in a browser, open:\n\n    {url}\n");
+    }
+    // A phone's camera opens the link in its browser; the CLI takes the link too.
+    let scanned = invitation.url.as_ref().unwrap_or(code);
+    if let Ok(qr) = qrcode::QrCode::new(scanned.as_bytes()) {
         use qrcode::render::unicode::Dense1x2;
         // One module a column, two a row, and a quiet zone of four modules each side.
         let width = qr.width() as u16 + 8;
@@ -189,7 +204,7 @@ fn show_invitation(invitation: &Invitation, multi: bool) {
                 .light_color(Dense1x2::Dark)
                 .quiet_zone(true)
                 .build();
-            println!("or scan this code:\n{picture}");
+            println!("or scan this with a phone's camera:\n{picture}");
         } else {
             println!(
                 "(a QR code of this is {width} columns wide: widen the terminal from {cols} to \

@@ -337,10 +337,23 @@ async fn invite(
             (None, None)
         }
     };
+    let code = code.to_text();
+    let url = match node.mesh.status().await {
+        Ok(status) => {
+            let addrs: Vec<_> = status
+                .listen_addrs
+                .into_iter()
+                .chain(status.relayed_addrs)
+                .collect();
+            pair::link(&addrs, &code)
+        }
+        Err(_) => None,
+    };
     let invitation = Invitation {
-        code: code.to_text(),
+        code,
         expires: clock::rfc3339(expires),
         short_code,
+        url,
     };
     if reply.send(&Response::Invitation(invitation)).await.is_err() {
         return;

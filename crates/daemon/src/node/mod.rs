@@ -170,6 +170,7 @@ pub async fn run(
         listen: ports.pin(&config.listen),
         mdns: config.mdns,
         relays: config.relays.clone(),
+        site: Some(loopsy_web::SITE),
     })?;
 
     // The components, each given the few handles it needs.

@@ -6,6 +6,7 @@
 mod client;
 mod handshake;
 mod invitations;
+mod link;
 mod places;
 mod serve;
 #[cfg(test)]
@@ -20,6 +21,7 @@ use loopsy_wire::pair::{CodeError, Hello, Kind, MAX_FRAME, Message, ShortCodeErr
 use serde_bytes::ByteBuf;
 
 pub use invitations::{Invitations, RateLimit};
+pub use link::link;
 pub use short::FindError;
 
 use crate::{
