@@ -7,10 +7,7 @@
 //! Screenshots of the phone layout are left in `target/browser-artifacts/` (the test
 //! prints where).
 
-use std::{
-    io::{BufRead, BufReader},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use loopsy_tests::{
@@ -234,18 +231,9 @@ fn wait_for_counting(browser: &mut Browser) -> anyhow::Result<Vec<u64>> {
 /// `loopsy pair --json` on `node`, waiting for a device: the invitation and the link its
 /// first line gives (`url`), which opens the app with the code in the fragment.
 fn invite_with_url(node: &Node) -> anyhow::Result<(Invite, String)> {
-    let mut child = node.spawn_cli(&["pair", "--json", "--ttl", "120s"]);
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut invite = Invite {
-        child,
-        lines: BufReader::new(stdout).lines(),
-        code: String::new(),
-        short_code: None,
-    };
-    let first: Value = serde_json::from_str(&invite.lines.next().context("no output")??)?;
-    invite.code = first["code"].as_str().context("code")?.to_owned();
-    let url = first["url"].as_str().context("url")?.to_owned();
-    anyhow::ensure!(url.contains(&invite.code), "{first}");
+    let invite = node.invite(&["--ttl", "120s"])?;
+    let url = invite.url.clone().context("pair --json gives a url")?;
+    anyhow::ensure!(url.contains(&invite.code), "{url}");
     Ok((invite, url))
 }
 
