@@ -461,6 +461,123 @@ def bench_session(lab):
     ]
 
 
+WEB_APP = os.path.join(ROOT, "crates", "web", "app")
+WEB_DIST = os.path.join(ROOT, "crates", "web", "dist")
+WEB_ATTACH_RUNS = 30
+WEB_ECHO_RUNS = 100
+
+
+class Driver:
+    def __init__(self, lab):
+        if not os.path.isdir(os.path.join(WEB_APP, "node_modules", "playwright-core")):
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                           cwd=WEB_APP, check=True)
+        self.proc = subprocess.Popen(["node", "test/driver.mjs"], cwd=WEB_APP, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        lab.procs.append(self.proc)
+
+    def __call__(self, cmd, **args):
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "page": "bench", **args}) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline() or "null")
+        if not answer or not answer.get("ok"):
+            sys.exit(f"browser driver, {cmd}: {answer and answer.get('error')}")
+        return answer["value"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=20)
+
+
+def pct(values, p):
+    """The p50 or p95 of `values`, as the other benchmarks take them."""
+    values = sorted(values)
+    return values[len(values) // 2] if p == 0.5 else values[int(len(values) * p) - 1]
+
+
+def gzip_size(path):
+    import gzip
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), compresslevel=9))
+
+
+def bench_web(lab):
+    """The browser app in headless Chromium on loopback: from the click on a session to its
+    restored screen, and keystroke to echo, both timed inside the page (the event, then the
+    DOM change that shows it), beside `loopsy attach`'s figures for the same session."""
+    web = ("--listen", "/ip4/127.0.0.1/tcp/0/ws")
+    alpha, _ = start_node(lab, "alpha", extra=LOOPBACK + web, tag="-web")
+    bravo, _ = start_node(lab, "bravo", tag="-web")
+    pair(lab, alpha, bravo)
+    made = loopsy(alpha, "session", "new", "--name", "bench", "--", "sh", "-c",
+                  "echo ready; exec cat")
+    if made.returncode != 0:
+        sys.exit("session new failed: " + made.stderr.decode())
+    invite = lab.spawn([LOOPSY, "--home", alpha, "pair", "--json", "--ttl", "120s"],
+                       stdout=subprocess.PIPE, text=True)
+    url = json.loads(invite.stdout.readline())["url"]
+    page = Driver(lab)
+    page("open", url=url, width=412, height=915)
+    page("wait_text", testid="pair-target", text="Pairs with")
+    page("click", testid="pair-confirm")
+    page("wait_text", testid="pair-check-code", text=" ")
+    for _ in range(30):
+        if any(t.startswith("bench") for t in page("texts", testid="session")):
+            break
+        time.sleep(1)
+        page("click", testid="refresh")
+    screen = {"testid": "terminal", "within": ".xterm-rows"}
+    attach = []
+    for _ in range(WEB_ATTACH_RUNS):
+        attach.append(page("timed", event="click", text="ready",
+                           action={"cmd": "click", "testid": "session", "text": "bench"},
+                           **screen))
+        page("click", testid="detach")
+        while any("ready" in t for t in page("texts", **screen)):
+            time.sleep(0.05)
+    page("click", testid="session", text="bench")
+    page("wait_text", text="ready", **screen)
+    page("click", testid="terminal")
+    echo = []
+    for i in range(WEB_ECHO_RUNS):
+        token = f"q{i:03d}"
+        page("type", text=token)
+        page("wait_text", text=token, **screen)
+        echo.append(page("timed", event="keydown", text=token + "z",
+                         action={"cmd": "press", "key": "z"}, **screen))
+        page("press", key="Enter")
+    page.close()
+    invite.kill()
+
+    # The CLI's figures for the same session, from the other node, as `session` measures.
+    cli = [LOOPSY, "--home", bravo, "attach", "bench"]
+    times = []
+    for _ in range(WEB_ATTACH_RUNS):
+        started = time.perf_counter()
+        term = Terminal(cli)
+        term.wait_for(b"ready")
+        times.append((time.perf_counter() - started) * 1000)
+        term.send(b"\x1c")
+        term.proc.wait(timeout=10)
+        term.close()
+    e50, e95 = echo_round_trips(cli, ECHO_RUNS)
+    ms = lambda t: f"{t:.2f} ms"
+    bundle = sum(gzip_size(os.path.join(WEB_DIST, f)) for f in os.listdir(WEB_DIST))
+    return [
+        ("browser: click on a session to its restored screen, p50", ms(pct(attach, 0.5)),
+         f"{ms(pct(times, 0.5))} (`loopsy attach` from another node)",
+         f"{pct(attach, 0.5) / pct(times, 0.5):.2f}×"),
+        ("browser: click on a session to its restored screen, p95", ms(pct(attach, 0.95)),
+         f"{ms(pct(times, 0.95))} (`loopsy attach` from another node)",
+         f"{pct(attach, 0.95) / pct(times, 0.95):.2f}×"),
+        ("browser: keystroke to echo, p50", ms(pct(echo, 0.5)),
+         f"{ms(e50 * 1000)} (`loopsy attach` from another node)", f"{pct(echo, 0.5) / (e50 * 1000):.2f}×"),
+        ("browser: keystroke to echo, p95", ms(pct(echo, 0.95)),
+         f"{ms(e95 * 1000)} (`loopsy attach` from another node)", f"{pct(echo, 0.95) / (e95 * 1000):.2f}×"),
+        ("browser app bundle, gzip -9", f"{bundle / 1024:.0f} KiB", "target: under 600 KiB", ""),
+    ]
+
+
 SYNC_RUNS = 10
 MESH_NODES = 20
 
@@ -654,7 +771,7 @@ RELAY_FLEET = (
     " pairs punch a direct path within a second and leave the relay), so the number that"
     " sizes a fleet is reservations, which cost little memory and no CPU while idle.")
 
-PARTS = ["exec", "cp", "session", "events", "sync", "faults", "relay"]
+PARTS = ["exec", "cp", "session", "events", "web", "sync", "faults", "relay"]
 
 
 def main():
@@ -670,6 +787,8 @@ def main():
             rows += bench_session(lab)
         if "events" in which:
             rows += bench_events(lab)
+        if "web" in which:
+            rows += bench_web(lab)
         if "sync" in which:
             rows += bench_sync(lab)
     finally:

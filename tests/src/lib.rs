@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod bin;
+pub mod browser;
 pub mod netlab;
 pub mod node;
 pub mod proc;

@@ -109,6 +109,7 @@ fn the_pairing_handshake_matches_the_browser_byte_for_byte() {
     let payload2 = hex(&v["payload2"]);
     let hello: Hello = frame::decode(&payload2).expect("the inviter's hello");
     assert_eq!(hello.name, "desktop");
+    assert_eq!(hello.kind, pair::Kind::Device);
     let n = inviter
         .write_message(&payload2, &mut buf)
         .expect("message 2");
@@ -133,6 +134,8 @@ fn the_pairing_handshake_matches_the_browser_byte_for_byte() {
         .expect("the joiner's sealed hello");
     let theirs: Hello = frame::decode(&buf[..n]).expect("a hello");
     assert_eq!(theirs.name, "phone");
+    // The browser says what it is; the Rust side writes it back in the same place.
+    assert_eq!(theirs.kind, pair::Kind::Browser);
     let mut plain = Vec::new();
     ciborium::into_writer(&theirs, &mut plain).expect("cbor");
     let n = joiner.write_message(&plain, &mut buf).expect("seal");

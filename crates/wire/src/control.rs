@@ -564,6 +564,14 @@ pub struct TrustedPeer {
     pub they_allow: Option<Vec<String>>,
     /// How it joined: `paired`, `added`, or `introduced by NAME`.
     pub via: String,
+    /// What kind of member it said it is when it paired here: `device` or `browser` (a
+    /// label; what it may do is `allow`). Older nodes leave it out: a device.
+    #[serde(default = "device_kind")]
+    pub kind: String,
+}
+
+fn device_kind() -> String {
+    crate::pair::Kind::Device.as_str().to_owned()
 }
 
 /// One line of the audit log.

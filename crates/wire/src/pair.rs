@@ -341,6 +341,38 @@ pub struct Hello {
     pub grants: Vec<String>,
     /// Where this side can be reached, as multiaddr bytes.
     pub addrs: Vec<serde_bytes::ByteBuf>,
+    /// What kind of member this side is. Left out for a device (so a node's hello is what
+    /// it was before kinds existed), and read as a device when absent or unknown.
+    #[serde(default, skip_serializing_if = "Kind::is_device")]
+    pub kind: Kind,
+}
+
+/// What kind of member a peer says it is: a label shown to people, never a grant (what a
+/// member may do is what it was granted, whatever it calls itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A web browser running the app (`crates/web`): it serves no protocol.
+    Browser,
+    /// A device running `loopsy node`; also any kind this version does not know (serde
+    /// wants that variant last).
+    #[default]
+    #[serde(other)]
+    Device,
+}
+
+impl Kind {
+    pub fn is_device(&self) -> bool {
+        *self == Kind::Device
+    }
+
+    /// The kind's name, as `trust ls` shows it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Device => "device",
+            Kind::Browser => "browser",
+        }
+    }
 }
 
 /// The inviter's last word: the pairing is recorded on its side.
@@ -438,6 +470,61 @@ mod tests {
                 "{typo}"
             );
         }
+    }
+
+    fn hello_bytes(value: &impl Serialize) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(value, &mut out).unwrap();
+        out
+    }
+
+    /// A hello as nodes sent it before kinds existed.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct OldHello {
+        name: String,
+        grants: Vec<String>,
+        addrs: Vec<serde_bytes::ByteBuf>,
+    }
+
+    #[test]
+    fn a_hello_without_a_kind_is_a_device_and_a_device_sends_none() {
+        let old = OldHello {
+            name: "desk".into(),
+            grants: vec!["exec".into()],
+            addrs: vec![],
+        };
+        let hello: Hello = ciborium::from_reader(&hello_bytes(&old)[..]).unwrap();
+        assert_eq!(hello.kind, Kind::Device);
+        // A device's hello is byte for byte what older nodes sent, and read by them.
+        assert_eq!(hello_bytes(&hello), hello_bytes(&old));
+        let browser = Hello {
+            kind: Kind::Browser,
+            ..hello
+        };
+        let bytes = hello_bytes(&browser);
+        let read_by_old: OldHello = ciborium::from_reader(&bytes[..]).unwrap();
+        assert_eq!(read_by_old, old);
+        let read: Hello = ciborium::from_reader(&bytes[..]).unwrap();
+        assert_eq!(read.kind, Kind::Browser);
+    }
+
+    #[test]
+    fn an_unknown_kind_is_a_device() {
+        #[derive(Serialize)]
+        struct Future {
+            name: String,
+            grants: Vec<String>,
+            addrs: Vec<serde_bytes::ByteBuf>,
+            kind: String,
+        }
+        let future = Future {
+            name: "toaster".into(),
+            grants: vec![],
+            addrs: vec![],
+            kind: "toaster".into(),
+        };
+        let hello: Hello = ciborium::from_reader(&hello_bytes(&future)[..]).unwrap();
+        assert_eq!(hello.kind, Kind::Device);
     }
 
     #[test]

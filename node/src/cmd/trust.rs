@@ -19,7 +19,7 @@ pub struct Cmd {
 enum Action {
     /// List trusted devices and what each may do here.
     Ls {
-        /// One JSON array: peer_id, name, addrs, allow, they_allow, via.
+        /// One JSON array: peer_id, name, addrs, allow, they_allow, via, kind.
         #[arg(long)]
         json: bool,
     },
@@ -113,7 +113,7 @@ async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut rows = vec![
-        ["NAME", "PEER ID", "ALLOWED HERE", "HOW"]
+        ["NAME", "KIND", "PEER ID", "ALLOWED HERE", "HOW"]
             .map(String::from)
             .to_vec(),
     ];
@@ -123,7 +123,7 @@ async fn list(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
         } else {
             p.allow.join(",")
         };
-        rows.push(vec![p.name, p.peer_id, allow, p.via]);
+        rows.push(vec![p.name, p.kind, p.peer_id, allow, p.via]);
     }
     output::table(&rows);
     Ok(ExitCode::SUCCESS)

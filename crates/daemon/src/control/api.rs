@@ -466,6 +466,7 @@ fn trust_list(node: &Api) -> Response {
                 Via::Direct => l.settings.how.clone().unwrap_or_else(|| "paired".into()),
                 Via::IntroducedBy(peer) => format!("introduced by {}", name_of(peer)),
             },
+            kind: l.settings.kind.unwrap_or_default().as_str().to_owned(),
         })
         .collect();
     Response::Trust { peers }
@@ -510,6 +511,7 @@ async fn trust_add(
         how: Some("added".into()),
         exec: None,
         files: None,
+        kind: None,
     };
     let record = match node.trust.admit(peer, &name, &parsed, settings) {
         Ok(record) => record,

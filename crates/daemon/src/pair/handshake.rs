@@ -124,6 +124,7 @@ mod tests {
             name: "j".into(),
             grants: vec![],
             addrs: vec![],
+            kind: Default::default(),
         };
         let sealed = seal(&mut jt, &hello)?;
         assert_eq!(open::<Hello>(&mut it, &sealed)?, hello);

@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use loopsy_mesh::{Multiaddr, PeerId, framed};
-use loopsy_wire::pair::{CodeError, Hello, MAX_FRAME, Message, ShortCodeError};
+use loopsy_wire::pair::{CodeError, Hello, Kind, MAX_FRAME, Message, ShortCodeError};
 use serde_bytes::ByteBuf;
 
 pub use invitations::{Invitations, RateLimit};
@@ -113,6 +113,8 @@ pub struct Pairing {
     addrs: Arc<dyn Advertise>,
     invitations: Invitations,
     attempts: RateLimit,
+    /// What this side's hello says it is: a node is a device (a test plays a browser).
+    kind: Kind,
 }
 
 impl Pairing {
@@ -134,6 +136,7 @@ impl Pairing {
             addrs,
             invitations: Invitations::default(),
             attempts: RateLimit::new(5, 30, Duration::from_secs(60)),
+            kind: Kind::Device,
         }
     }
 
@@ -158,7 +161,7 @@ impl Pairing {
 
     /// This device's hello for a pairing: its name, what it grants, where to reach it.
     async fn hello(&self, grants: &Caps) -> Hello {
-        hello(&self.name, grants, &self.advertised().await)
+        hello(&self.name, grants, &self.advertised().await, self.kind)
     }
 
     /// Records a completed pairing on this side and spreads it to the members (but `except`);
@@ -174,11 +177,14 @@ impl Pairing {
         let settings = PeerSettings {
             peer_id: peer.to_base58(),
             name: None,
+            // What this device grants it is the code's, the user's or the defaults: never
+            // more or less for the kind it claims, which only labels it.
             allow: allow.map(caps::names),
             they_allow: Some(they_allow),
             how: Some("paired".into()),
             exec: None,
             files: None,
+            kind: (!theirs.kind.is_device()).then_some(theirs.kind),
         };
         let record = self.trust.admit(peer, &name, &addrs, settings)?;
         self.pushes.members(&[record], except);
@@ -200,11 +206,12 @@ fn accept_hello(hello: &Hello) -> (String, Vec<Multiaddr>, Vec<String>) {
 }
 
 /// This device's hello: its name, the grants it gives, and where to reach it.
-fn hello(name: &str, grants: &Caps, addrs: &[Multiaddr]) -> Hello {
+fn hello(name: &str, grants: &Caps, addrs: &[Multiaddr], kind: Kind) -> Hello {
     Hello {
         name: name.to_owned(),
         grants: caps::names(grants),
         addrs: addrs.iter().map(|a| ByteBuf::from(a.to_vec())).collect(),
+        kind,
     }
 }
 

@@ -8,7 +8,7 @@ use libp2p::identity::Keypair;
 use loopsy_mesh::{Multiaddr, PeerId, framed};
 use loopsy_wire::{
     control::Paired,
-    pair::{Code, MAX_FRAME, Message, ShortCode},
+    pair::{Code, Kind, MAX_FRAME, Message, ShortCode},
 };
 
 use super::{JoinError, Pairing};
@@ -165,6 +165,43 @@ async fn a_joiner_with_the_code_and_its_inviter_trust_each_other() {
         bravo.trust.they_allow(&alpha.id),
         Some(vec!["exec".to_owned()])
     );
+}
+
+#[tokio::test]
+async fn a_joiner_that_says_it_is_a_browser_is_listed_so_and_granted_what_the_code_said() {
+    let dir = testing::scratch("pair-browser");
+    let (alpha, mut phone, bravo) = (
+        device(&dir, "alpha"),
+        device(&dir, "phone"),
+        device(&dir, "bravo"),
+    );
+    phone.pairing.kind = Kind::Browser;
+    let (code, _events, _withdraw) = invite(&alpha, &["sessions"]);
+    join(&phone, &alpha, &code).await.expect("paired");
+    let (code, _events, _withdraw) = invite(&alpha, &["sessions"]);
+    join(&bravo, &alpha, &code).await.expect("paired");
+    let kind_of = |peer: PeerId| {
+        let listed = alpha.trust.list();
+        listed
+            .iter()
+            .find(|l| l.member.peer_id == peer)
+            .map(|l| l.settings.kind)
+    };
+    assert_eq!(kind_of(phone.id), Some(Some(Kind::Browser)));
+    assert_eq!(kind_of(bravo.id), Some(None), "a device says no kind");
+    // The kind is a label: the browser may do what the code said, as the device may.
+    for peer in [phone.id, bravo.id] {
+        let granted = alpha.trust.grants(&peer).expect("a member");
+        assert_eq!(caps::names(&granted), ["sessions"]);
+    }
+    // Kept in the trust store, so it survives a restart.
+    let text = std::fs::read_to_string(dir.join("alpha.toml")).unwrap();
+    let stored = crate::trust::store::parse(&text).unwrap();
+    let kept = stored
+        .peers
+        .iter()
+        .find(|p| p.peer_id == phone.id.to_base58());
+    assert_eq!(kept.and_then(|p| p.kind), Some(Kind::Browser));
 }
 
 #[tokio::test]

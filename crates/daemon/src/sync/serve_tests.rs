@@ -76,6 +76,7 @@ fn member(here: &Here, grants: &[&str]) -> (Peer, Arc<Store>) {
         how: Some("added".into()),
         exec: None,
         files: None,
+        kind: None,
     };
     here.trust.admit(id, "bravo", &[], settings).unwrap();
     let peer = Peer::new(id, caps::parse(&allow).unwrap(), here.audit.clone());

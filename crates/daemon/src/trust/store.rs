@@ -40,6 +40,10 @@ pub struct PeerSettings {
     /// Changes to the file roots for this peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<crate::transfer::policy::Overrides>,
+    /// What kind of member it said it is when it paired (`browser`); a device when absent.
+    /// A label for people: it grants nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<loopsy_wire::pair::Kind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

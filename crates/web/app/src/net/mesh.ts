@@ -72,7 +72,8 @@ export class Mesh {
     const code = usableCode(text, Date.now())
     const stream = await this.open({ peerId: code.inviter, addrs: code.addrs }, PAIR)
     try {
-      const hello: Hello = { name: this.options.name, grants: [], addrs: [] }
+      // A browser serves no protocol: it grants nothing and has no address to give.
+      const hello: Hello = { name: this.options.name, grants: [], addrs: [], kind: 'browser' }
       const paired = await join(stream, { code, me: this.peerId, hello })
       const device: PairedDevice = { peerId: code.inviter, name: paired.theirs.name, addrs: [...code.addrs, ...paired.theirs.addrs] }
       await saveDevice(this.store, device)

@@ -2,7 +2,7 @@
 // `crates/wire/src/pair.rs`. Field order follows the Rust declarations, so the bytes match.
 
 import { MalformedError } from '../wire/cbor.js'
-import { bool, bytes, bytesItem, list, object, tag, text, textItem } from '../wire/shape.js'
+import { bool, bytes, bytesItem, list, object, optional, tag, text, textItem } from '../wire/shape.js'
 
 /** Largest pair protocol frame. */
 export const MAX_FRAME = 16 * 1024
@@ -15,12 +15,20 @@ export type PairMessage =
   | { type: 'sealed', data: Uint8Array }
   | { type: 'refused', reason: string }
 
+/**
+ * What kind of member a side is (`pair::Kind`): a label shown in `trust ls`, never a grant.
+ * A node's hello leaves it out; a kind this app does not know reads as a device.
+ */
+export type Kind = 'device' | 'browser'
+
 export interface Hello {
   name: string
   /** The capabilities this side grants the other. */
   grants: string[]
   /** Where this side can be reached, as multiaddr bytes. */
   addrs: Uint8Array[]
+  /** Absent for a device, as the Rust side sends it. */
+  kind?: Kind
 }
 
 export interface Done { ok: boolean }
@@ -36,9 +44,11 @@ export function readPairMessage (value: unknown): PairMessage {
   }
 }
 
-/** A hello as it travels: fields in the Rust order. */
+/** A hello as it travels: fields in the Rust order, `kind` only when not a device. */
 export function helloValue (hello: Hello): Record<string, unknown> {
-  return { name: hello.name, grants: hello.grants, addrs: hello.addrs }
+  const value: Record<string, unknown> = { name: hello.name, grants: hello.grants, addrs: hello.addrs }
+  if (hello.kind !== undefined && hello.kind !== 'device') value.kind = hello.kind
+  return value
 }
 
 export function readHello (value: unknown): Hello {
@@ -47,7 +57,8 @@ export function readHello (value: unknown): Hello {
     name: text(f, 'name', 256),
     grants: list(f, 'grants', 64, textItem(64)),
     // The Rust side takes the first 16; a peer sending hundreds is refused outright here.
-    addrs: list(f, 'addrs', 256, bytesItem(1024)).slice(0, MAX_HELLO_ADDRS)
+    addrs: list(f, 'addrs', 256, bytesItem(1024)).slice(0, MAX_HELLO_ADDRS),
+    kind: optional(f, 'kind', (g, k) => text(g, k, 64)) === 'browser' ? 'browser' : 'device'
   }
 }
 

@@ -9,6 +9,7 @@ import { peerIdText } from '../replica/peer-id.js'
 import { type Device, type HostedSession, MEMBERS, SESSIONS, devices as memberDevices, registrySessions } from '../replica/records.js'
 import { Attachment, listSessions, request } from '../session/client.js'
 import { Attention, badgeText, browserPlatform, canAskForNotifications } from './attention.js'
+import { RefusedError } from '../wire/admission.js'
 import { codeFromFragment } from './keys.js'
 import { pairPreview } from './pairing.js'
 import { SessionTerminal } from './terminal.js'
@@ -116,13 +117,15 @@ class App {
   async refresh (): Promise<void> {
     const paired = await this.mesh.devices()
     let sessions: HostedSession[] | null = null
+    let failure: unknown = null
     for (const device of paired) {
       try {
         this.members = memberDevices(await this.mesh.pull(device, MEMBERS))
         sessions = registrySessions(await this.mesh.pull(device, SESSIONS), Date.now())
         this.mark(device, true)
         break
-      } catch {
+      } catch (error) {
+        failure ??= error
         this.mark(device, false)
       }
     }
@@ -131,6 +134,10 @@ class App {
     this.sessions = sessions
     this.render()
     this.attention.update(sessions, s => this.devices.get(idOf(s.host))?.name ?? 'unknown device')
+    // No paired device answered: say why (a device that revoked this browser refuses it).
+    if (failure !== null && paired.every(d => this.online.get(idOf(d.peerId)) !== true)) {
+      showError(`no device answered: ${describe(failure)}`)
+    }
   }
 
   /** Without the registry, each paired device's own sessions. */
@@ -256,6 +263,9 @@ class App {
       }
       if (end.why === 'exited') { showError(`the session ended${end.code === null ? '' : ` (exit code ${end.code})`}`); return }
       if (end.why === 'detached') return
+      // Refused while resuming: maybe busy for a moment, maybe revoked. Say so, and go on
+      // trying (a busy host admits it again shortly).
+      if (end.error instanceof RefusedError) showError(end.error)
       // A connection that carried output was worth having: back to the shortest wait.
       if (attachment.offset !== lastOffset) tries = 0
       lastOffset = attachment.offset

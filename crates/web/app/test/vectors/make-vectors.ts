@@ -35,7 +35,7 @@ const key = psk(code.invite, code.secret)
 const bound = prologue(inviter.peerId, joiner.peerId)
 const ephemeral = { joiner: fill(32, 0x03), inviter: fill(32, 0x04) }
 const inviterHello = { name: 'desktop', grants: ['sessions', 'exec'], addrs: [addrs[0] as Uint8Array] }
-const joinerHello = { name: 'phone', grants: [], addrs: [] }
+const joinerHello = { name: 'phone', grants: [], addrs: [], kind: 'browser' as const }
 
 const j = new Handshake({ psk: key, prologue: bound, initiator: true, ephemeralForTestingOnly: ephemeral.joiner })
 const i = new Handshake({ psk: key, prologue: bound, initiator: false, ephemeralForTestingOnly: ephemeral.inviter })
