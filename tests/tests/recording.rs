@@ -147,9 +147,14 @@ fn a_recorded_session_exports_whole_beyond_the_ring_and_can_be_deleted() -> anyh
     ])?;
     let id = started["id"].as_str().unwrap_or_default().to_owned();
     assert!(started["recording"].is_object(), "{started}");
+    // All of it: past the ring, and no longer growing (the program then only sleeps).
+    let last = std::cell::Cell::new(0);
     let done = wait_for("alpha to record it all", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(300));
         let s = listed(&a, &id)?;
-        (s["recording"]["bytes"].as_u64()? > 5_000_000).then_some(s)
+        let bytes = s["recording"]["bytes"].as_u64()?;
+        let settled = bytes > 5_000_000 && bytes == last.replace(bytes);
+        settled.then_some(s)
     })?;
     assert_eq!(done["recording"]["full"], false, "{done}");
     // Only the session's ID names a file, in the home, for this user alone.

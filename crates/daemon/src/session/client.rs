@@ -44,7 +44,8 @@ impl SessionClient {
                 None,
                 Request::Attach { session, .. }
                 | Request::Kill { session }
-                | Request::Export { session },
+                | Request::Export { session }
+                | Request::DeleteRecording { session },
             ) => match self.locate(session).await {
                 Ok(Some((peer, id))) => {
                     *session = id;
