@@ -90,4 +90,7 @@ test('a member revoked or moved since the last answer is not kept, and pairing\'
   // A paired device keeps the name pairing gave it; with no address of its own it takes the record's.
   const named = knownDevices([{ peerId: other.peerId, name: 'my phone', addrs: [] }], devices([member(false, 1, 7)]))
   assert.deepEqual([...named.values()], [{ peerId: other.peerId, name: 'my phone', addrs: [Uint8Array.of(7)] }])
+  // The browser itself is a member, and not a device of its own list.
+  const mine = knownDevices(paired, devices([member(false, 1, 1)]), peerIdText(other.peerId))
+  assert.deepEqual([...mine.values()].map(d => d.name), ['desktop'])
 })

@@ -38,13 +38,15 @@ export async function saveDevice (store: Store, device: PairedDevice): Promise<v
  * The devices to show and dial, by peer ID text: the paired ones as pairing told them, then
  * the members the latest records name. A paired device keeps its name, and its addresses
  * unless pairing gave none. Built afresh from each answer, so a member revoked or moved
- * since an earlier one is not kept.
+ * since an earlier one is not kept. This browser (`me`, its peer ID text) is a member too,
+ * but not a device to show or dial.
  */
-export function knownDevices (paired: PairedDevice[], members: PairedDevice[]): Map<string, PairedDevice> {
+export function knownDevices (paired: PairedDevice[], members: PairedDevice[], me = ''): Map<string, PairedDevice> {
   const out = new Map<string, PairedDevice>()
   for (const d of paired) out.set(peerIdText(d.peerId), d)
   for (const m of members) {
     const id = peerIdText(m.peerId)
+    if (id === me) continue
     const known = out.get(id)
     out.set(id, known === undefined ? m : { ...known, addrs: known.addrs.length > 0 ? known.addrs : m.addrs })
   }

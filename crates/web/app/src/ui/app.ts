@@ -129,7 +129,7 @@ class App {
         this.mark(device, false)
       }
     }
-    this.devices = knownDevices(paired, this.members)
+    this.devices = knownDevices(paired, this.members, this.mesh.node.peerId.toString())
     if (sessions === null) sessions = await this.listEach(paired)
     this.sessions = sessions
     this.render()
