@@ -97,6 +97,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             yamux::Config::default,
         )?
         .with_quic()
+        // Browsers dial WebSocket (`--listen /ip4/0.0.0.0/tcp/N/ws`); the same port serves
+        // the web app to plain HTTP. Plain only: `/tls/ws` is not built yet.
+        .with_other_transport(|key| {
+            loopsy_mesh::web::transport(key, Some(loopsy_web::SITE))
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })?
         .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();

@@ -23,10 +23,15 @@ impl Drop for Relay {
 
 /// Starts the relay and returns it with the first TCP address it prints.
 fn start_relay(home: &std::path::Path) -> (Relay, Multiaddr) {
+    start_relay_on(home, "/ip4/127.0.0.1/tcp/0")
+}
+
+/// Starts the relay listening on `listen` and returns it with the first address it prints.
+fn start_relay_on(home: &std::path::Path, listen: &str) -> (Relay, Multiaddr) {
     let mut child = Command::new(bin::loopsy_relay())
         .arg("--home")
         .arg(home)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--listen", listen])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -85,6 +90,42 @@ async fn a_private_relay_lets_only_its_allowlist_in() {
     assert!(
         !connects(&addr, relay_id, Keypair::generate_ed25519()).await,
         "a stranger does not"
+    );
+}
+
+/// A relay listening on WebSocket serves the web app on the same port, and carries the
+/// mesh there: a node reaches it over WebSocket.
+#[tokio::test]
+async fn a_relay_on_websocket_serves_the_app_and_takes_devices() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("ws-relay");
+    let (_relay, addr) = start_relay_on(dir.path(), "/ip4/127.0.0.1/tcp/0/ws");
+    assert!(addr.to_string().contains("/ws/p2p/"), "{addr}");
+    let port = addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port");
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    http.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    http.write_all(b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n")
+        .expect("request");
+    let mut page = String::new();
+    http.read_to_string(&mut page).expect("answer");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("frame-ancestors 'none'"), "{page}");
+    assert!(page.contains("app.js"), "{page}");
+
+    let relay_id = match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(id)) => id,
+        _ => panic!("address ends in /p2p/<id>: {addr}"),
+    };
+    assert!(
+        connects(&addr, relay_id, Keypair::generate_ed25519()).await,
+        "a device connects over WebSocket"
     );
 }
 
