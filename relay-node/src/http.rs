@@ -6,15 +6,17 @@
 use std::{sync::Arc, time::Duration};
 
 use libp2p::metrics::Registry;
+use loopsy_mesh::web::{self, HeadError};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     sync::Semaphore,
     task::JoinSet,
 };
+use tokio_util::compat::TokioAsyncReadCompatExt;
 
 /// The largest request head read; a scraper's is a few hundred bytes.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub const MAX_HEAD: usize = web::MAX_HEAD;
 /// How long a client has to send its request, and then to take the answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more wait in the listen backlog.
@@ -35,25 +37,10 @@ pub enum Request {
 #[error("not an HTTP request")]
 pub struct BadRequest;
 
-/// Reads the request line of `head` (the bytes up to the blank line).
+/// Reads a request head (the bytes up to the blank line), as the node's web listener does.
 pub fn parse(head: &[u8]) -> Result<Request, BadRequest> {
-    let line_end = head
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .ok_or(BadRequest)?;
-    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| BadRequest)?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(BadRequest);
-    };
-    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
-        return Err(BadRequest);
-    }
-    // A scraper may add a query (`?name[]=…`); the answer is the same.
-    let path = target.split('?').next().unwrap_or(target);
-    Ok(match (method, path) {
+    let request = web::Request::parse(head).ok_or(BadRequest)?;
+    Ok(match (request.method, request.path) {
         ("GET", "/metrics") => Request::Metrics,
         ("HEAD", "/metrics") => Request::MetricsHead,
         ("GET" | "HEAD", _) => Request::NotFound,
@@ -101,10 +88,16 @@ pub async fn serve(
     }
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    let head = tokio::time::timeout(TIMEOUT, read_head(&mut stream))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+async fn answer(stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let mut stream = stream.compat();
+    let head = match tokio::time::timeout(TIMEOUT, web::read_head(&mut stream)).await {
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        Ok(Ok(head)) => Some(head),
+        // Too long, or the client stopped before the head ended.
+        Ok(Err(HeadError::TooLarge)) => None,
+        Ok(Err(HeadError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+        Ok(Err(HeadError::Io(e))) => return Err(e),
+    };
     let response = match head.as_deref().map(parse) {
         Some(Ok(Request::Metrics)) => response("200 OK", &encode(registry), true),
         Some(Ok(Request::MetricsHead)) => response("200 OK", &encode(registry), false),
@@ -114,35 +107,13 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
         }
         Some(Err(BadRequest)) | None => response("400 Bad Request", "bad request\n", true),
     };
+    let stream = stream.get_mut();
     tokio::time::timeout(TIMEOUT, async {
         stream.write_all(&response).await?;
         stream.shutdown().await
     })
     .await
     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
-}
-
-/// The bytes up to and including the blank line; `None` when the head is too long or the
-/// client stops before it ends.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        // Search only where the new bytes can complete the terminator.
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&buf[..n]);
-        if let Some(end) = head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            head.truncate(from + end + 4);
-            return Ok(Some(head));
-        }
-        if head.len() >= MAX_HEAD {
-            return Ok(None);
-        }
-    }
 }
 
 fn encode(registry: &Registry) -> String {
@@ -176,6 +147,7 @@ fn response(status: &str, body: &str, with_body: bool) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn requests_are_read_from_their_first_line() {

@@ -63,28 +63,15 @@ fn an_exported_session_replays_in_asciinema_as_it_was() -> anyhow::Result<()> {
     );
 
     // The output as the program printed it, through the terminal (\n became \r\n).
-    // `asciinema cat` wants a terminal: `script` gives it one that passes bytes unchanged.
-    let replayed = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!("stty -opost; asciinema cat '{}'", file.display()),
-            "/dev/null",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()?;
-    assert!(
-        replayed.status.success(),
-        "asciinema cat: {}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&replayed.stdout),
+        String::from_utf8_lossy(&asciinema_cat(&file)?),
         "hello\r\nwörld \x1b[1mbold\x1b[0m\r\n"
     );
     Ok(())
 }
 
-/// `asciinema cat FILE` as a terminal that passes bytes unchanged shows it.
+/// `asciinema cat FILE` as a terminal that passes bytes unchanged shows it (it wants a
+/// terminal: `script` gives it one).
 fn asciinema_cat(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let replayed = std::process::Command::new("script")
         .args([

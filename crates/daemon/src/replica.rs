@@ -569,18 +569,7 @@ mod tests {
     use std::fs;
 
     fn store(tag: &str, keypair: Keypair) -> Store {
-        let path = std::env::temp_dir().join(format!(
-            "loopsy-replica-{tag}-{}-{}",
-            std::process::id(),
-            keypair.public().to_peer_id()
-        ));
-        let _ = fs::remove_file(&path);
-        let limits = Limits {
-            records: 100,
-            value: 1024,
-            per_author: 100,
-        };
-        Store::load("test", (None, None), path, keypair, limits, |_, _| true).unwrap()
+        bounded(tag, keypair, 100, 100)
     }
 
     /// `store` as a restart would load it from its file.

@@ -118,14 +118,18 @@ fn served() -> io::Error {
     io::Error::other("answered a plain HTTP request")
 }
 
-enum HeadError {
+/// A request head that could not be read.
+#[derive(Debug)]
+pub enum HeadError {
     Io(io::Error),
+    /// [`MAX_HEAD`] bytes came without the blank line that ends a head.
     TooLarge,
 }
 
-/// Reads until the blank line that ends a request head; any bytes after it stay in the
-/// returned buffer, to be replayed.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
+/// Reads until the blank line that ends a request head, [`MAX_HEAD`] bytes at most; any
+/// bytes after it stay in the returned buffer, to be replayed. The relay's metrics
+/// endpoint reads its requests with it too.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -137,7 +141,7 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Head
         if head_end(&head).is_some() {
             return Ok(head);
         }
-        if head.len() > MAX_HEAD {
+        if head.len() >= MAX_HEAD {
             return Err(HeadError::TooLarge);
         }
     }
@@ -149,21 +153,26 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
 
 /// The parts of a request head that decide the answer.
 #[derive(Debug, PartialEq, Eq)]
-struct Request<'a> {
-    method: &'a str,
+pub struct Request<'a> {
+    pub method: &'a str,
     /// Without its query string.
-    path: &'a str,
+    pub path: &'a str,
     /// `Upgrade: websocket` was asked for.
-    websocket: bool,
+    pub websocket: bool,
 }
 
 impl<'a> Request<'a> {
-    fn parse(bytes: &'a [u8]) -> Option<Self> {
+    /// Reads a whole head (up to its blank line); `None` when it is not HTTP/1.
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
         let head = std::str::from_utf8(&bytes[..head_end(bytes)?]).ok()?;
         let mut lines = head.split("\r\n");
         let mut start = lines.next()?.split(' ');
         let (method, target, version) = (start.next()?, start.next()?, start.next()?);
-        if start.next().is_some() || !version.starts_with("HTTP/1.") || !target.starts_with('/') {
+        if start.next().is_some()
+            || method.is_empty()
+            || !version.starts_with("HTTP/1.")
+            || !target.starts_with('/')
+        {
             return None;
         }
         let path = target.split('?').next().unwrap_or(target);
