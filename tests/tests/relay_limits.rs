@@ -82,6 +82,20 @@ impl Relay {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// Waits up to 5 s for a series to read `expected`: the relay counts a refusal or a
+    /// reservation just after the client has its answer, so a scrape at once may be early.
+    async fn settles_at(&self, series: &str, expected: f64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.value(series) != Some(expected) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{series} never reads {expected}:\n{}",
+                self.scrape()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The sum of a metric's series whose line starts with `prefix`.
     fn sum(&self, prefix: &str) -> f64 {
         self.scrape()
@@ -107,13 +121,13 @@ async fn a_reservation_rate_set_low_refuses_the_device_past_it() -> anyhow::Resu
         third.is_err(),
         "a third reservation from the same address passes the rate limit"
     );
-    assert_eq!(relay.value("loopsy_relay_reservations"), Some(2.0));
-    assert_eq!(
-        relay.value("loopsy_relay_refusals_total{request=\"reservation\",reason=\"rate\"}"),
-        Some(1.0),
-        "{}",
-        relay.scrape()
-    );
+    relay.settles_at("loopsy_relay_reservations", 2.0).await;
+    relay
+        .settles_at(
+            "loopsy_relay_refusals_total{request=\"reservation\",reason=\"rate\"}",
+            1.0,
+        )
+        .await;
     Ok(())
 }
 
@@ -125,12 +139,12 @@ async fn a_circuit_limit_set_low_refuses_the_circuit_past_it() -> anyhow::Result
     let _first = Circuit::open(&relay.addr, target.peer_id).await?;
     let second = Circuit::open(&relay.addr, target.peer_id).await;
     assert!(second.is_err(), "a second circuit passes `circuits = 1`");
-    assert_eq!(
-        relay.value("loopsy_relay_refusals_total{request=\"circuit\",reason=\"full\"}"),
-        Some(1.0),
-        "{}",
-        relay.scrape()
-    );
+    relay
+        .settles_at(
+            "loopsy_relay_refusals_total{request=\"circuit\",reason=\"full\"}",
+            1.0,
+        )
+        .await;
     Ok(())
 }
 
