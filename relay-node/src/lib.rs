@@ -43,6 +43,8 @@ pub struct Config {
     pub settings: Settings,
     /// Where to serve metrics (the flag, else `[metrics] listen`); off when `None`.
     pub metrics: Option<SocketAddr>,
+    /// The certificate of `/tls/ws` listen addresses; they are refused without one.
+    pub certificate: Option<loopsy_mesh::web::Certificate>,
 }
 
 /// The file that says a directory is a Loopsy home: a node on the same machine lets no peer
@@ -88,6 +90,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let allowed = config.settings.allowed().map_err(anyhow::Error::msg)?;
     let private = allowed.is_some();
     let relay_config = config.settings.relay_config();
+    if config.certificate.is_none()
+        && let Some(addr) = config.listen.iter().find(|a| is_tls_websocket(a))
+    {
+        anyhow::bail!("{addr} needs a certificate: pass --tls-cert FILE --tls-key FILE");
+    }
+    let certificate = config.certificate.clone();
     let mut registry = libp2p::metrics::Registry::default();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -97,10 +105,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             yamux::Config::default,
         )?
         .with_quic()
-        // Browsers dial WebSocket (`--listen /ip4/0.0.0.0/tcp/N/ws`); the same port serves
-        // the web app to plain HTTP. Plain only: `/tls/ws` is not built yet.
+        // Browsers dial WebSocket (`--listen /ip4/0.0.0.0/tcp/N/ws`, or `/tls/ws` with a
+        // certificate); the same port serves the web app to plain HTTP (or HTTPS).
         .with_other_transport(|key| {
-            loopsy_mesh::web::transport(key, Some(loopsy_web::SITE))
+            loopsy_mesh::web::transport(key, Some(loopsy_web::SITE), certificate)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_bandwidth_metrics(&mut registry)
@@ -195,6 +203,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = server.await;
     }
     Ok(())
+}
+
+/// A `/tls/ws` or `/wss` address: browsers' secure WebSocket.
+fn is_tls_websocket(addr: &Multiaddr) -> bool {
+    let parts: Vec<_> = addr.iter().collect();
+    parts.iter().any(|p| matches!(p, Protocol::Wss(_)))
+        || parts
+            .windows(2)
+            .any(|w| matches!(w, [Protocol::Tls, Protocol::Ws(_)]))
 }
 
 /// Counts an event, and logs or prints what the operator should see.

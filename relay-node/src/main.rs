@@ -27,6 +27,13 @@ struct Cli {
     /// Default: `[metrics] listen` in the config; off when neither is given.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// The PEM certificate chain for `/tls/ws` listen addresses (HTTPS and secure
+    /// WebSockets for browsers), for example Let's Encrypt's `fullchain.pem`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert` (`privkey.pem`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -51,7 +58,14 @@ async fn main() -> anyhow::Result<()> {
         None if in_home.exists() => loopsy_relay::Settings::load(&in_home)?,
         None => loopsy_relay::Settings::default(),
     };
+    let certificate = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(chain), Some(key)) => {
+            Some(loopsy_mesh::web::Certificate::from_pem_files(chain, key)?)
+        }
+        _ => None,
+    };
     let config = loopsy_relay::Config {
+        certificate,
         metrics: cli.metrics.or(settings.metrics.listen),
         home,
         listen: cli.listen,

@@ -49,6 +49,13 @@ impl Browser {
     /// Starts the driver, in network namespace `netns` when given. Fails saying what to
     /// install when node, the app's `node_modules` or Chromium is missing.
     pub fn start(netns: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_trusting(netns, None)
+    }
+
+    /// As [`start`](Self::start), with Chromium also trusting a TLS server whose public key
+    /// has this SPKI hash (base64 of its SHA-256), as if a CA had signed it: a test's own
+    /// certificate, and nothing else, gets past the certificate check.
+    pub fn start_trusting(netns: Option<&str>, spki: Option<&str>) -> anyhow::Result<Self> {
         check_support()?;
         let driver = app_dir().join("test/driver.mjs");
         let mut command = match netns {
@@ -59,6 +66,9 @@ impl Browser {
             }
             None => Command::new("node"),
         };
+        if let Some(spki) = spki {
+            command.env("LOOPSY_BROWSER_TRUST_SPKI", spki);
+        }
         let mut child = command
             .arg(&driver)
             .current_dir(app_dir())
@@ -235,6 +245,43 @@ impl Browser {
     /// Evaluates a JavaScript expression in the page (a promise is awaited).
     pub fn eval(&mut self, page: &str, js: &str) -> anyhow::Result<Value> {
         self.command(json!({"cmd": "eval", "page": page, "js": js}))
+    }
+
+    /// Waits until the page lists a session named each of `names`, tapping refresh now and
+    /// then (the page pulls the registry when asked).
+    pub fn wait_listed(
+        &mut self,
+        page: &str,
+        names: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let listed = self.texts(page, "session")?;
+            if names
+                .iter()
+                .all(|n| listed.iter().any(|l| l.starts_with(n)))
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the page lists {listed:?}, not all of {names:?}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            self.click(page, "refresh", None)?;
+        }
+    }
+
+    /// The page's own peer ID, as it shows it (`this browser: 12D3KooW…`).
+    pub fn peer_id(&mut self, page: &str, timeout: Duration) -> anyhow::Result<String> {
+        crate::wait_for("the page's peer ID", timeout, || {
+            let text = self
+                .eval(page, "document.getElementById('me').textContent")
+                .ok()?;
+            let id = text.as_str()?.strip_prefix("this browser: ")?.to_owned();
+            (!id.is_empty()).then_some(id)
+        })
     }
 
     /// Closes a page and its profile.

@@ -11,6 +11,7 @@ pub mod proc;
 pub mod python;
 pub mod stranger;
 pub mod temp;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 

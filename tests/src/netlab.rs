@@ -330,6 +330,16 @@ fn run_ok(out: Output) -> anyhow::Result<()> {
 /// of `addrs` and announcing them; returns it, killed when dropped, with the peer ID it
 /// prints once its home holds its key.
 pub fn relay(ns: Option<&str>, home: &Path, addrs: &[String]) -> anyhow::Result<(Reaped, String)> {
+    relay_with(ns, home, addrs, &[])
+}
+
+/// [`relay`], with more flags after the addresses.
+pub fn relay_with(
+    ns: Option<&str>,
+    home: &Path,
+    addrs: &[String],
+    extra: &[&str],
+) -> anyhow::Result<(Reaped, String)> {
     let mut command = match ns {
         Some(ns) => {
             let mut command = Command::new("ip");
@@ -342,6 +352,7 @@ pub fn relay(ns: Option<&str>, home: &Path, addrs: &[String]) -> anyhow::Result<
     for addr in addrs {
         command.args(["--listen", addr, "--external-addr", addr]);
     }
+    command.args(extra);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -363,6 +374,25 @@ pub fn relay(ns: Option<&str>, home: &Path, addrs: &[String]) -> anyhow::Result<
         .flatten()
         .context("the relay prints its peer ID")?;
     Ok((child, peer_id))
+}
+
+/// `/etc/netns/NS/hosts`, which `ip netns exec NS` shows as `/etc/hosts`: names of the
+/// test's own for programs in the namespace. Removed when dropped.
+pub struct HostsFile(std::path::PathBuf);
+
+impl HostsFile {
+    pub fn write(ns: &str, text: &str) -> anyhow::Result<Self> {
+        let dir = Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("hosts"), text)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs `ip ARGS..`, turning a failure into an error with ip's own message.

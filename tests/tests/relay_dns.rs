@@ -2,41 +2,20 @@
 //! resolves each name (here through `/etc/hosts`: `ip netns exec NS` shows
 //! `/etc/netns/NS/hosts` in its place) and holds a reservation on each.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
 use loopsy_tests::{
-    netlab::{self, Lab},
+    netlab::{self, HostsFile, Lab},
     node::{Node, Options, Reaped},
     temp::TempDir,
     wait_for,
 };
 
-/// `/etc/netns/NS/hosts`, removed when dropped.
-struct Hosts(PathBuf);
-
-impl Hosts {
-    fn write(ns: &str, text: &str) -> anyhow::Result<Self> {
-        let dir = Path::new("/etc/netns").join(ns);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("hosts"), text)?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A host holding two relays, `relay-one.loopsy.test` and `relay-two.loopsy.test` in its
 /// hosts file; all of it goes when dropped (the relays first, the namespace last).
 struct TwoRelays {
     _relays: [Reaped; 2],
-    _hosts: Hosts,
+    _hosts: HostsFile,
     dir: TempDir,
     ns: String,
     /// Each relay's address, by name, with its peer ID.
@@ -51,7 +30,7 @@ impl TwoRelays {
             return Ok(None);
         };
         let ns = lab.host("box")?;
-        let hosts = Hosts::write(
+        let hosts = HostsFile::write(
             &ns,
             "127.0.0.1 localhost\n127.0.0.1 relay-one.loopsy.test\n127.0.0.1 relay-two.loopsy.test\n",
         )?;

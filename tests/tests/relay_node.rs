@@ -10,7 +10,7 @@ use std::{
 };
 
 use loopsy_mesh::{Config, Keypair, Link, Mesh, Multiaddr};
-use loopsy_tests::{bin, temp::TempDir};
+use loopsy_tests::{bin, temp::TempDir, tls::TestCertificate};
 
 struct Relay(Child);
 
@@ -28,10 +28,15 @@ fn start_relay(home: &std::path::Path) -> (Relay, Multiaddr) {
 
 /// Starts the relay listening on `listen` and returns it with the first address it prints.
 fn start_relay_on(home: &std::path::Path, listen: &str) -> (Relay, Multiaddr) {
+    start_relay_with(home, &["--listen", listen])
+}
+
+/// Starts the relay with `args` and returns it with the first address it prints.
+fn start_relay_with(home: &std::path::Path, args: &[&str]) -> (Relay, Multiaddr) {
     let mut child = Command::new(bin::loopsy_relay())
         .arg("--home")
         .arg(home)
-        .args(["--listen", listen])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -127,6 +132,66 @@ async fn a_relay_on_websocket_serves_the_app_and_takes_devices() {
         connects(&addr, relay_id, Keypair::generate_ed25519()).await,
         "a device connects over WebSocket"
     );
+}
+
+/// With a certificate, a `/tls/ws` listener serves the app over HTTPS (checked by an
+/// independent TLS client against the certificate) and says so in the address it prints;
+/// a plain request on that port gets no answer; without a certificate the relay refuses
+/// to start, saying what it needs.
+#[test]
+fn a_relay_with_a_certificate_serves_the_app_over_https() -> anyhow::Result<()> {
+    let dir = TempDir::new("tls-relay");
+    let cert = TestCertificate::new(&dir.path().join("tls"), &["relay.test", "127.0.0.1"])?;
+    let (cert_file, key_file) = (cert.cert.to_string_lossy(), cert.key.to_string_lossy());
+    let (_relay, addr) = start_relay_with(
+        &dir.path().join("relay"),
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0/tls/ws",
+            "--tls-cert",
+            &cert_file,
+            "--tls-key",
+            &key_file,
+        ],
+    );
+    assert!(addr.to_string().contains("/tls/ws/p2p/"), "{addr}");
+    let port = addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port");
+
+    let page = cert.request(
+        &format!("127.0.0.1:{port}"),
+        "relay.test",
+        "GET / HTTP/1.1\r\nHost: relay.test\r\n\r\n",
+    )?;
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("frame-ancestors 'none'"), "{page}");
+    assert!(page.contains("app.js"), "{page}");
+
+    use std::io::{Read, Write};
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    plain.set_read_timeout(Some(Duration::from_secs(10)))?;
+    plain.write_all(b"GET / HTTP/1.1\r\nHost: relay.test\r\n\r\n")?;
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("app.js"),
+        "the TLS port serves the app in plain text"
+    );
+
+    let refused = Command::new(bin::loopsy_relay())
+        .arg("--home")
+        .arg(dir.path().join("relay"))
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0/tls/ws"])
+        .output()?;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--tls-cert"), "{said}");
+    Ok(())
 }
 
 #[test]

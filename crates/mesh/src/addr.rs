@@ -33,6 +33,37 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
     ip(addr).is_some_and(|ip| ip.is_loopback())
 }
 
+/// The most WebSocket addresses of a relay kept as ways for browsers to reach this node.
+const MAX_RELAY_WEB_ADDRS: usize = 3;
+
+/// The addresses among a relay's (as it announces them) that a browser can dial, secure and
+/// named ones first (a page served over HTTPS may open only secure WebSockets, to a name its
+/// certificate covers). Loopback ones only when `loopback` (a relay on this machine).
+pub(crate) fn relay_web_addrs(announced: &[Multiaddr], loopback: bool) -> Vec<Multiaddr> {
+    let mut web: Vec<Multiaddr> = announced
+        .iter()
+        .filter(|a| {
+            a.iter()
+                .any(|p| matches!(p, Protocol::Ws(_) | Protocol::Wss(_)))
+        })
+        .filter(|a| !is_relayed(a) && (loopback || !is_loopback(a)))
+        .filter(|a| ip(a).is_none_or(|ip| !ip.is_unspecified()))
+        .map(|a| match a.iter().last() {
+            Some(Protocol::P2p(_)) => a.iter().take(a.iter().count() - 1).collect(),
+            _ => a.clone(),
+        })
+        .collect();
+    web.sort_by_key(|a| {
+        let tls = a
+            .iter()
+            .any(|p| matches!(p, Protocol::Tls | Protocol::Wss(_)));
+        (!tls, ip(a).is_some(), a.to_string())
+    });
+    web.dedup();
+    web.truncate(MAX_RELAY_WEB_ADDRS);
+    web
+}
+
 /// The address that says how a connection goes: its remote address, but for an inbound
 /// circuit, which names only the peer, this node's own circuit address, which names the
 /// relay it came through.
@@ -75,6 +106,34 @@ impl Rank {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relays_browser_addresses_are_its_websocket_ones_secure_and_named_first() {
+        let announced = [
+            addr("/ip4/203.0.113.5/tcp/4001"),
+            addr("/ip4/203.0.113.5/tcp/80/ws"),
+            addr("/ip4/127.0.0.1/tcp/443/tls/ws"),
+            addr("/ip4/203.0.113.5/tcp/443/tls/ws"),
+            addr("/ip4/0.0.0.0/tcp/443/tls/ws"),
+            addr("/dns4/relay.example.net/tcp/443/tls/ws"),
+            addr("/ip4/203.0.113.5/udp/4001/quic-v1"),
+        ];
+        assert_eq!(
+            relay_web_addrs(&announced, false),
+            [
+                addr("/dns4/relay.example.net/tcp/443/tls/ws"),
+                addr("/ip4/203.0.113.5/tcp/443/tls/ws"),
+                addr("/ip4/203.0.113.5/tcp/80/ws"),
+            ]
+        );
+        assert_eq!(
+            relay_web_addrs(&announced[..3], true),
+            [
+                addr("/ip4/127.0.0.1/tcp/443/tls/ws"),
+                addr("/ip4/203.0.113.5/tcp/80/ws")
+            ]
+        );
+    }
 
     fn addr(s: &str) -> Multiaddr {
         s.parse().expect("address")

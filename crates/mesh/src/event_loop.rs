@@ -123,6 +123,9 @@ struct Relay {
     listener: Option<ListenerId>,
     reserved: bool,
     backoff: Duration,
+    /// The relay's WebSocket addresses (from identify): a browser reaches this node through
+    /// a circuit over one of them, as it cannot dial the address reserved on.
+    web: Vec<Multiaddr>,
 }
 
 impl Relay {
@@ -132,7 +135,20 @@ impl Relay {
             listener: None,
             reserved: false,
             backoff: RESERVE_BACKOFF.0,
+            web: Vec::new(),
         }
+    }
+
+    /// The circuit addresses through the relay's WebSocket listeners, while reserved.
+    fn web_circuits(&self) -> impl Iterator<Item = Multiaddr> + '_ {
+        let id = self.peer_id().filter(|_| self.reserved);
+        self.web.iter().filter_map(move |web| {
+            Some(
+                web.clone()
+                    .with(Protocol::P2p(id?))
+                    .with(Protocol::P2pCircuit),
+            )
+        })
     }
 
     fn peer_id(&self) -> Option<PeerId> {
@@ -412,8 +428,13 @@ impl EventLoop {
     }
 
     fn status(&self) -> NetworkStatus {
-        let (relayed, listen): (Vec<_>, Vec<_>) =
+        let (mut relayed, listen): (Vec<_>, Vec<_>) =
             self.swarm.listeners().cloned().partition(is_relayed);
+        for circuit in self.relays.iter().flat_map(Relay::web_circuits) {
+            if !relayed.contains(&circuit) {
+                relayed.push(circuit);
+            }
+        }
         NetworkStatus {
             peer_id: *self.swarm.local_peer_id(),
             listen_addrs: listen,
@@ -696,6 +717,12 @@ impl EventLoop {
                 if self.relays.iter().any(|r| r.peer_id() == Some(peer_id)) {
                     self.observations
                         .seen_by_relay(peer_id, info.observed_addr.clone());
+                }
+                for relay in &mut self.relays {
+                    if relay.peer_id() == Some(peer_id) {
+                        let loopback = crate::addr::is_loopback(&relay.addr);
+                        relay.web = crate::addr::relay_web_addrs(&info.listen_addrs, loopback);
+                    }
                 }
                 let name = agent::name_from_agent(&info.agent_version);
                 self.peers.identified(peer_id, name, info.listen_addrs);

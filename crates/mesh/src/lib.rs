@@ -174,7 +174,7 @@ impl Mesh {
             .with_quic()
             // For browsers: WebSocket listen addresses (`/tcp/N/ws`), with the site beside.
             .with_other_transport(|key| {
-                web::transport(key, site)
+                web::transport(key, site, None)
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })
             .map_err(|e| StartError::Transport(e.to_string()))?

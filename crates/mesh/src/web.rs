@@ -7,6 +7,9 @@
 //! request gets a file of the [`Site`] (or an error status) and the connection closes, which
 //! libp2p sees as a failed incoming connection and forgets.
 //!
+//! With a [`Certificate`], `/tls/ws` listen addresses serve HTTPS and secure WebSockets the
+//! same way ([`tls`]).
+//!
 //! What a stranger can do here: fetch the static app (public code), or hold a connection
 //! until [`HEAD_DEADLINE`] with at most [`MAX_HEAD`] bytes, under the swarm's limit on
 //! pending incoming connections.
@@ -18,13 +21,18 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future::Either};
 use libp2p::{
     PeerId,
     core::{ConnectedPoint, Transport, muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
     identity::Keypair,
     noise, tcp, websocket, yamux,
 };
+
+mod tls;
+
+pub use tls::{Certificate, CertificateError};
+use tls::{Secured, TlsPorts};
 
 /// The largest request head read; the browser's upgrade request is well under 2 KiB.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -50,25 +58,59 @@ pub struct Page {
 }
 
 /// A WebSocket transport over TCP, authenticated with Noise and multiplexed with Yamux,
-/// answering plain HTTP from `site` when there is one.
+/// answering plain HTTP from `site` when there is one, and listening on `/tls/ws` with
+/// `certificate` when there is one.
 pub fn transport(
     keypair: &Keypair,
     site: Option<Site>,
+    certificate: Option<Certificate>,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
+    let ports = TlsPorts::default();
+    let secure = certificate.is_some();
+    let tls_ports = ports.clone();
     let tcp = tcp::tokio::Transport::new(tcp::Config::default()).and_then(
-        move |stream, endpoint: ConnectedPoint| async move {
-            match (endpoint.is_listener(), site) {
-                (true, Some(site)) => sniff(stream, site, HEAD_DEADLINE).await,
-                _ => Ok(Prefixed::new(Vec::new(), stream)),
-            }
+        move |stream, endpoint: ConnectedPoint| {
+            let tls = match &endpoint {
+                ConnectedPoint::Listener { local_addr, .. } => certificate
+                    .clone()
+                    .filter(|_| tls::tcp_port(local_addr).is_some_and(|p| tls_ports.contains(p))),
+                ConnectedPoint::Dialer { .. } => None,
+            };
+            accept(stream, endpoint.is_listener(), site, tls)
         },
     );
-    Ok(websocket::Config::new(tcp)
+    Ok(Secured::new(websocket::Config::new(tcp), secure, ports)
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(keypair)?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())
+}
+
+/// A TCP connection on its way to the WebSocket layer: its TLS ended first when it came to
+/// a TLS port, then its request head read when this side listens with a site.
+async fn accept<S>(
+    stream: S,
+    listener: bool,
+    site: Option<Site>,
+    tls: Option<Certificate>,
+) -> io::Result<Either<Prefixed<futures_rustls::server::TlsStream<S>>, Prefixed<S>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(tls) = tls else {
+        return Ok(Either::Right(match (listener, site) {
+            (true, Some(site)) => sniff(stream, site, HEAD_DEADLINE).await?,
+            _ => Prefixed::new(Vec::new(), stream),
+        }));
+    };
+    let stream = tokio::time::timeout(HEAD_DEADLINE, tls.acceptor.accept(stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake"))??;
+    Ok(Either::Left(match site {
+        Some(site) => sniff(stream, site, HEAD_DEADLINE).await?,
+        None => Prefixed::new(Vec::new(), stream),
+    }))
 }
 
 /// Reads the request head: a WebSocket upgrade is handed on (the head replayed), any other

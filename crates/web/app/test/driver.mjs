@@ -26,6 +26,10 @@ import { chromium } from 'playwright-core'
 
 const executablePath = process.env.LOOPSY_CHROMIUM ?? '/usr/bin/chromium'
 const args = ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu']
+// A test's own TLS certificate, trusted by its public key's hash, and no other one.
+if (process.env.LOOPSY_BROWSER_TRUST_SPKI) {
+  args.push(`--ignore-certificate-errors-spki-list=${process.env.LOOPSY_BROWSER_TRUST_SPKI}`)
+}
 // Pages, by the name the test gave them; each in a context of its own (a fresh profile).
 const pages = new Map()
 let browser

@@ -93,7 +93,13 @@ export class Mesh {
       throw new Error('the device has no address a browser can dial (it needs a WebSocket listener or a relay)')
     }
     try {
-      const stream = await this.node.dialProtocol(targets, protocol, { signal: AbortSignal.timeout(20_000) })
+      // A circuit through a relay is a "limited" connection to js-libp2p (the relay may
+      // end it after a time or a byte count); the protocols still run on it, Noise end to
+      // end, and a session attached over it reattaches from its offset when it ends.
+      const stream = await this.node.dialProtocol(targets, protocol, {
+        signal: AbortSignal.timeout(20_000),
+        runOnLimitedConnection: true
+      })
       return framed(stream)
     } catch (error) {
       throw new Error(`cannot reach the device: ${describe(error)}`)
