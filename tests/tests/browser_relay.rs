@@ -8,14 +8,14 @@
 //!                                                   "relay.lab" to the phone
 //!
 //! The certificate is the test's own, trusted by the phone's Chromium by its key's hash
-//! alone. A screenshot of the attached phone is left in `target/browser-artifacts/`.
+//! alone. Then the phone loses its network, and the app still opens from its service worker. A screenshot of the attached phone is left in `target/browser-artifacts/`.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use loopsy_tests::{
     browser::{Browser, PIXEL, artifacts_dir},
-    netlab::{self, HostsFile, Lab, Nat},
+    netlab::{self, HostsFile, Lab, Nat, ip},
     node::{Node, Options},
     temp::TempDir,
     tls::TestCertificate,
@@ -144,5 +144,23 @@ fn a_phone_outside_the_nat_pairs_and_types_through_the_relay() -> anyhow::Result
     // Alpha sees the browser itself, come through the relay: the relay only carried it.
     let peer = alpha.peer(&me).context("alpha lists the browser")?;
     assert_eq!(peer["connection"], "relayed", "{peer}");
+
+    // With no network at all, the app still opens (its service worker kept it), with its
+    // key and its paired device.
+    wait_for("the service worker to control the page", WAIT, || {
+        let controlled = browser
+            .eval("phone", "navigator.serviceWorker.controller !== null")
+            .ok()?;
+        (controlled == Value::Bool(true)).then_some(())
+    })?;
+    ip(&["-n", &phone_ns, "link", "set", "eth0", "down"])?;
+    browser.reload("phone")?;
+    assert_eq!(browser.peer_id("phone", WAIT)?, me, "the app opened offline");
+    let devices = browser.texts("phone", "device")?;
+    assert!(
+        devices.iter().any(|d| d.contains("alpha")),
+        "offline, the page lists {devices:?}"
+    );
+    ip(&["-n", &phone_ns, "link", "set", "eth0", "up"])?;
     Ok(())
 }

@@ -32,7 +32,7 @@ pub struct Asset {
 }
 
 /// Every file of the bundle; `/` serves `index.html`.
-pub const ASSETS: [Asset; 3] = [
+pub const ASSETS: [Asset; 4] = [
     Asset {
         path: "/index.html",
         content_type: "text/html; charset=utf-8",
@@ -47,6 +47,13 @@ pub const ASSETS: [Asset; 3] = [
         path: "/app.css",
         content_type: "text/css; charset=utf-8",
         bytes: include_bytes!("../dist/app.css"),
+    },
+    // The service worker: the app opens offline after a first load, where the browser
+    // allows a worker (HTTPS or localhost).
+    Asset {
+        path: "/sw.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../dist/sw.js"),
     },
 ];
 

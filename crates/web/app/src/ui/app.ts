@@ -13,6 +13,7 @@ import { RefusedError } from '../wire/admission.js'
 import { codeFromFragment } from './keys.js'
 import { pairPreview } from './pairing.js'
 import { SessionTerminal } from './terminal.js'
+import { keepForOffline } from '../offline/register.js'
 
 /** How long to wait before attaching again after a lost connection, growing to the last. */
 const RETRY_MS = [250, 500, 1000, 2000, 5000]
@@ -70,6 +71,10 @@ class App {
     addEventListener('hashchange', () => { this.codeFromFragment() })
     this.codeFromFragment()
     this.showPairTarget()
+    // The paired devices at once, from this browser's storage, before (or without) any of
+    // them answering: offline, the page still shows what it knows.
+    this.devices = knownDevices(await this.mesh.devices(), this.members, this.mesh.node.peerId.toString())
+    this.render()
     await this.refresh()
   }
 
@@ -298,6 +303,7 @@ class App {
 }
 
 async function main (): Promise<void> {
+  keepForOffline()
   try {
     const mesh = await Mesh.start(await IndexedDbStore.open(), { name: 'browser' })
     await new App(mesh).start()
