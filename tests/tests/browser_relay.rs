@@ -155,7 +155,11 @@ fn a_phone_outside_the_nat_pairs_and_types_through_the_relay() -> anyhow::Result
     })?;
     ip(&["-n", &phone_ns, "link", "set", "eth0", "down"])?;
     browser.reload("phone")?;
-    assert_eq!(browser.peer_id("phone", WAIT)?, me, "the app opened offline");
+    assert_eq!(
+        browser.peer_id("phone", WAIT)?,
+        me,
+        "the app opened offline"
+    );
     let devices = browser.texts("phone", "device")?;
     assert!(
         devices.iter().any(|d| d.contains("alpha")),
