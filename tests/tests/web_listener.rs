@@ -54,6 +54,39 @@ fn one_port_serves_the_app_and_carries_the_mesh() -> anyhow::Result<()> {
     assert!(page.contains("app.js"), "{page}");
     let script = get(port, "/app.js?v=1")?;
     assert!(script.contains("Content-Type: text/javascript"), "{script}");
+    // Gzipped to a browser that takes it; a 304 to one that has this version.
+    let zipped = http(
+        port,
+        "GET /app.js HTTP/1.1\r\nAccept-Encoding: gzip, deflate\r\n\r\n",
+    )?;
+    assert!(
+        zipped.contains("Content-Encoding: gzip\r\n"),
+        "{zipped:.300}"
+    );
+    let length = |answer: &str| -> Option<usize> {
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))?
+            .parse()
+            .ok()
+    };
+    let (zipped_len, script_len) = (length(&zipped), length(&script));
+    assert!(
+        zipped_len.zip(script_len).is_some_and(|(z, s)| z * 2 < s),
+        "gzip halves the script: {zipped_len:?} of {script_len:?}"
+    );
+    let etag = script
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: "))
+        .context("an ETag")?;
+    let again = http(
+        port,
+        &format!("GET /app.js HTTP/1.1\r\nIf-None-Match: {etag}\r\n\r\n"),
+    )?;
+    assert!(
+        again.starts_with("HTTP/1.1 304 Not Modified\r\n"),
+        "{again}"
+    );
     for (path, status) in [("/../home/key", "404"), ("/trust.toml", "404")] {
         let answer = get(port, path)?;
         assert!(

@@ -55,6 +55,12 @@ pub struct Site {
 pub struct Page {
     pub content_type: &'static str,
     pub body: &'static [u8],
+    /// The body gzipped, sent to a browser that accepts it (a phone on a slow link through
+    /// a relay loads a quarter of the bytes).
+    pub gzip: Option<&'static [u8]>,
+    /// Its entity tag (quoted): a browser that has this version already gets a bodiless
+    /// `304 Not Modified`.
+    pub etag: Option<&'static str>,
 }
 
 /// A WebSocket transport over TCP, authenticated with Noise and multiplexed with Yamux,
@@ -145,7 +151,7 @@ where
     }
     let answer = match request.method {
         "GET" | "HEAD" => match (site.file)(request.path) {
-            Some(page) => Answer::page(page, site.csp),
+            Some(page) => Answer::page(page, site.csp, &request),
             None => Answer::status(404, "not found"),
         },
         _ => Answer::status(405, "method not allowed"),
@@ -201,6 +207,10 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// `Upgrade: websocket` was asked for.
     pub websocket: bool,
+    /// `Accept-Encoding` names gzip.
+    pub gzip: bool,
+    /// The `If-None-Match` header's value.
+    pub if_none_match: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
@@ -218,19 +228,36 @@ impl<'a> Request<'a> {
             return None;
         }
         let path = target.split('?').next().unwrap_or(target);
-        let mut websocket = false;
+        let (mut websocket, mut gzip, mut if_none_match) = (false, false, None);
         for line in lines {
             let (name, value) = line.split_once(':')?;
-            if name.trim().eq_ignore_ascii_case("upgrade") {
-                websocket |= value
-                    .split(',')
-                    .any(|v| v.trim().eq_ignore_ascii_case("websocket"));
+            let name = name.trim();
+            let listed = |wanted: &str| {
+                value.split(',').any(|v| {
+                    // `gzip;q=0` refuses it.
+                    let mut parts = v.split(';');
+                    let named = parts
+                        .next()
+                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(wanted));
+                    named
+                        && !parts
+                            .any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"))
+                })
+            };
+            if name.eq_ignore_ascii_case("upgrade") {
+                websocket |= listed("websocket");
+            } else if name.eq_ignore_ascii_case("accept-encoding") {
+                gzip |= listed("gzip");
+            } else if name.eq_ignore_ascii_case("if-none-match") {
+                if_none_match = Some(value.trim());
             }
         }
         Some(Self {
             method,
             path,
             websocket,
+            gzip,
+            if_none_match,
         })
     }
 }
@@ -242,16 +269,33 @@ struct Answer {
     content_type: &'static str,
     body: &'static [u8],
     csp: Option<&'static str>,
+    etag: Option<&'static str>,
+    gzipped: bool,
 }
 
 impl Answer {
-    fn page(page: Page, csp: &'static str) -> Self {
+    /// The page for `request`: gzipped when it may be, or `304` when it has this version.
+    fn page(page: Page, csp: &'static str, request: &Request<'_>) -> Self {
+        let fresh = match (page.etag, request.if_none_match) {
+            (Some(etag), Some(wanted)) => wanted.split(',').any(|w| {
+                let w = w.trim();
+                w == "*" || w.strip_prefix("W/").unwrap_or(w) == etag
+            }),
+            _ => false,
+        };
+        let gzip = page.gzip.filter(|_| request.gzip);
         Self {
-            status: 200,
-            reason: "OK",
+            status: if fresh { 304 } else { 200 },
+            reason: if fresh { "Not Modified" } else { "OK" },
             content_type: page.content_type,
-            body: page.body,
+            body: match (fresh, gzip) {
+                (true, _) => b"",
+                (false, Some(gzip)) => gzip,
+                (false, None) => page.body,
+            },
             csp: Some(csp),
+            etag: page.etag,
+            gzipped: gzip.is_some() && !fresh,
         }
     }
 
@@ -262,6 +306,8 @@ impl Answer {
             content_type: "text/plain; charset=utf-8",
             body: reason.as_bytes(),
             csp: None,
+            etag: None,
+            gzipped: false,
         }
     }
 
@@ -269,10 +315,21 @@ impl Answer {
         let csp = self
             .csp
             .unwrap_or("default-src 'none'; frame-ancestors 'none'");
+        let mut extra = String::new();
+        // A 304 has no body, and no length but the 200's.
+        if self.status != 304 {
+            extra.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        if let Some(etag) = self.etag {
+            extra.push_str(&format!("ETag: {etag}\r\nVary: Accept-Encoding\r\n"));
+        }
+        if self.gzipped {
+            extra.push_str("Content-Encoding: gzip\r\n");
+        }
         format!(
             "HTTP/1.1 {} {}\r\n\
              Content-Type: {}\r\n\
-             Content-Length: {}\r\n\
+             {extra}\
              Content-Security-Policy: {csp}\r\n\
              X-Frame-Options: DENY\r\n\
              X-Content-Type-Options: nosniff\r\n\
@@ -280,10 +337,7 @@ impl Answer {
              Cross-Origin-Opener-Policy: same-origin\r\n\
              Cache-Control: no-cache\r\n\
              Connection: close\r\n\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len(),
+            self.status, self.reason, self.content_type,
         )
     }
 }
@@ -367,6 +421,8 @@ mod tests {
             "/" => Some(Page {
                 content_type: "text/html",
                 body: b"<p>hello</p>",
+                gzip: Some(b"GZ"),
+                etag: Some("\"v1\""),
             }),
             _ => None,
         },
@@ -405,6 +461,32 @@ mod tests {
         assert!(answer.contains("X-Frame-Options: DENY\r\n"));
         assert!(answer.contains("Content-Length: 12\r\n"));
         assert!(answer.ends_with("\r\n\r\n<p>hello</p>"));
+    }
+
+    #[tokio::test]
+    async fn a_browser_that_takes_gzip_gets_it_and_one_with_the_version_gets_a_304() {
+        let (answer, _) =
+            exchange(b"GET / HTTP/1.1\r\nAccept-Encoding: br, GZIP;q=0.8\r\n\r\n").await;
+        assert!(answer.contains("Content-Encoding: gzip\r\n"), "{answer}");
+        assert!(answer.contains("ETag: \"v1\"\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nGZ"), "{answer}");
+        for refused in ["gzip;q=0", "br", "identity"] {
+            let request = format!("GET / HTTP/1.1\r\nAccept-Encoding: {refused}\r\n\r\n");
+            let (answer, _) = exchange(request.as_bytes()).await;
+            assert!(!answer.contains("Content-Encoding"), "{refused}: {answer}");
+            assert!(answer.ends_with("<p>hello</p>"), "{answer}");
+        }
+        for have in ["\"v1\"", "W/\"v1\"", "\"v0\", \"v1\"", "*"] {
+            let request = format!("GET / HTTP/1.1\r\nIf-None-Match: {have}\r\n\r\n");
+            let (answer, _) = exchange(request.as_bytes()).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 304 Not Modified\r\n"),
+                "{answer}"
+            );
+            assert!(answer.ends_with("\r\n\r\n") && !answer.contains("Content-Length"));
+        }
+        let (answer, _) = exchange(b"GET / HTTP/1.1\r\nIf-None-Match: \"v0\"\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     }
 
     #[tokio::test]

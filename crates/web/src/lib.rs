@@ -10,6 +10,8 @@ pub const SITE: Site = Site {
         asset(path).map(|a| Page {
             content_type: a.content_type,
             body: a.bytes,
+            gzip: Some(a.gzip),
+            etag: Some(a.etag),
         })
     },
     csp: CSP,
@@ -29,32 +31,33 @@ pub struct Asset {
     pub path: &'static str,
     pub content_type: &'static str,
     pub bytes: &'static [u8],
+    /// The bytes gzipped (by `build.rs`).
+    pub gzip: &'static [u8],
+    /// Its entity tag, quoted: its length and CRC-32.
+    pub etag: &'static str,
+}
+
+/// An [`Asset`] of `dist/`, with what `build.rs` made of it.
+macro_rules! asset {
+    ($path:literal, $file:literal, $content_type:literal) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            bytes: include_bytes!(concat!("../dist/", $file)),
+            gzip: include_bytes!(concat!(env!("OUT_DIR"), "/", $file, ".gz")),
+            etag: include_str!(concat!(env!("OUT_DIR"), "/", $file, ".etag")),
+        }
+    };
 }
 
 /// Every file of the bundle; `/` serves `index.html`.
 pub const ASSETS: [Asset; 4] = [
-    Asset {
-        path: "/index.html",
-        content_type: "text/html; charset=utf-8",
-        bytes: include_bytes!("../dist/index.html"),
-    },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../dist/app.js"),
-    },
-    Asset {
-        path: "/app.css",
-        content_type: "text/css; charset=utf-8",
-        bytes: include_bytes!("../dist/app.css"),
-    },
+    asset!("/index.html", "index.html", "text/html; charset=utf-8"),
+    asset!("/app.js", "app.js", "text/javascript; charset=utf-8"),
+    asset!("/app.css", "app.css", "text/css; charset=utf-8"),
     // The service worker: the app opens offline after a first load, where the browser
     // allows a worker (HTTPS or localhost).
-    Asset {
-        path: "/sw.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../dist/sw.js"),
-    },
+    asset!("/sw.js", "sw.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The file served at `path` (`/` is the page itself).
@@ -80,6 +83,30 @@ mod tests {
         let page = std::str::from_utf8(asset("/").expect("page").bytes).expect("utf-8");
         assert!(page.contains("app.js") && page.contains("Content-Security-Policy"));
         assert!(asset("/../secret").is_none());
+    }
+
+    #[test]
+    fn each_file_unzips_to_itself_and_has_a_tag_of_its_own() {
+        use std::io::Read;
+        let mut tags = std::collections::HashSet::new();
+        for a in &ASSETS {
+            let mut unzipped = Vec::new();
+            flate2::read::GzDecoder::new(a.gzip)
+                .read_to_end(&mut unzipped)
+                .expect("gzip");
+            assert!(unzipped == a.bytes, "{} unzips to other bytes", a.path);
+            assert!(
+                a.etag.starts_with('"') && a.etag.ends_with('"'),
+                "{}",
+                a.etag
+            );
+            assert!(tags.insert(a.etag), "{} shares its tag", a.path);
+        }
+        let script = asset("/app.js").expect("app.js");
+        assert!(
+            script.gzip.len() * 2 < script.bytes.len(),
+            "gzip halves the script at least"
+        );
     }
 
     #[test]
