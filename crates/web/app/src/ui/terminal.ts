@@ -18,7 +18,10 @@ export class SessionTerminal {
     private readonly keybar: HTMLElement,
     private readonly send: (data: Uint8Array) => void
   ) {
-    this.term = new Terminal({ convertEol: false, scrollback: 5000, fontSize: 14, cursorBlink: true })
+    // A steady cursor: xterm blinks it with a CSS animation, which keeps the page drawing frames,
+    // and Chrome defers every task after a keystroke until the next frame while one is pending
+    // (DeferRendererTasksAfterInput), so the echo waited a frame to arrive and another to show.
+    this.term = new Terminal({ convertEol: false, scrollback: 5000, fontSize: 14, cursorBlink: false })
     this.term.loadAddon(this.fit)
     this.term.open(container)
     this.term.onData(data => { this.type(data) })
