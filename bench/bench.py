@@ -98,8 +98,11 @@ def start_node(lab, name, ns=None, extra=LOOPBACK, env=None, tag=""):
     prefix = ["ip", "netns", "exec", ns] if ns else []
     proc = lab.spawn(prefix + [LOOPSY, "--home", home, "node", "--name", name, *extra],
                      stdout=log, stderr=log, env=env)
+    # `id` answers from the home alone; the control socket says the node itself is up (on a
+    # loaded machine the first could pass well before the second, and `pair` then failed).
+    control = os.path.join(home, "control.sock")
     for _ in range(200):
-        if loopsy(home, "id").returncode == 0:
+        if os.path.exists(control) and loopsy(home, "id").returncode == 0:
             return home, proc
         time.sleep(0.05)
     sys.exit(f"node {name} did not start")
@@ -546,6 +549,10 @@ def bench_web(lab):
         echo.append(page("timed", event="keydown", text=token + "z",
                          action={"cmd": "press", "key": "z"}, **screen))
         page("press", key="Enter")
+        # The terminal's echo of the line, then cat's copy of it: typing the next token
+        # before cat's copy lands would interleave them on the screen ("q0q021z" then "22"),
+        # and its wait would never match.
+        page("wait_text", text=f"{token}z\n{token}z", **screen)
     page.close()
     invite.kill()
 
