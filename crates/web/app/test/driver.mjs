@@ -15,6 +15,9 @@
 //   {"cmd":"wait_text","page":"p","testid":T,"text":S,"within":CSS?,"timeout_ms":N}
 //   {"cmd":"timed","page":"p","event":"click"|"keydown","action":{click|press|type command},
 //    "testid":T,"text":S,"within":CSS?,"timeout_ms":N}  ms from the event in the page to S shown
+//   {"cmd":"timed_parsed","page":"p","event":"keydown","action":{...},"text":S,"timeout_ms":N}
+//                                 ms from the event to S in the attached terminal's buffer, as
+//                                 soon as xterm has parsed the write (before it draws it)
 //   {"cmd":"screenshot","page":"p","path":P}
 //   {"cmd":"eval","page":"p","js":EXPR}                EXPR's value (awaited), as JSON
 //   {"cmd":"close","page":"p"}
@@ -90,6 +93,31 @@ function watch ({ testid, text, within, event, timeoutMs }) {
   })
 }
 
+// In the page: as `watch`, but resolves when the attached terminal's buffer (the visible
+// rows) holds `text`, checked each time xterm has parsed a write, before it draws it.
+function watchParsed ({ text, event, timeoutMs }) {
+  const term = window.loopsyTerminal
+  if (term === undefined) throw new Error('no terminal is attached')
+  const holds = () => {
+    const buffer = term.buffer.active
+    for (let y = buffer.viewportY; y < buffer.viewportY + term.rows; y++) {
+      if (buffer.getLine(y)?.translateToString(true).includes(text)) return true
+    }
+    return false
+  }
+  let started = null
+  document.addEventListener(event, () => { started ??= performance.now() }, { capture: true, once: true })
+  window.__loopsyWatch = new Promise((resolve, reject) => {
+    const done = () => { parsed.dispose(); clearTimeout(timer); resolve({ seen: performance.now(), started }) }
+    const parsed = term.onWriteParsed(() => { if (holds()) done() })
+    const timer = setTimeout(() => {
+      parsed.dispose()
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${JSON.stringify(text)} in the terminal's buffer`))
+    }, timeoutMs)
+    if (holds()) done()
+  })
+}
+
 async function waitText (p, { testid, text, within, timeout_ms: timeoutMs = 20_000 }) {
   await p.evaluate(watch, { testid, text, within, timeoutMs })
   await p.evaluate(() => window.__loopsyWatch)
@@ -126,6 +154,14 @@ const commands = {
   async timed ({ page: name, event, action, testid, text, within, timeout_ms: timeoutMs = 20_000 }) {
     const p = page(name)
     await p.evaluate(watch, { testid, text, within, event, timeoutMs })
+    await act(p, action)
+    const { seen, started } = await p.evaluate(() => window.__loopsyWatch)
+    if (started === null) throw new Error(`no ${event} event reached the page`)
+    return seen - started
+  },
+  async timed_parsed ({ page: name, event, action, text, timeout_ms: timeoutMs = 20_000 }) {
+    const p = page(name)
+    await p.evaluate(watchParsed, { text, event, timeoutMs })
     await act(p, action)
     const { seen, started } = await p.evaluate(() => window.__loopsyWatch)
     if (started === null) throw new Error(`no ${event} event reached the page`)

@@ -7,6 +7,8 @@ import { Terminal } from '@xterm/xterm'
 import type { Screen } from '../session/client.js'
 import { barKey, isBarKey, withCtrl } from './keys.js'
 
+const automation = globalThis as { loopsyTerminal?: Terminal }
+
 export class SessionTerminal {
   readonly term: Terminal
   private readonly fit = new FitAddon()
@@ -18,10 +20,17 @@ export class SessionTerminal {
     private readonly keybar: HTMLElement,
     private readonly send: (data: Uint8Array) => void
   ) {
-    this.term = new Terminal({ convertEol: false, scrollback: 5000, fontSize: 14, cursorBlink: true })
+    // A steady cursor: xterm blinks it with a CSS animation, which keeps the page drawing frames,
+    // and Chrome defers every task after a keystroke until the next frame while one is pending
+    // (DeferRendererTasksAfterInput), so the echo waited a frame to arrive and another to show.
+    this.term = new Terminal({ convertEol: false, scrollback: 5000, fontSize: 14, cursorBlink: false })
     this.term.loadAddon(this.fit)
     this.term.open(container)
     this.term.onData(data => { this.type(data) })
+    // For the test driver and the benchmark (docs/web.md, automation surface): the terminal
+    // whose buffer they read once a write is parsed, before it is drawn. It gives a script in
+    // the page nothing it does not already have (the screen, the keys it could type).
+    automation.loopsyTerminal = this.term
     keybar.addEventListener('click', this.onBar)
   }
 
@@ -43,6 +52,7 @@ export class SessionTerminal {
 
   dispose (): void {
     this.keybar.removeEventListener('click', this.onBar)
+    if (automation.loopsyTerminal === this.term) delete automation.loopsyTerminal
     this.term.dispose()
   }
 
