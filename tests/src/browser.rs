@@ -14,12 +14,19 @@ use std::{
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::{bin, node::Reaped};
+use crate::{
+    bin,
+    node::{Invite, Node, Options, Reaped},
+    wait_for,
+};
 
 /// The Chromium the driver starts, unless `LOOPSY_CHROMIUM` names another.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long one command may take before the test fails (waits carry their own timeouts).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a page may take to show what the tests wait for.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
 
 /// The Pixel-sized viewport the phone layout is checked at.
 pub const PIXEL: (u32, u32) = (412, 915);
@@ -247,15 +254,27 @@ impl Browser {
         self.command(json!({"cmd": "eval", "page": page, "js": js}))
     }
 
-    /// Waits until the page lists a session named each of `names`, tapping refresh now and
-    /// then (the page pulls the registry when asked).
-    pub fn wait_listed(
-        &mut self,
-        page: &str,
-        names: &[&str],
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + timeout;
+    /// Closes a page and its profile.
+    pub fn close(&mut self, page: &str) -> anyhow::Result<()> {
+        self.command(json!({"cmd": "close", "page": page}))
+            .map(drop)
+    }
+
+    /// The page's own peer ID, as it shows it (`this browser: 12D3KooW…`).
+    pub fn page_peer_id(&mut self, page: &str) -> anyhow::Result<String> {
+        wait_for("the page's peer ID", PAGE_WAIT, || {
+            let text = self
+                .eval(page, "document.getElementById('me').textContent")
+                .ok()?;
+            let id = text.as_str()?.strip_prefix("this browser: ")?.to_owned();
+            (!id.is_empty()).then_some(id)
+        })
+    }
+
+    /// Waits until `page` lists a session named each of `names`, refreshing the list now
+    /// and then (the page also pulls it every few seconds by itself).
+    pub fn wait_until_listed(&mut self, page: &str, names: &[&str]) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + PAGE_WAIT;
         loop {
             let listed = self.texts(page, "session")?;
             if names
@@ -273,22 +292,30 @@ impl Browser {
         }
     }
 
-    /// The page's own peer ID, as it shows it (`this browser: 12D3KooW…`).
-    pub fn peer_id(&mut self, page: &str, timeout: Duration) -> anyhow::Result<String> {
-        crate::wait_for("the page's peer ID", timeout, || {
-            let text = self
-                .eval(page, "document.getElementById('me').textContent")
-                .ok()?;
-            let id = text.as_str()?.strip_prefix("this browser: ")?.to_owned();
-            (!id.is_empty()).then_some(id)
-        })
+    /// The page's title (`(1) Loopsy` while one session waits).
+    pub fn title(&mut self, page: &str) -> anyhow::Result<String> {
+        let title = self.eval(page, "document.title")?;
+        Ok(title.as_str().context("the title is a text")?.to_owned())
     }
+}
 
-    /// Closes a page and its profile.
-    pub fn close(&mut self, page: &str) -> anyhow::Result<()> {
-        self.command(json!({"cmd": "close", "page": page}))
-            .map(drop)
-    }
+/// A node's options on a lab LAN at `addr`, listening on TCP and on WebSocket (the app's
+/// origin), with no mDNS.
+pub fn lan_options(name: &str, ns: &str, addr: &str) -> Options {
+    let tcp = format!("/ip4/{addr}/tcp/0");
+    let ws = format!("/ip4/{addr}/tcp/0/ws");
+    Options::named(name)
+        .netns(ns)
+        .args(&["--no-mdns", "--listen", &tcp, "--listen", &ws])
+}
+
+/// `loopsy pair --json` on `node`, waiting for a device: the invitation and the link its
+/// first line gives (`url`), which opens the app with the code in the fragment.
+pub fn invite_with_url(node: &Node) -> anyhow::Result<(Invite, String)> {
+    let invite = node.invite(&["--ttl", "120s"])?;
+    let url = invite.url.clone().context("pair --json gives a url")?;
+    anyhow::ensure!(url.contains(&invite.code), "{url}");
+    Ok((invite, url))
 }
 
 impl Drop for Browser {

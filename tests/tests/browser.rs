@@ -9,12 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use loopsy_tests::{
     attach::counted,
-    browser::{Browser, PIXEL, SMALL_PHONE, artifacts_dir},
+    browser::{Browser, PIXEL, SMALL_PHONE, artifacts_dir, invite_with_url, lan_options},
     netlab::{Lab, ip},
-    node::{Invite, Node, Options},
+    node::Node,
     wait_for,
 };
 use serde_json::Value;
@@ -27,15 +26,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A node on the lab's LAN at `addr`, listening on TCP and on WebSocket (the app's origin).
 fn node(name: &str, ns: &str, addr: &str) -> anyhow::Result<Node> {
-    let tcp = format!("/ip4/{addr}/tcp/0");
-    let ws = format!("/ip4/{addr}/tcp/0/ws");
-    Node::start(Options::named(name).netns(ns).args(&[
-        "--no-mdns",
-        "--listen",
-        &tcp,
-        "--listen",
-        &ws,
-    ]))
+    Node::start(lan_options(name, ns, addr))
 }
 
 /// `loopsy session new --name NAME -- ARGV..` on `node`, for itself.
@@ -94,7 +85,7 @@ fn a_phone_browser_pairs_attaches_types_reconnects_and_is_revoked() -> anyhow::R
     let invited = invite.result()?;
     assert_eq!(invited["paired"], true, "{invited}");
     assert_eq!(shown[0], invited["check_code"].as_str().unwrap_or("?"));
-    let me = page_peer_id(&mut browser)?;
+    let me = browser.page_peer_id("phone")?;
     assert_eq!(invited["peer_id"], me.as_str());
 
     // A member of kind `browser`, in text and JSON, with the defaults' grants.
@@ -112,7 +103,7 @@ fn a_phone_browser_pairs_attaches_types_reconnects_and_is_revoked() -> anyhow::R
     wait_for("bravo to trust the browser", WAIT, || {
         entry(&bravo.trusted(), &me).map(drop)
     })?;
-    wait_until_listed(&mut browser, &["shell", "counter"])?;
+    browser.wait_until_listed("phone", &["shell", "counter"])?;
     let artifacts = artifacts_dir();
     let shot = |browser: &mut Browser, what: &str, (w, h): (u32, u32)| -> anyhow::Result<()> {
         let path = artifacts.join(format!("browser-{what}-{w}x{h}.png"));
@@ -136,8 +127,12 @@ fn a_phone_browser_pairs_attaches_types_reconnects_and_is_revoked() -> anyhow::R
 
     // A reload: still paired, the same key, the sessions listed with no code.
     browser.reload("phone")?;
-    wait_until_listed(&mut browser, &["shell", "counter"])?;
-    assert_eq!(page_peer_id(&mut browser)?, me, "the key survives a reload");
+    browser.wait_until_listed("phone", &["shell", "counter"])?;
+    assert_eq!(
+        browser.page_peer_id("phone")?,
+        me,
+        "the key survives a reload"
+    );
 
     // Attached to bravo's counter, the phone loses its network and gets it back.
     browser.click("phone", "session", Some("counter"))?;
@@ -173,7 +168,7 @@ fn a_phone_browser_pairs_attaches_types_reconnects_and_is_revoked() -> anyhow::R
     // device it was told of (copied from the paired profile) refuses every protocol the
     // app opens, in alpha's audit.
     browser.open("stranger", &format!("{}/", origin(&url)), PIXEL)?;
-    let stranger = page_peer_id_of(&mut browser, "stranger")?;
+    let stranger = browser.page_peer_id("stranger")?;
     assert_ne!(stranger, me);
     assert!(browser.texts("stranger", "device")?.is_empty());
     let devices = browser.eval("phone", READ_DEVICES)?;
@@ -225,52 +220,6 @@ fn wait_for_counting(browser: &mut Browser) -> anyhow::Result<Vec<u64>> {
             "the counter's screen never showed"
         );
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `loopsy pair --json` on `node`, waiting for a device: the invitation and the link its
-/// first line gives (`url`), which opens the app with the code in the fragment.
-fn invite_with_url(node: &Node) -> anyhow::Result<(Invite, String)> {
-    let invite = node.invite(&["--ttl", "120s"])?;
-    let url = invite.url.clone().context("pair --json gives a url")?;
-    anyhow::ensure!(url.contains(&invite.code), "{url}");
-    Ok((invite, url))
-}
-
-/// The page's own peer ID, as it shows it (`this browser: 12D3KooW…`).
-fn page_peer_id(browser: &mut Browser) -> anyhow::Result<String> {
-    page_peer_id_of(browser, "phone")
-}
-
-fn page_peer_id_of(browser: &mut Browser, page: &str) -> anyhow::Result<String> {
-    let me = wait_for("the page's peer ID", WAIT, || {
-        let text = browser
-            .eval(page, "document.getElementById('me').textContent")
-            .ok()?;
-        let id = text.as_str()?.strip_prefix("this browser: ")?.to_owned();
-        (!id.is_empty()).then_some(id)
-    })?;
-    Ok(me)
-}
-
-/// Waits until the page lists a session named each of `names`, refreshing the list now
-/// and then (the page pulls the registry when asked).
-fn wait_until_listed(browser: &mut Browser, names: &[&str]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let listed = browser.texts("phone", "session")?;
-        if names
-            .iter()
-            .all(|n| listed.iter().any(|l| l.starts_with(n)))
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the page lists {listed:?}, not all of {names:?}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-        browser.click("phone", "refresh", None)?;
     }
 }
 

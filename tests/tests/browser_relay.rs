@@ -126,11 +126,11 @@ fn a_phone_outside_the_nat_pairs_and_types_through_the_relay() -> anyhow::Result
     let invited = invite.result()?;
     assert_eq!(invited["paired"], true, "{invited}");
     assert_eq!(shown[0], invited["check_code"].as_str().unwrap_or("?"));
-    let me = browser.peer_id("phone", WAIT)?;
+    let me = browser.page_peer_id("phone")?;
     assert_eq!(invited["peer_id"], me.as_str());
 
     // The session, attached and typed into through the circuit.
-    browser.wait_listed("phone", &["desk"], WAIT)?;
+    browser.wait_until_listed("phone", &["desk"])?;
     browser.click("phone", "session", Some("desk"))?;
     browser.wait_screen("phone", "desk-ready", WAIT)?;
     browser.click("phone", "terminal", None)?;
@@ -155,11 +155,7 @@ fn a_phone_outside_the_nat_pairs_and_types_through_the_relay() -> anyhow::Result
     })?;
     ip(&["-n", &phone_ns, "link", "set", "eth0", "down"])?;
     browser.reload("phone")?;
-    assert_eq!(
-        browser.peer_id("phone", WAIT)?,
-        me,
-        "the app opened offline"
-    );
+    assert_eq!(browser.page_peer_id("phone")?, me, "the app opened offline");
     let devices = browser.texts("phone", "device")?;
     assert!(
         devices.iter().any(|d| d.contains("alpha")),

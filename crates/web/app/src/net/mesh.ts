@@ -8,6 +8,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { ping } from '@libp2p/ping'
 import { webSockets } from '@libp2p/websockets'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -53,8 +54,13 @@ export class Mesh {
       // member writes), so they are only hints: every dial pins the device's peer ID, and
       // Noise fails unless that device answers.
       connectionGater: { denyDialMultiaddr: async () => false },
-      // The standard identify protocol (`/ipfs/id/1.0.0`), as the node's libp2p speaks it.
-      services: { identify: identify() },
+      // The standard identify protocol (`/ipfs/id/1.0.0`), as the node's libp2p speaks it,
+      // and ping, answered as well as sent. js-libp2p pings every connection every 10 s and
+      // closes it when no answer comes; a node's libp2p stops answering pings on a
+      // connection whose other end answers none of its own (rust-libp2p's ping handler goes
+      // inactive), so without this every connection to a device was cut after 10 to 15 s,
+      // and an attached session reattached, dropping the keys typed meanwhile.
+      services: { identify: identify(), ping: ping() },
       nodeInfo: { name: 'loopsy-web', version: '0.1.0', userAgent: 'loopsy-web/0.1.0' }
     })
     return new Mesh(node, store, options)
@@ -114,6 +120,11 @@ export class Mesh {
   /** Every record of `collection` that `device` shares with this browser. */
   async pull (device: PairedDevice, collection: string): Promise<Uint8Array[]> {
     return await pull(await this.open(device, SYNC), collection)
+  }
+
+  /** Whether this browser holds an open connection to the device whose peer ID is `id`. */
+  connectedTo (id: string): boolean {
+    return this.node.getConnections().some(c => c.status === 'open' && c.remotePeer.toString() === id)
   }
 
   async stop (): Promise<void> { await this.node.stop() }

@@ -163,6 +163,16 @@ class App {
     this.online.set(idOf(device.peerId), online)
   }
 
+  /**
+   * Online when it answered the last refresh or this browser is connected to it; offline
+   * when it did not answer; unknown for a member this browser has not tried (one that only
+   * the records of another device name, until the page attaches to one of its sessions).
+   */
+  private deviceState (id: string): 'online' | 'offline' | 'unknown' {
+    if (this.online.get(id) === true || this.mesh.connectedTo(id)) return 'online'
+    return this.online.get(id) === false ? 'offline' : 'unknown'
+  }
+
   private render (): void {
     const list = $('devices')
     const select = $<HTMLSelectElement>('new-on')
@@ -172,7 +182,7 @@ class App {
       const item = document.createElement('li')
       item.dataset.testid = 'device'
       item.textContent = device.name
-      item.className = this.online.get(id) === true ? 'online' : 'offline'
+      item.className = this.deviceState(id)
       item.title = id
       list.append(item)
       const option = document.createElement('option')
