@@ -292,6 +292,30 @@ impl Browser {
         }
     }
 
+    /// Pairs `page`, opened at `invite`'s link, with the device `inviter` that shows it, as
+    /// a person does: the page names the device, the Pair tap, then the check code the page
+    /// shows equal to `loopsy pair`'s, which paired this page's peer ID. Returns that ID.
+    pub fn pair_from_link(
+        &mut self,
+        page: &str,
+        invite: &mut Invite,
+        inviter: &str,
+    ) -> anyhow::Result<String> {
+        let target = self.wait_text(page, "pair-target", "Pairs with", PAGE_WAIT)?;
+        anyhow::ensure!(target[0].contains(inviter), "{target:?}");
+        self.click(page, "pair-confirm", None)?;
+        let shown = self.wait_text(page, "pair-check-code", " ", PAGE_WAIT)?;
+        let invited = invite.result()?;
+        anyhow::ensure!(invited["paired"] == true, "{invited}");
+        anyhow::ensure!(
+            shown[0] == invited["check_code"].as_str().unwrap_or("?"),
+            "the page shows {shown:?}, loopsy pair {invited}"
+        );
+        let me = self.page_peer_id(page)?;
+        anyhow::ensure!(invited["peer_id"] == me.as_str(), "{invited}");
+        Ok(me)
+    }
+
     /// The page's title (`(1) Loopsy` while one session waits).
     pub fn title(&mut self, page: &str) -> anyhow::Result<String> {
         let title = self.eval(page, "document.title")?;

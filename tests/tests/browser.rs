@@ -78,15 +78,7 @@ fn a_phone_browser_pairs_attaches_types_reconnects_and_is_revoked() -> anyhow::R
     assert!(url.starts_with("http://10.77.0.1:"), "{url}");
     let mut browser = Browser::start(Some(&phone_ns))?;
     browser.open("phone", &url, PIXEL)?;
-    let target = browser.wait_text("phone", "pair-target", "Pairs with", WAIT)?;
-    assert!(target[0].contains(&alpha.peer_id), "{target:?}");
-    browser.click("phone", "pair-confirm", None)?;
-    let shown = browser.wait_text("phone", "pair-check-code", " ", WAIT)?;
-    let invited = invite.result()?;
-    assert_eq!(invited["paired"], true, "{invited}");
-    assert_eq!(shown[0], invited["check_code"].as_str().unwrap_or("?"));
-    let me = browser.page_peer_id("phone")?;
-    assert_eq!(invited["peer_id"], me.as_str());
+    let me = browser.pair_from_link("phone", &mut invite, &alpha.peer_id)?;
 
     // A member of kind `browser`, in text and JSON, with the defaults' grants.
     let trusted = alpha.trusted();

@@ -114,11 +114,7 @@ fn a_waiting_session_shows_on_the_phone_and_attaching_answers_it() -> anyhow::Re
     let (mut invite, url) = invite_with_url(&alpha)?;
     let mut browser = Browser::start(Some(&phone_ns))?;
     browser.open("phone", &url, PIXEL)?;
-    browser.wait_text("phone", "pair-target", "Pairs with", WAIT)?;
-    browser.click("phone", "pair-confirm", None)?;
-    browser.wait_text("phone", "pair-check-code", " ", WAIT)?;
-    assert_eq!(invite.result()?["paired"], true);
-    let me = browser.page_peer_id("phone")?;
+    let me = browser.pair_from_link("phone", &mut invite, &alpha.peer_id)?;
     wait_for("bravo to trust the browser", WAIT, || {
         bravo
             .trusted()

@@ -119,15 +119,7 @@ fn a_phone_outside_the_nat_pairs_and_types_through_the_relay() -> anyhow::Result
         Value::Bool(true),
         "an HTTPS page is a secure context"
     );
-    let target = browser.wait_text("phone", "pair-target", "Pairs with", WAIT)?;
-    assert!(target[0].contains(&alpha.peer_id), "{target:?}");
-    browser.click("phone", "pair-confirm", None)?;
-    let shown = browser.wait_text("phone", "pair-check-code", " ", WAIT)?;
-    let invited = invite.result()?;
-    assert_eq!(invited["paired"], true, "{invited}");
-    assert_eq!(shown[0], invited["check_code"].as_str().unwrap_or("?"));
-    let me = browser.page_peer_id("phone")?;
-    assert_eq!(invited["peer_id"], me.as_str());
+    let me = browser.pair_from_link("phone", &mut invite, &alpha.peer_id)?;
 
     // The session, attached and typed into through the circuit.
     browser.wait_until_listed("phone", &["desk"])?;

@@ -51,6 +51,16 @@ fn start_relay_with(home: &std::path::Path, args: &[&str]) -> (Relay, Multiaddr)
     (relay, addr.parse().expect("a multiaddr"))
 }
 
+/// The TCP port of a relay's address.
+fn tcp_port(addr: &Multiaddr) -> u16 {
+    addr.iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port")
+}
+
 /// A mesh node that dials `addr` and says whether it is connected to `relay` a moment
 /// after the dial (a refused device may see its connection up for an instant).
 async fn connects(addr: &Multiaddr, relay: libp2p::PeerId, keypair: Keypair) -> bool {
@@ -106,13 +116,7 @@ async fn a_relay_on_websocket_serves_the_app_and_takes_devices() {
     let dir = TempDir::new("ws-relay");
     let (_relay, addr) = start_relay_on(dir.path(), "/ip4/127.0.0.1/tcp/0/ws");
     assert!(addr.to_string().contains("/ws/p2p/"), "{addr}");
-    let port = addr
-        .iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .expect("a TCP port");
+    let port = tcp_port(&addr);
     let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     http.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -155,13 +159,7 @@ fn a_relay_with_a_certificate_serves_the_app_over_https() -> anyhow::Result<()> 
         ],
     );
     assert!(addr.to_string().contains("/tls/ws/p2p/"), "{addr}");
-    let port = addr
-        .iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .expect("a TCP port");
+    let port = tcp_port(&addr);
 
     let page = cert.request(
         &format!("127.0.0.1:{port}"),
