@@ -333,6 +333,29 @@ pub fn lan_options(name: &str, ns: &str, addr: &str) -> Options {
         .args(&["--no-mdns", "--listen", &tcp, "--listen", &ws])
 }
 
+/// The browser tests' LAN: namespaces `alpha` and `bravo` (two devices) and `phone`, at
+/// `NET.1`, `NET.2` and `NET.3` of `/24` network `NET` (`"10.77.0"`). Returns the lab and
+/// the three namespaces; `None` when namespace tests are skipped.
+pub fn phone_lan(
+    tag: &str,
+    net: &str,
+) -> anyhow::Result<Option<(crate::netlab::Lab, [String; 3])>> {
+    let Some(mut lab) = crate::netlab::Lab::new(tag) else {
+        return Ok(None);
+    };
+    let hosts = [lab.host("alpha")?, lab.host("bravo")?, lab.host("phone")?];
+    let addrs: Vec<String> = (1..=3).map(|i| format!("{net}.{i}/24")).collect();
+    lab.lan(
+        "lan",
+        &[
+            (&hosts[0], "eth0", &addrs[0]),
+            (&hosts[1], "eth0", &addrs[1]),
+            (&hosts[2], "eth0", &addrs[2]),
+        ],
+    )?;
+    Ok(Some((lab, hosts)))
+}
+
 /// `loopsy pair --json` on `node`, waiting for a device: the invitation and the link its
 /// first line gives (`url`), which opens the app with the code in the fragment.
 pub fn invite_with_url(node: &Node) -> anyhow::Result<(Invite, String)> {

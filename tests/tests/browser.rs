@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use loopsy_tests::{
     attach::counted,
-    browser::{Browser, PIXEL, SMALL_PHONE, artifacts_dir, invite_with_url, lan_options},
-    netlab::{Lab, ip},
+    browser::{
+        Browser, PIXEL, SMALL_PHONE, artifacts_dir, invite_with_url, lan_options, phone_lan,
+    },
+    netlab::ip,
     node::Node,
     wait_for,
 };
@@ -53,20 +55,9 @@ fn entry<'a>(list: &'a [Value], peer_id: &str) -> Option<&'a Value> {
 
 #[test]
 fn a_phone_browser_pairs_attaches_types_reconnects_and_is_revoked() -> anyhow::Result<()> {
-    let Some(mut lab) = Lab::new("web") else {
+    let Some((lab, [alpha_ns, bravo_ns, phone_ns])) = phone_lan("web", "10.77.0")? else {
         return Ok(());
     };
-    let alpha_ns = lab.host("alpha")?;
-    let bravo_ns = lab.host("bravo")?;
-    let phone_ns = lab.host("phone")?;
-    lab.lan(
-        "lan",
-        &[
-            (&alpha_ns, "eth0", "10.77.0.1/24"),
-            (&bravo_ns, "eth0", "10.77.0.2/24"),
-            (&phone_ns, "eth0", "10.77.0.3/24"),
-        ],
-    )?;
     let alpha = node("alpha", &alpha_ns, "10.77.0.1")?;
     let bravo = node("bravo", &bravo_ns, "10.77.0.2")?;
     alpha.pair_with(&bravo)?;

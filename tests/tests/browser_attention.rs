@@ -16,8 +16,7 @@ use std::{
 
 use loopsy_tests::{
     attach::Attached,
-    browser::{Browser, PIXEL, artifacts_dir, invite_with_url, lan_options},
-    netlab::Lab,
+    browser::{Browser, PIXEL, artifacts_dir, invite_with_url, lan_options, phone_lan},
     node::Node,
     temp::TempDir,
     wait_for,
@@ -82,20 +81,9 @@ fn waiting_on(node: &Node, name: &str) -> anyhow::Result<serde_json::Value> {
 
 #[test]
 fn a_waiting_session_shows_on_the_phone_and_attaching_answers_it() -> anyhow::Result<()> {
-    let Some(mut lab) = Lab::new("webattn") else {
+    let Some((_lab, [alpha_ns, bravo_ns, phone_ns])) = phone_lan("webattn", "10.78.0")? else {
         return Ok(());
     };
-    let alpha_ns = lab.host("alpha")?;
-    let bravo_ns = lab.host("bravo")?;
-    let phone_ns = lab.host("phone")?;
-    lab.lan(
-        "lan",
-        &[
-            (&alpha_ns, "eth0", "10.78.0.1/24"),
-            (&bravo_ns, "eth0", "10.78.0.2/24"),
-            (&phone_ns, "eth0", "10.78.0.3/24"),
-        ],
-    )?;
     let bin = TempDir::new("agent-bin");
     let go = bin.path().join("go");
     install_agent(bin.path(), &go)?;

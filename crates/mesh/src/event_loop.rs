@@ -714,15 +714,19 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                if self.relays.iter().any(|r| r.peer_id() == Some(peer_id)) {
+                let mut a_relay = false;
+                for relay in self
+                    .relays
+                    .iter_mut()
+                    .filter(|r| r.peer_id() == Some(peer_id))
+                {
+                    a_relay = true;
+                    let loopback = crate::addr::is_loopback(&relay.addr);
+                    relay.web = crate::addr::relay_web_addrs(&info.listen_addrs, loopback);
+                }
+                if a_relay {
                     self.observations
                         .seen_by_relay(peer_id, info.observed_addr.clone());
-                }
-                for relay in &mut self.relays {
-                    if relay.peer_id() == Some(peer_id) {
-                        let loopback = crate::addr::is_loopback(&relay.addr);
-                        relay.web = crate::addr::relay_web_addrs(&info.listen_addrs, loopback);
-                    }
                 }
                 let name = agent::name_from_agent(&info.agent_version);
                 self.peers.identified(peer_id, name, info.listen_addrs);

@@ -50,11 +50,21 @@ scope.addEventListener('fetch', event => {
 async function answer (request: Request, key: string): Promise<Response> {
   try {
     const response = await fetch(request)
-    if (response.ok) await (await caches.open(CACHE)).put(key, response.clone())
+    if (response.ok) await keep(key, response)
     return response
   } catch (error) {
     const cached = await caches.match(key, { cacheName: CACHE })
     if (cached !== undefined) return cached
     throw error
   }
+}
+
+/** Keeps `response` as the copy of `key`, unless the copy is of this version already (its
+ * entity tag): opening the app does not write the whole bundle again each time. */
+async function keep (key: string, response: Response): Promise<void> {
+  const cache = await caches.open(CACHE)
+  const tag = response.headers.get('ETag')
+  const kept = await cache.match(key)
+  if (tag !== null && kept?.headers.get('ETag') === tag) return
+  await cache.put(key, response.clone())
 }
