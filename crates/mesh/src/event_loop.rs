@@ -188,7 +188,7 @@ impl EventLoop {
         shutdown: oneshot::Receiver<()>,
         events: broadcast::Sender<MeshEvent>,
         relays: Vec<Multiaddr>,
-        upnp: bool,
+        port_mapping: crate::netcheck::Asking,
     ) -> Self {
         Self {
             swarm,
@@ -204,7 +204,7 @@ impl EventLoop {
             dials: HashMap::new(),
             relayed_since: HashMap::new(),
             condemned: HashSet::new(),
-            observations: Observations::new(upnp),
+            observations: Observations::new(port_mapping),
         }
     }
 
@@ -262,6 +262,8 @@ impl EventLoop {
         for peer in peers {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+        // The router's mappings are deleted meanwhile (one try, within the same grace).
+        let release = self.swarm.behaviour_mut().portmap.release();
         let grace = tokio::time::sleep(CLOSE_GRACE);
         tokio::pin!(grace);
         while self.swarm.connected_peers().next().is_some() {
@@ -269,6 +271,9 @@ impl EventLoop {
                 _ = self.swarm.select_next_some() => {}
                 _ = &mut grace => break,
             }
+        }
+        if let Some(release) = release {
+            let _ = tokio::time::timeout_at(grace.deadline(), release).await;
         }
     }
 
@@ -839,18 +844,31 @@ impl EventLoop {
 /// Port mapping and `netcheck`.
 impl EventLoop {
     fn on_port_mapping(&mut self, event: crate::portmap::Event) {
-        use crate::portmap::Event;
+        use crate::portmap::{Event, pmp};
+        use libp2p::upnp::Event as Upnp;
         match &event {
-            Event::NewExternalAddr { external_addr, .. } => {
+            Event::Upnp(Upnp::NewExternalAddr { external_addr, .. }) => {
                 tracing::info!(address = %external_addr, "the router mapped a port (UPnP)");
             }
-            Event::ExpiredExternalAddr { external_addr, .. } => {
+            Event::Upnp(Upnp::ExpiredExternalAddr { external_addr, .. }) => {
                 tracing::info!(address = %external_addr, "the router's port mapping lapsed (UPnP)");
             }
-            Event::GatewayNotFound => tracing::debug!("no UPnP router answered"),
-            Event::NonRoutableGateway => {
+            Event::Upnp(Upnp::GatewayNotFound) => tracing::debug!("no UPnP router answered"),
+            Event::Upnp(Upnp::NonRoutableGateway) => {
                 tracing::info!("the UPnP router's own address is private: no port mapped")
             }
+            Event::Pmp(pmp::Event::Expired {
+                protocol, external, ..
+            }) => {
+                tracing::info!(address = %external, %protocol, "the router's port mapping lapsed");
+            }
+            Event::Pmp(pmp::Event::Asked { protocol, outcome }) => {
+                tracing::debug!(%protocol, ?outcome, "asked the gateway for a port mapping");
+            }
+            Event::Pmp(pmp::Event::NoGateway) => {
+                tracing::debug!("no default gateway to ask for a port mapping (PCP, NAT-PMP)")
+            }
+            Event::Pmp(pmp::Event::Mapped { .. }) => {}
         }
         self.observations.on_port_mapping(&event);
     }
