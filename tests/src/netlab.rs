@@ -20,8 +20,19 @@ use crate::{bin, node::Reaped};
 /// The environment variable that skips network-namespace tests where they cannot run.
 pub const SKIP_VAR: &str = "LOOPSY_SKIP_NETNS";
 
-/// The UPnP router daemon (Debian's miniupnpd-nftables).
+/// The port mapping daemon (Debian's miniupnpd-nftables): UPnP IGD, PCP, NAT-PMP.
 const MINIUPNPD: &str = "/usr/sbin/miniupnpd";
+
+/// The port mapping protocols a lab router's miniupnpd answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// UPnP IGD only.
+    Upnp,
+    /// PCP and NAT-PMP (on one port), no UPnP.
+    PcpAndNatPmp,
+    /// NAT-PMP only, no UPnP.
+    NatPmp,
+}
 
 #[derive(Debug)]
 pub struct Lab {
@@ -120,12 +131,25 @@ impl Lab {
         nft(ns, &rules)
     }
 
-    /// Runs a real `miniupnpd` (nftables backend) on router `ns`, made by [`Lab::nat_router`]:
-    /// devices on `lan` may ask it (UPnP IGD) to forward a port of its `wan` address to
-    /// them. Its config, pid file and log go in `dir`; it is killed when the returned
-    /// process is dropped (and with the namespace). The `wan` address must look public:
-    /// miniupnpd maps nothing behind a private one, nor would libp2p use such a mapping.
+    /// Runs a real `miniupnpd` speaking UPnP IGD only on router `ns`: see [`Lab::miniupnpd`].
     pub fn upnp(&self, ns: &str, lan: &str, wan: &str, dir: &Path) -> anyhow::Result<Reaped> {
+        self.miniupnpd(ns, lan, wan, dir, Speaks::Upnp)
+    }
+
+    /// Runs a real `miniupnpd` (nftables backend) on router `ns`, made by [`Lab::nat_router`]:
+    /// devices on `lan` may ask it (by the protocols in `speaks`) to forward a port of its
+    /// `wan` address to them. Its config, pid file and log go in `dir`; it is killed when
+    /// the returned process is dropped (and with the namespace). The `wan` address must
+    /// look public: miniupnpd maps nothing behind a private one, nor would a node use
+    /// such a mapping.
+    pub fn miniupnpd(
+        &self,
+        ns: &str,
+        lan: &str,
+        wan: &str,
+        dir: &Path,
+        speaks: Speaks,
+    ) -> anyhow::Result<Reaped> {
         anyhow::ensure!(
             Path::new(MINIUPNPD).exists(),
             "{MINIUPNPD} is missing: apt-get install -y miniupnpd-nftables"
@@ -159,6 +183,21 @@ impl Lab {
                  "
             ),
         )?;
+        if speaks == Speaks::NatPmp {
+            // miniupnpd answers PCP whenever it answers NAT-PMP: a router that speaks only
+            // NAT-PMP is made by dropping PCP requests (version 2, the first byte after
+            // the UDP header) before they reach it.
+            nft(
+                ns,
+                &format!(
+                    "add rule ip filter incoming iifname \"{lan}\" udp dport 5351 @th,64,8 2 drop\n"
+                ),
+            )?;
+        }
+        let (upnp, natpmp) = match speaks {
+            Speaks::Upnp => ("yes", "no"),
+            Speaks::PcpAndNatPmp | Speaks::NatPmp => ("no", "yes"),
+        };
         std::fs::create_dir_all(dir)?;
         let config = dir.join("miniupnpd.conf");
         std::fs::write(
@@ -167,8 +206,9 @@ impl Lab {
                 "ext_ifname={wan}
                  listening_ip={lan}
                  port=0
-                 enable_upnp=yes
-                 enable_natpmp=no
+                 enable_upnp={upnp}
+                 enable_natpmp={natpmp}
+                 min_lifetime=2
                  secure_mode=yes
                  system_uptime=no
                  notify_interval=60
@@ -197,12 +237,16 @@ impl Lab {
             .spawn()
             .context("start miniupnpd")?;
         let child = Reaped(child);
-        // Listening once its HTTP port shows in the log.
+        // Listening once its port shows in the log.
+        let listening = match speaks {
+            Speaks::Upnp => "HTTP listening on port",
+            Speaks::PcpAndNatPmp | Speaks::NatPmp => "Listening for NAT-PMP/PCP traffic",
+        };
         let log = dir.join("miniupnpd.log");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("HTTP listening on port") {
+            if text.contains(listening) {
                 return Ok(child);
             }
             anyhow::ensure!(

@@ -16,6 +16,7 @@ fn mesh(keypair: Keypair, name: &str) -> anyhow::Result<(Mesh, MeshTask)> {
         relays: Vec::new(),
         site: None,
         upnp: false,
+        natpmp: false,
     })?)
 }
 

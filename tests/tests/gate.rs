@@ -22,6 +22,7 @@ async fn an_unpaired_device_is_refused_every_application_protocol() -> anyhow::R
         relays: Vec::new(),
         site: None,
         upnp: false,
+        natpmp: false,
     })?;
     stranger
         .connect(target, vec![addr])

@@ -25,6 +25,7 @@ fn start_on(name: &str, listen: &[&str]) -> (Mesh, MeshTask) {
         relays: Vec::new(),
         site: None,
         upnp: false,
+        natpmp: false,
     })
     .expect("start mesh")
 }

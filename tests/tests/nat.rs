@@ -19,7 +19,7 @@ use std::{
 use anyhow::Context;
 use loopsy_tests::{
     attach::{Attached, assert_unbroken, counted, start_counter},
-    netlab::{self, Lab, Nat},
+    netlab::{self, Lab, Nat, Speaks},
     node::{Node, Options, Reaped},
     temp::TempDir,
     wait_for,
@@ -145,14 +145,19 @@ impl World {
         Relay::start(&self.relay_host, &self.dir.path().join("relay2"), &ip)
     }
 
-    /// Runs miniupnpd on both routers; killed when dropped.
+    /// Runs miniupnpd (UPnP IGD only) on both routers; killed when dropped.
     fn upnp(&self) -> anyhow::Result<[Reaped; 2]> {
-        let [a, b] = &self.routers;
-        let dir = |name: &str| self.dir.path().join(name);
         Ok([
-            self.lab.upnp(a, "lan0", "wan0", &dir("upnp-a"))?,
-            self.lab.upnp(b, "lan0", "wan0", &dir("upnp-b"))?,
+            self.miniupnpd(0, Speaks::Upnp)?,
+            self.miniupnpd(1, Speaks::Upnp)?,
         ])
+    }
+
+    /// Runs miniupnpd on router `which` (0: alpha's, 1: bravo's); killed when dropped.
+    fn miniupnpd(&self, which: usize, speaks: Speaks) -> anyhow::Result<Reaped> {
+        let dir = self.dir.path().join(format!("miniupnpd-{which}"));
+        self.lab
+            .miniupnpd(&self.routers[which], "lan0", "wan0", &dir, speaks)
     }
 
     /// A device behind its router, holding a reservation on the relay; its file root (its
@@ -168,6 +173,17 @@ impl World {
         relays: &[&Relay],
         transport: Transport,
     ) -> anyhow::Result<Node> {
+        self.device_env(name, relays, transport, &[])
+    }
+
+    /// A device with `env` set in its environment.
+    fn device_env(
+        &self,
+        name: &str,
+        relays: &[&Relay],
+        transport: Transport,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Node> {
         let host = if name == "alpha" {
             &self.alpha_host
         } else {
@@ -182,6 +198,9 @@ impl World {
         ]);
         for relay in relays {
             options = options.args(&["--relay", &relay.addr(transport)]);
+        }
+        for (key, value) in env {
+            options = options.env(key, value);
         }
         let node = Node::start(options)?;
         wait_for(
@@ -617,6 +636,129 @@ fn two_symmetric_nats_that_map_ports_by_upnp_connect_directly() -> anyhow::Resul
     let mapped = check["mapped_addrs"].to_string();
     assert!(mapped.contains(&alpha_public), "{check}");
     println!("alpha's netcheck:\n{}", alpha.ok(&["netcheck"]));
+    Ok(())
+}
+
+#[test]
+fn two_symmetric_nats_that_map_ports_by_pcp_connect_directly() -> anyhow::Result<()> {
+    let Some(world) = World::build_with("pcp", [Nat::Symmetric, Nat::Symmetric], PUBLIC_NET)?
+    else {
+        return Ok(());
+    };
+    // The routers speak PCP and NAT-PMP, not UPnP: the path leans on PCP alone.
+    let _miniupnpd = [
+        world.miniupnpd(0, Speaks::PcpAndNatPmp)?,
+        world.miniupnpd(1, Speaks::PcpAndNatPmp)?,
+    ];
+    let relay = world.relay()?;
+    let alpha = world.device("alpha", &relay, Transport::Tcp)?;
+    let bravo = world.device("bravo", &relay, Transport::Tcp)?;
+    let [alpha_public, bravo_public] = [format!("{PUBLIC_NET}.2"), format!("{PUBLIC_NET}.3")];
+    wait_mapped(&alpha, &alpha_public)?;
+    wait_mapped(&bravo, &bravo_public)?;
+
+    let paired = pair(&alpha, &bravo)?;
+    let took = wait_direct(&alpha, &bravo, paired)?;
+    println!(
+        "time to direct (two symmetric NATs with PCP, from the start of pairing): {} ms",
+        took.as_millis()
+    );
+    let (_, addr) = link(&alpha, &bravo);
+    assert!(
+        addr.contains(&bravo_public),
+        "alpha reaches bravo at its router's public address: {addr}"
+    );
+    use_the_connection(&world, &alpha, "pcp")?;
+    assert_eq!(link(&alpha, &bravo).0, "direct");
+
+    let check = alpha.json(&["netcheck", "--json"])?;
+    assert_eq!(check["pcp"], "mapped", "{check}");
+    assert_eq!(check["natpmp"], "not_asked", "{check}");
+    assert_ne!(check["upnp"], "mapped", "{check}");
+    assert!(
+        check["mapped_addrs"].to_string().contains(&alpha_public),
+        "{check}"
+    );
+    println!("alpha's netcheck:\n{}", alpha.ok(&["netcheck"]));
+
+    // A node that stops deletes its mapping: the router forwards nothing to it after.
+    let rules = || -> anyhow::Result<String> {
+        let out = world.lab.run(
+            &world.routers[0],
+            "nft",
+            &["list", "table", "inet", "miniupnpd"],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert!(rules()?.contains("dnat"), "mapped: {}", rules()?);
+    alpha.stop()?;
+    wait_for("the mapping deleted", Duration::from_secs(10), || {
+        (!rules().ok()?.contains("dnat")).then_some(())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_nat_pmp_router_maps_a_port_and_its_lapse_withdraws_the_address() -> anyhow::Result<()> {
+    let Some(world) = World::build_with("natpmp", [Nat::Symmetric, Nat::Symmetric], PUBLIC_NET)?
+    else {
+        return Ok(());
+    };
+    // PCP requests are dropped before miniupnpd: a router that speaks only NAT-PMP.
+    let miniupnpd = world.miniupnpd(0, Speaks::NatPmp)?;
+    let relay = world.relay()?;
+    // A short lifetime (renewed every 3 s), so that a lapse shows soon.
+    let alpha = world.device_env(
+        "alpha",
+        &[&relay],
+        Transport::Tcp,
+        &[("LOOPSY_PORT_MAPPING_LIFETIME", "6")],
+    )?;
+    let public = format!("{PUBLIC_NET}.2");
+    wait_mapped(&alpha, &public)?;
+    let check = alpha.json(&["netcheck", "--json"])?;
+    assert_eq!(check["pcp"], "no_answer", "{check}");
+    assert_eq!(check["natpmp"], "mapped", "{check}");
+    assert!(
+        check["mapped_addrs"].to_string().contains(&public),
+        "{check}"
+    );
+    // Renewals keep it mapped past its first lifetime.
+    std::thread::sleep(Duration::from_secs(8));
+    let external = |node: &Node| -> anyhow::Result<String> {
+        Ok(node.json(&["status", "--json"])?["external_addrs"].to_string())
+    };
+    assert!(external(&alpha)?.contains(&public), "{}", external(&alpha)?);
+
+    // The router restarts and forgets: its daemon is gone and its forwarding rules with it
+    // (else AutoNAT's dial-backs would still get through, and rightly keep the address).
+    // The next renewal goes unanswered and the address is withdrawn.
+    let stopped = Instant::now();
+    drop(miniupnpd);
+    for chain in ["upnp_prerouting", "upnp_forward", "upnp_postrouting"] {
+        let flushed = world.lab.run(
+            &world.routers[0],
+            "nft",
+            &["flush", "chain", "inet", "miniupnpd", chain],
+        )?;
+        anyhow::ensure!(flushed.status.success(), "flush {chain}: {flushed:?}");
+    }
+    wait_for(
+        "the mapped address withdrawn",
+        Duration::from_secs(15),
+        || {
+            let status = external(&alpha).ok()?;
+            let check = alpha.json(&["netcheck", "--json"]).ok()?;
+            (!status.contains(&public) && check["mapped_addrs"] == serde_json::json!([]))
+                .then_some(())
+        },
+    )?;
+    println!(
+        "mapped address withdrawn {} ms after the router stopped",
+        stopped.elapsed().as_millis()
+    );
+    let check = alpha.json(&["netcheck", "--json"])?;
+    assert_eq!(check["natpmp"], "no_answer", "{check}");
     Ok(())
 }
 

@@ -72,6 +72,7 @@ async fn connects(addr: &Multiaddr, relay: libp2p::PeerId, keypair: Keypair) -> 
         relays: Vec::new(),
         site: None,
         upnp: false,
+        natpmp: false,
     })
     .expect("mesh");
     let _ = mesh.dial(addr.clone()).await.expect("mesh");
@@ -232,6 +233,7 @@ async fn a_node_connects_to_the_printed_address() {
         relays: Vec::new(),
         site: None,
         upnp: false,
+        natpmp: false,
     })
     .expect("mesh");
     mesh.dial(addr.clone()).await.expect("mesh").expect("dial");

@@ -30,6 +30,9 @@ pub struct Config {
     /// Ask the home router to forward a port to this node (UPnP IGD).
     #[serde(default = "yes")]
     pub upnp: bool,
+    /// Ask the default gateway to forward a port to this node by PCP, or NAT-PMP.
+    #[serde(default = "yes")]
+    pub natpmp: bool,
     /// Relays to be reachable through from other networks (`loopsy-relay` prints the
     /// address, ending in `/p2p/<relay id>`).
     #[serde(default)]
@@ -121,6 +124,7 @@ impl Config {
             listen: default_listen(),
             mdns: true,
             upnp: true,
+            natpmp: true,
             relays: Vec::new(),
             accept_introductions: true,
             grants: Grants::default(),
@@ -176,6 +180,8 @@ const HEADER: &str = "\
 # mdns:   find and announce devices on the local network
 # upnp:   ask the home router to forward a port here (UPnP), so that devices elsewhere
 #         connect directly even through a NAT that defeats hole punching
+# natpmp: ask the same of the default gateway by PCP, or NAT-PMP (Apple's routers,
+#         miniupnpd): whichever protocol the router answers maps the port
 # relays: loopsy-relay addresses (ending in /p2p/<id>) to be reachable through from
 #         other networks, a reservation on each, e.g.
 #         [\"/ip4/203.0.113.5/tcp/4001/p2p/12D3Koo...\", \"/dns4/relay.example.net/tcp/4001/p2p/12D3Koo...\"]

@@ -3,9 +3,9 @@
 
 use loopsy_mesh::{
     Link, PeerId,
-    netcheck::{Mapping, NetReport, PortMapping, Punch},
+    netcheck::{self, Mapping, NetReport, Punch},
 };
-use loopsy_wire::control::{self, Connection, NatMapping, Upnp};
+use loopsy_wire::control::{self, Connection, NatMapping, Pmp, Upnp};
 
 /// A member as the trust store names it.
 #[derive(Debug, Clone)]
@@ -19,13 +19,15 @@ pub fn report(net: NetReport, members: &[Member]) -> control::NetCheck {
     let strings = |addrs: &[loopsy_mesh::Multiaddr]| -> Vec<String> {
         addrs.iter().map(ToString::to_string).collect()
     };
-    let (upnp, mapped_addrs) = match &net.port_mapping {
-        PortMapping::Off => (Upnp::Off, Vec::new()),
-        PortMapping::Searching => (Upnp::Searching, Vec::new()),
-        PortMapping::NoGateway => (Upnp::NoGateway, Vec::new()),
-        PortMapping::NotPublic => (Upnp::NotPublic, Vec::new()),
-        PortMapping::Mapped(addrs) => (Upnp::Mapped, strings(addrs)),
+    let ports = &net.port_mapping;
+    let upnp = match ports.upnp {
+        netcheck::Upnp::Off => Upnp::Off,
+        netcheck::Upnp::Searching => Upnp::Searching,
+        netcheck::Upnp::NoGateway => Upnp::NoGateway,
+        netcheck::Upnp::NotPublic => Upnp::NotPublic,
+        netcheck::Upnp::Mapped => Upnp::Mapped,
     };
+    let mapped_addrs = strings(&ports.mapped);
     let mapped = !mapped_addrs.is_empty();
     let peers = members
         .iter()
@@ -63,6 +65,8 @@ pub fn report(net: NetReport, members: &[Member]) -> control::NetCheck {
             })
             .collect(),
         upnp,
+        pcp: pmp(ports.pcp),
+        natpmp: pmp(ports.natpmp),
         mapped_addrs,
         ipv6_addrs: strings(&net.ipv6),
         relays: net
@@ -78,6 +82,20 @@ pub fn report(net: NetReport, members: &[Member]) -> control::NetCheck {
         mdns: net.mdns,
         lan_devices: net.lan_devices as u64,
         peers,
+    }
+}
+
+fn pmp(state: netcheck::Pmp) -> Pmp {
+    match state {
+        netcheck::Pmp::Off => Pmp::Off,
+        netcheck::Pmp::Searching => Pmp::Searching,
+        netcheck::Pmp::NoGateway => Pmp::NoGateway,
+        netcheck::Pmp::NotAsked => Pmp::NotAsked,
+        netcheck::Pmp::NoAnswer => Pmp::NoAnswer,
+        netcheck::Pmp::Unsupported => Pmp::Unsupported,
+        netcheck::Pmp::Refused => Pmp::Refused,
+        netcheck::Pmp::NotPublic => Pmp::NotPublic,
+        netcheck::Pmp::Mapped => Pmp::Mapped,
     }
 }
 
@@ -97,7 +115,7 @@ fn why(link: Link, punch: Option<&Punch>, mapping: Mapping, mapped: bool) -> Str
                     ", this device's NAT is symmetric and the other end did not reach its mapped port"
                 }
                 Mapping::Dependent => {
-                    ", this device's NAT is symmetric (a port mapped on the router, UPnP, would help)"
+                    ", this device's NAT is symmetric (a port mapped on the router, by UPnP, PCP or NAT-PMP, would help)"
                 }
                 Mapping::Independent | Mapping::None => ", the other device's NAT may be symmetric",
                 Mapping::Unknown => "",
@@ -117,7 +135,7 @@ mod tests {
         assert_eq!(
             why(Link::Relayed, Some(&failed), Mapping::Dependent, false),
             "relayed: hole punch failed, this device's NAT is symmetric (a port mapped on the \
-             router, UPnP, would help)"
+             router, by UPnP, PCP or NAT-PMP, would help)"
         );
         assert_eq!(
             why(Link::Relayed, Some(&failed), Mapping::Independent, false),

@@ -20,6 +20,7 @@ fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
         relays: Vec::new(),
         site: None,
         upnp: false,
+        natpmp: false,
     })
     .expect("start a mesh")
 }

@@ -188,7 +188,7 @@ impl EventLoop {
         shutdown: oneshot::Receiver<()>,
         events: broadcast::Sender<MeshEvent>,
         relays: Vec<Multiaddr>,
-        upnp: bool,
+        port_mapping: crate::netcheck::Asking,
     ) -> Self {
         Self {
             swarm,
@@ -204,7 +204,7 @@ impl EventLoop {
             dials: HashMap::new(),
             relayed_since: HashMap::new(),
             condemned: HashSet::new(),
-            observations: Observations::new(upnp),
+            observations: Observations::new(port_mapping),
         }
     }
 
@@ -262,6 +262,8 @@ impl EventLoop {
         for peer in peers {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+        // The router's mappings are deleted meanwhile (one try, within the same grace).
+        let release = self.swarm.behaviour_mut().portmap.release();
         let grace = tokio::time::sleep(CLOSE_GRACE);
         tokio::pin!(grace);
         while self.swarm.connected_peers().next().is_some() {
@@ -269,6 +271,9 @@ impl EventLoop {
                 _ = self.swarm.select_next_some() => {}
                 _ = &mut grace => break,
             }
+        }
+        if let Some(release) = release {
+            let _ = tokio::time::timeout_at(grace.deadline(), release).await;
         }
     }
 
@@ -843,20 +848,57 @@ impl EventLoop {
 /// Port mapping and `netcheck`.
 impl EventLoop {
     fn on_port_mapping(&mut self, event: crate::portmap::Event) {
-        use crate::portmap::Event;
+        use crate::portmap::{Event, pmp};
+        use libp2p::upnp::Event as Upnp;
         match &event {
-            Event::NewExternalAddr { external_addr, .. } => {
+            Event::Upnp(Upnp::NewExternalAddr { external_addr, .. }) => {
                 tracing::info!(address = %external_addr, "the router mapped a port (UPnP)");
             }
-            Event::ExpiredExternalAddr { external_addr, .. } => {
+            Event::Upnp(Upnp::ExpiredExternalAddr { external_addr, .. }) => {
                 tracing::info!(address = %external_addr, "the router's port mapping lapsed (UPnP)");
+                self.forget_confirmed(external_addr);
             }
-            Event::GatewayNotFound => tracing::debug!("no UPnP router answered"),
-            Event::NonRoutableGateway => {
+            Event::Upnp(Upnp::GatewayNotFound) => tracing::debug!("no UPnP router answered"),
+            Event::Upnp(Upnp::NonRoutableGateway) => {
                 tracing::info!("the UPnP router's own address is private: no port mapped")
             }
+            Event::Pmp(pmp::Event::Expired {
+                protocol, external, ..
+            }) => {
+                tracing::info!(address = %external, %protocol, "the router's port mapping lapsed");
+                self.forget_confirmed(external);
+            }
+            Event::Pmp(pmp::Event::Asked { protocol, outcome }) => {
+                tracing::debug!(%protocol, ?outcome, "asked the gateway for a port mapping");
+            }
+            Event::Pmp(pmp::Event::NoGateway) => {
+                tracing::debug!("no default gateway to ask for a port mapping (PCP, NAT-PMP)")
+            }
+            Event::Pmp(pmp::Event::Mapped { .. }) => {}
         }
         self.observations.on_port_mapping(&event);
+    }
+
+    /// A lapsed mapping's address goes in every form: AutoNAT confirms what it dialled back
+    /// with this node's `/p2p` on the end, and would otherwise keep it until its next probe.
+    fn forget_confirmed(&mut self, lapsed: &Multiaddr) {
+        let transport = |addr: &Multiaddr| {
+            let mut addr = addr.clone();
+            if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                addr.pop();
+            }
+            addr
+        };
+        let lapsed = transport(lapsed);
+        let forms: Vec<Multiaddr> = self
+            .swarm
+            .external_addresses()
+            .filter(|a| transport(a) == lapsed)
+            .cloned()
+            .collect();
+        for addr in forms {
+            self.swarm.remove_external_address(&addr);
+        }
     }
 
     fn net_report(&self) -> crate::netcheck::NetReport {

@@ -72,6 +72,9 @@ pub struct Config {
     pub site: Option<web::Site>,
     /// Ask the home router to map a port to this node (UPnP IGD).
     pub upnp: bool,
+    /// Ask the default gateway to map a port to this node by PCP, or NAT-PMP where it
+    /// speaks only that.
+    pub natpmp: bool,
 }
 
 /// The mesh could not start.
@@ -232,7 +235,10 @@ impl Mesh {
 
         // Before the first poll, so that every listen address is mapped.
         if config.upnp {
-            swarm.behaviour_mut().portmap.enable();
+            swarm.behaviour_mut().portmap.enable_upnp();
+        }
+        if config.natpmp {
+            swarm.behaviour_mut().portmap.enable_pmp();
         }
         let peer_id = *swarm.local_peer_id();
         let streams = swarm.behaviour().streams.new_control();
@@ -245,7 +251,10 @@ impl Mesh {
             shutdown_rx,
             events.clone(),
             config.relays,
-            config.upnp,
+            crate::netcheck::Asking {
+                upnp: config.upnp,
+                natpmp: config.natpmp,
+            },
         );
         let handle = tokio::spawn(event_loop.run());
         let mesh = Mesh {

@@ -5,7 +5,7 @@
 //! two relays means the NAT maps a local port alike whatever it talks to (endpoint-
 //! independent, a "cone": hole punching works), different ports mean a new mapping per
 //! destination (endpoint-dependent, "symmetric": punching fails, and only a port mapped on
-//! the router (UPnP) or a relay connects). The port mapping's outcome, each hole punch's,
+//! the router (UPnP, PCP, NAT-PMP) or a relay connects). The port mapping's outcome, each hole punch's,
 //! the relays' state and round trips complete the picture.
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
@@ -35,9 +35,28 @@ pub enum Mapping {
     Dependent,
 }
 
-/// Whether the router mapped a port for this node.
+/// Which port mapping protocols the node asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asking {
+    pub upnp: bool,
+    /// PCP, then NAT-PMP.
+    pub natpmp: bool,
+}
+
+/// What the router said to port mapping, by each protocol, and what is mapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PortMapping {
+pub struct PortMapping {
+    pub upnp: Upnp,
+    pub pcp: Pmp,
+    pub natpmp: Pmp,
+    /// The external addresses mapped now, each once (none yet, or none left after a
+    /// mapping lapsed).
+    pub mapped: Vec<Multiaddr>,
+}
+
+/// What came of UPnP IGD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upnp {
     /// Switched off (`upnp = false`).
     Off,
     /// Still looking for a UPnP router.
@@ -47,9 +66,38 @@ pub enum PortMapping {
     /// A router answered, but its own external address is private (a NAT behind another
     /// NAT): a mapping there would not be reachable from outside.
     NotPublic,
-    /// A router answered; these external addresses are mapped (none yet, or none left
-    /// after a renewal failed).
-    Mapped(Vec<Multiaddr>),
+    /// A router answered and mapped a port (which may have lapsed since).
+    Mapped,
+}
+
+/// What came of asking the default gateway by PCP or by NAT-PMP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pmp {
+    /// Switched off (`natpmp = false`).
+    Off,
+    /// Nothing asked yet (no listen address to map, or no answer in yet).
+    Searching,
+    /// The routing table has no default IPv4 gateway.
+    NoGateway,
+    /// Not needed: the gateway answered PCP (said of NAT-PMP).
+    NotAsked,
+    /// The gateway did not answer.
+    NoAnswer,
+    /// The gateway answered that it speaks another version (a NAT-PMP-only gateway, to PCP).
+    Unsupported,
+    /// The gateway refused the mapping.
+    Refused,
+    /// The gateway mapped a port, but its own external address is private.
+    NotPublic,
+    /// The gateway mapped a port (which may have lapsed since).
+    Mapped,
+}
+
+/// Which client mapped an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mapper {
+    Upnp,
+    Pmp,
 }
 
 /// The outcome of the last hole punch with a peer.
@@ -99,18 +147,31 @@ pub(crate) struct Observations {
     /// The addresses each relay reported seeing this node at, oldest first.
     seen_by: HashMap<PeerId, Vec<Multiaddr>>,
     port_mapping: PortMapping,
+    /// The mapped addresses, by the client that mapped each.
+    mapped: Vec<(Mapper, Multiaddr)>,
     punches: HashMap<PeerId, Punch>,
 }
 
 impl Observations {
-    pub fn new(upnp: bool) -> Self {
+    pub fn new(asking: Asking) -> Self {
+        let pmp = if asking.natpmp {
+            Pmp::Searching
+        } else {
+            Pmp::Off
+        };
         Self {
             seen_by: HashMap::new(),
-            port_mapping: if upnp {
-                PortMapping::Searching
-            } else {
-                PortMapping::Off
+            port_mapping: PortMapping {
+                upnp: if asking.upnp {
+                    Upnp::Searching
+                } else {
+                    Upnp::Off
+                },
+                pcp: pmp,
+                natpmp: pmp,
+                mapped: Vec::new(),
             },
+            mapped: Vec::new(),
             punches: HashMap::new(),
         }
     }
@@ -144,24 +205,68 @@ impl Observations {
     }
 
     pub fn on_port_mapping(&mut self, event: &crate::portmap::Event) {
-        use crate::portmap::Event;
+        use crate::portmap::{
+            Event,
+            pmp::{self, Outcome, Protocol},
+        };
+        use libp2p::upnp::Event as UpnpEvent;
+        let state = &mut self.port_mapping;
         match event {
-            Event::GatewayNotFound => self.port_mapping = PortMapping::NoGateway,
-            Event::NonRoutableGateway => self.port_mapping = PortMapping::NotPublic,
-            Event::NewExternalAddr { external_addr, .. } => match &mut self.port_mapping {
-                PortMapping::Mapped(addrs) => {
-                    if !addrs.contains(external_addr) {
-                        addrs.push(external_addr.clone());
+            Event::Upnp(UpnpEvent::GatewayNotFound) => state.upnp = Upnp::NoGateway,
+            Event::Upnp(UpnpEvent::NonRoutableGateway) => state.upnp = Upnp::NotPublic,
+            Event::Upnp(UpnpEvent::NewExternalAddr { external_addr, .. }) => {
+                state.upnp = Upnp::Mapped;
+                self.mapped_by(Mapper::Upnp, external_addr, true);
+            }
+            Event::Upnp(UpnpEvent::ExpiredExternalAddr { external_addr, .. }) => {
+                self.mapped_by(Mapper::Upnp, external_addr, false);
+            }
+            Event::Pmp(pmp::Event::NoGateway) => {
+                state.pcp = Pmp::NoGateway;
+                state.natpmp = Pmp::NoGateway;
+            }
+            Event::Pmp(pmp::Event::Asked { protocol, outcome }) => {
+                let said = match outcome {
+                    Outcome::NoAnswer => Pmp::NoAnswer,
+                    Outcome::Unsupported => Pmp::Unsupported,
+                    Outcome::Refused => Pmp::Refused,
+                    Outcome::NotPublic => Pmp::NotPublic,
+                    Outcome::Mapped => Pmp::Mapped,
+                };
+                match protocol {
+                    Protocol::Pcp => {
+                        state.pcp = said;
+                        // NAT-PMP is asked only when PCP is not answered.
+                        if !matches!(said, Pmp::NoAnswer | Pmp::Unsupported) {
+                            state.natpmp = Pmp::NotAsked;
+                        }
                     }
-                }
-                other => *other = PortMapping::Mapped(vec![external_addr.clone()]),
-            },
-            Event::ExpiredExternalAddr { external_addr, .. } => {
-                if let PortMapping::Mapped(addrs) = &mut self.port_mapping {
-                    addrs.retain(|a| a != external_addr);
+                    Protocol::NatPmp => state.natpmp = said,
                 }
             }
+            Event::Pmp(pmp::Event::Mapped { external, .. }) => {
+                self.mapped_by(Mapper::Pmp, external, true);
+            }
+            Event::Pmp(pmp::Event::Expired { external, .. }) => {
+                self.mapped_by(Mapper::Pmp, external, false);
+            }
         }
+    }
+
+    /// Notes that `mapper` maps `addr` (or no longer does); the report lists each once.
+    fn mapped_by(&mut self, mapper: Mapper, addr: &Multiaddr, mapped: bool) {
+        let entry = (mapper, addr.clone());
+        self.mapped.retain(|e| *e != entry);
+        if mapped {
+            self.mapped.push(entry);
+        }
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        for (_, addr) in &self.mapped {
+            if !addrs.contains(addr) {
+                addrs.push(addr.clone());
+            }
+        }
+        self.port_mapping.mapped = addrs;
     }
 
     pub fn port_mapping(&self) -> &PortMapping {
@@ -355,7 +460,7 @@ mod tests {
     #[test]
     fn a_relay_keeps_each_address_once_and_a_bounded_few() {
         let relay = PeerId::random();
-        let mut seen = Observations::new(true);
+        let mut seen = Observations::new(ASKING);
         seen.seen_by_relay(relay, addr("/ip4/10.99.0.2/tcp/1"));
         seen.seen_by_relay(relay, addr("/ip4/10.99.0.2/tcp/1"));
         seen.seen_by_relay(relay, addr("/ip4/10.99.0.2/udp/3/quic-v1"));
@@ -386,29 +491,73 @@ mod tests {
 
     #[test]
     fn port_mapping_follows_the_gateway() {
-        use crate::portmap::Event;
-        let mut seen = Observations::new(true);
-        assert_eq!(*seen.port_mapping(), PortMapping::Searching);
+        use crate::portmap::{
+            Event,
+            pmp::{self, Outcome, Protocol},
+        };
+        use libp2p::upnp::Event as UpnpEvent;
+        let mut seen = Observations::new(ASKING);
+        assert_eq!(seen.port_mapping().upnp, Upnp::Searching);
+        assert_eq!(seen.port_mapping().pcp, Pmp::Searching);
         let mapped = addr("/ip4/11.99.0.2/tcp/40000");
-        let event = |external_addr: &Multiaddr| Event::NewExternalAddr {
-            local_addr: addr(LISTEN),
-            external_addr: external_addr.clone(),
+        let event = |external_addr: &Multiaddr| {
+            Event::Upnp(UpnpEvent::NewExternalAddr {
+                local_addr: addr(LISTEN),
+                external_addr: external_addr.clone(),
+            })
         };
         seen.on_port_mapping(&event(&mapped));
         seen.on_port_mapping(&event(&mapped));
-        assert_eq!(
-            *seen.port_mapping(),
-            PortMapping::Mapped(vec![mapped.clone()])
-        );
-        seen.on_port_mapping(&Event::ExpiredExternalAddr {
+        assert_eq!(seen.port_mapping().upnp, Upnp::Mapped);
+        assert_eq!(seen.port_mapping().mapped, std::slice::from_ref(&mapped));
+        // PCP maps the same address: listed once, and kept while either maps it.
+        seen.on_port_mapping(&Event::Pmp(pmp::Event::Asked {
+            protocol: Protocol::Pcp,
+            outcome: Outcome::Mapped,
+        }));
+        let pcp = pmp::Event::Mapped {
+            protocol: Protocol::Pcp,
+            local: addr(LISTEN),
+            external: mapped.clone(),
+        };
+        seen.on_port_mapping(&Event::Pmp(pcp));
+        assert_eq!(seen.port_mapping().mapped, std::slice::from_ref(&mapped));
+        assert_eq!(seen.port_mapping().pcp, Pmp::Mapped);
+        assert_eq!(seen.port_mapping().natpmp, Pmp::NotAsked);
+        seen.on_port_mapping(&Event::Upnp(UpnpEvent::ExpiredExternalAddr {
             local_addr: addr(LISTEN),
-            external_addr: mapped,
+            external_addr: mapped.clone(),
+        }));
+        assert_eq!(seen.port_mapping().mapped, std::slice::from_ref(&mapped));
+        seen.on_port_mapping(&Event::Pmp(pmp::Event::Expired {
+            protocol: Protocol::Pcp,
+            local: addr(LISTEN),
+            external: mapped,
+        }));
+        assert!(seen.port_mapping().mapped.is_empty());
+        seen.on_port_mapping(&Event::Upnp(UpnpEvent::NonRoutableGateway));
+        assert_eq!(seen.port_mapping().upnp, Upnp::NotPublic);
+        // A NAT-PMP-only gateway.
+        for (protocol, outcome) in [
+            (Protocol::Pcp, Outcome::Unsupported),
+            (Protocol::NatPmp, Outcome::Mapped),
+        ] {
+            seen.on_port_mapping(&Event::Pmp(pmp::Event::Asked { protocol, outcome }));
+        }
+        assert_eq!(seen.port_mapping().pcp, Pmp::Unsupported);
+        assert_eq!(seen.port_mapping().natpmp, Pmp::Mapped);
+        let off = Observations::new(Asking {
+            upnp: false,
+            natpmp: false,
         });
-        assert_eq!(*seen.port_mapping(), PortMapping::Mapped(vec![]));
-        seen.on_port_mapping(&Event::NonRoutableGateway);
-        assert_eq!(*seen.port_mapping(), PortMapping::NotPublic);
-        assert_eq!(*Observations::new(false).port_mapping(), PortMapping::Off);
+        assert_eq!(off.port_mapping().upnp, Upnp::Off);
+        assert_eq!(off.port_mapping().natpmp, Pmp::Off);
     }
+
+    const ASKING: Asking = Asking {
+        upnp: true,
+        natpmp: true,
+    };
 
     #[test]
     fn only_global_ipv6_counts() {

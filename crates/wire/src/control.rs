@@ -400,7 +400,13 @@ pub struct NetCheck {
     pub seen_at: Vec<SeenAt>,
     /// Whether the router mapped a port (UPnP IGD).
     pub upnp: Upnp,
-    /// The router's public addresses mapped to this device.
+    /// Whether the default gateway mapped a port by PCP (RFC 6887).
+    #[serde(default)]
+    pub pcp: Pmp,
+    /// Whether it did by NAT-PMP (RFC 6886), asked when PCP is not answered.
+    #[serde(default)]
+    pub natpmp: Pmp,
+    /// The router's public addresses mapped to this device, by any of the three.
     pub mapped_addrs: Vec<String>,
     /// Global IPv6 addresses this device listens on (none: no IPv6 beyond the LAN).
     pub ipv6_addrs: Vec<String>,
@@ -446,6 +452,31 @@ pub enum Upnp {
     /// A router answered, but its own address is private (a NAT behind a NAT).
     NotPublic,
     /// A router answered and mapped a port (`mapped_addrs`; empty once lapsed).
+    Mapped,
+}
+
+/// What came of asking the default gateway for a port mapping by PCP or NAT-PMP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pmp {
+    /// Switched off in the config.
+    #[default]
+    Off,
+    /// Nothing asked or answered yet.
+    Searching,
+    /// The routing table has no default IPv4 gateway.
+    NoGateway,
+    /// Not needed: the gateway answered PCP (said of NAT-PMP).
+    NotAsked,
+    /// The gateway did not answer.
+    NoAnswer,
+    /// The gateway speaks another version (a NAT-PMP-only gateway, to PCP).
+    Unsupported,
+    /// The gateway refused the mapping.
+    Refused,
+    /// The gateway's own address is private (a NAT behind a NAT).
+    NotPublic,
+    /// The gateway mapped a port (`mapped_addrs`; empty once lapsed).
     Mapped,
 }
 

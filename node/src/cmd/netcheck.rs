@@ -4,13 +4,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 use loopsy_daemon::Home;
-use loopsy_wire::control::{NatMapping, NetCheck, Upnp};
+use loopsy_wire::control::{NatMapping, NetCheck, Pmp, Upnp};
 
 use crate::output;
 
-/// Show this device's NAT (how it maps ports, as relays see it), port mapping (UPnP),
-/// IPv6, each relay's reachability and round trip, LAN discovery, and how each member is
-/// reached and why.
+/// Show this device's NAT (how it maps ports, as relays see it), port mapping (UPnP, PCP,
+/// NAT-PMP), IPv6, each relay's reachability and round trip, LAN discovery, and how each
+/// member is reached and why.
 #[derive(Debug, Args)]
 pub struct Cmd {
     /// One JSON document with stable field names (docs/networks.md).
@@ -27,6 +27,30 @@ impl Cmd {
             show(&check);
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The mapped addresses (one list for the three protocols).
+fn mapped(check: &NetCheck) -> String {
+    if check.mapped_addrs.is_empty() {
+        "mapped, but the mapping lapsed".to_owned()
+    } else {
+        format!("mapped {}", check.mapped_addrs.join(", "))
+    }
+}
+
+/// What came of PCP or NAT-PMP, in words.
+fn pmp(state: Pmp, check: &NetCheck) -> String {
+    match state {
+        Pmp::Off => "off (natpmp = false in config.toml)".to_owned(),
+        Pmp::Searching => "asking the gateway".to_owned(),
+        Pmp::NoGateway => "no default gateway".to_owned(),
+        Pmp::NotAsked => "not asked (the gateway speaks PCP)".to_owned(),
+        Pmp::NoAnswer => "the gateway did not answer".to_owned(),
+        Pmp::Unsupported => "the gateway speaks another version".to_owned(),
+        Pmp::Refused => "the gateway refused (the node's log says why)".to_owned(),
+        Pmp::NotPublic => "the gateway's own address is private (a NAT behind a NAT)".to_owned(),
+        Pmp::Mapped => mapped(check),
     }
 }
 
@@ -55,12 +79,11 @@ fn show(check: &NetCheck) {
         Upnp::Searching => "looking for the router".to_owned(),
         Upnp::NoGateway => "no router answered".to_owned(),
         Upnp::NotPublic => "the router's own address is private (a NAT behind a NAT)".to_owned(),
-        Upnp::Mapped if check.mapped_addrs.is_empty() => {
-            "mapped, but the mapping lapsed".to_owned()
-        }
-        Upnp::Mapped => format!("mapped {}", check.mapped_addrs.join(", ")),
+        Upnp::Mapped => mapped(check),
     };
-    output::field("upnp", &[upnp, "NAT-PMP and PCP are not asked".to_owned()]);
+    output::field("upnp", &[upnp]);
+    output::field("pcp", &[pmp(check.pcp, check)]);
+    output::field("nat-pmp", &[pmp(check.natpmp, check)]);
 
     let ipv6 = if check.ipv6_addrs.is_empty() {
         vec!["no global address".to_owned()]

@@ -175,6 +175,7 @@ pub async fn run(
         relays: config.relays.clone(),
         site: Some(loopsy_web::SITE),
         upnp: config.upnp,
+        natpmp: config.natpmp,
     })?;
 
     // The components, each given the few handles it needs.

@@ -119,6 +119,7 @@ impl Reloader {
             ("listen", config.listen != self.on_disk.listen),
             ("mdns", config.mdns != self.on_disk.mdns),
             ("upnp", config.upnp != self.on_disk.upnp),
+            ("natpmp", config.natpmp != self.on_disk.natpmp),
         ];
         for (setting, _) in restart.iter().filter(|(_, changed)| *changed) {
             tracing::warn!(
