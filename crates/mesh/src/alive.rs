@@ -44,9 +44,12 @@ const PROTOCOL: StreamProtocol = StreamProtocol::new(loopsy_wire::protocol::ALIV
 /// room for a busy peer (a live connection that fails is cut, and has to be made again).
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a connection may go without a sign of life before it is checked: two ping
-/// rounds, and some.
-pub(crate) const SILENT: Duration = Duration::from_secs(12);
+/// How long a connection may go without a sign of life before it is checked: a ping
+/// round and room for a slow answer. With [`SILENT_TICK`] and [`TIMEOUT`], a link that
+/// died silently is found in at most 20 s.
+pub(crate) const SILENT: Duration = Duration::from_secs(13);
+/// How often the connections are looked over for one that went [`SILENT`].
+pub(crate) const SILENT_TICK: Duration = Duration::from_secs(2);
 
 /// A connection that failed its check, or lost its local address.
 #[derive(Debug)]

@@ -11,7 +11,10 @@ use libp2p::{
 
 /// How often connected peers are pinged (for `rtt_ms`, and to notice dead links: a
 /// connection whose pings time out is closed, so that traffic moves to another path).
-pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Pings are most of an idle node's work (each a timer, a stream frame and a trip through
+/// every behaviour, both ways on every connection); a dead link is found sooner by
+/// [`crate::alive`]'s check of a connection that went [`crate::alive::SILENT`] without one.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(NetworkBehaviour)]

@@ -213,7 +213,7 @@ impl EventLoop {
             self.reserve(relay);
         }
         let mut lan_redial = tokio::time::interval(LAN_REDIAL);
-        let mut silent = tokio::time::interval(crate::behaviour::PING_INTERVAL);
+        let mut silent = tokio::time::interval(crate::alive::SILENT_TICK);
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
             let timer = async {
