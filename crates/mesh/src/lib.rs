@@ -20,7 +20,7 @@ mod keep;
 mod limits;
 pub mod netcheck;
 pub mod peers;
-mod portmap;
+pub mod portmap;
 pub mod report;
 mod streams;
 mod tls;

@@ -14,8 +14,8 @@
 //! mapping from the first relayed connection on.
 
 mod gateway;
-mod natpmp;
-mod pcp;
+pub mod natpmp;
+pub mod pcp;
 pub mod pmp;
 
 use std::{
