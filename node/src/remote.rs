@@ -14,7 +14,6 @@ use loopsy_wire::{
     exec::{CHUNK, Start},
 };
 use tokio::{
-    io::AsyncReadExt,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
@@ -124,8 +123,12 @@ fn output_writer() -> (mpsc::Sender<Out>, tokio::task::JoinHandle<bool>) {
 
 /// Reads the program's output and end.
 async fn receive(from_node: loopsy_client::exec::Output) -> ExitCode {
-    let (out, writer) = output_writer();
-    let code = relay_output(from_node, out).await;
+    let mut writer = None;
+    let code = relay_output(from_node, &mut writer).await;
+    let Some((out, writer)) = writer else {
+        return code;
+    };
+    drop(out);
     // Everything written before the exit code is returned.
     match writer.await {
         Ok(false) => ExitCode::from(code::LOOPSY),
@@ -133,10 +136,11 @@ async fn receive(from_node: loopsy_client::exec::Output) -> ExitCode {
     }
 }
 
-async fn relay_output(
-    mut from_node: loopsy_client::exec::Output,
-    out: mpsc::Sender<Out>,
-) -> ExitCode {
+/// The output's writer, started with the first output: a program that writes nothing
+/// (`exec PEER true`) costs no thread.
+type Writer = Option<(mpsc::Sender<Out>, tokio::task::JoinHandle<bool>)>;
+
+async fn relay_output(mut from_node: loopsy_client::exec::Output, writer: &mut Writer) -> ExitCode {
     loop {
         let event = match from_node.next().await {
             Ok(event) => event,
@@ -156,6 +160,7 @@ async fn relay_output(
                 return ExitCode::from(status(exit.code, exit.signal));
             }
         };
+        let (out, _) = writer.get_or_insert_with(output_writer);
         if out.send(chunk).await.is_err() {
             return ExitCode::from(code::LOOPSY);
         }
@@ -178,7 +183,7 @@ async fn send_orders(mut input: Input, mut orders: mpsc::Receiver<Order>) {
 }
 
 async fn forward_stdin(orders: mpsc::Sender<Order>) {
-    let mut stdin = tokio::io::stdin();
+    let mut stdin = crate::stdio::Stdin::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
         match stdin.read(&mut buf).await {
