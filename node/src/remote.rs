@@ -59,7 +59,7 @@ pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode
         tokio::spawn(forward_signals(orders_in.clone()));
     }
     let _raw = raw.then(term::RawMode::enable);
-    let code = receive(output).await;
+    let code = receive(output, pty).await;
     drop(_raw);
     code
 }
@@ -121,10 +121,12 @@ fn output_writer() -> (mpsc::Sender<Out>, tokio::task::JoinHandle<bool>) {
     (tx, writer)
 }
 
-/// Reads the program's output and end.
-async fn receive(from_node: loopsy_client::exec::Output) -> ExitCode {
+/// Reads the program's output and end. A program on a terminal (`shell`, `-t`) writes
+/// straight to ours, as `attach` does: its output is echoes and screens, where a hand-off
+/// to the writer's thread would cost every keystroke two context switches.
+async fn receive(from_node: loopsy_client::exec::Output, on_terminal: bool) -> ExitCode {
     let mut writer = None;
-    let code = relay_output(from_node, &mut writer).await;
+    let code = relay_output(from_node, on_terminal, &mut writer).await;
     let Some((out, writer)) = writer else {
         return code;
     };
@@ -140,7 +142,11 @@ async fn receive(from_node: loopsy_client::exec::Output) -> ExitCode {
 /// (`exec PEER true`) costs no thread.
 type Writer = Option<(mpsc::Sender<Out>, tokio::task::JoinHandle<bool>)>;
 
-async fn relay_output(mut from_node: loopsy_client::exec::Output, writer: &mut Writer) -> ExitCode {
+async fn relay_output(
+    mut from_node: loopsy_client::exec::Output,
+    on_terminal: bool,
+    writer: &mut Writer,
+) -> ExitCode {
     loop {
         let event = match from_node.next().await {
             Ok(event) => event,
@@ -151,6 +157,12 @@ async fn relay_output(mut from_node: loopsy_client::exec::Output, writer: &mut W
             Err(e) => return fail(&e.to_string(), code::LOOPSY),
         };
         let chunk = match event {
+            Event::Stdout(data) if on_terminal => {
+                if crate::stdio::write_stdout(&data).is_err() {
+                    return ExitCode::from(code::LOOPSY);
+                }
+                continue;
+            }
             Event::Stdout(data) => Out::Stdout(data),
             Event::Stderr(data) => Out::Stderr(data),
             Event::Exited(exit) => {
