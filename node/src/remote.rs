@@ -98,18 +98,12 @@ enum Out {
 fn output_writer() -> (mpsc::Sender<Out>, tokio::task::JoinHandle<bool>) {
     let (tx, mut rx) = mpsc::channel::<Out>(8);
     let writer = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
+        use std::os::fd::AsFd;
         let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
         while let Some(out) = rx.blocking_recv() {
             let written = match out {
-                Out::Stdout(data) => {
-                    let mut lock = stdout.lock();
-                    lock.write_all(&data).and_then(|_| lock.flush())
-                }
-                Out::Stderr(data) => {
-                    let mut lock = stderr.lock();
-                    lock.write_all(&data).and_then(|_| lock.flush())
-                }
+                Out::Stdout(data) => crate::stdio::write_all(stdout.as_fd(), &data),
+                Out::Stderr(data) => crate::stdio::write_all(stderr.as_fd(), &data),
             };
             if written.is_err() {
                 // Nobody reads our output any more (a closed pipe).

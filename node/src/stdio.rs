@@ -88,11 +88,25 @@ fn read_fd(fd: BorrowedFd<'_>, buffer: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes `data` to stdout and flushes it, on this thread: a terminal takes a screenful
-/// at once, and a terminal that stops reading stops us as awaiting a blocking thread
-/// did.
+/// Writes `data` to stdout, on this thread: a terminal takes a screenful at once, and a
+/// terminal that stops reading stops us as awaiting a blocking thread did.
 pub fn write_stdout(data: &[u8]) -> io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(data)?;
-    stdout.flush()
+    write_all(std::io::stdout().as_fd(), data)
+}
+
+/// Writes all of `data` to `fd` with `write(2)`, past std's stdout buffer: std's stdout is
+/// line-buffered, so each chunk of a program's output was searched for its last newline
+/// (`memrchr`, 8.5% of the CLI's time streaming 1 GiB), split in two writes and partly
+/// copied into the buffer. Whatever std buffered before is flushed first.
+pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    std::io::stdout().flush()?;
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
