@@ -18,7 +18,7 @@ use loopsy_client::{
 use loopsy_daemon::Home;
 use loopsy_wire::control::ErrorCode;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
@@ -371,7 +371,6 @@ impl Attachment {
             }
             Err(e) => return End::Lost(e.to_string()),
         };
-        let mut stdout = tokio::io::stdout();
         let mut resizes = signal(SignalKind::window_change()).ok();
         loop {
             // Input that ended (stdin a pipe or /dev/null) detaches, but only once
@@ -410,7 +409,7 @@ impl Attachment {
                         Err(e) => return End::Lost(e.to_string()),
                     };
                     if let Some(bytes) = shown
-                        && (stdout.write_all(&bytes).await.is_err() || stdout.flush().await.is_err())
+                        && crate::stdio::write_stdout(&bytes).is_err()
                     {
                         return End::Failed("cannot write to the terminal".into(), code::LOOPSY);
                     }
@@ -459,7 +458,7 @@ fn unseen(at: Option<u64>, offset: u64, data: &[u8]) -> (u64, Option<&[u8]>) {
 
 /// Reads stdin for as long as it lasts.
 async fn read_keys(keys: mpsc::Sender<Vec<u8>>) {
-    let mut stdin = tokio::io::stdin();
+    let mut stdin = crate::stdio::Stdin::new();
     let mut buffer = vec![0u8; 4096];
     while let Ok(n) = stdin.read(&mut buffer).await {
         if n == 0 || keys.send(buffer[..n].to_vec()).await.is_err() {

@@ -4,6 +4,7 @@ mod attach;
 mod cmd;
 mod output;
 mod remote;
+mod stdio;
 mod term;
 
 use std::{path::PathBuf, process::ExitCode};

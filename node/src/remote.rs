@@ -14,7 +14,6 @@ use loopsy_wire::{
     exec::{CHUNK, Start},
 };
 use tokio::{
-    io::AsyncReadExt,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
@@ -60,7 +59,7 @@ pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode
         tokio::spawn(forward_signals(orders_in.clone()));
     }
     let _raw = raw.then(term::RawMode::enable);
-    let code = receive(output).await;
+    let code = receive(output, pty).await;
     drop(_raw);
     code
 }
@@ -99,18 +98,12 @@ enum Out {
 fn output_writer() -> (mpsc::Sender<Out>, tokio::task::JoinHandle<bool>) {
     let (tx, mut rx) = mpsc::channel::<Out>(8);
     let writer = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
+        use std::os::fd::AsFd;
         let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
         while let Some(out) = rx.blocking_recv() {
             let written = match out {
-                Out::Stdout(data) => {
-                    let mut lock = stdout.lock();
-                    lock.write_all(&data).and_then(|_| lock.flush())
-                }
-                Out::Stderr(data) => {
-                    let mut lock = stderr.lock();
-                    lock.write_all(&data).and_then(|_| lock.flush())
-                }
+                Out::Stdout(data) => crate::stdio::write_all(stdout.as_fd(), &data),
+                Out::Stderr(data) => crate::stdio::write_all(stderr.as_fd(), &data),
             };
             if written.is_err() {
                 // Nobody reads our output any more (a closed pipe).
@@ -122,10 +115,16 @@ fn output_writer() -> (mpsc::Sender<Out>, tokio::task::JoinHandle<bool>) {
     (tx, writer)
 }
 
-/// Reads the program's output and end.
-async fn receive(from_node: loopsy_client::exec::Output) -> ExitCode {
-    let (out, writer) = output_writer();
-    let code = relay_output(from_node, out).await;
+/// Reads the program's output and end. A program on a terminal (`shell`, `-t`) writes
+/// straight to ours, as `attach` does: its output is echoes and screens, where a hand-off
+/// to the writer's thread would cost every keystroke two context switches.
+async fn receive(from_node: loopsy_client::exec::Output, on_terminal: bool) -> ExitCode {
+    let mut writer = None;
+    let code = relay_output(from_node, on_terminal, &mut writer).await;
+    let Some((out, writer)) = writer else {
+        return code;
+    };
+    drop(out);
     // Everything written before the exit code is returned.
     match writer.await {
         Ok(false) => ExitCode::from(code::LOOPSY),
@@ -133,9 +132,14 @@ async fn receive(from_node: loopsy_client::exec::Output) -> ExitCode {
     }
 }
 
+/// The output's writer, started with the first output: a program that writes nothing
+/// (`exec PEER true`) costs no thread.
+type Writer = Option<(mpsc::Sender<Out>, tokio::task::JoinHandle<bool>)>;
+
 async fn relay_output(
     mut from_node: loopsy_client::exec::Output,
-    out: mpsc::Sender<Out>,
+    on_terminal: bool,
+    writer: &mut Writer,
 ) -> ExitCode {
     loop {
         let event = match from_node.next().await {
@@ -147,6 +151,12 @@ async fn relay_output(
             Err(e) => return fail(&e.to_string(), code::LOOPSY),
         };
         let chunk = match event {
+            Event::Stdout(data) if on_terminal => {
+                if crate::stdio::write_stdout(&data).is_err() {
+                    return ExitCode::from(code::LOOPSY);
+                }
+                continue;
+            }
             Event::Stdout(data) => Out::Stdout(data),
             Event::Stderr(data) => Out::Stderr(data),
             Event::Exited(exit) => {
@@ -156,6 +166,7 @@ async fn relay_output(
                 return ExitCode::from(status(exit.code, exit.signal));
             }
         };
+        let (out, _) = writer.get_or_insert_with(output_writer);
         if out.send(chunk).await.is_err() {
             return ExitCode::from(code::LOOPSY);
         }
@@ -178,7 +189,7 @@ async fn send_orders(mut input: Input, mut orders: mpsc::Receiver<Order>) {
 }
 
 async fn forward_stdin(orders: mpsc::Sender<Order>) {
-    let mut stdin = tokio::io::stdin();
+    let mut stdin = crate::stdio::Stdin::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
         match stdin.read(&mut buf).await {

@@ -23,6 +23,18 @@ fn pair() -> anyhow::Result<(Node, Node)> {
 }
 
 /// `loopsy exec alpha -- ARGS..` from `from`, with `stdin`.
+/// `loopsy exec alpha -- ARGS` from `from` with `stdin` as its standard input.
+fn exec_reading(from: &Node, args: &[&str], stdin: Stdio) -> std::process::Output {
+    Command::new(bin::loopsy())
+        .arg("--home")
+        .arg(from.home())
+        .args(["exec", "alpha", "--"])
+        .args(args)
+        .stdin(stdin)
+        .output()
+        .expect("run loopsy exec")
+}
+
 fn exec(from: &Node, args: &[&str], stdin: &[u8]) -> std::process::Output {
     let mut child = Command::new(bin::loopsy())
         .arg("--home")
@@ -85,6 +97,15 @@ fn exit_codes_streams_and_stdin_behave_as_if_local() -> anyhow::Result<()> {
             c.wait_with_output()
         })?;
     assert_eq!(out.stdout, local.stdout, "3 MB of stdin arrived intact");
+    // Standard inputs epoll cannot watch, which the CLI reads otherwise: a regular file
+    // (on a blocking thread) and /dev/null (in place), whole and with their end.
+    let dir = TempDir::new("exec-stdin");
+    let file = dir.path().join("input");
+    std::fs::write(&file, &big)?;
+    let out = exec_reading(&b, &["sha256sum"], Stdio::from(std::fs::File::open(&file)?));
+    assert_eq!(out.stdout, local.stdout, "a file as stdin arrived intact");
+    let out = exec_reading(&b, &["wc", "-c"], Stdio::null());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 
     // A program that is not there, and arguments passed without a shell.
     assert_eq!(exec(&b, &["no-such-program"], b"").status.code(), Some(127));

@@ -127,6 +127,9 @@ impl Ring {
 struct State {
     ring: Ring,
     screen: vt100::Parser,
+    /// Where the output the screen has parsed ends: the ring may be ahead of it for a
+    /// moment (see `Session::record`).
+    parsed: u64,
     info: Info,
     scanner: Scanner,
     /// The whole output, beyond the ring, for a session started with `--record`.
@@ -185,6 +188,7 @@ impl Session {
             state: Mutex::new(State {
                 ring: Ring::default(),
                 screen: vt100::Parser::new(rows, cols, SCROLLBACK),
+                parsed: 0,
                 info,
                 scanner: Scanner::default(),
                 recorder,
@@ -271,6 +275,7 @@ impl Session {
             state: Mutex::new(State {
                 ring: Ring::default(),
                 screen: vt100::Parser::new(24, 80, 0),
+                parsed: 0,
                 info: Info {
                     status: Status::Exited { code: exited },
                     clients: 0,
@@ -296,20 +301,26 @@ impl Session {
     }
 
     fn record(&self, data: &[u8]) {
-        let (end, signals) = {
+        let now_ms = clock::now_ms();
+        let end = {
             let mut state = self.lock();
-            let now_ms = clock::now_ms();
             state.ring.push(data, now_ms);
+            state.ring.end()
+        };
+        // Attached clients are woken before the screen parses the bytes: an echo goes out
+        // while the parser works, not after it.
+        self.marks.send_modify(|mark| mark.end = end);
+        let signals = {
+            let mut state = self.lock();
             if let Some(recorder) = state.recorder.as_mut() {
                 recorder.output(data, now_ms);
                 state.info.recording = Some(recorder.state());
             }
             state.screen.process(data);
+            state.parsed = end;
             state.info.last_activity = now_ms / 1000;
-            let signals = state.scanner.scan(data, std::time::Instant::now);
-            (state.ring.end(), signals)
+            state.scanner.scan(data, std::time::Instant::now)
         };
-        self.marks.send_modify(|mark| mark.end = end);
         for signal in signals {
             self.raise(signal);
         }
@@ -391,7 +402,7 @@ impl Session {
         let (rows, cols) = screen.size();
         Screen {
             bytes: screen.state_formatted(),
-            offset: state.ring.end(),
+            offset: state.parsed,
             rows,
             cols,
         }
