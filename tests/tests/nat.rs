@@ -603,13 +603,11 @@ fn wait_mapped(node: &Node, public_ip: &str) -> anyhow::Result<()> {
     })
 }
 
-#[test]
-fn two_symmetric_nats_that_map_ports_by_upnp_connect_directly() -> anyhow::Result<()> {
-    let Some(world) = World::build_with("upnp", [Nat::Symmetric, Nat::Symmetric], PUBLIC_NET)?
-    else {
-        return Ok(());
-    };
-    let _miniupnpd = world.upnp()?;
+/// Two devices behind `world`'s routers, which map ports by `protocol`: each gets its
+/// router's public address mapped, they pair through the relay and go direct to a mapped
+/// port, and the direct connection carries a copy and a session. Returns the relay and the
+/// devices, which the caller keeps alive.
+fn mapped_devices_go_direct(world: &World, protocol: &str) -> anyhow::Result<(Relay, Node, Node)> {
     let relay = world.relay()?;
     let alpha = world.device("alpha", &relay, Transport::Tcp)?;
     let bravo = world.device("bravo", &relay, Transport::Tcp)?;
@@ -620,7 +618,7 @@ fn two_symmetric_nats_that_map_ports_by_upnp_connect_directly() -> anyhow::Resul
     let paired = pair(&alpha, &bravo)?;
     let took = wait_direct(&alpha, &bravo, paired)?;
     println!(
-        "time to direct (two symmetric NATs with UPnP, from the start of pairing): {} ms",
+        "time to direct (two symmetric NATs with {protocol}, from the start of pairing): {} ms",
         took.as_millis()
     );
     let (_, addr) = link(&alpha, &bravo);
@@ -628,8 +626,20 @@ fn two_symmetric_nats_that_map_ports_by_upnp_connect_directly() -> anyhow::Resul
         addr.contains(&bravo_public),
         "alpha reaches bravo at its router's public address: {addr}"
     );
-    use_the_connection(&world, &alpha, "upnp")?;
+    use_the_connection(world, &alpha, &protocol.to_lowercase())?;
     assert_eq!(link(&alpha, &bravo).0, "direct");
+    Ok((relay, alpha, bravo))
+}
+
+#[test]
+fn two_symmetric_nats_that_map_ports_by_upnp_connect_directly() -> anyhow::Result<()> {
+    let Some(world) = World::build_with("upnp", [Nat::Symmetric, Nat::Symmetric], PUBLIC_NET)?
+    else {
+        return Ok(());
+    };
+    let _miniupnpd = world.upnp()?;
+    let (_relay, alpha, _bravo) = mapped_devices_go_direct(&world, "UPnP")?;
+    let alpha_public = format!("{PUBLIC_NET}.2");
 
     let check = alpha.json(&["netcheck", "--json"])?;
     assert_eq!(check["upnp"], "mapped", "{check}");
@@ -650,26 +660,8 @@ fn two_symmetric_nats_that_map_ports_by_pcp_connect_directly() -> anyhow::Result
         world.miniupnpd(0, Speaks::PcpAndNatPmp)?,
         world.miniupnpd(1, Speaks::PcpAndNatPmp)?,
     ];
-    let relay = world.relay()?;
-    let alpha = world.device("alpha", &relay, Transport::Tcp)?;
-    let bravo = world.device("bravo", &relay, Transport::Tcp)?;
-    let [alpha_public, bravo_public] = [format!("{PUBLIC_NET}.2"), format!("{PUBLIC_NET}.3")];
-    wait_mapped(&alpha, &alpha_public)?;
-    wait_mapped(&bravo, &bravo_public)?;
-
-    let paired = pair(&alpha, &bravo)?;
-    let took = wait_direct(&alpha, &bravo, paired)?;
-    println!(
-        "time to direct (two symmetric NATs with PCP, from the start of pairing): {} ms",
-        took.as_millis()
-    );
-    let (_, addr) = link(&alpha, &bravo);
-    assert!(
-        addr.contains(&bravo_public),
-        "alpha reaches bravo at its router's public address: {addr}"
-    );
-    use_the_connection(&world, &alpha, "pcp")?;
-    assert_eq!(link(&alpha, &bravo).0, "direct");
+    let (_relay, alpha, _bravo) = mapped_devices_go_direct(&world, "PCP")?;
+    let alpha_public = format!("{PUBLIC_NET}.2");
 
     let check = alpha.json(&["netcheck", "--json"])?;
     assert_eq!(check["pcp"], "mapped", "{check}");
