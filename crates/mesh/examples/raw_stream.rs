@@ -1,15 +1,28 @@
 //! The speed of one raw libp2p stream between two meshes in this process, over loopback TCP
 //! (TLS, Yamux): the ceiling for anything Loopsy sends. Prints MB/s for 1 GiB.
 //!
-//!     cargo run --release -p loopsy-mesh --example raw_stream [tcp|quic]
+//!     cargo run --release -p loopsy-mesh --example raw_stream [tcp|quic] [SRC DEST]
+//!
+//! With SRC and DEST, the stream carries the file SRC into a new file DEST instead of
+//! memory to memory: a blocking thread on each side reads (writes) 256 KiB at a time, a
+//! few chunks ahead of (behind) the stream, as a copy does, with no hashing and no
+//! protocol. That is the ceiling of `loopsy cp` on the same files.
 
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    io::{Read, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use loopsy_mesh::{Config, Keypair, Mesh};
 
 const PROTOCOL: &str = "/loopsy/raw-speed/1";
 const TOTAL: usize = 1 << 30;
+const CHUNK: usize = 256 * 1024;
+/// Chunks read ahead of the stream, and received ahead of the disk.
+const AHEAD: usize = 8;
 
 fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
     Mesh::start(Config {
@@ -33,6 +46,11 @@ async fn main() {
     } else {
         "/ip4/127.0.0.1/tcp/0"
     };
+    let files: Vec<PathBuf> = std::env::args().skip(2).map(PathBuf::from).collect();
+    if !files.is_empty() && files.len() != 2 {
+        eprintln!("usage: raw_stream [tcp|quic] [SRC DEST]");
+        std::process::exit(2);
+    }
     let (a, _a_task) = start("alpha", listen);
     let (b, _b_task) = start("bravo", listen);
     let mut incoming = a.accept(PROTOCOL).expect("accept");
@@ -40,7 +58,12 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let dest = files.get(1).cloned();
     let sink = tokio::spawn(async move {
+        if let Some(dest) = dest {
+            let (_, stream) = incoming.next().await.expect("a stream");
+            return into_file(stream, dest).await;
+        }
         let mut readers = Vec::new();
         for _ in 0..streams {
             let (_, mut stream) = incoming.next().await.expect("a stream");
@@ -73,7 +96,11 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let mut writers = Vec::new();
-    for _ in 0..streams {
+    if let Some(src) = files.first().cloned() {
+        let stream = b.open_stream(a.peer_id(), PROTOCOL).await.expect("open");
+        writers.push(tokio::spawn(from_file(stream, src)));
+    }
+    for _ in 0..if files.is_empty() { streams } else { 0 } {
         let mut stream = b.open_stream(a.peer_id(), PROTOCOL).await.expect("open");
         writers.push(tokio::spawn(async move {
             let chunk = vec![7u8; 256 * 1024];
@@ -89,4 +116,86 @@ async fn main() {
     let received = sink.await.expect("sink");
     let secs = started.elapsed().as_secs_f64();
     println!("{transport}: {:.0} MB/s", received as f64 / secs / 1e6);
+}
+
+/// Chunk buffers handed back for reuse, so neither side allocates (and zeroes) one per chunk.
+#[derive(Clone, Default)]
+struct Pool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        let mut buffer = self.0.lock().expect("pool").pop().unwrap_or_default();
+        buffer.resize(CHUNK, 0);
+        buffer
+    }
+
+    fn give(&self, buffer: Vec<u8>) {
+        self.0.lock().expect("pool").push(buffer);
+    }
+}
+
+/// Sends the file at `src` down `stream`, read on a blocking thread a few chunks ahead.
+async fn from_file<S: futures::AsyncWrite + Unpin>(mut stream: S, src: PathBuf) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(AHEAD);
+    let pool = Pool::default();
+    let buffers = pool.clone();
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut file = File::open(src).expect("open the source");
+        loop {
+            let mut chunk = buffers.take();
+            let n = file.read(&mut chunk).expect("read the source");
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+            if tx.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        stream.write_all(&chunk).await.expect("write");
+        pool.give(chunk);
+    }
+    stream.close().await.expect("close");
+    reading.await.expect("reader");
+}
+
+/// Writes what `stream` carries into a new file at `dest` on a blocking thread, a few
+/// chunks behind; returns the bytes written.
+async fn into_file<S: futures::AsyncRead + Unpin>(mut stream: S, dest: PathBuf) -> usize {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(AHEAD);
+    let pool = Pool::default();
+    let buffers = pool.clone();
+    let writing = tokio::task::spawn_blocking(move || {
+        let mut file = File::create(dest).expect("create the destination");
+        let mut total = 0;
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk).expect("write the destination");
+            total += chunk.len();
+            buffers.give(chunk);
+        }
+        total
+    });
+    loop {
+        let mut chunk = pool.take();
+        let mut filled = 0;
+        // Whole chunks to the disk, as a copy writes them.
+        while filled < CHUNK {
+            match stream.read(&mut chunk[filled..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        chunk.truncate(filled);
+        let short = filled < CHUNK;
+        if tx.send(chunk).await.is_err() || short {
+            break;
+        }
+    }
+    drop(tx);
+    writing.await.expect("writer")
 }
