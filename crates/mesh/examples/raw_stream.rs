@@ -38,8 +38,23 @@ fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
     .expect("start a mesh")
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Between files the two ends stand for two nodes, each with a runtime of a worker per
+    // core: as many workers here, so that on a machine busy with other work the ceiling
+    // gets the share of the CPU a copy gets.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if std::env::args().count() > 2 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        runtime.worker_threads(2 * cores);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(run());
+}
+
+async fn run() {
     let transport = std::env::args().nth(1).unwrap_or_else(|| "tcp".into());
     let listen = if transport == "quic" {
         "/ip4/127.0.0.1/udp/0/quic-v1"
