@@ -3,10 +3,11 @@
 //!
 //!     cargo run --release -p loopsy-mesh --example raw_stream [tcp|quic] [SRC DEST]
 //!
-//! With SRC and DEST, the stream carries the file SRC into a new file DEST instead of
-//! memory to memory: a blocking thread on each side reads (writes) 256 KiB at a time, a
-//! few chunks ahead of (behind) the stream, as a copy does, with no hashing and no
-//! protocol. That is the ceiling of `loopsy cp` on the same files.
+//! With SRC and DEST (TCP only), the stream carries the file SRC into a new file DEST
+//! instead of memory to memory, between two processes as a copy's two nodes: a blocking
+//! thread on each side reads (writes) 256 KiB at a time, a few chunks ahead of (behind)
+//! the stream, as a copy does, with no hashing and no protocol. That is the ceiling of
+//! `loopsy cp` on the same files.
 
 use std::{
     fs::File,
@@ -39,19 +40,77 @@ fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
 }
 
 fn main() {
-    // Between files the two ends stand for two nodes, each with a runtime of a worker per
-    // core: as many workers here, so that on a machine busy with other work the ceiling
-    // gets the share of the CPU a copy gets.
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if std::env::args().count() > 2 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        runtime.worker_threads(2 * cores);
-    }
-    runtime
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime")
-        .block_on(run());
+        .block_on(async {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            match args.as_slice() {
+                [flag, dest] if flag == "--receive" => receive_into(PathBuf::from(dest)).await,
+                [transport, src, dest] if transport == "tcp" => {
+                    file_to_file(PathBuf::from(src), PathBuf::from(dest)).await
+                }
+                _ => run().await,
+            }
+        });
+}
+
+/// SRC to DEST: the receiving end runs as a process of its own (this example, with
+/// `--receive DEST`), as a copy's two nodes do, each with a worker per core; this process
+/// sends. Times from the stream's opening to the last byte in DEST's page cache.
+async fn file_to_file(src: PathBuf, dest: PathBuf) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("this program"))
+        .arg("--receive")
+        .arg(&dest)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the receiving end");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let heard = lines
+        .next_line()
+        .await
+        .expect("read")
+        .expect("the receiver's address");
+    let (peer, addr) = heard.split_once(' ').expect("PEER ADDR");
+    let peer: loopsy_mesh::PeerId = peer.parse().expect("a peer ID");
+    let (b, _b_task) = start("bravo", "/ip4/127.0.0.1/tcp/0");
+    b.dial(addr.parse().expect("an address"))
+        .await
+        .expect("mesh")
+        .expect("dial");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let stream = b.open_stream(peer, PROTOCOL).await.expect("open");
+    from_file(stream, src).await;
+    let total: usize = lines
+        .next_line()
+        .await
+        .expect("read")
+        .expect("the bytes received")
+        .parse()
+        .expect("a count");
+    let secs = started.elapsed().as_secs_f64();
+    println!("tcp: {:.0} MB/s", total as f64 / secs / 1e6);
+}
+
+/// The receiving end of [`file_to_file`]: prints its peer ID and address, takes one
+/// stream into DEST, prints the bytes written.
+async fn receive_into(dest: PathBuf) {
+    let (a, _a_task) = start("alpha", "/ip4/127.0.0.1/tcp/0");
+    let mut incoming = a.accept(PROTOCOL).expect("accept");
+    let addr = loop {
+        let status = a.status().await.expect("status");
+        if let Some(addr) = status.listen_addrs.into_iter().next() {
+            break addr;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("{} {addr}", a.peer_id());
+    let (_, stream) = incoming.next().await.expect("a stream");
+    println!("{}", into_file(stream, dest).await);
 }
 
 async fn run() {
@@ -61,11 +120,6 @@ async fn run() {
     } else {
         "/ip4/127.0.0.1/tcp/0"
     };
-    let files: Vec<PathBuf> = std::env::args().skip(2).map(PathBuf::from).collect();
-    if !files.is_empty() && files.len() != 2 {
-        eprintln!("usage: raw_stream [tcp|quic] [SRC DEST]");
-        std::process::exit(2);
-    }
     let (a, _a_task) = start("alpha", listen);
     let (b, _b_task) = start("bravo", listen);
     let mut incoming = a.accept(PROTOCOL).expect("accept");
@@ -73,12 +127,7 @@ async fn run() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let dest = files.get(1).cloned();
     let sink = tokio::spawn(async move {
-        if let Some(dest) = dest {
-            let (_, stream) = incoming.next().await.expect("a stream");
-            return into_file(stream, dest).await;
-        }
         let mut readers = Vec::new();
         for _ in 0..streams {
             let (_, mut stream) = incoming.next().await.expect("a stream");
@@ -111,11 +160,7 @@ async fn run() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let mut writers = Vec::new();
-    if let Some(src) = files.first().cloned() {
-        let stream = b.open_stream(a.peer_id(), PROTOCOL).await.expect("open");
-        writers.push(tokio::spawn(from_file(stream, src)));
-    }
-    for _ in 0..if files.is_empty() { streams } else { 0 } {
+    for _ in 0..streams {
         let mut stream = b.open_stream(a.peer_id(), PROTOCOL).await.expect("open");
         writers.push(tokio::spawn(async move {
             let chunk = vec![7u8; 256 * 1024];
