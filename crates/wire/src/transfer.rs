@@ -13,7 +13,11 @@
 //!    receiver answers [`Reply::Report`] with one [`Outcome`] per entry;
 //! 3. [`Data::Done`].
 //!
-//! One round trip per batch, not per file. Either side may end the copy with an `Error`.
+//! One round trip per batch, not per file, and none between batches: a sender may send the
+//! next batch's offer right behind the previous batch's `Finish`, before its report comes.
+//! A receiver reads the flow in order and sends each report before the next plan, and
+//! sends it as soon as the batch is stored, without waiting for anything more from the
+//! sender (which may be waiting for it). Either side may end the copy with an `Error`.
 //!
 //! Integrity: files are cut into [`CHUNK`]-byte chunks, each carrying its BLAKE3 chaining
 //! value (the whole file's BLAKE3 hash when it is one chunk); the chaining values merge into

@@ -126,8 +126,31 @@ where
     let mut summary = Summary::new(expect.reports);
     let mut dirs = Vec::new();
     let (mut seen, mut names) = (0, 0);
+    // The previous batch, all its data in, while its last files are still being stored:
+    // a sender that sends its next offer without waiting for the report gets that offer
+    // planned meanwhile. The report is sent as soon as the files are stored, and always
+    // before the next plan.
+    let mut storing: Option<Storing> = None;
     loop {
-        match get(reader).await? {
+        let next = get(reader);
+        let message = match storing.take() {
+            None => next.await?,
+            Some(mut writing) => {
+                tokio::pin!(next);
+                tokio::select! {
+                    biased;
+                    stored = &mut writing.0 => {
+                        report(writer, Storing::done(stored)?, &mut summary, &mut dirs).await?;
+                        next.await?
+                    }
+                    message = &mut next => {
+                        storing = Some(writing);
+                        message?
+                    }
+                }
+            }
+        };
+        match message {
             Data::Offer { entries } => {
                 if entries.is_empty() || entries.len() > MAX_BATCH {
                     return Err(TransferError::Protocol(format!(
@@ -145,6 +168,10 @@ where
                 }
                 let preparing = place.clone();
                 let batch = blocking(move || prepare(&preparing, entries, options)).await?;
+                if let Some(writing) = storing.take() {
+                    let stored = Storing::done(writing.0.await)?;
+                    report(writer, stored, &mut summary, &mut dirs).await?;
+                }
                 put(
                     writer,
                     &Reply::Plan {
@@ -153,16 +180,15 @@ where
                 )
                 .await?;
                 flush(writer).await?;
-                let stored = receive_batch(reader, batch, &place, options, progress).await?;
-                let outcomes = stored.outcomes;
-                put(writer, &Reply::Report { outcomes }).await?;
-                flush(writer).await?;
-                for report in stored.reports {
-                    summary.add(report);
-                }
-                dirs.extend(stored.dirs);
+                storing = Some(receive_batch(reader, batch, &place, options, progress).await?);
             }
-            Data::Done => break,
+            Data::Done => {
+                if let Some(writing) = storing.take() {
+                    let stored = Storing::done(writing.0.await)?;
+                    report(writer, stored, &mut summary, &mut dirs).await?;
+                }
+                break;
+            }
             Data::Error { message } => return Err(TransferError::Peer(message)),
             _ => return Err(TransferError::Protocol("expected an offer".into())),
         }
@@ -187,6 +213,39 @@ where
     .await?;
     summary.transferred = progress.transferred.load(Ordering::Relaxed);
     Ok(summary)
+}
+
+/// Sends the report of a stored batch, and keeps what the end of the copy needs.
+async fn report<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    stored: Stored,
+    summary: &mut Summary,
+    dirs: &mut Vec<Made>,
+) -> Result<(), TransferError> {
+    put(
+        writer,
+        &Reply::Report {
+            outcomes: stored.outcomes,
+        },
+    )
+    .await?;
+    flush(writer).await?;
+    for report in stored.reports {
+        summary.add(report);
+    }
+    dirs.extend(stored.dirs);
+    Ok(())
+}
+
+/// A batch whose data all came, still being stored by its thread.
+struct Storing(tokio::task::JoinHandle<Result<Stored, TransferError>>);
+
+impl Storing {
+    fn done(
+        joined: Result<Result<Stored, TransferError>, tokio::task::JoinError>,
+    ) -> Result<Stored, TransferError> {
+        joined.map_err(|e| TransferError::Destination(format!("the writer failed: {e}")))?
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -395,8 +454,9 @@ fn prepare(
     let mut slots = Vec::with_capacity(entries.len());
     let mut dirs = Vec::new();
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
-    let mut open = place.dirs();
     for entry in &entries {
+        // Taken per entry: the previous batch's last files may still be going in.
+        let mut open = place.dirs();
         // In order: a link placed by an earlier entry is met by the later ones' walks.
         let rel = place.target(entry)?;
         if !seen.insert(rel.clone()) {
@@ -609,14 +669,14 @@ enum Piece {
 }
 
 /// Reads one batch's data off the network, checking its shape, while a blocking thread
-/// checks and stores it.
+/// checks and stores it; once all of it came, gives back that thread, still storing.
 async fn receive_batch<R>(
     reader: &mut R,
     batch: Batch,
     place: &Arc<Placement>,
     options: Receive,
     progress: &Progress,
-) -> Result<Stored, TransferError>
+) -> Result<Storing, TransferError>
 where
     R: AsyncRead + Unpin,
 {
@@ -717,13 +777,12 @@ where
         let _ = pieces.send(vec![Piece::Discard]).await;
     }
     drop(pieces);
-    let stored = writing
-        .await
-        .map_err(|e| TransferError::Destination(format!("the writer failed: {e}")))?;
+    let Err(failed) = received else {
+        return Ok(Storing(writing));
+    };
     // A failure to store is the real cause when both sides failed.
-    let stored = stored?;
-    received?;
-    Ok(stored)
+    Storing::done(writing.await)?;
+    Err(failed)
 }
 
 fn protocol(what: &str) -> TransferError {
@@ -937,15 +996,22 @@ impl<'a> Writer<'a> {
                 TransferError::Protocol(format!("{part} does not match the file's BLAKE3 hash"))
             }));
         }
-        let placed = done
-            .file
-            .set_len(done.offset)
-            .and_then(|()| finish(&done.file, entry, self.options))
-            .and_then(|()| {
-                Ok(rustix::fs::renameat(
-                    &done.dir, &done.part, &done.dir, name,
-                )?)
-            });
+        // Written from its start (or from a prefix cut to length), the file is already
+        // `offset` long; only an old part file that no data replaced needs cutting. On ext4 a
+        // truncate to the same length is no no-op: it puts the inode on the orphan list and
+        // takes it off again, a journaled change per file.
+        let trim = done.rewrite && !done.written;
+        let placed = (if trim {
+            done.file.set_len(done.offset)
+        } else {
+            Ok(())
+        })
+        .and_then(|()| finish(&done.file, entry, self.options))
+        .and_then(|()| {
+            Ok(rustix::fs::renameat(
+                &done.dir, &done.part, &done.dir, name,
+            )?)
+        });
         if let Err(e) = placed {
             // This file could not be put in place; the others may still be.
             let shown = done.shown.with_file_name(name);

@@ -123,11 +123,26 @@ where
         },
     )
     .await?;
+    // Each offer goes out right behind the previous batch's data, before that batch's
+    // report comes back: the receiver can plan it while it still stores the last files of
+    // the previous one, and no round trip separates the batches. (A receiver reads the
+    // flow in order, so one that answers each batch before reading on sees no change.)
     let mut rest = &items[..];
+    let mut owed: Option<Owed> = None;
     while !rest.is_empty() {
         let batch = next_batch(rest);
         rest = &rest[batch.len()..];
-        send_batch(writer, replies, batch, options, progress, &mut summary).await?;
+        let entries = batch.iter().map(|i| i.entry.clone()).collect();
+        put(writer, &Data::Offer { entries }).await?;
+        flush(writer).await?;
+        if let Some(previous) = owed.take() {
+            previous.report(replies, &mut summary).await?;
+        }
+        owed = Some(send_batch(writer, replies, batch, options, progress).await?);
+    }
+    flush(writer).await?;
+    if let Some(previous) = owed.take() {
+        previous.report(replies, &mut summary).await?;
     }
     put(writer, &Data::Done).await?;
     flush(writer).await?;
@@ -149,20 +164,18 @@ fn next_batch(items: &[Item]) -> &[Item] {
     &items[..end.max(1)]
 }
 
-async fn send_batch<W>(
+/// Streams one offered batch (its offer already sent) as the receiver planned it, up to
+/// its `Finish`; the report is still owed.
+async fn send_batch<'a, W>(
     writer: &mut W,
     replies: &mut Replies,
-    batch: &[Item],
+    batch: &'a [Item],
     options: transfer::Send,
     progress: &Progress,
-    summary: &mut Summary,
-) -> Result<(), TransferError>
+) -> Result<Owed<'a>, TransferError>
 where
     W: AsyncWrite + Unpin,
 {
-    let entries = batch.iter().map(|i| i.entry.clone()).collect();
-    put(writer, &Data::Offer { entries }).await?;
-    flush(writer).await?;
     let files: Vec<usize> = (0..batch.len())
         .filter(|&i| is_file(&batch[i].entry))
         .collect();
@@ -213,29 +226,47 @@ where
         .await
         .map_err(|e| TransferError::Protocol(format!("the reader failed: {e}")))?;
     put(writer, &Data::Finish).await?;
-    flush(writer).await?;
-    let outcomes = match replies.next().await? {
-        Reply::Report { outcomes } if outcomes.len() == batch.len() => outcomes,
-        Reply::Error { message } => return Err(TransferError::Peer(message)),
-        other => return Err(unexpected(&other)),
-    };
-    let mut sent = sent.into_iter().peekable();
-    for (index, (item, outcome)) in batch.iter().zip(outcomes).enumerate() {
-        let mine = sent.next_if(|(i, _)| *i == index).map(|(_, s)| s);
-        if !is_file(&item.entry) && outcome == Outcome::Stored {
-            continue;
+    Ok(Owed { batch, sent })
+}
+
+/// A batch whose data went out, its report still to come.
+struct Owed<'a> {
+    batch: &'a [Item],
+    /// How each file went out, by its index in the batch.
+    sent: Vec<(usize, Sent)>,
+}
+
+impl Owed<'_> {
+    /// Reads the receiver's report of the batch into `summary`.
+    async fn report(
+        self,
+        replies: &mut Replies,
+        summary: &mut Summary,
+    ) -> Result<(), TransferError> {
+        let batch = self.batch;
+        let outcomes = match replies.next().await? {
+            Reply::Report { outcomes } if outcomes.len() == batch.len() => outcomes,
+            Reply::Error { message } => return Err(TransferError::Peer(message)),
+            other => return Err(unexpected(&other)),
+        };
+        let mut sent = self.sent.into_iter().peekable();
+        for (index, (item, outcome)) in batch.iter().zip(outcomes).enumerate() {
+            let mine = sent.next_if(|(i, _)| *i == index).map(|(_, s)| s);
+            if !is_file(&item.entry) && outcome == Outcome::Stored {
+                continue;
+            }
+            let mine = mine.unwrap_or_default();
+            summary.add(FileReport {
+                path: super::confine::shown(&item.entry.path),
+                size: item.entry.size(),
+                blake3: mine.blake3,
+                sha256: mine.sha256,
+                resumed: mine.from,
+                outcome,
+            });
         }
-        let mine = mine.unwrap_or_default();
-        summary.add(FileReport {
-            path: super::confine::shown(&item.entry.path),
-            size: item.entry.size(),
-            blake3: mine.blake3,
-            sha256: mine.sha256,
-            resumed: mine.from,
-            outcome,
-        });
+        Ok(())
     }
-    Ok(())
 }
 
 fn is_file(entry: &Entry) -> bool {

@@ -840,3 +840,148 @@ async fn a_part_file_hard_linked_elsewhere_is_never_written_through() {
     assert!(fs::read(dest.join("big")).unwrap() == bytes);
     fs::remove_dir_all(dir).ok();
 }
+
+/// Sends one small file, whole, as entry `index` of the current batch.
+async fn send_small(peer: &mut Pipe, index: u32, bytes: &[u8]) {
+    use futures::AsyncWriteExt;
+    let hash = *blake3::hash(bytes).as_bytes();
+    put(peer, &Data::File { index, from: 0 }).await.unwrap();
+    let len = bytes.len() as u32;
+    put(peer, &Data::Chunk { len, hash }).await.unwrap();
+    peer.write_all(bytes).await.unwrap();
+    let end = Data::End {
+        blake3: hash,
+        sha256: None,
+    };
+    put(peer, &end).await.unwrap();
+}
+
+/// The receiver's next reply, within a few seconds (a receiver waiting for more from the
+/// sender would never give it).
+async fn reply(peer: &mut Pipe) -> Reply {
+    tokio::time::timeout(std::time::Duration::from_secs(5), get::<_, Reply>(peer))
+        .await
+        .expect("the receiver answered")
+        .expect("a reply")
+}
+
+#[tokio::test]
+async fn a_tree_of_several_batches_arrives_whole() {
+    let (dir, dest) = with_dest("batches");
+    let src = dir.join("many");
+    for i in 0..2_500 {
+        let sub = src.join(format!("d{}", i / 400));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join(format!("f{i}")), data(1 + i % 3000, i as u8)).unwrap();
+    }
+    fs::write(src.join("big"), data(3 * CHUNK + 17, 9)).unwrap();
+    let (sent, received) = copy(std::slice::from_ref(&src), &dest, Receive::default()).await;
+    let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert_eq!(sent.failed + received.failed, 0);
+    assert_eq!(received.files.len(), 2_501);
+    assert!(received.files.iter().all(|f| f.outcome == Outcome::Stored));
+    assert_same_tree(&src, &dest.join("many"));
+    fs::remove_dir_all(dir).ok();
+}
+
+/// The sender offers the next batch right behind the last one's data, without waiting
+/// for its report.
+#[tokio::test]
+async fn the_next_offer_follows_a_batch_without_waiting_for_its_report() {
+    let (dir, _) = with_dest("pipelined-sender");
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    let count = loopsy_wire::transfer::MAX_BATCH + 10;
+    for i in 0..count {
+        fs::write(src.join(format!("f{i:05}")), data(10, i as u8)).unwrap();
+    }
+    let items = walk::walk(std::slice::from_ref(&src), true).unwrap();
+    let (mut peer, b) = pipe();
+    let progress = Progress::default();
+    let sending = Send {
+        recursive: true,
+        sha256: false,
+    };
+    let receiver = async move {
+        assert!(matches!(
+            get::<_, Data>(&mut peer).await,
+            Ok(Data::Begin { .. })
+        ));
+        let Ok(Data::Offer { entries }) = get::<_, Data>(&mut peer).await else {
+            panic!("no first offer");
+        };
+        let plans = entries
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::File { .. }))
+            .map(|_| Plan::Skip)
+            .collect();
+        put(&mut peer, &Reply::Plan { plans }).await.unwrap();
+        futures::AsyncWriteExt::flush(&mut peer).await.unwrap();
+        let finish = get::<_, Data>(&mut peer).await;
+        assert!(matches!(finish, Ok(Data::Finish)), "{finish:?}");
+        // No report yet: the second offer comes all the same.
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(5), get::<_, Data>(&mut peer))
+                .await
+                .expect("the next offer came before the report");
+        assert!(matches!(next, Ok(Data::Offer { .. })), "{next:?}");
+    };
+    let sender = send::send(b, items, 1, sending, false, &progress);
+    tokio::select! {
+        () = receiver => {}
+        sent = sender => panic!("the sender ended first: {sent:?}"),
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
+/// A receiver answers each batch as soon as it is stored (a sender may wait for that
+/// before its next offer), and when the next offer came early, still reports the batch
+/// before planning the next.
+#[tokio::test]
+async fn each_batch_is_reported_before_the_next_is_planned() {
+    for early in [false, true] {
+        let (dir, dest) = with_dest(if early { "early-offer" } else { "late-offer" });
+        let (first, second) = (data(100, 1), data(200, 2));
+        let (one, two) = (first.clone(), second.clone());
+        let result = hostile(&dest, |mut peer| async move {
+            let plan = offer(&mut peer, vec![file(b"one", 100)]).await;
+            assert!(matches!(plan, Some(Reply::Plan { .. })), "{plan:?}");
+            send_small(&mut peer, 0, &one).await;
+            put(&mut peer, &Data::Finish).await.unwrap();
+            let offer_two = Data::Offer {
+                entries: vec![file(b"two", 200)],
+            };
+            if early {
+                put(&mut peer, &offer_two).await.unwrap();
+            }
+            let report = reply(&mut peer).await;
+            assert_eq!(
+                report,
+                Reply::Report {
+                    outcomes: vec![Outcome::Stored]
+                }
+            );
+            if !early {
+                put(&mut peer, &offer_two).await.unwrap();
+            }
+            let plan = reply(&mut peer).await;
+            assert_eq!(
+                plan,
+                Reply::Plan {
+                    plans: vec![Plan::Fresh]
+                }
+            );
+            send_small(&mut peer, 0, &two).await;
+            put(&mut peer, &Data::Finish).await.unwrap();
+            let report = reply(&mut peer).await;
+            assert!(matches!(report, Reply::Report { .. }), "{report:?}");
+            put(&mut peer, &Data::Done).await.unwrap();
+        })
+        .await;
+        let summary = result.unwrap();
+        assert_eq!(summary.files.len(), 2);
+        assert_eq!(fs::read(dest.join("one")).unwrap(), first);
+        assert_eq!(fs::read(dest.join("two")).unwrap(), second);
+        fs::remove_dir_all(dir).ok();
+    }
+}
