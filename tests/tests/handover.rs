@@ -238,3 +238,43 @@ fn output_order_and_exit_codes_are_as_relayed() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_terminal_that_stopped_reading_stalls_nothing_else() -> anyhow::Result<()> {
+    let a = Node::start(Options::isolated("alpha"))?;
+    let flood = new_session(&a, &["--", "sh", "-c", "exec yes flooding"]);
+    // An attach whose terminal nobody reads: its pipe fills, and the node's writes to it
+    // wait (the pipe's reading end stays open, so they cannot fail either).
+    let (_unread, full) = std::io::pipe()?;
+    let mut stalled = Command::new(bin::loopsy())
+        .arg("--home")
+        .arg(a.home())
+        .args(["attach", &flood])
+        .stdin(Stdio::piped())
+        .stdout(full.try_clone()?)
+        .stderr(full)
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(2));
+    // Meanwhile another attachment on the same node types and sees its echo.
+    let shell = new_session(&a, &["--", "sh"]);
+    let mut cli = Cli::attach(&a, &shell, false);
+    cli.type_keys(b"echo still''-moving\n");
+    cli.wait_for_text("still-moving");
+    cli.type_keys(b"\x1c");
+    assert!(cli.exit().success(), "{:?}", cli.text());
+    assert_eq!(
+        stalled.try_wait()?,
+        None,
+        "the stalled client is still attached"
+    );
+    // Killed while its terminal is stalled, the client still detaches at once: the node
+    // hears the hang-up while it waits to write.
+    stalled.kill()?;
+    stalled.wait()?;
+    wait_for(
+        "the stalled client detached",
+        Duration::from_secs(10),
+        || (clients(&a, &flood)? == 0).then_some(()),
+    )?;
+    Ok(())
+}

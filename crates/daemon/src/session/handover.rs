@@ -134,10 +134,11 @@ where
                     let (end, fresh) = unseen(at, offset, &data);
                     at = Some(end);
                     if let Some(fresh) = fresh {
-                        if terminal.screen.write_all(fresh).await.is_err() {
-                            return unwritable();
+                        match show(terminal, fresh, &mut orders, to_host, read_only).await {
+                            Ok(()) => terminal.shown(end),
+                            Err(Stop::Unwritable) => return unwritable(),
+                            Err(Stop::HungUp) => return None,
                         }
-                        terminal.shown(end);
                     }
                 }
                 Some(Ok(HostReply::Exited { code })) => return Some(Ended::Exited { code }),
@@ -152,10 +153,12 @@ where
             },
             order = orders.next() => match order {
                 Some(Ok(ToNode::Proceed)) => {
-                    if let Some(Some(screen)) = held.take()
-                        && terminal.screen.write_all(&screen).await.is_err()
-                    {
-                        return unwritable();
+                    if let Some(Some(screen)) = held.take() {
+                        match show(terminal, &screen, &mut orders, to_host, read_only).await {
+                            Ok(()) => {}
+                            Err(Stop::Unwritable) => return unwritable(),
+                            Err(Stop::HungUp) => return None,
+                        }
                     }
                 }
                 Some(Ok(ToNode::Resize { rows, cols })) => {
@@ -190,6 +193,46 @@ where
                     return Some(Ended::Detached { input_ended: false });
                 }
             }
+        }
+    }
+}
+
+/// Why [`show`] stopped short.
+enum Stop {
+    Unwritable,
+    HungUp,
+}
+
+/// Writes `data` to the terminal, hearing the client meanwhile: a terminal that stopped
+/// reading must not keep the node from noticing that its client hung up (then the
+/// attachment ends and the terminal is let go). Sizes sent meanwhile are passed on.
+async fn show<O, W>(
+    terminal: &Terminal,
+    data: &[u8],
+    orders: &mut O,
+    to_host: &mut W,
+    read_only: bool,
+) -> Result<(), Stop>
+where
+    O: Stream<Item = Result<ToNode, ReadError>> + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let write = terminal.screen.write_all(data);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            written = &mut write => return written.map_err(|_| Stop::Unwritable),
+            order = orders.next() => match order {
+                Some(Ok(ToNode::Resize { rows, cols })) => {
+                    if !read_only {
+                        let resize = Input::Resize { rows, cols };
+                        let _ = framed::write(to_host, &resize, session::MAX_FRAME).await;
+                    }
+                }
+                // Only after an `attached`, which no write is waiting on.
+                Some(Ok(ToNode::Proceed)) => {}
+                Some(Err(_)) | None => return Err(Stop::HungUp),
+            },
         }
     }
 }
