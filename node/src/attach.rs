@@ -7,26 +7,35 @@
 
 use std::{
     future::Future,
+    os::fd::AsFd,
     process::ExitCode,
     time::{Duration, Instant},
 };
 
 use loopsy_client::{
     Client, Error,
+    handover::HandedOver,
     session::{Attach, Event},
 };
 use loopsy_daemon::Home;
-use loopsy_wire::control::ErrorCode;
+use loopsy_wire::{
+    control::ErrorCode,
+    handover::{Ended, ToClient},
+};
 use tokio::{
     io::AsyncWriteExt,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
+    task::JoinHandle,
 };
 
 use crate::{remote::code, term};
 
 /// The key that detaches: Ctrl-\ (as dtach).
-pub const DETACH: u8 = 0x1c;
+pub const DETACH: u8 = loopsy_wire::handover::DETACH;
+/// Set (to anything) to relay the terminal through this process instead of handing it to
+/// the node: for comparing the two, and a way out should a hand-over misbehave.
+pub const NO_HANDOVER: &str = "LOOPSY_NO_HANDOVER";
 /// How long to keep trying to attach again after the connection dropped, unless told.
 pub const REATTACH_FOR: Duration = Duration::from_secs(120);
 /// After its program was hung up, how long to watch whether the host went away with it.
@@ -104,15 +113,18 @@ pub async fn run(
 ) -> ExitCode {
     let client = crate::client(home);
     let _raw = term::RawMode::enable();
-    let (keys_in, keys) = mpsc::channel::<Vec<u8>>(64);
-    tokio::spawn(read_keys(keys_in));
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    let hand_over = std::env::var_os(NO_HANDOVER).is_none()
+        && loopsy_daemon::passed::passable(stdin.as_fd())
+        && loopsy_daemon::passed::passable(stdout.as_fd());
     let mut state = Attachment {
         session,
         host,
         at: None,
         attached_once: false,
         live: false,
-        keys,
+        keys: None,
+        hand_over,
         input_ended: false,
         reconnect: None,
         read_only,
@@ -154,6 +166,8 @@ pub async fn run(
                 return ExitCode::from(exit);
             }
             End::Lost(reason) if state.attached_once => {
+                // Ctrl-\ is heard here while no node holds the terminal.
+                state.keys_start();
                 let reconnect = match &mut state.reconnect {
                     Some(reconnect) => {
                         reconnect.reason = reason;
@@ -289,7 +303,11 @@ struct Attachment {
     attached_once: bool,
     /// Whether the current try got in.
     live: bool,
-    keys: mpsc::Receiver<Vec<u8>>,
+    /// Stdin as this process reads it: while relaying, and while reconnecting a
+    /// handed-over terminal; never while the node holds it.
+    keys: Option<Keys>,
+    /// Whether the terminal is handed to the node (until a node refuses it).
+    hand_over: bool,
     /// Stdin ended (a pipe or /dev/null, not a terminal).
     input_ended: bool,
     /// Set while a dropped connection is being picked up again.
@@ -326,7 +344,7 @@ impl Attachment {
                         }
                     }
                 }
-                typed = self.keys.recv(), if !self.input_ended => match typed {
+                typed = typed(&mut self.keys), if !self.input_ended => match typed {
                     Some(typed) if typed.contains(&DETACH) => return Waited::Detached,
                     // Keys typed while there is no session to take them are dropped.
                     Some(_) => {}
@@ -346,6 +364,14 @@ impl Attachment {
             cols,
             read_only: self.read_only,
         };
+        if self.hand_over {
+            match self.attach_handed(client, to.clone()).await {
+                Some(end) => return end,
+                // The node cannot take the terminal: relay it, as before hand-overs.
+                None => self.hand_over = false,
+            }
+        }
+        self.keys_start();
         let opened = match self.reconnecting(client.attach(to)).await {
             Waited::Done(opened) => opened,
             Waited::Detached => return End::Detached(""),
@@ -356,20 +382,7 @@ impl Attachment {
         };
         let (mut output, mut input) = match opened {
             Ok(halves) => halves,
-            Err(Error::Refused(e)) => {
-                let exit = if e.code == ErrorCode::Refused {
-                    code::REFUSED
-                } else {
-                    code::LOOPSY
-                };
-                return match e.code {
-                    ErrorCode::Unreachable | ErrorCode::Unavailable => End::Lost(e.message),
-                    // A node that just restarted may not know where the session is yet.
-                    ErrorCode::NotFound if self.attached_once => End::Lost(e.message),
-                    _ => End::Failed(e.message, exit),
-                };
-            }
-            Err(e) => return End::Lost(e.to_string()),
+            Err(e) => return self.not_attached(e),
         };
         let mut resizes = signal(SignalKind::window_change()).ok();
         loop {
@@ -414,7 +427,7 @@ impl Attachment {
                         return End::Failed("cannot write to the terminal".into(), code::LOOPSY);
                     }
                 }
-                typed = self.keys.recv(), if !self.input_ended => match typed {
+                typed = typed(&mut self.keys), if !self.input_ended => match typed {
                     Some(mut typed) => {
                         let detach = typed.iter().position(|&b| b == DETACH);
                         if let Some(at) = detach {
@@ -443,6 +456,138 @@ impl Attachment {
                 }
             }
         }
+    }
+}
+
+impl Attachment {
+    /// Why an attachment could not be opened, as an end.
+    fn not_attached(&self, error: Error) -> End {
+        let Error::Refused(e) = error else {
+            return End::Lost(error.to_string());
+        };
+        let exit = if e.code == ErrorCode::Refused {
+            code::REFUSED
+        } else {
+            code::LOOPSY
+        };
+        match e.code {
+            ErrorCode::Unreachable | ErrorCode::Unavailable => End::Lost(e.message),
+            // A node that just restarted may not know where the session is yet.
+            ErrorCode::NotFound if self.attached_once => End::Lost(e.message),
+            _ => End::Failed(e.message, exit),
+        }
+    }
+
+    /// One attachment with the terminal handed to the node, which reads the keys and draws
+    /// the screen; this side follows the window's size and hears how it ends. `None` when
+    /// the node cannot take the terminal (one that predates hand-overs).
+    async fn attach_handed(&mut self, client: &Client, to: Attach) -> Option<End> {
+        let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+        let opened = client.attach_here(to, stdin.as_fd(), stdout.as_fd());
+        let opened = match self.reconnecting(opened).await {
+            Waited::Done(opened) => opened,
+            Waited::Detached => return Some(End::Detached("")),
+            Waited::TimeUp => {
+                let host = self.host_name.as_deref().unwrap_or("the host");
+                return Some(End::Lost(format!("{host} did not answer in time")));
+            }
+        };
+        let mut handed = match opened {
+            Ok(handed) => handed,
+            Err(Error::Refused(e)) if e.code == ErrorCode::BadRequest => return None,
+            Err(e) => return Some(self.not_attached(e)),
+        };
+        // The node reads stdin now; keys typed while reconnecting are dropped.
+        self.keys_stop().await;
+        Some(self.follow(&mut handed).await)
+    }
+
+    async fn follow(&mut self, handed: &mut HandedOver) -> End {
+        let mut resizes = signal(SignalKind::window_change()).ok();
+        loop {
+            tokio::select! {
+                news = handed.next() => match news {
+                    Ok(Some(ToClient::Attached { session, offset })) => {
+                        self.session = session;
+                        self.attached_once = true;
+                        self.live = true;
+                        self.at = Some(offset);
+                        if let Some(reconnect) = self.reconnect.take() {
+                            let text = format!(
+                                "\r\x1b[K[reattached to session {} after {}]\r\n",
+                                self.session,
+                                span(reconnect.since.elapsed())
+                            );
+                            self.say.say(&text).await;
+                        }
+                        if handed.proceed().await.is_err() {
+                            return End::Lost("this device's node went away".into());
+                        }
+                    }
+                    Ok(Some(ToClient::Ended(ended))) => return self.ended_with(ended),
+                    // The node went away holding the terminal: resume from what it noted.
+                    Ok(None) => {
+                        self.at = handed.shown().or(self.at);
+                        return End::Lost("this device's node ended the attachment".into());
+                    }
+                    Err(e) => {
+                        self.at = handed.shown().or(self.at);
+                        return End::Lost(e.to_string());
+                    }
+                },
+                Some(()) = async { resizes.as_mut()?.recv().await } => {
+                    if !self.read_only {
+                        let (rows, cols) = term::size();
+                        let _ = handed.resize(rows, cols).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// How the node said a handed-over attachment ended, as an end.
+    fn ended_with(&mut self, ended: Ended) -> End {
+        match ended {
+            Ended::Detached { input_ended: true } => End::Detached(": its input ended"),
+            Ended::Detached { input_ended: false } => End::Detached(""),
+            Ended::Exited { code } => End::Exited(code),
+            Ended::Lost { message, at } => {
+                self.at = at.or(self.at);
+                End::Lost(message)
+            }
+            Ended::Failed { message } => End::Failed(message, code::LOOPSY),
+        }
+    }
+
+    /// Starts reading stdin here, unless it already is.
+    fn keys_start(&mut self) {
+        if self.keys.is_none() && !self.input_ended {
+            let (keys_in, keys) = mpsc::channel::<Vec<u8>>(64);
+            let reader = tokio::spawn(read_keys(keys_in));
+            self.keys = Some(Keys { keys, reader });
+        }
+    }
+
+    /// Stops reading stdin here, and waits until no read is under way.
+    async fn keys_stop(&mut self) {
+        if let Some(Keys { reader, .. }) = self.keys.take() {
+            reader.abort();
+            let _ = reader.await;
+        }
+    }
+}
+
+/// Stdin read by this process, a chunk at a time.
+struct Keys {
+    keys: mpsc::Receiver<Vec<u8>>,
+    reader: JoinHandle<()>,
+}
+
+/// The next chunk typed; never, while stdin is not read here; `None` once it ended.
+async fn typed(keys: &mut Option<Keys>) -> Option<Vec<u8>> {
+    match keys {
+        Some(keys) => keys.keys.recv().await,
+        None => std::future::pending().await,
     }
 }
 

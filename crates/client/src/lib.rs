@@ -11,6 +11,7 @@
 mod connection;
 mod error;
 pub mod exec;
+pub mod handover;
 pub mod recording;
 mod requests;
 pub mod session;

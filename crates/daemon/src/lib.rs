@@ -22,6 +22,7 @@ mod lock;
 mod netcheck;
 pub mod node;
 mod pair;
+pub mod passed;
 mod ports;
 pub mod replica;
 mod seal;

@@ -127,6 +127,14 @@ pub enum Request {
         peer: Option<String>,
         request: crate::session::Request,
     },
+    /// An `attach` (in `request`) with the terminal handed over: answers `stream` as
+    /// `session` does, after which the client sends its stdin and stdout on one byte
+    /// (`crate::handover::PASS_BYTE`, SCM_RIGHTS) and the connection carries the frames of
+    /// `crate::handover`. A node that predates it answers `bad_request`.
+    AttachHere {
+        peer: Option<String>,
+        request: crate::session::Request,
+    },
     /// Every session of the mesh, from the replicated registry: answers `sessions`.
     SessionList,
     /// Sets a key of the shared context (for `ttl_secs`, if given): answers `ctx` with it.

@@ -12,6 +12,7 @@
 //! - [`exec`]: remote commands and shells.
 //! - [`transfer`]: copying files and trees.
 //! - [`session`]: persistent terminal sessions.
+//! - [`handover`]: a terminal handed to the daemon while attached.
 //! - [`member`]: signed member records, the first replicated collection.
 //! - [`replica`]: records of the last-writer-wins collections (sessions, context, messages).
 //! - [`sync`]: the replication protocol's messages.
@@ -21,6 +22,7 @@ pub mod attention;
 pub mod control;
 pub mod exec;
 pub mod frame;
+pub mod handover;
 pub mod member;
 pub mod pair;
 pub mod protocol;

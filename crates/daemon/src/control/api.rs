@@ -97,6 +97,9 @@ impl Handler for Api {
             Request::Session { peer, request } => {
                 return node.sessions.session(peer, request, reply).await;
             }
+            Request::AttachHere { peer, request } => {
+                return node.sessions.attach_here(peer, request, reply).await;
+            }
             Request::SessionList => node.sessions.list().await,
             Request::CtxSet {
                 key,

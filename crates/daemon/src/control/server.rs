@@ -1,12 +1,12 @@
 //! Serves the control socket: bounded connections, a deadline for each request, and a
 //! clear error frame for anything that is not a valid request.
 
-use std::{sync::Arc, time::Duration};
+use std::{os::fd::OwnedFd, sync::Arc, time::Duration};
 
 use loopsy_mesh::framed::{self, ReadError, WriteError};
 use loopsy_wire::control::{self, Error, ErrorCode, MAX_FRAME, Request, Response};
 use tokio::{
-    io::AsyncReadExt,
+    io::{AsyncReadExt, Interest},
     net::{
         UnixListener, UnixStream,
         unix::{OwnedReadHalf, OwnedWriteHalf},
@@ -93,6 +93,36 @@ impl Reply {
         ((&mut self.reader).compat(), &mut self.writer)
     }
 
+    /// The client's stdin, stdout and progress file, passed on one byte with SCM_RIGHTS
+    /// (see `loopsy_wire::handover`); `None` when the client is not this node's own user,
+    /// sent something else, or took too long.
+    pub async fn receive_terminal(&mut self) -> Option<[OwnedFd; 3]> {
+        let socket: &UnixStream = self.reader.as_ref();
+        // The socket's directory is the user's alone; this holds even if it were not.
+        let peer = rustix::net::sockopt::socket_peercred(socket).ok()?;
+        if peer.uid != rustix::process::geteuid() {
+            tracing::warn!(
+                uid = peer.uid.as_raw(),
+                "a terminal from another user refused"
+            );
+            return None;
+        }
+        let receive = async {
+            loop {
+                socket.readable().await.ok()?;
+                match socket.try_io(Interest::READABLE, || receive_fds(socket)) {
+                    Ok(received) => return received,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(REQUEST_DEADLINE, receive)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Completes when the client closes its side (or sends anything more, which the
     /// protocol does not allow).
     pub async fn closed(&mut self) {
@@ -136,6 +166,34 @@ pub async fn serve<H: Handler>(
         }
     }
     clients.shutdown().await;
+}
+
+/// One `recvmsg` of the byte that carries the terminal: exactly three descriptors, or none
+/// taken (any that came are closed).
+fn receive_fds(socket: &UnixStream) -> std::io::Result<Option<[OwnedFd; 3]>> {
+    use std::mem::MaybeUninit;
+
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut byte = [0u8; 1];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let flags = RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC;
+    let received = rustix::net::recvmsg(
+        socket,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        flags,
+    )?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(passed) = message {
+            fds.extend(passed);
+        }
+    }
+    let whole = received.bytes == 1
+        && byte[0] == loopsy_wire::handover::PASS_BYTE
+        && !received.flags.contains(rustix::net::ReturnFlags::CTRUNC);
+    Ok(whole.then(|| fds.try_into().ok()).flatten())
 }
 
 async fn serve_client<H: Handler>(stream: UnixStream, handler: &H) {

@@ -12,7 +12,9 @@ use loopsy_wire::{
     session::{self, MAX_FRAME, Request},
 };
 
-use super::{Reach, SessionService, registry::Registry};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use super::{Reach, SessionService, handover, registry::Registry};
 use crate::{control::Reply, dial::Dialer, gate};
 
 /// Sessions for this device's user: its own, served on the control connection, and those
@@ -34,27 +36,9 @@ impl SessionClient {
 
     /// Serves a session request for the CLI, on this device or through the host's stream.
     pub async fn session(&self, peer: Option<String>, mut request: Request, reply: &mut Reply) {
-        let host = match (&peer, &mut request) {
-            (Some(query), _) => match self.dialer.target(query) {
-                Ok(peer) if peer == self.dialer.mesh().peer_id() => None,
-                Ok(peer) => Some(peer),
-                Err(e) => return drop(reply.send(&Response::Error(e)).await),
-            },
-            (
-                None,
-                Request::Attach { session, .. }
-                | Request::Kill { session }
-                | Request::Export { session }
-                | Request::DeleteRecording { session },
-            ) => match self.locate(session).await {
-                Ok(Some((peer, id))) => {
-                    *session = id;
-                    Some(peer)
-                }
-                Ok(None) => None,
-                Err(e) => return drop(reply.send(&Response::Error(e)).await),
-            },
-            (None, _) => None,
+        let host = match self.host_of(&peer, &mut request).await {
+            Ok(host) => host,
+            Err(e) => return drop(reply.send(&Response::Error(e)).await),
         };
         let stream_follows = Response::Stream {
             protocol: protocol::SESSION.to_owned(),
@@ -85,6 +69,98 @@ impl SessionClient {
                 }
             }
         }
+    }
+
+    /// Serves an `attach` whose client hands its terminal over (see
+    /// `loopsy_wire::handover`): answered `stream` as [`Self::session`] does, then this
+    /// node reads the keys and writes the screen itself.
+    pub async fn attach_here(&self, peer: Option<String>, mut request: Request, reply: &mut Reply) {
+        let Request::Attach { read_only, .. } = request else {
+            let refusal =
+                control::Error::new(ErrorCode::BadRequest, "only an attach is handed over");
+            return drop(reply.send(&Response::Error(refusal)).await);
+        };
+        let host = match self.host_of(&peer, &mut request).await {
+            Ok(host) => host,
+            Err(e) => return drop(reply.send(&Response::Error(e)).await),
+        };
+        let stream_follows = Response::Stream {
+            protocol: protocol::SESSION.to_owned(),
+        };
+        match host {
+            None => {
+                if reply.send(&stream_follows).await.is_err() {
+                    return;
+                }
+                let Some(terminal) = take_terminal(reply).await else {
+                    return;
+                };
+                // The session is served on one end of an in-memory pipe, as it is on the
+                // control connection when nothing is handed over.
+                let (ours, theirs) = tokio::io::duplex(4 * session::CHUNK);
+                let (reader, writer) = tokio::io::split(theirs);
+                let serve =
+                    self.service
+                        .handle_local(request, reader.compat(), writer.compat_write());
+                let attached = handover::run(
+                    terminal,
+                    ours.compat(),
+                    read_only,
+                    reply,
+                    std::future::pending(),
+                );
+                // The attachment ending closes its end, which ends the service's side.
+                tokio::join!(serve, attached);
+            }
+            Some(peer) => {
+                let query = peer.to_base58();
+                let (peer, stream) = match self
+                    .dialer
+                    .open(&query, protocol::SESSION, &request, MAX_FRAME)
+                    .await
+                {
+                    Ok(opened) => opened,
+                    Err(e) => return drop(reply.send(&Response::Error(e)).await),
+                };
+                let departure = self.dialer.departure(peer);
+                if reply.send(&stream_follows).await.is_err() {
+                    return;
+                }
+                let Some(terminal) = take_terminal(reply).await else {
+                    return;
+                };
+                handover::run(terminal, stream, read_only, reply, departure.wait()).await;
+            }
+        }
+    }
+
+    /// The device that hosts what `request` is about: `None` for this one. A session named
+    /// without a host is looked up in the registry, and `request` then names it by its ID.
+    async fn host_of(
+        &self,
+        peer: &Option<String>,
+        request: &mut Request,
+    ) -> Result<Option<PeerId>, control::Error> {
+        Ok(match (peer, request) {
+            (Some(query), _) => match self.dialer.target(query)? {
+                peer if peer == self.dialer.mesh().peer_id() => None,
+                peer => Some(peer),
+            },
+            (
+                None,
+                Request::Attach { session, .. }
+                | Request::Kill { session }
+                | Request::Export { session }
+                | Request::DeleteRecording { session },
+            ) => match self.locate(session).await? {
+                Some((peer, id)) => {
+                    *session = id;
+                    Some(peer)
+                }
+                None => None,
+            },
+            (None, _) => None,
+        })
     }
 
     /// Every session of the mesh, from the replicated registry (this device's own first
@@ -220,6 +296,19 @@ impl SessionClient {
                         .join(", ")
                 ),
             )),
+        }
+    }
+}
+
+/// The client's terminal, passed after `stream`; `None` (and the connection closed) when it
+/// did not come or cannot be used, which the client reports as a lost attachment.
+async fn take_terminal(reply: &mut Reply) -> Option<handover::Terminal> {
+    let passed = reply.receive_terminal().await?;
+    match handover::Terminal::new(passed) {
+        Ok(terminal) => Some(terminal),
+        Err(error) => {
+            tracing::debug!(%error, "a handed-over terminal cannot be used");
+            None
         }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod attention;
 pub mod client;
+mod handover;
 pub mod host;
 pub mod recorder;
 pub mod registry;
