@@ -15,7 +15,11 @@ use loopsy_wire::{
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use super::{Reach, SessionService, handover, registry::Registry};
-use crate::{control::Reply, dial::Dialer, gate};
+use crate::{
+    control::Reply,
+    dial::Dialer,
+    gate::{self, Departure},
+};
 
 /// Sessions for this device's user: its own, served on the control connection, and those
 /// of other devices, through a stream to their host.
@@ -51,16 +55,9 @@ impl SessionClient {
                 }
             }
             Some(peer) => {
-                let query = peer.to_base58();
-                let (peer, stream) = match self
-                    .dialer
-                    .open(&query, protocol::SESSION, &request, MAX_FRAME)
-                    .await
-                {
-                    Ok(opened) => opened,
-                    Err(e) => return drop(reply.send(&Response::Error(e)).await),
+                let Some((stream, departure)) = self.open_on(peer, &request, reply).await else {
+                    return;
                 };
-                let departure = self.dialer.departure(peer);
                 if reply.send(&stream_follows).await.is_ok() {
                     tokio::select! {
                         _ = reply.splice(stream) => {}
@@ -113,16 +110,9 @@ impl SessionClient {
                 tokio::join!(serve, attached);
             }
             Some(peer) => {
-                let query = peer.to_base58();
-                let (peer, stream) = match self
-                    .dialer
-                    .open(&query, protocol::SESSION, &request, MAX_FRAME)
-                    .await
-                {
-                    Ok(opened) => opened,
-                    Err(e) => return drop(reply.send(&Response::Error(e)).await),
+                let Some((stream, departure)) = self.open_on(peer, &request, reply).await else {
+                    return;
                 };
-                let departure = self.dialer.departure(peer);
                 if reply.send(&stream_follows).await.is_err() {
                     return;
                 }
@@ -130,6 +120,27 @@ impl SessionClient {
                     return;
                 };
                 handover::run(terminal, stream, read_only, reply, departure.wait()).await;
+            }
+        }
+    }
+
+    /// Opens the session stream to `peer`'s node with `request`, and what ends it with the
+    /// peer's departure; or answers the client with why not.
+    async fn open_on(
+        &self,
+        peer: PeerId,
+        request: &Request,
+        reply: &mut Reply,
+    ) -> Option<(loopsy_mesh::Stream, Departure)> {
+        let opened = self
+            .dialer
+            .open(&peer.to_base58(), protocol::SESSION, request, MAX_FRAME)
+            .await;
+        match opened {
+            Ok((peer, stream)) => Some((stream, self.dialer.departure(peer))),
+            Err(e) => {
+                let _ = reply.send(&Response::Error(e)).await;
+                None
             }
         }
     }
