@@ -395,22 +395,11 @@ impl Attachment {
                 event = output.next() => {
                     let shown = match event {
                         Ok(Some(Event::Attached { info, offset, screen, .. })) => {
-                            self.session = info.id;
-                            self.attached_once = true;
-                            self.live = true;
-                            self.at = Some(offset);
-                            if let Some(reconnect) = self.reconnect.take() {
-                                let text = format!(
-                                    "\r\x1b[K[reattached to session {} after {}]\r\n",
-                                    self.session,
-                                    span(reconnect.since.elapsed())
-                                );
-                                self.say.say(&text).await;
-                            }
+                            self.attached(info.id, offset).await;
                             screen
                         }
                         Ok(Some(Event::Output { offset, data })) => {
-                            let (at, fresh) = unseen(self.at, offset, &data);
+                            let (at, fresh) = loopsy_wire::session::unseen(self.at, offset, &data);
                             self.at = Some(at);
                             fresh.map(<[u8]>::to_vec)
                         }
@@ -460,6 +449,23 @@ impl Attachment {
 }
 
 impl Attachment {
+    /// Attached to `session`, its output from `offset` on: said on the terminal when it
+    /// ends a reconnection.
+    async fn attached(&mut self, session: String, offset: u64) {
+        self.session = session;
+        self.attached_once = true;
+        self.live = true;
+        self.at = Some(offset);
+        if let Some(reconnect) = self.reconnect.take() {
+            let text = format!(
+                "\r\x1b[K[reattached to session {} after {}]\r\n",
+                self.session,
+                span(reconnect.since.elapsed())
+            );
+            self.say.say(&text).await;
+        }
+    }
+
     /// Why an attachment could not be opened, as an end.
     fn not_attached(&self, error: Error) -> End {
         let Error::Refused(e) = error else {
@@ -508,18 +514,7 @@ impl Attachment {
             tokio::select! {
                 news = handed.next() => match news {
                     Ok(Some(ToClient::Attached { session, offset })) => {
-                        self.session = session;
-                        self.attached_once = true;
-                        self.live = true;
-                        self.at = Some(offset);
-                        if let Some(reconnect) = self.reconnect.take() {
-                            let text = format!(
-                                "\r\x1b[K[reattached to session {} after {}]\r\n",
-                                self.session,
-                                span(reconnect.since.elapsed())
-                            );
-                            self.say.say(&text).await;
-                        }
+                        self.attached(session, offset).await;
                         if handed.proceed().await.is_err() {
                             return End::Lost("this device's node went away".into());
                         }
@@ -591,16 +586,6 @@ async fn typed(keys: &mut Option<Keys>) -> Option<Vec<u8>> {
     }
 }
 
-/// Of output `data` at `offset`, the part not shown yet when `at` was shown up to, and
-/// where the shown output then ends. Bytes already shown before a reconnection are not
-/// shown again; the offsets are the host's, so no sum of them may overflow.
-fn unseen(at: Option<u64>, offset: u64, data: &[u8]) -> (u64, Option<&[u8]>) {
-    let at = at.unwrap_or(offset);
-    let end = offset.saturating_add(data.len() as u64);
-    let skip = usize::try_from(at.saturating_sub(offset)).unwrap_or(usize::MAX);
-    (end.max(at), data.get(skip..))
-}
-
 /// Reads stdin for as long as it lasts.
 async fn read_keys(keys: mpsc::Sender<Vec<u8>>) {
     let mut stdin = crate::stdio::Stdin::new();
@@ -630,19 +615,6 @@ mod tests {
         );
         assert!(!reconnect.given_up());
         assert_eq!(span(Duration::from_secs(120)), "2m00s");
-    }
-
-    #[test]
-    fn output_is_shown_once_whatever_offsets_the_host_sends() {
-        assert_eq!(unseen(None, 5, b"abc"), (8, Some(&b"abc"[..])));
-        // After a reconnection, what was shown already is skipped.
-        assert_eq!(unseen(Some(6), 5, b"abc"), (8, Some(&b"bc"[..])));
-        assert_eq!(unseen(Some(9), 5, b"abc"), (9, None));
-        // An offset at the end of the range is no overflow (a panic, in a debug build).
-        assert_eq!(
-            unseen(Some(1), u64::MAX, b"abc"),
-            (u64::MAX, Some(&b"abc"[..]))
-        );
     }
 
     #[test]

@@ -14,7 +14,6 @@ use loopsy_mesh::framed::{self, ReadError};
 use loopsy_wire::{
     control::Request,
     handover::{MAX_FRAME, PASS_BYTE, SHOWN_LEN, ToClient, ToNode},
-    session,
 };
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::{
@@ -43,16 +42,8 @@ impl Client {
         stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
     ) -> Result<HandedOver, Error> {
-        let request = Request::AttachHere {
-            peer: to.host,
-            request: session::Request::Attach {
-                session: to.session,
-                offset: to.offset,
-                rows: to.rows,
-                cols: to.cols,
-                read_only: to.read_only,
-            },
-        };
+        let (peer, request) = to.into_request();
+        let request = Request::AttachHere { peer, request };
         let unsent = |e: io::Error| Error::Unsent(e.into());
         let shown =
             rustix::fs::memfd_create("loopsy-attach-shown", rustix::fs::MemfdFlags::CLOEXEC)

@@ -53,6 +53,20 @@ pub struct Attach {
     pub read_only: bool,
 }
 
+impl Attach {
+    /// The host it names, and the attach request for it.
+    pub(crate) fn into_request(self) -> (Option<String>, session::Request) {
+        let request = session::Request::Attach {
+            session: self.session,
+            offset: self.offset,
+            rows: self.rows,
+            cols: self.cols,
+            read_only: self.read_only,
+        };
+        (self.host, request)
+    }
+}
+
 impl Client {
     /// Sends one session request to `host` (this device when `None`) and reads its one
     /// reply; the host's `error` is [`Error::Host`].
@@ -153,16 +167,8 @@ impl Client {
     /// Attaches to a session. A refusal (no such session, a host that cannot be reached)
     /// is [`Error::Refused`], with the node's code to tell the cases apart.
     pub async fn attach(&self, to: Attach) -> Result<(Output, Input), Error> {
-        let request = Request::Session {
-            peer: to.host,
-            request: session::Request::Attach {
-                session: to.session,
-                offset: to.offset,
-                rows: to.rows,
-                cols: to.cols,
-                read_only: to.read_only,
-            },
-        };
+        let (peer, request) = to.into_request();
+        let request = Request::Session { peer, request };
         let (reader, writer) = Connection::open(self, request).await?.hand_over().await?;
         Ok((Output(reader), Input(writer)))
     }

@@ -131,7 +131,7 @@ where
                     held = Some(screen);
                 }
                 Some(Ok(HostReply::Output { offset, data })) => {
-                    let (end, fresh) = unseen(at, offset, &data);
+                    let (end, fresh) = session::unseen(at, offset, &data);
                     at = Some(end);
                     if let Some(fresh) = fresh {
                         match show(terminal, fresh, &mut orders, to_host, read_only).await {
@@ -252,30 +252,4 @@ where
             Err(e) => Some((Err(e), None)),
         }
     })
-}
-
-/// Of output `data` at `offset`, the part not shown yet when `at` was shown up to, and
-/// where the shown output then ends. Bytes already shown before a reconnection are not
-/// shown again; the offsets are the host's, so no sum of them may overflow.
-fn unseen(at: Option<u64>, offset: u64, data: &[u8]) -> (u64, Option<&[u8]>) {
-    let at = at.unwrap_or(offset);
-    let end = offset.saturating_add(data.len() as u64);
-    let skip = usize::try_from(at.saturating_sub(offset)).unwrap_or(usize::MAX);
-    (end.max(at), data.get(skip..))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_is_shown_once_whatever_offsets_the_host_sends() {
-        assert_eq!(unseen(None, 5, b"abc"), (8, Some(&b"abc"[..])));
-        assert_eq!(unseen(Some(6), 5, b"abc"), (8, Some(&b"bc"[..])));
-        assert_eq!(unseen(Some(9), 5, b"abc"), (9, None));
-        assert_eq!(
-            unseen(Some(1), u64::MAX, b"abc"),
-            (u64::MAX, Some(&b"abc"[..]))
-        );
-    }
 }
