@@ -27,7 +27,10 @@ const TICK: Duration = Duration::from_secs(5);
 const ROUND: u32 = 12;
 /// How long a pairing takes to settle on both sides.
 const SETTLE: Duration = Duration::from_secs(1);
-/// How long a member that refused this device is left alone.
+/// How long a member that refused this device is first left alone: short, because a refusal
+/// right after pairing only means the other side has not recorded the pairing yet.
+const FIRST_SHUN: Duration = Duration::from_secs(10);
+/// How long a member that keeps refusing this device (it revoked it) is left alone at most.
 const SHUN: Duration = Duration::from_secs(600);
 /// Longest wait between attempts to reach an unreachable member.
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
@@ -59,7 +62,7 @@ impl Keeper {
         // Members whose gate refused this device (it was revoked, or has not been paired back):
         // left alone for a while instead of redialled and refused again and again.
         let (refused_tx, mut refused) = tokio::sync::mpsc::channel::<PeerId>(64);
-        let mut shunned: HashMap<PeerId, Instant> = HashMap::new();
+        let mut shunned = Shunned::default();
         let mut retry: HashMap<PeerId, (Instant, Duration)> = HashMap::new();
         // How each redial ended, and why each member that cannot be reached cannot.
         let (dialed_tx, mut dialed) = tokio::sync::mpsc::channel::<Dialed>(64);
@@ -77,7 +80,7 @@ impl Keeper {
                     Ok(MeshEvent::Connected { peer }) if keeper.trust.is_member(&peer) => {
                         retry.remove(&peer);
                         unreachable.dialled(&keeper.trust.shown(&peer), peer, None, None);
-                        if shunned.get(&peer).is_none_or(|until| *until <= Instant::now()) {
+                        if !shunned.now(&peer) {
                             reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
                         }
                     }
@@ -87,7 +90,7 @@ impl Keeper {
                         retry.insert(peer, (Instant::now(), TICK));
                         let wanted: BTreeSet<PeerId> = members
                             .iter()
-                            .filter(|p| **p == peer && !shunned.contains_key(p))
+                            .filter(|p| **p == peer && !shunned.now(p))
                             .copied()
                             .collect();
                         redial(keeper, &mut tasks, &wanted, &mut retry, &dialed_tx).await;
@@ -97,7 +100,7 @@ impl Keeper {
                 },
                 Some(peer) = refused.recv() => {
                     tracing::info!(%peer, "refused by a member; leaving it alone for a while");
-                    shunned.insert(peer, Instant::now() + SHUN);
+                    shunned.refused(peer);
                 }
                 changed = changes.changed() => {
                     if changed.is_err() {
@@ -110,6 +113,7 @@ impl Keeper {
                     }
                     for gone in members.difference(&now) {
                         tracing::info!(peer = %gone, "no longer a member: closing its connections");
+                        shunned.forget(gone);
                         let mesh = keeper.mesh.clone();
                         let gone = *gone;
                         tasks.spawn(async move {
@@ -126,6 +130,8 @@ impl Keeper {
                     }
                     let connected = connected_members(&keeper.mesh, &keeper.trust).await;
                     for new in now.difference(&members) {
+                        // Paired (again): whatever it refused before no longer holds.
+                        shunned.forget(new);
                         if connected.contains(new) {
                             // Just paired: give the other side a moment to record the pairing
                             // too, or its gate would refuse this exchange.
@@ -142,23 +148,52 @@ impl Keeper {
                     // Sessions that ended, or whose clients or activity changed.
                     keeper.registry.publish_soon();
                     if ticks.is_multiple_of(ROUND) {
-                        let now = Instant::now();
-                        shunned.retain(|_, until| *until > now);
                         for peer in connected_members(&keeper.mesh, &keeper.trust).await {
-                            if !shunned.contains_key(&peer) {
+                            if !shunned.now(&peer) {
                                 reconcile(keeper, &mut tasks, peer, &refused_tx, Duration::ZERO);
                             }
                         }
                     }
                     ticks = ticks.wrapping_add(1);
                     let wanted: BTreeSet<PeerId> =
-                        members.iter().filter(|p| !shunned.contains_key(p)).copied().collect();
+                        members.iter().filter(|p| !shunned.now(p)).copied().collect();
                     retry.retain(|peer, _| wanted.contains(peer));
                     redial(keeper, &mut tasks, &wanted, &mut retry, &dialed_tx).await;
                     unreachable.forget_all_but(&members);
                 }
             }
         }
+    }
+}
+
+/// Members whose gate refused this device, left alone for a while instead of redialled and
+/// refused again and again: 10 s after the first refusal, twice as long after each next one,
+/// up to ten minutes.
+#[derive(Debug, Default)]
+struct Shunned(HashMap<PeerId, (Instant, Duration)>);
+
+impl Shunned {
+    fn refused(&mut self, peer: PeerId) {
+        self.refused_at(peer, Instant::now());
+    }
+
+    fn refused_at(&mut self, peer: PeerId, at: Instant) {
+        let (until, length) = self.0.entry(peer).or_insert((at, Duration::ZERO));
+        *length = (*length * 2).clamp(FIRST_SHUN, SHUN);
+        *until = at + *length;
+    }
+
+    /// Whether `peer` is left alone now.
+    fn now(&self, peer: &PeerId) -> bool {
+        self.at(peer, Instant::now())
+    }
+
+    fn at(&self, peer: &PeerId, at: Instant) -> bool {
+        self.0.get(peer).is_some_and(|(until, _)| *until > at)
+    }
+
+    fn forget(&mut self, peer: &PeerId) {
+        self.0.remove(peer);
     }
 }
 
@@ -317,6 +352,32 @@ mod tests {
     use super::*;
 
     const REFUSED: &str = "Failed to negotiate transport protocol(s): [(/ip4/192.0.2.7/tcp/7717/p2p/12D3KooWQVMzxLeujssVnLhrU26J5Ud7jbDLoLZUkwxuYddFcWwq: : Connection refused (os error 111))]";
+
+    #[test]
+    fn a_member_that_refused_once_is_tried_again_soon_and_one_that_keeps_refusing_later() {
+        let mut shunned = Shunned::default();
+        let bravo = PeerId::random();
+        let start = Instant::now();
+        assert!(!shunned.at(&bravo, start));
+        // Refused right after pairing (the other side had not recorded it yet): 10 s.
+        shunned.refused_at(bravo, start);
+        assert!(shunned.at(&bravo, start + Duration::from_secs(9)));
+        assert!(!shunned.at(&bravo, start + Duration::from_secs(11)));
+        let mut at = start + Duration::from_secs(11);
+        let mut lengths = Vec::new();
+        for _ in 0..8 {
+            shunned.refused_at(bravo, at);
+            let (until, _) = shunned.0[&bravo];
+            lengths.push((until - at).as_secs());
+            at = until;
+        }
+        assert_eq!(lengths, [20, 40, 80, 160, 320, 600, 600, 600]);
+        shunned.forget(&bravo);
+        assert!(
+            !shunned.at(&bravo, at - Duration::from_secs(1)),
+            "paired again"
+        );
+    }
 
     #[test]
     fn why_a_member_cannot_be_reached_is_said_once_per_change() {
