@@ -303,6 +303,12 @@ def peak_memory_mb(pid):
     return 0.0
 
 
+def reset_peak_memory(pid):
+    """Starts the process's peak resident size (VmHWM) afresh, so a phase reports its own."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
 def bench_cp(lab):
     """`loopsy cp` and scp (and rsync for a tree), pushing the same sources into the same
     directory on the same machine, alternating, best of a few runs each; beside them the
@@ -364,7 +370,10 @@ def bench_cp(lab):
 
     single_peak = max(peak_memory_mb(p.pid) for p in procs)
 
-    # Ten copies at once, against one alone (the 100 MiB row above).
+    # Ten copies at once, against one alone (the 100 MiB row above), their peak memory
+    # their own.
+    for p in procs:
+        reset_peak_memory(p.pid)
     size = PARALLEL_SIZE
     src = lab.path("src-parallel")
     write_noise(src, size)
@@ -382,6 +391,7 @@ def bench_cp(lab):
         took = timed_all([cp + [s, f"alpha:{dest}/"] for s in sources])
         together = max(together, size * PARALLEL_COPIES / took / 1e6)
         print(f"  {PARALLEL_COPIES} at once: {together:.0f} MB/s", file=sys.stderr, flush=True)
+    peak = max(peak_memory_mb(p.pid) for p in procs)
     for out in outs:
         clear(out)
     rows.append((f"{PARALLEL_COPIES} copies of {size >> 20} MiB at once, in all",
@@ -395,7 +405,6 @@ def bench_cp(lab):
     for name in sources + [src]:
         os.remove(name)
     os.remove(lab.path(f"src-{1 << 30}"))
-    peak = max(peak_memory_mb(p.pid) for p in procs)
     rows.append(("peak memory of either node, one copy at a time", f"{single_peak:.0f} MiB",
                  "", ""))
     rows.append((f"peak memory of either node, {PARALLEL_COPIES} copies at once", f"{peak:.0f} MiB",

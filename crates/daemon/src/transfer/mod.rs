@@ -25,7 +25,7 @@ use std::{
     io,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -37,6 +37,7 @@ use loopsy_wire::{
     transfer::{CHUNK, Digest, MAX_FRAME, Outcome},
 };
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use confine::Escape;
 use homes::Homes;
@@ -110,13 +111,33 @@ pub struct Progress {
 }
 
 /// Chunk buffers passed between the network and the disk and back, so that a copy
-/// allocates (and zeroes) a few of them instead of one per chunk.
-#[derive(Debug, Clone, Default)]
-struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+/// allocates (and zeroes) a few of them instead of one per chunk. They are kept for all the
+/// copies of one direction together, as many as its [`Budget`] lets queue, and let go
+/// when the last of those copies ends: per copy, each would keep as many as it ever had
+/// queued, and ten copies at once held 25 MiB of them.
+#[derive(Debug, Clone)]
+struct Buffers(Arc<Using>);
+
+/// One copy's use of a budget's buffers, until it ends.
+#[derive(Debug)]
+struct Using(&'static Budget);
+
+impl Drop for Using {
+    fn drop(&mut self) {
+        if self.0.copies.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.spare().clear();
+        }
+    }
+}
 
 impl Buffers {
-    /// Most buffers kept for reuse.
-    const KEEP: usize = 16;
+    /// Most buffers kept: as many as the budget lets queue.
+    const KEEP: usize = BUDGET_KIB as usize * 1024 / CHUNK;
+
+    fn of(budget: &'static Budget) -> Self {
+        budget.copies.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::new(Using(budget)))
+    }
 
     fn take(&self, len: usize) -> Vec<u8> {
         // A small file's bytes get a buffer of their own size: many of them travel in one
@@ -124,20 +145,16 @@ impl Buffers {
         if len < CHUNK {
             return vec![0; len];
         }
-        let mut buffer = self.lock().pop().unwrap_or_default();
+        let mut buffer = self.0.0.spare().pop().unwrap_or_default();
         buffer.resize(len, 0);
         buffer
     }
 
     fn give(&self, buffer: Vec<u8>) {
-        let mut pool = self.lock();
-        if pool.len() < Self::KEEP && buffer.capacity() >= CHUNK {
-            pool.push(buffer);
+        let mut spare = self.0.0.spare();
+        if spare.len() < Self::KEEP && buffer.capacity() >= CHUNK {
+            spare.push(buffer);
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -171,6 +188,76 @@ impl<P> Handover<P> {
     fn take(&mut self) -> Vec<P> {
         self.bytes = 0;
         std::mem::take(&mut self.pieces)
+    }
+
+    /// The pieces gathered so far, once `budget` has room for their bytes.
+    async fn take_within(&mut self, budget: &'static Budget) -> Handed<P> {
+        let held = budget.hold(self.bytes).await;
+        Handed {
+            pieces: self.take(),
+            _held: held,
+        }
+    }
+}
+
+/// A hand-over on its way to the other side, holding its bytes' share of the node's budget
+/// until it has been sent or stored (and dropped).
+struct Handed<P> {
+    pieces: Vec<P>,
+    _held: Option<SemaphorePermit<'static>>,
+}
+
+impl<P> Handed<P> {
+    /// One piece that carries no file data.
+    fn alone(piece: P) -> Self {
+        Self {
+            pieces: vec![piece],
+            _held: None,
+        }
+    }
+}
+
+/// What all the copies of this node at once may have queued between the network and the
+/// disks, each way: a copy queues up to 8 chunks (2 MiB) to keep both busy, so ten copies at
+/// once queued 20 MiB each way and took a node past its memory target. One copy alone still
+/// gets its whole queue; many share. Sending and receiving each have a budget, so that
+/// neither ever waits for the other (a node can copy both ways at once).
+#[derive(Debug)]
+struct Budget {
+    room: Semaphore,
+    /// Chunk buffers not in use, for the next chunk of any of these copies.
+    spare: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Copies using `spare`.
+    copies: AtomicUsize,
+}
+
+/// Each way's budget, in KiB.
+const BUDGET_KIB: u32 = 8 * 1024;
+
+static SENDING: Budget = Budget::new();
+static RECEIVING: Budget = Budget::new();
+
+impl Budget {
+    const fn new() -> Self {
+        Self {
+            room: Semaphore::const_new(BUDGET_KIB as usize),
+            spare: std::sync::Mutex::new(Vec::new()),
+            copies: AtomicUsize::new(0),
+        }
+    }
+
+    fn spare(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for room for `bytes` of file data (none is needed for none).
+    async fn hold(&'static self, bytes: usize) -> Option<SemaphorePermit<'static>> {
+        if bytes == 0 {
+            return None;
+        }
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        // The semaphore is never closed.
+        self.room.acquire_many(kib.min(BUDGET_KIB)).await.ok()
     }
 }
 

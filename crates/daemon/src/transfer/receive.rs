@@ -30,8 +30,8 @@ use rustix::{
 use tokio::sync::mpsc;
 
 use super::{
-    Buffers, Expect, FileReport, Handover, IDLE, MAX_NAME_BYTES, Progress, Summary, TransferError,
-    confine, count,
+    Buffers, Expect, FileReport, Handed, Handover, IDLE, MAX_NAME_BYTES, Progress, RECEIVING,
+    Summary, TransferError, confine, count,
     dirs::{Dest, Dir, Dirs},
     flush, get, put, tree,
     walk::MAX_ENTRIES,
@@ -694,7 +694,7 @@ where
         })
         .collect();
     let (pieces, incoming) = mpsc::channel(WRITE_BEHIND);
-    let buffers = Buffers::default();
+    let buffers = Buffers::of(&RECEIVING);
     let writer_buffers = buffers.clone();
     let place = place.clone();
     let writing = tokio::task::spawn_blocking(move || {
@@ -763,7 +763,12 @@ where
                 Piece::Chunk { bytes, .. } => bytes.len(),
                 _ => 0,
             };
-            if handover.add(piece, bytes) && pieces.send(handover.take()).await.is_err() {
+            if handover.add(piece, bytes)
+                && pieces
+                    .send(handover.take_within(&RECEIVING).await)
+                    .await
+                    .is_err()
+            {
                 // The writer stopped: its error says why.
                 return Ok(());
             }
@@ -772,9 +777,9 @@ where
     let received = network.await;
     // What came before the end (or the failure) is stored: whole files are put in place,
     // and a file cut off keeps its verified part for a resume.
-    let _ = pieces.send(handover.take()).await;
+    let _ = pieces.send(handover.take_within(&RECEIVING).await).await;
     if received.as_ref().is_err_and(TransferError::tell_peer) {
-        let _ = pieces.send(vec![Piece::Discard]).await;
+        let _ = pieces.send(Handed::alone(Piece::Discard)).await;
     }
     drop(pieces);
     let Err(failed) = received else {
@@ -814,12 +819,12 @@ fn store(
     batch: Batch,
     place: &Placement,
     options: Receive,
-    mut pieces: mpsc::Receiver<Vec<Piece>>,
+    mut pieces: mpsc::Receiver<Handed<Piece>>,
     buffers: &Buffers,
 ) -> Result<Stored, TransferError> {
     let mut writer = Writer::new(batch, place, options);
     while let Some(handed) = pieces.blocking_recv() {
-        for piece in handed {
+        for piece in handed.pieces {
             if let Some(bytes) = writer.apply(piece)? {
                 buffers.give(bytes);
             }

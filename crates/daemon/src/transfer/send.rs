@@ -21,8 +21,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    Buffers, FileReport, Handover, IDLE, Progress, Summary, TransferError, count, flush, put, tree,
-    walk::Item,
+    Buffers, FileReport, Handed, Handover, IDLE, Progress, SENDING, Summary, TransferError, count,
+    flush, put, tree, walk::Item,
 };
 
 /// Hand-overs (a chunk each, for a big file) read ahead of the network.
@@ -191,7 +191,7 @@ where
         .map(|(&index, plan)| (index, batch[index].clone(), plan))
         .collect();
     let (pieces, mut incoming) = mpsc::channel(READ_AHEAD);
-    let buffers = Buffers::default();
+    let buffers = Buffers::of(&SENDING);
     let reader_buffers = buffers.clone();
     let reading =
         tokio::task::spawn_blocking(move || read_files(work, options, &pieces, &reader_buffers));
@@ -203,7 +203,7 @@ where
                 Err(e) => e,
             });
         }
-        for piece in handed {
+        for piece in handed.pieces {
             match piece {
                 Piece::Message(message) => {
                     if let Data::File { from, .. } = message {
@@ -287,7 +287,7 @@ fn unexpected(reply: &Reply) -> TransferError {
 fn read_files(
     work: Vec<(usize, Item, Plan)>,
     options: transfer::Send,
-    network: &mpsc::Sender<Vec<Piece>>,
+    network: &mpsc::Sender<Handed<Piece>>,
     buffers: &Buffers,
 ) -> Vec<(usize, Sent)> {
     let mut sent = Vec::with_capacity(work.len());
@@ -311,7 +311,7 @@ struct Stopped;
 
 /// The reading thread's end of the hand-over to the network side.
 struct Outbox<'a> {
-    network: &'a mpsc::Sender<Vec<Piece>>,
+    network: &'a mpsc::Sender<Handed<Piece>>,
     handover: Handover<Piece>,
 }
 
@@ -332,8 +332,13 @@ impl Outbox<'_> {
     }
 
     fn flush(&mut self) -> Result<(), Stopped> {
-        let pieces = self.handover.take();
-        if pieces.is_empty() || self.network.blocking_send(pieces).is_ok() {
+        if self.handover.pieces.is_empty() {
+            return Ok(());
+        }
+        // This runs on a blocking thread of the runtime, which may wait on it.
+        let handed =
+            tokio::runtime::Handle::current().block_on(self.handover.take_within(&SENDING));
+        if self.network.blocking_send(handed).is_ok() {
             Ok(())
         } else {
             Err(Stopped)

@@ -724,6 +724,68 @@ fn a_chunk_is_handed_over_at_once_and_small_pieces_in_bulk() {
     assert_eq!(handover.take().len(), super::Handover::<()>::PIECES);
 }
 
+#[tokio::test]
+async fn copies_at_once_share_one_budget_for_what_they_queue() {
+    use super::{BUDGET_KIB, Budget, Handover};
+    use std::time::Duration;
+    static BUDGET: Budget = Budget::new();
+    let waits = |bytes| tokio::time::timeout(Duration::from_millis(50), BUDGET.hold(bytes));
+    // Hand-overs of a chunk each, from any number of copies, until the budget is spent.
+    let mut queued = Vec::new();
+    for _ in 0..BUDGET_KIB as usize * 1024 / CHUNK {
+        let mut handover = Handover::new();
+        assert!(handover.add((), CHUNK));
+        queued.push(handover.take_within(&BUDGET).await);
+    }
+    assert!(waits(CHUNK).await.is_err(), "the next waits for room");
+    assert!(
+        waits(0).await.expect("at once").is_none(),
+        "a hand-over without file data needs none"
+    );
+    queued.pop();
+    assert!(waits(CHUNK).await.is_ok(), "one stored makes room");
+    queued.clear();
+    let whole = waits(64 << 20).await.expect("not stuck for ever");
+    assert!(
+        whole.is_some(),
+        "a hand-over bigger than the budget gets all of it"
+    );
+}
+
+#[test]
+fn spare_buffers_are_shared_by_copies_and_let_go_when_the_last_ends() {
+    use super::{Budget, Buffers};
+    static BUDGET: Budget = Budget::new();
+    let (one, two) = (Buffers::of(&BUDGET), Buffers::of(&BUDGET));
+    let taken: Vec<_> = (0..Buffers::KEEP + 5).map(|_| one.take(CHUNK)).collect();
+    for buffer in taken {
+        one.give(buffer);
+    }
+    assert_eq!(
+        BUDGET.spare().len(),
+        Buffers::KEEP,
+        "no more than the budget queues"
+    );
+    let reused = two.take(CHUNK);
+    assert_eq!(
+        BUDGET.spare().len(),
+        Buffers::KEEP - 1,
+        "another copy takes one"
+    );
+    assert_eq!(
+        one.take(100).len(),
+        100,
+        "a small file's own size, not from the pool"
+    );
+    two.give(reused);
+    let same_copy = one.clone();
+    drop(one);
+    drop(two);
+    assert_eq!(BUDGET.spare().len(), Buffers::KEEP, "a copy still runs");
+    drop(same_copy);
+    assert!(BUDGET.spare().is_empty(), "let go with the last copy");
+}
+
 /// The offer `[Symlink "x" -> outside, File "x/authorized_keys"]` into `new`, a destination
 /// that is not there yet: the top entry becomes the destination itself, and nothing may
 /// then be written through it. `dest` makes the destination from the directory `new` is to
