@@ -101,7 +101,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_tokio()
         .with_tcp(
             tcp::Config::default(),
-            noise::Config::new,
+            // Nodes offer TLS first (AES-GCM where the CPU has AES: every relayed byte
+            // passes through here); browsers and older nodes speak Noise.
+            (loopsy_mesh::tls::Tls::new, noise::Config::new),
             yamux::Config::default,
         )?
         .with_quic()
