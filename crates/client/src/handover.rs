@@ -111,11 +111,15 @@ impl Client {
             start,
             stdin_relayed,
         };
-        let connection = Connection::open(self, request).await?;
+        let mut connection = Connection::open(self, request).await?;
         // Straight behind the request: the node takes them before it dials.
-        pass(connection.socket(), [stdin, stdout, stderr])
-            .await
-            .map_err(|e| Error::Unsent(e.into()))?;
+        if let Err(e) = pass(connection.socket(), [stdin, stdout, stderr]).await {
+            // A node that does not know the request may have answered and hung up already.
+            return match connection.answer().await {
+                Err(refused @ Error::Refused(_)) => Err(refused),
+                _ => Err(Error::Unsent(e.into())),
+            };
+        }
         let (reader, writer) = connection.hand_over().await?;
         Ok((ExecHandedOver { news: reader }, Input(writer)))
     }

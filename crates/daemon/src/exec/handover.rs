@@ -96,12 +96,11 @@ where
         // The client reads `lost` from the connection closing, as when relayed.
         End::ClientGone | End::Lost => None,
     };
-    // Closing the stream ends the program on the peer if it still runs.
-    let _ = tokio::time::timeout(CLOSE_GRACE, to_program.close()).await;
-    drop(to_program);
     if let Some(news) = last {
         let _ = framed::write(to_client, &news, handover::MAX_FRAME).await;
     }
+    // Closing the stream ends the program on the peer if it still runs.
+    let _ = tokio::time::timeout(CLOSE_GRACE, to_program.close()).await;
 }
 
 /// Writes the program's output where the client's would go, and passes on the rest.
