@@ -6,8 +6,8 @@
 //!
 //! One task per exec, on descriptors that never block the runtime (see [`crate::passed`]):
 //! a reader that stalls holds up its own program (through the stream's flow control), not
-//! the node's other work. Buffers are bounded: one output frame being written, and a few
-//! chunks of input on their way to the peer.
+//! the node's other work. Buffers are bounded: a few chunks of output read ahead of the
+//! writes, and a few chunks of input on their way to the peer.
 
 use std::{convert::Infallible, future::Future, io, os::fd::OwnedFd, time::Duration};
 
@@ -25,6 +25,8 @@ use crate::{control::Reply, passed::Passed};
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Orders for the program queued at once: chunks of stdin, signals, sizes.
 const QUEUED: usize = 4;
+/// Chunks of output read ahead of the client's stdout and stderr.
+const AHEAD: usize = 8;
 
 /// The client's standard streams.
 pub struct Stdio {
@@ -103,8 +105,47 @@ where
     let _ = tokio::time::timeout(CLOSE_GRACE, to_program.close()).await;
 }
 
-/// Writes the program's output where the client's would go, and passes on the rest.
-async fn output<R, W>(stdio: &Stdio, mut from_program: R, to_client: &mut W) -> End
+/// Writes the program's output where the client's would go, and passes on the rest. The
+/// stream is read ahead of the writes (up to [`AHEAD`] chunks), so that neither waits for
+/// the other: a pipe's reader and the stream's sender each keep going, as they did when
+/// the client relayed on a thread of its own.
+async fn output<R, W>(stdio: &Stdio, from_program: R, to_client: &mut W) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (ahead, chunks) = mpsc::channel(AHEAD);
+    let receive = receive(from_program, ahead, to_client);
+    let write = write(stdio, chunks);
+    tokio::pin!(receive, write);
+    let mut received = None;
+    loop {
+        tokio::select! {
+            end = &mut receive, if received.is_none() => match end {
+                // Its queue is closed now: the writes end once they have caught up.
+                End::Final(news) => received = Some(news),
+                other => return other,
+            },
+            written = &mut write => {
+                return match (written, received.take()) {
+                    (Ok(()), Some(news)) => End::Final(news),
+                    (Ok(()), None) => End::Lost,
+                    (Err(_), _) => End::Unwritable,
+                };
+            }
+        }
+    }
+}
+
+/// Which of the client's streams a chunk of output goes to.
+enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// Reads the program's replies: output into `ahead`, the start to the client, and the end
+/// (or why there was none) as the result.
+async fn receive<R, W>(mut from_program: R, ahead: mpsc::Sender<Chunk>, to_client: &mut W) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -115,12 +156,12 @@ where
             Ok(Some(reply)) => reply,
             Ok(None) | Err(_) => return End::Lost,
         };
-        let (to, data) = match reply {
-            ProgramReply::Stdout { data } => (&stdio.stdout, data),
-            ProgramReply::Stderr { data } => (&stdio.stderr, data),
+        let chunk = match reply {
+            ProgramReply::Stdout { data } => Chunk::Stdout(data),
+            ProgramReply::Stderr { data } => Chunk::Stderr(data),
             ProgramReply::Started { pid } => {
                 let news = ExecNews::Started { pid };
-                if framed::write(to_client, &news, handover::MAX_FRAME)
+                if framed::write(&mut *to_client, &news, handover::MAX_FRAME)
                     .await
                     .is_err()
                 {
@@ -141,10 +182,22 @@ where
                 });
             }
         };
-        if to.write_all(&data).await.is_err() {
-            return End::Unwritable;
+        if ahead.send(chunk).await.is_err() {
+            // The writes failed; `write` says so.
+            return std::future::pending().await;
         }
     }
+}
+
+/// Writes the chunks, in order, until their queue closes and is empty.
+async fn write(stdio: &Stdio, mut chunks: mpsc::Receiver<Chunk>) -> io::Result<()> {
+    while let Some(chunk) = chunks.recv().await {
+        match chunk {
+            Chunk::Stdout(data) => stdio.stdout.write_all(&data).await?,
+            Chunk::Stderr(data) => stdio.stderr.write_all(&data).await?,
+        }
+    }
+    Ok(())
 }
 
 /// Reads the client's stdin into orders for the program, then says where it ended; when
