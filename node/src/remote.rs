@@ -54,30 +54,23 @@ enum Order {
 /// relayed through this process).
 pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode {
     let pty = start.pty.is_some();
+    // Caught from the start, so that setting them up costs nothing once the program runs
+    // (it took milliseconds there, while the answers waited); until the program has
+    // started, one of them ends this process as it would have before.
+    let mut signals = if pty { Vec::new() } else { signal_streams() };
     let client = crate::client(home);
-    let mut handed = None;
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     let fds = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
     // A terminal in its usual mode stays ours to read: stopped (Ctrl-Z), this process
     // reads nothing while the shell has the terminal back, and neither must the node.
     let stdin_relayed = !raw && stdin.is_terminal();
-    if hand_over(fds) {
-        match client
-            .exec_here(peer.clone(), start.clone(), fds, stdin_relayed)
-            .await
-        {
-            Ok(opened) => handed = Some(opened),
-            // A node that predates hand-overs, or cannot use these descriptors.
-            Err(Error::Refused(e)) if e.code == ErrorCode::BadRequest => {}
-            Err(e) => return not_opened(e),
-        }
-    }
-    let (ending, input) = match handed {
-        Some((ending, input)) => (Ending::Handed(ending, stdin_relayed), input),
-        None => match client.exec(peer, start).await {
-            Ok((output, input)) => (Ending::Relayed(output), input),
-            Err(e) => return not_opened(e),
+    let opened = open(&client, peer, start, fds, stdin_relayed);
+    let (ending, input) = tokio::select! {
+        opened = opened => match opened {
+            Ok(opened) => opened,
+            Err(code) => return code,
         },
+        number = caught(&mut signals) => return ExitCode::from(128 + number),
     };
     let (orders_in, orders) = mpsc::channel::<Order>(16);
     tokio::spawn(send_orders(input, orders));
@@ -87,7 +80,7 @@ pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode
     if pty {
         tokio::spawn(forward_resizes(orders_in.clone()));
     } else {
-        tokio::spawn(forward_signals(orders_in.clone()));
+        tokio::spawn(forward_signals(orders_in.clone(), signals));
     }
     let _raw = raw.then(term::RawMode::enable);
     let code = match ending {
@@ -101,6 +94,32 @@ pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode
     };
     drop(_raw);
     code
+}
+
+/// Starts the program, with our stdin, stdout and stderr handed to the node when it can
+/// take them; the exit status when it did not start.
+async fn open(
+    client: &loopsy_client::Client,
+    peer: String,
+    start: Start,
+    fds: [BorrowedFd<'_>; 3],
+    stdin_relayed: bool,
+) -> Result<(Ending, Input), ExitCode> {
+    if hand_over(fds) {
+        match client
+            .exec_here(peer.clone(), start.clone(), fds, stdin_relayed)
+            .await
+        {
+            Ok((handed, input)) => return Ok((Ending::Handed(handed, stdin_relayed), input)),
+            // A node that predates hand-overs, or cannot use these descriptors.
+            Err(Error::Refused(e)) if e.code == ErrorCode::BadRequest => {}
+            Err(e) => return Err(not_opened(e)),
+        }
+    }
+    match client.exec(peer, start).await {
+        Ok((output, input)) => Ok((Ending::Relayed(output), input)),
+        Err(e) => Err(not_opened(e)),
+    }
 }
 
 /// Where the program's output goes.
@@ -279,8 +298,11 @@ async fn forward_stdin(orders: mpsc::Sender<Order>) {
     }
 }
 
-/// Ctrl-C and friends go to the remote process group, as they would to a local program.
-async fn forward_signals(orders: mpsc::Sender<Order>) {
+/// The signals a local program would get from the terminal or a `kill`, with their
+/// numbers.
+type Signals = Vec<(tokio::signal::unix::Signal, u8)>;
+
+fn signal_streams() -> Signals {
     let kinds = [
         (SignalKind::interrupt(), 2),
         (SignalKind::terminate(), 15),
@@ -293,18 +315,29 @@ async fn forward_signals(orders: mpsc::Sender<Order>) {
             streams.push((s, number));
         }
     }
+    streams
+}
+
+/// The number of the next signal caught; never, with none to catch.
+async fn caught(streams: &mut Signals) -> u8 {
+    if streams.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = streams
+        .iter_mut()
+        .map(|(s, n)| Box::pin(async move { s.recv().await.map(|_| *n) }));
+    match futures::future::select_all(waits).await {
+        (Some(number), _, _) => number,
+        (None, _, _) => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C and friends go to the remote process group, as they would to a local program.
+async fn forward_signals(orders: mpsc::Sender<Order>, mut streams: Signals) {
     loop {
-        let waits = streams
-            .iter_mut()
-            .map(|(s, n)| Box::pin(async move { s.recv().await.map(|_| *n) }));
-        let (got, _, _) = futures::future::select_all(waits).await;
-        match got {
-            Some(number) => {
-                if orders.send(Order::Signal(number)).await.is_err() {
-                    return;
-                }
-            }
-            None => return,
+        let number = caught(&mut streams).await;
+        if orders.send(Order::Signal(i32::from(number))).await.is_err() {
+            return;
         }
     }
 }
