@@ -1,12 +1,20 @@
 //! Running a program on a peer, for `loopsy exec` and `loopsy shell`: the local side of
 //! `/loopsy/exec/1` through the daemon. Standard streams, signals and the window size
-//! behave as if the program ran here; the exit code is the program's.
+//! behave as if the program ran here; the exit code is the program's. The node writes the
+//! output into our stdout and stderr and reads our stdin itself, as ssh's ControlMaster
+//! does, so a stream of output costs this process nothing; when it cannot, this process
+//! relays them.
 
-use std::process::ExitCode;
+use std::{
+    io::IsTerminal,
+    os::fd::{AsFd, BorrowedFd},
+    process::ExitCode,
+};
 
 use loopsy_client::{
     Error,
-    exec::{Event, Input},
+    exec::{Event, Exit, Input},
+    handover::{ExecEnd, ExecHandedOver},
 };
 use loopsy_daemon::Home;
 use loopsy_wire::{
@@ -41,27 +49,120 @@ enum Order {
 }
 
 /// Runs `start` on `peer`; `raw` puts the local terminal in raw mode (shells and `-t`).
+/// Our stdin, stdout and stderr go to the node, which then reads and writes them itself,
+/// unless it cannot take them (then, or with `LOOPSY_NO_HANDOVER` set, every byte is
+/// relayed through this process).
 pub async fn run(home: &Home, peer: String, start: Start, raw: bool) -> ExitCode {
     let pty = start.pty.is_some();
-    let (output, input) = match crate::client(home).exec(peer, start).await {
-        Ok(halves) => halves,
-        Err(Error::Refused(e)) if e.code == ErrorCode::Refused => {
-            return fail(&e.message, code::REFUSED);
-        }
-        Err(e) => return fail(&e.to_string(), code::LOOPSY),
+    // Caught from the start, so that setting them up costs nothing once the program runs
+    // (it took milliseconds there, while the answers waited); until the program has
+    // started, one of them ends this process as it would have before.
+    let mut signals = if pty { Vec::new() } else { signal_streams() };
+    let client = crate::client(home);
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let fds = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+    // A terminal in its usual mode stays ours to read: stopped (Ctrl-Z), this process
+    // reads nothing while the shell has the terminal back, and neither must the node.
+    let stdin_relayed = !raw && stdin.is_terminal();
+    let opened = open(&client, peer, start, fds, stdin_relayed);
+    let (ending, input) = tokio::select! {
+        opened = opened => match opened {
+            Ok(opened) => opened,
+            Err(code) => return code,
+        },
+        number = caught(&mut signals) => return ExitCode::from(128 + number),
     };
     let (orders_in, orders) = mpsc::channel::<Order>(16);
     tokio::spawn(send_orders(input, orders));
-    tokio::spawn(forward_stdin(orders_in.clone()));
+    if matches!(ending, Ending::Relayed(_) | Ending::Handed(_, true)) {
+        tokio::spawn(forward_stdin(orders_in.clone()));
+    }
     if pty {
         tokio::spawn(forward_resizes(orders_in.clone()));
     } else {
-        tokio::spawn(forward_signals(orders_in.clone()));
+        tokio::spawn(forward_signals(orders_in.clone(), signals));
     }
     let _raw = raw.then(term::RawMode::enable);
-    let code = receive(output, pty).await;
+    let code = match ending {
+        Ending::Relayed(output) => receive(output, pty).await,
+        Ending::Handed(handed, _) => match handed.end().await {
+            Ok(ExecEnd::Exited(exit)) => exited(exit),
+            // As when our own write fails: nobody reads the output any more.
+            Ok(ExecEnd::Unwritable) => ExitCode::from(code::LOOPSY),
+            Err(e) => failed(e),
+        },
+    };
     drop(_raw);
     code
+}
+
+/// Starts the program, with our stdin, stdout and stderr handed to the node when it can
+/// take them; the exit status when it did not start.
+async fn open(
+    client: &loopsy_client::Client,
+    peer: String,
+    start: Start,
+    fds: [BorrowedFd<'_>; 3],
+    stdin_relayed: bool,
+) -> Result<(Ending, Input), ExitCode> {
+    if hand_over(fds) {
+        match client
+            .exec_here(peer.clone(), start.clone(), fds, stdin_relayed)
+            .await
+        {
+            Ok((handed, input)) => return Ok((Ending::Handed(handed, stdin_relayed), input)),
+            // A node that predates hand-overs, or cannot use these descriptors.
+            Err(Error::Refused(e)) if e.code == ErrorCode::BadRequest => {}
+            Err(e) => return Err(not_opened(e)),
+        }
+    }
+    match client.exec(peer, start).await {
+        Ok((output, input)) => Ok((Ending::Relayed(output), input)),
+        Err(e) => Err(not_opened(e)),
+    }
+}
+
+/// Where the program's output goes.
+enum Ending {
+    /// Through this process.
+    Relayed(loopsy_client::exec::Output),
+    /// Straight into our stdout and stderr, by the node; our stdin through us when true.
+    Handed(ExecHandedOver, bool),
+}
+
+/// Whether to hand `fds` (our stdin, stdout and stderr) to the node: when it can take all
+/// three and nobody said not to.
+fn hand_over(fds: [BorrowedFd<'_>; 3]) -> bool {
+    std::env::var_os(crate::attach::NO_HANDOVER).is_none()
+        && fds.into_iter().all(loopsy_daemon::passed::passable)
+}
+
+/// The exit status for an exec that was not opened: refused by the gate or policy, or
+/// Loopsy's own failure.
+fn not_opened(e: Error) -> ExitCode {
+    match e {
+        Error::Refused(e) if e.code == ErrorCode::Refused => fail(&e.message, code::REFUSED),
+        e => fail(&e.to_string(), code::LOOPSY),
+    }
+}
+
+/// The exit status for a program that ended.
+fn exited(exit: Exit) -> ExitCode {
+    if exit.timed_out {
+        return fail("the program was killed at its timeout", code::TIMED_OUT);
+    }
+    ExitCode::from(status(exit.code, exit.signal))
+}
+
+/// The exit status for an exec that failed after it was opened.
+fn failed(e: Error) -> ExitCode {
+    match e {
+        // 127 says the program is not there, as a shell says; a working directory that is
+        // not there is another failure to start.
+        e if e.is_missing_program() => fail(&e.to_string(), code::NOT_FOUND),
+        e @ Error::NotStarted { .. } => fail(&e.to_string(), code::REFUSED),
+        e => fail(&e.to_string(), code::LOOPSY),
+    }
 }
 
 /// This process's exit status for a program that ended on a peer: its code, or 128+N for
@@ -144,11 +245,7 @@ async fn relay_output(
     loop {
         let event = match from_node.next().await {
             Ok(event) => event,
-            // 127 says the program is not there, as a shell says; a working directory
-            // that is not there is another failure to start.
-            Err(e) if e.is_missing_program() => return fail(&e.to_string(), code::NOT_FOUND),
-            Err(e @ Error::NotStarted { .. }) => return fail(&e.to_string(), code::REFUSED),
-            Err(e) => return fail(&e.to_string(), code::LOOPSY),
+            Err(e) => return failed(e),
         };
         let chunk = match event {
             Event::Stdout(data) if on_terminal => {
@@ -159,12 +256,7 @@ async fn relay_output(
             }
             Event::Stdout(data) => Out::Stdout(data),
             Event::Stderr(data) => Out::Stderr(data),
-            Event::Exited(exit) => {
-                if exit.timed_out {
-                    return fail("the program was killed at its timeout", code::TIMED_OUT);
-                }
-                return ExitCode::from(status(exit.code, exit.signal));
-            }
+            Event::Exited(exit) => return exited(exit),
         };
         let (out, _) = writer.get_or_insert_with(output_writer);
         if out.send(chunk).await.is_err() {
@@ -206,8 +298,11 @@ async fn forward_stdin(orders: mpsc::Sender<Order>) {
     }
 }
 
-/// Ctrl-C and friends go to the remote process group, as they would to a local program.
-async fn forward_signals(orders: mpsc::Sender<Order>) {
+/// The signals a local program would get from the terminal or a `kill`, with their
+/// numbers.
+type Signals = Vec<(tokio::signal::unix::Signal, u8)>;
+
+fn signal_streams() -> Signals {
     let kinds = [
         (SignalKind::interrupt(), 2),
         (SignalKind::terminate(), 15),
@@ -220,18 +315,29 @@ async fn forward_signals(orders: mpsc::Sender<Order>) {
             streams.push((s, number));
         }
     }
+    streams
+}
+
+/// The number of the next signal caught; never, with none to catch.
+async fn caught(streams: &mut Signals) -> u8 {
+    if streams.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = streams
+        .iter_mut()
+        .map(|(s, n)| Box::pin(async move { s.recv().await.map(|_| *n) }));
+    match futures::future::select_all(waits).await {
+        (Some(number), _, _) => number,
+        (None, _, _) => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C and friends go to the remote process group, as they would to a local program.
+async fn forward_signals(orders: mpsc::Sender<Order>, mut streams: Signals) {
     loop {
-        let waits = streams
-            .iter_mut()
-            .map(|(s, n)| Box::pin(async move { s.recv().await.map(|_| *n) }));
-        let (got, _, _) = futures::future::select_all(waits).await;
-        match got {
-            Some(number) => {
-                if orders.send(Order::Signal(number)).await.is_err() {
-                    return;
-                }
-            }
-            None => return,
+        let number = caught(&mut streams).await;
+        if orders.send(Order::Signal(i32::from(number))).await.is_err() {
+            return;
         }
     }
 }

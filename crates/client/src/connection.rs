@@ -56,6 +56,11 @@ impl Connection {
         self.next().await?.ok_or(Error::NoAnswer)
     }
 
+    /// The socket itself, to pass descriptors on.
+    pub(crate) fn socket(&self) -> &UnixStream {
+        self.stream.get_ref()
+    }
+
     /// Waits for the `stream` answer, after which the connection carries the peer
     /// protocol's frames: the hand-over of `exec` and `session` requests.
     pub(crate) async fn hand_over(mut self) -> Result<Halves, Error> {

@@ -16,7 +16,7 @@ use crate::{Client, Connection, Error};
 pub struct Output(Compat<OwnedReadHalf>);
 
 /// Our side: what goes to the program.
-pub struct Input(Compat<OwnedWriteHalf>);
+pub struct Input(pub(crate) Compat<OwnedWriteHalf>);
 
 /// One piece of what the program did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
-//! `attach` with the terminal handed to the node (see [`loopsy_wire::handover`]): stdin and
-//! stdout go to the node on one byte with SCM_RIGHTS, after which the node reads the keys
-//! and draws the screen itself, and this side hears only how the attachment goes.
+//! `attach` and `exec` with the terminal or standard streams handed to the node (see
+//! [`loopsy_wire::handover`]): the descriptors go to the node on one byte with SCM_RIGHTS,
+//! after which the node reads the keys or input and writes the screen or output itself,
+//! and this side hears only how the attachment or program goes.
 
 use std::{
     io::{self, IoSlice},
@@ -13,16 +14,24 @@ use futures::{Stream, StreamExt};
 use loopsy_mesh::framed::{self, ReadError};
 use loopsy_wire::{
     control::Request,
-    handover::{MAX_FRAME, PASS_BYTE, SHOWN_LEN, ToClient, ToNode},
+    exec::Start,
+    handover::{ExecNews, MAX_FRAME, PASS_BYTE, SHOWN_LEN, ToClient, ToNode},
 };
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::{
     io::Interest,
-    net::{UnixStream, unix::OwnedWriteHalf},
+    net::{
+        UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
 };
 use tokio_util::compat::Compat;
 
-use crate::{Client, Connection, Error, session::Attach};
+use crate::{
+    Client, Connection, Error,
+    exec::{Exit, Input},
+    session::Attach,
+};
 
 /// An attachment whose terminal the node holds.
 pub struct HandedOver {
@@ -65,6 +74,82 @@ impl Client {
             orders: writer,
             shown,
         })
+    }
+}
+
+/// A program on a peer whose output the node writes into this process's stdout and
+/// stderr, and whose input it reads from this process's stdin.
+pub struct ExecHandedOver {
+    news: Compat<OwnedReadHalf>,
+}
+
+/// How a handed-over program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecEnd {
+    /// It ended; everything it wrote has been written.
+    Exited(Exit),
+    /// Its output could not be written (nobody reads it any more), so the node ended it.
+    Unwritable,
+}
+
+impl Client {
+    /// Starts `start` on `peer` with `stdin`, `stdout` and `stderr` handed to the node; the
+    /// [`Input`] carries signals and sizes, and with `stdin_relayed` the input, which the
+    /// node then leaves unread (see `Request::ExecHere`). A node that predates hand-overs, or
+    /// cannot use these descriptors, refuses as [`Error::Refused`] with `bad_request`:
+    /// use [`Client::exec`] then. A peer that refuses says so here or from
+    /// [`ExecHandedOver::end`], as with [`Client::exec`].
+    pub async fn exec_here(
+        &self,
+        peer: String,
+        start: Start,
+        [stdin, stdout, stderr]: [BorrowedFd<'_>; 3],
+        stdin_relayed: bool,
+    ) -> Result<(ExecHandedOver, Input), Error> {
+        let request = Request::ExecHere {
+            peer,
+            start,
+            stdin_relayed,
+        };
+        let mut connection = Connection::open(self, request).await?;
+        // Straight behind the request: the node takes them before it dials.
+        if let Err(e) = pass(connection.socket(), [stdin, stdout, stderr]).await {
+            // A node that does not know the request may have answered and hung up already.
+            return match connection.answer().await {
+                Err(refused @ Error::Refused(_)) => Err(refused),
+                _ => Err(Error::Unsent(e.into())),
+            };
+        }
+        let (reader, writer) = connection.hand_over().await?;
+        Ok((ExecHandedOver { news: reader }, Input(writer)))
+    }
+}
+
+impl ExecHandedOver {
+    /// Waits for the program's end; a program that was not started is
+    /// [`Error::NotStarted`], a node that went quiet before the end is [`Error::Lost`].
+    pub async fn end(mut self) -> Result<ExecEnd, Error> {
+        loop {
+            let news = match framed::read::<ExecNews, _>(&mut self.news, MAX_FRAME).await {
+                Ok(Some(news)) => news,
+                Ok(None) => return Err(Error::Lost),
+                Err(e) => return Err(Error::Broken(e)),
+            };
+            return match news {
+                ExecNews::Started { .. } => continue,
+                ExecNews::Refused { reason } => Err(Error::NotStarted { reason }),
+                ExecNews::Exited {
+                    code,
+                    signal,
+                    timed_out,
+                } => Ok(ExecEnd::Exited(Exit {
+                    code,
+                    signal,
+                    timed_out,
+                })),
+                ExecNews::Unwritable => Ok(ExecEnd::Unwritable),
+            };
+        }
     }
 }
 

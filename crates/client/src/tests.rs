@@ -293,3 +293,70 @@ async fn an_export_that_never_ends_is_cut_at_its_bound() {
         .expect_err("more than a host holds");
     assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_handed_over_exec_ends_as_the_node_says_and_an_older_node_refuses_it() {
+    use std::os::fd::AsFd;
+
+    use loopsy_wire::handover::ExecNews;
+
+    use crate::handover::ExecEnd;
+    let place = Place::new("exec-here");
+    let stream = || Response::Stream {
+        protocol: "/loopsy/exec/1".into(),
+    };
+    let exited = ExecNews::Exited {
+        code: Some(3),
+        signal: None,
+        timed_out: false,
+    };
+    let old_node = control::Error::new(ErrorCode::BadRequest, "not a control request");
+    let node = node(
+        &place,
+        vec![
+            (vec![stream()], vec![ExecNews::Started { pid: 7 }, exited]),
+            (vec![stream()], vec![ExecNews::Unwritable]),
+            (
+                vec![stream()],
+                vec![ExecNews::Refused {
+                    reason: "exec policy: no".into(),
+                }],
+            ),
+            (vec![Response::Error(old_node)], vec![]),
+        ],
+    );
+    let client = place.client();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let fds = [null.as_fd(), null.as_fd(), null.as_fd()];
+    let start = exec::Start {
+        argv: vec!["true".into()],
+        cwd: None,
+        env: Vec::new(),
+        timeout_secs: None,
+        pty: None,
+    };
+    let run = async |stdin_relayed| {
+        let (handed, _input) = client
+            .exec_here("alpha".into(), start.clone(), fds, stdin_relayed)
+            .await?;
+        handed.end().await
+    };
+    match run(false).await {
+        Ok(ExecEnd::Exited(exit)) => assert_eq!(exit.code, Some(3)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(run(false).await, Ok(ExecEnd::Unwritable)));
+    match run(true).await {
+        Err(Error::NotStarted { reason }) => assert_eq!(reason, "exec policy: no"),
+        other => panic!("{other:?}"),
+    }
+    match run(false).await {
+        Err(Error::Refused(e)) => assert_eq!(e.code, ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    let requests = node.await.unwrap();
+    assert!(matches!(
+        &requests[2],
+        Request::ExecHere { peer, stdin_relayed: true, .. } if peer == "alpha"
+    ));
+}

@@ -1,16 +1,24 @@
-//! Descriptors a client passed to its node (its terminal, for `attach`), read and written
-//! without blocking the runtime and without changing them for the client's shell.
+//! Descriptors a client passed to its node (its terminal, for `attach`; its stdin, stdout
+//! and stderr, for `exec`), read and written without blocking the runtime and without
+//! changing them for the client's shell.
 //!
 //! O_NONBLOCK belongs to an open file description, which the client shares with the shell
 //! that started it: set on the passed descriptor, it would reach the shell, and stay there
 //! if we were killed. So a terminal or pipe is opened again through `/proc/self/fd`, which
 //! makes a description of our own (same terminal, same pipe) that can be non-blocking; a
-//! socket is asked not to wait on each call (`MSG_DONTWAIT`); a regular file or `/dev/null`
-//! never waits for long, so it is read and written in place. Anything else is not taken.
+//! socket is asked not to wait on each call (`MSG_DONTWAIT`). A regular file is used in
+//! place, never opened again: a new description would start at offset 0 without the
+//! client's O_APPEND, where the shared one writes where the client's shell expects (`>>`,
+//! or after what the shell wrote before); it is read and written on a blocking thread, so
+//! a slow disk holds up its own user, not the runtime. `/dev/null` never waits and is used
+//! in place. Anything else is not taken (the client relays instead): not `/dev/tty` or
+//! `/dev/ptmx`, whose reopening means something else, nor other devices (`/dev/zero`, a
+//! disk), which a client has no reason to hand over.
 
 use std::{
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    sync::Arc,
 };
 
 use rustix::{
@@ -26,14 +34,17 @@ pub enum Passed {
     Reopened(AsyncFd<OwnedFd>),
     /// A socket: on epoll, each call asked not to wait.
     Socket(AsyncFd<OwnedFd>),
-    /// A regular file or `/dev/null`, used in place.
-    Immediate(OwnedFd),
+    /// `/dev/null`, used in place.
+    Null(OwnedFd),
+    /// A regular file, used in place on a blocking thread.
+    File(Arc<OwnedFd>),
 }
 
 enum Kind {
     Reopen,
     Socket,
-    Immediate,
+    Null,
+    File,
 }
 
 /// Whether `fd` can be handed to the node: what a client checks before it passes its own.
@@ -50,8 +61,8 @@ fn kind(fd: BorrowedFd<'_>) -> Option<Kind> {
         // none) nor /dev/ptmx (opened again it makes a new terminal).
         FileType::CharacterDevice if dev(5, 0) || dev(5, 2) => None,
         FileType::CharacterDevice if rustix::termios::isatty(fd) => Some(Kind::Reopen),
-        FileType::CharacterDevice if dev(1, 3) => Some(Kind::Immediate),
-        FileType::RegularFile => Some(Kind::Immediate),
+        FileType::CharacterDevice if dev(1, 3) => Some(Kind::Null),
+        FileType::RegularFile => Some(Kind::File),
         FileType::Socket => Some(Kind::Socket),
         _ => None,
     }
@@ -73,7 +84,8 @@ impl Passed {
                 Ok(Self::Reopened(register(own)?))
             }
             Some(Kind::Socket) => Ok(Self::Socket(register(fd)?)),
-            Some(Kind::Immediate) => Ok(Self::Immediate(fd)),
+            Some(Kind::Null) => Ok(Self::Null(fd)),
+            Some(Kind::File) => Ok(Self::File(Arc::new(fd))),
             None => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "not a terminal, pipe, socket or file",
@@ -98,7 +110,19 @@ impl Passed {
                 })
                 .await
             }
-            Self::Immediate(fd) => again(|| rustix::io::read(fd, &mut *buffer)),
+            Self::Null(fd) => again(|| rustix::io::read(fd, &mut *buffer)),
+            Self::File(fd) => {
+                let (fd, wanted) = (fd.clone(), buffer.len());
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut data = vec![0u8; wanted];
+                    let n = again(|| rustix::io::read(&*fd, &mut data))?;
+                    data.truncate(n);
+                    Ok::<_, io::Error>(data)
+                });
+                let data = read.await.map_err(io::Error::other)??;
+                buffer[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
         }
     }
 
@@ -120,7 +144,14 @@ impl Passed {
                     })
                     .await?
                 }
-                Self::Immediate(fd) => again(|| rustix::io::write(fd, data))?,
+                Self::Null(fd) => again(|| rustix::io::write(fd, data))?,
+                Self::File(fd) => {
+                    let (fd, owned) = (fd.clone(), data.to_vec());
+                    let write = tokio::task::spawn_blocking(move || {
+                        again(|| rustix::io::write(&*fd, &owned))
+                    });
+                    write.await.map_err(io::Error::other)??
+                }
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -171,6 +202,37 @@ mod tests {
         assert_eq!(flags(reader.as_fd()), read_before);
         assert_eq!(flags(writer.as_fd()), write_before);
         assert!(!flags(reader.as_fd()).contains(OFlags::NONBLOCK));
+    }
+
+    #[tokio::test]
+    async fn a_file_is_written_in_place_keeping_its_append_mode_and_flags() {
+        use std::io::{Seek, Write};
+        let path = std::env::temp_dir().join(format!("passed-{}", std::process::id()));
+        std::fs::write(&path, "before\n").unwrap();
+        let mut appended = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let flags_before = rustix::fs::fcntl_getfl(&appended).unwrap();
+        let ours = Passed::new(rustix::io::dup(&appended).unwrap(), true).unwrap();
+        assert!(matches!(ours, Passed::File(_)));
+        ours.write_all(b"ours\n").await.unwrap();
+        // The caller's description is the one written: its offset moved, O_APPEND held.
+        appended.write_all(b"theirs\n").unwrap();
+        assert_eq!(appended.stream_position().unwrap(), 19);
+        assert_eq!(rustix::fs::fcntl_getfl(&appended).unwrap(), flags_before);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "before\nours\ntheirs\n");
+    }
+
+    #[test]
+    fn devices_other_than_null_and_terminals_are_not_taken() {
+        for device in ["/dev/zero", "/dev/urandom", "/dev/tty", "/dev/ptmx"] {
+            if let Ok(file) = std::fs::File::open(device) {
+                assert!(!passable(file.as_fd()), "{device}");
+            }
+        }
     }
 
     #[test]

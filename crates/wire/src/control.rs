@@ -117,6 +117,23 @@ pub enum Request {
         peer: String,
         start: crate::exec::Start,
     },
+    /// An `exec` with the client's stdin, stdout and stderr handed over: right after this
+    /// frame the client sends them on one byte (`crate::handover::PASS_BYTE`, SCM_RIGHTS);
+    /// the node writes the program's output and reads its input itself. Answers as `exec`
+    /// does (errors, then `stream`), after which the node sends `crate::handover::ExecNews`
+    /// frames and the client `crate::exec::Request` frames (signals and sizes, and its
+    /// input with `stdin_relayed`). A node
+    /// that predates it, or cannot take the descriptors, answers `bad_request`.
+    ExecHere {
+        peer: String,
+        start: crate::exec::Start,
+        /// The client keeps reading its stdin and sends it as `stdin` frames; the node
+        /// leaves the passed one unread. For a terminal in its usual mode: a shell takes
+        /// it back whenever the client is stopped (Ctrl-Z), and the node must not read
+        /// the keys meant for the shell then.
+        #[serde(default)]
+        stdin_relayed: bool,
+    },
     /// Copy files to or from a peer: answers `copy_progress` frames while it runs, then
     /// `copied_files` frames and one `copied`.
     Copy(Copy),

@@ -56,3 +56,25 @@ pub enum Ended {
 
 /// The key that detaches: Ctrl-\ (as dtach). The node that reads the keys stops at it.
 pub const DETACH: u8 = 0x1c;
+
+/// Node to client on an `exec` whose stdin, stdout and stderr were handed over (the
+/// control request `exec_here`; the descriptors travel on [`PASS_BYTE`] in that order).
+/// The program's output never crosses the control connection: it is in the client's
+/// stdout and stderr before the node sends `exited`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecNews {
+    /// The program is running.
+    Started { pid: u32 },
+    /// Not run: a policy rule, or a program that cannot be started (as `exec`'s).
+    Refused { reason: String },
+    /// The program ended, as `exec`'s `exited`; everything it wrote has been written.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+    /// Its stdout or stderr could not be written (a reader that went away): the node has
+    /// ended the program, as a relaying client does when its own write fails.
+    Unwritable,
+}

@@ -91,6 +91,15 @@ impl Handler for Api {
             Request::Exec { peer, start } => {
                 return crate::exec::client::exec(&node.dialer, &peer, start, reply).await;
             }
+            Request::ExecHere {
+                peer,
+                start,
+                stdin_relayed,
+            } => {
+                let dialer = &node.dialer;
+                return crate::exec::client::exec_here(dialer, &peer, start, stdin_relayed, reply)
+                    .await;
+            }
             Request::Copy(copy) => {
                 return crate::transfer::client::copy(&node.dialer, &node.homes, copy, reply).await;
             }

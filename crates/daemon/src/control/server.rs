@@ -93,10 +93,11 @@ impl Reply {
         ((&mut self.reader).compat(), &mut self.writer)
     }
 
-    /// The client's stdin, stdout and progress file, passed on one byte with SCM_RIGHTS
-    /// (see `loopsy_wire::handover`); `None` when the client is not this node's own user,
-    /// sent something else, or took too long.
-    pub async fn receive_terminal(&mut self) -> Option<[OwnedFd; 3]> {
+    /// The three descriptors the client passed on one byte with SCM_RIGHTS (see
+    /// `loopsy_wire::handover`: for `attach` its stdin, stdout and progress file, for
+    /// `exec` its stdin, stdout and stderr); `None` when the client is not this node's own
+    /// user, sent something else, or took too long.
+    pub async fn receive_passed(&mut self) -> Option<[OwnedFd; 3]> {
         let socket: &UnixStream = self.reader.as_ref();
         // The socket's directory is the user's alone; this holds even if it were not.
         let peer = rustix::net::sockopt::socket_peercred(socket).ok()?;

@@ -1,8 +1,13 @@
 //! The opening side of exec, for this device's user: open the stream to the peer, and once
-//! its gate lets it in, relay the control connection to it.
+//! its gate lets it in, relay the control connection to it, or serve the program's
+//! streams on the descriptors the client handed over.
 
-use loopsy_wire::{control::Response, exec, protocol};
+use loopsy_wire::{
+    control::{ErrorCode, Response},
+    exec, protocol,
+};
 
+use super::handover::{self, Stdio};
 use crate::{control::Reply, dial::Dialer};
 
 /// Opens an exec stream to the peer `query` names, sends the start, and once the peer's
@@ -26,5 +31,43 @@ pub async fn exec(dialer: &Dialer, query: &str, start: exec::Start, reply: &mut 
             _ = reply.splice(stream) => {}
             _ = departure.wait() => {}
         }
+    }
+}
+
+/// As [`exec`], with the client's stdin, stdout and stderr, which it passes right after the
+/// request: taken before anything is dialled, so a client whose descriptors this node
+/// cannot use (`bad_request`) relays instead at no cost but a round trip.
+/// With `stdin_relayed` the client sends its stdin as frames and the passed one is unread.
+pub async fn exec_here(
+    dialer: &Dialer,
+    query: &str,
+    start: exec::Start,
+    stdin_relayed: bool,
+    reply: &mut Reply,
+) {
+    let Some(passed) = reply.receive_passed().await else {
+        return;
+    };
+    let stdio = match Stdio::new(passed, stdin_relayed) {
+        Ok(stdio) => stdio,
+        Err(e) => {
+            let message = format!("cannot take the client's stdin, stdout and stderr: {e}");
+            return reply.error(ErrorCode::BadRequest, message).await;
+        }
+    };
+    let first = exec::Request::Start(start);
+    let (peer, stream) = match dialer
+        .open(query, protocol::EXEC, &first, exec::MAX_FRAME)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(e) => return drop(reply.send(&Response::Error(e)).await),
+    };
+    let started = Response::Stream {
+        protocol: protocol::EXEC.to_owned(),
+    };
+    let departure = dialer.departure(peer);
+    if reply.send(&started).await.is_ok() {
+        handover::run(stdio, stream, reply, departure.wait()).await;
     }
 }

@@ -1,9 +1,11 @@
 //! `/loopsy/exec/1` (the flow is in `loopsy_wire::exec`): the [`Exec`] service owns the
 //! exec policy and the programs running per peer; [`serve`] checks a request against the
 //! policy and runs it ([`process`] starts and reaps the program), and [`client`] opens the
-//! stream for this device's user and relays it.
+//! stream for this device's user and relays it, or ([`handover`]) writes and reads the
+//! user's own stdout, stderr and stdin.
 
 pub mod client;
+pub mod handover;
 pub mod policy;
 mod process;
 mod serve;

@@ -149,6 +149,10 @@ where
         .timeout_secs
         .and_then(|s| Instant::now().checked_add(Duration::from_secs(s)));
     let mut drain_until = Instant::now();
+    // Input the program has no room for yet. While it waits, output goes on (a program that
+    // writes before it reads would otherwise never read) and the client's further frames
+    // wait in the stream, held back by its flow control.
+    let mut waiting: Option<ToInput> = None;
     loop {
         if client_gone {
             // The client, its connection or its membership is gone.
@@ -161,20 +165,22 @@ where
         }
         let drain_timer = tokio::time::sleep_until(drain_until);
         tokio::select! {
-            request = requests.recv() => match request {
-                Some(Request::Stdin { data }) => {
-                    let _ = input.send(ToInput::Data(data)).await;
+            room = input.reserve(), if waiting.is_some() => {
+                // No room ever again: the program's input is closed, and the rest dropped.
+                if let (Ok(room), Some(next)) = (room, waiting.take()) {
+                    room.send(next);
                 }
-                Some(Request::StdinEof) => {
-                    let _ = input.send(ToInput::Eof).await;
-                }
+            },
+            request = requests.recv(), if waiting.is_none() => match request {
+                Some(Request::Stdin { data }) => waiting = Some(ToInput::Data(data)),
+                Some(Request::StdinEof) => waiting = Some(ToInput::Eof),
                 Some(Request::Signal { signal }) => {
                     if let Some(signal) = Signal::from_named_raw(signal) {
                         kill_group(signal);
                     }
                 }
                 Some(Request::Resize { rows, cols }) => {
-                    let _ = input.send(ToInput::Resize(rows, cols)).await;
+                    waiting = Some(ToInput::Resize(rows, cols));
                 }
                 Some(Request::Start(_)) => {}
                 None => client_gone = true,

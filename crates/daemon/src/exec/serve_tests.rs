@@ -189,3 +189,57 @@ async fn a_stream_that_does_not_start_with_a_start_runs_nothing() {
     assert!(replies.is_empty(), "{replies:?}");
     assert!(audit.read_all().is_empty(), "nothing ran, nothing to audit");
 }
+
+#[tokio::test]
+async fn input_the_program_does_not_read_yet_holds_up_none_of_its_output() {
+    use futures::AsyncReadExt;
+    const OUT: usize = 2_000_000;
+    const IN_FRAMES: usize = 40;
+    let dir = testing::scratch("exec-input-waits");
+    let audit = testing::audit(&dir);
+    let peer = testing::peer(&["exec"], &audit);
+    let exec = Exec::new(Policy::default());
+    let (client, server) = testing::pipe();
+    let (mut from_server, mut to_server) = client.split();
+    let served = async { serve(&exec, &peer, server).await };
+    // It writes all of its output before it reads a byte of its input.
+    let script = format!("head -c {OUT} /dev/zero; wc -c");
+    let send = async {
+        framed::write(&mut to_server, &start(&["sh", "-c", &script]), MAX_FRAME)
+            .await
+            .unwrap();
+        for _ in 0..IN_FRAMES {
+            let data = vec![b'i'; loopsy_wire::exec::CHUNK];
+            let stdin = Request::Stdin { data };
+            if framed::write(&mut to_server, &stdin, MAX_FRAME)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = framed::write(&mut to_server, &Request::StdinEof, MAX_FRAME).await;
+    };
+    let receive = async {
+        let mut stdout = Vec::new();
+        loop {
+            let reply = tokio::time::timeout(
+                Duration::from_secs(20),
+                framed::read::<Reply, _>(&mut from_server, MAX_FRAME),
+            )
+            .await
+            .expect("output goes on while the input waits")
+            .expect("a frame");
+            match reply {
+                Some(Reply::Stdout { data }) => stdout.extend(data),
+                Some(Reply::Exited { code, .. }) => return (stdout, code),
+                Some(_) => {}
+                None => return (stdout, None),
+            }
+        }
+    };
+    let ((), (), (stdout, code)) = tokio::join!(served, send, receive);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.len(), OUT + format!("{}\n", IN_FRAMES * 65536).len());
+    assert!(stdout.ends_with(format!("{}\n", IN_FRAMES * 65536).as_bytes()));
+}

@@ -314,7 +314,7 @@ impl SessionClient {
 /// The client's terminal, passed after `stream`; `None` (and the connection closed) when it
 /// did not come or cannot be used, which the client reports as a lost attachment.
 async fn take_terminal(reply: &mut Reply) -> Option<handover::Terminal> {
-    let passed = reply.receive_terminal().await?;
+    let passed = reply.receive_passed().await?;
     match handover::Terminal::new(passed) {
         Ok(terminal) => Some(terminal),
         Err(error) => {
