@@ -33,3 +33,26 @@ pub fn wait_for<T>(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `command` to its end with `input` on its stdin (written from a thread of its own, so
+/// a program that writes before it reads cannot deadlock the test) and its output captured.
+pub fn output_with_input(
+    command: &mut std::process::Command,
+    input: &[u8],
+) -> std::process::Output {
+    use std::{io::Write, process::Stdio};
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for the command");
+    let _ = writer.join();
+    out
+}

@@ -36,24 +36,13 @@ fn exec_reading(from: &Node, args: &[&str], stdin: Stdio) -> std::process::Outpu
 }
 
 fn exec(from: &Node, args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut child = Command::new(bin::loopsy())
+    let mut command = Command::new(bin::loopsy());
+    command
         .arg("--home")
         .arg(from.home())
         .args(["exec", "alpha", "--"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run loopsy exec");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    let _ = writer.join();
-    out
+        .args(args);
+    loopsy_tests::output_with_input(&mut command, stdin)
 }
 
 /// `loopsy exec alpha -- sh -c SCRIPT` from `from`, left running with its stdout piped.

@@ -44,20 +44,7 @@ fn exec_command(from: &Node, args: &[&str], relayed: bool) -> Command {
 
 /// Runs `loopsy exec ARGS..` on pipes with `stdin`, to its end.
 fn exec(from: &Node, args: &[&str], stdin: &[u8], relayed: bool) -> Output {
-    let mut child = exec_command(from, args, relayed)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run loopsy exec");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    let _ = writer.join();
-    out
+    loopsy_tests::output_with_input(&mut exec_command(from, args, relayed), stdin)
 }
 
 /// What the CLI process has read and written so far, as the kernel counts it (`rchar` and

@@ -8,24 +8,12 @@ use loopsy_wire::{
 };
 
 use super::handover::{self, Stdio};
-use crate::{control::Reply, dial::Dialer};
+use crate::{control::Reply, dial::Dialer, gate::Departure};
 
 /// Opens an exec stream to the peer `query` names, sends the start, and once the peer's
 /// gate lets it in, relays the client's connection to it.
 pub async fn exec(dialer: &Dialer, query: &str, start: exec::Start, reply: &mut Reply) {
-    let first = exec::Request::Start(start);
-    let (peer, stream) = match dialer
-        .open(query, protocol::EXEC, &first, exec::MAX_FRAME)
-        .await
-    {
-        Ok(opened) => opened,
-        Err(e) => return drop(reply.send(&Response::Error(e)).await),
-    };
-    let started = Response::Stream {
-        protocol: protocol::EXEC.to_owned(),
-    };
-    let departure = dialer.departure(peer);
-    if reply.send(&started).await.is_ok() {
+    if let Some((stream, departure)) = open(dialer, query, start, reply).await {
         // A stream whose connection closed may never wake its reader.
         tokio::select! {
             _ = reply.splice(stream) => {}
@@ -55,19 +43,34 @@ pub async fn exec_here(
             return reply.error(ErrorCode::BadRequest, message).await;
         }
     };
+    if let Some((stream, departure)) = open(dialer, query, start, reply).await {
+        handover::run(stdio, stream, reply, departure.wait()).await;
+    }
+}
+
+/// Opens the exec stream to the peer `query` names with `start`, and tells the client it is
+/// open; `None` once the client has been told why not (or has gone).
+async fn open(
+    dialer: &Dialer,
+    query: &str,
+    start: exec::Start,
+    reply: &mut Reply,
+) -> Option<(loopsy_mesh::Stream, Departure)> {
     let first = exec::Request::Start(start);
     let (peer, stream) = match dialer
         .open(query, protocol::EXEC, &first, exec::MAX_FRAME)
         .await
     {
         Ok(opened) => opened,
-        Err(e) => return drop(reply.send(&Response::Error(e)).await),
+        Err(e) => {
+            let _ = reply.send(&Response::Error(e)).await;
+            return None;
+        }
     };
+    let departure = dialer.departure(peer);
     let started = Response::Stream {
         protocol: protocol::EXEC.to_owned(),
     };
-    let departure = dialer.departure(peer);
-    if reply.send(&started).await.is_ok() {
-        handover::run(stdio, stream, reply, departure.wait()).await;
-    }
+    reply.send(&started).await.ok()?;
+    Some((stream, departure))
 }
