@@ -36,6 +36,8 @@ struct Client {
 fn client() -> anyhow::Result<Swarm<Client>> {
     Ok(SwarmBuilder::with_new_identity()
         .with_tokio()
+        // Noise only, as a peer that predates the relay's TLS: the tests that drive these
+        // clients (tests/tests/relay_limits.rs) keep that fallback working.
         .with_tcp(
             tcp::Config::default(),
             noise::Config::new,
