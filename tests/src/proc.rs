@@ -1,4 +1,4 @@
-//! What /proc says of a process a test started: its memory and its CPU time.
+//! What /proc says of processes a test started: their memory, their CPU time, and which run a given command line.
 
 /// The resident memory of a process, in KiB; 0 once it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
@@ -34,4 +34,18 @@ pub fn cpu_secs(pid: u32) -> f64 {
 /// How many file descriptors a process holds open; 0 once it is gone.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// Processes whose command line holds `marker` (each test run picks its own).
+pub fn running_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .collect()
 }

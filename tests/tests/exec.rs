@@ -312,20 +312,6 @@ fn revoking_a_device_ends_what_it_runs_here() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Processes whose command line holds `marker` (each test run picks its own).
-fn running_with(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-        .collect()
-}
-
 #[test]
 fn a_remote_program_never_outlives_its_client() -> anyhow::Result<()> {
     let (a, b) = pair()?;
@@ -359,7 +345,9 @@ fn a_remote_program_never_outlives_its_client() -> anyhow::Result<()> {
     // A reader that stops reading for a while, then leaves.
     piped("sleep 1");
     wait_for("every remote `yes` to end", Duration::from_secs(10), || {
-        running_with(&marker).is_empty().then_some(())
+        loopsy_tests::proc::running_with(&marker)
+            .is_empty()
+            .then_some(())
     })?;
 
     // The next exec is served at once, and the audit log says why each one ended.

@@ -60,20 +60,6 @@ fn copied(child: &Child) -> (u64, u64) {
     (field("rchar:"), field("wchar:"))
 }
 
-/// Processes whose command line holds `marker`.
-fn running_with(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-        .collect()
-}
-
 /// Output of this many bytes, and input of that many.
 const OUTPUT: usize = 20_000_000;
 const INPUT: usize = 5_000_000;
@@ -134,7 +120,7 @@ fn the_node_writes_the_output_and_reads_the_input_not_the_cli() -> anyhow::Resul
             assert!(written < 64 * 1024, "handed over: wrote {written} bytes");
             assert!(read < 256 * 1024, "handed over: read {read} bytes");
         }
-        let remote: Vec<u32> = running_with(&marker)
+        let remote: Vec<u32> = loopsy_tests::proc::running_with(&marker)
             .into_iter()
             .filter(|&pid| pid != child.id())
             .collect();
@@ -143,7 +129,9 @@ fn the_node_writes_the_output_and_reads_the_input_not_the_cli() -> anyhow::Resul
         child.kill()?;
         child.wait()?;
         wait_for("the remote program to end", Duration::from_secs(10), || {
-            running_with(&marker).is_empty().then_some(())
+            loopsy_tests::proc::running_with(&marker)
+                .is_empty()
+                .then_some(())
         })?;
     }
     Ok(())

@@ -40,13 +40,10 @@ impl SessionClient {
 
     /// Serves a session request for the CLI, on this device or through the host's stream.
     pub async fn session(&self, peer: Option<String>, mut request: Request, reply: &mut Reply) {
-        let host = match self.host_of(&peer, &mut request).await {
-            Ok(host) => host,
-            Err(e) => return drop(reply.send(&Response::Error(e)).await),
+        let Some(host) = self.host_or_tell(&peer, &mut request, reply).await else {
+            return;
         };
-        let stream_follows = Response::Stream {
-            protocol: protocol::SESSION.to_owned(),
-        };
+        let stream_follows = stream_follows();
         match host {
             None => {
                 if reply.send(&stream_follows).await.is_ok() {
@@ -77,13 +74,10 @@ impl SessionClient {
                 control::Error::new(ErrorCode::BadRequest, "only an attach is handed over");
             return drop(reply.send(&Response::Error(refusal)).await);
         };
-        let host = match self.host_of(&peer, &mut request).await {
-            Ok(host) => host,
-            Err(e) => return drop(reply.send(&Response::Error(e)).await),
+        let Some(host) = self.host_or_tell(&peer, &mut request, reply).await else {
+            return;
         };
-        let stream_follows = Response::Stream {
-            protocol: protocol::SESSION.to_owned(),
-        };
+        let stream_follows = stream_follows();
         match host {
             None => {
                 if reply.send(&stream_follows).await.is_err() {
@@ -147,6 +141,22 @@ impl SessionClient {
 
     /// The device that hosts what `request` is about: `None` for this one. A session named
     /// without a host is looked up in the registry, and `request` then names it by its ID.
+    /// As [`Self::host_of`]; `None` once the client has been told why not.
+    async fn host_or_tell(
+        &self,
+        peer: &Option<String>,
+        request: &mut Request,
+        reply: &mut Reply,
+    ) -> Option<Option<PeerId>> {
+        match self.host_of(peer, request).await {
+            Ok(host) => Some(host),
+            Err(e) => {
+                let _ = reply.send(&Response::Error(e)).await;
+                None
+            }
+        }
+    }
+
     async fn host_of(
         &self,
         peer: &Option<String>,
@@ -321,5 +331,12 @@ async fn take_terminal(reply: &mut Reply) -> Option<handover::Terminal> {
             tracing::debug!(%error, "a handed-over terminal cannot be used");
             None
         }
+    }
+}
+
+/// The answer after which the control connection carries the session protocol.
+fn stream_follows() -> Response {
+    Response::Stream {
+        protocol: protocol::SESSION.to_owned(),
     }
 }
