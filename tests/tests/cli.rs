@@ -386,3 +386,47 @@ fn session_names_are_unique_and_kill_says_when_a_session_had_ended() -> anyhow::
     assert!(said.contains("had already ended"), "{said}");
     Ok(())
 }
+
+/// `loopsy node` and `loopsy mcp` run in `loopsy-node`, the binary installed beside
+/// `loopsy` (which stays small for a fast start); where it is missing, they say so and
+/// what to do, and the other commands work on without it.
+#[test]
+fn the_node_starts_from_the_binary_beside_loopsy_or_says_where_it_is_missing() -> anyhow::Result<()>
+{
+    let alone = TempDir::new("alone");
+    let lonely = alone.path().join("loopsy");
+    std::fs::copy(bin::loopsy(), &lonely)?;
+    let home = alone.path().join("home");
+    for command in [&["node"][..], &["mcp"]] {
+        let out = Command::new(&lonely)
+            .arg("--home")
+            .arg(&home)
+            .args(command)
+            .stdin(Stdio::null())
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {said}");
+        let missing = alone.path().join("loopsy-node");
+        assert!(
+            said.contains(&format!("cannot start {}", missing.display()))
+                && said.contains("installed beside `loopsy`"),
+            "{command:?}: {said}"
+        );
+    }
+    let id = Command::new(&lonely)
+        .arg("--home")
+        .arg(&home)
+        .arg("id")
+        .output()?;
+    assert!(
+        id.status.success(),
+        "{}",
+        String::from_utf8_lossy(&id.stderr)
+    );
+
+    // Beside it, `loopsy node` becomes `loopsy-node` in the same process.
+    let node = Node::start(Options::isolated("beside"))?;
+    let exe = std::fs::read_link(format!("/proc/{}/exe", node.pid()))?;
+    assert_eq!(exe.file_name(), Some("loopsy-node".as_ref()));
+    Ok(())
+}
