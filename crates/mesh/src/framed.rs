@@ -40,8 +40,44 @@ where
     }
 }
 
+/// [`read`], into `scratch`, which keeps its length from call to call: a loop that reads
+/// many large frames (a program's output) allocates and zeroes its buffer once, not for
+/// every frame.
+pub async fn read_reusing<T, R>(
+    reader: &mut R,
+    max: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<Option<T>, ReadError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let Some(len) = read_len(reader, max).await? else {
+        return Ok(None);
+    };
+    if scratch.len() < len {
+        scratch.resize(len, 0);
+    }
+    let body = &mut scratch[..len];
+    read_exactly(reader, body).await?;
+    Ok(Some(frame::decode(body)?))
+}
+
 /// Reads one frame's body of at most `max` bytes, undecoded.
 pub async fn read_body<R>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let Some(len) = read_len(reader, max).await? else {
+        return Ok(None);
+    };
+    let mut body = vec![0u8; len];
+    read_exactly(reader, &mut body).await?;
+    Ok(Some(body))
+}
+
+/// Reads a frame's header: the length of its body, at most `max`; `None` at a clean end.
+async fn read_len<R>(reader: &mut R, max: usize) -> Result<Option<usize>, ReadError>
 where
     R: AsyncRead + Unpin,
 {
@@ -54,16 +90,20 @@ where
             n => filled += n,
         }
     }
-    let len = frame::body_len(header, max)?;
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await.map_err(|e| {
+    Ok(Some(frame::body_len(header, max)?))
+}
+
+async fn read_exactly<R>(reader: &mut R, body: &mut [u8]) -> Result<(), ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    reader.read_exact(body).await.map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             ReadError::Truncated
         } else {
             ReadError::Io(e)
         }
-    })?;
-    Ok(Some(body))
+    })
 }
 
 /// Writes one message of at most `max` bytes and flushes it.
@@ -98,6 +138,24 @@ mod tests {
             Some("two".into())
         );
         assert_eq!(read::<String, _>(&mut buf, 64).await.expect("eof"), None);
+    }
+
+    #[tokio::test]
+    async fn a_reused_buffer_reads_frames_larger_and_smaller_than_the_last() {
+        let mut buf = Cursor::new(Vec::new());
+        for message in ["a".repeat(300), "bb".into(), "c".repeat(1000)] {
+            write(&mut buf, &message, 4096).await.expect("write");
+        }
+        buf.set_position(0);
+        let mut scratch = Vec::new();
+        let mut read_back = Vec::new();
+        while let Some(m) = read_reusing::<String, _>(&mut buf, 4096, &mut scratch)
+            .await
+            .expect("read")
+        {
+            read_back.push(m);
+        }
+        assert_eq!(read_back, ["a".repeat(300), "bb".into(), "c".repeat(1000)]);
     }
 
     #[tokio::test]

@@ -150,9 +150,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut scratch = Vec::new();
     loop {
-        let reply = match framed::read::<ProgramReply, _>(&mut from_program, exec::MAX_FRAME).await
-        {
+        let read = framed::read_reusing::<ProgramReply, _>(
+            &mut from_program,
+            exec::MAX_FRAME,
+            &mut scratch,
+        );
+        let reply = match read.await {
             Ok(Some(reply)) => reply,
             Ok(None) | Err(_) => return End::Lost,
         };

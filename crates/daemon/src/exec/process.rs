@@ -32,6 +32,18 @@ pub(super) struct Io {
     pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
 }
 
+/// What the program's output pipes hold: 1 MiB, the most an unprivileged user may ask
+/// for by default (a pipe's default is 64 KiB). A program that writes fast (`cat` of a
+/// large file) then fills it while a chunk is on its way to the client, rather than
+/// stopping every 64 KiB for the node to read again.
+const PIPE_BYTES: usize = 1 << 20;
+
+/// Makes a program's output pipe hold [`PIPE_BYTES`], where the system lets it (a user
+/// over their limit of pipe memory keeps the default).
+fn widen(pipe: &impl std::os::fd::AsFd) {
+    let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_BYTES);
+}
+
 /// Starts an approved program in a process group of its own, on a PTY when asked.
 pub(super) fn spawn(
     approved: &Approved,
@@ -83,6 +95,8 @@ pub(super) fn spawn(
     else {
         return Err(ExecError::NoPipes);
     };
+    widen(&stdout);
+    widen(&stderr);
     let io = Io {
         input: Input::Pipe(stdin),
         stdout: Box::new(stdout),

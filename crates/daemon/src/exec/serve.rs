@@ -6,7 +6,7 @@ use std::{os::unix::process::ExitStatusExt, process::ExitStatus, time::Duration}
 
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use loopsy_mesh::framed;
-use loopsy_wire::exec::{CHUNK, MAX_FRAME, Pty, Reply, Request};
+use loopsy_wire::exec::{MAX_FRAME, OUTPUT_CHUNK, Pty, Reply, Request};
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::{io::AsyncReadExt, sync::mpsc, time::Instant};
 
@@ -139,7 +139,7 @@ where
 
     let mut stdout = io.stdout;
     let mut stderr = io.stderr;
-    let (mut out_buf, mut err_buf) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let (mut out_buf, mut err_buf) = (vec![0u8; OUTPUT_CHUNK], vec![0u8; OUTPUT_CHUNK]);
     let mut out_open = true;
     let mut err_open = stderr.is_some();
     let mut status: Option<ExitStatus> = None;
