@@ -3,7 +3,8 @@
 //! yamux's courtesies: it claims a long round trip (it answers our pings late, and yamux
 //! grows a window whenever it is read within two round trips), fills every window it is
 //! given while we read fast, then opens far more streams than we hold and fills those too
-//! while we read nothing.
+//! while we read nothing. And past the streams we hold, opening one more waits rather than
+//! ends the connection.
 
 use std::{
     collections::BTreeMap,
@@ -14,13 +15,18 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncReadExt, future};
-use libp2p::core::{muxing::StreamMuxerExt, upgrade::InboundConnectionUpgrade};
-use loopsy_mesh::muxer::{self, MAX_STREAMS, MAX_UNREAD, STREAM_WINDOW};
+use std::task::Poll;
+
+use futures::{AsyncReadExt, AsyncWriteExt, future};
+use libp2p::core::{
+    muxing::StreamMuxerExt,
+    upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
+};
+use loopsy_mesh::muxer::{self, MAX_STREAMS, MAX_UNREAD, OPEN_BELOW, STREAM_WINDOW};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, oneshot},
 };
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
@@ -281,5 +287,96 @@ async fn a_peer_cannot_make_a_connection_hold_more_than_its_cap() -> anyhow::Res
     let mut got = [0; 5];
     stream.read_exact(&mut got).await?;
     assert_eq!(&got, b"hello");
+    Ok(())
+}
+
+/// Past `OPEN_BELOW` streams held, opening one more waits for a stream to end, where
+/// libp2p-yamux's error (at 512) ended the whole connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_past_the_limit_waits_for_one_to_end() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let dialer = TcpStream::connect(listener.local_addr()?).await?;
+    let (socket, _) = listener.accept().await?;
+    let mut ours = muxer::Config
+        .upgrade_outbound(dialer.compat(), "/yamux/1.0.0")
+        .await?;
+    let mut theirs = muxer::Config
+        .upgrade_inbound(socket.compat(), "/yamux/1.0.0")
+        .await?;
+    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(stream) = future::poll_fn(|cx| theirs.poll_inbound_unpin(cx)).await {
+            if accepted_tx.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+    // Our side: the connection driven, and streams opened one request at a time.
+    let (requests, mut to_open) = mpsc::channel::<oneshot::Sender<muxer::Stream>>(1);
+    tokio::spawn(async move {
+        let mut waiting = None;
+        future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(Err(_)) = ours.poll_unpin(cx) {
+                    return Poll::Ready(());
+                }
+                if waiting.is_none() {
+                    match to_open.poll_recv(cx) {
+                        Poll::Ready(Some(reply)) => waiting = Some(reply),
+                        Poll::Ready(None) => return Poll::Ready(()),
+                        Poll::Pending => {}
+                    }
+                }
+                if waiting.is_some() {
+                    match ours.poll_outbound_unpin(cx) {
+                        Poll::Ready(Ok(stream)) => {
+                            if let Some(reply) = waiting.take() {
+                                let _ = reply.send(stream);
+                            }
+                            continue;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Pending => {}
+                    }
+                }
+                return Poll::Pending;
+            }
+        })
+        .await;
+    });
+    let open = || {
+        let requests = requests.clone();
+        async move {
+            let (reply, stream) = oneshot::channel();
+            requests.send(reply).await.ok()?;
+            stream.await.ok()
+        }
+    };
+
+    let mut held = Vec::new();
+    for _ in 0..OPEN_BELOW {
+        let mut stream = open().await.expect("a stream");
+        stream.write_all(b"x").await?;
+        held.push(stream);
+    }
+    for _ in 0..OPEN_BELOW {
+        tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+            .await?
+            .expect("the peer takes every stream");
+    }
+    let next = tokio::spawn(open());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!next.is_finished(), "a stream past the limit waits");
+    held.pop();
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), next)
+        .await??
+        .expect("opened once a stream ended");
+    stream.write_all(b"still here").await?;
+    let mut theirs = tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+        .await?
+        .expect("the connection carries it");
+    let mut got = [0; 10];
+    theirs.read_exact(&mut got).await?;
+    assert_eq!(&got, b"still here");
     Ok(())
 }
