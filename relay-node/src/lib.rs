@@ -27,8 +27,9 @@ use libp2p::{
     multiaddr::Protocol,
     noise, ping, relay,
     swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
-    tcp, yamux,
+    tcp,
 };
+use loopsy_mesh::muxer;
 
 pub use config::Settings;
 
@@ -104,7 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             // Nodes offer TLS first (AES-GCM where the CPU has AES: every relayed byte
             // passes through here); browsers and older nodes speak Noise.
             (loopsy_mesh::tls::Tls::new, noise::Config::new),
-            yamux::Config::default,
+            muxer::Config::default,
         )?
         .with_quic()
         // Browsers dial WebSocket (`--listen /ip4/0.0.0.0/tcp/N/ws`, or `/tls/ws` with a

@@ -18,8 +18,9 @@ use libp2p::{
     multiaddr::Protocol,
     noise, relay,
     swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux,
+    tcp,
 };
+use loopsy_mesh::muxer;
 
 /// The protocol a sender writes on and a reserved device reads (and drops) from.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/loopsy-relay-load/1");
@@ -41,9 +42,9 @@ fn client() -> anyhow::Result<Swarm<Client>> {
         .with_tcp(
             tcp::Config::default(),
             noise::Config::new,
-            yamux::Config::default,
+            muxer::Config::default,
         )?
-        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_relay_client(noise::Config::new, muxer::Config::default)?
         .with_behaviour(|_, relay| Client {
             relay,
             stream: libp2p_stream::Behaviour::new(),

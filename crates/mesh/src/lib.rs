@@ -18,6 +18,7 @@ pub mod framed;
 pub mod identity;
 mod keep;
 mod limits;
+pub mod muxer;
 pub mod netcheck;
 pub mod peers;
 pub mod portmap;
@@ -34,7 +35,7 @@ pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, m
 pub use libp2p_stream::{IncomingStreams, OpenStreamError};
 pub use peers::{FORGET_AFTER, Link, PeerState, matching};
 
-use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux};
+use libp2p::{SwarmBuilder, multiaddr::Protocol, noise, tcp};
 use tokio::{
     sync::{broadcast, mpsc, oneshot},
     task::JoinHandle,
@@ -171,7 +172,7 @@ impl Mesh {
             .with_tcp(
                 tcp::Config::default(),
                 (tls::Tls::new, noise::Config::new),
-                yamux::Config::default,
+                muxer::Config::default,
             )
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_quic()
@@ -189,7 +190,7 @@ impl Mesh {
             })?
             // TLS inside a relayed circuit too (see `tls`): its bytes are sealed twice on each
             // node and once more in the relay, and AES-GCM costs a sixth of ChaCha20's.
-            .with_relay_client((tls::Tls::new, noise::Config::new), yamux::Config::default)
+            .with_relay_client((tls::Tls::new, noise::Config::new), muxer::Config::default)
             .map_err(|e| StartError::Transport(e.to_string()))?
             .with_behaviour(|key, relay| {
                 Behaviour::new(key, &name, mdns, relay, relay_ids)

@@ -26,7 +26,7 @@ use libp2p::{
     PeerId,
     core::{ConnectedPoint, Transport, muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
     identity::Keypair,
-    noise, tcp, websocket, yamux,
+    noise, tcp, websocket,
 };
 
 mod tls;
@@ -88,7 +88,7 @@ pub fn transport(
     Ok(Secured::new(websocket::Config::new(tcp), secure, ports)
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(keypair)?)
-        .multiplex(yamux::Config::default())
+        .multiplex(crate::muxer::Config)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())
 }
