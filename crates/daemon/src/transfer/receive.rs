@@ -22,7 +22,7 @@ use std::{
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use loopsy_wire::transfer::{
-    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, Outcome, Plan, Receive, Reply,
+    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, Outcome, Plan, Receive, Reply, Whole,
 };
 use rustix::{
     fs::{AtFlags, FileType, Mode, OFlags},
@@ -177,6 +177,7 @@ where
                     writer,
                     &Reply::Plan {
                         plans: batch.plans(),
+                        packed: true,
                     },
                 )
                 .await?;
@@ -715,6 +716,11 @@ enum Piece {
         sha256: Option<Vec<u8>>,
     },
     Abandon(String),
+    /// Whole small files, their bytes one after the other.
+    Files {
+        files: Vec<Whole>,
+        bytes: Vec<u8>,
+    },
     /// The sender broke the protocol: drop the file being written.
     Discard,
 }
@@ -802,6 +808,39 @@ where
                     },
                     _ => return Err(protocol("a file ended before its offered size")),
                 },
+                Data::Files { files } => {
+                    let files = Whole::unpack(&files).map_err(|e| protocol(&e.to_string()))?;
+                    if current.is_some() {
+                        return Err(protocol("packed files inside a file"));
+                    }
+                    let mut total = 0;
+                    for file in &files {
+                        let index = file.index as usize;
+                        let len = u64::from(file.len);
+                        match expected.get(index) {
+                            Some(Some((size, 0)))
+                                if index >= next_index && *size == len && len <= CHUNK as u64 => {}
+                            _ => {
+                                return Err(protocol(
+                                    "a packed file that was not planned fresh, or out of order",
+                                ));
+                            }
+                        }
+                        next_index = index + 1;
+                        total += len;
+                    }
+                    if total > CHUNK as u64 {
+                        return Err(protocol("more packed bytes than a chunk"));
+                    }
+                    let mut bytes = vec![0; total as usize];
+                    tokio::time::timeout(IDLE, reader.read_exact(&mut bytes))
+                        .await
+                        .map_err(|_| TransferError::Timeout)?
+                        .map_err(super::lost)?;
+                    count(&progress.transferred, total);
+                    count(&progress.done, total);
+                    Piece::Files { files, bytes }
+                }
                 Data::Abandon { reason } => match current.take() {
                     Some(_) => Piece::Abandon(transfer::bounded(reason)),
                     None => return Err(protocol("an abandoned file that was not started")),
@@ -811,7 +850,7 @@ where
                 _ => return Err(protocol("an unexpected message in a batch")),
             };
             let bytes = match &piece {
-                Piece::Chunk { bytes, .. } => bytes.len(),
+                Piece::Chunk { bytes, .. } | Piece::Files { bytes, .. } => bytes.len(),
                 _ => 0,
             };
             if handover.add(piece, bytes)
@@ -916,6 +955,23 @@ impl<'a> Writer<'a> {
                 return Ok(Some(bytes));
             }
             Piece::End { blake3, sha256 } => self.end(blake3, sha256)?,
+            Piece::Files { files, bytes } => {
+                // Each file as if it came on its own: one chunk (none when empty), checked
+                // against its hash before it is written, then its end.
+                let mut rest = &bytes[..];
+                for file in files {
+                    // The network side read exactly their lengths together.
+                    let Some((data, after)) = rest.split_at_checked(file.len as usize) else {
+                        return Err(protocol("packed files shorter than their table"));
+                    };
+                    rest = after;
+                    self.start(file.index as usize, 0)?;
+                    if !data.is_empty() {
+                        self.chunk(file.blake3, data)?;
+                    }
+                    self.end(file.blake3, None)?;
+                }
+            }
             Piece::Abandon(reason) => {
                 if let Some(done) = self.open.take() {
                     // What an earlier run left stays for the next one, unless this run
