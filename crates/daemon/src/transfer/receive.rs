@@ -837,6 +837,18 @@ where
                         .await
                         .map_err(|_| TransferError::Timeout)?
                         .map_err(super::lost)?;
+                    // Checked here, before anything is written, so that hashing the next
+                    // files overlaps with storing the last ones on the writing thread.
+                    let mut rest = &bytes[..];
+                    for file in &files {
+                        let Some((data, after)) = rest.split_at_checked(file.len as usize) else {
+                            return Err(protocol("packed files shorter than their table"));
+                        };
+                        rest = after;
+                        if *blake3::hash(data).as_bytes() != file.blake3 {
+                            return Err(protocol("a packed file does not match its hash"));
+                        }
+                    }
                     count(&progress.transferred, total);
                     count(&progress.done, total);
                     Piece::Files { files, bytes }
@@ -956,8 +968,8 @@ impl<'a> Writer<'a> {
             }
             Piece::End { blake3, sha256 } => self.end(blake3, sha256)?,
             Piece::Files { files, bytes } => {
-                // Each file as if it came on its own: one chunk (none when empty), checked
-                // against its hash before it is written, then its end.
+                // Each file as if it came on its own, its one chunk (none when empty)
+                // checked against its hash already.
                 let mut rest = &bytes[..];
                 for file in files {
                     // The network side read exactly their lengths together.
@@ -967,7 +979,7 @@ impl<'a> Writer<'a> {
                     rest = after;
                     self.start(file.index as usize, 0)?;
                     if !data.is_empty() {
-                        self.chunk(file.blake3, data)?;
+                        self.write(file.blake3, data)?;
                     }
                     self.end(file.blake3, None)?;
                 }
@@ -1068,6 +1080,14 @@ impl<'a> Writer<'a> {
                 ))
             }));
         }
+        self.write(hash, bytes)
+    }
+
+    /// Writes a chunk already checked against its `hash`.
+    fn write(&mut self, hash: Digest, bytes: &[u8]) -> Result<(), TransferError> {
+        let Some(at) = self.open.as_mut() else {
+            return Ok(());
+        };
         if at.rewrite
             && !at.written
             && let Err(e) = at.file.set_len(0)
@@ -1091,7 +1111,7 @@ impl<'a> Writer<'a> {
 
     /// Checks the whole file, and renames it into place with its mode and time.
     fn end(&mut self, blake3: Digest, sha256: Option<Vec<u8>>) -> Result<(), TransferError> {
-        let Some(done) = self.open.take() else {
+        let Some(mut done) = self.open.take() else {
             return Ok(());
         };
         let index = done.index;
@@ -1100,7 +1120,7 @@ impl<'a> Writer<'a> {
             return Ok(());
         };
         let name = split(rel).1;
-        let root = done.hashes.clone().root();
+        let root = std::mem::take(&mut done.hashes).root();
         if root != blake3 {
             return Err(discard(Some(done), |part| {
                 TransferError::Protocol(format!("{part} does not match the file's BLAKE3 hash"))
@@ -1130,6 +1150,11 @@ impl<'a> Writer<'a> {
             self.batch.slots[index] = Slot::Settled(Outcome::Failed { reason });
             return Ok(());
         }
+        // A serving device only counts what failed: no report is made for the rest.
+        if !self.place.expect.reports {
+            self.batch.slots[index] = Slot::Settled(Outcome::Stored);
+            return Ok(());
+        }
         self.reports[index] = Some(FileReport {
             path: confine::shown(&entry.path),
             size: entry.size(),
@@ -1145,6 +1170,7 @@ impl<'a> Writer<'a> {
     /// Every entry's outcome. A file still open was cut off by the network: what is written
     /// is verified and stays for a resume.
     fn finish(self) -> Stored {
+        let keep = self.place.expect.reports;
         let outcomes: Vec<Outcome> = self
             .batch
             .slots
@@ -1166,7 +1192,7 @@ impl<'a> Writer<'a> {
                 let is_file = matches!(entry.kind, Kind::File { .. });
                 match report {
                     Some(report) => Some(report),
-                    None if is_file || matches!(outcome, Outcome::Failed { .. }) => {
+                    None if keep && is_file || matches!(outcome, Outcome::Failed { .. }) => {
                         Some(FileReport {
                             path: confine::shown(&entry.path),
                             size: entry.size(),
