@@ -16,9 +16,17 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = decode::<exec::Reply>(data);
     let _ = decode::<transfer::Request>(data);
-    if let Ok(transfer::Data::Offer { entries }) = decode::<transfer::Data>(data) {
-        let _ = entries.iter().map(transfer::Entry::name_len).sum::<usize>();
+    match decode::<transfer::Data>(data) {
+        Ok(transfer::Data::Offer { entries }) => {
+            let _ = entries.iter().map(transfer::Entry::name_len).sum::<usize>();
+        }
+        Ok(transfer::Data::Files { files }) => {
+            let _ = transfer::Whole::unpack(&files);
+        }
+        _ => {}
     }
+    // A packed table as it comes, whatever frame it came in.
+    let _ = transfer::Whole::unpack(data);
     let _ = decode::<transfer::Reply>(data);
     if let Ok(request) = decode::<session::Request>(data) {
         let _ = request.within_limits();

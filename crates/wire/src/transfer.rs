@@ -13,6 +13,12 @@
 //!    receiver answers [`Reply::Report`] with one [`Outcome`] per entry;
 //! 3. [`Data::Done`].
 //!
+//! A receiver that says so in its plan ([`Reply::Plan`]'s `packed`) also takes small
+//! files packed: [`Data::Files`] stands for the `File`, `Chunk` and `End` of each of up to
+//! [`MAX_PACKED`] whole files planned fresh, its table ([`Whole`]s) in the frame and their
+//! bytes, one after the other, behind it. A sender that never sees `packed` (an older
+//! receiver) sends each file on its own, and an older sender ignores the field.
+//!
 //! One round trip per batch, not per file, and none between batches: a sender may send the
 //! next batch's offer right behind the previous batch's `Finish`, before its report comes.
 //! A receiver reads the flow in order and sends each report before the next plan, and
@@ -38,6 +44,9 @@ pub const MAX_BATCH_NAMES: usize = 1024 * 1024;
 /// Most sources in a pull, and longest message a side may give as a reason.
 pub const MAX_SOURCES: usize = 1024;
 pub const MAX_REASON: usize = 4096;
+
+/// Most files in one [`Data::Files`]; their bytes together are at most [`CHUNK`].
+pub const MAX_PACKED: usize = 64;
 
 /// A 32-byte BLAKE3 hash or chaining value.
 pub type Digest = [u8; 32];
@@ -134,6 +143,11 @@ pub enum Data {
         blake3: Digest,
         sha256: Option<ByteBuf>,
     },
+    /// Whole small files, planned fresh, in the order of the offer: `files` is their table
+    /// ([`Whole::pack`]); their bytes follow this frame, one file after the other.
+    Files {
+        files: ByteBuf,
+    },
     /// The file could not be sent whole (it changed while being read, say): discard it.
     Abandon {
         reason: String,
@@ -174,9 +188,18 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
-    Plan { plans: Vec<Plan> },
-    Report { outcomes: Vec<Outcome> },
-    Error { message: String },
+    Plan {
+        plans: Vec<Plan>,
+        /// The receiver takes [`Data::Files`] (absent from older receivers).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        packed: bool,
+    },
+    Report {
+        outcomes: Vec<Outcome>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 impl Entry {
@@ -194,6 +217,56 @@ impl Entry {
             Kind::File { size } => size,
             _ => 0,
         }
+    }
+}
+
+/// One file of a [`Data::Files`]: the offer's entry `index`, all `len` bytes of it, and its
+/// BLAKE3 hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whole {
+    pub index: u32,
+    pub len: u32,
+    pub blake3: Digest,
+}
+
+/// A [`Data::Files`] table that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a table of packed files of {0} bytes")]
+pub struct BadTable(pub usize);
+
+impl Whole {
+    /// Bytes of one file in a table: index and length (big-endian), then the hash.
+    pub const LEN: usize = 40;
+
+    /// The table of `files`, as [`Data::Files`] carries it.
+    pub fn pack(files: &[Whole]) -> ByteBuf {
+        let mut table = Vec::with_capacity(files.len() * Self::LEN);
+        for file in files {
+            table.extend_from_slice(&file.index.to_be_bytes());
+            table.extend_from_slice(&file.len.to_be_bytes());
+            table.extend_from_slice(&file.blake3);
+        }
+        ByteBuf::from(table)
+    }
+
+    /// The files of a table: one to [`MAX_PACKED`] of them, or an error.
+    pub fn unpack(table: &[u8]) -> Result<Vec<Whole>, BadTable> {
+        let count = table.len() / Self::LEN;
+        if !table.len().is_multiple_of(Self::LEN) || count == 0 || count > MAX_PACKED {
+            return Err(BadTable(table.len()));
+        }
+        Ok(table
+            .chunks_exact(Self::LEN)
+            .map(|file| {
+                let (index, rest) = file.split_at(4);
+                let (len, blake3) = rest.split_at(4);
+                Whole {
+                    index: u32::from_be_bytes(index.try_into().unwrap_or_default()),
+                    len: u32::from_be_bytes(len.try_into().unwrap_or_default()),
+                    blake3: blake3.try_into().unwrap_or_default(),
+                }
+            })
+            .collect())
     }
 }
 
@@ -250,6 +323,77 @@ mod tests {
             frame::decode::<Data>(&bytes[frame::HEADER_LEN..]).unwrap(),
             chunk
         );
+    }
+
+    #[test]
+    fn a_plan_says_packed_and_older_sides_read_past_it() {
+        // The reply as a receiver before packed files wrote and read it.
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Older {
+            Plan { plans: Vec<Plan> },
+        }
+        let plans = vec![Plan::Fresh, Plan::Skip];
+        let new = Reply::Plan {
+            plans: plans.clone(),
+            packed: true,
+        };
+        let bytes = frame::encode(&new, MAX_FRAME).unwrap();
+        let body = &bytes[frame::HEADER_LEN..];
+        assert_eq!(frame::decode::<Reply>(body).unwrap(), new);
+        assert_eq!(
+            frame::decode::<Older>(body).unwrap(),
+            Older::Plan {
+                plans: plans.clone()
+            }
+        );
+        let old = frame::encode(
+            &Older::Plan {
+                plans: plans.clone(),
+            },
+            MAX_FRAME,
+        )
+        .unwrap();
+        assert_eq!(
+            frame::decode::<Reply>(&old[frame::HEADER_LEN..]).unwrap(),
+            Reply::Plan {
+                plans,
+                packed: false
+            }
+        );
+    }
+
+    #[test]
+    fn packed_tables_round_trip_and_bad_ones_are_refused() {
+        let files: Vec<Whole> = (0..MAX_PACKED as u32)
+            .map(|i| Whole {
+                index: i * 3,
+                len: u32::MAX - i,
+                blake3: [i as u8; 32],
+            })
+            .collect();
+        let table = Whole::pack(&files);
+        assert_eq!(Whole::unpack(&table).unwrap(), files);
+        let message = Data::Files { files: table };
+        let bytes = frame::encode(&message, MAX_FRAME).unwrap();
+        assert_eq!(
+            frame::decode::<Data>(&bytes[frame::HEADER_LEN..]).unwrap(),
+            message
+        );
+        let too_many = Whole::pack(&[files.clone(), files[..1].to_vec()].concat());
+        for bad in [&[][..], &too_many[..], &Whole::pack(&files[..2])[..79]] {
+            assert_eq!(Whole::unpack(bad), Err(BadTable(bad.len())));
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes as a table: files or an error, never a panic.
+        #[test]
+        fn any_table_unpacks_or_is_refused(table in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            if let Ok(files) = Whole::unpack(&table) {
+                proptest::prop_assert_eq!(&Whole::pack(&files)[..], &table[..]);
+            }
+        }
     }
 
     #[test]

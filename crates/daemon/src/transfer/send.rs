@@ -1,7 +1,8 @@
 //! The sending side: offer the entries batch by batch, and stream the files the receiver
 //! wants. Files are read and hashed on a blocking thread a few chunks ahead of the network,
 //! so disk, hashing and the stream overlap; a file that changes while it is read is
-//! abandoned, never delivered half old, half new.
+//! abandoned, never delivered half old, half new. A receiver that takes them gets small
+//! files packed, many to a message ([`Data::Files`]).
 
 use std::{
     fs::File,
@@ -13,8 +14,8 @@ use std::{
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, io::BufWriter};
 use loopsy_mesh::framed;
 use loopsy_wire::transfer::{
-    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, MAX_BATCH_NAMES, MAX_FRAME, Outcome, Plan,
-    Reply,
+    self, CHUNK, Data, Digest, Entry, Kind, MAX_BATCH, MAX_BATCH_NAMES, MAX_FRAME, MAX_PACKED,
+    Outcome, Plan, Reply, Whole,
 };
 use serde_bytes::ByteBuf;
 use sha2::{Digest as _, Sha256};
@@ -30,10 +31,27 @@ const READ_AHEAD: usize = 8;
 /// Bytes of messages gathered before they go out.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-/// What the reading thread hands the network: a message, or a chunk and its bytes.
+/// What the reading thread hands the network: a message, a chunk and its bytes, or whole
+/// small files and theirs.
 enum Piece {
     Message(Data),
     Chunk { hash: Digest, bytes: Vec<u8> },
+    Files(Pack),
+}
+
+/// Whole small files gathered for one [`Data::Files`].
+#[derive(Default)]
+struct Pack {
+    files: Vec<Whole>,
+    /// Their bytes, one file after the other.
+    bytes: Vec<u8>,
+}
+
+impl Pack {
+    /// Whether a file of `len` bytes still fits.
+    fn fits(&self, len: usize) -> bool {
+        self.files.len() < MAX_PACKED && self.bytes.len() + len <= CHUNK
+    }
 }
 
 /// How one file went out.
@@ -179,8 +197,8 @@ where
     let files: Vec<usize> = (0..batch.len())
         .filter(|&i| is_file(&batch[i].entry))
         .collect();
-    let plans = match replies.next().await? {
-        Reply::Plan { plans } if plans.len() == files.len() => plans,
+    let (plans, packed) = match replies.next().await? {
+        Reply::Plan { plans, packed } if plans.len() == files.len() => (plans, packed),
         Reply::Error { message } => return Err(TransferError::Peer(message)),
         other => return Err(unexpected(&other)),
     };
@@ -193,8 +211,11 @@ where
     let (pieces, mut incoming) = mpsc::channel(READ_AHEAD);
     let buffers = Buffers::of(&SENDING);
     let reader_buffers = buffers.clone();
-    let reading =
-        tokio::task::spawn_blocking(move || read_files(work, options, &pieces, &reader_buffers));
+    // A SHA-256 asked for travels in `End`, which packed files have none of.
+    let pack = packed && !options.sha256;
+    let reading = tokio::task::spawn_blocking(move || {
+        read_files(work, options, pack, &pieces, &reader_buffers)
+    });
     while let Some(handed) = incoming.recv().await {
         if let Some(reply) = replies.early() {
             return Err(match reply {
@@ -218,6 +239,14 @@ where
                     buffers.give(bytes);
                     count(&progress.transferred, len.into());
                     count(&progress.done, len.into());
+                }
+                Piece::Files(pack) => {
+                    let files = Whole::pack(&pack.files);
+                    put(writer, &Data::Files { files }).await?;
+                    writer.write_all(&pack.bytes).await.map_err(super::lost)?;
+                    let len = pack.bytes.len() as u64;
+                    count(&progress.transferred, len);
+                    count(&progress.done, len);
                 }
             }
         }
@@ -282,11 +311,13 @@ fn unexpected(reply: &Reply) -> TransferError {
     TransferError::Protocol(format!("{what} that does not fit the offer"))
 }
 
-/// Reads the planned files in order and hands their pieces on; stops when the network side
-/// stops listening. Returns how each file went out, by its index in the batch.
+/// Reads the planned files in order and hands their pieces on, small files planned fresh
+/// packed when `pack`; stops when the network side stops listening. Returns how each file
+/// went out, by its index in the batch.
 fn read_files(
     work: Vec<(usize, Item, Plan)>,
     options: transfer::Send,
+    pack: bool,
     network: &mpsc::Sender<Handed<Piece>>,
     buffers: &Buffers,
 ) -> Vec<(usize, Sent)> {
@@ -294,15 +325,21 @@ fn read_files(
     let mut out = Outbox {
         network,
         handover: Handover::new(),
+        pack: Pack::default(),
     };
     for (index, item, plan) in work {
-        match read_file(index, &item, &plan, options, buffers, &mut out) {
+        let read = if pack && plan == Plan::Fresh && item.entry.size() <= CHUNK as u64 {
+            read_whole(index, &item, &mut out)
+        } else {
+            read_file(index, &item, &plan, options, buffers, &mut out)
+        };
+        match read {
             Ok(Some(file)) => sent.push((index, file)),
             Ok(None) => {}
             Err(Stopped) => return sent,
         }
     }
-    let _ = out.flush();
+    let _ = out.seal().and_then(|()| out.flush());
     sent
 }
 
@@ -313,18 +350,44 @@ struct Stopped;
 struct Outbox<'a> {
     network: &'a mpsc::Sender<Handed<Piece>>,
     handover: Handover<Piece>,
+    /// Small files read whole, not handed on yet.
+    pack: Pack,
 }
 
 impl Outbox<'_> {
+    /// Hands on a piece, behind the files packed so far.
     fn put(&mut self, piece: Piece) -> Result<(), Stopped> {
+        self.seal()?;
+        self.add(piece)
+    }
+
+    fn add(&mut self, piece: Piece) -> Result<(), Stopped> {
         let bytes = match &piece {
             Piece::Chunk { bytes, .. } => bytes.len(),
+            Piece::Files(pack) => pack.bytes.len(),
             Piece::Message(_) => 0,
         };
         if self.handover.add(piece, bytes) {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Hands on the files packed so far, as one piece.
+    fn seal(&mut self) -> Result<(), Stopped> {
+        if self.pack.files.is_empty() {
+            return Ok(());
+        }
+        let pack = std::mem::take(&mut self.pack);
+        self.add(Piece::Files(pack))
+    }
+
+    /// Room in the pack for a file of `len` bytes (a full pack is handed on).
+    fn room(&mut self, len: usize) -> Result<&mut Pack, Stopped> {
+        if !self.pack.fits(len) {
+            self.seal()?;
+        }
+        Ok(&mut self.pack)
     }
 
     fn message(&mut self, message: Data) -> Result<(), Stopped> {
@@ -443,6 +506,63 @@ fn read_file(
 
 fn abandon(reason: String) -> Data {
     Data::Abandon { reason }
+}
+
+/// Says that the file at `index` cannot be sent, and why.
+fn refuse_file(index: usize, reason: String, out: &mut Outbox) -> Result<Option<Sent>, Stopped> {
+    out.message(Data::File {
+        index: index as u32,
+        from: 0,
+    })?;
+    out.message(abandon(reason))?;
+    Ok(None)
+}
+
+/// Reads a small file planned fresh whole into the pack, with the same checks as
+/// [`read_file`]: `Ok(None)` when it was abandoned.
+fn read_whole(index: usize, item: &Item, out: &mut Outbox) -> Result<Option<Sent>, Stopped> {
+    let size = item.entry.size() as usize;
+    let (mut file, before) = match File::open(&item.local).and_then(|file| {
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    }) {
+        Ok(opened) => opened,
+        Err(e) => return refuse_file(index, format!("cannot read it: {e}"), out),
+    };
+    if !unchanged(&item.entry, &before) || (before.dev(), before.ino()) != item.file {
+        return refuse_file(index, "it changed after it was listed".into(), out);
+    }
+    let pack = out.room(size)?;
+    let start = pack.bytes.len();
+    pack.bytes.resize(start + size, 0);
+    let read = file.read_exact(&mut pack.bytes[start..]);
+    // Written to while it was read: what was read may be half old, half new.
+    let changed = read.is_ok()
+        && !file
+            .metadata()
+            .is_ok_and(|after| unchanged(&item.entry, &after));
+    if read.is_err() || changed {
+        pack.bytes.truncate(start);
+        let reason = match read {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                "it shrank while it was being copied".to_owned()
+            }
+            Err(e) => format!("cannot read it: {e}"),
+            Ok(()) => "it changed while it was being copied".to_owned(),
+        };
+        return refuse_file(index, reason, out);
+    }
+    let blake3 = *blake3::hash(&pack.bytes[start..]).as_bytes();
+    pack.files.push(Whole {
+        index: index as u32,
+        len: size as u32,
+        blake3,
+    });
+    Ok(Some(Sent {
+        from: 0,
+        blake3: Some(blake3),
+        sha256: None,
+    }))
 }
 
 /// Whether the file still has the size and time it was offered with.

@@ -10,7 +10,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use loopsy_wire::transfer::{CHUNK, Data, Entry, Kind, Outcome, Plan, Receive, Reply, Send};
+use loopsy_wire::transfer::{
+    CHUNK, Data, Entry, Kind, MAX_PACKED, Outcome, Plan, Receive, Reply, Send, Whole,
+};
 use serde_bytes::ByteBuf;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
@@ -515,7 +517,8 @@ async fn lies_about_sizes_and_hashes_are_refused_without_a_trace() {
             assert_eq!(
                 plan,
                 Some(Reply::Plan {
-                    plans: vec![Plan::Fresh]
+                    plans: vec![Plan::Fresh],
+                    packed: true,
                 })
             );
             put(&mut peer, &Data::File { index: 0, from: 0 })
@@ -557,7 +560,8 @@ async fn a_link_planted_under_the_partial_name_is_not_followed() {
         assert_eq!(
             reply,
             Some(Reply::Plan {
-                plans: vec![Plan::Fresh]
+                plans: vec![Plan::Fresh],
+                packed: true,
             })
         );
         let hash = *blake3::hash(b"evil").as_bytes();
@@ -977,7 +981,11 @@ async fn the_next_offer_follows_a_batch_without_waiting_for_its_report() {
             .filter(|e| matches!(e.kind, Kind::File { .. }))
             .map(|_| Plan::Skip)
             .collect();
-        put(&mut peer, &Reply::Plan { plans }).await.unwrap();
+        let plan = Reply::Plan {
+            plans,
+            packed: false,
+        };
+        put(&mut peer, &plan).await.unwrap();
         futures::AsyncWriteExt::flush(&mut peer).await.unwrap();
         let finish = get::<_, Data>(&mut peer).await;
         assert!(matches!(finish, Ok(Data::Finish)), "{finish:?}");
@@ -1030,7 +1038,8 @@ async fn each_batch_is_reported_before_the_next_is_planned() {
             assert_eq!(
                 plan,
                 Reply::Plan {
-                    plans: vec![Plan::Fresh]
+                    plans: vec![Plan::Fresh],
+                    packed: true,
                 }
             );
             send_small(&mut peer, 0, &two).await;
@@ -1046,4 +1055,243 @@ async fn each_batch_is_reported_before_the_next_is_planned() {
         assert_eq!(fs::read(dest.join("two")).unwrap(), second);
         fs::remove_dir_all(dir).ok();
     }
+}
+
+/// Sends `files` packed, each `(index, bytes)`, with `hashes` as their table says.
+async fn send_packed(peer: &mut Pipe, files: &[(u32, &[u8])], hashes: Option<[u8; 32]>) {
+    use futures::AsyncWriteExt;
+    let table: Vec<Whole> = files
+        .iter()
+        .map(|(index, bytes)| Whole {
+            index: *index,
+            len: bytes.len() as u32,
+            blake3: hashes.unwrap_or(*blake3::hash(bytes).as_bytes()),
+        })
+        .collect();
+    let files_message = Data::Files {
+        files: Whole::pack(&table),
+    };
+    let _ = put(peer, &files_message).await;
+    for (_, bytes) in files {
+        let _ = peer.write_all(bytes).await;
+    }
+}
+
+/// Small files come packed from a receiver that takes them, and alone to one that does
+/// not say so (an older receiver), which must not be sent what it cannot read.
+#[tokio::test]
+async fn small_files_are_packed_only_for_a_receiver_that_takes_them() {
+    let (dir, _) = with_dest("packed-or-not");
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..MAX_PACKED + 3 {
+        fs::write(src.join(format!("f{i:03}")), data(i * 50, i as u8)).unwrap();
+    }
+    fs::write(src.join("g-big"), data(CHUNK + 1, 7)).unwrap();
+    for packed in [true, false] {
+        let items = walk::walk(std::slice::from_ref(&src), true).unwrap();
+        let (mut peer, b) = pipe();
+        let progress = Progress::default();
+        let sending = Send {
+            recursive: true,
+            sha256: false,
+        };
+        let receiver = async move {
+            let _begin = get::<_, Data>(&mut peer).await.unwrap();
+            let Ok(Data::Offer { entries }) = get::<_, Data>(&mut peer).await else {
+                panic!("no offer");
+            };
+            let plans = entries
+                .iter()
+                .filter(|e| matches!(e.kind, Kind::File { .. }))
+                .map(|_| Plan::Fresh)
+                .collect();
+            put(&mut peer, &Reply::Plan { plans, packed })
+                .await
+                .unwrap();
+            futures::AsyncWriteExt::flush(&mut peer).await.unwrap();
+            let mut kinds = Vec::new();
+            loop {
+                let message = get::<_, Data>(&mut peer).await.unwrap();
+                let skip = match &message {
+                    Data::Files { files } => Whole::unpack(files)
+                        .unwrap()
+                        .iter()
+                        .map(|f| u64::from(f.len))
+                        .sum(),
+                    Data::Chunk { len, .. } => u64::from(*len),
+                    Data::Finish => break,
+                    _ => 0,
+                };
+                let mut bytes = vec![0; skip as usize];
+                futures::AsyncReadExt::read_exact(&mut peer, &mut bytes)
+                    .await
+                    .unwrap();
+                kinds.push(match message {
+                    Data::Files { files } => format!("files:{}", files.len() / Whole::LEN),
+                    Data::File { .. } => "file".into(),
+                    _ => "-".into(),
+                });
+            }
+            kinds
+        };
+        let sender = send::send(b, items, 1, sending, false, &progress);
+        let kinds = tokio::select! {
+            kinds = receiver => kinds,
+            sent = sender => panic!("the sender ended first: {sent:?}"),
+        };
+        let files = kinds.iter().filter(|k| k.starts_with("files:")).count();
+        let alone = kinds.iter().filter(|k| *k == "file").count();
+        if packed {
+            // The small ones in two packs (the first full), the big one alone.
+            assert_eq!(files, 2, "{kinds:?}");
+            assert_eq!(kinds[0], format!("files:{MAX_PACKED}"));
+            assert_eq!(alone, 1, "{kinds:?}");
+        } else {
+            assert_eq!((files, alone), (0, MAX_PACKED + 4), "{kinds:?}");
+        }
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
+/// Packed files that were not planned fresh, come out of order, outgrow a chunk, do not
+/// match their hashes, or come inside another file: refused, and nothing of the batch is
+/// left behind but what was stored whole before.
+#[tokio::test]
+async fn lies_in_packed_files_are_refused_without_a_trace() {
+    let (dir, dest) = with_dest("packed-lies");
+    type Script = Box<dyn Fn() -> (Vec<Entry>, Vec<(u32, Vec<u8>)>, bool, Option<[u8; 32]>)>;
+    let cases: Vec<(&str, Script)> = vec![
+        (
+            "a size other than offered",
+            Box::new(|| (vec![file(b"a", 11)], vec![(0, data(10, 2))], false, None)),
+        ),
+        (
+            "out of order",
+            Box::new(|| {
+                let entries = vec![file(b"a", 10), file(b"b", 20)];
+                (
+                    entries,
+                    vec![(1, data(20, 3)), (0, data(10, 2))],
+                    false,
+                    None,
+                )
+            }),
+        ),
+        (
+            "the same file twice",
+            Box::new(|| {
+                let entries = vec![file(b"a", 10)];
+                (
+                    entries,
+                    vec![(0, data(10, 2)), (0, data(10, 2))],
+                    false,
+                    None,
+                )
+            }),
+        ),
+        (
+            "not an entry of the offer",
+            Box::new(|| (vec![file(b"a", 10)], vec![(5, data(10, 2))], false, None)),
+        ),
+        (
+            "more than a chunk together",
+            Box::new(|| {
+                let entries = vec![file(b"a", CHUNK as u64), file(b"b", 1)];
+                (
+                    entries,
+                    vec![(0, data(CHUNK, 1)), (1, data(1, 4))],
+                    false,
+                    None,
+                )
+            }),
+        ),
+        (
+            "a wrong hash",
+            Box::new(|| {
+                (
+                    vec![file(b"a", 10)],
+                    vec![(0, data(10, 2))],
+                    false,
+                    Some([9; 32]),
+                )
+            }),
+        ),
+        (
+            "inside another file",
+            Box::new(|| (vec![file(b"a", 10)], vec![(0, data(10, 2))], true, None)),
+        ),
+    ];
+    for (what, case) in cases {
+        let (entries, files, inside, hashes) = case();
+        let result = hostile(&dest, |mut peer| async move {
+            let plan = offer(&mut peer, entries).await;
+            assert!(
+                matches!(plan, Some(Reply::Plan { packed: true, .. })),
+                "{plan:?}"
+            );
+            if inside {
+                let _ = put(&mut peer, &Data::File { index: 0, from: 0 }).await;
+            }
+            let files: Vec<(u32, &[u8])> = files.iter().map(|(i, b)| (*i, &b[..])).collect();
+            send_packed(&mut peer, &files, hashes).await;
+            let _ = put(&mut peer, &Data::Finish).await;
+            told_no(&mut peer).await;
+        })
+        .await;
+        assert_protocol_error(&result);
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "{what}");
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
+/// Packed files land whole with their modes and times, beside ones sent alone, and a part
+/// file left from an earlier copy under a packed file's name is replaced, not written
+/// through when it is a link.
+#[tokio::test]
+async fn packed_files_land_whole_beside_files_sent_alone() {
+    let (dir, dest) = with_dest("packed-whole");
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..150 {
+        let path = src.join(format!("f{i:03}"));
+        fs::write(&path, data(i * 37 % 5000, i as u8)).unwrap();
+        fs::set_permissions(
+            &path,
+            fs::Permissions::from_mode(0o600 | (i as u32 % 8) << 3),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("empty"), b"").unwrap();
+    fs::write(src.join("exactly-a-chunk"), data(CHUNK, 5)).unwrap();
+    fs::write(src.join("more-than-a-chunk"), data(CHUNK + 1, 6)).unwrap();
+    fs::set_permissions(src.join("f007"), fs::Permissions::from_mode(0o444)).unwrap();
+    // Left by an earlier copy: an old part, and a link planted under a part's name.
+    let into = dest.join("src");
+    fs::create_dir(&into).unwrap();
+    fs::write(
+        into.join(".f001.loopsy-part"),
+        b"old and longer than the file",
+    )
+    .unwrap();
+    fs::write(dir.join("victim"), b"keep").unwrap();
+    symlink(dir.join("victim"), into.join(".f002.loopsy-part")).unwrap();
+    let items = walk::walk(std::slice::from_ref(&src), true).unwrap();
+    let sending = Send {
+        recursive: true,
+        sha256: false,
+    };
+    let (sent, received) = exchange(items, 1, sending, &dest, Receive::default()).await;
+    let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert_eq!(sent.failed + received.failed, 0);
+    assert_eq!(received.files.len(), 153);
+    assert_same_tree(&src, &into);
+    assert_eq!(fs::read(dir.join("victim")).unwrap(), b"keep");
+    let left: Vec<_> = fs::read_dir(&into)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.as_bytes().starts_with(b"."))
+        .collect();
+    assert!(left.is_empty(), "no part file stays: {left:?}");
+    fs::remove_dir_all(dir).ok();
 }
