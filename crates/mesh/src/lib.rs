@@ -197,16 +197,7 @@ impl Mesh {
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })
             .map_err(|e| StartError::Mdns(e.to_string()))?
-            .with_swarm_config(|c| {
-                c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
-                    // A stream that proposes one protocol sends its first bytes with the
-                    // proposal instead of a round trip later: an exec, a copy or an attach
-                    // starts one round trip sooner. A peer without the protocol refuses it
-                    // at the first read instead of at the open.
-                    .with_substream_upgrade_protocol_override(
-                        libp2p::core::upgrade::Version::V1Lazy,
-                    )
-            })
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build();
 
         // Probe every fixed TCP port before listening on any, since our own IPv4 listener
