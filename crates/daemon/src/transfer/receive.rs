@@ -476,9 +476,14 @@ fn prepare(
         let at = open.dir(parent)?;
         // In a directory this copy made, only what this copy put there can be in the way,
         // and a file or link goes in by a rename that fails on a directory: a look per
-        // entry (10,000 small files, 10,000 `statat`s) would find nothing to go by.
+        // entry (10,000 small files, 10,000 `statat`s) would find nothing to go by. Not
+        // for a directory (offered again by a later batch, as two sources of one name do,
+        // it is gone into, not made twice) nor with no clobber (a file this copy put
+        // there stays).
+        let surely_new =
+            made.contains(parent) && !options.no_clobber && !matches!(entry.kind, Kind::Dir);
         let existing = at.as_ref().ok().and_then(|at| {
-            if made.contains(parent) {
+            if surely_new {
                 return None;
             }
             rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)

@@ -294,6 +294,43 @@ async fn scp_rules_for_the_destination_and_no_clobber() {
     fs::remove_dir_all(dir).ok();
 }
 
+/// Two sources of one name go into one directory, the second in a later batch than the
+/// first: it merges into what the first made (its directories are gone into, not made
+/// again), and its files replace the first's, or with no clobber leave them.
+#[tokio::test]
+async fn two_sources_of_one_name_merge_and_no_clobber_keeps_the_first() {
+    let dir = temp("merge");
+    for (source, said) in [("x", "from x"), ("y", "from y")] {
+        fs::create_dir_all(dir.join(source).join("d/s")).unwrap();
+        fs::write(dir.join(source).join("d/s/f"), said).unwrap();
+    }
+    // Enough of the first that the second source's entries come in another batch.
+    for i in 0..loopsy_wire::transfer::MAX_BATCH {
+        fs::write(dir.join(format!("x/d/z{i:05}")), "").unwrap();
+    }
+    fs::write(dir.join("y/d/only"), "y").unwrap();
+    let sources = [dir.join("x/d"), dir.join("y/d")];
+    for (into, no_clobber, kept) in [("replaced", false, "from y"), ("kept", true, "from x")] {
+        let into = dir.join(into);
+        fs::create_dir(&into).unwrap();
+        let options = Receive {
+            no_clobber,
+            fsync: false,
+        };
+        let (_, r) = copy(&sources, &into, options).await;
+        let r = r.unwrap();
+        let failed: Vec<_> = r
+            .files
+            .iter()
+            .filter(|f| matches!(f.outcome, Outcome::Failed { .. }))
+            .collect();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(fs::read_to_string(into.join("d/s/f")).unwrap(), kept);
+        assert_eq!(fs::read_to_string(into.join("d/only")).unwrap(), "y");
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn a_partial_file_is_resumed_from_its_verified_chunks() {
     let dir = temp("resume");
