@@ -9,13 +9,16 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Largest exec frame; output travels in chunks of at most [`CHUNK`].
+/// Largest exec frame; output travels in chunks of at most [`OUTPUT_CHUNK`], input in
+/// chunks of at most [`CHUNK`].
 pub const MAX_FRAME: usize = 256 * 1024;
 /// Bytes of input per frame.
 pub const CHUNK: usize = 64 * 1024;
-/// Bytes of output per frame: a quarter of what a program's pipe holds, so a fast writer
-/// is read in few frames; well inside [`MAX_FRAME`], which every version reads.
+/// Bytes of output per frame: three times the input's, so a fast writer is read in few
+/// frames; inside [`MAX_FRAME`] with room for the frame's own fields, since every version
+/// reads frames of up to that size and no more.
 pub const OUTPUT_CHUNK: usize = 192 * 1024;
+const _: () = assert!(OUTPUT_CHUNK + 1024 <= MAX_FRAME);
 /// Most arguments, environment variables, and bytes in any one of them.
 pub const MAX_ARGS: usize = 4096;
 pub const MAX_ARG_LEN: usize = 128 * 1024;

@@ -7,7 +7,7 @@ use loopsy_wire::exec::Pty;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::{
     io::{AsyncRead, AsyncWriteExt},
-    sync::mpsc,
+    sync::{Semaphore, SemaphorePermit, mpsc},
 };
 
 use super::{ExecError, policy::Approved};
@@ -27,21 +27,33 @@ pub(super) enum ToInput {
 
 /// The program's input and output, piped or through a PTY.
 pub(super) struct Io {
+    /// The place of a widened stdout pipe, given back when the program's pipes go.
+    pub _wide: Option<SemaphorePermit<'static>>,
     pub input: Input,
     pub stdout: Box<dyn AsyncRead + Send + Unpin>,
     pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
 }
 
-/// What the program's output pipes hold: 1 MiB, the most an unprivileged user may ask
-/// for by default (a pipe's default is 64 KiB). A program that writes fast (`cat` of a
-/// large file) then fills it while a chunk is on its way to the client, rather than
-/// stopping every 64 KiB for the node to read again.
+/// What a program's stdout pipe holds: 1 MiB, the most an unprivileged user may ask for by
+/// default (a pipe's default is 64 KiB). A program that writes fast (`cat` of a large file)
+/// then fills it while a chunk is on its way to the client, rather than stopping every
+/// 64 KiB for the node to read again.
 const PIPE_BYTES: usize = 1 << 20;
 
-/// Makes a program's output pipe hold [`PIPE_BYTES`], where the system lets it (a user
-/// over their limit of pipe memory keeps the default).
-fn widen(pipe: &impl std::os::fd::AsFd) {
-    let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_BYTES);
+/// How many programs at once get a wide pipe. The kernel counts a pipe's size against its
+/// user (`pipe-user-pages-soft`, 64 MiB by default), and past it gives every new pipe of
+/// that user, the user's own shells' included, a single page: 16 wide pipes take a quarter.
+static WIDE: Semaphore = Semaphore::const_new(16);
+
+/// Makes `pipe` hold [`PIPE_BYTES`] while a place among `wide` is free and the system lets
+/// it; the place is held until the returned permit is dropped with the program's pipes.
+fn widen(
+    pipe: &impl std::os::fd::AsFd,
+    wide: &'static Semaphore,
+) -> Option<SemaphorePermit<'static>> {
+    let place = wide.try_acquire().ok()?;
+    rustix::pipe::fcntl_setpipe_size(pipe, PIPE_BYTES).ok()?;
+    Some(place)
 }
 
 /// Starts an approved program in a process group of its own, on a PTY when asked.
@@ -70,6 +82,7 @@ pub(super) fn spawn(
         let child = command.spawn(pts).map_err(|e| not_started(&e))?;
         let (read, write) = pty.into_split();
         let io = Io {
+            _wide: None,
             input: Input::Pty(write),
             stdout: Box::new(read),
             stderr: None,
@@ -95,9 +108,9 @@ pub(super) fn spawn(
     else {
         return Err(ExecError::NoPipes);
     };
-    widen(&stdout);
-    widen(&stderr);
+    let wide = widen(&stdout, &WIDE);
     let io = Io {
+        _wide: wide,
         input: Input::Pipe(stdin),
         stdout: Box::new(stdout),
         stderr: Some(Box::new(stderr)),
@@ -134,5 +147,31 @@ impl Drop for Reaper {
         if let Some(group) = self.0 {
             let _ = kill_process_group(group, Signal::KILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past its places, a pipe keeps the system's default size, and a place comes back
+    /// when the pipe that held it goes.
+    #[test]
+    fn only_so_many_pipes_are_widened_at_once() {
+        static TWO: Semaphore = Semaphore::const_new(2);
+        let pipes: Vec<_> = (0..3)
+            .map(|_| rustix::pipe::pipe().expect("pipe"))
+            .collect();
+        let size = |i: usize| rustix::pipe::fcntl_getpipe_size(&pipes[i].0).expect("size");
+        let default = size(0);
+        let first = widen(&pipes[0].1, &TWO);
+        let second = widen(&pipes[1].1, &TWO);
+        assert!(first.is_some() && second.is_some());
+        assert_eq!((size(0), size(1)), (PIPE_BYTES, PIPE_BYTES));
+        assert!(widen(&pipes[2].1, &TWO).is_none());
+        assert_eq!(size(2), default);
+        drop(first);
+        assert!(widen(&pipes[2].1, &TWO).is_some());
+        assert_eq!(size(2), PIPE_BYTES);
     }
 }
