@@ -14,13 +14,16 @@
 //!   past that is reset at once (the connection stays), and one we open waits until
 //!   fewer than [`OPEN_BELOW`] are held, leaving room for streams the peer opens meanwhile.
 //!
-//! So one connection makes us hold at most [`MAX_UNREAD`] unread. The protocol is plain
+//! So the streams one connection holds make us hold at most [`MAX_UNREAD`] unread. A stream
+//! we reset may still hold what its peer sent until yamux lets it go, which it does only
+//! once its own writes have gone out: the hard bound, against a peer that also stops
+//! reading, is yamux's connection window, `YAMUX_MAX_STREAMS` streams' worth (144 MiB).
+//! The protocol is plain
 //! `/yamux/1.0.0`: every peer (browsers' js-libp2p, older nodes) still speaks it.
 
 use std::{
     collections::VecDeque,
-    io::{self, IoSlice, IoSliceMut},
-    iter,
+    io, iter,
     pin::Pin,
     sync::{
         Arc,
@@ -47,7 +50,8 @@ pub const MAX_STREAMS: usize = 256;
 /// We open a stream only while the connection holds fewer than this, so that two nodes
 /// opening streams at once rarely push each other past [`MAX_STREAMS`].
 pub const OPEN_BELOW: usize = MAX_STREAMS - 32;
-/// The most one connection can make this node hold unread.
+/// The most the streams one connection holds can make this node hold unread (see the
+/// module's note for streams it refused).
 pub const MAX_UNREAD: usize = MAX_STREAMS * STREAM_WINDOW + WINDOW_GROWTH;
 
 /// yamux's own bound on streams, past which it ends the whole connection: left at its
@@ -257,14 +261,6 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
-
-    fn poll_read_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &mut [IoSliceMut<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read_vectored(cx, bufs)
-    }
 }
 
 impl AsyncWrite for Stream {
@@ -274,14 +270,6 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
