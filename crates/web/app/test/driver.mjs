@@ -133,16 +133,28 @@ async function act (p, action) {
   }
 }
 
+// Chromium abandons a navigation when its network changes under it, as it does for a
+// moment after a lab's namespace gets its addresses; a person would load the page again.
+async function navigate (p, url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await p.goto(url)
+    } catch (e) {
+      if (attempt === 3 || !String(e?.message).includes('net::ERR_NETWORK_CHANGED')) throw e
+    }
+  }
+}
+
 const commands = {
   async open ({ page: name, url, width = 412, height = 915 }) {
     if (pages.has(name)) throw new Error(`page ${JSON.stringify(name)} is open already`)
     const context = await (await launch()).newContext({ viewport: { width, height }, deviceScaleFactor: 1 })
     const p = await context.newPage()
     pages.set(name, p)
-    if (url !== undefined) await p.goto(url)
+    if (url !== undefined) await navigate(p, url)
     return p.url()
   },
-  async goto ({ page: name, url }) { await page(name).goto(url); return page(name).url() },
+  async goto ({ page: name, url }) { await navigate(page(name), url); return page(name).url() },
   async reload ({ page: name }) { await page(name).reload(); return page(name).url() },
   async viewport ({ page: name, width, height }) { await page(name).setViewportSize({ width, height }); return null },
   async click ({ page: name, testid, text }) { await locator(page(name), testid, text).click(); return null },
