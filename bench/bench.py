@@ -338,7 +338,7 @@ def bench_cp(lab):
         for _ in range(COPY_RUNS):
             for tool, args in tools:
                 clear(out)
-                steady(src, size)
+                steady(src, size, dest)
                 rate = raw_file_rate(src, out) if args is None else size / timed(args) / 1e6
                 print(f"  {label} {tool}: {rate:.0f} MB/s", file=sys.stderr, flush=True)
                 runs[tool].append(rate)
@@ -387,7 +387,7 @@ def bench_cp(lab):
     for _ in range(3):
         for out in outs:
             clear(out)
-        steady(src, size * PARALLEL_COPIES)
+        steady(src, size * PARALLEL_COPIES, dest)
         took = timed_all([cp + [s, f"alpha:{dest}/"] for s in sources])
         together = max(together, size * PARALLEL_COPIES / took / 1e6)
         print(f"  {PARALLEL_COPIES} at once: {together:.0f} MB/s", file=sys.stderr, flush=True)
@@ -446,23 +446,25 @@ PARALLEL_SIZE = 100 << 20
 TREE_RUNS = 3
 
 
-def steady(src, size):
+def steady(src, size, dest):
     """Puts every copy in the same memory: the source read into the page cache (the kernel's
-    DAMON here pages out what went untouched for a while), and `size` and a quarter more
-    of memory touched and freed just before, so that the pages the copy writes into are
-    backed by the host. This virtual machine reports freed memory to the host (virtio
-    free page reporting), which takes it back after about two seconds; writing into such
-    memory faults it in again, from the host, at a fraction of the speed, and whether a
-    copy met it decided the spread between runs (1.3× to 2.1× scp)."""
+    DAMON here pages out what went untouched for a while), and a scratch file of `size` and
+    a quarter more written into `dest` and deleted just before, so that the page cache the
+    copy writes into is backed by the host. This virtual machine reports freed memory to the
+    host (virtio free page reporting), which takes it back after a few seconds; writing a
+    file into such memory ran at 470-730 MB/s, into memory a deleted file had just freed at
+    4.2-5.0 GB/s, so whether a copy met it decided the spread between runs. Touching and
+    freeing anonymous memory instead, as this did before, left the next file's writes as
+    slow on an AMD EPYC host (470-560 MB/s)."""
     with open(src, "rb") as f:
         while f.read(1 << 20):
             pass
-    import mmap
-    length = size + size // 4
+    scratch = os.path.join(dest, ".steady")
     block = b"\1" * (1 << 20)
-    with mmap.mmap(-1, length) as touched:
-        for offset in range(0, length - len(block) + 1, len(block)):
-            touched[offset:offset + len(block)] = block
+    with open(scratch, "wb") as f:
+        for _ in range((size + size // 4) // len(block)):
+            f.write(block)
+    os.remove(scratch)
 
 
 def raw_file_rate(src, out):
@@ -533,7 +535,7 @@ def relayed_copy(lab, shared, dest, direct_cp, src):
         for _ in range(3):
             for tool, command in (("relayed", relayed_cp), ("direct", direct_cp)):
                 clear(out)
-                steady(src, size)
+                steady(src, size, dest)
                 rate = size / timed(command + [src, f"alpha:{dest}/"]) / 1e6
                 print(f"  {tool}: {rate:.0f} MB/s", file=sys.stderr, flush=True)
                 best[tool] = max(best[tool], rate)

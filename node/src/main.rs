@@ -16,9 +16,10 @@ fn start_node_binary() -> anyhow::Error {
         Ok(path) => path,
         Err(error) => return anyhow::anyhow!("cannot find {NAME}: {error}"),
     };
-    let error = std::process::Command::new(&path)
-        .args(std::env::args_os().skip(1))
-        .exec();
+    let error = loopsy_mesh::copies::tune(
+        std::process::Command::new(&path).args(std::env::args_os().skip(1)),
+    )
+    .exec();
     anyhow::anyhow!(
         "cannot start {} ({error}): it is installed beside `loopsy` \
          (`cargo install --path node` installs both)",

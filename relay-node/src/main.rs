@@ -36,8 +36,14 @@ struct Cli {
     tls_key: Option<PathBuf>,
 }
 
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads: it may start this program again.
+    loopsy_mesh::copies::restart_tuned();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -40,6 +40,8 @@ fn start(name: &str, listen: &str) -> (Mesh, loopsy_mesh::MeshTask) {
 }
 
 fn main() {
+    // Tuned as a node is, so that the ceiling copies memory as a copy's nodes do.
+    loopsy_mesh::copies::restart_tuned();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

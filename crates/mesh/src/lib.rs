@@ -13,6 +13,7 @@ mod addr;
 mod agent;
 mod alive;
 mod behaviour;
+pub mod copies;
 mod event_loop;
 pub mod framed;
 pub mod identity;

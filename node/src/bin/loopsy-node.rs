@@ -13,5 +13,6 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    loopsy_mesh::copies::restart_tuned();
     loopsy_cli::main(async |home, command| command.run(home).await)
 }

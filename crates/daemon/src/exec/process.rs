@@ -76,6 +76,9 @@ pub(super) fn spawn(
             .envs(approved.env.iter().cloned())
             .env("TERM", &size.term)
             .kill_on_drop(true);
+        for name in loopsy_mesh::copies::not_inherited() {
+            command = command.env_remove(name);
+        }
         if let Some(arg0) = &approved.arg0 {
             command = command.arg0(arg0);
         }
@@ -99,6 +102,9 @@ pub(super) fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    for name in loopsy_mesh::copies::not_inherited() {
+        command.env_remove(name);
+    }
     if let Some(arg0) = &approved.arg0 {
         command.arg0(arg0);
     }

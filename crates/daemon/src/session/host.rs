@@ -176,6 +176,9 @@ impl Session {
             .current_dir(cwd)
             .env("TERM", "xterm-256color")
             .env("LOOPSY_SESSION", &info.id);
+        for name in loopsy_mesh::copies::not_inherited() {
+            command = command.env_remove(name);
+        }
         if let Some(arg0) = arg0 {
             command = command.arg0(arg0);
         }
