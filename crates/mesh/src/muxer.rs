@@ -18,6 +18,8 @@
 //! we reset may still hold what its peer sent until yamux lets it go, which it does only
 //! once its own writes have gone out: the hard bound, against a peer that also stops
 //! reading, is yamux's connection window, `YAMUX_MAX_STREAMS` streams' worth (144 MiB).
+//! Under yamux, the connection's flushes are gathered (see `corked`): yamux flushes after
+//! every frame, and each flush became a TLS record and a system call of its own.
 //! The protocol is plain
 //! `/yamux/1.0.0`: every peer (browsers' js-libp2p, older nodes) still speaks it.
 
@@ -32,11 +34,14 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
+use corked::Corked;
 use futures::{AsyncRead, AsyncWrite, future, ready, task::AtomicWaker};
 use libp2p::core::{
     muxing::{StreamMuxer, StreamMuxerEvent},
     upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
 };
+
+mod corked;
 
 /// The window every yamux stream starts with (the protocol's), which it always keeps.
 pub const STREAM_WINDOW: usize = yamux::DEFAULT_CREDIT as usize;
@@ -127,7 +132,7 @@ impl Held {
 /// One yamux connection: its streams, opened and accepted.
 #[derive(Debug)]
 pub struct Muxer<C> {
-    connection: yamux::Connection<C>,
+    connection: yamux::Connection<Corked<C>>,
     held: Arc<Held>,
     /// Streams the peer opened while the swarm was driving the connection rather than
     /// asking for them (yamux only makes progress while asked for inbound streams).
@@ -143,7 +148,7 @@ where
 {
     fn new(io: C, mode: yamux::Mode) -> Self {
         Self {
-            connection: yamux::Connection::new(io, Config::yamux(), mode),
+            connection: yamux::Connection::new(Corked::new(io), Config::yamux(), mode),
             held: Arc::default(),
             inbound: VecDeque::new(),
             inbound_waker: None,

@@ -380,3 +380,118 @@ async fn a_stream_opened_past_the_limit_waits_for_one_to_end() -> anyhow::Result
     assert_eq!(&got, b"still here");
     Ok(())
 }
+
+/// What reaches a socket: its writes, counted.
+struct Counted<C> {
+    io: C,
+    writes: Arc<AtomicU64>,
+}
+
+impl<C: futures::AsyncRead + Unpin> futures::AsyncRead for Counted<C> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<C: futures::AsyncWrite + Unpin> futures::AsyncWrite for Counted<C> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
+/// A stream written in small pieces, as a relay forwards a circuit (8 KiB at a time, no
+/// flush between), over a connection whose writes are buffered as TLS buffers them: the
+/// frames queued together go out together, where yamux alone flushed each one into a
+/// write of its own. And a lone small write still goes out by itself, at once.
+#[tokio::test]
+async fn frames_written_together_leave_together() -> anyhow::Result<()> {
+    const PIECE: usize = 8 * 1024;
+    const PIECES: usize = 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let dialer = TcpStream::connect(listener.local_addr()?).await?;
+    let (socket, _) = listener.accept().await?;
+    let writes = Arc::new(AtomicU64::new(0));
+    let buffered = futures::io::BufWriter::with_capacity(
+        64 * 1024,
+        Counted {
+            io: dialer.compat(),
+            writes: writes.clone(),
+        },
+    );
+    let mut ours = muxer::Config
+        .upgrade_outbound(buffered, "/yamux/1.0.0")
+        .await?;
+    let mut theirs = muxer::Config
+        .upgrade_inbound(socket.compat(), "/yamux/1.0.0")
+        .await?;
+    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(stream) = future::poll_fn(|cx| theirs.poll_inbound_unpin(cx)).await {
+            if accepted_tx.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stream = future::poll_fn(|cx| ours.poll_outbound_unpin(cx)).await?;
+    tokio::spawn(async move {
+        future::poll_fn(|cx| match ours.poll_unpin(cx) {
+            Poll::Ready(Err(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        })
+        .await
+    });
+
+    stream.write_all(b"hello").await?;
+    let mut peer = tokio::time::timeout(Duration::from_secs(5), accepted.recv())
+        .await?
+        .expect("the peer takes the stream");
+    let mut hello = [0; 5];
+    tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut hello)).await??;
+    assert_eq!(&hello, b"hello", "a lone write goes out unasked");
+
+    let reader = tokio::spawn(async move {
+        let mut got = vec![0; PIECE * PIECES];
+        peer.read_exact(&mut got).await.map(|_| got)
+    });
+    let before = writes.load(Ordering::Acquire);
+    let piece: Vec<u8> = (0..PIECE).map(|i| i as u8).collect();
+    for _ in 0..PIECES {
+        stream.write_all(&piece).await?;
+    }
+    stream.flush().await?;
+    let got = tokio::time::timeout(Duration::from_secs(30), reader).await???;
+    assert!(
+        got.chunks(PIECE).all(|c| c == piece),
+        "the bytes arrive whole"
+    );
+    let made = writes.load(Ordering::Acquire) - before;
+    println!("{PIECES} frames of {PIECE} bytes made {made} socket writes");
+    assert!(
+        made < PIECES as u64 / 4,
+        "{PIECES} frames made {made} socket writes"
+    );
+    Ok(())
+}
