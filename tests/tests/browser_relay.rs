@@ -148,11 +148,11 @@ fn a_phone_outside_the_nat_pairs_and_types_through_the_relay() -> anyhow::Result
     ip(&["-n", &phone_ns, "link", "set", "eth0", "down"])?;
     browser.reload("phone")?;
     assert_eq!(browser.page_peer_id("phone")?, me, "the app opened offline");
-    let devices = browser.texts("phone", "device")?;
-    assert!(
-        devices.iter().any(|d| d.contains("alpha")),
-        "offline, the page lists {devices:?}"
-    );
+    // The list is drawn from the page's storage once it has loaded, not with the page.
+    wait_for("the page to list its paired device offline", WAIT, || {
+        let devices = browser.texts("phone", "device").ok()?;
+        devices.iter().any(|d| d.contains("alpha")).then_some(())
+    })?;
     ip(&["-n", &phone_ns, "link", "set", "eth0", "up"])?;
     Ok(())
 }
