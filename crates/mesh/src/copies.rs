@@ -1,12 +1,12 @@
 //! memcpy on AMD's Zen with an older glibc: every byte a node or relay moves is copied a
 //! few times in memory (into yamux frames, into TLS records, out of them), and glibc
 //! copies anything over a few KiB with `rep movsb` wherever the CPU claims fast short
-//! `rep movsb`, as Zen 3 and 4 do; there it runs slower than glibc's vector loop, and many
-//! times slower when the destination is not aligned, as most of these copies' are. Later glibc
-//! releases moved AMD off it; Debian 12's glibc 2.36 has not. Measured on a 2-core AMD EPYC
-//! under Debian 12: memcpy of 16 KiB at 24-25 GB/s against 55-95 GB/s without
-//! `rep movsb`, and a 1 GiB `loopsy cp` took 2.0-2.5 s of CPU on the sender (a third of it
-//! in memcpy) against 1.2 s, at 595 MB/s against 737-895.
+//! `rep movsb`, as Zen 3 and 4 do; there it runs slower than glibc's vector loop, and
+//! many times slower when the destination is not aligned, as most of these copies' are.
+//! Later glibc releases moved AMD off it; Debian 12's glibc 2.36 has not. Measured on a
+//! 2-core AMD EPYC under Debian 12: memcpy of 16 KiB at 24-25 GB/s against 55-95 GB/s
+//! without `rep movsb`, and a 1 GiB `loopsy cp` took 2.0-2.5 s of CPU on the sender (a
+//! third of it in memcpy) against 1.2 s, at 595 MB/s against 737-895.
 //!
 //! glibc reads its tunables once, from the environment, as a program starts. So a node or
 //! relay on such a machine starts itself again at once with the threshold raised, and

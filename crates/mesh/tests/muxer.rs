@@ -176,6 +176,22 @@ impl Attacker {
 }
 
 /// Waits until `value` stops changing for a second.
+/// Every stream the peer of `muxer` opens, as it opens them (the connection driven meanwhile).
+fn accept_all<C>(mut muxer: muxer::Muxer<C>) -> mpsc::UnboundedReceiver<muxer::Stream>
+where
+    C: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+{
+    let (accepted_tx, accepted) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(stream) = future::poll_fn(|cx| muxer.poll_inbound_unpin(cx)).await {
+            if accepted_tx.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+    accepted
+}
+
 async fn settled(value: impl Fn() -> u64) -> u64 {
     let mut last = value();
     loop {
@@ -193,17 +209,10 @@ async fn a_peer_cannot_make_a_connection_hold_more_than_its_cap() -> anyhow::Res
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let attacker_socket = TcpStream::connect(listener.local_addr()?).await?;
     let (socket, _) = listener.accept().await?;
-    let mut muxer = muxer::Config
+    let muxer = muxer::Config
         .upgrade_inbound(socket.compat(), "/yamux/1.0.0")
         .await?;
-    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(stream) = future::poll_fn(|cx| muxer.poll_inbound_unpin(cx)).await {
-            if accepted_tx.send(stream).is_err() {
-                break;
-            }
-        }
-    });
+    let mut accepted = accept_all(muxer);
 
     let attacker = Arc::new(Attacker::default());
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(16);
@@ -300,17 +309,10 @@ async fn a_stream_opened_past_the_limit_waits_for_one_to_end() -> anyhow::Result
     let mut ours = muxer::Config
         .upgrade_outbound(dialer.compat(), "/yamux/1.0.0")
         .await?;
-    let mut theirs = muxer::Config
+    let theirs = muxer::Config
         .upgrade_inbound(socket.compat(), "/yamux/1.0.0")
         .await?;
-    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(stream) = future::poll_fn(|cx| theirs.poll_inbound_unpin(cx)).await {
-            if accepted_tx.send(stream).is_err() {
-                break;
-            }
-        }
-    });
+    let mut accepted = accept_all(theirs);
     // Our side: the connection driven, and streams opened one request at a time.
     let (requests, mut to_open) = mpsc::channel::<oneshot::Sender<muxer::Stream>>(1);
     tokio::spawn(async move {
@@ -444,17 +446,10 @@ async fn frames_written_together_leave_together() -> anyhow::Result<()> {
     let mut ours = muxer::Config
         .upgrade_outbound(buffered, "/yamux/1.0.0")
         .await?;
-    let mut theirs = muxer::Config
+    let theirs = muxer::Config
         .upgrade_inbound(socket.compat(), "/yamux/1.0.0")
         .await?;
-    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(stream) = future::poll_fn(|cx| theirs.poll_inbound_unpin(cx)).await {
-            if accepted_tx.send(stream).is_err() {
-                break;
-            }
-        }
-    });
+    let mut accepted = accept_all(theirs);
     let mut stream = future::poll_fn(|cx| ours.poll_outbound_unpin(cx)).await?;
     tokio::spawn(async move {
         future::poll_fn(|cx| match ours.poll_unpin(cx) {
