@@ -236,7 +236,12 @@ async fn desktop(event: &MeshEvent) -> Result<(), String> {
             continue;
         };
         // Arguments, never a shell: the texts are another device's.
-        let run = Command::new(program).args(args).kill_on_drop(true).output();
+        let mut command = Command::new(program);
+        command.args(args).kill_on_drop(true);
+        for name in loopsy_mesh::copies::not_inherited() {
+            command.env_remove(name);
+        }
+        let run = command.output();
         match tokio::time::timeout(DEADLINE, run).await {
             Err(_) => return Err("timed out".into()),
             // This one is not installed: the next way, if there is one.
