@@ -13,7 +13,7 @@
 //! marks that it did, so that it neither loops nor passes the setting on to the programs
 //! it runs for others.
 
-use std::{os::unix::process::CommandExt, process::Command};
+use std::{os::unix::process::CommandExt, process::Command, sync::LazyLock};
 
 /// glibc's tunables, read only at start-up.
 const TUNABLES: &str = "GLIBC_TUNABLES";
@@ -24,8 +24,9 @@ pub const SETTING: &str = "glibc.cpu.x86_rep_movsb_threshold=1048576";
 const MARK: &str = "LOOPSY_TUNED_COPIES";
 
 /// Starts this program again, same arguments, with glibc's copies tuned, where they need it
-/// and the user set no tunables of their own. Call it first thing in `main`, before any
-/// thread starts; it returns when there is nothing to do or it could not.
+/// and the user set no tunables of their own. Call it before the program holds anything an
+/// `exec` would lose (files it opened are closed on exec); it returns when there is
+/// nothing to do or it could not.
 pub fn restart_tuned() {
     if !wanted() {
         return;
@@ -53,11 +54,9 @@ pub fn tune(command: &mut Command) -> &mut Command {
 
 /// Variables a program this process starts must not inherit: the tuning, when it was ours.
 pub fn not_inherited() -> &'static [&'static str] {
-    if std::env::var_os(MARK).is_some() {
-        &[TUNABLES, MARK]
-    } else {
-        &[]
-    }
+    // Read once: this process's environment does not change after it starts.
+    static OURS: LazyLock<bool> = LazyLock::new(|| std::env::var_os(MARK).is_some());
+    if *OURS { &[TUNABLES, MARK] } else { &[] }
 }
 
 /// Whether this process should run tuned and does not: on AMD, with glibc, and with neither

@@ -13,6 +13,10 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    loopsy_mesh::copies::restart_tuned();
-    loopsy_cli::main(async |home, command| command.run(home).await)
+    loopsy_cli::main(async |home, command| {
+        // Only the node and MCP move bytes enough to need it, and a command that a user
+        // runs through this binary need not start twice.
+        loopsy_mesh::copies::restart_tuned();
+        command.run(home).await
+    })
 }

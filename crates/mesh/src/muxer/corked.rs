@@ -76,6 +76,7 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Corked<C> {
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.written = false;
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.unflushed = 0;
         Pin::new(&mut self.io).poll_close(cx)
     }
 }
