@@ -234,7 +234,43 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
 
 
+IDLE_NODES = 3
+IDLE_SECS = 5
+
+
+def resident_kib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def ordered_found(binary):
+    """How many of the functions node/link-order names for `binary` the build has."""
+    order = os.path.join(ROOT, "node", "link-order", os.path.basename(binary) + ".txt")
+    with open(order) as f:
+        names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    out = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
+    present = {line.split()[-1] for line in out.splitlines() if len(line.split()) >= 3}
+    return sum(name in present for name in names), len(names)
+
+
+def idle_memory(lab):
+    """A lone node's resident memory IDLE_SECS after it starts, the median of IDLE_NODES,
+    and how much of its binary's link order the build found (node/link-order)."""
+    rss = []
+    for i in range(IDLE_NODES):
+        _, proc = start_node(lab, f"idle{i}")
+        time.sleep(IDLE_SECS)
+        rss.append((resident_kib(proc.pid), resident_kib(proc.pid, "RssAnon")))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    total, own = sorted(rss)[len(rss) // 2]
+    found, named = ordered_found(LOOPSY + "-node")
+    return [(f"an idle node alone, resident ({own / 1024:.1f} MiB its own; {found} of"
+             f" {named} ordered functions found)", f"{total / 1024:.1f} MiB", "", "")]
+
+
 def bench_exec(lab):
+    rows = idle_memory(lab)
     alpha, bravo, _ = start_nodes(lab)
     ssh, ssh_mux = lab.ssh()
     data = lab.path("stream.bin")
@@ -243,7 +279,6 @@ def bench_exec(lab):
     os.chmod(data, 0o644)
 
     ex = [LOOPSY, "--home", bravo, "exec", "alpha", "--"]
-    rows = []
     l50, l95 = latencies(ex + ["true"], EXEC_RUNS)
     m50, m95 = latencies(ssh_mux + ["true"], EXEC_RUNS)
     f50, f95 = latencies(ssh + ["true"], FRESH_SSH_RUNS)
