@@ -140,6 +140,9 @@ struct State {
 pub struct Session {
     state: Mutex<State>,
     marks: watch::Sender<Mark>,
+    /// The program's exit alone (`Some(code)` once it ended), for waiters that have no use
+    /// for every piece of output `marks` would wake them for.
+    exit: watch::Sender<Option<Option<i32>>>,
     /// Keys for the program: a client that types faster than it reads waits.
     keys: mpsc::Sender<Vec<u8>>,
     /// The terminal's size: only the latest matters.
@@ -201,6 +204,7 @@ impl Session {
                 exited: None,
             })
             .0,
+            exit: watch::channel(None).0,
             keys,
             size,
             sid,
@@ -292,6 +296,7 @@ impl Session {
                 exited: Some(exited),
             })
             .0,
+            exit: watch::channel(Some(exited)).0,
             keys,
             size: watch::channel((24, 80)).0,
             sid: None,
@@ -337,6 +342,7 @@ impl Session {
             state.recorder = None;
         }
         self.marks.send_modify(|mark| mark.exited = Some(code));
+        self.exit.send_replace(Some(code));
         let text = match code {
             Some(code) => format!("exited with code {code}"),
             None => "exited".to_owned(),
@@ -390,12 +396,20 @@ impl Session {
     }
 
     pub fn is_running(&self) -> bool {
-        self.marks.borrow().exited.is_none()
+        self.exit.borrow().is_none()
     }
 
     /// Watches the output's end and the program's exit.
     pub fn marks(&self) -> watch::Receiver<Mark> {
         self.marks.subscribe()
+    }
+
+    /// Until the program has exited.
+    pub fn exited(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut exit = self.exit.subscribe();
+        async move {
+            let _ = exit.wait_for(Option::is_some).await;
+        }
     }
 
     /// The screen as it is, as bytes that draw it on a terminal of its size.
@@ -463,8 +477,7 @@ impl Session {
             return;
         };
         signal_session(sid, Signal::HUP);
-        let mut marks = self.marks();
-        let _ = tokio::time::timeout(KILL_GRACE, marks.wait_for(|m| m.exited.is_some())).await;
+        let _ = tokio::time::timeout(KILL_GRACE, self.exited()).await;
         signal_session(sid, Signal::KILL);
     }
 

@@ -454,9 +454,11 @@ impl Sessions {
         self.save();
         // Weak: the store owns this task, which must not keep the store alive.
         let sessions = Arc::downgrade(self);
-        let mut marks = session.marks();
+        // Woken by the exit alone: marks would wake it (and, through it, another worker
+        // thread) for every piece of output, on the path of each keystroke's echo.
+        let exited = session.exited();
         self.tasks.spawn(async move {
-            let _ = marks.wait_for(|m| m.exited.is_some()).await;
+            exited.await;
             if let Some(sessions) = sessions.upgrade() {
                 sessions.save();
             }
