@@ -68,7 +68,8 @@ def write_order(path, binary, tiers):
     present, seen, lines = symbols(binary), set(), []
     for tier, outputs in tiers:
         names = [n for out in outputs for n in functions_that_ran(out)]
-        fresh = [n for n in dict.fromkeys(names) if n in present and n not in seen]
+        # Sorted within a tier, so that writing the order again changes only what changed.
+        fresh = sorted({n for n in names if n in present and n not in seen})
         seen.update(fresh)
         lines.append(f"# {tier}: {len(fresh)}")
         lines.extend(fresh)
