@@ -36,6 +36,11 @@ struct Cli {
     tls_key: Option<PathBuf>,
 }
 
+/// mimalloc rather than glibc's malloc, as the node has (see node/src/bin/loopsy-node.rs):
+/// every circuit's frames are allocated and freed at the rate its bytes go through.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     // Before the runtime's threads: it may start this program again.
     loopsy_mesh::copies::restart_tuned();
