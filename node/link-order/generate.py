@@ -13,9 +13,13 @@ functions of each that ran:
                asking for the everyday operations (exec, cp, sessions, attach, ctx).
   loopsy:      the commands a user or agent runs most, `exec` first.
 The names carry crate hashes that stay as they are across source edits but change with a
-crate's version, dependencies or toolchain; a name not found costs nothing but its place.
-Run it again after such a change: `python3 node/link-order/generate.py` (a few minutes;
-needs valgrind), then rebuild. bench/run reports how many ordered names the build found.
+crate's version, dependencies, enabled features or toolchain; a name not found costs
+nothing but its place. They are those of `cargo build --release -p loopsy`, the package
+alone, as `cargo install --path node`, `cargo run --release -p loopsy` and bench/run build
+it: built in one invocation with another package (`cargo build --release` of the whole
+workspace), cargo unifies their features and half the names change. Run this again after
+such a change: `python3 node/link-order/generate.py` (a few minutes; needs valgrind), then
+rebuild. bench/run reports how many ordered names the build found.
 """
 
 import glob
