@@ -74,6 +74,10 @@ impl Config {
     fn yamux() -> yamux::Config {
         let mut config = yamux::Config::default();
         config.set_max_num_streams(YAMUX_MAX_STREAMS);
+        // A frame holds a whole TLS record (16 KiB and 22 bytes of framing), as a relayed
+        // connection writes them into its stream to the relay: split at 16 KiB, each
+        // record crossed as two frames, one of 22 bytes.
+        config.set_split_send_size(16 * 1024 + 64);
         config.set_max_connection_receive_window(Some(
             YAMUX_MAX_STREAMS * STREAM_WINDOW + WINDOW_GROWTH,
         ));

@@ -490,3 +490,46 @@ async fn frames_written_together_leave_together() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A relayed connection's TLS writes each record (16,406 bytes: 16 KiB of data, its header
+/// and tag) into a stream of the connection to the relay. Split at yamux's 16 KiB, every
+/// record crossed as a frame and a 22-byte one, doubling the frames the sender, the relay
+/// and the receiver each handle; a record now crosses as one frame.
+#[tokio::test]
+async fn a_tls_record_written_into_a_stream_leaves_as_one_frame() -> anyhow::Result<()> {
+    const RECORD: usize = 5 + 16 * 1024 + 1 + 16;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let dialer = TcpStream::connect(listener.local_addr()?).await?;
+    let (mut raw, _) = listener.accept().await?;
+    let mut ours = muxer::Config
+        .upgrade_outbound(dialer.compat(), "/yamux/1.0.0")
+        .await?;
+    let mut stream = future::poll_fn(|cx| ours.poll_outbound_unpin(cx)).await?;
+    tokio::spawn(async move {
+        future::poll_fn(|cx| match ours.poll_unpin(cx) {
+            Poll::Ready(Err(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        })
+        .await
+    });
+    let record: Vec<u8> = (0..RECORD).map(|i| i as u8).collect();
+    stream.write_all(&record).await?;
+    stream.flush().await?;
+
+    let mut frames = Vec::new();
+    let mut got = Vec::new();
+    let mut head = [0u8; 12];
+    while got.len() < RECORD {
+        tokio::time::timeout(Duration::from_secs(5), raw.read_exact(&mut head)).await??;
+        let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        if head[1] == DATA && len > 0 {
+            let mut body = vec![0; len];
+            raw.read_exact(&mut body).await?;
+            frames.push(len);
+            got.extend_from_slice(&body);
+        }
+    }
+    assert_eq!(got, record, "the bytes arrive whole");
+    assert_eq!(frames, [RECORD], "one frame for one record");
+    Ok(())
+}
