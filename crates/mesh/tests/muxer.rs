@@ -175,7 +175,6 @@ impl Attacker {
     }
 }
 
-/// Waits until `value` stops changing for a second.
 /// Every stream the peer of `muxer` opens, as it opens them (the connection driven meanwhile).
 fn accept_all<C>(mut muxer: muxer::Muxer<C>) -> mpsc::UnboundedReceiver<muxer::Stream>
 where
@@ -192,6 +191,7 @@ where
     accepted
 }
 
+/// Waits until `value` stops changing for a second.
 async fn settled(value: impl Fn() -> u64) -> u64 {
     let mut last = value();
     loop {
@@ -424,6 +424,20 @@ impl<C: futures::AsyncWrite + Unpin> futures::AsyncWrite for Counted<C> {
     }
 }
 
+/// Polls `muxer` (its connection) in a task of its own until it fails.
+fn drive<C>(mut muxer: muxer::Muxer<C>)
+where
+    muxer::Muxer<C>: libp2p::core::muxing::StreamMuxer + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        future::poll_fn(|cx| match muxer.poll_unpin(cx) {
+            Poll::Ready(Err(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        })
+        .await
+    });
+}
+
 /// A stream written in small pieces, as a relay forwards a circuit (8 KiB at a time, no
 /// flush between), over a connection whose writes are buffered as TLS buffers them: the
 /// frames queued together go out together, where yamux alone flushed each one into a
@@ -451,13 +465,7 @@ async fn frames_written_together_leave_together() -> anyhow::Result<()> {
         .await?;
     let mut accepted = accept_all(theirs);
     let mut stream = future::poll_fn(|cx| ours.poll_outbound_unpin(cx)).await?;
-    tokio::spawn(async move {
-        future::poll_fn(|cx| match ours.poll_unpin(cx) {
-            Poll::Ready(Err(_)) => Poll::Ready(()),
-            _ => Poll::Pending,
-        })
-        .await
-    });
+    drive(ours);
 
     stream.write_all(b"hello").await?;
     let mut peer = tokio::time::timeout(Duration::from_secs(5), accepted.recv())
@@ -505,13 +513,7 @@ async fn a_tls_record_written_into_a_stream_leaves_as_one_frame() -> anyhow::Res
         .upgrade_outbound(dialer.compat(), "/yamux/1.0.0")
         .await?;
     let mut stream = future::poll_fn(|cx| ours.poll_outbound_unpin(cx)).await?;
-    tokio::spawn(async move {
-        future::poll_fn(|cx| match ours.poll_unpin(cx) {
-            Poll::Ready(Err(_)) => Poll::Ready(()),
-            _ => Poll::Pending,
-        })
-        .await
-    });
+    drive(ours);
     let record: Vec<u8> = (0..RECORD).map(|i| i as u8).collect();
     stream.write_all(&record).await?;
     stream.flush().await?;
