@@ -8,11 +8,13 @@ use std::{env, path::PathBuf, process::Command};
 
 fn main() {
     let dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let ordered = env::var("PROFILE").as_deref() == Ok("release") && links_with_rust_lld();
     for bin in ["loopsy", "loopsy-node"] {
         let order = dir.join("link-order").join(format!("{bin}.txt"));
         println!("cargo:rerun-if-changed={}", order.display());
-        if ordered && order.exists() {
+        // `-Wl,` splits its argument at commas.
+        if ordered && order.exists() && !order.to_string_lossy().contains(',') {
             let order = order.display();
             println!("cargo:rustc-link-arg-bin={bin}=-Wl,--symbol-ordering-file={order}");
             // Names the build no longer has (another version of a crate) are skipped.
