@@ -243,13 +243,18 @@ def resident_kib(pid, field="VmRSS"):
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
+def symbols(binary):
+    """The names in `binary`'s symbol table."""
+    out = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if len(line.split()) >= 3}
+
+
 def ordered_found(binary):
     """How many of the functions node/link-order names for `binary` the build has."""
     order = os.path.join(ROOT, "node", "link-order", os.path.basename(binary) + ".txt")
     with open(order) as f:
         names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    out = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
-    present = {line.split()[-1] for line in out.splitlines() if len(line.split()) >= 3}
+    present = symbols(binary)
     return sum(name in present for name in names), len(names)
 
 
@@ -331,11 +336,7 @@ def clear(path):
 
 
 def peak_memory_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return resident_kib(pid, "VmHWM") / 1024
 
 
 def reset_peak_memory(pid):

@@ -63,13 +63,8 @@ def functions_that_ran(path):
     return ran
 
 
-def symbols(binary):
-    out = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
-    return {line.split()[-1] for line in out.splitlines() if len(line.split()) >= 3}
-
-
 def write_order(path, binary, tiers):
-    present, seen, lines = symbols(binary), set(), []
+    present, seen, lines = bench.symbols(binary), set(), []
     for tier, outputs in tiers:
         names = [n for out in outputs for n in functions_that_ran(out)]
         # Sorted within a tier, so that writing the order again changes only what changed.

@@ -71,6 +71,17 @@ fn a_node_tunes_its_own_copies_and_passes_none_of_it_on() -> anyhow::Result<()> 
         let env = String::from_utf8_lossy(&out.stdout);
         assert!(env.contains("PATH="), "{env}");
         assert!(untouched(&env), "exec {tty:?} inherited the tuning:\n{env}");
+
+        // Tunables the user asks for are theirs, and pass on.
+        let mut args = vec!["exec", "--env", "GLIBC_TUNABLES=glibc.malloc.perturb=0"];
+        args.extend_from_slice(tty);
+        args.extend(["alpha", "--", "env"]);
+        let out = bravo.cli(&args);
+        let env = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            env.contains("GLIBC_TUNABLES=glibc.malloc.perturb=0"),
+            "exec {tty:?} --env GLIBC_TUNABLES lost it:\n{env}"
+        );
     }
 
     let seen = dir.path().join("session-env");

@@ -52,6 +52,15 @@ pub fn tune(command: &mut Command) -> &mut Command {
     command
 }
 
+/// `command` (any program this process starts for someone) without the tuning, when it
+/// was ours. Call it before setting the variables asked for, which then win.
+pub fn untune(command: &mut Command) -> &mut Command {
+    for name in not_inherited() {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// Variables a program this process starts must not inherit: the tuning, when it was ours.
 pub fn not_inherited() -> &'static [&'static str] {
     // Read once: this process's environment does not change after it starts.

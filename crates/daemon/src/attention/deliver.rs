@@ -238,9 +238,7 @@ async fn desktop(event: &MeshEvent) -> Result<(), String> {
         // Arguments, never a shell: the texts are another device's.
         let mut command = Command::new(program);
         command.args(args).kill_on_drop(true);
-        for name in loopsy_mesh::copies::not_inherited() {
-            command.env_remove(name);
-        }
+        loopsy_mesh::copies::untune(command.as_std_mut());
         let run = command.output();
         match tokio::time::timeout(DEADLINE, run).await {
             Err(_) => return Err("timed out".into()),

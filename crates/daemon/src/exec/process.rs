@@ -70,15 +70,17 @@ pub(super) fn spawn(
         let (pty, pts) = pty_process::open().map_err(|e| not_started(&e))?;
         pty.resize(pty_process::Size::new(size.rows.max(1), size.cols.max(1)))
             .map_err(|e| not_started(&e))?;
-        let mut command = pty_process::Command::new(&approved.program)
+        let mut command = pty_process::Command::new(&approved.program);
+        // Before the variables asked for: `--env GLIBC_TUNABLES=...` is the user's own.
+        for name in loopsy_mesh::copies::not_inherited() {
+            command = command.env_remove(name);
+        }
+        let mut command = command
             .args(&approved.args)
             .current_dir(cwd.path())
             .envs(approved.env.iter().cloned())
             .env("TERM", &size.term)
             .kill_on_drop(true);
-        for name in loopsy_mesh::copies::not_inherited() {
-            command = command.env_remove(name);
-        }
         if let Some(arg0) = &approved.arg0 {
             command = command.arg0(arg0);
         }
@@ -93,6 +95,8 @@ pub(super) fn spawn(
         return Ok((child, io));
     }
     let mut command = tokio::process::Command::new(&approved.program);
+    // Before the variables asked for: `--env GLIBC_TUNABLES=...` is the user's own.
+    loopsy_mesh::copies::untune(command.as_std_mut());
     command
         .args(&approved.args)
         .current_dir(cwd.path())
@@ -102,9 +106,6 @@ pub(super) fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for name in loopsy_mesh::copies::not_inherited() {
-        command.env_remove(name);
-    }
     if let Some(arg0) = &approved.arg0 {
         command.arg0(arg0);
     }

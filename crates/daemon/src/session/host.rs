@@ -140,9 +140,9 @@ struct State {
 pub struct Session {
     state: Mutex<State>,
     marks: watch::Sender<Mark>,
-    /// The program's exit alone (`Some(code)` once it ended), for waiters that have no use
+    /// Whether the program has ended (its code is in `marks`): for waiters that have no use
     /// for every piece of output `marks` would wake them for.
-    exit: watch::Sender<Option<Option<i32>>>,
+    ended: watch::Sender<bool>,
     /// Keys for the program: a client that types faster than it reads waits.
     keys: mpsc::Sender<Vec<u8>>,
     /// The terminal's size: only the latest matters.
@@ -204,7 +204,7 @@ impl Session {
                 exited: None,
             })
             .0,
-            exit: watch::channel(None).0,
+            ended: watch::channel(false).0,
             keys,
             size,
             sid,
@@ -296,7 +296,7 @@ impl Session {
                 exited: Some(exited),
             })
             .0,
-            exit: watch::channel(Some(exited)).0,
+            ended: watch::channel(true).0,
             keys,
             size: watch::channel((24, 80)).0,
             sid: None,
@@ -342,7 +342,7 @@ impl Session {
             state.recorder = None;
         }
         self.marks.send_modify(|mark| mark.exited = Some(code));
-        self.exit.send_replace(Some(code));
+        self.ended.send_replace(true);
         let text = match code {
             Some(code) => format!("exited with code {code}"),
             None => "exited".to_owned(),
@@ -396,7 +396,7 @@ impl Session {
     }
 
     pub fn is_running(&self) -> bool {
-        self.exit.borrow().is_none()
+        !*self.ended.borrow()
     }
 
     /// Watches the output's end and the program's exit.
@@ -406,9 +406,9 @@ impl Session {
 
     /// Until the program has exited.
     pub fn exited(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut exit = self.exit.subscribe();
+        let mut ended = self.ended.subscribe();
         async move {
-            let _ = exit.wait_for(Option::is_some).await;
+            let _ = ended.wait_for(|&ended| ended).await;
         }
     }
 
