@@ -75,8 +75,12 @@ impl NodeCommand {
 }
 
 /// Parses the command line and runs the command; `run_node` runs a `NodeCommand`, so each
-/// binary links the node's code or not.
-pub fn main(run_node: impl AsyncFnOnce(Home, NodeCommand) -> anyhow::Result<ExitCode>) -> ExitCode {
+/// binary links the node's code or not. `thread_ended` runs on each of the runtime's threads
+/// as it ends, so that the binary's allocator can take back what the thread held.
+pub fn main(
+    run_node: impl AsyncFnOnce(Home, NodeCommand) -> anyhow::Result<ExitCode>,
+    thread_ended: fn(),
+) -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
     // These need no node, no home and no runtime.
@@ -116,7 +120,7 @@ pub fn main(run_node: impl AsyncFnOnce(Home, NodeCommand) -> anyhow::Result<Exit
     let result = Home::resolve(cli.home)
         .map_err(anyhow::Error::from)
         .and_then(|home| {
-            let runtime = runtime(is_daemon)?;
+            let runtime = runtime(is_daemon, thread_ended)?;
             let result = runtime.block_on(run(home, cli.command, run_node));
             // A read of a terminal's stdin may still be blocked in its thread: do not wait.
             runtime.shutdown_background();
@@ -207,14 +211,23 @@ pub(crate) fn client(home: &Home) -> loopsy_client::Client {
     loopsy_client::Client::new(home.socket(), home.dir().to_owned(), home.flag_hint())
 }
 
+/// How long a thread for blocking work (files, mostly) waits for more before it ends.
+/// tokio's default is 10 s; the memory of a node's copies is given back as their threads end
+/// (see `main`), so sooner, while a burst of work still finds its threads waiting.
+const IDLE_THREAD_ENDS: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The daemon gets worker threads; a client command, one thread, for a fast start.
-fn runtime(is_daemon: bool) -> std::io::Result<tokio::runtime::Runtime> {
+fn runtime(is_daemon: bool, thread_ended: fn()) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if is_daemon {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
-    builder.enable_all().build()
+    builder
+        .enable_all()
+        .thread_keep_alive(IDLE_THREAD_ENDS)
+        .on_thread_stop(thread_ended)
+        .build()
 }
 
 /// Logs go to stderr, coloured only when it is a terminal, or appended to `file`. The level

@@ -2,11 +2,22 @@
 
 /// The resident memory of a process, in KiB; 0 once it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// The part of its resident memory that no file backs (its heap, mostly), in KiB: what its
+/// allocator holds, where `rss_kib` also counts the pages of its binary it has run.
+pub fn anon_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon")
+}
+
+/// A size from /proc/PID/status, in KiB; 0 once the process is gone.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)

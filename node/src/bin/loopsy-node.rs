@@ -13,10 +13,25 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    loopsy_cli::main(async |home, command| {
-        // Only the node and MCP move bytes enough to need it, and a command that a user
-        // runs through this binary need not start twice.
-        loopsy_mesh::copies::restart_tuned();
-        command.run(home).await
-    })
+    loopsy_cli::main(
+        async |home, command| {
+            // Only the node and MCP move bytes enough to need it, and a command that a user
+            // runs through this binary need not start twice.
+            loopsy_mesh::copies::restart_tuned();
+            command.run(home).await
+        },
+        give_back,
+    )
+}
+
+/// Run as each runtime thread ends: frees the thread's empty pages and returns every free
+/// page to the system. mimalloc does that only while some thread allocates, so the pages a
+/// copy's file threads held stayed resident once the node went quiet: after ten copies at
+/// once an idle node held 65 MiB, where it began at 20.
+fn give_back() {
+    // SAFETY: `mi_collect` has no preconditions; it may run on any thread at any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    }
 }
