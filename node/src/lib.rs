@@ -74,12 +74,26 @@ impl NodeCommand {
     }
 }
 
+/// What a binary has the runtime's threads do, for the allocator it links: give back what
+/// a thread holds as it ends, and when it has run out of work.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadHooks {
+    pub ended: fn(),
+    pub idle: fn(),
+}
+
+impl ThreadHooks {
+    pub const NONE: Self = Self {
+        ended: || {},
+        idle: || {},
+    };
+}
+
 /// Parses the command line and runs the command; `run_node` runs a `NodeCommand`, so each
-/// binary links the node's code or not. `thread_ended` runs on each of the runtime's threads
-/// as it ends, so that the binary's allocator can take back what the thread held.
+/// binary links the node's code or not.
 pub fn main(
     run_node: impl AsyncFnOnce(Home, NodeCommand) -> anyhow::Result<ExitCode>,
-    thread_ended: fn(),
+    hooks: ThreadHooks,
 ) -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
@@ -120,7 +134,7 @@ pub fn main(
     let result = Home::resolve(cli.home)
         .map_err(anyhow::Error::from)
         .and_then(|home| {
-            let runtime = runtime(is_daemon, thread_ended)?;
+            let runtime = runtime(is_daemon, hooks)?;
             let result = runtime.block_on(run(home, cli.command, run_node));
             // A read of a terminal's stdin may still be blocked in its thread: do not wait.
             runtime.shutdown_background();
@@ -212,12 +226,12 @@ pub(crate) fn client(home: &Home) -> loopsy_client::Client {
 }
 
 /// How long a thread for blocking work (files, mostly) waits for more before it ends.
-/// tokio's default is 10 s; the memory of a node's copies is given back as their threads end
-/// (see `main`), so sooner, while a burst of work still finds its threads waiting.
+/// tokio's default is 10 s; what a node's copies took is given back as their threads end
+/// (`ThreadHooks::ended`), so sooner, while a burst of work still finds its threads waiting.
 const IDLE_THREAD_ENDS: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The daemon gets worker threads; a client command, one thread, for a fast start.
-fn runtime(is_daemon: bool, thread_ended: fn()) -> std::io::Result<tokio::runtime::Runtime> {
+fn runtime(is_daemon: bool, hooks: ThreadHooks) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if is_daemon {
         tokio::runtime::Builder::new_multi_thread()
     } else {
@@ -226,7 +240,8 @@ fn runtime(is_daemon: bool, thread_ended: fn()) -> std::io::Result<tokio::runtim
     builder
         .enable_all()
         .thread_keep_alive(IDLE_THREAD_ENDS)
-        .on_thread_stop(thread_ended)
+        .on_thread_stop(hooks.ended)
+        .on_thread_park(hooks.idle)
         .build()
 }
 

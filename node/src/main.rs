@@ -4,7 +4,10 @@
 use std::{os::unix::process::CommandExt, process::ExitCode};
 
 fn main() -> ExitCode {
-    loopsy_cli::main(async |_home, _command| Err(start_node_binary()), || {})
+    loopsy_cli::main(
+        async |_home, _command| Err(start_node_binary()),
+        loopsy_cli::ThreadHooks::NONE,
+    )
 }
 
 /// The node's binary, in place of this process (same pid, same arguments); returns only

@@ -117,9 +117,10 @@ fn ten_copies_at_once_all_arrive_whole() -> anyhow::Result<()> {
 }
 
 /// The memory a burst of copies took is given back once the node is quiet: the threads that
-/// read and wrote the files end, and their pages go back to the system. Before, a node that
-/// had copied kept most of it for good (here 5 MiB of anonymous memory before, 28-30 right
-/// after, and so it stayed; now 7-12 MiB two seconds later).
+/// read and wrote the files end, the others run out of work, and their free pages go back
+/// to the system. Here 4-5 MiB of anonymous memory before, 17-75 right after, under half of
+/// that 2-7 s later; on the old code still 29-30 and 21 ten seconds later (and in a release
+/// build after ten rounds of ten 100 MiB copies, 65 MiB resident for good).
 #[test]
 fn a_quiet_node_gives_back_the_memory_its_copies_took() -> anyhow::Result<()> {
     const COPIES: usize = 10;
@@ -158,17 +159,22 @@ fn a_quiet_node_gives_back_the_memory_its_copies_took() -> anyhow::Result<()> {
             mib(before[n]),
             mib(busy[n])
         );
+        assert!(
+            busy[n] >= before[n] + 8 * 1024,
+            "the copies took too little of the {name}'s memory to tell anything"
+        );
     }
-    // Its file threads end 2 s after their last work; then it is quiet.
+    // Its file threads end 2 s after their last work, giving back what they held, and its
+    // workers give back theirs as they wait: within 10 s, at least half of what the copies
+    // took (most of it, here; the old code's file threads lasted 10 s, and what they left
+    // stayed).
     let quiet = loopsy_tests::wait_for(
         "both nodes to give back what the copies took",
-        Duration::from_secs(30),
+        Duration::from_secs(10),
         || {
             let now = [anon_kib(a.pid()), anon_kib(b.pid())];
-            // Back within 8 MiB of where each began: what the copies took was 15-30 MiB.
-            now.iter()
-                .zip(before)
-                .all(|(now, before)| *now < before + 8 * 1024)
+            (0..2)
+                .all(|n| now[n] < before[n] + (busy[n] - before[n]) / 2)
                 .then_some(now)
         },
     )?;

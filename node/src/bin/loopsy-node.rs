@@ -1,7 +1,13 @@
 //! `loopsy-node`: the node's binary, which `loopsy node` and `loopsy mcp` start. It runs
 //! every other command too, the same as `loopsy`.
 
-use std::process::ExitCode;
+use std::{
+    cell::Cell,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use loopsy_cli::ThreadHooks;
 
 /// mimalloc rather than glibc's malloc: glibc hands the top of a thread's heap back to the
 /// kernel as soon as a large buffer is freed, so every 16 KiB yamux frame of a copy faulted
@@ -20,18 +26,39 @@ fn main() -> ExitCode {
             loopsy_mesh::copies::restart_tuned();
             command.run(home).await
         },
-        give_back,
+        ThreadHooks {
+            ended: give_back,
+            idle: give_back_now_and_then,
+        },
     )
 }
 
-/// Run as each runtime thread ends: frees the thread's empty pages and returns every free
-/// page to the system. mimalloc does that only while some thread allocates, so the pages a
-/// copy's file threads held stayed resident once the node went quiet: after ten copies at
-/// once an idle node held 65 MiB, where it began at 20.
+/// Frees this thread's empty pages and returns every free page to the system. mimalloc
+/// does that on its own only while threads allocate, so what a burst of work took stayed
+/// resident once the node went quiet: after ten copies at once an idle node held 65 MiB,
+/// where it began at 20. Run as each runtime thread ends (a copy's file threads, 2 s after
+/// their last work).
 fn give_back() {
     // SAFETY: `mi_collect` has no preconditions; it may run on any thread at any time.
     #[allow(unsafe_code)]
     unsafe {
         libmimalloc_sys::mi_collect(true)
     }
+}
+
+/// At most this often on each thread, as it runs out of work.
+const GIVE_BACK_EVERY: Duration = Duration::from_secs(1);
+
+/// `give_back` for a worker thread as it runs out of work, at most once a
+/// [`GIVE_BACK_EVERY`]: the workers never end, and their heaps kept the frames of a burst
+/// of copies (10 MiB of a receiver's, after ten copies at once). An idle node's workers
+/// still wake for its timers, so what they free is given back within seconds.
+fn give_back_now_and_then() {
+    thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });
+    let now = Instant::now();
+    if LAST.get().is_some_and(|last| now - last < GIVE_BACK_EVERY) {
+        return;
+    }
+    LAST.set(Some(now));
+    give_back();
 }
