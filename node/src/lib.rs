@@ -75,17 +75,19 @@ impl NodeCommand {
 }
 
 /// What a binary has the runtime's threads do, for the allocator it links: give back what
-/// a thread holds as it ends, and when it has run out of work.
+/// a thread holds.
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadHooks {
+    /// As a thread ends.
     pub ended: fn(),
-    pub idle: fn(),
+    /// Each time a worker parks, having run out of work.
+    pub parked: fn(),
 }
 
 impl ThreadHooks {
     pub const NONE: Self = Self {
         ended: || {},
-        idle: || {},
+        parked: || {},
     };
 }
 
@@ -226,9 +228,9 @@ pub(crate) fn client(home: &Home) -> loopsy_client::Client {
 }
 
 /// How long a thread for blocking work (files, mostly) waits for more before it ends.
-/// tokio's default is 10 s; what a node's copies took is given back as their threads end
+/// tokio's default is 10 s; the node gives back what its copies took as their threads end
 /// (`ThreadHooks::ended`), so sooner, while a burst of work still finds its threads waiting.
-const IDLE_THREAD_ENDS: std::time::Duration = std::time::Duration::from_secs(2);
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The daemon gets worker threads; a client command, one thread, for a fast start.
 fn runtime(is_daemon: bool, hooks: ThreadHooks) -> std::io::Result<tokio::runtime::Runtime> {
@@ -239,9 +241,9 @@ fn runtime(is_daemon: bool, hooks: ThreadHooks) -> std::io::Result<tokio::runtim
     };
     builder
         .enable_all()
-        .thread_keep_alive(IDLE_THREAD_ENDS)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .on_thread_stop(hooks.ended)
-        .on_thread_park(hooks.idle)
+        .on_thread_park(hooks.parked)
         .build()
 }
 

@@ -34,7 +34,7 @@ impl Stdin {
             rustix::fs::fstat(&stdin).map(|s| rustix::fs::FileType::from_raw_mode(s.st_mode));
         // Safe here, though tokio now marks it deprecated for lack of I/O safety: fd 0
         // stays open for the whole process, and nothing here closes or replaces it (its
-        // replacement, `AsyncFd::register`, is `unsafe`, which this workspace forbids).
+        // replacement, `AsyncFd::register`, is `unsafe`, which this workspace denies).
         #[allow(deprecated)]
         let registered = AsyncFd::with_interest(stdin, Interest::READABLE);
         match registered {

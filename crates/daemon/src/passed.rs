@@ -165,7 +165,7 @@ impl Passed {
 /// `fd` on the runtime's epoll. Tokio marks `AsyncFd::new` deprecated for lack of I/O
 /// safety with borrowed descriptors; this one is owned by the `AsyncFd`, so nothing else can
 /// close it while registered (`register`, the replacement, is `unsafe`, which the workspace
-/// forbids).
+/// denies).
 #[allow(deprecated)]
 fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     AsyncFd::new(fd)
