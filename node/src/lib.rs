@@ -227,21 +227,22 @@ pub(crate) fn client(home: &Home) -> loopsy_client::Client {
     loopsy_client::Client::new(home.socket(), home.dir().to_owned(), home.flag_hint())
 }
 
-/// How long a thread for blocking work (files, mostly) waits for more before it ends.
-/// tokio's default is 10 s; the node gives back what its copies took as their threads end
-/// (`ThreadHooks::ended`), so sooner, while a burst of work still finds its threads waiting.
+/// How long a daemon's thread for blocking work (files, mostly) waits for more before it
+/// ends. tokio's default is 10 s; the node gives back what its copies took as their threads
+/// end (`ThreadHooks::ended`), so sooner, while a burst of work still finds them waiting.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The daemon gets worker threads; a client command, one thread, for a fast start.
 fn runtime(is_daemon: bool, hooks: ThreadHooks) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if is_daemon {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut daemon = tokio::runtime::Builder::new_multi_thread();
+        daemon.thread_keep_alive(BLOCKING_KEEP_ALIVE);
+        daemon
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
     builder
         .enable_all()
-        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .on_thread_stop(hooks.ended)
         .on_thread_park(hooks.parked)
         .build()

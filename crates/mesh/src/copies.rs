@@ -13,7 +13,7 @@
 //! marks that it did, so that it neither loops nor passes the setting on to the programs
 //! it runs for others.
 
-use std::{os::unix::process::CommandExt, process::Command, sync::LazyLock};
+use std::{ffi::OsStr, os::unix::process::CommandExt, process::Command, sync::LazyLock};
 
 /// glibc's tunables, read only at start-up.
 const TUNABLES: &str = "GLIBC_TUNABLES";
@@ -52,20 +52,17 @@ pub fn tune(command: &mut Command) -> &mut Command {
     command
 }
 
-/// `command` (any program this process starts for someone) without the tuning, when it
-/// was ours. Call it before setting the variables asked for, which then win.
-pub fn untune(command: &mut Command) -> &mut Command {
-    for name in not_inherited() {
-        command.env_remove(name);
-    }
-    command
-}
-
-/// Variables a program this process starts must not inherit: the tuning, when it was ours.
-pub fn not_inherited() -> &'static [&'static str] {
+/// A command for a program this process starts for someone (exec, a session, a notifier):
+/// without the tuning, when it was ours. Variables asked for, set on it after, win
+/// (`--env GLIBC_TUNABLES=...` is the user's own). A PTY's command is made `From` it.
+pub fn untuned(program: impl AsRef<OsStr>) -> tokio::process::Command {
     // Read once: this process's environment does not change after it starts.
     static OURS: LazyLock<bool> = LazyLock::new(|| std::env::var_os(MARK).is_some());
-    if *OURS { &[TUNABLES, MARK] } else { &[] }
+    let mut command = tokio::process::Command::new(program);
+    if *OURS {
+        command.env_remove(TUNABLES).env_remove(MARK);
+    }
+    command
 }
 
 /// Whether this process should run tuned and does not: on AMD, with glibc, and with neither

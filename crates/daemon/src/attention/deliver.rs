@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    process::Command,
 };
 
 use super::Events;
@@ -236,10 +235,10 @@ async fn desktop(event: &MeshEvent) -> Result<(), String> {
             continue;
         };
         // Arguments, never a shell: the texts are another device's.
-        let mut command = Command::new(program);
-        command.args(args).kill_on_drop(true);
-        loopsy_mesh::copies::untune(command.as_std_mut());
-        let run = command.output();
+        let run = loopsy_mesh::copies::untuned(program)
+            .args(args)
+            .kill_on_drop(true)
+            .output();
         match tokio::time::timeout(DEADLINE, run).await {
             Err(_) => return Err("timed out".into()),
             // This one is not installed: the next way, if there is one.

@@ -3,6 +3,7 @@
 
 use std::process::Stdio;
 
+use loopsy_mesh::copies::untuned;
 use loopsy_wire::exec::Pty;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::{
@@ -70,12 +71,7 @@ pub(super) fn spawn(
         let (pty, pts) = pty_process::open().map_err(|e| not_started(&e))?;
         pty.resize(pty_process::Size::new(size.rows.max(1), size.cols.max(1)))
             .map_err(|e| not_started(&e))?;
-        let mut command = pty_process::Command::new(&approved.program);
-        // Before the variables asked for: `--env GLIBC_TUNABLES=...` is the user's own.
-        for name in loopsy_mesh::copies::not_inherited() {
-            command = command.env_remove(name);
-        }
-        let mut command = command
+        let mut command = pty_process::Command::from(untuned(&approved.program))
             .args(&approved.args)
             .current_dir(cwd.path())
             .envs(approved.env.iter().cloned())
@@ -94,9 +90,7 @@ pub(super) fn spawn(
         };
         return Ok((child, io));
     }
-    let mut command = tokio::process::Command::new(&approved.program);
-    // Before the variables asked for: `--env GLIBC_TUNABLES=...` is the user's own.
-    loopsy_mesh::copies::untune(command.as_std_mut());
+    let mut command = untuned(&approved.program);
     command
         .args(&approved.args)
         .current_dir(cwd.path())

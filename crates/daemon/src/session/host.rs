@@ -174,14 +174,11 @@ impl Session {
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
         pty.resize(pty_process::Size::new(rows, cols))
             .map_err(std::io::Error::other)?;
-        let mut command = pty_process::Command::new(program)
+        let mut command = pty_process::Command::from(loopsy_mesh::copies::untuned(program))
             .args(args)
             .current_dir(cwd)
             .env("TERM", "xterm-256color")
             .env("LOOPSY_SESSION", &info.id);
-        for name in loopsy_mesh::copies::not_inherited() {
-            command = command.env_remove(name);
-        }
         if let Some(arg0) = arg0 {
             command = command.arg0(arg0);
         }
