@@ -527,6 +527,10 @@ fn prepare(
             (Kind::Symlink { .. }, _) if existing.is_some() && options.no_clobber => {
                 Slot::Settled(Outcome::Skipped)
             }
+            (Kind::Symlink { target: link }, Ok(_)) if reserved(name) => {
+                confine::link_target(link)?;
+                failed(RESERVED)
+            }
             (Kind::Symlink { target: link }, Ok(at)) => {
                 let link = confine::link_target(link)?;
                 let temp = beside(name, "link");
@@ -541,6 +545,7 @@ fn prepare(
                     }
                 }
             }
+            (Kind::File { .. }, _) if reserved(name) => failed(RESERVED),
             (Kind::File { .. }, _) if existing == Some(FileType::Directory) => {
                 failed("it exists and is a directory")
             }
@@ -585,6 +590,18 @@ fn beside(name: &OsStr, kind: &str) -> OsString {
     temp.extend_from_slice(kind.as_bytes());
     OsStr::from_bytes(&temp).to_owned()
 }
+
+/// Whether `name` ends as the names [`beside`] makes do. A file or link offered under such
+/// a name is refused: a later file of the name it ends in would take it for its own partial
+/// file and put it in place under that name, and a link's temporary name is cleared first.
+fn reserved(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    [b".loopsy-part".as_slice(), b".loopsy-link"]
+        .iter()
+        .any(|end| name.ends_with(end))
+}
+
+const RESERVED: &str = "names ending in .loopsy-part or .loopsy-link are Loopsy's own";
 
 /// This process's user: the only owner of a part file written to.
 static USER: LazyLock<u32> = LazyLock::new(|| rustix::process::geteuid().as_raw());

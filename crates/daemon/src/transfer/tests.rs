@@ -1282,6 +1282,47 @@ async fn lies_in_packed_files_are_refused_without_a_trace() {
     fs::remove_dir_all(dir).ok();
 }
 
+const PACKING: Send = Send {
+    recursive: true,
+    sha256: false,
+};
+
+/// A file or link named as Loopsy names its partial files is refused, and the rest lands.
+/// Taken in, `.f40.loopsy-part` was found by `f40` under its part name, taken for its
+/// partial file and put in place as `f40`: gone, with nothing said.
+#[tokio::test]
+async fn a_file_named_like_a_part_file_is_refused_and_the_file_it_names_lands() {
+    let (dir, dest) = with_dest("packed-part-names");
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..MAX_PACKED - 1 {
+        fs::write(src.join(format!("f{i:02}")), data(700 + i * 13, i as u8)).unwrap();
+    }
+    fs::write(src.join(".f40.loopsy-part"), b"a file of its own").unwrap();
+    symlink("f00", src.join(".f41.loopsy-link")).unwrap();
+    let items = walk::walk(std::slice::from_ref(&src), true).unwrap();
+    let (sent, received) = exchange(items, 1, PACKING, &dest, Receive::default()).await;
+    let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert_eq!((sent.failed, received.failed), (2, 2));
+    let refused: Vec<&str> = received
+        .files
+        .iter()
+        .filter(
+            |f| matches!(&f.outcome, Outcome::Failed { reason } if reason.contains("Loopsy's own")),
+        )
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(refused, ["src/.f40.loopsy-part", "src/.f41.loopsy-link"]);
+    let into = dest.join("src");
+    for i in 0..MAX_PACKED - 1 {
+        let name = format!("f{i:02}");
+        assert_same_tree(&src.join(&name), &into.join(&name));
+    }
+    assert!(!into.join(".f40.loopsy-part").exists());
+    assert!(fs::symlink_metadata(into.join(".f41.loopsy-link")).is_err());
+    fs::remove_dir_all(dir).ok();
+}
+
 /// Packed files land whole with their modes and times, beside ones sent alone, and a part
 /// file left from an earlier copy under a packed file's name is replaced, not written
 /// through when it is a link.
