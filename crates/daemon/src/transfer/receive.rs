@@ -959,52 +959,71 @@ fn store(
     Ok(writer.finish())
 }
 
+/// Packed files in one piece worth storing on two threads: making a file is the
+/// filesystem's work (ext4 made 10,000 small files in 0.32 s on one thread, 0.19 s on two),
+/// and a thread costs tens of microseconds.
+const TWO_LANES_FROM: usize = 32;
+
 /// One batch's files as they are written.
 struct Writer<'a> {
-    batch: Batch,
     place: &'a Placement,
     options: Receive,
-    open: Option<Open>,
+    entries: Vec<Entry>,
+    slots: Vec<Slot>,
+    dirs: Vec<Made>,
     reports: Vec<Option<FileReport>>,
+    /// The file whose chunks are coming.
+    open: Option<Open>,
 }
 
 impl<'a> Writer<'a> {
     fn new(batch: Batch, place: &'a Placement, options: Receive) -> Self {
         let reports = batch.entries.iter().map(|_| None).collect();
         Self {
-            batch,
             place,
             options,
-            open: None,
+            entries: batch.entries,
+            slots: batch.slots,
+            dirs: batch.dirs,
             reports,
+            open: None,
+        }
+    }
+
+    /// All of the batch's files, writing one at a time.
+    fn lane(&mut self) -> Lane<'_> {
+        Lane {
+            place: self.place,
+            options: self.options,
+            entries: &self.entries,
+            base: 0,
+            slots: &mut self.slots,
+            reports: &mut self.reports,
+            open: &mut self.open,
         }
     }
 
     /// Applies one piece; gives back a chunk's buffer for reuse.
     fn apply(&mut self, piece: Piece) -> Result<Option<Vec<u8>>, TransferError> {
         match piece {
-            Piece::Start { index, from } => self.start(index, from)?,
+            Piece::Start { index, from } => self.lane().start(index, from)?,
             Piece::Chunk { hash, bytes } => {
-                self.chunk(hash, &bytes)?;
+                self.lane().chunk(hash, &bytes)?;
                 return Ok(Some(bytes));
             }
-            Piece::End { blake3, sha256 } => self.end(blake3, sha256)?,
+            Piece::End { blake3, sha256 } => self.lane().end(blake3, sha256)?,
             Piece::Files { files, bytes } => {
-                // Each file as if it came on its own, its one chunk (none when empty)
-                // checked against its hash already.
+                // The network side read exactly their lengths together.
                 let mut rest = &bytes[..];
+                let mut packed = Vec::with_capacity(files.len());
                 for file in files {
-                    // The network side read exactly their lengths together.
                     let Some((data, after)) = rest.split_at_checked(file.len as usize) else {
                         return Err(protocol("packed files shorter than their table"));
                     };
                     rest = after;
-                    self.start(file.index as usize, 0)?;
-                    if !data.is_empty() {
-                        self.write(file.blake3, data)?;
-                    }
-                    self.end(file.blake3, None)?;
+                    packed.push((file, data));
                 }
+                self.packed(&packed)?;
             }
             Piece::Abandon(reason) => {
                 if let Some(done) = self.open.take() {
@@ -1013,7 +1032,7 @@ impl<'a> Writer<'a> {
                     if done.written || done.from == 0 && !done.rewrite {
                         done.remove();
                     }
-                    self.batch.slots[done.index] = Slot::Settled(Outcome::Failed { reason });
+                    self.slots[done.index] = Slot::Settled(Outcome::Failed { reason });
                 }
             }
             Piece::Discard => {
@@ -1025,8 +1044,143 @@ impl<'a> Writer<'a> {
         Ok(None)
     }
 
+    /// Stores whole files, half of them on a second thread when there are enough. Two
+    /// threads never race for one name: each file is written under its own part name
+    /// (`.NAME.loopsy-part`) and renamed to its own name, and no file is offered under a
+    /// part's name ([`reserved`]).
+    fn packed(&mut self, packed: &[(Whole, &[u8])]) -> Result<(), TransferError> {
+        // At the middle: even halves gain more than keeping each directory's files on one
+        // thread, though two threads making files in one directory wait on each other's
+        // hold of it (split at a change of directory, the halves were uneven, and `cp -r`
+        // of 10,000 files in 100 directories gained 5% where this gains 10%).
+        let cut = if packed.len() < TWO_LANES_FROM {
+            packed.len()
+        } else {
+            packed.len() / 2
+        };
+        let (first, second) = packed.split_at(cut);
+        let Some((head, _)) = second.first() else {
+            return self.lane().whole(first);
+        };
+        // Indices rise through a piece (the network side checked), so the second lane's
+        // files are all past the first lane's.
+        let base = head.index as usize;
+        let (slots, later_slots) = self.slots.split_at_mut(base);
+        let (reports, later_reports) = self.reports.split_at_mut(base);
+        let mut none = None;
+        let mut here = Lane {
+            place: self.place,
+            options: self.options,
+            entries: &self.entries,
+            base: 0,
+            slots,
+            reports,
+            open: &mut self.open,
+        };
+        let mut there = Lane {
+            place: self.place,
+            options: self.options,
+            entries: &self.entries,
+            base,
+            slots: later_slots,
+            reports: later_reports,
+            open: &mut none,
+        };
+        let (stored, helped) = std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("loopsy-store".into())
+                .spawn_scoped(scope, || there.whole(second));
+            let stored = here.whole(first);
+            let helped = helper.ok().map(|helper| {
+                helper.join().unwrap_or_else(|_| {
+                    Err(TransferError::Destination("a writing thread failed".into()))
+                })
+            });
+            (stored, helped)
+        });
+        stored?;
+        // Without a second thread to be had, this one stores them all.
+        helped.unwrap_or_else(|| there.whole(second))
+    }
+
+    /// Every entry's outcome. A file still open was cut off by the network: what is written
+    /// is verified and stays for a resume.
+    fn finish(self) -> Stored {
+        let keep = self.place.expect.reports;
+        let outcomes: Vec<Outcome> = self
+            .slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Settled(outcome) => outcome,
+                Slot::Pending { .. } => Outcome::Failed {
+                    reason: "its data never came".into(),
+                },
+            })
+            .collect();
+        let reports = self
+            .entries
+            .iter()
+            .zip(&outcomes)
+            .zip(self.reports)
+            .filter_map(|((entry, outcome), report)| {
+                let is_file = matches!(entry.kind, Kind::File { .. });
+                match report {
+                    Some(report) => Some(report),
+                    None if keep && is_file || matches!(outcome, Outcome::Failed { .. }) => {
+                        Some(FileReport {
+                            path: confine::shown(&entry.path),
+                            size: entry.size(),
+                            blake3: None,
+                            sha256: None,
+                            resumed: 0,
+                            outcome: outcome.clone(),
+                        })
+                    }
+                    None => None,
+                }
+            })
+            .collect();
+        Stored {
+            outcomes,
+            reports,
+            dirs: self.dirs,
+        }
+    }
+}
+
+/// Files of a batch written one at a time: all of them, or one thread's share of a piece
+/// of packed files (the slots and reports from `base` on, or up to it).
+struct Lane<'w> {
+    place: &'w Placement,
+    options: Receive,
+    entries: &'w [Entry],
+    /// The batch's index of `slots[0]` and `reports[0]`.
+    base: usize,
+    slots: &'w mut [Slot],
+    reports: &'w mut [Option<FileReport>],
+    open: &'w mut Option<Open>,
+}
+
+impl Lane<'_> {
+    fn slot(&mut self, index: usize) -> &mut Slot {
+        &mut self.slots[index - self.base]
+    }
+
+    /// Whole files, each as if it came on its own, its one chunk (none when empty) checked
+    /// against its hash already.
+    fn whole(&mut self, files: &[(Whole, &[u8])]) -> Result<(), TransferError> {
+        for (file, data) in files {
+            self.start(file.index as usize, 0)?;
+            if !data.is_empty() {
+                self.write(file.blake3, data)?;
+            }
+            self.end(file.blake3, None)?;
+        }
+        Ok(())
+    }
+
     fn start(&mut self, index: usize, from: u64) -> Result<(), TransferError> {
-        let Slot::Pending { rel, resume } = &mut self.batch.slots[index] else {
+        let Slot::Pending { rel, resume } = &mut self.slots[index - self.base] else {
             return Ok(());
         };
         let (parent, name) = split(rel);
@@ -1059,14 +1213,14 @@ impl<'a> Writer<'a> {
                 Ok((dir, file, hashes, !resumed, None))
             }
             None => {
-                let mode = part_mode(&self.batch.entries[index]);
+                let mode = part_mode(&self.entries[index]);
                 let (file, made) = fresh_part(&dir, &part, mode)?;
                 Ok((dir, file, tree::Tree::new(), false, made.then_some(mode)))
             }
         });
         match opened {
             Ok((dir, file, hashes, rewrite, made_with)) => {
-                self.open = Some(Open {
+                *self.open = Some(Open {
                     made_with,
                     index,
                     file,
@@ -1075,7 +1229,7 @@ impl<'a> Writer<'a> {
                     shown,
                     from,
                     offset: from,
-                    size: self.batch.entries[index].size(),
+                    size: self.entries[index].size(),
                     hashes,
                     rewrite,
                     written: false,
@@ -1084,7 +1238,7 @@ impl<'a> Writer<'a> {
             // This file cannot be written (its directory is read-only, say); the others can.
             Err(e) => {
                 let reason = format!("cannot write {}: {e}", shown.display());
-                self.batch.slots[index] = Slot::Settled(Outcome::Failed { reason });
+                *self.slot(index) = Slot::Settled(Outcome::Failed { reason });
             }
         }
         Ok(())
@@ -1137,8 +1291,8 @@ impl<'a> Writer<'a> {
             return Ok(());
         };
         let index = done.index;
-        let entry = &self.batch.entries[index];
-        let Slot::Pending { rel, .. } = &self.batch.slots[index] else {
+        let entry = &self.entries[index];
+        let Slot::Pending { rel, .. } = &self.slots[index - self.base] else {
             return Ok(());
         };
         let name = split(rel).1;
@@ -1169,15 +1323,15 @@ impl<'a> Writer<'a> {
             let shown = done.shown.with_file_name(name);
             done.remove();
             let reason = format!("cannot put {} in place: {e}", shown.display());
-            self.batch.slots[index] = Slot::Settled(Outcome::Failed { reason });
+            *self.slot(index) = Slot::Settled(Outcome::Failed { reason });
             return Ok(());
         }
         // A serving device only counts what failed: no report is made for the rest.
         if !self.place.expect.reports {
-            self.batch.slots[index] = Slot::Settled(Outcome::Stored);
+            *self.slot(index) = Slot::Settled(Outcome::Stored);
             return Ok(());
         }
-        self.reports[index] = Some(FileReport {
+        self.reports[index - self.base] = Some(FileReport {
             path: confine::shown(&entry.path),
             size: entry.size(),
             blake3: Some(root),
@@ -1185,54 +1339,8 @@ impl<'a> Writer<'a> {
             resumed: done.from,
             outcome: Outcome::Stored,
         });
-        self.batch.slots[index] = Slot::Settled(Outcome::Stored);
+        *self.slot(index) = Slot::Settled(Outcome::Stored);
         Ok(())
-    }
-
-    /// Every entry's outcome. A file still open was cut off by the network: what is written
-    /// is verified and stays for a resume.
-    fn finish(self) -> Stored {
-        let keep = self.place.expect.reports;
-        let outcomes: Vec<Outcome> = self
-            .batch
-            .slots
-            .into_iter()
-            .map(|slot| match slot {
-                Slot::Settled(outcome) => outcome,
-                Slot::Pending { .. } => Outcome::Failed {
-                    reason: "its data never came".into(),
-                },
-            })
-            .collect();
-        let reports = self
-            .batch
-            .entries
-            .iter()
-            .zip(&outcomes)
-            .zip(self.reports)
-            .filter_map(|((entry, outcome), report)| {
-                let is_file = matches!(entry.kind, Kind::File { .. });
-                match report {
-                    Some(report) => Some(report),
-                    None if keep && is_file || matches!(outcome, Outcome::Failed { .. }) => {
-                        Some(FileReport {
-                            path: confine::shown(&entry.path),
-                            size: entry.size(),
-                            blake3: None,
-                            sha256: None,
-                            resumed: 0,
-                            outcome: outcome.clone(),
-                        })
-                    }
-                    None => None,
-                }
-            })
-            .collect();
-        Stored {
-            outcomes,
-            reports,
-            dirs: self.batch.dirs,
-        }
     }
 }
 

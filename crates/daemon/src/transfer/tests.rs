@@ -1287,6 +1287,50 @@ const PACKING: Send = Send {
     sha256: false,
 };
 
+/// A piece of packed files is stored by two threads, half each: every file's outcome is
+/// its own and reported as its own, whichever half it is in.
+#[tokio::test]
+async fn packed_files_stored_by_two_threads_land_or_fail_each_on_its_own() {
+    let (dir, dest) = with_dest("packed-lanes");
+    let src = dir.join("src");
+    // One piece of packed files (`MAX_PACKED`), half in each directory.
+    for sub in ["a", "b"] {
+        fs::create_dir_all(src.join(sub)).unwrap();
+        for i in 0..MAX_PACKED / 2 {
+            let bytes = data(700 + i * 13, i as u8);
+            fs::write(src.join(sub).join(format!("f{i:02}")), bytes).unwrap();
+        }
+    }
+    let items = walk::walk(std::slice::from_ref(&src), true).unwrap();
+    // A directory under a file's part name: that file cannot be written, in either half.
+    let into = dest.join("src");
+    fs::create_dir_all(into.join("a/.f07.loopsy-part")).unwrap();
+    fs::create_dir_all(into.join("b/.f25.loopsy-part")).unwrap();
+    let (sent, received) = exchange(items, 1, PACKING, &dest, Receive::default()).await;
+    let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert_eq!((sent.failed, received.failed), (2, 2));
+    let failed: Vec<&str> = received
+        .files
+        .iter()
+        .filter(
+            |f| matches!(&f.outcome, Outcome::Failed { reason } if reason.contains("cannot write")),
+        )
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(failed, ["src/a/f07", "src/b/f25"]);
+    for sub in ["a", "b"] {
+        for i in 0..MAX_PACKED / 2 {
+            let name = format!("{sub}/f{i:02}");
+            if failed.contains(&format!("src/{name}").as_str()) {
+                assert!(!into.join(&name).exists(), "{name}");
+            } else {
+                assert_same_tree(&src.join(&name), &into.join(&name));
+            }
+        }
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
 /// A file or link named as Loopsy names its partial files is refused, and the rest lands.
 /// Taken in, `.f40.loopsy-part` was found by `f40` under its part name, taken for its
 /// partial file and put in place as `f40`: gone, with nothing said.
