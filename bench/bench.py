@@ -1105,8 +1105,9 @@ def main():
             "\nLatency ratios below 1 and throughput ratios above 1 favour Loopsy. ssh runs its"
             " commands as a user whose shell is /bin/sh with no rc files, so its times count"
             " no shell start-up; Loopsy runs argv directly. Copies push the same source into the"
-            " same directory on this machine, best of five alternating runs; scp uses its"
-            " default cipher and, like `loopsy cp` by default, does not fsync.")
+            " same directory on this machine, best of five alternating runs (ten at once and"
+            " one alone: the medians of nine rounds in turn); scp uses its default cipher and,"
+            " like `loopsy cp` by default, does not fsync.")
     if figures:
         text.append("\nFaults and load, as the tests measure them (debug builds, network"
                     " namespaces; see tests/tests/nat.rs, faults.rs, load.rs, hostile.rs):\n")
