@@ -596,9 +596,12 @@ fn beside(name: &OsStr, kind: &str) -> OsString {
 /// file and put it in place under that name, and a link's temporary name is cleared first.
 fn reserved(name: &OsStr) -> bool {
     let name = name.as_bytes();
+    // In any case: a case-insensitive directory holds `.X.LOOPSY-PART` as `.x.loopsy-part`.
     [b".loopsy-part".as_slice(), b".loopsy-link"]
         .iter()
-        .any(|end| name.ends_with(end))
+        .any(|end| {
+            name.len() >= end.len() && name[name.len() - end.len()..].eq_ignore_ascii_case(end)
+        })
 }
 
 const RESERVED: &str = "names ending in .loopsy-part or .loopsy-link are Loopsy's own";
@@ -634,32 +637,58 @@ fn open_part(dir: &Dir, part: &OsStr, create: bool) -> io::Result<Option<(File, 
 /// with `mode`, and then certainly this copy's own: no check needed), else the one there
 /// when it is this copy's own to write, else a new one in place of whatever holds the name
 /// (that thing itself is left alone: only its name here goes). Says whether it was made
-/// new, with `mode`. Locked for this copy either way.
-fn fresh_part(dir: &Dir, part: &OsStr, mode: u32) -> io::Result<(File, bool)> {
+/// new, with `mode`. Locked for this copy either way, and still under its name once locked:
+/// whoever held the lock before may have renamed it into place meanwhile (another copy
+/// into the same place, or, with `shared`, the other thread of this one: a long name's part
+/// name is a hash that a short name can be, and a case-insensitive directory folds two
+/// names into one), and then it is that file, no longer a part to write.
+fn fresh_part(dir: &Dir, part: &OsStr, mode: u32, shared: bool) -> io::Result<(File, bool)> {
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    // Locked even when new: another copy into the same place may find it by its name.
-    match rustix::fs::openat(dir, part, flags, Mode::from(mode)) {
-        Ok(file) => {
-            let file = File::from(file);
+    for _ in 0..PART_TRIES {
+        // Locked even when new: another copy into the same place may find it by its name.
+        match rustix::fs::openat(dir, part, flags, Mode::from(mode)) {
+            Ok(file) => {
+                let file = File::from(file);
+                lock(&file)?;
+                if !shared || still_named(dir, part, &file) {
+                    return Ok((file, true));
+                }
+                continue;
+            }
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some((file, _)) = open_part(dir, part, true)? {
             lock(&file)?;
-            return Ok((file, true));
+            if !still_named(dir, part, &file) {
+                continue;
+            }
+            // On ext4, truncating to zero marks the file for a forced writeback of
+            // everything written when it is closed: only a leftover with something in it is
+            // emptied.
+            if file.metadata()?.len() > 0 {
+                file.set_len(0)?;
+            }
+            return Ok((file, false));
         }
-        Err(Errno::EXIST) => {}
-        Err(e) => return Err(e.into()),
-    }
-    if let Some((file, len)) = open_part(dir, part, true)? {
+        rustix::fs::unlinkat(dir, part, AtFlags::empty())?;
+        let file = File::from(rustix::fs::openat(dir, part, flags, Mode::from(0o600))?);
         lock(&file)?;
-        // On ext4, truncating to zero marks the file for a forced writeback of everything
-        // written when it is closed: only a leftover with something in it is emptied.
-        if len > 0 {
-            file.set_len(0)?;
+        if !shared || still_named(dir, part, &file) {
+            return Ok((file, false));
         }
-        return Ok((file, false));
     }
-    rustix::fs::unlinkat(dir, part, AtFlags::empty())?;
-    let file = File::from(rustix::fs::openat(dir, part, flags, Mode::from(0o600))?);
-    lock(&file)?;
-    Ok((file, false))
+    Err(io::Error::other("another copy keeps taking its part file"))
+}
+
+/// How often a part file is made or taken again when it was renamed away under us.
+const PART_TRIES: usize = 8;
+
+/// Whether `dir` still holds `file` under `part`.
+fn still_named(dir: &Dir, part: &OsStr, file: &File) -> bool {
+    let named = rustix::fs::statat(dir, part, AtFlags::SYMLINK_NOFOLLOW);
+    let held = rustix::fs::fstat(file);
+    matches!((named, held), (Ok(n), Ok(h)) if (n.st_dev, n.st_ino) == (h.st_dev, h.st_ino))
 }
 
 /// This process's umask, when it can be read without changing it (`umask(2)` can only set
@@ -687,9 +716,14 @@ fn partial(dir: &Dir, name: &OsStr, size: u64) -> Option<Box<Resume>> {
     if size <= CHUNK as u64 {
         return None;
     }
-    let (mut file, have) = open_part(dir, &beside(name, "part"), false).ok()??;
+    let part = beside(name, "part");
+    let (mut file, _) = open_part(dir, &part, false).ok()??;
     lock(&file).ok()?;
-    let have = have.min(size);
+    // Once locked, still the part file: not one a copy of the same name renamed into place.
+    if !still_named(dir, &part, &file) {
+        return None;
+    }
+    let have = file.metadata().ok()?.len().min(size);
     let len = have - have % CHUNK as u64;
     if len == 0 {
         return None;
@@ -1000,6 +1034,7 @@ impl<'a> Writer<'a> {
             slots: &mut self.slots,
             reports: &mut self.reports,
             open: &mut self.open,
+            shared: false,
         }
     }
 
@@ -1044,10 +1079,11 @@ impl<'a> Writer<'a> {
         Ok(None)
     }
 
-    /// Stores whole files, half of them on a second thread when there are enough. Two
-    /// threads never race for one name: each file is written under its own part name
-    /// (`.NAME.loopsy-part`) and renamed to its own name, and no file is offered under a
-    /// part's name ([`reserved`]).
+    /// Stores whole files, half of them on a second thread when there are enough. Each file
+    /// is written under its part name (`.NAME.loopsy-part`, which no offered file has: see
+    /// [`reserved`]) and renamed to its own. Two files can still meet at one part name (a
+    /// long name's is a hash, a case-insensitive directory folds names): the two threads
+    /// then take it in turn, each only once it holds the lock and the name (`fresh_part`).
     fn packed(&mut self, packed: &[(Whole, &[u8])]) -> Result<(), TransferError> {
         // At the middle: even halves gain more than keeping each directory's files on one
         // thread, though two threads making files in one directory wait on each other's
@@ -1076,6 +1112,7 @@ impl<'a> Writer<'a> {
             slots,
             reports,
             open: &mut self.open,
+            shared: true,
         };
         let mut there = Lane {
             place: self.place,
@@ -1085,6 +1122,7 @@ impl<'a> Writer<'a> {
             slots: later_slots,
             reports: later_reports,
             open: &mut none,
+            shared: true,
         };
         let (stored, helped) = std::thread::scope(|scope| {
             let helper = std::thread::Builder::new()
@@ -1159,6 +1197,8 @@ struct Lane<'w> {
     slots: &'w mut [Slot],
     reports: &'w mut [Option<FileReport>],
     open: &'w mut Option<Open>,
+    /// Whether another lane writes beside this one (see [`fresh_part`]).
+    shared: bool,
 }
 
 impl Lane<'_> {
@@ -1214,7 +1254,7 @@ impl Lane<'_> {
             }
             None => {
                 let mode = part_mode(&self.entries[index]);
-                let (file, made) = fresh_part(&dir, &part, mode)?;
+                let (file, made) = fresh_part(&dir, &part, mode, self.shared)?;
                 Ok((dir, file, tree::Tree::new(), false, made.then_some(mode)))
             }
         });

@@ -1331,6 +1331,34 @@ async fn packed_files_stored_by_two_threads_land_or_fail_each_on_its_own() {
     fs::remove_dir_all(dir).ok();
 }
 
+/// Two files whose part names are one (a name too long for `.NAME.loopsy-part` gets a hash
+/// of itself instead, and a short name can be that hash), each in its own half of a piece:
+/// the two threads take the part file in turn and both land whole. When the second waited
+/// for the first's lock and then wrote into the file the first had just put in place, one
+/// name held the other's bytes, reported stored.
+#[tokio::test]
+async fn two_files_with_one_part_name_both_land_whole() {
+    let (dir, _) = with_dest("packed-twins");
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..MAX_PACKED / 2 {
+        let long = format!("z{i:02}{}", "-long".repeat(50));
+        let short = blake3::hash(long.as_bytes()).to_hex()[..32].to_owned();
+        fs::write(src.join(&long), data(3000, i as u8)).unwrap();
+        fs::write(src.join(&short), data(3000, 100 + i as u8)).unwrap();
+    }
+    for round in 0..30 {
+        let dest = dir.join(format!("dest-{round}"));
+        fs::create_dir(&dest).unwrap();
+        let items = walk::walk(std::slice::from_ref(&src), true).unwrap();
+        let (sent, received) = exchange(items, 1, PACKING, &dest, Receive::default()).await;
+        let (sent, received) = (sent.unwrap(), received.unwrap());
+        assert_eq!(sent.failed + received.failed, 0, "round {round}");
+        assert_same_tree(&src, &dest.join("src"));
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
 /// A file or link named as Loopsy names its partial files is refused, and the rest lands.
 /// Taken in, `.f40.loopsy-part` was found by `f40` under its part name, taken for its
 /// partial file and put in place as `f40`: gone, with nothing said.
@@ -1344,10 +1372,11 @@ async fn a_file_named_like_a_part_file_is_refused_and_the_file_it_names_lands() 
     }
     fs::write(src.join(".f40.loopsy-part"), b"a file of its own").unwrap();
     symlink("f00", src.join(".f41.loopsy-link")).unwrap();
+    fs::write(src.join(".F42.LOOPSY-PART"), b"one in capitals").unwrap();
     let items = walk::walk(std::slice::from_ref(&src), true).unwrap();
     let (sent, received) = exchange(items, 1, PACKING, &dest, Receive::default()).await;
     let (sent, received) = (sent.unwrap(), received.unwrap());
-    assert_eq!((sent.failed, received.failed), (2, 2));
+    assert_eq!((sent.failed, received.failed), (3, 3));
     let refused: Vec<&str> = received
         .files
         .iter()
@@ -1356,7 +1385,14 @@ async fn a_file_named_like_a_part_file_is_refused_and_the_file_it_names_lands() 
         )
         .map(|f| f.path.as_str())
         .collect();
-    assert_eq!(refused, ["src/.f40.loopsy-part", "src/.f41.loopsy-link"]);
+    assert_eq!(
+        refused,
+        [
+            "src/.F42.LOOPSY-PART",
+            "src/.f40.loopsy-part",
+            "src/.f41.loopsy-link"
+        ]
+    );
     let into = dest.join("src");
     for i in 0..MAX_PACKED - 1 {
         let name = format!("f{i:02}");
