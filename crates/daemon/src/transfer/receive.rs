@@ -612,9 +612,9 @@ static USER: LazyLock<u32> = LazyLock::new(|| rustix::process::geteuid().as_raw(
 /// Opens the partial file `part` in `dir` when it is one this copy may write to: a regular
 /// file of this user with no other name, never through a symlink (one could have been
 /// offered under its name) nor a hard link to a file elsewhere. `None` when there is no
-/// such file; with `create`, a new one is made when there is nothing under the name.
-/// Gives its length too.
-fn open_part(dir: &Dir, part: &OsStr, create: bool) -> io::Result<Option<(File, u64)>> {
+/// such file; with `create`, a new one is made when there is nothing under the name. Its
+/// length is read once it is locked (see [`still_named`]).
+fn open_part(dir: &Dir, part: &OsStr, create: bool) -> io::Result<Option<File>> {
     let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let flags = if create {
         flags | OFlags::CREATE
@@ -630,7 +630,7 @@ fn open_part(dir: &Dir, part: &OsStr, create: bool) -> io::Result<Option<(File, 
     let own = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
         && stat.st_nlink == 1
         && stat.st_uid == *USER;
-    Ok(own.then(|| (File::from(file), stat.st_size as u64)))
+    Ok(own.then(|| File::from(file)))
 }
 
 /// A part file to write from the start, empty: a new one when nothing holds the name (made
@@ -658,7 +658,7 @@ fn fresh_part(dir: &Dir, part: &OsStr, mode: u32, shared: bool) -> io::Result<(F
             Err(Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        if let Some((file, _)) = open_part(dir, part, true)? {
+        if let Some(file) = open_part(dir, part, true)? {
             lock(&file)?;
             if !still_named(dir, part, &file) {
                 continue;
@@ -717,7 +717,7 @@ fn partial(dir: &Dir, name: &OsStr, size: u64) -> Option<Box<Resume>> {
         return None;
     }
     let part = beside(name, "part");
-    let (mut file, _) = open_part(dir, &part, false).ok()??;
+    let mut file = open_part(dir, &part, false).ok()??;
     lock(&file).ok()?;
     // Once locked, still the part file: not one a copy of the same name renamed into place.
     if !still_named(dir, &part, &file) {
@@ -998,6 +998,11 @@ fn store(
 /// and a thread costs tens of microseconds.
 const TWO_LANES_FROM: usize = 32;
 
+/// Pieces stored by two threads so far: the tests of the split see that it happened.
+#[cfg(test)]
+pub(super) static SPLIT_PIECES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// One batch's files as they are written.
 struct Writer<'a> {
     place: &'a Placement,
@@ -1036,6 +1041,28 @@ impl<'a> Writer<'a> {
             open: &mut self.open,
             shared: false,
         }
+    }
+
+    /// The batch's files before `base` and from `base` on, written at once by two threads;
+    /// the second lane's open file is `later_open`.
+    fn lanes<'w>(&'w mut self, base: usize, later_open: &'w mut Option<Open>) -> [Lane<'w>; 2] {
+        let (slots, later_slots) = self.slots.split_at_mut(base);
+        let (reports, later_reports) = self.reports.split_at_mut(base);
+        let (place, options, entries) = (self.place, self.options, &self.entries[..]);
+        let lane = |base, slots, reports, open| Lane {
+            place,
+            options,
+            entries,
+            base,
+            slots,
+            reports,
+            open,
+            shared: true,
+        };
+        [
+            lane(0, slots, reports, &mut self.open),
+            lane(base, later_slots, later_reports, later_open),
+        ]
     }
 
     /// Applies one piece; gives back a chunk's buffer for reuse.
@@ -1100,34 +1127,16 @@ impl<'a> Writer<'a> {
         };
         // Indices rise through a piece (the network side checked), so the second lane's
         // files are all past the first lane's.
-        let base = head.index as usize;
-        let (slots, later_slots) = self.slots.split_at_mut(base);
-        let (reports, later_reports) = self.reports.split_at_mut(base);
         let mut none = None;
-        let mut here = Lane {
-            place: self.place,
-            options: self.options,
-            entries: &self.entries,
-            base: 0,
-            slots,
-            reports,
-            open: &mut self.open,
-            shared: true,
-        };
-        let mut there = Lane {
-            place: self.place,
-            options: self.options,
-            entries: &self.entries,
-            base,
-            slots: later_slots,
-            reports: later_reports,
-            open: &mut none,
-            shared: true,
-        };
+        let [mut here, mut there] = self.lanes(head.index as usize, &mut none);
         let (stored, helped) = std::thread::scope(|scope| {
             let helper = std::thread::Builder::new()
                 .name("loopsy-store".into())
                 .spawn_scoped(scope, || there.whole(second));
+            #[cfg(test)]
+            if helper.is_ok() {
+                SPLIT_PIECES.fetch_add(1, Ordering::Relaxed);
+            }
             let stored = here.whole(first);
             let helped = helper.ok().map(|helper| {
                 helper.join().unwrap_or_else(|_| {

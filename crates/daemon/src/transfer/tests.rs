@@ -1287,6 +1287,21 @@ const PACKING: Send = Send {
     sha256: false,
 };
 
+/// The files reported failed for a reason that says `why`.
+fn failed_for<'a>(received: &'a Summary, why: &str) -> Vec<&'a str> {
+    received
+        .files
+        .iter()
+        .filter(|f| matches!(&f.outcome, Outcome::Failed { reason } if reason.contains(why)))
+        .map(|f| f.path.as_str())
+        .collect()
+}
+
+/// Pieces stored by two threads so far (each test runs in a process of its own).
+fn split_pieces() -> usize {
+    receive::SPLIT_PIECES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A piece of packed files is stored by two threads, half each: every file's outcome is
 /// its own and reported as its own, whichever half it is in.
 #[tokio::test]
@@ -1306,17 +1321,12 @@ async fn packed_files_stored_by_two_threads_land_or_fail_each_on_its_own() {
     let into = dest.join("src");
     fs::create_dir_all(into.join("a/.f07.loopsy-part")).unwrap();
     fs::create_dir_all(into.join("b/.f25.loopsy-part")).unwrap();
+    let split = split_pieces();
     let (sent, received) = exchange(items, 1, PACKING, &dest, Receive::default()).await;
     let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert!(split_pieces() > split, "the piece was stored by one thread");
     assert_eq!((sent.failed, received.failed), (2, 2));
-    let failed: Vec<&str> = received
-        .files
-        .iter()
-        .filter(
-            |f| matches!(&f.outcome, Outcome::Failed { reason } if reason.contains("cannot write")),
-        )
-        .map(|f| f.path.as_str())
-        .collect();
+    let failed = failed_for(&received, "cannot write");
     assert_eq!(failed, ["src/a/f07", "src/b/f25"]);
     for sub in ["a", "b"] {
         for i in 0..MAX_PACKED / 2 {
@@ -1347,6 +1357,7 @@ async fn two_files_with_one_part_name_both_land_whole() {
         fs::write(src.join(&long), data(3000, i as u8)).unwrap();
         fs::write(src.join(&short), data(3000, 100 + i as u8)).unwrap();
     }
+    let split = split_pieces();
     for round in 0..30 {
         let dest = dir.join(format!("dest-{round}"));
         fs::create_dir(&dest).unwrap();
@@ -1356,6 +1367,10 @@ async fn two_files_with_one_part_name_both_land_whole() {
         assert_eq!(sent.failed + received.failed, 0, "round {round}");
         assert_same_tree(&src, &dest.join("src"));
     }
+    assert!(
+        split_pieces() >= split + 30,
+        "the twins were not stored by two threads"
+    );
     fs::remove_dir_all(dir).ok();
 }
 
@@ -1377,16 +1392,8 @@ async fn a_file_named_like_a_part_file_is_refused_and_the_file_it_names_lands() 
     let (sent, received) = exchange(items, 1, PACKING, &dest, Receive::default()).await;
     let (sent, received) = (sent.unwrap(), received.unwrap());
     assert_eq!((sent.failed, received.failed), (3, 3));
-    let refused: Vec<&str> = received
-        .files
-        .iter()
-        .filter(
-            |f| matches!(&f.outcome, Outcome::Failed { reason } if reason.contains("Loopsy's own")),
-        )
-        .map(|f| f.path.as_str())
-        .collect();
     assert_eq!(
-        refused,
+        failed_for(&received, "Loopsy's own"),
         [
             "src/.F42.LOOPSY-PART",
             "src/.f40.loopsy-part",
